@@ -1,0 +1,148 @@
+"""The ``banditroute`` command line: simulate, tune and pretrain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from banditroute.config import ConfigError, PolicyConfig, load_pool
+from banditroute.features import Featurizer
+from banditroute.logschema import write_log
+from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
+from banditroute.policies import POLICY_NAMES, make_policy
+from banditroute.policies.cost import Context
+
+
+def _pool(args):
+    return load_pool(args.config) if args.config else None
+
+
+def _settings(args, pool):
+    settings = pool.policy if pool is not None else PolicyConfig()
+    return settings.model_copy(update={"name": args.policy or settings.name})
+
+
+def cmd_simulate(args) -> int:
+    from banditroute.offline.simulate import simulate
+
+    outcomes = load_outcomes(args.outcomes)
+    pool = _pool(args)
+    settings = _settings(args, pool)
+    result, rows = simulate(outcomes, settings.name, args.cost_weight, args.seed, state=args.state, pool=pool,
+                            settings=settings, progress=not args.json and sys.stderr.isatty(),
+                            with_log=bool(args.log))
+    if args.log:
+        write_log(rows, args.log)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    ref, on, te = result["reference"], result["online"], result["test"]
+    print(f"policy {result['policy']}  cost_weight {result['cost_weight']}  seed {result['seed']}")
+    print(f"{'':18}{'n':>7}{'quality':>10}{'cost USD':>12}")
+    print(f"{'online (train)':18}{on['n']:>7}{on['quality']:>10.4f}{on['cost_usd']:>12.4f}")
+    print(f"{'greedy (test)':18}{te['n']:>7}{te['quality']:>10.4f}{te['cost_usd']:>12.4f}")
+    print(f"{'best model (test)':18}{te['n']:>7}{ref['best_quality']:>10.4f}{ref['best_cost_usd']:>12.4f}  {ref['best_model']}")
+    print(f"{'oracle (test)':18}{te['n']:>7}{ref['oracle_quality']:>10.4f}")
+    print("test share: " + ", ".join(f"{m} {s:.1%}" for m, s in sorted(te["share"].items(), key=lambda kv: -kv[1]) if s > 0))
+    if args.log:
+        print(f"decision log: {args.log} ({len(rows)} decisions)")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from banditroute.offline.tune import plot_frontier, tune
+
+    outcomes = load_outcomes(args.outcomes)
+    pool = _pool(args)
+    settings = _settings(args, pool)
+    weights = [float(w) for w in args.cost_weights.split(",")] if args.cost_weights else None
+    result = tune(outcomes, settings.name, args.seed, weights, pool=pool, settings=settings,
+                  progress=not args.json and sys.stderr.isatty())
+    if args.plot:
+        plot_frontier(result, args.plot, title=f"{args.outcomes}")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    base = result["reference"]["best_cost_usd"]
+    print(f"{'cost_weight':>12}{'quality':>10}{'cost USD':>12}{'cost %':>9}")
+    for p in result["points"]:
+        print(f"{p['cost_weight']:>12.4g}{p['quality']:>10.4f}{p['cost_usd']:>12.4f}{100 * p['cost_usd'] / base:>8.1f}%")
+    fmt = lambda v: "none" if v is None else f"{v:.1f}%"  # noqa: E731
+    print(f"cost_at_95 {fmt(result['cost_at_95'])}  quality_at_25 {fmt(result['quality_at_25'])}"
+          f"  (best model {result['reference']['best_model']})")
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    outcomes = load_outcomes(args.outcomes)
+    pool = _pool(args)
+    settings = _settings(args, pool)
+    train = outcomes.subset("train")
+    if len(train) == 0:
+        raise OutcomeTableError(f"{args.outcomes}: no rows in the train split")
+    prices = None
+    if pool is not None:
+        spec = {m.name: m for m in pool.models}
+        prices = [(spec[m].input_price_per_mtok, spec[m].output_price_per_mtok) if m in spec else None
+                  for m in outcomes.models]
+    f = Featurizer()
+    policy = make_policy(settings.name, outcomes.models, f.dim, prices, settings)
+    policy.feature_version = f.version
+    for i, prompt in enumerate(train.prompts):
+        ctx = Context(f.transform(prompt), f.input_tokens(prompt))
+        for k in range(len(outcomes.models)):
+            policy.update(ctx, k, quality=float(train.quality[i, k]), cost_usd=float(train.cost[i, k]))
+    policy.save(args.out)
+    print(f"pretrained {policy.describe()} on {len(train)} prompts x {len(outcomes.models)} models -> {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="banditroute", description="An LLM router that learns from feedback.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    pol_help = f"policy: {', '.join(POLICY_NAMES)} (default from the pool file, else lints)"
+
+    s = sub.add_parser("simulate", help="learn online on an outcome table's train split, evaluate on test")
+    s.add_argument("outcomes", help="full-information outcome table (Parquet or JSONL)")
+    s.add_argument("--policy", help=pol_help)
+    s.add_argument("--cost-weight", type=float, help="quality points per USD (default from the pool file, else 100)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--state", help="start from a saved policy state (see pretrain)")
+    s.add_argument("--log", help="write the decision log here (.parquet or .jsonl)")
+    s.add_argument("--config", help="pool file (TOML/JSON) for prices and policy settings")
+    s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    s.set_defaults(func=cmd_simulate)
+
+    t = sub.add_parser("tune", help="sweep the cost weight; report the quality-cost frontier")
+    t.add_argument("outcomes", help="full-information outcome table (Parquet or JSONL)")
+    t.add_argument("--policy", help=pol_help)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--cost-weights", help="comma-separated cost weights (default: a data-driven grid)")
+    t.add_argument("--config", help="pool file (TOML/JSON) for prices and policy settings")
+    t.add_argument("--plot", help="write the frontier plot to this PNG")
+    t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    t.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("pretrain", help="fit a policy state from an outcome table's train split")
+    p.add_argument("outcomes")
+    p.add_argument("--out", required=True, help="where to write the policy state")
+    p.add_argument("--policy", help=pol_help)
+    p.add_argument("--config", help="pool file (TOML/JSON) for prices and policy settings")
+    p.set_defaults(func=cmd_pretrain)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, OutcomeTableError, ValueError) as err:
+        print(f"banditroute {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

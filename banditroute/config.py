@@ -1,0 +1,157 @@
+"""Model pool and policy configuration.
+
+A pool file (TOML or JSON) lists the models the router may choose from::
+
+    [[models]]
+    name = "gpt-4-1106-preview"
+    input_price_per_mtok = 10.0     # USD per 1M input tokens (optional)
+    output_price_per_mtok = 30.0    # USD per 1M output tokens (optional)
+    capabilities = ["code", "long-context"]
+
+    [policy]
+    name = "lints"
+    cost_weight = 100.0             # quality points per USD
+
+Every field is validated by pydantic; an invalid file raises :class:`ConfigError` whose message
+names the offending field (``models.2.input_price_per_mtok: Input should be greater than or equal
+to 0``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """One model of the pool."""
+
+    name: str = Field(min_length=1)
+    input_price_per_mtok: NonNegFloat | None = None
+    output_price_per_mtok: NonNegFloat | None = None
+    capabilities: list[str] = Field(default_factory=list)
+
+    def price_usd(self, input_tokens: float, output_tokens: float) -> float | None:
+        """Cost of one call from list prices, or None when the pool gives no price."""
+        if self.input_price_per_mtok is None and self.output_price_per_mtok is None:
+            return None
+        return (
+            input_tokens * (self.input_price_per_mtok or 0.0)
+            + output_tokens * (self.output_price_per_mtok or 0.0)
+        ) / 1e6
+
+
+class PolicyConfig(_Strict):
+    """Which policy routes, and how it trades quality against cost and explores."""
+
+    name: str = "lints"
+    cost_weight: NonNegFloat = 100.0
+    floor: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.01
+    exploration: NonNegFloat = 1.0
+    prior_strength: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    expected_output_tokens: NonNegFloat = 256.0
+
+
+class SignalWeights(_Strict):
+    """Weight of each feedback source when several signals describe one decision."""
+
+    user: NonNegFloat = 1.0
+    judge: NonNegFloat = 0.8
+    system: NonNegFloat = 0.5
+
+
+class PoolConfig(_Strict):
+    """A pool of models plus the policy settings that route over it."""
+
+    models: list[ModelSpec] = Field(min_length=1)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    signal_weights: SignalWeights = Field(default_factory=SignalWeights)
+    max_pending: Annotated[int, Field(gt=0)] = 100_000
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        return models
+
+    @model_validator(mode="after")
+    def _finite(self) -> PoolConfig:
+        if not math.isfinite(self.policy.cost_weight):
+            raise ValueError("policy.cost_weight must be finite")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def spec(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        parts.append(f"{loc}: {e['msg']}")
+    return f"invalid configuration in {source}: " + "; ".join(parts)
+
+
+def parse_pool(data: dict, source: str = "<dict>") -> PoolConfig:
+    """Validate a decoded pool document."""
+    try:
+        return PoolConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_pool(path: str | Path | None = None) -> PoolConfig:
+    """Load a pool from a TOML or JSON file; ``None`` loads the bundled example pool."""
+    if path is None:
+        text = resources.files("banditroute.data").joinpath("pool.example.toml").read_text()
+        return parse_pool(tomllib.loads(text), "bundled pool.example.toml")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration {p}: {err.strerror}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot parse {p}: {err}") from None
+    return parse_pool(data, str(p))
+
+
+def pool_from_names(names: list[str], prices: dict[str, tuple[float, float]] | None = None) -> PoolConfig:
+    """A pool built from model names, e.g. the models of an outcome table."""
+    prices = prices or {}
+    models = [
+        ModelSpec(
+            name=n,
+            input_price_per_mtok=prices.get(n, (None, None))[0],
+            output_price_per_mtok=prices.get(n, (None, None))[1],
+        )
+        for n in names
+    ]
+    return PoolConfig(models=models)

@@ -1,0 +1,42 @@
+"""Routing policies and the names they go by on the command line.
+
+``lints`` (default), ``linucb``, ``egreedy``, ``random`` and ``fixed:MODEL``.
+"""
+
+from __future__ import annotations
+
+from banditroute.config import PolicyConfig
+from banditroute.policies.base import Policy, Scores, apply_floor
+from banditroute.policies.baselines import EpsilonGreedy, FixedPolicy, RandomPolicy
+from banditroute.policies.cost import Context, CostModel
+from banditroute.policies.linear import BayesLinear, LinTS, LinUCB
+
+POLICY_NAMES = ("lints", "linucb", "egreedy", "random", "fixed:MODEL")
+
+__all__ = [
+    "POLICY_NAMES", "BayesLinear", "Context", "CostModel", "EpsilonGreedy", "FixedPolicy", "LinTS",
+    "LinUCB", "Policy", "RandomPolicy", "Scores", "apply_floor", "make_policy",
+]
+
+
+def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig | None = None) -> Policy:
+    """Build a fresh policy from its command-line name.
+
+    ``settings`` supplies the floor, the exploration scale and the prior strength; ``prices`` the
+    list prices per model (``(input, output)`` USD per 1M tokens, or ``None``).
+    """
+    settings = settings or PolicyConfig()
+    common = {"prices": prices, "floor": settings.floor, "expected_output_tokens": settings.expected_output_tokens}
+    linear = {"exploration": settings.exploration, "prior_strength": settings.prior_strength}
+    if name == "lints":
+        return LinTS(models, dim, **common, **linear)
+    if name == "linucb":
+        return LinUCB(models, dim, **common, **linear)
+    if name == "egreedy":
+        return EpsilonGreedy(models, dim, epsilon=min(0.1 * settings.exploration, 1.0), **common)
+    if name == "random":
+        return RandomPolicy(models, dim, **common)
+    if name.startswith("fixed:"):
+        common["floor"] = 0.0
+        return FixedPolicy(models, dim, target=name.split(":", 1)[1], **common)
+    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")

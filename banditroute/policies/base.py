@@ -1,0 +1,154 @@
+"""The policy interface shared by every router policy.
+
+A policy maps a prompt's :class:`~banditroute.policies.cost.Context` and a set of eligible models
+to a probability vector over those models, and learns from ``(context, model, quality, cost)``.
+Scores follow one formula everywhere (DESIGN.md, decision 1):
+
+    score_k(x) = q_k(x) - cost_weight * c_k(x)
+
+with ``q_k`` the predicted quality in [0, 1] and ``c_k`` the predicted cost in USD. After a policy
+computes its raw probabilities ``p``, :func:`apply_floor` mixes in the exploration floor ``f``:
+
+    p'_k = f + (1 - K f) p_k,    K = number of eligible models,
+
+so every eligible model keeps probability at least ``f`` (needed by IPS and DR estimators) and the
+vector still sums to one.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from banditroute.policies.cost import Context, CostModel
+
+STATE_FORMAT = 1
+
+
+@dataclass
+class Scores:
+    """A policy's view of one decision, aligned with the eligible arms."""
+
+    probabilities: np.ndarray
+    quality: np.ndarray
+    cost: np.ndarray
+
+    def net(self, cost_weight: float) -> np.ndarray:
+        """score_k = quality_k - cost_weight * cost_k."""
+        return self.quality - cost_weight * self.cost
+
+
+def apply_floor(p: np.ndarray, floor: float) -> np.ndarray:
+    """Mix ``p`` with the uniform floor: ``f + (1 - K f) p``; uniform when ``K f >= 1``."""
+    k = len(p)
+    if floor <= 0:
+        return p
+    if k * floor >= 1.0:
+        return np.full(k, 1.0 / k)
+    return floor + (1.0 - k * floor) * p
+
+
+def one_hot(k: int, i: int) -> np.ndarray:
+    p = np.zeros(k)
+    p[i] = 1.0
+    return p
+
+
+class Policy:
+    """Base class: arms, the shared cost model, the floor, greedy choice and persistence.
+
+    Subclasses implement :meth:`predict_quality` (mean predicted quality per arm),
+    :meth:`_raw_probabilities` and :meth:`_update_quality`.
+
+    Parameters
+    ----------
+    models
+        Model names; arm ``i`` is ``models[i]``.
+    dim
+        Feature dimension.
+    prices
+        Optional ``(input, output)`` USD per 1M tokens per model, for the cost model's prior.
+    floor
+        Minimum probability of every eligible model.
+    expected_output_tokens
+        Output length assumed by list-price cost estimates.
+    """
+
+    name = "base"
+
+    def __init__(self, models, dim: int, prices=None, floor: float = 0.01, expected_output_tokens: float = 256.0):
+        self.models = list(models)
+        self.dim = int(dim)
+        self.floor = float(floor)
+        self.cost_model = CostModel(self.models, prices, expected_output_tokens)
+        self.quality_observations = np.zeros(len(self.models), dtype=np.int64)
+        self.feature_version: str | None = None
+
+    # -- subclass hooks -------------------------------------------------------------------------
+    def predict_quality(self, ctx: Context, arms: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _raw_probabilities(self, ctx: Context, arms: np.ndarray, scores: Scores, cost_weight: float, rng) -> np.ndarray:
+        raise NotImplementedError
+
+    def _update_quality(self, ctx: Context, arm: int, quality: float, weight: float) -> None:
+        raise NotImplementedError
+
+    # -- the policy verbs -----------------------------------------------------------------------
+    def scores(self, ctx: Context, arms) -> Scores:
+        """Predicted quality and cost (no probabilities yet) for ``arms``."""
+        arms = np.asarray(arms, dtype=np.intp)
+        return Scores(np.empty(0), self.predict_quality(ctx, arms), self.cost_model.predict(ctx, arms))
+
+    def probabilities(self, ctx: Context, arms, cost_weight: float, rng: np.random.Generator) -> Scores:
+        """Probabilities over ``arms`` (with the floor), plus the predictions behind them."""
+        arms = np.asarray(arms, dtype=np.intp)
+        s = self.scores(ctx, arms)
+        p = self._raw_probabilities(ctx, arms, s, cost_weight, rng)
+        s.probabilities = apply_floor(p, self.floor)
+        return s
+
+    def greedy(self, ctx: Context, arms, cost_weight: float) -> Scores:
+        """The exploitation choice: all mass on the highest mean score, no floor."""
+        arms = np.asarray(arms, dtype=np.intp)
+        s = self.scores(ctx, arms)
+        s.probabilities = one_hot(len(arms), int(np.argmax(s.net(cost_weight))))
+        return s
+
+    def update(self, ctx: Context, arm: int, quality: float | None = None, cost_usd: float | None = None,
+               weight: float = 1.0) -> None:
+        """Learn from one outcome of model ``arm``; either part may be missing."""
+        if quality is not None:
+            self._update_quality(ctx, arm, float(quality), float(weight))
+            self.quality_observations[arm] += 1
+        if cost_usd is not None:
+            self.cost_model.update(ctx, arm, float(cost_usd))
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the policy state (a pickle with a header; load only files you trust)."""
+        header = {"format": STATE_FORMAT, "policy": self.name, "models": self.models,
+                  "dim": self.dim, "feature_version": self.feature_version}
+        buf = io.BytesIO()
+        pickle.dump((header, self), buf, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: str | Path) -> Policy:
+        """Read a state written by :meth:`save`."""
+        try:
+            header, policy = pickle.loads(Path(path).read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise ValueError(f"cannot read policy state {path}: {err}") from None
+        if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
+            raise ValueError(f"{path} is not a banditroute policy state (format {STATE_FORMAT})")
+        return policy
+
+    def describe(self) -> str:
+        return self.name

@@ -1,0 +1,92 @@
+"""Per-model cost models learned online with river.
+
+For model k the predicted cost of a prompt is
+
+    c_k(x) = p_k(x) + w_k . phi(x),    phi(x) = (1, input_ktokens, code, choice_options)
+
+where ``p_k(x)`` is the list-price estimate (input tokens x input price + expected output tokens x
+output price, zero when the pool gives no price) and ``w_k`` is the posterior mean of a river
+:class:`~river.linear_model.BayesianLinearRegression` fit online to the residual
+``observed cost - p_k(x)`` (Bishop, 2006, "Pattern Recognition and Machine Learning", sec. 3.3).
+A model with prices therefore starts at its list price and corrects it as real costs arrive; a model
+without prices starts at zero cost and learns it from its first observations. Costs are modelled
+in milli-USD so the regression's default prior (precision 1) is on the scale of the data.
+
+Example
+-------
+>>> import numpy as np
+>>> cm = CostModel(["a"], prices=[(1.0, 2.0)], expected_output_tokens=100)
+>>> ctx = Context(x=np.zeros(40), input_tokens=1000.0)
+>>> round(float(cm.predict(ctx, [0])[0]), 6)   # 1000 x 1 + 100 x 2 USD per 1M tokens
+0.0012
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from river import linear_model
+
+from banditroute.features import SIGNALS
+
+_CODE = 1 + SIGNALS.index("code_request")
+_CHOICE = 1 + SIGNALS.index("choice_options")
+_SCALE = 1000.0  # USD -> milli-USD
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a policy sees of a prompt: its feature vector and its estimated input tokens."""
+
+    x: np.ndarray
+    input_tokens: float
+
+
+class CostModel:
+    """One online cost regressor per model, on top of optional list prices.
+
+    Parameters
+    ----------
+    models
+        Model names, in the policy's arm order.
+    prices
+        ``(input, output)`` USD per 1M tokens per model; ``None`` entries mean unknown.
+    expected_output_tokens
+        Output length assumed by the list-price estimate.
+    """
+
+    def __init__(self, models, prices=None, expected_output_tokens: float = 256.0):
+        self.models = list(models)
+        prices = prices or [None] * len(self.models)
+        self.in_price = np.array([(p[0] or 0.0) if p else 0.0 for p in prices], dtype=float)
+        self.out_price = np.array([(p[1] or 0.0) if p else 0.0 for p in prices], dtype=float)
+        self.expected_output_tokens = float(expected_output_tokens)
+        self.regressors = [linear_model.BayesianLinearRegression(alpha=1.0, beta=1.0) for _ in self.models]
+        self.observations = np.zeros(len(self.models), dtype=np.int64)
+
+    @staticmethod
+    def _phi(ctx: Context) -> dict[str, float]:
+        return {
+            "bias": 1.0,
+            "in_ktok": ctx.input_tokens / 1000.0,
+            "code": float(ctx.x[_CODE]),
+            "choice": float(ctx.x[_CHOICE]),
+        }
+
+    def list_price(self, ctx: Context, arms) -> np.ndarray:
+        """List-price estimate in USD for each of ``arms``."""
+        arms = np.asarray(arms, dtype=np.intp)
+        return (ctx.input_tokens * self.in_price[arms] + self.expected_output_tokens * self.out_price[arms]) / 1e6
+
+    def predict(self, ctx: Context, arms) -> np.ndarray:
+        """Predicted cost in USD (never negative) for each of ``arms``."""
+        phi = self._phi(ctx)
+        learned = np.array([self.regressors[a].predict_one(phi) for a in arms]) / _SCALE
+        return np.maximum(self.list_price(ctx, arms) + learned, 0.0)
+
+    def update(self, ctx: Context, arm: int, cost_usd: float) -> None:
+        """Learn from the observed cost of one call to model ``arm``."""
+        residual = cost_usd - float(self.list_price(ctx, [arm])[0])
+        self.regressors[arm].learn_one(self._phi(ctx), residual * _SCALE)
+        self.observations[arm] += 1

@@ -1,0 +1,272 @@
+"""The Router: the one object the server, the simulator and the replay tools drive.
+
+``route(prompt, options)``: features -> eligible models -> ``Policy.probabilities`` -> sample one
+model from that exact vector -> :class:`Decision` (kept in a bounded pending cache and handed to
+the log sink).
+``feedback(decision_id, feedback)``: signals -> qualities in [0, 1] (:mod:`banditroute.reward`)
+-> ``Policy.update`` for the decision's model -> a feedback record for the log sink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from banditroute.config import PoolConfig
+from banditroute.features import Featurizer
+from banditroute.policies import Context, Policy, make_policy
+from banditroute.reward import Feedback, mean_quality
+
+
+class RoutingError(ValueError):
+    """A request the router cannot serve as asked (unknown model, nothing eligible, bad prompt)."""
+
+
+class UnknownDecision(KeyError):
+    """Feedback for a decision id the router does not hold."""
+
+
+class RouteOptions(BaseModel):
+    """Per-request options of ``/route``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(default=None, min_length=1)
+    cost_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    max_cost_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    require: list[str] = Field(default_factory=list)
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class Decision:
+    """A routing decision, with everything needed to log it and to learn from its feedback."""
+
+    decision_id: str
+    ts: float
+    model: str
+    arm: int
+    propensity: float
+    eligible: list[str]
+    probabilities: np.ndarray
+    pred_quality: np.ndarray
+    pred_cost: np.ndarray
+    cost_weight: float
+    policy: str
+    feature_version: str
+    context: Context
+    prompt_hash: str
+    prompt: str | None = None
+    signals: list[tuple[float, float]] = field(default_factory=list)
+    cost_usd: float | None = None
+
+    @property
+    def quality(self) -> float | None:
+        """Weighted mean quality of the signals received so far."""
+        return mean_quality(self.signals)
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """``{model: {quality, cost_usd, score}}`` behind the choice."""
+        net = self.pred_quality - self.cost_weight * self.pred_cost
+        return {
+            m: {"quality": float(q), "cost_usd": float(c), "score": float(s)}
+            for m, q, c, s in zip(self.eligible, self.pred_quality, self.pred_cost, net)
+        }
+
+    def log_row(self) -> dict:
+        """This decision (and the feedback joined so far) as a row of the decision log."""
+        return {
+            "decision_id": self.decision_id,
+            "ts": self.ts,
+            "policy": self.policy,
+            "feature_version": self.feature_version,
+            "x": self.context.x.tolist(),
+            "input_tokens": self.context.input_tokens,
+            "prompt_hash": self.prompt_hash,
+            "prompt": self.prompt,
+            "eligible": self.eligible,
+            "probabilities": self.probabilities.tolist(),
+            "chosen": self.model,
+            "propensity": self.propensity,
+            "cost_weight": self.cost_weight,
+            "pred_quality": self.pred_quality.tolist(),
+            "pred_cost": self.pred_cost.tolist(),
+            "quality": self.quality,
+            "cost_usd": self.cost_usd,
+            "n_signals": len(self.signals),
+        }
+
+
+@dataclass
+class FeedbackResult:
+    """What one feedback call changed."""
+
+    decision_id: str
+    model: str
+    qualities: list[tuple[float, float]]
+    cost_usd: float | None
+    quality: float | None
+
+
+class LogSink(Protocol):
+    def decision(self, decision: Decision) -> None: ...
+
+    def feedback(self, decision: Decision, feedback: Feedback, result: FeedbackResult) -> None: ...
+
+
+class Router:
+    """Routes prompts over a pool and learns from feedback.
+
+    Parameters
+    ----------
+    pool
+        The models and the policy settings.
+    policy
+        A policy instance; by default ``make_policy(pool.policy.name, ...)``.
+    featurizer
+        By default ``Featurizer()``; must match the policy's dimension.
+    seed
+        Seeds the sampling and the decision ids (for reproducible simulations); ``None`` draws
+        from the operating system.
+    sink
+        Receives every decision and feedback (the log writer).
+    store_prompts
+        Keep the prompt text in decisions (and logs); otherwise only its SHA-256.
+    """
+
+    def __init__(self, pool: PoolConfig, policy: Policy | None = None, featurizer: Featurizer | None = None,
+                 seed: int | None = None, sink: LogSink | None = None, store_prompts: bool = False):
+        self.pool = pool
+        self.featurizer = featurizer or Featurizer()
+        if policy is None:
+            prices = [(m.input_price_per_mtok, m.output_price_per_mtok) for m in pool.models]
+            policy = make_policy(pool.policy.name, pool.names, self.featurizer.dim, prices, pool.policy)
+        self._check_policy(policy)
+        self.policy = policy
+        self.cost_weight = pool.policy.cost_weight
+        self.rng = np.random.default_rng(seed)
+        self._ids = random.Random(seed if seed is not None else int.from_bytes(np.random.bytes(16), "little"))
+        self.sink = sink
+        self.store_prompts = store_prompts
+        self.pending: OrderedDict[str, Decision] = OrderedDict()
+        self.max_pending = pool.max_pending
+        self._arm = {m: i for i, m in enumerate(policy.models)}
+        self._caps = {m.name: set(m.capabilities) for m in pool.models}
+
+    def _check_policy(self, policy: Policy) -> None:
+        if policy.dim != self.featurizer.dim:
+            raise ValueError(f"policy dimension {policy.dim} != featurizer dimension {self.featurizer.dim}")
+        if policy.feature_version not in (None, self.featurizer.version):
+            raise ValueError(
+                f"policy state was learned with features {policy.feature_version}, "
+                f"this router computes {self.featurizer.version}"
+            )
+        unknown = set(self.pool.names) - set(policy.models)
+        if unknown:
+            raise ValueError(f"policy state does not know pool models: {', '.join(sorted(unknown))}")
+        policy.feature_version = self.featurizer.version
+
+    def set_policy(self, policy: Policy) -> None:
+        """Swap the active policy (e.g. a loaded state); pending decisions keep their contexts."""
+        self._check_policy(policy)
+        self.policy = policy
+        self._arm = {m: i for i, m in enumerate(policy.models)}
+
+    # -- routing --------------------------------------------------------------------------------
+    def context(self, prompt: str) -> Context:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RoutingError("prompt must be a non-empty string")
+        return Context(self.featurizer.transform(prompt), self.featurizer.input_tokens(prompt))
+
+    def eligible(self, options: RouteOptions, ctx: Context, cost_weight: float) -> np.ndarray:
+        """Arms allowed by the request: listed models, required capabilities, the cost cap."""
+        names = self.pool.names
+        if options.models is not None:
+            unknown = [m for m in options.models if m not in self._arm or m not in self._caps]
+            if unknown:
+                raise RoutingError(f"unknown models: {', '.join(unknown)}; known: {', '.join(names)}")
+            names = [m for m in names if m in set(options.models)]
+        if options.require:
+            need = set(options.require)
+            names = [m for m in names if need <= self._caps[m]]
+            if not names:
+                raise RoutingError(f"no model in the pool has all of the capabilities {sorted(need)}")
+        arms = np.array([self._arm[m] for m in names], dtype=np.intp)
+        if options.max_cost_usd is not None:
+            cost = self.policy.cost_model.predict(ctx, arms)
+            keep = cost <= options.max_cost_usd
+            if not keep.any():
+                raise RoutingError(
+                    f"no eligible model is predicted to cost at most {options.max_cost_usd} USD "
+                    f"(cheapest: {names[int(np.argmin(cost))]} at {float(cost.min()):.6g} USD)"
+                )
+            arms = arms[keep]
+        return arms
+
+    def route(self, prompt: str, options: RouteOptions | None = None) -> Decision:
+        """Choose a model for ``prompt``; the decision is logged and kept for its feedback."""
+        options = options or RouteOptions()
+        ctx = self.context(prompt)
+        cw = self.cost_weight if options.cost_weight is None else options.cost_weight
+        arms = self.eligible(options, ctx, cw)
+        s = self.policy.probabilities(ctx, arms, cw, self.rng)
+        i = min(int(np.searchsorted(np.cumsum(s.probabilities), self.rng.random() * s.probabilities.sum(),
+                                    side="right")), len(arms) - 1)
+        models = self.policy.models
+        d = Decision(
+            decision_id=str(uuid.UUID(int=self._ids.getrandbits(128), version=4)),
+            ts=time.time(),
+            model=models[arms[i]],
+            arm=int(arms[i]),
+            propensity=float(s.probabilities[i]),
+            eligible=[models[a] for a in arms],
+            probabilities=s.probabilities,
+            pred_quality=s.quality,
+            pred_cost=s.cost,
+            cost_weight=cw,
+            policy=self.policy.describe(),
+            feature_version=self.featurizer.version,
+            context=ctx,
+            prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+            prompt=prompt if self.store_prompts else None,
+        )
+        self.pending[d.decision_id] = d
+        if len(self.pending) > self.max_pending:
+            self.pending.popitem(last=False)
+        if self.sink is not None:
+            self.sink.decision(d)
+        return d
+
+    # -- feedback -------------------------------------------------------------------------------
+    def feedback(self, decision_id: str, feedback: Feedback) -> FeedbackResult:
+        """Apply feedback to a pending decision's model and hand the record to the sink."""
+        d = self.pending.get(decision_id)
+        if d is None:
+            raise UnknownDecision(decision_id)
+        result = self.apply(d, feedback)
+        if self.sink is not None:
+            self.sink.feedback(d, feedback, result)
+        return result
+
+    def apply(self, d: Decision, feedback: Feedback) -> FeedbackResult:
+        """Learn from ``feedback`` about decision ``d`` (also used to replay late feedback)."""
+        pairs = feedback.weighted_qualities(self.pool.signal_weights)
+        for q, w in pairs:
+            self.policy.update(d.context, d.arm, quality=q, weight=w)
+        cost = None
+        if d.cost_usd is None:
+            cost = feedback.cost(self.pool.spec(d.model)) if d.model in self._caps else feedback.cost_usd
+            if cost is not None:
+                self.policy.update(d.context, d.arm, cost_usd=cost)
+                d.cost_usd = cost
+        d.signals.extend(pairs)
+        return FeedbackResult(d.decision_id, d.model, pairs, cost, d.quality)

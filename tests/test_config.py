@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from banditroute.config import ConfigError, load_pool
+
+
+def test_bundled_pool_loads():
+    pool = load_pool()
+    assert len(pool.models) == 11
+    assert pool.policy.name == "lints"
+    gpt4 = pool.spec("gpt-4-1106-preview")
+    assert gpt4.price_usd(1000, 100) == pytest.approx((1000 * 10 + 100 * 30) / 1e6)
+
+
+@pytest.mark.parametrize(
+    "doc, field",
+    [
+        ({"models": [{"name": "a", "input_price_per_mtok": -1}]}, "models.0.input_price_per_mtok"),
+        ({"models": [{"name": "a"}, {"name": "a"}]}, "duplicate model names: a"),
+        ({"models": []}, "models"),
+        ({"models": [{"name": "a", "colour": "red"}]}, "models.0.colour"),
+        ({"models": [{"name": "a"}], "policy": {"floor": 0.9}}, "policy.floor"),
+        ({"models": [{"name": "a"}], "policy": {"cost_weight": "nan"}}, "policy.cost_weight"),
+    ],
+)
+def test_invalid_pool_names_the_field(tmp_path, doc, field):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_pool(path)
+
+
+def test_unreadable_and_unparsable(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_pool(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[models]\nname=")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_pool(bad)

@@ -1,0 +1,64 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from banditroute.features import SIGNALS, Featurizer
+
+PROMPTS = [
+    "Write a Python function that reverses a linked list.",
+    "Quelle est la capitale de l'Australie ?",
+    "比较一下 Rust 和 Go 的并发模型。",
+    "Which is larger?\nA) 3\nB) 4\nAnswer:",
+    "x" * 50_000,
+]
+
+
+def test_vector_shape_bias_and_version():
+    f = Featurizer(hash_dim=64)
+    x = f.transform(PROMPTS[0])
+    assert x.shape == (1 + len(SIGNALS) + 64,) == (f.dim,)
+    assert x[0] == 1.0
+    assert f.version == "v1-d64"
+    assert np.all(np.isfinite(x))
+    assert np.all((x[1 : 1 + len(SIGNALS)] >= 0) & (x[1 : 1 + len(SIGNALS)] <= 1))
+    assert np.linalg.norm(x[1 + len(SIGNALS) :]) == pytest.approx(1.0)
+
+
+def test_same_prompt_same_vector_across_processes():
+    code = (
+        "import sys, numpy as np; from banditroute.features import Featurizer; "
+        "f = Featurizer(); prompts = %r; "
+        "sys.stdout.write(np.vstack([f.transform(p) for p in prompts]).tobytes().hex())" % (PROMPTS,)
+    )
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
+        for seed in ("1", "2", "random")
+    }
+    assert len(outs) == 1
+    here = np.vstack([Featurizer().transform(p) for p in PROMPTS]).tobytes().hex()
+    assert outs == {here}
+
+
+def test_signals_pick_up_what_they_name():
+    f = Featurizer()
+    idx = {name: 1 + i for i, name in enumerate(SIGNALS)}
+    code = f.transform("Write a Python function that sorts a list.")
+    mc = f.transform("Which planet is largest?\nA) Mars\nB) Jupiter\nC) Venus\nD) Earth\nAnswer:")
+    cjk = f.transform("请用中文解释量子纠缠。")
+    plain = f.transform("Tell me about the weather today")
+    assert code[idx["code_request"]] > 0 and plain[idx["code_request"]] == 0
+    assert mc[idx["choice_options"]] == pytest.approx(0.8) and mc[idx["binary_choice"]] == 0
+    assert mc[idx["question"]] > 0
+    assert cjk[idx["cjk"]] > 0 and plain[idx["non_ascii"]] == 0
+
+
+def test_different_prompts_differ_and_bad_input():
+    f = Featurizer()
+    assert not np.allclose(f.transform("sort a list in python"), f.transform("capital of france"))
+    with pytest.raises(TypeError):
+        f.transform(None)
+    with pytest.raises(ValueError):
+        Featurizer(hash_dim=48)
