@@ -51,6 +51,8 @@ def build_router(outcomes: Outcomes, policy: str | Policy, cost_weight: float, s
                  pool: PoolConfig | None = None, featurizer: Featurizer | None = None,
                  sink=None, settings: PolicyConfig | None = None) -> Router:
     """A Router over the outcome table's models, as the simulator and replay use it."""
+    if not (np.isfinite(cost_weight) and cost_weight >= 0):
+        raise ValueError(f"cost weight must be a finite number >= 0, got {cost_weight}")
     p = pool_for(outcomes, pool, settings)
     p = p.model_copy(update={"policy": p.policy.model_copy(update={"cost_weight": cost_weight})})
     featurizer = featurizer or Featurizer()

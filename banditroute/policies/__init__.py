@@ -27,7 +27,8 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
     """
     settings = settings or PolicyConfig()
     common = {"prices": prices, "floor": settings.floor, "expected_output_tokens": settings.expected_output_tokens}
-    linear = {"exploration": settings.exploration, "prior_strength": settings.prior_strength}
+    linear = {"exploration": settings.exploration, "prior_strength": settings.prior_strength,
+              "prior_mean": settings.prior_quality}
     if name == "lints":
         return LinTS(models, dim, **common, **linear)
     if name == "linucb":

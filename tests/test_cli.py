@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from banditroute.cli import main
+from banditroute.logschema import COLUMNS
+
+
+def run_json(capsys, *argv):
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_simulate_json_contract(capsys, outcomes_path):
+    out = run_json(capsys, "simulate", str(outcomes_path), "--seed", "3", "--cost-weight", "20", "--json")
+    assert out["policy"] == "lints" and out["cost_weight"] == 20.0 and out["seed"] == 3
+    assert out["online"]["n"] == 225 and 0 <= out["online"]["quality"] <= 1 and out["online"]["cost_usd"] > 0
+    t = out["test"]
+    assert t["n"] == 75 and 0 <= t["quality"] <= 1 and t["cost_usd"] > 0
+    assert sum(t["share"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert set(out["reference"]) >= {"best_model", "best_quality", "best_cost_usd", "oracle_quality"}
+    # the learned policy beats always-the-cheapest and gets close to the oracle on this easy problem
+    assert t["quality"] > 0.75
+
+
+def test_same_seed_same_json(outcomes_path):
+    cmd = [sys.executable, "-m", "banditroute.cli", "simulate", str(outcomes_path), "--seed", "4", "--json"]
+    a, b = (subprocess.run(cmd, capture_output=True, text=True, check=True).stdout for _ in range(2))
+    assert a == b and json.loads(a)["seed"] == 4
+
+
+@pytest.mark.parametrize("policy", ["linucb", "egreedy", "random", "fixed:tiny"])
+def test_simulate_other_policies(capsys, outcomes_path, policy):
+    out = run_json(capsys, "simulate", str(outcomes_path), "--policy", policy, "--json")
+    assert out["policy"] == policy
+    if policy == "fixed:tiny":
+        assert out["test"]["share"]["tiny"] == 1.0
+
+
+def test_simulate_log_has_the_schema(tmp_path, capsys, outcomes_path):
+    log = tmp_path / "log.parquet"
+    run_json(capsys, "simulate", str(outcomes_path), "--log", str(log), "--json")
+    t = pq.read_table(log)
+    assert tuple(t.column_names) == COLUMNS and t.num_rows == 225
+    rows = t.to_pylist()
+    assert all(r["quality"] is not None and r["propensity"] > 0 for r in rows)
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-9 for r in rows)
+    assert all(r["propensity"] == r["probabilities"][r["eligible"].index(r["chosen"])] for r in rows)
+    jsonl = tmp_path / "log.jsonl"
+    run_json(capsys, "simulate", str(outcomes_path), "--log", str(jsonl), "--json")
+    assert len(jsonl.read_text().splitlines()) == 225
+
+
+def test_tune_json_contract_and_plot(tmp_path, capsys, outcomes_path):
+    plot = tmp_path / "frontier.png"
+    out = run_json(capsys, "tune", str(outcomes_path), "--cost-weights", "0,10,100,1000", "--plot", str(plot), "--json")
+    assert [p["cost_weight"] for p in out["points"]] == [0.0, 10.0, 100.0, 1000.0]
+    for p in out["points"]:
+        assert set(p) >= {"cost_weight", "quality", "cost_usd"}
+    assert out["cost_at_95"] is None or 0 < out["cost_at_95"] <= 200
+    assert out["quality_at_25"] is None or 0 < out["quality_at_25"] <= 200
+    # more weight on cost never costs more here: the cheapest point is the heaviest weight
+    assert out["points"][-1]["cost_usd"] < out["points"][0]["cost_usd"]
+    assert plot.stat().st_size > 10_000
+
+
+def test_pretrain_then_simulate_from_state(tmp_path, capsys, outcomes_path):
+    state = tmp_path / "state.pkl"
+    assert main(["pretrain", str(outcomes_path), "--out", str(state)]) == 0
+    capsys.readouterr()
+    warm = run_json(capsys, "simulate", str(outcomes_path), "--state", str(state), "--json")
+    # full-information warm start: the online phase is already near the per-task best
+    assert warm["online"]["quality"] > 0.8
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "missing.parquet"], "does not exist"),
+        (["simulate", "{data}", "--policy", "nope"], "unknown policy"),
+        (["simulate", "{data}", "--policy", "fixed:gpt-9"], "unknown model"),
+        (["simulate", "{data}", "--config", "missing.toml"], "cannot read configuration"),
+        (["simulate", "{data}", "--state", "missing.pkl"], "cannot read policy state"),
+        (["simulate", "{data}", "--cost-weight", "-1"], "cost weight must be"),
+        (["simulate", "{data}", "--cost-weight", "nan"], "cost weight must be"),
+    ],
+)
+def test_cli_errors_are_clear(capsys, outcomes_path, argv, message):
+    argv = [a.replace("{data}", str(outcomes_path)) for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
