@@ -7,11 +7,9 @@ import json
 import sys
 
 from banditroute.config import ConfigError, PolicyConfig, load_pool
-from banditroute.features import Featurizer
 from banditroute.logschema import write_log
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
-from banditroute.policies import POLICY_NAMES, make_policy
-from banditroute.policies.cost import Context
+from banditroute.policies import POLICY_NAMES
 
 
 def _pool(args):
@@ -77,26 +75,15 @@ def cmd_tune(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    from banditroute.offline.pretrain import pretrain
+
     outcomes = load_outcomes(args.outcomes)
     pool = _pool(args)
     settings = _settings(args, pool)
-    train = outcomes.subset("train")
-    if len(train) == 0:
-        raise OutcomeTableError(f"{args.outcomes}: no rows in the train split")
-    prices = None
-    if pool is not None:
-        spec = {m.name: m for m in pool.models}
-        prices = [(spec[m].input_price_per_mtok, spec[m].output_price_per_mtok) if m in spec else None
-                  for m in outcomes.models]
-    f = Featurizer()
-    policy = make_policy(settings.name, outcomes.models, f.dim, prices, settings)
-    policy.feature_version = f.version
-    for i, prompt in enumerate(train.prompts):
-        ctx = Context(f.transform(prompt), f.input_tokens(prompt))
-        for k in range(len(outcomes.models)):
-            policy.update(ctx, k, quality=float(train.quality[i, k]), cost_usd=float(train.cost[i, k]))
+    policy = pretrain(outcomes, settings.name, pool, settings)
     policy.save(args.out)
-    print(f"pretrained {policy.describe()} on {len(train)} prompts x {len(outcomes.models)} models -> {args.out}")
+    n = int((outcomes.splits == "train").sum())
+    print(f"pretrained {policy.describe()} on {n} prompts x {len(outcomes.models)} models -> {args.out}")
     return 0
 
 

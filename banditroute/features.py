@@ -31,6 +31,7 @@ import math
 import re
 import string
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -94,6 +95,14 @@ _BIGRAM_MULT = np.uint64(0x9E3779B1)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MAX_TOKENS = 2048
 _CACHE_LIMIT = 500_000
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a policy sees of a prompt: its feature vector and its estimated input tokens."""
+
+    x: np.ndarray
+    input_tokens: float
 
 
 def _squash(count: float, half: float) -> float:
@@ -202,6 +211,10 @@ class Featurizer:
     def transform_many(self, prompts) -> np.ndarray:
         """Stack :meth:`transform` over an iterable of prompts."""
         return np.vstack([self.transform(p) for p in prompts])
+
+    def context(self, prompt: str) -> Context:
+        """The policy's view of ``prompt``: its vector and estimated input tokens."""
+        return Context(self.transform(prompt), self.input_tokens(prompt))
 
     def input_tokens(self, prompt: str) -> float:
         """Estimated input tokens: characters / 4 (OpenAI's rule of thumb for English)."""

@@ -185,7 +185,7 @@ class Router:
     def context(self, prompt: str) -> Context:
         if not isinstance(prompt, str) or not prompt.strip():
             raise RoutingError("prompt must be a non-empty string")
-        return Context(self.featurizer.transform(prompt), self.featurizer.input_tokens(prompt))
+        return self.featurizer.context(prompt)
 
     def eligible(self, options: RouteOptions, ctx: Context, cost_weight: float) -> np.ndarray:
         """Arms allowed by the request: listed models, required capabilities, the cost cap."""

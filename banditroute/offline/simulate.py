@@ -70,18 +70,24 @@ def _progress(iterable, total: int, desc: str, show: bool):
     return tqdm(iterable, total=total, desc=desc, unit="prompt", leave=False)
 
 
-def run_online(router: Router, train: Outcomes, seed: int, progress: bool = False) -> dict:
-    """Stream ``train`` through the router with bandit feedback; returns online totals."""
+def run_online(router: Router, train: Outcomes, seed: int, progress: bool = False,
+               every: int = 0, on_step=None) -> dict:
+    """Stream ``train`` through the router with bandit feedback; returns online totals.
+
+    With ``every > 0``, ``on_step(n_seen)`` is called after every ``every`` prompts (learning curves).
+    """
     order = np.random.default_rng(seed).permutation(len(train))
     col = {m: k for k, m in enumerate(train.models)}
     quality = cost = 0.0
-    for i in _progress(order, len(order), "online", progress):
+    for step, i in enumerate(_progress(order, len(order), "online", progress), start=1):
         d = router.route(train.prompts[i])
         k = col[d.model]
         q, c = float(train.quality[i, k]), float(train.cost[i, k])
         router.feedback(d.decision_id, Feedback(signals=[Signal(source="judge", kind="quality", value=q)], cost_usd=c))
         quality += q
         cost += c
+        if every and step % every == 0:
+            on_step(step)
     n = len(order)
     return {"n": n, "quality": quality / n if n else 0.0, "cost_usd": cost}
 

@@ -23,24 +23,14 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from river import linear_model
 
-from banditroute.features import SIGNALS
+from banditroute.features import SIGNALS, Context
 
 _CODE = 1 + SIGNALS.index("code_request")
 _CHOICE = 1 + SIGNALS.index("choice_options")
 _SCALE = 1000.0  # USD -> milli-USD
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a policy sees of a prompt: its feature vector and its estimated input tokens."""
-
-    x: np.ndarray
-    input_tokens: float
 
 
 class CostModel:

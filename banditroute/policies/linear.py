@@ -60,11 +60,12 @@ class BayesLinear:
 
     def mean(self, x: np.ndarray, arms: np.ndarray) -> np.ndarray:
         """Posterior mean quality mu0 + theta_k . x for each arm."""
-        return self.prior_mean + self.theta[arms] @ x
+        return self.prior_mean + (self.theta @ x)[arms]
 
     def variance(self, x: np.ndarray, arms: np.ndarray) -> np.ndarray:
         """x^T A_k^{-1} x for each arm (the posterior variance of theta_k . x, in units of v^2)."""
-        return np.einsum("kij,i,j->k", self.A_inv[arms], x, x, optimize=False)
+        # all arms at once, then select: indexing A_inv first would copy K d^2 floats per call
+        return (self.A_inv @ x @ x)[arms]
 
     def update(self, x: np.ndarray, arm: int, y: float, weight: float = 1.0) -> None:
         """Add observation ``y`` of arm ``arm`` at ``x`` with weight ``weight``."""
@@ -81,7 +82,7 @@ class BayesLinear:
 
 class _LinearPolicy(Policy):
     def __init__(self, models, dim: int, prices=None, floor: float = 0.01, exploration: float = 1.0,
-                 prior_strength: float = 1.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
+                 prior_strength: float = 5.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
                  expected_output_tokens: float = 256.0):
         super().__init__(models, dim, prices, floor, expected_output_tokens)
         self.exploration = float(exploration)

@@ -1,0 +1,127 @@
+"""Decision and update latency of the default policy with 11 models, and simulate throughput.
+
+Usage::
+
+    python benchmarks/bench_engine.py [--runs 5] [--calls 3000] [--out benchmarks/results/engine.json]
+
+Per run, ``--calls`` RouterBench prompts (or generated prompts when ../shared/data is absent) go
+through the bundled 11-model pool with the default policy (lints, d = 85):
+
+* ``route``: ``Router.route`` end to end (features, probabilities, sampling, decision record);
+* ``features``, ``probabilities``: its two main parts alone;
+* ``feedback``: ``Router.feedback`` with one quality signal and a cost (the policy update);
+* ``river_linucb_pull`` / ``river_linucb_update``: river's ``LinUCBDisjoint`` on the same feature
+  vectors (as dicts), the baseline measured in the same run (it returns an arm, not propensities).
+
+Each figure is the median over runs of that run's p50 / p99. ``simulate`` is prompts per second of
+``simulate()`` on the RouterBench subset (train + test prompts), median over runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from banditroute.config import load_pool
+from banditroute.reward import Feedback, Signal
+from banditroute.router import Router
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"
+
+
+def prompts(n: int) -> list[str]:
+    if DATA.exists():
+        from banditroute.offline.outcomes import load_outcomes
+
+        ps = load_outcomes(DATA).prompts
+        return [ps[i % len(ps)] for i in range(n)]
+    rng = np.random.default_rng(0)
+    words = "the a model route prompt python function list sort compute answer question why how".split()
+    return [" ".join(rng.choice(words, size=300)) for _ in range(n)]
+
+
+def timed(fn, items) -> np.ndarray:
+    out = np.empty(len(items))
+    for i, item in enumerate(items):
+        t0 = time.perf_counter_ns()
+        fn(item)
+        out[i] = time.perf_counter_ns() - t0
+    return out / 1000.0
+
+
+def one_run(ps: list[str], seed: int) -> dict[str, np.ndarray]:
+    router = Router(load_pool(), seed=seed)
+    fb = Feedback(signals=[Signal(source="judge", kind="quality", value=1.0)], cost_usd=0.001)
+    for p in ps[:500]:  # warm: a policy with some history
+        router.feedback(router.route(p).decision_id, fb)
+    res = {}
+    res["features"] = timed(router.featurizer.transform, ps)
+    ctxs = [router.context(p) for p in ps]
+    arms = np.arange(len(router.pool.models))
+    res["probabilities"] = timed(lambda c: router.policy.probabilities(c, arms, 100.0, router.rng), ctxs)
+    decisions = []
+    res["route"] = timed(lambda p: decisions.append(router.route(p)), ps)
+    res["feedback"] = timed(lambda d: router.feedback(d.decision_id, fb), decisions)
+
+    from river import bandit
+
+    lin = bandit.LinUCBDisjoint(alpha=1.0, seed=seed)
+    names = router.pool.names
+    dicts = [dict(enumerate(c.x.tolist())) for c in ctxs]
+    chosen = []
+    res["river_linucb_pull"] = timed(lambda x: chosen.append(lin.pull(names, context=x)), dicts)
+    res["river_linucb_update"] = timed(lambda ax: lin.update(ax[0], ax[1], 1.0), list(zip(chosen, dicts)))
+    return res
+
+
+def simulate_rate() -> float | None:
+    if not DATA.exists():
+        return None
+    from banditroute.offline.outcomes import load_outcomes
+    from banditroute.offline.simulate import simulate
+
+    o = load_outcomes(DATA)
+    t0 = time.perf_counter()
+    simulate(o, "lints", 30.0, seed=1)
+    return len(o) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--out", default="benchmarks/results/engine.json")
+    args = ap.parse_args()
+    ps = prompts(args.calls)
+    runs = [one_run(ps, seed) for seed in range(args.runs)]
+    table = {}
+    for key in runs[0]:
+        table[key] = {
+            "p50_us": round(statistics.median(float(np.percentile(r[key], 50)) for r in runs), 1),
+            "p99_us": round(statistics.median(float(np.percentile(r[key], 99)) for r in runs), 1),
+        }
+    rates = [simulate_rate() for _ in range(3)]
+    result = {
+        "machine": f"{platform.machine()} {platform.python_version()}",
+        "runs": args.runs,
+        "calls_per_run": args.calls,
+        "latency": table,
+        "route_vs_river_linucb_pull_p50": round(table["route"]["p50_us"] / table["river_linucb_pull"]["p50_us"], 3),
+        "simulate_prompts_per_s": None if rates[0] is None else round(statistics.median(rates)),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'call':24}{'p50 us':>10}{'p99 us':>10}")
+    for key, v in table.items():
+        print(f"{key:24}{v['p50_us']:>10}{v['p99_us']:>10}")
+    print(f"simulate: {result['simulate_prompts_per_s']} prompts/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Reference routers that see more than the bandit does, for the experiments' comparisons.
+
+* :func:`full_information` - banditroute's own policy fit on every (train prompt, model) outcome
+  (``banditroute pretrain``), evaluated greedily: the same features and model class as the online
+  learner, without the cost of exploring.
+* :func:`tfidf_ridge` - a TF-IDF (word 1-2 grams) + ridge regression router, one output per model
+  for quality and one for cost (scikit-learn), trained on the full-information train split.
+* :func:`oracle_point`, :func:`uniform_point` and :func:`single_models` - closed-form points.
+
+Each router is summarised by a frontier: for every cost weight w, the test prompts go to
+``argmax_k q_k(x) - w c_k(x)`` and the point records the mean true quality and total true cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from banditroute.features import Featurizer
+from banditroute.offline.outcomes import Outcomes
+from banditroute.offline.pretrain import pretrain
+
+
+def frontier_from_predictions(test: Outcomes, q_pred: np.ndarray, c_pred: np.ndarray, grid) -> list[dict]:
+    rows = np.arange(len(test))
+    points = []
+    for w in grid:
+        k = np.argmax(q_pred - w * c_pred, axis=1)
+        points.append({"cost_weight": float(w), "quality": float(test.quality[rows, k].mean()),
+                       "cost_usd": float(test.cost[rows, k].sum())})
+    return points
+
+
+def full_information(outcomes: Outcomes, grid, policy: str = "lints") -> tuple[list[dict], np.ndarray]:
+    """Frontier of the full-information fit of ``policy``, and its predicted quality on test."""
+    pol = pretrain(outcomes, policy)
+    test = outcomes.subset("test")
+    f = Featurizer()
+    arms = np.arange(len(outcomes.models))
+    q, c = [], []
+    for p in test.prompts:
+        s = pol.scores(f.context(p), arms)
+        q.append(s.quality)
+        c.append(s.cost)
+    q, c = np.array(q), np.array(c)
+    return frontier_from_predictions(test, q, c, grid), q
+
+
+def tfidf_ridge(outcomes: Outcomes, grid, alpha: float = 1.0) -> tuple[list[dict], np.ndarray]:
+    """Frontier of a TF-IDF ridge router, and its predicted quality on test."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+
+    train, test = outcomes.subset("train"), outcomes.subset("test")
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    Xtr = vec.fit_transform(train.prompts)
+    Xte = vec.transform(test.prompts)
+    q_pred = Ridge(alpha=alpha).fit(Xtr, train.quality).predict(Xte)
+    c_pred = Ridge(alpha=alpha).fit(Xtr, train.cost).predict(Xte)
+    return frontier_from_predictions(test, q_pred, c_pred, grid), q_pred
+
+
+def oracle_point(test: Outcomes) -> dict:
+    """Per prompt, the cheapest among the models with the best quality."""
+    best = test.quality.max(axis=1, keepdims=True)
+    cost = np.where(test.quality == best, test.cost, np.inf).min(axis=1)
+    return {"quality": float(best.mean()), "cost_usd": float(cost.sum())}
+
+
+def uniform_point(test: Outcomes) -> dict:
+    """Expected quality and cost of choosing uniformly at random."""
+    return {"quality": float(test.quality.mean()), "cost_usd": float(test.cost.mean(axis=1).sum())}
+
+
+def single_models(test: Outcomes) -> dict[str, dict]:
+    return {m: {"quality": float(test.quality[:, k].mean()), "cost_usd": float(test.cost[:, k].sum())}
+            for k, m in enumerate(test.models)}
