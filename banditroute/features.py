@@ -61,13 +61,14 @@ SIGNALS = (
 )
 
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in string.punctuation})
-_OPTION = re.compile(r"(?:^|\s)\(?([A-J])[).:]\s", re.MULTILINE)
+_OPTION = re.compile(r"([\s(])([A-J])[).:]\s")  # "A) ", "(B) ", "C. " after whitespace or "("
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _OTHER_SCRIPT = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
 
 # Keyword signals are looked up in the prompt's set of lower-cased words (one C-level set
 # intersection each), phrases by substring search: both far faster than word-boundary regexes.
-_CODE_MARKERS = ("```", "def ", "class ", "import ", "#include", "return ", "=>", ";\n", "{\n", "()")
+_CODE_MARKERS = ("```", ";\n", "{\n", "()")
+_CODE_KEYWORDS = frozenset("def class import include return elif lambda const var println printf".split())
 _CODE_WORDS = frozenset(
     "python javascript java typescript rust golang sql regex function program script code "
     "implement debug refactor compile bug snippet api".split()
@@ -137,21 +138,20 @@ class Featurizer:
         cache = self._crc
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
-        out = []
-        for w in words:
-            h = cache.get(w)
-            if h is None:
-                h = cache[w] = zlib.crc32(w.encode("utf-8"))
-            out.append(h)
-        return np.fromiter(out, dtype=np.uint64, count=len(out))
+        out = list(map(cache.get, words))
+        if None in out:
+            for i, w in enumerate(words):
+                if out[i] is None:
+                    out[i] = cache[w] = zlib.crc32(w.encode("utf-8"))
+        return np.array(out, dtype=np.uint64)
 
     def _signals(self, text: str, low: str, words: list[str], wordset: set[str]) -> np.ndarray:
         n_chars = len(text)
         sample = max(n_chars, 1)
         non_ascii = n_chars - len(text.encode("ascii", "ignore"))
-        tail = text[-1500:]
-        options = {m.group(1) for m in _OPTION.finditer(tail)}
-        n_digits = sum(low.count(c) for c in "0123456789")
+        options = {letter for _, letter in _OPTION.findall("\n" + text[-500:])}
+        raw = low.encode("utf-8")
+        n_digits = len(raw) - len(raw.translate(None, b"0123456789"))
         stripped = low.rstrip()
         questions = low.count("?") + (bool(words) and words[0] in _WH_WORDS)
         return np.array(
@@ -159,7 +159,7 @@ class Featurizer:
                 min(math.log1p(n_chars) / 10.0, 1.0),
                 min(math.log1p(len(words)) / 8.0, 1.0),
                 _squash(text.count("\n"), 10.0),
-                _squash(sum(low.count(m) for m in _CODE_MARKERS), 2.0),
+                _squash(len(_CODE_KEYWORDS & wordset) + sum(map(low.count, _CODE_MARKERS)), 2.0),
                 _squash(len(_CODE_WORDS & wordset), 1.0),
                 _squash(len(_MATH_WORDS & wordset) + sum(p in low for p in _MATH_PHRASES), 1.0),
                 min(n_digits / sample * 10.0, 1.0),
@@ -168,7 +168,7 @@ class Featurizer:
                 min(len(options) / 5.0, 1.0),
                 float(len(options) == 2),
                 float(" _ " in text or " _." in text or " _," in text),
-                _squash(sum(low.count(m) for m in _FEW_SHOT_MARKERS), 2.0),
+                _squash(sum(map(low.count, _FEW_SHOT_MARKERS)), 2.0),
                 float(bool(_FORMAT_WORDS & wordset)),
                 float(bool(_BREVITY_WORDS & wordset) or any(p in low for p in _BREVITY_PHRASES)),
                 _squash(len(_WRITING_WORDS & wordset), 1.0),
@@ -188,7 +188,7 @@ class Featurizer:
         h1 = self._word_hashes(words)
         h2 = ((h1[:-1] * _BIGRAM_MULT) ^ h1[1:]) & _MASK32
         h = np.concatenate([h1, h2])
-        buckets = (h % np.uint64(self.hash_dim)).astype(np.intp)
+        buckets = (h & np.uint64(self.hash_dim - 1)).astype(np.intp)
         signs = 1.0 - 2.0 * ((h >> np.uint64(24)) & np.uint64(1)).astype(np.float64)
         out = np.bincount(buckets, weights=signs, minlength=self.hash_dim)
         norm = float(np.sqrt(out @ out))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
@@ -219,16 +218,17 @@ class Router:
         cw = self.cost_weight if options.cost_weight is None else options.cost_weight
         arms = self.eligible(options, ctx, cw)
         s = self.policy.probabilities(ctx, arms, cw, self.rng)
-        i = min(int(np.searchsorted(np.cumsum(s.probabilities), self.rng.random() * s.probabilities.sum(),
-                                    side="right")), len(arms) - 1)
+        cdf = np.cumsum(s.probabilities)
+        i = min(int(cdf.searchsorted(self.rng.random() * cdf[-1], side="right")), len(arms) - 1)
         models = self.policy.models
+        arm_list = arms.tolist()
         d = Decision(
-            decision_id=str(uuid.UUID(int=self._ids.getrandbits(128), version=4)),
+            decision_id=f"{self._ids.getrandbits(128):032x}",
             ts=time.time(),
-            model=models[arms[i]],
-            arm=int(arms[i]),
+            model=models[arm_list[i]],
+            arm=arm_list[i],
             propensity=float(s.probabilities[i]),
-            eligible=[models[a] for a in arms],
+            eligible=[models[a] for a in arm_list],
             probabilities=s.probabilities,
             pred_quality=s.quality,
             pred_cost=s.cost,

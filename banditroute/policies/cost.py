@@ -31,6 +31,7 @@ from banditroute.features import SIGNALS, Context
 _CODE = 1 + SIGNALS.index("code_request")
 _CHOICE = 1 + SIGNALS.index("choice_options")
 _SCALE = 1000.0  # USD -> milli-USD
+_PHI = ("bias", "in_ktok", "code", "choice")
 
 
 class CostModel:
@@ -53,16 +54,14 @@ class CostModel:
         self.out_price = np.array([(p[1] or 0.0) if p else 0.0 for p in prices], dtype=float)
         self.expected_output_tokens = float(expected_output_tokens)
         self.regressors = [linear_model.BayesianLinearRegression(alpha=1.0, beta=1.0) for _ in self.models]
+        # posterior-mean weights of each regressor, refreshed after it learns: a decision then
+        # predicts every model's cost with one matrix product instead of K river calls
+        self._coef = np.zeros((len(self.models), len(_PHI)))
         self.observations = np.zeros(len(self.models), dtype=np.int64)
 
     @staticmethod
-    def _phi(ctx: Context) -> dict[str, float]:
-        return {
-            "bias": 1.0,
-            "in_ktok": ctx.input_tokens / 1000.0,
-            "code": float(ctx.x[_CODE]),
-            "choice": float(ctx.x[_CHOICE]),
-        }
+    def _phi(ctx: Context) -> np.ndarray:
+        return np.array([1.0, ctx.input_tokens / 1000.0, ctx.x[_CODE], ctx.x[_CHOICE]])
 
     def list_price(self, ctx: Context, arms) -> np.ndarray:
         """List-price estimate in USD for each of ``arms``."""
@@ -71,12 +70,13 @@ class CostModel:
 
     def predict(self, ctx: Context, arms) -> np.ndarray:
         """Predicted cost in USD (never negative) for each of ``arms``."""
-        phi = self._phi(ctx)
-        learned = np.array([self.regressors[a].predict_one(phi) for a in arms]) / _SCALE
+        learned = self._coef[arms] @ self._phi(ctx) / _SCALE
         return np.maximum(self.list_price(ctx, arms) + learned, 0.0)
 
     def update(self, ctx: Context, arm: int, cost_usd: float) -> None:
         """Learn from the observed cost of one call to model ``arm``."""
         residual = cost_usd - float(self.list_price(ctx, [arm])[0])
-        self.regressors[arm].learn_one(self._phi(ctx), residual * _SCALE)
+        reg = self.regressors[arm]
+        reg.learn_one(dict(zip(_PHI, self._phi(ctx).tolist())), residual * _SCALE)
+        self._coef[arm] = [reg.predict_one({name: 1.0}) for name in _PHI]
         self.observations[arm] += 1

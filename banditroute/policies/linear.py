@@ -123,7 +123,7 @@ class LinTS(_LinearPolicy):
 
     name = "lints"
 
-    def __init__(self, *args, n_samples: int = 256, **kwargs):
+    def __init__(self, *args, n_samples: int = 128, **kwargs):
         super().__init__(*args, **kwargs)
         self.n_samples = int(n_samples)
 
