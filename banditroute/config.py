@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -77,13 +78,39 @@ class SignalWeights(_Strict):
     system: NonNegFloat = 0.5
 
 
+def default_db_path() -> str:
+    """``$XDG_DATA_HOME/banditroute/router.duckdb`` (``~/.local/share/banditroute/router.duckdb``)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "banditroute", "router.duckdb")
+
+
+class ServerConfig(_Strict):
+    """HTTP service settings."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    token: str | None = None
+    max_body_bytes: Annotated[int, Field(gt=0)] = 1 << 20
+
+
+class StorageConfig(_Strict):
+    """Where and how decisions and feedback are logged."""
+
+    db: str = Field(default_factory=default_db_path)
+    store_prompts: bool = False
+    flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 100.0
+    snapshot_every: Annotated[int, Field(gt=0)] = 10_000
+
+
 class PoolConfig(_Strict):
-    """A pool of models plus the policy settings that route over it."""
+    """The whole configuration: the model pool, the policy, feedback weights, server and storage."""
 
     models: list[ModelSpec] = Field(min_length=1)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     signal_weights: SignalWeights = Field(default_factory=SignalWeights)
     max_pending: Annotated[int, Field(gt=0)] = 100_000
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
 
     @field_validator("models")
     @classmethod
@@ -127,11 +154,36 @@ def parse_pool(data: dict, source: str = "<dict>") -> PoolConfig:
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_pool(path: str | Path | None = None) -> PoolConfig:
-    """Load a pool from a TOML or JSON file; ``None`` loads the bundled example pool."""
+ENV_OVERRIDES = {
+    "BANDITROUTE_HOST": ("server", "host"),
+    "BANDITROUTE_PORT": ("server", "port"),
+    "BANDITROUTE_TOKEN": ("server", "token"),
+    "BANDITROUTE_DB": ("storage", "db"),
+    "BANDITROUTE_STORE_PROMPTS": ("storage", "store_prompts"),
+    "BANDITROUTE_POLICY": ("policy", "name"),
+    "BANDITROUTE_COST_WEIGHT": ("policy", "cost_weight"),
+}
+
+
+def apply_env(data: dict, environ=None) -> dict:
+    """Overlay ``BANDITROUTE_*`` environment variables (see :data:`ENV_OVERRIDES`) on a document."""
+    environ = os.environ if environ is None else environ
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var in environ:
+            data.setdefault(section, {})[key] = environ[var]
+    return data
+
+
+def load_pool(path: str | Path | None = None, environ=None) -> PoolConfig:
+    """Load a configuration from a TOML or JSON file; ``None`` loads the bundled example pool.
+
+    ``environ`` (default: none) overlays ``BANDITROUTE_*`` variables, as ``banditroute serve`` does.
+    """
     if path is None:
         text = resources.files("banditroute.data").joinpath("pool.example.toml").read_text()
-        return parse_pool(tomllib.loads(text), "bundled pool.example.toml")
+        data = tomllib.loads(text)
+        return parse_pool(apply_env(data, environ) if environ is not None else data, "bundled pool.example.toml")
     p = Path(path)
     try:
         text = p.read_text()
@@ -141,6 +193,8 @@ def load_pool(path: str | Path | None = None) -> PoolConfig:
         data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot parse {p}: {err}") from None
+    if environ is not None:
+        data = apply_env(data, environ)
     return parse_pool(data, str(p))
 
 

@@ -6,7 +6,7 @@ One row per decision, with the feedback joined to it:
 column                type                      meaning
 ====================  ========================  =================================================
 decision_id           string                    unique id returned by ``/route``
-ts                    timestamp[us, UTC]        when the decision was taken
+ts                    timestamp[us, UTC]        when the decision was taken (int microseconds in rows)
 policy                string                    policy that decided (``lints``, ``fixed:M``, ...)
 feature_version       string                    :attr:`Featurizer.version` of ``x``
 x                     list<float64>             feature vector
@@ -66,8 +66,12 @@ def to_table(rows: list[dict]) -> pa.Table:
 
 def write_log(rows: list[dict], path: str | Path) -> None:
     """Write rows as Parquet (``.parquet``) or JSON Lines (any other suffix)."""
+    write_table(to_table(rows), path)
+
+
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write a decision-log table as Parquet (``.parquet``) or JSON Lines (any other suffix)."""
     path = Path(path)
-    table = to_table(rows)
     if path.suffix == ".parquet":
         pq.write_table(table, path, compression="zstd")
         return

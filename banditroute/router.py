@@ -85,7 +85,7 @@ class Decision:
         """This decision (and the feedback joined so far) as a row of the decision log."""
         return {
             "decision_id": self.decision_id,
-            "ts": self.ts,
+            "ts": int(self.ts * 1e6),
             "policy": self.policy,
             "feature_version": self.feature_version,
             "x": self.context.x.tolist(),
@@ -160,6 +160,7 @@ class Router:
         self.max_pending = pool.max_pending
         self._arm = {m: i for i, m in enumerate(policy.models)}
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
+        self.stats = ModelStats(pool.names)
 
     def _check_policy(self, policy: Policy) -> None:
         if policy.dim != self.featurizer.dim:
@@ -240,6 +241,7 @@ class Router:
             prompt=prompt if self.store_prompts else None,
         )
         self.pending[d.decision_id] = d
+        self.stats.decision(d.model)
         if len(self.pending) > self.max_pending:
             self.pending.popitem(last=False)
         if self.sink is not None:
@@ -258,15 +260,82 @@ class Router:
         return result
 
     def apply(self, d: Decision, feedback: Feedback) -> FeedbackResult:
-        """Learn from ``feedback`` about decision ``d`` (also used to replay late feedback)."""
+        """Learn from ``feedback`` about decision ``d``; returns what was applied (for the log)."""
         pairs = feedback.weighted_qualities(self.pool.signal_weights)
-        for q, w in pairs:
-            self.policy.update(d.context, d.arm, quality=q, weight=w)
         cost = None
         if d.cost_usd is None:
             cost = feedback.cost(self.pool.spec(d.model)) if d.model in self._caps else feedback.cost_usd
-            if cost is not None:
-                self.policy.update(d.context, d.arm, cost_usd=cost)
-                d.cost_usd = cost
-        d.signals.extend(pairs)
+        self.learn(d, pairs, cost)
         return FeedbackResult(d.decision_id, d.model, pairs, cost, d.quality)
+
+    def learn(self, d: Decision, pairs: list[tuple[float, float]], cost: float | None) -> None:
+        """Apply normalised ``(quality, weight)`` pairs and a first cost to ``d``'s model.
+
+        The one place feedback reaches the policy: live feedback, late feedback and the replay of
+        the log at start-up all come through here, in log order, so they build the same state.
+        """
+        for q, w in pairs:
+            self.policy.update(d.context, d.arm, quality=q, weight=w)
+        d.signals.extend(pairs)
+        if cost is not None and d.cost_usd is None:
+            self.policy.update(d.context, d.arm, cost_usd=cost)
+            d.cost_usd = cost
+        self.stats.feedback(d.model, pairs, cost)
+
+    def restore(self, row: dict) -> Decision:
+        """A logged decision (a ``decisions`` row) rebuilt for learning from late feedback."""
+        if row["feature_version"] != self.featurizer.version:
+            raise RoutingError(
+                f"decision {row['decision_id']} was logged with features {row['feature_version']}, "
+                f"this router uses {self.featurizer.version}"
+            )
+        if row["chosen"] not in self._arm:
+            raise RoutingError(f"decision {row['decision_id']} chose {row['chosen']!r}, not in the policy's models")
+        d = Decision(
+            decision_id=row["decision_id"], ts=0.0, model=row["chosen"], arm=self._arm[row["chosen"]],
+            propensity=row["propensity"], eligible=row["eligible"], probabilities=np.asarray(row["probabilities"]),
+            pred_quality=np.asarray(row["pred_quality"]), pred_cost=np.asarray(row["pred_cost"]),
+            cost_weight=row["cost_weight"], policy=row["policy"], feature_version=row["feature_version"],
+            context=Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])),
+            prompt_hash=row["prompt_hash"],
+            cost_usd=row.get("applied_cost"),  # set when earlier feedback already gave the cost
+        )
+        return d
+
+
+class ModelStats:
+    """Per-model traffic and outcome counters for ``GET /models`` and the metrics endpoint."""
+
+    def __init__(self, models):
+        self.decisions = dict.fromkeys(models, 0)
+        self.quality_sum = dict.fromkeys(models, 0.0)
+        self.quality_weight = dict.fromkeys(models, 0.0)
+        self.cost_sum = dict.fromkeys(models, 0.0)
+        self.cost_n = dict.fromkeys(models, 0)
+
+    def decision(self, model: str) -> None:
+        self.decisions[model] = self.decisions.get(model, 0) + 1
+
+    def feedback(self, model: str, pairs, cost: float | None) -> None:
+        for q, w in pairs:
+            self.quality_sum[model] = self.quality_sum.get(model, 0.0) + q * w
+            self.quality_weight[model] = self.quality_weight.get(model, 0.0) + w
+        if cost is not None:
+            self.cost_sum[model] = self.cost_sum.get(model, 0.0) + cost
+            self.cost_n[model] = self.cost_n.get(model, 0) + 1
+
+    def table(self) -> list[dict]:
+        total = sum(self.decisions.values())
+        out = []
+        for m, n in self.decisions.items():
+            qw, cn = self.quality_weight.get(m, 0.0), self.cost_n.get(m, 0)
+            out.append({
+                "model": m,
+                "decisions": n,
+                "share": n / total if total else 0.0,
+                "mean_quality": self.quality_sum[m] / qw if qw > 0 else None,
+                "mean_cost_usd": self.cost_sum[m] / cn if cn else None,
+                "observations": cn,
+                "quality_weight": qw,
+            })
+        return out
