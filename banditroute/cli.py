@@ -87,6 +87,33 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    from banditroute.server import serve
+
+    config = load_pool(args.config, environ=os.environ)
+    updates = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    storage = {"db": args.db} if args.db else {}
+    config = config.model_copy(update={
+        "server": config.server.model_copy(update=updates),
+        "storage": config.storage.model_copy(update=storage),
+    })
+    serve(config, config.server.host, config.server.port)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from banditroute.store import export_db
+
+    try:
+        n = export_db(args.db, args.out)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise ValueError(str(err)) from None
+    print(f"exported {n} decisions from {args.db} to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="banditroute", description="An LLM router that learns from feedback.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -119,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help=pol_help)
     p.add_argument("--config", help="pool file (TOML/JSON) for prices and policy settings")
     p.set_defaults(func=cmd_pretrain)
+
+    v = sub.add_parser("serve", help="run the HTTP routing service")
+    v.add_argument("--config", help="configuration file (TOML/JSON); default: the bundled example pool")
+    v.add_argument("--host", help="bind address (default 127.0.0.1)")
+    v.add_argument("--port", type=int, help="port (default 8080)")
+    v.add_argument("--db", help="DuckDB file (default $XDG_DATA_HOME/banditroute/router.duckdb)")
+    v.set_defaults(func=cmd_serve)
+
+    e = sub.add_parser("export", help="write a stopped server's decision log joined with feedback")
+    e.add_argument("--db", required=True, help="the server's DuckDB file")
+    e.add_argument("--out", required=True, help="output file (.parquet or .jsonl)")
+    e.set_defaults(func=cmd_export)
     return ap
 
 

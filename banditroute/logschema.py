@@ -69,13 +69,23 @@ def write_log(rows: list[dict], path: str | Path) -> None:
     write_table(to_table(rows), path)
 
 
-def write_table(table: pa.Table, path: str | Path) -> None:
-    """Write a decision-log table as Parquet (``.parquet``) or JSON Lines (any other suffix)."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        pq.write_table(table, path, compression="zstd")
+def write_table(table: pa.Table, out, fmt: str | None = None) -> None:
+    """Write a decision-log table to a path or a binary file object.
+
+    ``fmt`` is ``parquet`` or ``jsonl``; by default a path ending in ``.parquet`` gives Parquet and
+    anything else JSON Lines.
+    """
+    if fmt is None:
+        fmt = "parquet" if str(out).endswith(".parquet") else "jsonl"
+    if fmt == "parquet":
+        pq.write_table(table, out, compression="zstd")
         return
-    with path.open("w") as fh:
-        for row in table.to_pylist():
-            row["ts"] = row["ts"].isoformat()
-            fh.write(json.dumps(row) + "\n")
+    lines = []
+    for row in table.to_pylist():
+        row["ts"] = row["ts"].isoformat()
+        lines.append(json.dumps(row) + "\n")
+    data = "".join(lines).encode("utf-8")
+    if hasattr(out, "write"):
+        out.write(data)
+    else:
+        Path(out).write_bytes(data)

@@ -68,6 +68,12 @@ class Decision:
     signals: list[tuple[float, float]] = field(default_factory=list)
     cost_usd: float | None = None
 
+    @classmethod
+    def stub(cls, decision_id: str, model: str, arm: int, context: Context) -> Decision:
+        """A decision reduced to what learning needs (replaying logged feedback)."""
+        return cls(decision_id, 0.0, model, arm, 1.0, [model], np.ones(1), np.zeros(1), np.zeros(1), 0.0, "",
+                   "", context, "")
+
     @property
     def quality(self) -> float | None:
         """Weighted mean quality of the signals received so far."""
@@ -268,7 +274,8 @@ class Router:
         self.learn(d, pairs, cost)
         return FeedbackResult(d.decision_id, d.model, pairs, cost, d.quality)
 
-    def learn(self, d: Decision, pairs: list[tuple[float, float]], cost: float | None) -> None:
+    def learn(self, d: Decision, pairs: list[tuple[float, float]], cost: float | None,
+              count_stats: bool = True) -> None:
         """Apply normalised ``(quality, weight)`` pairs and a first cost to ``d``'s model.
 
         The one place feedback reaches the policy: live feedback, late feedback and the replay of
@@ -280,7 +287,8 @@ class Router:
         if cost is not None and d.cost_usd is None:
             self.policy.update(d.context, d.arm, cost_usd=cost)
             d.cost_usd = cost
-        self.stats.feedback(d.model, pairs, cost)
+        if count_stats:
+            self.stats.feedback(d.model, pairs, cost)
 
     def restore(self, row: dict) -> Decision:
         """A logged decision (a ``decisions`` row) rebuilt for learning from late feedback."""

@@ -183,15 +183,17 @@ class Store:
     def query(self, sql: str, params=None) -> pa.Table:
         cur = self.con.cursor()
         try:
-            return cur.execute(sql, params or []).to_arrow_table()
+            return cur.sql(sql, params=params or None).to_arrow_table()
         finally:
             cur.close()
 
     def decision(self, decision_id: str) -> dict | None:
         """One logged decision (for feedback that arrives after the in-memory pending window)."""
         t = self.query(
-            "SELECT d.*, (SELECT max(f.cost_usd) FROM feedback f WHERE f.decision_id = d.decision_id) "
-            "AS applied_cost FROM decisions d WHERE decision_id = ? LIMIT 1",
+            "SELECT d.decision_id, d.policy, d.feature_version, d.x, d.input_tokens, d.prompt_hash, d.eligible, "
+            "d.probabilities, d.chosen, d.propensity, d.cost_weight, d.pred_quality, d.pred_cost, "
+            "(SELECT max(f.cost_usd) FROM feedback f WHERE f.decision_id = d.decision_id) AS applied_cost "
+            "FROM decisions d WHERE decision_id = ? LIMIT 1",
             [decision_id],
         )
         return t.to_pylist()[0] if t.num_rows else None
@@ -204,21 +206,21 @@ class Store:
         """Feedback with ``seq`` greater than ``seq``, joined with its decision's features, in order."""
         cur = self.con.cursor()
         try:
-            reader = cur.execute(
+            reader = cur.sql(
                 "SELECT f.seq, f.decision_id, f.qualities, f.weights, f.cost_usd, d.x, d.input_tokens, d.chosen "
                 "FROM feedback f JOIN decisions d USING (decision_id) WHERE f.seq > ? ORDER BY f.seq",
-                [seq],
+                params=[seq],
             ).to_arrow_reader(batch_rows)
             for batch in reader:
                 yield from batch.to_pylist()
         finally:
             cur.close()
 
-    def export(self, out: str | Path) -> int:
+    def export(self, out, fmt: str | None = None) -> int:
         """Write the decision log joined with its feedback (the replay schema) to Parquet or JSONL."""
         cur = self.con.cursor()
         try:
-            return export_log(cur, out)
+            return export_log(cur, out, fmt)
         finally:
             cur.close()
 
@@ -240,10 +242,10 @@ ORDER BY d.ts
 """
 
 
-def export_log(con, out: str | Path) -> int:
+def export_log(con, out, fmt: str | None = None) -> int:
     """Write the joined decision log of connection ``con`` to ``out``; returns the row count."""
-    table = con.execute(JOINED_LOG_SQL).to_arrow_table()
-    write_table(table.select(list(LOG_SCHEMA.names)).cast(LOG_SCHEMA), out)
+    table = con.sql(JOINED_LOG_SQL).to_arrow_table()
+    write_table(table.select(list(LOG_SCHEMA.names)).cast(LOG_SCHEMA), out, fmt)
     return table.num_rows
 
 

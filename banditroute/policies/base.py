@@ -17,7 +17,7 @@ vector still sums to one.
 
 from __future__ import annotations
 
-import io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +50,17 @@ def apply_floor(p: np.ndarray, floor: float) -> np.ndarray:
     if k * floor >= 1.0:
         return np.full(k, 1.0 / k)
     return floor + (1.0 - k * floor) * p
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def one_hot(k: int, i: int) -> np.ndarray:
@@ -129,26 +140,35 @@ class Policy:
             self.cost_model.update(ctx, arm, float(cost_usd))
 
     # -- persistence ----------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """Write the policy state (a pickle with a header; load only files you trust)."""
-        header = {"format": STATE_FORMAT, "policy": self.name, "models": self.models,
-                  "dim": self.dim, "feature_version": self.feature_version}
-        buf = io.BytesIO()
-        pickle.dump((header, self), buf, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp = Path(str(path) + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
+    def dumps(self, **extra) -> bytes:
+        """The policy state as bytes: a pickle with a header (load only states you trust)."""
+        header = {"format": STATE_FORMAT, "policy": self.describe(), "models": self.models,
+                  "dim": self.dim, "feature_version": self.feature_version, **extra}
+        return pickle.dumps((header, self), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(data: bytes, source: str = "<bytes>") -> tuple[dict, Policy]:
+        """``(header, policy)`` from :meth:`dumps` bytes."""
+        try:
+            header, policy = pickle.loads(data)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+            raise ValueError(f"cannot read policy state {source}: {err}") from None
+        if not isinstance(header, dict) or header.get("format") != STATE_FORMAT or not isinstance(policy, Policy):
+            raise ValueError(f"{source} is not a banditroute policy state (format {STATE_FORMAT})")
+        return header, policy
+
+    def save(self, path: str | Path, **extra) -> None:
+        """Write the state to ``path`` atomically (temporary file, fsync, rename)."""
+        write_atomic(path, self.dumps(**extra))
 
     @staticmethod
     def load(path: str | Path) -> Policy:
         """Read a state written by :meth:`save`."""
         try:
-            header, policy = pickle.loads(Path(path).read_bytes())
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise ValueError(f"cannot read policy state {path}: {err}") from None
-        if not isinstance(header, dict) or header.get("format") != STATE_FORMAT:
-            raise ValueError(f"{path} is not a banditroute policy state (format {STATE_FORMAT})")
-        return policy
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise ValueError(f"cannot read policy state {path}: {err.strerror}") from None
+        return Policy.loads(data, str(path))[1]
 
     def describe(self) -> str:
         return self.name

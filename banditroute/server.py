@@ -1,0 +1,236 @@
+"""The aiohttp application: thin handlers that parse, call :class:`RouterService`, serialise.
+
+Errors are JSON ``{"error", "message", "detail"?}`` with a 4xx status: 400 malformed JSON (NaN and
+Infinity included), 401 missing or wrong bearer token, 404 unknown decision or path, 405 wrong
+method, 413 body over ``server.max_body_bytes``, 422 a well-formed body that fails validation or
+names an unknown model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import secrets
+import time
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from banditroute import __version__
+from banditroute.api import (
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelsResponse,
+    PolicyUpdate,
+    PolicyView,
+    RouteRequest,
+    RouteResponse,
+    openapi_document,
+)
+from banditroute.config import PoolConfig
+from banditroute.metrics import Metrics
+from banditroute.reward import Feedback
+from banditroute.router import RouteOptions, RoutingError, UnknownDecision
+from banditroute.service import RouterService
+from banditroute.store import Store
+
+log = logging.getLogger("banditroute")
+SERVICE = web.AppKey("service", RouterService)
+METRICS = web.AppKey("metrics", Metrics)
+PUBLIC = {"/healthz"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str, detail=None):
+        super().__init__(message)
+        self.status, self.error, self.message, self.detail = status, error, message, detail
+
+
+def error_response(status: int, error: str, message: str, detail=None) -> web.Response:
+    body = {"error": error, "message": message}
+    if detail is not None:
+        body["detail"] = detail
+    return web.json_response(body, status=status)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def parse(request: web.Request, model: type[BaseModel]):
+    raw = await request.read()
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "validation_error", "request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        detail = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+                  for e in err.errors(include_url=False, include_input=False)]
+        message = "; ".join(f"{d['field']}: {d['message']}" for d in detail)
+        raise ApiError(422, "validation_error", message, detail) from None
+
+
+@web.middleware
+async def errors_auth_metrics(request: web.Request, handler):
+    t0 = time.perf_counter()
+    metrics = request.app[METRICS]
+    path = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        token = request.app[SERVICE].config.server.token
+        if token and request.path not in PUBLIC:
+            given = request.headers.get("Authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                raise ApiError(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)")
+        response = await handler(request)
+    except ApiError as err:
+        response = error_response(err.status, err.error, err.message, err.detail)
+    except web.HTTPRequestEntityTooLarge as err:
+        response = error_response(413, "body_too_large", f"request body exceeds {err.max_size} bytes")
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        response = error_response(err.status, err.reason.lower().replace(" ", "_"), err.reason)
+    except Exception:  # noqa: BLE001 - a bug must still answer JSON, and be logged
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error_response(500, "internal_error", "internal error (logged on the server)")
+    metrics.inc("banditroute_requests_total", path=path, method=request.method, status=str(response.status))
+    metrics.observe("banditroute_request_seconds", time.perf_counter() - t0, path=path)
+    return response
+
+
+async def route(request: web.Request) -> web.Response:
+    req = await parse(request, RouteRequest)
+    service = request.app[SERVICE]
+    options = RouteOptions.model_construct(**{k: getattr(req, k) for k in RouteOptions.model_fields})
+    try:
+        d = service.route(req.prompt, options, user=req.user, metadata=req.metadata)
+    except RoutingError as err:
+        raise ApiError(422, "routing_error", str(err)) from None
+    body = RouteResponse.model_construct(
+        decision_id=d.decision_id, model=d.model, propensity=d.propensity,
+        probabilities=dict(zip(d.eligible, d.probabilities.tolist())), scores=d.scores(),
+        cost_weight=d.cost_weight, policy=d.policy,
+    )
+    request.app[METRICS].inc("banditroute_decisions_total", model=d.model)
+    return web.json_response(body.model_dump())
+
+
+async def feedback(request: web.Request) -> web.Response:
+    req = await parse(request, FeedbackRequest)
+    fb = Feedback.model_construct(**{k: getattr(req, k) for k in Feedback.model_fields})
+    try:
+        out = await request.app[SERVICE].feedback(req.decision_id, fb)
+    except UnknownDecision:
+        raise ApiError(404, "unknown_decision", f"no decision with id {req.decision_id!r}") from None
+    except RoutingError as err:
+        raise ApiError(422, "routing_error", str(err)) from None
+    request.app[METRICS].inc("banditroute_feedback_total", duplicate=str(out["duplicate"]).lower())
+    return web.json_response(FeedbackResponse(**out).model_dump())
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response(ModelsResponse(models=request.app[SERVICE].router.stats.table()).model_dump())
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    return web.json_response(PolicyView(**request.app[SERVICE].policy_view()).model_dump())
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    update = await parse(request, PolicyUpdate)
+    try:
+        view = await request.app[SERVICE].update_policy(update.model_dump())
+    except ValueError as err:
+        raise ApiError(422, "validation_error", str(err)) from None
+    return web.json_response(PolicyView(**view).model_dump())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Version": "0.0.4"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(__version__))
+
+
+async def export(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "parquet")
+    if fmt not in ("parquet", "jsonl"):
+        raise ApiError(422, "validation_error", "format must be parquet or jsonl")
+    service = request.app[SERVICE]
+    await asyncio.wrap_future(service.store.flush())
+    buf = io.BytesIO()
+    await asyncio.get_running_loop().run_in_executor(None, service.store.export, buf, fmt)
+    return web.Response(body=buf.getvalue(), content_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="decisions.{fmt}"'})
+
+
+def _register_gauges(app: web.Application, service: RouterService) -> None:
+    m = app[METRICS]
+    m.gauge("banditroute_feedback_seq", lambda: service.store.seq, "feedback rows queued (log position)")
+    m.gauge("banditroute_committed_seq", lambda: service.store.committed_seq, "feedback rows committed")
+    m.gauge("banditroute_snapshot_seq", lambda: service.snapshot_seq, "log position of the last snapshot")
+    m.gauge("banditroute_write_queue_rows", lambda: service.store.pending_rows, "rows waiting for the writer")
+    m.gauge("banditroute_commit_seconds", lambda: service.store.last_commit_seconds, "duration of the last commit")
+    m.gauge("banditroute_pending_decisions", lambda: len(service.router.pending), "decisions held in memory")
+    m.gauge("banditroute_model_share", lambda: {(("model", r["model"]),): r["share"]
+                                                for r in service.router.stats.table()},
+            "share of decisions per model")
+
+
+def create_app(config: PoolConfig, seed: int | None = None) -> web.Application:
+    """The application; the store opens and the state recovers on start-up, and closes on cleanup."""
+    app = web.Application(middlewares=[errors_auth_metrics], client_max_size=config.server.max_body_bytes)
+    app[METRICS] = Metrics()
+    app[METRICS].help.update({
+        "banditroute_requests_total": "HTTP requests by path, method and status",
+        "banditroute_request_seconds": "HTTP request latency in seconds",
+        "banditroute_decisions_total": "routing decisions by chosen model",
+        "banditroute_feedback_total": "accepted feedback requests",
+    })
+
+    async def lifecycle(app: web.Application):
+        store = Store(config.storage.db, config.storage.flush_interval_ms / 1000.0)
+        service = RouterService(config, store, seed=seed)
+        service.recover()
+        app[SERVICE] = service
+        _register_gauges(app, service)
+        yield
+        await service.snapshot()
+        store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/route", route)
+    app.router.add_post("/feedback", feedback)
+    app.router.add_get("/models", models)
+    app.router.add_get("/policy", get_policy)
+    app.router.add_put("/policy", put_policy)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/export", export)
+    return app
+
+
+def serve(config: PoolConfig, host: str, port: int) -> None:
+    """Run the service until interrupted (uvloop when installed)."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("banditroute %s on http://%s:%d, database %s", __version__, host, port, config.storage.db)
+    web.run_app(create_app(config), host=host, port=port, access_log=None, print=None)

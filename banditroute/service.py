@@ -1,0 +1,216 @@
+"""The routing service without HTTP: Router + Store + snapshots + recovery.
+
+Order of events for feedback (all on the event loop, so the policy learns in log order):
+``router.apply`` -> ``store.add_feedback`` (gets the next ``seq``) -> await the batch commit ->
+acknowledge. The policy state after feedback ``seq = S`` is therefore a function of the logged
+feedback rows ``1..S``; a snapshot written together with ``S`` plus the replay of rows after ``S``
+rebuilds exactly the state a crash interrupted (DESIGN.md, decision 6).
+
+Feedback that the policy learned but whose batch never committed (a crash in between) was never
+acknowledged and is not in the log; the recovered state does not contain it either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from banditroute.config import PoolConfig
+from banditroute.features import Context, Featurizer
+from banditroute.policies import Policy, make_policy
+from banditroute.policies.base import write_atomic
+from banditroute.reward import Feedback
+from banditroute.router import Decision, Router, RouteOptions, UnknownDecision
+from banditroute.store import Store
+
+log = logging.getLogger("banditroute")
+
+
+class RouterService:
+    """Everything the HTTP handlers call; usable directly in tests and scripts."""
+
+    def __init__(self, config: PoolConfig, store: Store, seed: int | None = None):
+        self.config = config
+        self.store = store
+        self.snapshot_path = Path(str(store.path) + ".snapshot") if store.path != ":memory:" else None
+        self.router = Router(config, seed=seed, store_prompts=config.storage.store_prompts)
+        self.idempotency: set[str] = set()
+        self.feedback_since_snapshot = 0
+        self.snapshot_seq = 0
+        self._snapshotting: asyncio.Task | None = None
+        self._learning = asyncio.Lock()  # held while feedback is applied and queued, and by policy swaps
+
+    # -- start-up ----------------------------------------------------------------------------------
+    def recover(self) -> dict:
+        """Load the snapshot and replay later feedback from the log; returns what it did."""
+        t0 = time.perf_counter()
+        settings = self._last_policy_event()
+        policy, seq = self._load_snapshot(settings.get("policy", self.config.policy.name))
+        if policy is None:
+            policy = self._fresh_policy(settings.get("policy", self.config.policy.name))
+        self.router.set_policy(policy)
+        self._apply_settings(settings)
+        replayed = self.replay_into(self.router, seq)
+        self.snapshot_seq = seq
+        self.idempotency = self.store.idempotency_keys()
+        self._load_stats()
+        info = {"snapshot_seq": seq, "replayed": replayed, "seconds": round(time.perf_counter() - t0, 3),
+                "policy": self.router.policy.describe()}
+        log.info("recovered: %s", info)
+        return info
+
+    def _fresh_policy(self, name: str) -> Policy:
+        prices = [(m.input_price_per_mtok, m.output_price_per_mtok) for m in self.config.models]
+        return make_policy(name, self.config.names, self.router.featurizer.dim, prices, self.config.policy)
+
+    def _load_snapshot(self, name: str) -> tuple[Policy | None, int]:
+        if self.snapshot_path is None or not self.snapshot_path.exists():
+            return None, 0
+        try:
+            header, policy = Policy.loads(self.snapshot_path.read_bytes(), str(self.snapshot_path))
+        except ValueError as err:
+            log.warning("ignoring snapshot: %s", err)
+            return None, 0
+        usable = (header.get("feature_version") == self.router.featurizer.version
+                  and header.get("policy") == name and set(self.config.names) <= set(policy.models)
+                  and header.get("seq", 0) <= self.store.seq)
+        if not usable:
+            log.warning("snapshot %s does not match the configuration; rebuilding from the log", self.snapshot_path)
+            return None, 0
+        return policy, int(header["seq"])
+
+    def _last_policy_event(self) -> dict:
+        t = self.store.query("SELECT event FROM events ORDER BY seq DESC, ts DESC LIMIT 1")
+        return json.loads(t.column(0)[0].as_py()) if t.num_rows else {}
+
+    def _apply_settings(self, settings: dict) -> None:
+        if settings.get("cost_weight") is not None:
+            self.router.cost_weight = float(settings["cost_weight"])
+        pol = self.router.policy
+        if settings.get("exploration") is not None and hasattr(pol, "exploration"):
+            pol.exploration = float(settings["exploration"])
+        if settings.get("floor") is not None:
+            pol.floor = float(settings["floor"])
+
+    def replay_into(self, router: Router, after_seq: int, until_seq: int | None = None) -> int:
+        """Feed logged feedback with ``after_seq < seq <= until_seq`` to ``router``'s policy."""
+        n = 0
+        arm = {m: i for i, m in enumerate(router.policy.models)}
+        for row in self.store.feedback_since(after_seq):
+            if until_seq is not None and row["seq"] > until_seq:
+                break
+            if row["chosen"] not in arm:
+                continue
+            d = Decision.stub(row["decision_id"], row["chosen"], arm[row["chosen"]],
+                              Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])))
+            router.learn(d, list(zip(row["qualities"], row["weights"])), row["cost_usd"], count_stats=False)
+            n += 1
+        return n
+
+    def _load_stats(self) -> None:
+        stats = self.router.stats
+        for r in self.store.query("SELECT chosen, count(*) AS n FROM decisions GROUP BY chosen").to_pylist():
+            stats.decisions[r["chosen"]] = int(r["n"])
+        rows = self.store.query(
+            "SELECT d.chosen, sum(list_dot_product(f.qualities, f.weights)) AS qw, sum(list_sum(f.weights)) AS w, "
+            "sum(f.cost_usd) AS c, count(f.cost_usd) AS cn FROM feedback f JOIN decisions d USING (decision_id) "
+            "GROUP BY d.chosen"
+        ).to_pylist()
+        for r in rows:
+            m = r["chosen"]
+            stats.quality_sum[m] = float(r["qw"] or 0.0)
+            stats.quality_weight[m] = float(r["w"] or 0.0)
+            stats.cost_sum[m] = float(r["c"] or 0.0)
+            stats.cost_n[m] = int(r["cn"] or 0)
+
+    # -- requests ----------------------------------------------------------------------------------
+    def route(self, prompt: str, options: RouteOptions, user: str | None = None, metadata=None) -> Decision:
+        d = self.router.route(prompt, options)
+        row = d.log_row()
+        for k in ("quality", "cost_usd", "n_signals"):
+            del row[k]
+        row["user"] = user
+        row["metadata"] = json.dumps(metadata) if metadata is not None else None
+        self.store.add_decision(row)
+        return d
+
+    async def feedback(self, decision_id: str, feedback: Feedback) -> dict:
+        """Apply and durably log feedback; raises :class:`UnknownDecision`."""
+        key = feedback.idempotency_key
+        late = False
+        d = self.router.pending.get(decision_id)
+        if d is None:
+            row = await asyncio.get_running_loop().run_in_executor(None, self.store.decision, decision_id)
+            if row is None:
+                raise UnknownDecision(decision_id)
+            d = self.router.restore(row)
+            late = True
+        if key is not None and key in self.idempotency:
+            await asyncio.wrap_future(self.store.flush())  # the first one is durable before we say so
+            return {"decision_id": decision_id, "model": d.model, "applied_signals": 0, "quality": d.quality,
+                    "cost_usd": None, "duplicate": True, "late": late}
+        async with self._learning:
+            result = self.router.apply(d, feedback)
+            if key is not None:
+                self.idempotency.add(key)
+            _, committed = self.store.add_feedback({
+                "decision_id": decision_id,
+                "ts": time.time_ns() // 1000,
+                "qualities": [q for q, _ in result.qualities],
+                "weights": [w for _, w in result.qualities],
+                "cost_usd": result.cost_usd,
+                "reported": feedback.model_dump_json(exclude={"signals", "idempotency_key"}, exclude_none=True),
+                "idempotency_key": key,
+            })
+        self.feedback_since_snapshot += 1
+        if self.feedback_since_snapshot >= self.config.storage.snapshot_every and self._snapshotting is None:
+            self._snapshotting = asyncio.ensure_future(self.snapshot())
+        await asyncio.wrap_future(committed)
+        return {"decision_id": decision_id, "model": d.model, "applied_signals": len(result.qualities),
+                "quality": result.quality, "cost_usd": result.cost_usd, "duplicate": False, "late": late}
+
+    # -- policy management ---------------------------------------------------------------------------
+    def policy_view(self) -> dict:
+        pol = self.router.policy
+        return {"policy": pol.describe(), "cost_weight": self.router.cost_weight,
+                "exploration": getattr(pol, "exploration", None), "floor": pol.floor,
+                "feature_version": self.router.featurizer.version, "feedback_seq": self.store.seq}
+
+    async def update_policy(self, update: dict) -> dict:
+        """Apply a ``PUT /policy``; a new policy class is rebuilt from the whole feedback log."""
+        update = {k: v for k, v in update.items() if v is not None}
+        name = update.get("policy")
+        if name is not None and name != self.router.policy.describe():
+            candidate = self._fresh_policy(name)  # raises ValueError for an unknown name
+            shadow = Router(self.config, policy=candidate, featurizer=self.router.featurizer)
+            until = self.store.seq
+            await asyncio.wrap_future(self.store.flush())
+            await asyncio.get_running_loop().run_in_executor(None, self.replay_into, shadow, 0, until)
+            async with self._learning:  # feedback waits while the new policy catches up and takes over
+                await asyncio.wrap_future(self.store.flush())
+                self.replay_into(shadow, until)
+                self.router.set_policy(candidate)
+        self._apply_settings(update)
+        event = {**self.policy_view(), "changed": sorted(update)}
+        await asyncio.wrap_future(self.store.add_event(event))
+        await self.snapshot()
+        return self.policy_view()
+
+    async def snapshot(self) -> None:
+        """Write the policy state with the feedback position it covers, once that position is durable."""
+        try:
+            if self.snapshot_path is None:
+                return
+            seq = self.store.seq
+            data = self.router.policy.dumps(seq=seq)
+            self.feedback_since_snapshot = 0
+            await asyncio.wrap_future(self.store.flush())
+            await asyncio.get_running_loop().run_in_executor(None, write_atomic, self.snapshot_path, data)
+            self.snapshot_seq = seq
+        finally:
+            self._snapshotting = None
