@@ -1,0 +1,189 @@
+"""The HTTP API in-process (aiohttp test client): contracts, errors, idempotency, late feedback, swaps."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from banditroute.config import load_pool
+from banditroute.server import SERVICE, create_app
+
+THUMBS_UP = [{"source": "user", "kind": "thumbs", "value": True}]
+
+
+def make_config(tmp_path, **storage):
+    cfg = load_pool()
+    return cfg.model_copy(update={
+        "storage": cfg.storage.model_copy(update={"db": str(tmp_path / "r.duckdb"), "flush_interval_ms": 5, **storage}),
+        "server": cfg.server.model_copy(update={"max_body_bytes": 64 * 1024}),
+    })
+
+
+@pytest.fixture
+async def client(aiohttp_client, tmp_path):
+    return await aiohttp_client(create_app(make_config(tmp_path), seed=0))
+
+
+async def post(client, path, body, status=200, raw=False):
+    resp = await client.post(path, data=body if raw else json.dumps(body))
+    data = await resp.json()
+    assert resp.status == status, data
+    return data
+
+
+async def test_route_and_feedback_contract(client):
+    r = await post(client, "/route", {"prompt": "Write a Python function that sorts a list", "user": "u1",
+                                      "metadata": {"app": "test"}})
+    assert set(r) == {"decision_id", "model", "propensity", "probabilities", "scores", "cost_weight", "policy"}
+    assert r["probabilities"][r["model"]] == r["propensity"]
+    assert abs(sum(r["probabilities"].values()) - 1) < 1e-9
+    assert set(r["scores"][r["model"]]) == {"quality", "cost_usd", "score"}
+    f = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP,
+                                         "input_tokens": 100, "output_tokens": 50, "latency_ms": 900})
+    assert f["applied_signals"] == 1 and f["quality"] == 1.0 and f["cost_usd"] > 0 and not f["duplicate"]
+    models = (await (await client.get("/models")).json())["models"]
+    row = next(m for m in models if m["model"] == r["model"])
+    assert row["decisions"] == 1 and row["mean_quality"] == 1.0 and row["share"] == 1.0
+
+
+async def test_route_options(client):
+    r = await post(client, "/route", {"prompt": "hi", "models": ["claude-v1", "gpt-3.5-turbo-1106"], "cost_weight": 0})
+    assert set(r["probabilities"]) == {"claude-v1", "gpt-3.5-turbo-1106"} and r["cost_weight"] == 0
+    r = await post(client, "/route", {"prompt": "hi", "require": ["json"]})
+    assert set(r["probabilities"]) == {"gpt-4-1106-preview", "gpt-3.5-turbo-1106"}
+
+
+@pytest.mark.parametrize(
+    "path, body, status, error",
+    [
+        ("/route", "{not json", 400, "malformed_json"),
+        ("/route", '{"prompt": NaN}', 400, "malformed_json"),
+        ("/route", '{"prompt": "x", "cost_weight": Infinity}', 400, "malformed_json"),
+        ("/route", "[1, 2]", 422, "validation_error"),
+        ("/route", "{}", 422, "validation_error"),
+        ("/route", '{"prompt": ""}', 422, "validation_error"),
+        ("/route", '{"prompt": 5}', 422, "validation_error"),
+        ("/route", '{"prompt": "x", "cost_weight": "high"}', 422, "validation_error"),
+        ("/route", '{"prompt": "x", "cost_weight": 1e400}', 422, "validation_error"),
+        ("/route", '{"prompt": "x", "models": ["gpt-9"]}', 422, "routing_error"),
+        ("/route", '{"prompt": "x", "colour": "red"}', 422, "validation_error"),
+        ("/feedback", '{"signals": []}', 422, "validation_error"),
+        ("/feedback", '{"decision_id": "nope"}', 404, "unknown_decision"),
+        ("/feedback", '{"decision_id": "x", "signals": [{"source": "user", "kind": "quality", "value": 1.5}]}', 422,
+         "validation_error"),
+        ("/feedback", '{"decision_id": "x", "cost_usd": -1}', 422, "validation_error"),
+        ("/policy", '{"policy": "nope"}', 422, "validation_error"),
+    ],
+)
+async def test_bad_input_gets_a_json_4xx(client, path, body, status, error):
+    method = client.put if path == "/policy" else client.post
+    resp = await method(path, data=body)
+    data = await resp.json()
+    assert resp.status == status, data
+    assert data["error"] == error and data["message"]
+
+
+async def test_oversized_body_is_413(client):
+    data = await post(client, "/route", json.dumps({"prompt": "x" * 100_000}), status=413, raw=True)
+    assert data["error"] == "body_too_large"
+
+
+async def test_unknown_path_and_method_are_json(client):
+    resp = await client.get("/nowhere")
+    assert resp.status == 404 and (await resp.json())["error"] == "not_found"
+    resp = await client.get("/route")
+    assert resp.status == 405 and (await resp.json())["error"] == "method_not_allowed"
+
+
+async def test_idempotency_key_is_not_counted_twice(client):
+    r = await post(client, "/route", {"prompt": "hello there"})
+    body = {"decision_id": r["decision_id"], "signals": THUMBS_UP, "idempotency_key": "k1"}
+    first = await post(client, "/feedback", body)
+    again = await post(client, "/feedback", body)
+    assert first["applied_signals"] == 1 and again["duplicate"] and again["applied_signals"] == 0
+    service = client.app[SERVICE]
+    assert service.router.policy.quality_observations.sum() == 1
+    rows = service.store.query("SELECT count(*) AS n FROM feedback").column(0)[0].as_py()
+    assert rows == 1
+
+
+async def test_late_feedback_is_read_back_from_the_log(client):
+    service = client.app[SERVICE]
+    r = await post(client, "/route", {"prompt": "an old question"})
+    await post(client, "/feedback", {"decision_id": r["decision_id"], "cost_usd": 0.01})
+    service.router.pending.clear()  # as if the pending window had passed (or the server restarted)
+    before = service.router.policy.quality_observations.sum()
+    f = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP, "cost_usd": 0.5})
+    assert f["late"] and f["applied_signals"] == 1 and f["cost_usd"] is None  # the cost was known already
+    assert service.router.policy.quality_observations.sum() == before + 1
+
+
+async def test_policy_hot_swap_is_logged_and_rebuilt_from_the_log(client):
+    for i in range(5):
+        r = await post(client, "/route", {"prompt": f"question {i}"})
+        await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP})
+    view = await (await client.put("/policy", data=json.dumps({"policy": "linucb", "cost_weight": 7}))).json()
+    assert view["policy"] == "linucb" and view["cost_weight"] == 7
+    service = client.app[SERVICE]
+    assert service.router.policy.quality_observations.sum() == 5  # learned from the whole log
+    r = await post(client, "/route", {"prompt": "after the swap"})
+    assert r["policy"] == "linucb" and r["cost_weight"] == 7
+    events = service.store.query("SELECT event FROM events").column(0).to_pylist()
+    assert json.loads(events[-1])["policy"] == "linucb"
+
+
+async def test_token_guards_everything_but_healthz(aiohttp_client, tmp_path):
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"token": "s3cret"})})
+    client = await aiohttp_client(create_app(cfg, seed=0))
+    assert (await client.get("/healthz")).status == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        resp = await client.post("/route", data='{"prompt": "x"}', headers=headers)
+        assert resp.status == 401 and (await resp.json())["error"] == "unauthorized"
+    resp = await client.post("/route", data='{"prompt": "x"}', headers={"Authorization": "Bearer s3cret"})
+    assert resp.status == 200
+    assert (await client.get("/metrics")).status == 401
+
+
+async def test_metrics_openapi_and_export(client):
+    r = await post(client, "/route", {"prompt": "count me"})
+    await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP})
+    text = await (await client.get("/metrics")).text()
+    assert 'banditroute_requests_total{method="POST",path="/route",status="200"} 1' in text
+    assert "banditroute_request_seconds_bucket" in text and "banditroute_committed_seq 1" in text
+    doc = await (await client.get("/openapi.json")).json()
+    assert doc["openapi"].startswith("3.") and {"/route", "/feedback", "/models", "/policy"} <= set(doc["paths"])
+    assert "RouteRequest" in doc["components"]["schemas"]
+    resp = await client.get("/export?format=jsonl")
+    rows = [json.loads(line) for line in (await resp.text()).splitlines()]
+    assert len(rows) == 1 and rows[0]["quality"] == 1.0 and rows[0]["chosen"] == r["model"]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["prompt", "models", "cost_weight", "max_cost_usd", "require", "user", "metadata", "decision_id",
+          "signals", "cost_usd", "input_tokens", "output_tokens", "latency_ms", "error", "idempotency_key"]
+BODIES = st.one_of(
+    JSON,
+    st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6),
+    st.fixed_dictionaries({"prompt": st.text(max_size=50)}, optional={"cost_weight": JSON, "models": JSON}),
+    st.fixed_dictionaries({"decision_id": st.text(max_size=10), "signals": st.lists(
+        st.fixed_dictionaries({"source": st.sampled_from(["user", "judge", "x"]),
+                               "kind": st.sampled_from(["thumbs", "rating", "score", "quality"]), "value": JSON}),
+        max_size=3)}),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/route", "/feedback", "/policy"]), body=BODIES)
+async def test_fuzzed_bodies_never_get_a_5xx(client, path, body):
+    method = client.put if path == "/policy" else client.post
+    resp = await method(path, data=json.dumps(body))
+    assert resp.status < 500
+    data = await resp.json()
+    if resp.status >= 400:
+        assert data["error"] and data["message"]
