@@ -98,7 +98,7 @@ _MAX_TOKENS = 2048
 _CACHE_LIMIT = 500_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Context:
     """What a policy sees of a prompt: its feature vector and its estimated input tokens."""
 

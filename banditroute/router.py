@@ -46,7 +46,7 @@ class RouteOptions(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """A routing decision, with everything needed to log it and to learn from its feedback."""
 

@@ -131,12 +131,7 @@ class RouterService:
     # -- requests ----------------------------------------------------------------------------------
     def route(self, prompt: str, options: RouteOptions, user: str | None = None, metadata=None) -> Decision:
         d = self.router.route(prompt, options)
-        row = d.log_row()
-        for k in ("quality", "cost_usd", "n_signals"):
-            del row[k]
-        row["user"] = user
-        row["metadata"] = json.dumps(metadata) if metadata is not None else None
-        self.store.add_decision(row)
+        self.store.add_decision(d, user, json.dumps(metadata) if metadata is not None else None)
         return d
 
     async def feedback(self, decision_id: str, feedback: Feedback) -> dict:

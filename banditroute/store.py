@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from banditroute.logschema import SCHEMA as LOG_SCHEMA
@@ -58,6 +59,41 @@ _DUCK_TYPES = {
 TABLES = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA, "events": EVENT_SCHEMA}
 
 
+def _list_array(arrays: list[np.ndarray]) -> pa.ListArray:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays) if arrays else np.zeros(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float64()))
+
+
+def decision_table(items: list[tuple]) -> pa.Table:
+    """``(decision, user, metadata)`` items as an Arrow table of :data:`DECISION_SCHEMA`, column-wise."""
+    ds = [d for d, _, _ in items]
+    n_eligible = np.zeros(len(ds) + 1, dtype=np.int32)
+    np.cumsum([len(d.eligible) for d in ds], out=n_eligible[1:])
+    eligible = pa.ListArray.from_arrays(pa.array(n_eligible), pa.array([m for d in ds for m in d.eligible], pa.string()))
+    columns = {
+        "decision_id": pa.array([d.decision_id for d in ds], pa.string()),
+        "ts": pa.array((np.array([d.ts for d in ds]) * 1e6).astype(np.int64)).cast(pa.timestamp("us", tz="UTC")),
+        "policy": pa.array([d.policy for d in ds], pa.string()),
+        "feature_version": pa.array([d.feature_version for d in ds], pa.string()),
+        "x": _list_array([d.context.x for d in ds]),
+        "input_tokens": pa.array([d.context.input_tokens for d in ds], pa.float64()),
+        "prompt_hash": pa.array([d.prompt_hash for d in ds], pa.string()),
+        "prompt": pa.array([d.prompt for d in ds], pa.string()),
+        "eligible": eligible,
+        "probabilities": _list_array([d.probabilities for d in ds]),
+        "chosen": pa.array([d.model for d in ds], pa.string()),
+        "propensity": pa.array([d.propensity for d in ds], pa.float64()),
+        "cost_weight": pa.array([d.cost_weight for d in ds], pa.float64()),
+        "pred_quality": _list_array([d.pred_quality for d in ds]),
+        "pred_cost": _list_array([d.pred_cost for d in ds]),
+        "user": pa.array([u for _, u, _ in items], pa.string()),
+        "metadata": pa.array([m for _, _, m in items], pa.string()),
+    }
+    return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
+
+
 def _ddl(name: str, schema: pa.Schema) -> str:
     cols = ", ".join(f'"{f.name}" {_DUCK_TYPES[f.type]}' for f in schema)
     return f"CREATE TABLE IF NOT EXISTS {name} ({cols})"
@@ -71,14 +107,16 @@ class Store:
     path
         DuckDB file (created with its folder if missing); ``":memory:"`` for tests.
     flush_interval
-        Seconds between group commits.
+        Seconds between commits of decisions alone; queued feedback is committed at once.
+    memory_limit
+        DuckDB's memory limit (its default is 80% of the machine's RAM).
     """
 
-    def __init__(self, path: str, flush_interval: float = 0.1):
+    def __init__(self, path: str, flush_interval: float = 0.1, memory_limit: str = "256MB"):
         self.path = path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(path)
+        self.con = duckdb.connect(path, config={"memory_limit": memory_limit})
         for name, schema in TABLES.items():
             self.con.execute(_ddl(name, schema))
         self.flush_interval = float(flush_interval)
@@ -101,19 +139,24 @@ class Store:
             self._rows[table].append(row)
             return self._future
 
-    def add_decision(self, row: dict) -> None:
-        self._queue("decisions", row)
+    def add_decision(self, decision, user: str | None = None, metadata: str | None = None) -> None:
+        """Queue a :class:`~banditroute.router.Decision` (converted to Arrow in the writer thread)."""
+        self._queue("decisions", (decision, user, metadata))
 
     def add_feedback(self, row: dict) -> tuple[int, concurrent.futures.Future]:
-        """Queue a feedback row; returns its ``seq`` and the future of its commit."""
+        """Queue a feedback row; returns its ``seq`` and the future of its commit (due at once)."""
         with self._lock:
             self.seq += 1
             row["seq"] = self.seq
             self._rows["feedback"].append(row)
-            return self.seq, self._future
+            fut = self._future
+        self._wake.set()
+        return self.seq, fut
 
     def add_event(self, event: dict) -> concurrent.futures.Future:
-        return self._queue("events", {"ts": time.time_ns() // 1000, "seq": self.seq, "event": json.dumps(event)})
+        fut = self._queue("events", {"ts": time.time_ns() // 1000, "seq": self.seq, "event": json.dumps(event)})
+        self._wake.set()
+        return fut
 
     def flush(self) -> concurrent.futures.Future:
         """A future that resolves once everything queued so far has committed."""
@@ -159,7 +202,7 @@ class Store:
         try:
             for name, batch in rows.items():
                 if batch:
-                    table = pa.Table.from_pylist(batch, schema=TABLES[name])
+                    table = decision_table(batch) if name == "decisions" else pa.Table.from_pylist(batch, schema=TABLES[name])
                     cur.register("_batch", table)
                     cur.execute(f"INSERT INTO {name} SELECT * FROM _batch")
                     cur.unregister("_batch")

@@ -65,7 +65,7 @@ async def test_route_options(client):
         ("/route", '{"prompt": ""}', 422, "validation_error"),
         ("/route", '{"prompt": 5}', 422, "validation_error"),
         ("/route", '{"prompt": "x", "cost_weight": "high"}', 422, "validation_error"),
-        ("/route", '{"prompt": "x", "cost_weight": 1e400}', 422, "validation_error"),
+        ("/route", '{"prompt": "x", "cost_weight": 1e400}', 400, "malformed_json"),
         ("/route", '{"prompt": "x", "models": ["gpt-9"]}', 422, "routing_error"),
         ("/route", '{"prompt": "x", "colour": "red"}', 422, "validation_error"),
         ("/feedback", '{"signals": []}', 422, "validation_error"),

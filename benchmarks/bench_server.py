@@ -1,0 +1,213 @@
+"""Load test of `banditroute serve` on loopback with wrk, against a trivial aiohttp JSON handler.
+
+Usage (needs wrk: ``apt-get install wrk``; about 2 minutes)::
+
+    python benchmarks/bench_server.py [--runs 3] [--seconds 10] [--connections 32]
+    python benchmarks/bench_server.py --memory 1000000     # RSS after a million decisions (~10 min)
+
+Per run, each on a fresh database: (1) the trivial handler of ``benchmarks/trivial_app.py``,
+(2) ``POST /route`` with logging on, (3) ``POST /feedback`` (a thumbs signal and a cost, each with
+a fresh idempotency key) round robin over the decisions of (2), acknowledged only after its group
+commit. wrk runs one thread, so the server
+has the other core. Prompts are every distinct prompt of ../shared/data (RouterBench, MMLU, GSM8K,
+MT Bench), shuffled. After each banditroute run the server is stopped and the database rows are
+compared with the 2xx answers the server counted (its /metrics) and the client received.
+Figures are medians over runs; ``route_vs_trivial`` is the ratio of requests/s within each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bodies_file(tmp: Path) -> tuple[Path, dict]:
+    import numpy as np
+
+    prompts = []
+    if DATA.exists():
+        import pyarrow.parquet as pq
+
+        for f in sorted(DATA.glob("*.parquet")):
+            prompts += sorted(set(pq.read_table(f, columns=["prompt"]).column(0).to_pylist()))
+    else:
+        prompts = [f"Question {i}: how many apples are left if I eat {i}?" for i in range(2000)]
+    rng = np.random.default_rng(0)
+    rng.shuffle(prompts)
+    path = tmp / "bodies.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    lengths = np.array([len(p) for p in prompts])
+    return path, {"prompts": len(prompts), "chars_p50": int(np.median(lengths)), "chars_p90": int(np.percentile(lengths, 90))}
+
+
+def wait_up(port: int, path: str = "/healthz", method: str = "GET") -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                         data=b'{"prompt": "warm up"}' if method == "POST" else None)
+            urllib.request.urlopen(req, timeout=5).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def wrk(port: int, script: str, seconds: int, connections: int, bodies: Path, **env) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / "wrk" / script),
+         f"http://127.0.0.1:{port}"],
+        env={**os.environ, "BODIES": str(bodies), **{k: str(v) for k, v in env.items()}},
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def server_2xx(port: int) -> dict[str, int]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    counts = {"/route": 0, "/feedback": 0}
+    for line in text.splitlines():
+        if line.startswith("banditroute_requests_total{") and 'status="200"' in line:
+            for path in counts:
+                if f'path="{path}"' in line:
+                    counts[path] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def start_banditroute(tmp: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "banditroute.cli", "serve", "--db", str(tmp / "router.duckdb"),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_up(port)
+    return proc
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one_run(seconds: int, connections: int, bodies: Path) -> dict:
+    out = {}
+    port = free_port()
+    trivial = subprocess.Popen([sys.executable, str(HERE / "trivial_app.py"), str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_up(port, "/route", "POST")
+        out["trivial"] = wrk(port, "route.lua", seconds, connections, bodies)
+    finally:
+        trivial.terminate()
+        trivial.wait()
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        port = free_port()
+        proc = start_banditroute(tmp, port)
+        try:
+            out["route"] = wrk(port, "route.lua", seconds, connections, bodies, IDS_OUT=tmp / "ids.txt")
+            out["feedback"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "ids.txt")
+            time.sleep(1.0)  # let requests still in flight when wrk stopped finish and be counted
+            out["server_2xx"] = server_2xx(port)
+            out["rss_mb"] = round(rss_mb(proc.pid), 1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        con = duckdb.connect(str(tmp / "router.duckdb"), read_only=True)
+        out["rows"] = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("decisions", "feedback")}
+        con.close()
+    return out
+
+
+def summarise(runs: list[dict], info: dict, args) -> dict:
+    def med(f):
+        return round(statistics.median(f(r) for r in runs), 3)
+
+    route_rps = lambda r: r["route"]["ok"] / r["route"]["seconds"]  # noqa: E731
+    trivial_rps = lambda r: r["trivial"]["ok"] / r["trivial"]["seconds"]  # noqa: E731
+    return {
+        "connections": args.connections, "seconds_per_run": args.seconds, "runs": len(runs), "prompts": info,
+        "trivial_rps": med(trivial_rps),
+        "route_rps": med(route_rps),
+        "route_p50_ms": med(lambda r: r["route"]["p50_ms"]),
+        "route_p99_ms": med(lambda r: r["route"]["p99_ms"]),
+        "route_vs_trivial": med(lambda r: route_rps(r) / trivial_rps(r)),
+        "feedback_rps": med(lambda r: r["feedback"]["ok"] / r["feedback"]["seconds"]),
+        "feedback_p50_ms": med(lambda r: r["feedback"]["p50_ms"]),
+        "feedback_p99_ms": med(lambda r: r["feedback"]["p99_ms"]),
+        "rss_mb": med(lambda r: r["rss_mb"]),
+        "no_loss": all(
+            r["rows"]["decisions"] == r["server_2xx"]["/route"] >= r["route"]["ok"]
+            and r["rows"]["feedback"] == r["server_2xx"]["/feedback"] >= r["feedback"]["ok"]
+            for r in runs
+        ),
+        "raw": runs,
+    }
+
+
+def memory_run(n: int, bodies: Path) -> dict:
+    """Route ``n`` decisions through a live server (with feedback on every tenth) and read its RSS."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        port = free_port()
+        proc = start_banditroute(tmp, port)
+        samples = []
+        try:
+            done = 0
+            t0 = time.time()
+            while done < n:
+                res = wrk(port, "route.lua", 20, 32, bodies)
+                done += res["ok"]
+                samples.append({"decisions": done, "rss_mb": round(rss_mb(proc.pid), 1),
+                                "elapsed_s": round(time.time() - t0, 1)})
+                print(samples[-1], flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        return {"decisions": done, "rss_mb_final": samples[-1]["rss_mb"], "samples": samples}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--memory", type=int, default=0, help="instead: RSS after this many decisions")
+    ap.add_argument("--out", default=str(HERE / "results" / "server.json"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        bodies, info = bodies_file(Path(d))
+        if args.memory:
+            result = memory_run(args.memory, bodies)
+            out = Path(args.out).with_name("server_memory.json")
+        else:
+            result = summarise([one_run(args.seconds, args.connections, bodies) for _ in range(args.runs)], info, args)
+            out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("raw", "samples")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
