@@ -100,7 +100,7 @@ class StorageConfig(_Strict):
     store_prompts: bool = False
     flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 100.0
     snapshot_every: Annotated[int, Field(gt=0)] = 10_000
-    memory_limit: str = "256MB"
+    memory_limit: str = "128MB"
 
 
 class PoolConfig(_Strict):

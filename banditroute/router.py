@@ -47,6 +47,23 @@ class RouteOptions(BaseModel):
 
 
 @dataclass(slots=True)
+class Pending:
+    """What the router keeps of a decision until its feedback stops: just what learning needs."""
+
+    decision_id: str
+    model: str
+    arm: int
+    context: Context
+    cost_usd: float | None = None
+    signals: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def quality(self) -> float | None:
+        """Weighted mean quality of the signals received so far."""
+        return mean_quality(self.signals)
+
+
+@dataclass(slots=True)
 class Decision:
     """A routing decision, with everything needed to log it and to learn from its feedback."""
 
@@ -68,12 +85,6 @@ class Decision:
     signals: list[tuple[float, float]] = field(default_factory=list)
     cost_usd: float | None = None
 
-    @classmethod
-    def stub(cls, decision_id: str, model: str, arm: int, context: Context) -> Decision:
-        """A decision reduced to what learning needs (replaying logged feedback)."""
-        return cls(decision_id, 0.0, model, arm, 1.0, [model], np.ones(1), np.zeros(1), np.zeros(1), 0.0, "",
-                   "", context, "")
-
     @property
     def quality(self) -> float | None:
         """Weighted mean quality of the signals received so far."""
@@ -86,6 +97,11 @@ class Decision:
             m: {"quality": float(q), "cost_usd": float(c), "score": float(s)}
             for m, q, c, s in zip(self.eligible, self.pred_quality, self.pred_cost, net)
         }
+
+    def join(self, p: Pending) -> None:
+        """Copy the feedback a pending record has gathered (for logs written after the fact)."""
+        self.signals = list(p.signals)
+        self.cost_usd = p.cost_usd
 
     def log_row(self) -> dict:
         """This decision (and the feedback joined so far) as a row of the decision log."""
@@ -125,7 +141,7 @@ class FeedbackResult:
 class LogSink(Protocol):
     def decision(self, decision: Decision) -> None: ...
 
-    def feedback(self, decision: Decision, feedback: Feedback, result: FeedbackResult) -> None: ...
+    def feedback(self, pending: Pending, feedback: Feedback, result: FeedbackResult) -> None: ...
 
 
 class Router:
@@ -162,7 +178,7 @@ class Router:
         self._ids = random.Random(seed if seed is not None else int.from_bytes(np.random.bytes(16), "little"))
         self.sink = sink
         self.store_prompts = store_prompts
-        self.pending: OrderedDict[str, Decision] = OrderedDict()
+        self.pending: OrderedDict[str, Pending] = OrderedDict()
         self.max_pending = pool.max_pending
         self._arm = {m: i for i, m in enumerate(policy.models)}
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
@@ -246,7 +262,7 @@ class Router:
             prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
             prompt=prompt if self.store_prompts else None,
         )
-        self.pending[d.decision_id] = d
+        self.pending[d.decision_id] = Pending(d.decision_id, d.model, d.arm, ctx)
         self.stats.decision(d.model)
         if len(self.pending) > self.max_pending:
             self.pending.popitem(last=False)
@@ -265,7 +281,7 @@ class Router:
             self.sink.feedback(d, feedback, result)
         return result
 
-    def apply(self, d: Decision, feedback: Feedback) -> FeedbackResult:
+    def apply(self, d: Pending, feedback: Feedback) -> FeedbackResult:
         """Learn from ``feedback`` about decision ``d``; returns what was applied (for the log)."""
         pairs = feedback.weighted_qualities(self.pool.signal_weights)
         cost = None
@@ -274,7 +290,7 @@ class Router:
         self.learn(d, pairs, cost)
         return FeedbackResult(d.decision_id, d.model, pairs, cost, d.quality)
 
-    def learn(self, d: Decision, pairs: list[tuple[float, float]], cost: float | None,
+    def learn(self, d: Pending, pairs: list[tuple[float, float]], cost: float | None,
               count_stats: bool = True) -> None:
         """Apply normalised ``(quality, weight)`` pairs and a first cost to ``d``'s model.
 
@@ -290,7 +306,7 @@ class Router:
         if count_stats:
             self.stats.feedback(d.model, pairs, cost)
 
-    def restore(self, row: dict) -> Decision:
+    def restore(self, row: dict) -> Pending:
         """A logged decision (a ``decisions`` row) rebuilt for learning from late feedback."""
         if row["feature_version"] != self.featurizer.version:
             raise RoutingError(
@@ -299,16 +315,11 @@ class Router:
             )
         if row["chosen"] not in self._arm:
             raise RoutingError(f"decision {row['decision_id']} chose {row['chosen']!r}, not in the policy's models")
-        d = Decision(
-            decision_id=row["decision_id"], ts=0.0, model=row["chosen"], arm=self._arm[row["chosen"]],
-            propensity=row["propensity"], eligible=row["eligible"], probabilities=np.asarray(row["probabilities"]),
-            pred_quality=np.asarray(row["pred_quality"]), pred_cost=np.asarray(row["pred_cost"]),
-            cost_weight=row["cost_weight"], policy=row["policy"], feature_version=row["feature_version"],
-            context=Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])),
-            prompt_hash=row["prompt_hash"],
+        return Pending(
+            row["decision_id"], row["chosen"], self._arm[row["chosen"]],
+            Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])),
             cost_usd=row.get("applied_cost"),  # set when earlier feedback already gave the cost
         )
-        return d
 
 
 class ModelStats:

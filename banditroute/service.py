@@ -25,7 +25,7 @@ from banditroute.features import Context, Featurizer
 from banditroute.policies import Policy, make_policy
 from banditroute.policies.base import write_atomic
 from banditroute.reward import Feedback
-from banditroute.router import Decision, Router, RouteOptions, UnknownDecision
+from banditroute.router import Decision, Pending, Router, RouteOptions, UnknownDecision
 from banditroute.store import Store
 
 log = logging.getLogger("banditroute")
@@ -106,8 +106,8 @@ class RouterService:
                 break
             if row["chosen"] not in arm:
                 continue
-            d = Decision.stub(row["decision_id"], row["chosen"], arm[row["chosen"]],
-                              Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])))
+            d = Pending(row["decision_id"], row["chosen"], arm[row["chosen"]],
+                        Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])))
             router.learn(d, list(zip(row["qualities"], row["weights"])), row["cost_usd"], count_stats=False)
             n += 1
         return n

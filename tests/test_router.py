@@ -81,8 +81,11 @@ def test_feedback_updates_the_chosen_model(router):
     assert r.cost_usd == pytest.approx(spec.price_usd(100, 50))
     # a second feedback adds signals but never counts the cost twice
     r2 = router.feedback(d.decision_id, Feedback(signals=[Signal(source="user", kind="quality", value=0.0)], cost_usd=9.0))
-    assert r2.cost_usd is None and d.cost_usd == pytest.approx(spec.price_usd(100, 50))
-    assert d.log_row()["n_signals"] == 3
+    pending = router.pending[d.decision_id]
+    assert r2.cost_usd is None and pending.cost_usd == pytest.approx(spec.price_usd(100, 50))
+    assert len(pending.signals) == 3
+    d.join(pending)
+    assert d.log_row()["n_signals"] == 3 and d.log_row()["cost_usd"] == pending.cost_usd
     assert len(router.sink.feedbacks) == 2
 
 

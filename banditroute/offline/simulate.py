@@ -23,16 +23,16 @@ class CollectingSink:
     """Keeps every decision; rows carry the feedback joined to them."""
 
     def __init__(self):
-        self.decisions: list[Decision] = []
+        self.decisions: dict[str, Decision] = {}
 
     def decision(self, decision: Decision) -> None:
-        self.decisions.append(decision)
+        self.decisions[decision.decision_id] = decision
 
-    def feedback(self, decision, feedback, result) -> None:
-        pass
+    def feedback(self, pending, feedback, result) -> None:
+        self.decisions[pending.decision_id].join(pending)
 
     def rows(self) -> list[dict]:
-        return [d.log_row() for d in self.decisions]
+        return [d.log_row() for d in self.decisions.values()]
 
 
 def pool_for(outcomes: Outcomes, pool: PoolConfig | None, settings: PolicyConfig | None = None) -> PoolConfig:
