@@ -48,7 +48,35 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    from banditroute.offline.replay import replay
+
+    estimators = ("ips", "snips", "dm", "dr") if args.estimator == "all" else (args.estimator,)
+    result = replay(args.log, args.policy or "lints", args.cost_weight, state=args.state, estimators=estimators,
+                    clip=args.clip, greedy=args.greedy, seed=args.seed,
+                    progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"candidate {result['policy']} at cost weight {result['cost_weight']:g} on {result['n']} logged decisions "
+          f"(logged by {result['logging_policy']}); effective sample size {result['ess']:.0f}")
+    print(f"{'estimator':10}{'quality':>26}{'cost USD / decision':>34}{'reward':>28}")
+    for name, est in result["estimates"].items():
+        cells = [f"{v['value']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for v in
+                 (est["quality"], est["reward"])]
+        c = est["cost_usd"]
+        cost = f"{c['value']:.3g} [{c['low']:.3g}, {c['high']:.3g}]"
+        print(f"{name:10}{cells[0]:>26}{cost:>34}{cells[1]:>28}")
+    lg = result["logged"]
+    print(f"{'logged':10}{lg['quality']:>26.4f}{lg['cost_usd']:>34.3g}{lg['reward']:>28.4f}   (the logging policy itself)")
+    for w in result["warnings"]:
+        print(f"warning: {w}")
+    return 0
+
+
 def cmd_tune(args) -> int:
+    if args.target_quality is not None or args.budget_usd_per_request is not None or _is_log(args.outcomes):
+        return cmd_tune_log(args)
     from banditroute.offline.tune import plot_frontier, tune
 
     outcomes = load_outcomes(args.outcomes)
@@ -71,6 +99,42 @@ def cmd_tune(args) -> int:
           f"  (best model {result['reference']['best_model']})")
     if args.plot:
         print(f"plot: {args.plot}")
+    return 0
+
+
+def _is_log(path: str) -> bool:
+    """A decision log (as opposed to an outcome table) has a propensity column."""
+    from banditroute.offline.replay import _read
+
+    try:
+        return "propensity" in _read(__import__("pathlib").Path(path)).column_names
+    except ValueError:
+        return False
+
+
+def cmd_tune_log(args) -> int:
+    from banditroute.offline.tune_log import plot_log_frontier, tune_on_log
+
+    weights = [float(w) for w in args.cost_weights.split(",")] if args.cost_weights else None
+    result = tune_on_log(args.outcomes, args.policy or "lints", weights, state=args.state, estimator=args.estimator,
+                         target_quality=args.target_quality, budget=args.budget_usd_per_request, seed=args.seed,
+                         progress=not args.json and sys.stderr.isatty())
+    if args.plot:
+        plot_log_frontier(result, args.plot)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['estimator']} estimates on {result['n']} logged decisions, candidate {result['policy']}")
+    print(f"{'cost_weight':>12}{'quality [95% CI]':>28}{'cost USD / request [95% CI]':>36}")
+    for p in result["points"]:
+        q, c = p["quality"], p["cost_usd"]
+        print(f"{p['cost_weight']:>12.4g}{q['value']:>10.4f} [{q['low']:.4f}, {q['high']:.4f}]"
+              f"{c['value']:>14.3g} [{c['low']:.3g}, {c['high']:.3g}]")
+    rec = result["recommendation"]
+    if rec is None:
+        print("no cost weight meets the target on the conservative end of its interval")
+    else:
+        print(f"recommended cost weight: {rec['cost_weight']:g} ({rec['reason']})")
     return 0
 
 
@@ -130,10 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.set_defaults(func=cmd_simulate)
 
-    t = sub.add_parser("tune", help="sweep the cost weight; report the quality-cost frontier")
-    t.add_argument("outcomes", help="full-information outcome table (Parquet or JSONL)")
+    r = sub.add_parser("replay", help="estimate a candidate policy's value on a decision log (off-policy)")
+    r.add_argument("log", help="decision log (Parquet or JSONL) from simulate --log or export")
+    r.add_argument("--policy", help=pol_help + "; learning policies are scored by progressive validation")
+    r.add_argument("--cost-weight", type=float, help="candidate's cost weight (default: the log's median)")
+    r.add_argument("--state", help="evaluate a saved policy state, frozen")
+    r.add_argument("--greedy", action="store_true", help="evaluate the candidate without exploration")
+    r.add_argument("--estimator", choices=["ips", "snips", "dm", "dr", "all"], default="all")
+    r.add_argument("--clip", type=float, default=float("inf"), help="IPS weight clipping (default: none)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    r.set_defaults(func=cmd_replay)
+
+    t = sub.add_parser("tune", help="sweep the cost weight: on an outcome table (frontier) or a decision log")
+    t.add_argument("outcomes", help="full-information outcome table, or a decision log (Parquet or JSONL)")
     t.add_argument("--policy", help=pol_help)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--target-quality", type=float, help="(log) cheapest weight whose quality CI low end meets this")
+    t.add_argument("--budget-usd-per-request", type=float, help="(log) best weight whose cost CI high end fits")
+    t.add_argument("--state", help="(log) evaluate a saved policy state, frozen")
+    t.add_argument("--estimator", choices=["ips", "snips", "dm", "dr"], default="dr", help="(log) estimator")
     t.add_argument("--cost-weights", help="comma-separated cost weights (default: a data-driven grid)")
     t.add_argument("--config", help="pool file (TOML/JSON) for prices and policy settings")
     t.add_argument("--plot", help="write the frontier plot to this PNG")

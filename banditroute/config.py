@@ -109,7 +109,7 @@ class PoolConfig(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     signal_weights: SignalWeights = Field(default_factory=SignalWeights)
-    max_pending: Annotated[int, Field(gt=0)] = 100_000
+    max_pending: Annotated[int, Field(gt=0)] = 50_000
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
 

@@ -95,7 +95,7 @@ _FEW_SHOT_MARKERS = ("answer:", "output:", "solution:", "example:")
 _BIGRAM_MULT = np.uint64(0x9E3779B1)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MAX_TOKENS = 2048
-_CACHE_LIMIT = 500_000
+_CACHE_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)

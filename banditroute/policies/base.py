@@ -109,6 +109,11 @@ class Policy:
     def _update_quality(self, ctx: Context, arm: int, quality: float, weight: float) -> None:
         raise NotImplementedError
 
+    def predict_quality_many(self, X: np.ndarray, input_tokens: np.ndarray) -> np.ndarray:
+        """Mean predicted quality of every model for each row of ``X`` (n, models)."""
+        arms = np.arange(len(self.models))
+        return np.stack([self.predict_quality(Context(x, t), arms) for x, t in zip(X, input_tokens)])
+
     # -- the policy verbs -----------------------------------------------------------------------
     def scores(self, ctx: Context, arms) -> Scores:
         """Predicted quality and cost (no probabilities yet) for ``arms``."""

@@ -73,6 +73,12 @@ class CostModel:
         learned = self._coef[arms] @ self._phi(ctx) / _SCALE
         return np.maximum(self.list_price(ctx, arms) + learned, 0.0)
 
+    def predict_many(self, X: np.ndarray, input_tokens: np.ndarray) -> np.ndarray:
+        """:meth:`predict` for every row of ``X`` and every model at once (n, models)."""
+        phi = np.column_stack([np.ones(len(X)), input_tokens / 1000.0, X[:, _CODE], X[:, _CHOICE]])
+        price = (input_tokens[:, None] * self.in_price + self.expected_output_tokens * self.out_price) / 1e6
+        return np.maximum(price + phi @ self._coef.T / _SCALE, 0.0)
+
     def update(self, ctx: Context, arm: int, cost_usd: float) -> None:
         """Learn from the observed cost of one call to model ``arm``."""
         residual = cost_usd - float(self.list_price(ctx, [arm])[0])

@@ -98,6 +98,9 @@ class _LinearPolicy(Policy):
     def predict_quality(self, ctx: Context, arms: np.ndarray) -> np.ndarray:
         return self.quality.mean(ctx.x, arms)
 
+    def predict_quality_many(self, X: np.ndarray, input_tokens: np.ndarray) -> np.ndarray:
+        return self.quality.prior_mean + X @ self.quality.theta.T
+
     def _update_quality(self, ctx: Context, arm: int, quality: float, weight: float) -> None:
         self.quality.update(ctx.x, arm, quality, weight)
 
