@@ -187,3 +187,25 @@ async def test_fuzzed_bodies_never_get_a_5xx(client, path, body):
     data = await resp.json()
     if resp.status >= 400:
         assert data["error"] and data["message"]
+
+
+async def test_promotion_loop_log_replay_switch(client, tmp_path):
+    """Log traffic, export it, replay a candidate on it, and switch the running service to it."""
+    from banditroute.offline.replay import replay
+
+    rng = __import__("random").Random(0)
+    for i in range(60):
+        r = await post(client, "/route", {"prompt": f"Write a Python function number {i}"})
+        good = r["model"] in ("gpt-4-1106-preview", "gpt-3.5-turbo-1106")
+        await post(client, "/feedback", {"decision_id": r["decision_id"], "cost_usd": 0.001,
+                                         "signals": [{"source": "user", "kind": "thumbs", "value": good or rng.random() < 0.2}]})
+    resp = await client.get("/export?format=parquet")
+    path = tmp_path / "traffic.parquet"
+    path.write_bytes(await resp.read())
+    candidate = replay(str(path), "linucb", cost_weight=20.0, n_boot=100)
+    incumbent = candidate["logged"]
+    assert candidate["n"] == 60 and set(candidate["estimates"]) == {"ips", "snips", "dm", "dr"}
+    assert incumbent["quality"] is not None
+    view = await (await client.put("/policy", data=json.dumps({"policy": "linucb", "cost_weight": 20.0}))).json()
+    assert view["policy"] == "linucb" and view["cost_weight"] == 20.0
+    assert (await post(client, "/route", {"prompt": "after promotion"}))["policy"] == "linucb"

@@ -1,0 +1,168 @@
+"""Off-policy estimators and the replay command."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from banditroute.cli import main
+from banditroute.features import Featurizer
+from banditroute.logschema import SCHEMA
+from banditroute.offline.estimators import IPS, SNIPS, bootstrap_ci, effective_sample_size, estimate
+from banditroute.offline.replay import LogError, candidate_probabilities, evaluate, load_log, replay
+
+F = Featurizer()
+MODELS = ["a", "b", "c"]
+QMEAN = np.array([0.8, 0.5, 0.2])  # Bernoulli quality per model, the same for every context
+COST = np.array([0.01, 0.002, 0.001])
+
+
+def synthetic_log(n=3000, seed=0, mu=(0.2, 0.5, 0.3), missing=0.0, version=None) -> pa.Table:
+    """A log whose logging policy is a fixed distribution mu, so every candidate's truth is closed form."""
+    rng = np.random.default_rng(seed)
+    x = F.transform("What is the capital of France?").tolist()
+    chosen = rng.choice(3, size=n, p=mu)
+    quality = (rng.random(n) < QMEAN[chosen]).astype(float)
+    rows = []
+    for i in range(n):
+        k = int(chosen[i])
+        rows.append({
+            "decision_id": f"d{i}", "ts": i, "policy": "mu", "feature_version": version or F.version, "x": x,
+            "input_tokens": 10.0, "prompt_hash": "", "prompt": None, "eligible": MODELS,
+            "probabilities": list(mu), "chosen": MODELS[k], "propensity": mu[k], "cost_weight": 10.0,
+            "pred_quality": [0.5] * 3, "pred_cost": [0.0] * 3,
+            "quality": None if rng.random() < missing else float(quality[i]), "cost_usd": float(COST[k]),
+            "n_signals": 1,
+        })
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def log_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("logs") / "synthetic.parquet"
+    pq.write_table(synthetic_log(), path)
+    return path
+
+
+def test_estimators_recover_closed_form_truth(log_path):
+    log = load_log(log_path)
+    for target, k in (("fixed:a", 0), ("fixed:c", 2)):
+        pi = candidate_probabilities(log, target, 10.0)
+        res = evaluate(log, pi, 10.0)
+        truth = {"quality": QMEAN[k], "cost_usd": COST[k], "reward": QMEAN[k] - 10.0 * COST[k]}
+        for name in ("ips", "snips", "dm", "dr"):
+            for outcome, value in truth.items():
+                e = res["estimates"][name][outcome]
+                assert e["low"] <= value <= e["high"] or abs(e["value"] - value) < 0.03, (target, name, outcome, e)
+    uniform = evaluate(log, candidate_probabilities(log, "random", 10.0), 10.0)
+    assert uniform["estimates"]["snips"]["quality"]["value"] == pytest.approx(QMEAN.mean(), abs=0.03)
+
+
+def test_ips_is_unbiased_over_many_seeds():
+    rng = np.random.default_rng(0)
+    mu = np.array([0.2, 0.5, 0.3])
+    estimates = []
+    for _ in range(400):
+        chosen = rng.choice(3, size=400, p=mu)
+        r = (rng.random(400) < QMEAN[chosen]).astype(float)
+        w = (chosen == 0) / mu[chosen]  # candidate: always model a
+        estimates.append(estimate(*IPS().terms(w, r, None, None)))
+    # the mean of 400 unbiased estimates lies within 3 standard errors of the truth
+    se = np.std(estimates) / np.sqrt(len(estimates))
+    assert abs(np.mean(estimates) - QMEAN[0]) < 3 * se
+
+
+def test_clipping_and_self_normalisation():
+    w = np.array([0.5, 1.0, 20.0, 0.5])
+    r = np.array([1.0, 0.0, 1.0, 1.0])
+    assert estimate(*IPS().terms(w, r, None, None)) == pytest.approx((0.5 + 20 + 0.5) / 4)
+    assert estimate(*IPS(clip=2.0).terms(w, r, None, None)) == pytest.approx((0.5 + 2 + 0.5) / 4)
+    snips = estimate(*SNIPS().terms(w, r, None, None))
+    assert snips == pytest.approx(21 / 22) and 0 <= snips <= 1  # stays within the range of r
+    assert estimate(*SNIPS().terms(w * 7.0, r, None, None)) == pytest.approx(snips)  # scale-free
+    assert effective_sample_size(np.ones(10)) == pytest.approx(10)
+    assert effective_sample_size(np.array([1.0, 0, 0, 0])) == pytest.approx(1)
+    lo, hi = bootstrap_ci(np.array([1.0, 0.0] * 200), None)
+    assert lo < 0.5 < hi
+
+
+def test_missing_feedback_is_left_out_and_reported(tmp_path):
+    path = tmp_path / "missing.parquet"
+    pq.write_table(synthetic_log(n=2000, missing=0.3, seed=2), path)
+    res = replay(str(path), "fixed:a", 10.0)
+    assert 500 < res["missing"]["quality"] < 700
+    assert any("no quality feedback" in w for w in res["warnings"])
+    assert res["estimates"]["snips"]["quality"]["value"] == pytest.approx(0.8, abs=0.05)
+
+
+def test_low_support_is_warned(tmp_path):
+    path = tmp_path / "skewed.parquet"
+    pq.write_table(synthetic_log(n=1000, mu=(0.0005, 0.5, 0.4995)), path)
+    res = replay(str(path), "fixed:a", 10.0)
+    assert any("probability below" in w for w in res["warnings"])
+
+
+def test_learning_candidate_is_scored_before_it_learns(log_path):
+    log = load_log(log_path)
+    pi = candidate_probabilities(log, "lints", 10.0)
+    assert pi.shape == (len(log), 3) and np.allclose(pi.sum(axis=1), 1.0)
+    # before any feedback every model is equally unknown: the first decision is close to uniform
+    assert np.all(np.abs(pi[0] - 1 / 3) < 0.15)
+    # later, it has learned from the log that model a is best at this cost weight
+    assert pi[-100:, 0].mean() > 0.8
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t: t.drop_columns(["propensity"]), "missing columns propensity"),
+        (lambda t: t.set_column(t.schema.get_field_index("propensity"), "propensity",
+                                pa.array([0.0] * t.num_rows)), "propensities must be in"),
+        (lambda t: t.set_column(t.schema.get_field_index("propensity"), "propensity",
+                                pa.array([1.5] * t.num_rows)), "propensities must be in"),
+        (lambda t: t.set_column(t.schema.get_field_index("chosen"), "chosen",
+                                pa.array(["zzz"] * t.num_rows)), "not among the eligible"),
+        (lambda t: t.slice(0, 0), "no decisions"),
+        (lambda t: t.set_column(t.schema.get_field_index("feature_version"), "feature_version",
+                                pa.array(["v0-d64"] * t.num_rows)), "logged with features"),
+    ],
+)
+def test_malformed_logs_are_rejected(tmp_path, mutate, message):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(mutate(synthetic_log(n=50)), path)
+    with pytest.raises(LogError, match=message):
+        load_log(path)
+
+
+def test_other_feature_version_is_recomputed_from_stored_prompts(tmp_path):
+    t = synthetic_log(n=50, version="v0-d64")
+    t = t.set_column(t.schema.get_field_index("prompt"), "prompt", pa.array(["What is the capital of France?"] * 50))
+    path = tmp_path / "old.parquet"
+    pq.write_table(t, path)
+    log = load_log(path)
+    np.testing.assert_allclose(log.X[0], F.transform("What is the capital of France?"))
+
+
+def test_replay_json_contract(capsys, log_path):
+    assert main(["replay", str(log_path), "--policy", "fixed:b", "--cost-weight", "10", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["policy"] == "fixed:b" and out["n"] == 3000 and out["ess"] > 0
+    for name in ("ips", "snips", "dm", "dr"):
+        for outcome in ("quality", "cost_usd", "reward"):
+            e = out["estimates"][name][outcome]
+            assert e["low"] - 1e-12 <= e["value"] <= e["high"] + 1e-12
+    assert main(["replay", str(log_path), "--policy", "fixed:b", "--estimator", "snips", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["estimates"]) == {"snips"}
+
+
+def test_tune_on_a_log_recommends_a_conservative_weight(capsys, log_path, tmp_path):
+    plot = tmp_path / "tune.png"
+    assert main(["tune", str(log_path), "--policy", "fixed:a", "--target-quality", "0.7", "--cost-weights",
+                 "0,10", "--plot", str(plot), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recommendation"]["cost_weight"] in (0.0, 10.0)
+    assert plot.stat().st_size > 10_000
+    assert main(["tune", str(log_path), "--policy", "fixed:c", "--target-quality", "0.9", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recommendation"] is None
