@@ -238,15 +238,22 @@ def cross_fit(log: Log, y: np.ndarray, folds: int = 5, lam: float = 1.0, seed: i
 
 
 # -- evaluation -------------------------------------------------------------------------------------
+def reward_models(log: Log, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-fitted quality and cost predictions for every decision and model (for DM and DR)."""
+    return cross_fit(log, log.quality, seed=seed), cross_fit(log, log.cost, seed=seed, with_tokens=True)
+
+
 def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "snips", "dm", "dr"),
-             clip: float = np.inf, n_boot: int = 500, seed: int = 0) -> dict:
-    """Estimates of quality, cost per decision and reward under ``pi``, with 95% intervals."""
+             clip: float = np.inf, n_boot: int = 500, seed: int = 0, models=None) -> dict:
+    """Estimates of quality, cost per decision and reward under ``pi``, with 95% intervals.
+
+    ``models`` takes :func:`reward_models` of the log, to share them between candidates.
+    """
     n = len(log)
     rows = np.arange(n)
     w = pi[rows, log.chosen] / log.propensity
     rng = np.random.default_rng(seed)
-    q_hat = cross_fit(log, log.quality, seed=seed)
-    c_hat = cross_fit(log, log.cost, seed=seed, with_tokens=True)
+    q_hat, c_hat = models if models is not None else reward_models(log, seed)
     outcomes = {
         "quality": (log.quality, q_hat),
         "cost_usd": (log.cost, c_hat),
