@@ -168,3 +168,18 @@ def test_kill_9_loses_no_acknowledged_feedback_and_recovers_the_logged_state(tmp
         arms = np.arange(len(rebuilt.models))
         np.testing.assert_allclose(recovered.cost_model.predict(ctx, arms), rebuilt.cost_model.predict(ctx, arms),
                                    rtol=1e-12)
+
+
+def test_readme_python_client_runs_against_a_real_server(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Python client", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    srv = Server(tmp_path).start()
+    try:
+        out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "BANDITROUTE_URL": f"http://127.0.0.1:{srv.port}"})
+        assert out.returncode == 0, out.stderr
+        model, propensity = out.stdout.split()
+        assert model in load_pool().names and 0 < float(propensity) <= 1
+        assert srv.get("/policy")["feedback_seq"] == 1
+    finally:
+        srv.stop()
