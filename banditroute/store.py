@@ -221,6 +221,7 @@ class Store:
         self._wake.set()
         self._thread.join()
         self.con.close()
+        self.con = None  # let the binding object go now rather than at interpreter exit
 
     # -- reads (event loop, through their own cursor) ------------------------------------------------
     def query(self, sql: str, params=None) -> pa.Table:
