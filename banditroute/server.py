@@ -90,7 +90,7 @@ async def errors_auth_metrics(request: web.Request, handler):
         response = await handler(request)
     except ApiError as err:
         response = error_response(err.status, err.error, err.message, err.detail)
-    except web.HTTPRequestEntityTooLarge as err:
+    except web.HTTPRequestEntityTooLarge:
         limit = request.app[SERVICE].config.server.max_body_bytes
         response = error_response(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
     except web.HTTPException as err:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from banditroute.config import PoolConfig
-from banditroute.features import Context, Featurizer
+from banditroute.features import Context
 from banditroute.policies import Policy, make_policy
 from banditroute.policies.base import write_atomic
 from banditroute.reward import Feedback

@@ -27,8 +27,6 @@ import sys
 from multiprocessing import Pool
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import full_information, oracle_point, single_models, tfidf_ridge, uniform_point  # noqa: E402

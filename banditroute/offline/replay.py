@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from banditroute.config import PolicyConfig
 from banditroute.features import Context, Featurizer
 from banditroute.offline.estimators import ESTIMATORS, IPS, bootstrap_ci, effective_sample_size, estimate
+from banditroute.offline.progress import progress as show_progress
 from banditroute.policies import Policy, make_policy
 
 REQUIRED = ("decision_id", "feature_version", "x", "input_tokens", "eligible", "probabilities", "chosen",
@@ -168,12 +169,7 @@ def candidate_probabilities(log: Log, name: str, cost_weight: float, state: str 
     learn = state is None
     rng = np.random.default_rng(seed)
     pi = np.zeros((n, K))
-    rows = range(n)
-    if progress:
-        from tqdm import tqdm
-
-        rows = tqdm(rows, desc="candidate", unit="decision", leave=False)
-    for i in rows:
+    for i in show_progress(range(n), n, "candidate", progress, unit="decision"):
         ks = log.arms(i)
         ctx = log.context(i)
         s = policy.greedy(ctx, arm_of[ks], cost_weight) if greedy else policy.probabilities(ctx, arm_of[ks], cost_weight, rng)

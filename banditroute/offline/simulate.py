@@ -14,6 +14,7 @@ import numpy as np
 from banditroute.config import PolicyConfig, PoolConfig, pool_from_names
 from banditroute.features import Featurizer
 from banditroute.offline.outcomes import Outcomes
+from banditroute.offline.progress import progress as show_progress
 from banditroute.policies import Policy, make_policy
 from banditroute.reward import Feedback, Signal
 from banditroute.router import Decision, Router
@@ -62,14 +63,6 @@ def build_router(outcomes: Outcomes, policy: str | Policy, cost_weight: float, s
     return Router(p, policy=policy, featurizer=featurizer, seed=seed, sink=sink)
 
 
-def _progress(iterable, total: int, desc: str, show: bool):
-    if not show:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="prompt", leave=False)
-
-
 def run_online(router: Router, train: Outcomes, seed: int, progress: bool = False,
                every: int = 0, on_step=None) -> dict:
     """Stream ``train`` through the router with bandit feedback; returns online totals.
@@ -79,7 +72,7 @@ def run_online(router: Router, train: Outcomes, seed: int, progress: bool = Fals
     order = np.random.default_rng(seed).permutation(len(train))
     col = {m: k for k, m in enumerate(train.models)}
     quality = cost = 0.0
-    for step, i in enumerate(_progress(order, len(order), "online", progress), start=1):
+    for step, i in enumerate(show_progress(order, len(order), "online", progress), start=1):
         d = router.route(train.prompts[i])
         k = col[d.model]
         q, c = float(train.quality[i, k]), float(train.cost[i, k])
@@ -98,7 +91,7 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
     col = np.array([test.models.index(m) for m in router.policy.models])
     K = len(test.models)
     acc = [{"q": 0.0, "c": 0.0, "share": np.zeros(K)} for _ in cost_weights]
-    for i in _progress(range(len(test)), len(test), "test", progress):
+    for i in show_progress(range(len(test)), len(test), "test", progress):
         ctx = router.context(test.prompts[i])
         arms = np.arange(len(router.policy.models))
         for a, cw in zip(acc, cost_weights):

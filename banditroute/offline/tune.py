@@ -16,6 +16,7 @@ import numpy as np
 from banditroute.config import PolicyConfig, PoolConfig
 from banditroute.offline.metrics import frontier_summary
 from banditroute.offline.outcomes import Outcomes
+from banditroute.offline.progress import progress as show_progress
 from banditroute.offline.simulate import simulate
 
 
@@ -34,12 +35,7 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
     """The frontier as in the ``tune --json`` contract, plus single-model reference points."""
     grid = default_grid(outcomes) if cost_weights is None else list(cost_weights)
     points = []
-    iterator = grid
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(grid, desc="cost weights", unit="point")
-    for cw in iterator:
+    for cw in show_progress(grid, len(grid), "cost weights", progress, unit="point"):
         res, _ = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings)
         points.append({"cost_weight": cw, "quality": res["test"]["quality"], "cost_usd": res["test"]["cost_usd"],
                        "online_quality": res["online"]["quality"], "online_cost_usd": res["online"]["cost_usd"]})

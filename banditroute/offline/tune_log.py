@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from banditroute.offline.replay import candidate_probabilities, evaluate, load_log
+from banditroute.offline.progress import progress as show_progress
 
 
 def log_grid(log, n_points: int = 16) -> list[float]:
@@ -35,12 +36,7 @@ def tune_on_log(path: str, policy: str = "lints", cost_weights=None, state: str 
     log = load_log(path)
     grid = log_grid(log) if cost_weights is None else list(cost_weights)
     points = []
-    iterator = grid
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(grid, desc="cost weights", unit="point")
-    for cw in iterator:
+    for cw in show_progress(grid, len(grid), "cost weights", progress, unit="point"):
         pi = candidate_probabilities(log, policy, cw, state=state, seed=seed)
         est = evaluate(log, pi, cw, (estimator,), n_boot=n_boot, seed=seed)
         e = est["estimates"][estimator]
