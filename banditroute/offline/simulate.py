@@ -110,7 +110,7 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
 
 def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | None = None, seed: int = 0,
              state: str | None = None, pool: PoolConfig | None = None, progress: bool = False,
-             settings: PolicyConfig | None = None, with_log: bool = False):
+             settings: PolicyConfig | None = None, with_log: bool = False, featurizer: Featurizer | None = None):
     """Learn online on the train split, evaluate greedily on the test split.
 
     Returns ``(result, log_rows)``; ``result`` follows the ``simulate --json`` contract and
@@ -120,7 +120,7 @@ def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | Non
     cw = settings.cost_weight if cost_weight is None else float(cost_weight)
     sink = CollectingSink() if with_log else None
     start: str | Policy = Policy.load(state) if state else policy
-    router = build_router(outcomes, start, cw, seed, pool, sink=sink, settings=settings)
+    router = build_router(outcomes, start, cw, seed, pool, featurizer=featurizer, sink=sink, settings=settings)
     train, test = outcomes.subset("train"), outcomes.subset("test")
     online = run_online(router, train, seed, progress)
     (test_result,) = evaluate_greedy(router, test, progress=progress)

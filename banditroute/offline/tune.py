@@ -31,12 +31,13 @@ def default_grid(outcomes: Outcomes, n_points: int = 20) -> list[float]:
 
 
 def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=None,
-         pool: PoolConfig | None = None, settings: PolicyConfig | None = None, progress: bool = False) -> dict:
+         pool: PoolConfig | None = None, settings: PolicyConfig | None = None, progress: bool = False,
+         featurizer=None) -> dict:
     """The frontier as in the ``tune --json`` contract, plus single-model reference points."""
     grid = default_grid(outcomes) if cost_weights is None else list(cost_weights)
     points = []
     for cw in show_progress(grid, len(grid), "cost weights", progress, unit="point"):
-        res, _ = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings)
+        res, _ = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer)
         points.append({"cost_weight": cw, "quality": res["test"]["quality"], "cost_usd": res["test"]["cost_usd"],
                        "online_quality": res["online"]["quality"], "online_cost_usd": res["online"]["cost_usd"]})
     test = outcomes.subset("test")

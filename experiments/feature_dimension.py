@@ -1,0 +1,91 @@
+"""How many hashed n-gram buckets: featurisation speed against learning quality (RouterBench subset).
+
+Usage (about 6 minutes on 2 cores)::
+
+    python experiments/feature_dimension.py [--dims 16 32 64 128] [--seeds 1 2 3]
+
+Writes ``experiments/results/feature_dimension.{json,md}``. For each hash dimension D (the
+vector has 1 + 20 + D numbers): the median time to featurise a RouterBench prompt, the
+full-information model's ``cost_at_95`` (``pretrain``, swept over the default cost-weight grid),
+and the online-learned ``lints`` router's ``cost_at_95`` (``tune``), median over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baselines import frontier_from_predictions  # noqa: E402
+
+from banditroute.features import Featurizer  # noqa: E402
+from banditroute.offline.metrics import frontier_summary  # noqa: E402
+from banditroute.offline.outcomes import load_outcomes  # noqa: E402
+from banditroute.offline.pretrain import pretrain  # noqa: E402
+from banditroute.offline.tune import default_grid, tune  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def online(job):
+    dim, seed = job
+    return dim, seed, tune(load_outcomes(DATA), "lints", seed, featurizer=Featurizer(dim))["cost_at_95"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dims", type=int, nargs="+", default=[16, 32, 64, 128])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    o = load_outcomes(DATA)
+    test = o.subset("test")
+    ref = test.reference()
+    grid = default_grid(o)
+    rows = {}
+    for dim in args.dims:
+        f = Featurizer(dim)
+        for p in o.prompts[:300]:
+            f.transform(p)
+        times = []
+        for p in o.prompts:
+            t0 = time.perf_counter()
+            f.transform(p)
+            times.append(time.perf_counter() - t0)
+        pol = pretrain(o, "lints", featurizer=f)
+        arms = np.arange(len(o.models))
+        preds = [pol.scores(f.context(p), arms) for p in test.prompts]
+        pts = frontier_from_predictions(test, np.array([s.quality for s in preds]), np.array([s.cost for s in preds]), grid)
+        rows[dim] = {"dim": f.dim, "features_p50_us": round(1e6 * statistics.median(times), 1),
+                     "full_information_cost_at_95": frontier_summary(pts, ref["best_quality"], ref["best_cost_usd"])["cost_at_95"]}
+    with Pool(args.workers) as pool:
+        for dim, seed, c95 in pool.map(online, [(d, s) for d in args.dims for s in args.seeds]):
+            rows[dim].setdefault("online_cost_at_95", {})[seed] = c95
+    lines = ["# Hash dimension: speed against learning quality (RouterBench subset, test split)", "",
+             f"Command: `python experiments/feature_dimension.py --dims {' '.join(map(str, args.dims))} "
+             f"--seeds {' '.join(map(str, args.seeds))}`", "",
+             "| hash buckets D | vector length | featurise p50 (us) | full-information cost_at_95 (%) | "
+             "online lints cost_at_95 (%), per seed | median |", "| --- | --- | --- | --- | --- | --- |"]
+    for dim, r in rows.items():
+        vals = [r["online_cost_at_95"][s] for s in args.seeds]
+        finite = [v if v is not None else float("inf") for v in vals]
+        lines.append(f"| {dim} | {r['dim']} | {r['features_p50_us']} | {r['full_information_cost_at_95']:.1f} | "
+                     + ", ".join("none" if v is None else f"{v:.1f}" for v in vals)
+                     + f" | {statistics.median(finite):.1f} |")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "feature_dimension.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (RESULTS / "feature_dimension.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
