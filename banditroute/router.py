@@ -262,13 +262,17 @@ class Router:
             prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
             prompt=prompt if self.store_prompts else None,
         )
-        self.pending[d.decision_id] = Pending(d.decision_id, d.model, d.arm, ctx)
+        self.remember(Pending(d.decision_id, d.model, d.arm, ctx))
         self.stats.decision(d.model)
-        if len(self.pending) > self.max_pending:
-            self.pending.popitem(last=False)
         if self.sink is not None:
             self.sink.decision(d)
         return d
+
+    def remember(self, p: Pending) -> None:
+        """Keep ``p`` in the bounded pending window (the oldest entry leaves when it is full)."""
+        self.pending[p.decision_id] = p
+        if len(self.pending) > self.max_pending:
+            self.pending.popitem(last=False)
 
     # -- feedback -------------------------------------------------------------------------------
     def feedback(self, decision_id: str, feedback: Feedback) -> FeedbackResult:

@@ -145,23 +145,27 @@ class RouterService:
                 raise UnknownDecision(decision_id)
             d = self.router.restore(row)
             late = True
-        if key is not None and key in self.idempotency:
+        async with self._learning:  # check, learn and queue without interleaving another request
+            duplicate = key is not None and key in self.idempotency
+            if not duplicate:
+                if late:  # back in the window, so that its next feedback sees the cost applied now
+                    self.router.remember(d)
+                result = self.router.apply(d, feedback)
+                if key is not None:
+                    self.idempotency.add(key)
+                _, committed = self.store.add_feedback({
+                    "decision_id": decision_id,
+                    "ts": time.time_ns() // 1000,
+                    "qualities": [q for q, _ in result.qualities],
+                    "weights": [w for _, w in result.qualities],
+                    "cost_usd": result.cost_usd,
+                    "reported": feedback.model_dump_json(exclude={"signals", "idempotency_key"}, exclude_none=True),
+                    "idempotency_key": key,
+                })
+        if duplicate:
             await asyncio.wrap_future(self.store.flush())  # the first one is durable before we say so
             return {"decision_id": decision_id, "model": d.model, "applied_signals": 0, "quality": d.quality,
                     "cost_usd": None, "duplicate": True, "late": late}
-        async with self._learning:
-            result = self.router.apply(d, feedback)
-            if key is not None:
-                self.idempotency.add(key)
-            _, committed = self.store.add_feedback({
-                "decision_id": decision_id,
-                "ts": time.time_ns() // 1000,
-                "qualities": [q for q, _ in result.qualities],
-                "weights": [w for _, w in result.qualities],
-                "cost_usd": result.cost_usd,
-                "reported": feedback.model_dump_json(exclude={"signals", "idempotency_key"}, exclude_none=True),
-                "idempotency_key": key,
-            })
         self.feedback_since_snapshot += 1
         if self.feedback_since_snapshot >= self.config.storage.snapshot_every and self._snapshotting is None:
             self._snapshotting = asyncio.ensure_future(self.snapshot())

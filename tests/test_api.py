@@ -117,6 +117,9 @@ async def test_late_feedback_is_read_back_from_the_log(client):
     f = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP, "cost_usd": 0.5})
     assert f["late"] and f["applied_signals"] == 1 and f["cost_usd"] is None  # the cost was known already
     assert service.router.policy.quality_observations.sum() == before + 1
+    again = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP})
+    assert not again["late"]  # back in the pending window after the late feedback
+    assert again["quality"] == 1.0
 
 
 async def test_policy_hot_swap_is_logged_and_rebuilt_from_the_log(client):
