@@ -45,6 +45,23 @@ def test_probabilities_sum_to_one_respect_floor_and_eligibility(name, arms):
             assert g.probabilities.sum() == pytest.approx(1.0)
 
 
+def test_linucb_softmax_rule_orders_probabilities_by_optimistic_score():
+    from banditroute.policies import LinUCB
+
+    pol = LinUCB(MODELS, F.dim, rule="softmax", temperature=0.05, floor=0.0)
+    c = ctx("Write a Python function number 1")
+    for _ in range(40):
+        for arm, q in enumerate([0.9, 0.7, 0.5, 0.1]):
+            pol.update(c, arm, quality=q)
+    p = pol.probabilities(c, np.arange(4), 0.0, np.random.default_rng(0)).probabilities
+    assert p.sum() == pytest.approx(1.0) and np.all(np.diff(p) < 0)
+    s = pol.scores(c, np.arange(4))
+    u = s.net(0.0) + pol.exploration * pol.noise_sd * np.sqrt(pol.quality.variance(c.x, np.arange(4)))
+    assert p[0] / p[1] == pytest.approx(np.exp((u[0] - u[1]) / 0.05), rel=1e-6)
+    with pytest.raises(ValueError, match="rule"):
+        LinUCB(MODELS, F.dim, rule="boltzmann")
+
+
 def test_fixed_policy_is_always_its_model_and_falls_back_when_ineligible():
     pol = make_policy("fixed:coder", MODELS, F.dim)
     s = pol.probabilities(ctx("hi there"), [0, 1, 3], 0.0, np.random.default_rng(0))

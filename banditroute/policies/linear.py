@@ -145,24 +145,36 @@ class LinTS(_LinearPolicy):
 
 
 class LinUCB(_LinearPolicy):
-    """LinUCB with an epsilon rule: ``1 - epsilon`` on the optimistic argmax, the rest uniform.
+    """LinUCB, its optimistic argmax turned into probabilities by an epsilon or a softmax rule.
+
+    * ``rule="epsilon"``: ``1 - epsilon`` on the argmax of the optimistic score, ``epsilon / K`` on
+      every eligible model;
+    * ``rule="softmax"``: ``p_k proportional to exp(u_k / temperature)`` over the optimistic scores
+      ``u_k`` (a Boltzmann rule; temperature in quality points).
 
     Parameters
     ----------
     exploration
         The width ``alpha`` of the confidence bonus.
-    epsilon
-        Mass spread uniformly over the eligible models (before the floor).
+    rule, epsilon, temperature
+        As above.
     """
 
     name = "linucb"
 
-    def __init__(self, *args, epsilon: float = 0.05, **kwargs):
+    def __init__(self, *args, rule: str = "epsilon", epsilon: float = 0.05, temperature: float = 0.02, **kwargs):
         super().__init__(*args, **kwargs)
+        if rule not in ("epsilon", "softmax"):
+            raise ValueError(f"LinUCB rule must be 'epsilon' or 'softmax', got {rule!r}")
+        self.rule = rule
         self.epsilon = float(epsilon)
+        self.temperature = float(temperature)
 
     def _raw_probabilities(self, ctx, arms, scores: Scores, cost_weight, rng) -> np.ndarray:
         bonus = self.exploration * self.noise_sd * np.sqrt(np.maximum(self.quality.variance(ctx.x, arms), 0.0))
-        best = int(np.argmax(scores.net(cost_weight) + bonus))
+        optimistic = scores.net(cost_weight) + bonus
+        if self.rule == "softmax":
+            z = np.exp((optimistic - optimistic.max()) / self.temperature)
+            return z / z.sum()
         k = len(arms)
-        return self.epsilon / k + (1.0 - self.epsilon) * one_hot(k, best)
+        return self.epsilon / k + (1.0 - self.epsilon) * one_hot(k, int(np.argmax(optimistic)))
