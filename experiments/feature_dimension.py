@@ -2,12 +2,13 @@
 
 Usage (about 6 minutes on 2 cores)::
 
-    python experiments/feature_dimension.py [--dims 16 32 64 128] [--seeds 1 2 3]
+    python experiments/feature_dimension.py [--dims 16 32 64 128 256] [--seeds 1 2 3]
 
 Writes ``experiments/results/feature_dimension.{json,md}``. For each hash dimension D (the
 vector has 1 + 20 + D numbers): the median time to featurise a RouterBench prompt, the
 full-information model's ``cost_at_95`` (``pretrain``, swept over the default cost-weight grid),
-and the online-learned ``lints`` router's ``cost_at_95`` (``tune``), median over seeds.
+the online-learned ``lints`` router's ``cost_at_95`` (``tune``), median over seeds, and, on RouteLLM
+MMLU (57 subjects, where the hashed words carry the subject), the full-information model's APGR.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import frontier_from_predictions  # noqa: E402
 
 from banditroute.features import Featurizer  # noqa: E402
-from banditroute.offline.metrics import frontier_summary  # noqa: E402
+from banditroute.offline.metrics import frontier_summary, routellm_metrics  # noqa: E402
 from banditroute.offline.outcomes import load_outcomes  # noqa: E402
 from banditroute.offline.pretrain import pretrain  # noqa: E402
 from banditroute.offline.tune import default_grid, tune  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"
+MMLU = DATA.with_name("routellm_mmlu.parquet")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -43,7 +45,7 @@ def online(job):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dims", type=int, nargs="+", default=[16, 32, 64, 128])
+    ap.add_argument("--dims", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
@@ -51,6 +53,9 @@ def main() -> None:
     test = o.subset("test")
     ref = test.reference()
     grid = default_grid(o)
+    mmlu = load_outcomes(MMLU)
+    mmlu_test = mmlu.subset("test")
+    strong = mmlu.models.index("gpt-4-1106-preview")
     rows = {}
     for dim in args.dims:
         f = Featurizer(dim)
@@ -65,8 +70,13 @@ def main() -> None:
         arms = np.arange(len(o.models))
         preds = [pol.scores(f.context(p), arms) for p in test.prompts]
         pts = frontier_from_predictions(test, np.array([s.quality for s in preds]), np.array([s.cost for s in preds]), grid)
+        mpol = pretrain(mmlu, "lints", featurizer=f)
+        q = np.array([mpol.scores(f.context(p), np.arange(2)).quality for p in mmlu_test.prompts])
+        apgr = routellm_metrics(q[:, strong] - q[:, 1 - strong], mmlu_test.quality[:, strong],
+                                mmlu_test.quality[:, 1 - strong])["apgr"]
         rows[dim] = {"dim": f.dim, "features_p50_us": round(1e6 * statistics.median(times), 1),
-                     "full_information_cost_at_95": frontier_summary(pts, ref["best_quality"], ref["best_cost_usd"])["cost_at_95"]}
+                     "full_information_cost_at_95": frontier_summary(pts, ref["best_quality"], ref["best_cost_usd"])["cost_at_95"],
+                     "mmlu_full_information_apgr": apgr}
     with Pool(args.workers) as pool:
         for dim, seed, c95 in pool.map(online, [(d, s) for d in args.dims for s in args.seeds]):
             rows[dim].setdefault("online_cost_at_95", {})[seed] = c95
@@ -74,13 +84,14 @@ def main() -> None:
              f"Command: `python experiments/feature_dimension.py --dims {' '.join(map(str, args.dims))} "
              f"--seeds {' '.join(map(str, args.seeds))}`", "",
              "| hash buckets D | vector length | featurise p50 (us) | full-information cost_at_95 (%) | "
-             "online lints cost_at_95 (%), per seed | median |", "| --- | --- | --- | --- | --- | --- |"]
+             "online lints cost_at_95 (%), per seed | median | MMLU full-information APGR |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for dim, r in rows.items():
         vals = [r["online_cost_at_95"][s] for s in args.seeds]
         finite = [v if v is not None else float("inf") for v in vals]
         lines.append(f"| {dim} | {r['dim']} | {r['features_p50_us']} | {r['full_information_cost_at_95']:.1f} | "
                      + ", ".join("none" if v is None else f"{v:.1f}" for v in vals)
-                     + f" | {statistics.median(finite):.1f} |")
+                     + f" | {statistics.median(finite):.1f} | {r['mmlu_full_information_apgr']:.3f} |")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "feature_dimension.json").write_text(json.dumps(rows, indent=1) + "\n")
     (RESULTS / "feature_dimension.md").write_text("\n".join(lines) + "\n")
