@@ -183,3 +183,23 @@ def test_readme_python_client_runs_against_a_real_server(tmp_path):
         assert srv.get("/policy")["feedback_seq"] == 1
     finally:
         srv.stop()
+
+
+def test_readme_curl_examples_run_against_a_real_server(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use it", 1)[1].split("### Python client", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```bash\n")[1:]]
+    assert len(blocks) == 2
+    srv = Server(tmp_path).start()
+    try:
+        script = "\n".join(blocks).replace("localhost:8080", f"127.0.0.1:{srv.port}")
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        route = json.loads((tmp_path / "route.json").read_text())
+        first, end = json.JSONDecoder().raw_decode(out.stdout)
+        feedback = json.loads(out.stdout[end:])
+        assert first == route
+        assert feedback["decision_id"] == route["decision_id"] and feedback["applied_signals"] == 2
+    finally:
+        srv.stop()
