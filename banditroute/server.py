@@ -31,8 +31,7 @@ from banditroute.api import (
 )
 from banditroute.config import PoolConfig
 from banditroute.metrics import Metrics
-from banditroute.reward import Feedback
-from banditroute.router import RouteOptions, RoutingError, UnknownDecision
+from banditroute.router import RoutingError, UnknownDecision
 from banditroute.service import RouterService
 from banditroute.store import Store
 
@@ -108,9 +107,8 @@ async def errors_auth_metrics(request: web.Request, handler):
 async def route(request: web.Request) -> web.Response:
     req = await parse(request, RouteRequest)
     service = request.app[SERVICE]
-    options = RouteOptions.model_construct(**{k: getattr(req, k) for k in RouteOptions.model_fields})
-    try:
-        d = service.route(req.prompt, options, user=req.user, metadata=req.metadata)
+    try:  # a RouteRequest is a RouteOptions with the prompt
+        d = service.route(req.prompt, req, user=req.user, metadata=req.metadata)
     except RoutingError as err:
         raise ApiError(422, "routing_error", str(err)) from None
     request.app[METRICS].inc("banditroute_decisions_total", model=d.model)
@@ -123,9 +121,8 @@ async def route(request: web.Request) -> web.Response:
 
 async def feedback(request: web.Request) -> web.Response:
     req = await parse(request, FeedbackRequest)
-    fb = Feedback.model_construct(**{k: getattr(req, k) for k in Feedback.model_fields})
-    try:
-        out = await request.app[SERVICE].feedback(req.decision_id, fb)
+    try:  # a FeedbackRequest is a Feedback with the decision id
+        out = await request.app[SERVICE].feedback(req.decision_id, req)
     except UnknownDecision:
         raise ApiError(404, "unknown_decision", f"no decision with id {req.decision_id!r}") from None
     except RoutingError as err:

@@ -159,7 +159,8 @@ class RouterService:
                     "qualities": [q for q, _ in result.qualities],
                     "weights": [w for _, w in result.qualities],
                     "cost_usd": result.cost_usd,
-                    "reported": feedback.model_dump_json(exclude={"signals", "idempotency_key"}, exclude_none=True),
+                    "reported": feedback.model_dump_json(exclude={"signals", "idempotency_key", "decision_id"},
+                                                         exclude_none=True),
                     "idempotency_key": key,
                 })
         if duplicate:
