@@ -212,3 +212,15 @@ async def test_promotion_loop_log_replay_switch(client, tmp_path):
     view = await (await client.put("/policy", data=json.dumps({"policy": "linucb", "cost_weight": 20.0}))).json()
     assert view["policy"] == "linucb" and view["cost_weight"] == 20.0
     assert (await post(client, "/route", {"prompt": "after promotion"}))["policy"] == "linucb"
+
+
+@pytest.mark.parametrize("store_prompts", [False, True])
+async def test_prompts_are_stored_only_when_configured(aiohttp_client, tmp_path, store_prompts):
+    import hashlib
+
+    client = await aiohttp_client(create_app(make_config(tmp_path, store_prompts=store_prompts), seed=0))
+    await post(client, "/route", {"prompt": "my secret prompt"})
+    rows = [json.loads(line) for line in (await (await client.get("/export?format=jsonl")).text()).splitlines()]
+    assert rows[0]["prompt_hash"] == hashlib.sha256(b"my secret prompt").hexdigest()
+    assert rows[0]["prompt"] == ("my secret prompt" if store_prompts else None)
+    assert len(rows[0]["x"]) == client.app[SERVICE].router.featurizer.dim
