@@ -65,7 +65,7 @@ class PolicyConfig(_Strict):
     cost_weight: NonNegFloat = 100.0
     floor: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.01
     exploration: NonNegFloat = 1.0
-    prior_strength: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 5.0
+    prior_strength: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
     prior_quality: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5
     expected_output_tokens: NonNegFloat = 256.0
 

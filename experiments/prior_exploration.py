@@ -38,13 +38,15 @@ def main() -> None:
     ap.add_argument("--explorations", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--name", default="prior_exploration", help="results file name (e.g. for held-out seeds)")
     args = ap.parse_args()
     jobs = [(p, e, s) for p in args.priors for e in args.explorations for s in args.seeds]
     with Pool(args.workers) as pool:
         rows = pool.map(one, jobs)
     lines = ["# Prior strength and exploration of lints (RouterBench subset, cost_at_95 in % of gpt-4's cost)", "",
              f"Command: `python experiments/prior_exploration.py --priors {' '.join(f'{p:g}' for p in args.priors)} "
-             f"--explorations {' '.join(f'{e:g}' for e in args.explorations)} --seeds {' '.join(map(str, args.seeds))}`",
+             f"--explorations {' '.join(f'{e:g}' for e in args.explorations)} --seeds {' '.join(map(str, args.seeds))}"
+             + ("" if args.name == "prior_exploration" else f" --name {args.name}") + "`",
              "", "A seed with no frontier point reaching 95% of gpt-4's quality counts as infinite in the median.", "",
              "| prior strength | exploration | cost_at_95 per seed | median | max |", "| --- | --- | --- | --- | --- |"]
     for p in args.priors:
@@ -54,10 +56,10 @@ def main() -> None:
             lines.append(f"| {p:g} | {e:g} | " + ", ".join("none" if v is None else f"{v:.1f}" for v in vals)
                          + f" | {statistics.median(finite):.1f} | {max(finite):.1f} |")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "prior_exploration.json").write_text(json.dumps(
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(
         [{"prior_strength": r[0], "exploration": r[1], "seed": r[2], "cost_at_95": r[3], "quality_at_25": r[4]}
          for r in rows], indent=1) + "\n")
-    (RESULTS / "prior_exploration.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -88,7 +88,7 @@ class BayesLinear:
 
 class _LinearPolicy(Policy):
     def __init__(self, models, dim: int, prices=None, floor: float = 0.01, exploration: float = 1.0,
-                 prior_strength: float = 5.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
+                 prior_strength: float = 10.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
                  expected_output_tokens: float = 256.0):
         super().__init__(models, dim, prices, floor, expected_output_tokens)
         self.exploration = float(exploration)
