@@ -163,7 +163,10 @@ def cmd_serve(args) -> int:
         "server": config.server.model_copy(update=updates),
         "storage": config.storage.model_copy(update=storage),
     })
-    serve(config, config.server.host, config.server.port)
+    try:
+        serve(config, config.server.host, config.server.port)
+    except OSError as err:
+        raise ValueError(f"cannot listen on {config.server.host}:{config.server.port}: {err.strerror or err}") from None
     return 0
 
 
