@@ -208,6 +208,7 @@ def create_app(config: PoolConfig, seed: int | None = None) -> web.Application:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         yield
+        gc.unfreeze()
         await service.snapshot()
         store.close()
 
