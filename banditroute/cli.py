@@ -104,12 +104,9 @@ def cmd_tune(args) -> int:
 
 def _is_log(path: str) -> bool:
     """A decision log (as opposed to an outcome table) has a propensity column."""
-    from banditroute.offline.replay import _read
+    from banditroute.offline.tables import column_names
 
-    try:
-        return "propensity" in _read(__import__("pathlib").Path(path)).column_names
-    except ValueError:
-        return False
+    return "propensity" in column_names(path)
 
 
 def cmd_tune_log(args) -> int:

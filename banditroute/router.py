@@ -182,7 +182,8 @@ class Router:
         self.max_pending = pool.max_pending
         self._arm = {m: i for i, m in enumerate(policy.models)}
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
-        self.stats = ModelStats(pool.names)
+        self._names = pool.names
+        self.stats = ModelStats(self._names)
 
     def _check_policy(self, policy: Policy) -> None:
         if policy.dim != self.featurizer.dim:
@@ -211,12 +212,13 @@ class Router:
 
     def eligible(self, options: RouteOptions, ctx: Context, cost_weight: float) -> np.ndarray:
         """Arms allowed by the request: listed models, required capabilities, the cost cap."""
-        names = self.pool.names
+        names = self._names
         if options.models is not None:
             unknown = [m for m in options.models if m not in self._arm or m not in self._caps]
             if unknown:
                 raise RoutingError(f"unknown models: {', '.join(unknown)}; known: {', '.join(names)}")
-            names = [m for m in names if m in set(options.models)]
+            wanted = set(options.models)
+            names = [m for m in names if m in wanted]
         if options.require:
             need = set(options.require)
             names = [m for m in names if need <= self._caps[m]]

@@ -28,16 +28,6 @@ def frontier_summary(points: list[dict], best_quality: float, best_cost: float) 
     }
 
 
-def pareto(points: list[dict]) -> list[dict]:
-    """The points not dominated in (lower cost, higher quality), sorted by cost."""
-    out, best = [], -np.inf
-    for p in sorted(points, key=lambda p: (p["cost_usd"], -p["quality"])):
-        if p["quality"] > best:
-            out.append(p)
-            best = p["quality"]
-    return out
-
-
 def routellm_curve(strong_score: np.ndarray, q_strong: np.ndarray, q_weak: np.ndarray,
                    num_results: int = 10) -> list[tuple[float, float]]:
     """``(strong-call %, mean quality)`` at RouteLLM's quantile thresholds, sorted by strong %."""

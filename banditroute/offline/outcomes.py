@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from banditroute.offline.tables import read_table
 
 REQUIRED = ("prompt_id", "prompt", "model", "quality", "cost_usd", "task", "split")
 
@@ -56,23 +57,10 @@ class Outcomes:
         }
 
 
-def _read(path: Path) -> pa.Table:
-    if not path.exists():
-        raise OutcomeTableError(f"outcome table {path} does not exist")
-    try:
-        if path.suffix in (".jsonl", ".json"):
-            import pyarrow.json as pj
-
-            return pj.read_json(path)
-        return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise OutcomeTableError(f"cannot read outcome table {path}: {err}") from None
-
-
 def load_outcomes(path: str | Path) -> Outcomes:
     """Read and validate an outcome table (Parquet, or JSON Lines)."""
     path = Path(path)
-    t = _read(path)
+    t = read_table(path, "outcome table", OutcomeTableError)
     missing = [c for c in REQUIRED if c not in t.column_names]
     if missing:
         raise OutcomeTableError(f"{path}: missing columns {', '.join(missing)} (need {', '.join(REQUIRED)})")

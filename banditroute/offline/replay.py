@@ -22,14 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.json as pj
-import pyarrow.parquet as pq
 
 from banditroute.config import PolicyConfig
 from banditroute.features import Context, Featurizer
 from banditroute.offline.estimators import ESTIMATORS, IPS, bootstrap_ci, effective_sample_size, estimate
 from banditroute.offline.progress import progress as show_progress
+from banditroute.offline.tables import read_table
 from banditroute.policies import Policy, make_policy
 
 REQUIRED = ("decision_id", "feature_version", "x", "input_tokens", "eligible", "probabilities", "chosen",
@@ -68,19 +66,10 @@ class Log:
         return np.flatnonzero(self.eligible[i])
 
 
-def _read(path: Path) -> pa.Table:
-    if not path.exists():
-        raise LogError(f"decision log {path} does not exist")
-    try:
-        return pj.read_json(path) if path.suffix in (".jsonl", ".json") else pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise LogError(f"cannot read decision log {path}: {err}") from None
-
-
 def load_log(path: str | Path, featurizer: Featurizer | None = None) -> Log:
     """Read and validate a decision log (Parquet or JSON Lines)."""
     path = Path(path)
-    t = _read(path)
+    t = read_table(path, "decision log", LogError)
     missing = [c for c in REQUIRED if c not in t.column_names]
     if missing:
         raise LogError(f"{path}: missing columns {', '.join(missing)}")
