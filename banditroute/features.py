@@ -61,13 +61,15 @@ SIGNALS = (
 )
 
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in string.punctuation})
+_PUNCT_TO_SPACE_ASCII = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
 _OPTION = re.compile(r"([\s(])([A-J])[).:]\s")  # "A) ", "(B) ", "C. " after whitespace or "("
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+# Any "A) "-like option implies this shorter pattern, which fails fast on most prompts.
+_OPTION_HINT = re.compile(r"[A-J][).:]\s")
 _OTHER_SCRIPT = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
 
 # Keyword signals are looked up in the prompt's set of lower-cased words (one C-level set
 # intersection each), phrases by substring search: both far faster than word-boundary regexes.
-_CODE_MARKERS = ("```", ";\n", "{\n", "()")
 _CODE_KEYWORDS = frozenset("def class import include return elif lambda const var println printf".split())
 _CODE_WORDS = frozenset(
     "python javascript java typescript rust golang sql regex function program script code "
@@ -77,20 +79,17 @@ _MATH_WORDS = frozenset(
     "calculate compute solve equation integral derivative probability percent percentage ratio "
     "prove theorem sum total average remainder".split()
 )
-_MATH_PHRASES = ("how many", "how much", "what is the value")
 _WH_WORDS = frozenset("what why how when where who which whom whose".split())
 _COMPARISON_WORDS = frozenset(
     "compare comparison versus vs contrast better worse pros cons advantages disadvantages".split()
 )
 _FORMAT_WORDS = frozenset("json yaml csv table markdown bullet bulleted list format xml html".split())
 _BREVITY_WORDS = frozenset("only briefly concise brief".split())
-_BREVITY_PHRASES = ("without explanation", "one word", "single word", "one sentence", "short answer")
 _WRITING_WORDS = frozenset(
     "story poem essay email letter blog article speech song rewrite paraphrase summarize "
     "summarise summary translate draft compose".split()
 )
 _REASONING_WORDS = frozenset("explain why reason reasoning justify analyze analyse evaluate assumption assumptions".split())
-_FEW_SHOT_MARKERS = ("answer:", "output:", "solution:", "example:")
 
 _BIGRAM_MULT = np.uint64(0x9E3779B1)
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -145,54 +144,63 @@ class Featurizer:
                     out[i] = cache[w] = zlib.crc32(w.encode("utf-8"))
         return np.array(out, dtype=np.uint64)
 
-    def _signals(self, text: str, low: str, words: list[str], wordset: set[str]) -> np.ndarray:
+    @staticmethod
+    def _signals(text: str, low: str, words: list[str], wordset: set[str]) -> list[float]:
         n_chars = len(text)
         sample = max(n_chars, 1)
         non_ascii = n_chars - len(text.encode("ascii", "ignore"))
-        options = {letter for _, letter in _OPTION.findall("\n" + text[-500:])}
+        tail = "\n" + text[-500:]
+        options = {letter for _, letter in _OPTION.findall(tail)} if _OPTION_HINT.search(tail) else ()
         raw = low.encode("utf-8")
         n_digits = len(raw) - len(raw.translate(None, b"0123456789"))
-        stripped = low.rstrip()
         questions = low.count("?") + (bool(words) and words[0] in _WH_WORDS)
-        return np.array(
-            [
-                min(math.log1p(n_chars) / 10.0, 1.0),
-                min(math.log1p(len(words)) / 8.0, 1.0),
-                _squash(text.count("\n"), 10.0),
-                _squash(len(_CODE_KEYWORDS & wordset) + sum(map(low.count, _CODE_MARKERS)), 2.0),
-                _squash(len(_CODE_WORDS & wordset), 1.0),
-                _squash(len(_MATH_WORDS & wordset) + sum(p in low for p in _MATH_PHRASES), 1.0),
-                min(n_digits / sample * 10.0, 1.0),
-                _squash(questions + stripped.endswith("?"), 1.0),
-                float(bool(_COMPARISON_WORDS & wordset) or "difference between" in low),
-                min(len(options) / 5.0, 1.0),
-                float(len(options) == 2),
-                float(" _ " in text or " _." in text or " _," in text),
-                _squash(sum(map(low.count, _FEW_SHOT_MARKERS)), 2.0),
-                float(bool(_FORMAT_WORDS & wordset)),
-                float(bool(_BREVITY_WORDS & wordset) or any(p in low for p in _BREVITY_PHRASES)),
-                _squash(len(_WRITING_WORDS & wordset), 1.0),
-                _squash(len(_REASONING_WORDS & wordset) + ("step by step" in low), 1.0),
-                non_ascii / sample,
-                min(len(_CJK.findall(text)) / sample * 2.0, 1.0) if non_ascii else 0.0,
-                min(len(_OTHER_SCRIPT.findall(text)) / sample * 2.0, 1.0) if non_ascii else 0.0,
-            ]
-        )
+        count = low.count
+        return [
+            min(math.log1p(n_chars) / 10.0, 1.0),
+            min(math.log1p(len(words)) / 8.0, 1.0),
+            _squash(text.count("\n"), 10.0),
+            _squash(len(_CODE_KEYWORDS & wordset) + count("```") + count(";\n") + count("{\n") + count("()"), 2.0),
+            _squash(len(_CODE_WORDS & wordset), 1.0),
+            _squash(len(_MATH_WORDS & wordset) + ("how many" in low) + ("how much" in low)
+                    + ("what is the value" in low), 1.0),
+            min(n_digits / sample * 10.0, 1.0),
+            _squash(questions + low.rstrip().endswith("?"), 1.0),
+            float(bool(_COMPARISON_WORDS & wordset) or "difference between" in low),
+            min(len(options) / 5.0, 1.0),
+            float(len(options) == 2),
+            float(" _ " in text or " _." in text or " _," in text),
+            _squash(count("answer:") + count("output:") + count("solution:") + count("example:"), 2.0),
+            float(bool(_FORMAT_WORDS & wordset)),
+            float(bool(_BREVITY_WORDS & wordset) or "without explanation" in low or "one word" in low
+                  or "single word" in low or "one sentence" in low or "short answer" in low),
+            _squash(len(_WRITING_WORDS & wordset), 1.0),
+            _squash(len(_REASONING_WORDS & wordset) + ("step by step" in low), 1.0),
+            non_ascii / sample,
+            min(len(_CJK.findall(text)) / sample * 2.0, 1.0) if non_ascii else 0.0,
+            min(len(_OTHER_SCRIPT.findall(text)) / sample * 2.0, 1.0) if non_ascii else 0.0,
+        ]
 
-    def _hashed(self, words: list[str]) -> np.ndarray:
-        if len(words) > _MAX_TOKENS:
-            half = _MAX_TOKENS // 2
-            words = words[:half] + words[-half:]
+    def _hashed(self, words: list[str], lengths: list[int]) -> np.ndarray:
+        """Signed bucket counts of each prompt's words and bigrams, L2-normalised per row.
+
+        ``words`` holds the prompts' words back to back, ``lengths`` how many belong to each.
+        Bucket sums are sums of +-1, so they are exact whatever the batch.
+        """
+        n, dim = len(lengths), self.hash_dim
         if not words:
-            return np.zeros(self.hash_dim)
+            return np.zeros((n, dim))
+        row = np.repeat(np.arange(n, dtype=np.intp), lengths)
         h1 = self._word_hashes(words)
         h2 = ((h1[:-1] * _BIGRAM_MULT) ^ h1[1:]) & _MASK32
-        h = np.concatenate([h1, h2])
-        buckets = (h & np.uint64(self.hash_dim - 1)).astype(np.intp)
+        same = row[:-1] == row[1:]  # a bigram never spans two prompts
+        h = np.concatenate([h1, h2[same]])
+        rows = np.concatenate([row, row[:-1][same]])
+        buckets = rows * dim + (h & np.uint64(dim - 1)).astype(np.intp)
         signs = 1.0 - 2.0 * ((h >> np.uint64(24)) & np.uint64(1)).astype(np.float64)
-        out = np.bincount(buckets, weights=signs, minlength=self.hash_dim)
-        norm = float(np.sqrt(out @ out))
-        return out * (self.hash_scale / norm) if norm > 0 else out
+        out = np.bincount(buckets, weights=signs, minlength=n * dim).reshape(n, dim)
+        norm = np.sqrt(np.einsum("ij,ij->i", out, out))
+        scale = np.divide(self.hash_scale, norm, out=np.zeros(n), where=norm > 0)
+        return out * scale[:, None]
 
     def transform(self, prompt: str) -> np.ndarray:
         """The feature vector of one prompt (float64, length :attr:`dim`).
@@ -200,17 +208,34 @@ class Featurizer:
         Literal two-character ``\\n`` sequences (prompts stored as escaped strings) count as line
         breaks; words are maximal runs of non-punctuation, non-space characters, lower-cased.
         """
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        text = prompt.replace("\\n", "\n")
-        low = text.lower()
-        words = low.translate(_PUNCT_TO_SPACE).split()
-        signals = self._signals(text, low, words, set(words))
-        return np.concatenate(([1.0], signals, self._hashed(words)))
+        return self.transform_many([prompt])[0]
 
     def transform_many(self, prompts) -> np.ndarray:
-        """Stack :meth:`transform` over an iterable of prompts."""
-        return np.vstack([self.transform(p) for p in prompts])
+        """The feature vectors of several prompts, one row each: :meth:`transform` in one pass.
+
+        The string work is per prompt; hashing and normalisation run once for the whole batch
+        (the server routes the requests that arrive together as one batch).
+        """
+        signals, words, lengths = [], [], []
+        for prompt in prompts:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+            text = prompt.replace("\\n", "\n")
+            low = text.lower()
+            if low.isascii():  # the same words; bytes.translate is several times faster
+                ws = low.encode().translate(_PUNCT_TO_SPACE_ASCII).decode().split()
+            else:
+                ws = low.translate(_PUNCT_TO_SPACE).split()
+            signals.append(self._signals(text, low, ws, set(ws)))
+            if len(ws) > _MAX_TOKENS:
+                ws = ws[: _MAX_TOKENS // 2] + ws[-_MAX_TOKENS // 2 :]
+            words += ws
+            lengths.append(len(ws))
+        out = np.empty((len(lengths), self.dim))
+        out[:, 0] = 1.0
+        out[:, 1 : 1 + len(SIGNALS)] = signals
+        out[:, 1 + len(SIGNALS) :] = self._hashed(words, lengths)
+        return out
 
     def context(self, prompt: str) -> Context:
         """The policy's view of ``prompt``: its vector and estimated input tokens."""

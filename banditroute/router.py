@@ -183,6 +183,7 @@ class Router:
         self._arm = {m: i for i, m in enumerate(policy.models)}
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
         self._names = pool.names
+        self._all_arms = np.array([self._arm[m] for m in self._names], dtype=np.intp)
         self.stats = ModelStats(self._names)
 
     def _check_policy(self, policy: Policy) -> None:
@@ -203,6 +204,7 @@ class Router:
         self._check_policy(policy)
         self.policy = policy
         self._arm = {m: i for i, m in enumerate(policy.models)}
+        self._all_arms = np.array([self._arm[m] for m in self.pool.names], dtype=np.intp)
 
     # -- routing --------------------------------------------------------------------------------
     def context(self, prompt: str) -> Context:
@@ -212,6 +214,8 @@ class Router:
 
     def eligible(self, options: RouteOptions, ctx: Context, cost_weight: float) -> np.ndarray:
         """Arms allowed by the request: listed models, required capabilities, the cost cap."""
+        if options.models is None and not options.require and options.max_cost_usd is None:
+            return self._all_arms
         names = self._names
         if options.models is not None:
             unknown = [m for m in options.models if m not in self._arm or m not in self._caps]
@@ -238,37 +242,78 @@ class Router:
 
     def route(self, prompt: str, options: RouteOptions | None = None) -> Decision:
         """Choose a model for ``prompt``; the decision is logged and kept for its feedback."""
-        options = options or RouteOptions()
-        ctx = self.context(prompt)
-        cw = self.cost_weight if options.cost_weight is None else options.cost_weight
-        arms = self.eligible(options, ctx, cw)
-        s = self.policy.probabilities(ctx, arms, cw, self.rng)
-        cdf = np.cumsum(s.probabilities)
-        i = min(int(cdf.searchsorted(self.rng.random() * cdf[-1], side="right")), len(arms) - 1)
+        out = self.route_many([prompt], [options or RouteOptions()])[0]
+        if isinstance(out, RoutingError):
+            raise out
+        return out
+
+    def route_many(self, prompts: list[str], options: list[RouteOptions]) -> list[Decision | RoutingError]:
+        """Route several prompts at once (the server's micro-batches): one decision per prompt.
+
+        A request the router cannot serve gets its :class:`RoutingError` in its slot instead of
+        a decision, without failing the others. Features, predictions and Monte Carlo draws are
+        computed for the whole batch; each decision is sampled from its own probability vector.
+        """
+        out: list[Decision | RoutingError | None] = [None] * len(prompts)
+        valid = []
+        for i, prompt in enumerate(prompts):
+            if isinstance(prompt, str) and prompt.strip():
+                valid.append(i)
+            else:
+                out[i] = RoutingError("prompt must be a non-empty string")
+        if not valid:
+            return out
+        texts = [prompts[i] for i in valid]
+        X = self.featurizer.transform_many(texts)
+        tokens = np.array([self.featurizer.input_tokens(p) for p in texts])
+        groups: dict[int, list[tuple[int, int, np.ndarray, float]]] = {}  # by number of eligible arms
+        for j, i in enumerate(valid):
+            opts = options[i]
+            cw = self.cost_weight if opts.cost_weight is None else opts.cost_weight
+            try:
+                arms = self.eligible(opts, Context(X[j], float(tokens[j])), cw)
+            except RoutingError as err:
+                out[i] = err
+                continue
+            groups.setdefault(len(arms), []).append((i, j, arms, cw))
         models = self.policy.models
-        arm_list = arms.tolist()
-        d = Decision(
-            decision_id=f"{self._ids.getrandbits(128):032x}",
-            ts=time.time(),
-            model=models[arm_list[i]],
-            arm=arm_list[i],
-            propensity=float(s.probabilities[i]),
-            eligible=[models[a] for a in arm_list],
-            probabilities=s.probabilities,
-            pred_quality=s.quality,
-            pred_cost=s.cost,
-            cost_weight=cw,
-            policy=self.policy.describe(),
-            feature_version=self.featurizer.version,
-            context=ctx,
-            prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
-            prompt=prompt if self.store_prompts else None,
-        )
-        self.remember(Pending(d.decision_id, d.model, d.arm, ctx))
-        self.stats.decision(d.model)
-        if self.sink is not None:
-            self.sink.decision(d)
-        return d
+        version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
+        for members in groups.values():
+            rows = [j for _, j, _, _ in members]
+            arms = np.stack([a for _, _, a, _ in members])
+            s = self.policy.probabilities_many(X[rows], tokens[rows], arms,
+                                               np.array([cw for _, _, _, cw in members]), self.rng)
+            cdf = np.cumsum(s.probabilities, axis=1)
+            u = self.rng.random(len(members)) * cdf[:, -1]
+            picks = np.minimum((cdf <= u[:, None]).sum(axis=1), arms.shape[1] - 1)
+            for r, ((i, j, arm_row, cw), k) in enumerate(zip(members, picks.tolist())):
+                arm_list = arm_row.tolist()
+                prompt = prompts[i]
+                d = Decision(
+                    decision_id=f"{self._ids.getrandbits(128):032x}",
+                    ts=now,
+                    model=models[arm_list[k]],
+                    arm=arm_list[k],
+                    propensity=float(s.probabilities[r, k]),
+                    eligible=[models[a] for a in arm_list],
+                    probabilities=s.probabilities[r],
+                    pred_quality=s.quality[r],
+                    pred_cost=s.cost[r],
+                    cost_weight=cw,
+                    policy=policy_name,
+                    feature_version=version,
+                    context=Context(X[j], float(tokens[j])),
+                    prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+                    prompt=prompt if self.store_prompts else None,
+                )
+                out[i] = d
+        for d in out:  # in request order
+            if isinstance(d, Decision):
+                self.remember(Pending(d.decision_id, d.model, d.arm, d.context))
+                self.stats.decision(d.model)
+                if self.sink is not None:
+                    self.sink.decision(d)
+        return out
 
     def remember(self, p: Pending) -> None:
         """Keep ``p`` in the bounded pending window (the oldest entry leaves when it is full)."""

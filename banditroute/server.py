@@ -18,6 +18,7 @@ import time
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from threadpoolctl import threadpool_limits
 
 from banditroute import __version__
 from banditroute.api import (
@@ -106,9 +107,8 @@ async def errors_auth_metrics(request: web.Request, handler):
 
 async def route(request: web.Request) -> web.Response:
     req = await parse(request, RouteRequest)
-    service = request.app[SERVICE]
-    try:  # a RouteRequest is a RouteOptions with the prompt
-        d = service.route(req.prompt, req, user=req.user, metadata=req.metadata)
+    try:
+        d = await request.app[SERVICE].route(req)
     except RoutingError as err:
         raise ApiError(422, "routing_error", str(err)) from None
     request.app[METRICS].inc("banditroute_decisions_total", model=d.model)
@@ -233,6 +233,9 @@ def serve(config: PoolConfig, host: str, port: int) -> None:
         uvloop.install()
     except ImportError:
         pass
+    # The service's matrix products are small (a micro-batch times the pool); OpenBLAS's worker
+    # threads spin on them and take the CPU the event loop and the log writer need.
+    threadpool_limits(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("banditroute %s on http://%s:%d, database %s", __version__, host, port, config.storage.db)
     web.run_app(create_app(config), host=host, port=port, access_log=None, print=None)

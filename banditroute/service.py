@@ -25,7 +25,8 @@ from banditroute.features import Context
 from banditroute.policies import Policy, make_policy
 from banditroute.policies.base import write_atomic
 from banditroute.reward import Feedback
-from banditroute.router import Decision, Pending, Router, RouteOptions, UnknownDecision
+from banditroute.api import RouteRequest
+from banditroute.router import Decision, Pending, Router, RoutingError, UnknownDecision
 from banditroute.store import Store
 
 log = logging.getLogger("banditroute")
@@ -44,6 +45,7 @@ class RouterService:
         self.snapshot_seq = 0
         self._snapshotting: asyncio.Task | None = None
         self._learning = asyncio.Lock()  # held while feedback is applied and queued, and by policy swaps
+        self._route_queue: list[tuple[RouteRequest, asyncio.Future]] = []
 
     # -- start-up ----------------------------------------------------------------------------------
     def recover(self) -> dict:
@@ -129,10 +131,40 @@ class RouterService:
             stats.cost_n[m] = int(r["cn"] or 0)
 
     # -- requests ----------------------------------------------------------------------------------
-    def route(self, prompt: str, options: RouteOptions, user: str | None = None, metadata=None) -> Decision:
-        d = self.router.route(prompt, options)
-        self.store.add_decision(d, user, json.dumps(metadata) if metadata is not None else None)
-        return d
+    def route_many(self, requests: list[RouteRequest]) -> list[Decision | RoutingError]:
+        """Route and log a batch of ``/route`` requests (a :class:`RouteRequest` is options + prompt)."""
+        out = self.router.route_many([r.prompt for r in requests], requests)
+        for r, d in zip(requests, out):
+            if isinstance(d, Decision):
+                self.store.add_decision(d, r.user, json.dumps(r.metadata) if r.metadata is not None else None)
+        return out
+
+    async def route(self, request: RouteRequest) -> Decision:
+        """Route one request as part of the micro-batch of requests that arrived with it.
+
+        The first request of an event-loop turn schedules the batch with ``call_soon``; every request
+        parsed in the same turn joins it, so batching adds no timer and at most one loop turn of delay.
+        Raises :class:`RoutingError`.
+        """
+        fut = asyncio.get_running_loop().create_future()
+        self._route_queue.append((request, fut))
+        if len(self._route_queue) == 1:
+            asyncio.get_running_loop().call_soon(self._route_batch)
+        return await fut
+
+    def _route_batch(self) -> None:
+        batch, self._route_queue = self._route_queue, []
+        try:
+            results = self.route_many([r for r, _ in batch])
+        except Exception as err:  # noqa: BLE001 - a bug fails this batch's requests, not the loop
+            results = [err] * len(batch)
+        for (_, fut), result in zip(batch, results):
+            if fut.cancelled():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
 
     async def feedback(self, decision_id: str, feedback: Feedback) -> dict:
         """Apply and durably log feedback; raises :class:`UnknownDecision`."""

@@ -224,3 +224,20 @@ async def test_prompts_are_stored_only_when_configured(aiohttp_client, tmp_path,
     assert rows[0]["prompt_hash"] == hashlib.sha256(b"my secret prompt").hexdigest()
     assert rows[0]["prompt"] == ("my secret prompt" if store_prompts else None)
     assert len(rows[0]["x"]) == client.app[SERVICE].router.featurizer.dim
+
+
+async def test_concurrent_routes_are_batched_and_each_is_logged(client):
+    import asyncio
+
+    service = client.app[SERVICE]
+    sizes = []
+    route_many = service.route_many
+    service.route_many = lambda reqs: sizes.append(len(reqs)) or route_many(reqs)
+    bodies = [{"prompt": f"question number {i}?"} for i in range(40)] + [{"prompt": "hi", "models": ["gpt-9"]}]
+    resps = await asyncio.gather(*(client.post("/route", data=json.dumps(b)) for b in bodies))
+    assert [r.status for r in resps] == [200] * 40 + [422]  # a bad request fails alone
+    ids = [(await r.json())["decision_id"] for r in resps[:40]]
+    assert len(set(ids)) == 40 and sum(sizes) == 41 and max(sizes) > 1
+    await asyncio.wrap_future(service.store.flush())
+    logged = service.store.query("SELECT decision_id FROM decisions").column(0).to_pylist()
+    assert sorted(logged) == sorted(ids)

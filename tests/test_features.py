@@ -62,3 +62,19 @@ def test_different_prompts_differ_and_bad_input():
         f.transform(None)
     with pytest.raises(ValueError):
         Featurizer(hash_dim=48)
+
+
+def test_batch_equals_one_by_one():
+    f = Featurizer()
+    prompts = PROMPTS + ["", "   ", "A) b) C) d) ", "Ünïcödé ÀB) test", "\x1c\x1dfoo\u3000bar\xa0baz", "K\u212a caf\u00e9"]
+    batch = f.transform_many(prompts)
+    np.testing.assert_array_equal(batch, np.vstack([f.transform(p) for p in prompts]))
+    np.testing.assert_array_equal(batch[2:4], f.transform_many(prompts[2:4]))
+
+
+def test_v1_features_are_frozen():
+    """Any change to what v1 computes must come with a new FEATURE_VERSION (logs and states record it)."""
+    import hashlib
+
+    digest = hashlib.sha256(Featurizer().transform_many(PROMPTS).tobytes()).hexdigest()
+    assert digest == "7b26278173cd911943cdf81f14b07c78dc9fea118a13b3096da6815143657242"

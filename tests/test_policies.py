@@ -181,3 +181,41 @@ def test_regret_of_default_policy_on_synthetic_contexts():
                                                                 value=float(rng.random() < q[MODELS.index(d.model)]))]))
     assert sum(regret) < 150
     assert np.mean(regret[-500:]) < 0.06
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_probabilities_agree_with_single(name):
+    """probabilities_many over a batch: same predictions as one by one, valid vectors, same argmax
+    when the scores are far apart (LinTS shares its normal draws across a batch's rows)."""
+    pol = trained(name, floor=0.02, n=200)
+    prompts = ["Write a Python function", "How many apples?", "Tell me a story", "Compare Rust and Go", "2+2?"]
+    X = F.transform_many(prompts)
+    tokens = np.array([F.input_tokens(p) for p in prompts])
+    arms = np.tile([0, 2, 3], (len(prompts), 1))
+    cws = np.array([0.0, 10.0, 100.0, 1e4, 5.0])
+    batch = pol.probabilities_many(X, tokens, arms, cws, np.random.default_rng(0))
+    assert batch.probabilities.shape == batch.quality.shape == batch.cost.shape == (len(prompts), 3)
+    np.testing.assert_allclose(batch.probabilities.sum(axis=1), 1.0)
+    assert batch.probabilities.min() >= 0.02 - 1e-12
+    for i, p in enumerate(prompts):
+        one = pol.probabilities(ctx(p), arms[i], cws[i], np.random.default_rng(0))
+        np.testing.assert_allclose(batch.quality[i], one.quality, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(batch.cost[i], one.cost, rtol=1e-9, atol=1e-15)
+        if name in ("fixed:coder", "random"):
+            np.testing.assert_allclose(batch.probabilities[i], one.probabilities)
+        elif cws[i] == 1e4:  # cost dominates: both put (almost) all the mass on the cheapest model
+            assert np.argmax(batch.probabilities[i]) == np.argmax(one.probabilities) == 2
+
+
+def test_batched_thompson_frequencies_match_single():
+    """Over many batches the shared-draw estimate has the single-decision probabilities as its mean."""
+    pol = trained("lints", floor=0.0, n=20)
+    X = F.transform_many(["How many apples?"] * 8)
+    tokens = np.full(8, 4.0)
+    arms = np.tile([0, 1, 2, 3], (8, 1))
+    rng = np.random.default_rng(3)
+    batched = np.mean([pol.probabilities_many(X, tokens, arms, np.zeros(8), rng).probabilities.mean(axis=0)
+                       for _ in range(300)], axis=0)
+    single = np.mean([pol.probabilities(ctx("How many apples?"), [0, 1, 2, 3], 0.0, rng).probabilities
+                      for _ in range(300)], axis=0)
+    np.testing.assert_allclose(batched, single, atol=0.02)

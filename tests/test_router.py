@@ -105,3 +105,32 @@ def test_same_seed_same_decisions():
     b = [Router(load_pool(), seed=5).route(f"p {i}") for i in range(1)]
     assert [(d.decision_id, d.model) for d in a] == [(d.decision_id, d.model) for d in b]
     np.testing.assert_array_equal(a[0].probabilities, b[0].probabilities)
+
+
+def test_route_many_serves_each_request_on_its_own_terms(router):
+    prompts = ["Write a Python function", "  ", "hi", "Tell me a story", "hi", "What is 2+2?"]
+    options = [RouteOptions(), RouteOptions(), RouteOptions(models=["gpt-9"]),
+               RouteOptions(models=["claude-v1", "gpt-3.5-turbo-1106"], cost_weight=0.0),
+               RouteOptions(require=["json"]), RouteOptions(cost_weight=1e6)]
+    out = router.route_many(prompts, options)
+    assert isinstance(out[1], RoutingError) and "non-empty" in str(out[1])
+    assert isinstance(out[2], RoutingError) and "gpt-9" in str(out[2])
+    ok = [d for d in out if not isinstance(d, RoutingError)]
+    assert len(ok) == 4 and len({d.decision_id for d in ok}) == 4
+    assert set(out[3].eligible) == {"claude-v1", "gpt-3.5-turbo-1106"} and out[3].cost_weight == 0.0
+    assert set(out[4].eligible) == {"gpt-4-1106-preview", "gpt-3.5-turbo-1106"}
+    for d in ok:  # every decision is complete, logged and pending, its propensity its own probability
+        assert d.propensity == d.probabilities[d.eligible.index(d.model)]
+        assert d.probabilities.sum() == pytest.approx(1.0) and d.decision_id in router.pending
+        np.testing.assert_array_equal(d.context.x, router.featurizer.transform(prompts[out.index(d)]))
+    assert [d.decision_id for d in router.sink.decisions] == [d.decision_id for d in ok]
+    cheapest = min(out[5].eligible, key=lambda m: out[5].pred_cost[out[5].eligible.index(m)])
+    assert out[5].probabilities[out[5].eligible.index(cheapest)] == pytest.approx(0.9)  # all but the floors
+
+
+def test_route_is_a_batch_of_one():
+    """A single route and a batch of one consume the same random numbers (simulations stay reproducible)."""
+    a = Router(load_pool(), seed=9).route("Explain step by step", RouteOptions(cost_weight=3.0))
+    b = Router(load_pool(), seed=9).route_many(["Explain step by step"], [RouteOptions(cost_weight=3.0)])[0]
+    assert (a.decision_id, a.model) == (b.decision_id, b.model)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)

@@ -52,6 +52,16 @@ def apply_floor(p: np.ndarray, floor: float) -> np.ndarray:
     return floor + (1.0 - k * floor) * p
 
 
+def apply_floor_rows(p: np.ndarray, floor: float) -> np.ndarray:
+    """:func:`apply_floor` on each row of a (B, K) array."""
+    k = p.shape[1]
+    if floor <= 0:
+        return p
+    if k * floor >= 1.0:
+        return np.full(p.shape, 1.0 / k)
+    return floor + (1.0 - k * floor) * p
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
     path = Path(path)
@@ -127,6 +137,18 @@ class Policy:
         p = self._raw_probabilities(ctx, arms, s, cost_weight, rng)
         s.probabilities = apply_floor(p, self.floor)
         return s
+
+    def probabilities_many(self, X: np.ndarray, input_tokens: np.ndarray, arms: np.ndarray,
+                           cost_weights: np.ndarray, rng: np.random.Generator) -> Scores:
+        """:meth:`probabilities` for a batch of contexts with the same number of eligible arms.
+
+        ``X`` is (B, d), ``arms`` (B, n) and ``cost_weights`` (B,); the returned :class:`Scores`
+        hold (B, n) arrays. This default calls :meth:`probabilities` row by row; vectorised
+        policies override it for batches of more than one.
+        """
+        rows = [self.probabilities(Context(x, t), a, cw, rng)
+                for x, t, a, cw in zip(X, input_tokens, arms, cost_weights)]
+        return Scores(*(np.stack([getattr(r, f) for r in rows]) for f in ("probabilities", "quality", "cost")))
 
     def greedy(self, ctx: Context, arms, cost_weight: float) -> Scores:
         """The exploitation choice: all mass on the highest mean score, no floor."""

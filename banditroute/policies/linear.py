@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.policies.base import Policy, Scores, one_hot
+from banditroute.policies.base import Policy, Scores, apply_floor_rows, one_hot
 from banditroute.policies.cost import Context
 
 
@@ -72,6 +72,16 @@ class BayesLinear:
         x32 = x.astype(np.float32)
         return (self.A_inv32 @ x32 @ x32).astype(np.float64)[arms]
 
+    def variance_many(self, X: np.ndarray) -> np.ndarray:
+        """x_b^T A_k^{-1} x_b for every row b of ``X`` and every arm k, as a (B, K) array.
+
+        One (K d, d) x (d, B) product in float32, then the row-wise dot with ``x_b``.
+        """
+        k, d, _ = self.A_inv32.shape
+        X32 = X.astype(np.float32)
+        AX = (self.A_inv32.reshape(k * d, d) @ X32.T).reshape(k, d, -1)
+        return np.einsum("kdb,bd->bk", AX, X32).astype(np.float64)
+
     def update(self, x: np.ndarray, arm: int, y: float, weight: float = 1.0) -> None:
         """Add observation ``y`` of arm ``arm`` at ``x`` with weight ``weight``."""
         Ainv = self.A_inv[arm]
@@ -103,6 +113,25 @@ class _LinearPolicy(Policy):
 
     def _update_quality(self, ctx: Context, arm: int, quality: float, weight: float) -> None:
         self.quality.update(ctx.x, arm, quality, weight)
+
+    def probabilities_many(self, X, input_tokens, arms, cost_weights, rng) -> Scores:
+        """Vectorised over the batch: one product each for means, costs and variances.
+
+        A batch of one takes :meth:`probabilities`, so single decisions (the simulator's) are
+        computed exactly as before; larger batches agree with it up to float rounding.
+        """
+        if len(X) == 1:
+            return super().probabilities_many(X, input_tokens, arms, cost_weights, rng)
+        rows = np.arange(len(X))[:, None]
+        quality = self.predict_quality_many(X, input_tokens)[rows, arms]
+        cost = self.cost_model.predict_many(X, input_tokens)[rows, arms]
+        sd = self.exploration * self.noise_sd * np.sqrt(np.maximum(self.quality.variance_many(X)[rows, arms], 0.0))
+        net = quality - cost_weights[:, None] * cost
+        p = self._raw_probabilities_many(net, sd, rng)
+        return Scores(apply_floor_rows(p, self.floor), quality, cost)
+
+    def _raw_probabilities_many(self, net: np.ndarray, sd: np.ndarray, rng) -> np.ndarray:
+        raise NotImplementedError
 
 
 class LinTS(_LinearPolicy):
@@ -143,6 +172,19 @@ class LinTS(_LinearPolicy):
         wins = np.bincount(np.argmax(draws, axis=1), minlength=len(arms))
         return wins / self.n_samples
 
+    def _raw_probabilities_many(self, net, sd, rng) -> np.ndarray:
+        """The rows of a batch share one set of standard normal draws (common random numbers).
+
+        Each row's vector is still the exact probability its model is then sampled with, and its
+        expectation over the draws is still that row's Thompson sampling probability; sharing only
+        correlates the Monte Carlo error across the rows of one batch, and saves drawing
+        ``n_samples x n`` normals per request (most of the policy's time otherwise).
+        """
+        b, n = net.shape
+        draws = net[:, None, :] + sd[:, None, :] * rng.standard_normal((self.n_samples, n))
+        winners = np.argmax(draws, axis=2) + n * np.arange(b)[:, None]
+        return np.bincount(winners.ravel(), minlength=b * n).reshape(b, n) / self.n_samples
+
 
 class LinUCB(_LinearPolicy):
     """LinUCB, its optimistic argmax turned into probabilities by an epsilon or a softmax rule.
@@ -178,3 +220,13 @@ class LinUCB(_LinearPolicy):
             return z / z.sum()
         k = len(arms)
         return self.epsilon / k + (1.0 - self.epsilon) * one_hot(k, int(np.argmax(optimistic)))
+
+    def _raw_probabilities_many(self, net, sd, rng) -> np.ndarray:
+        optimistic = net + sd
+        if self.rule == "softmax":
+            z = np.exp((optimistic - optimistic.max(axis=1, keepdims=True)) / self.temperature)
+            return z / z.sum(axis=1, keepdims=True)
+        b, k = optimistic.shape
+        p = np.full((b, k), self.epsilon / k)
+        p[np.arange(b), np.argmax(optimistic, axis=1)] += 1.0 - self.epsilon
+        return p
