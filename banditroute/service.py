@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from banditroute.api import RouteRequest
 from banditroute.config import PoolConfig
 from banditroute.features import Context
 from banditroute.policies import Policy, make_policy
 from banditroute.policies.base import write_atomic
 from banditroute.reward import Feedback
-from banditroute.api import RouteRequest
 from banditroute.router import Decision, Pending, Router, RoutingError, UnknownDecision
 from banditroute.store import Store
 
@@ -134,9 +134,8 @@ class RouterService:
     def route_many(self, requests: list[RouteRequest]) -> list[Decision | RoutingError]:
         """Route and log a batch of ``/route`` requests (a :class:`RouteRequest` is options + prompt)."""
         out = self.router.route_many([r.prompt for r in requests], requests)
-        for r, d in zip(requests, out):
-            if isinstance(d, Decision):
-                self.store.add_decision(d, r.user, json.dumps(r.metadata) if r.metadata is not None else None)
+        self.store.add_decisions([(d, r.user, json.dumps(r.metadata) if r.metadata is not None else None)
+                                  for r, d in zip(requests, out) if isinstance(d, Decision)])
         return out
 
     async def route(self, request: RouteRequest) -> Decision:
