@@ -68,28 +68,81 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _OPTION_HINT = re.compile(r"[A-J][).:]\s")
 _OTHER_SCRIPT = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
 
-# Keyword signals are looked up in the prompt's set of lower-cased words (one C-level set
-# intersection each), phrases by substring search: both far faster than word-boundary regexes.
-_CODE_KEYWORDS = frozenset("def class import include return elif lambda const var println printf".split())
-_CODE_WORDS = frozenset(
-    "python javascript java typescript rust golang sql regex function program script code "
-    "implement debug refactor compile bug snippet api".split()
+# Keyword signals count the distinct words of a group present in the prompt's lower-cased words;
+# phrases are counted in the lower-cased text (non-overlapping, as str.count).
+_GROUPS = {
+    "code_keywords": "def class import include return elif lambda const var println printf",
+    "code_words": "python javascript java typescript rust golang sql regex function program script code "
+                  "implement debug refactor compile bug snippet api",
+    "math_words": "calculate compute solve equation integral derivative probability percent percentage ratio "
+                  "prove theorem sum total average remainder",
+    "wh_words": "what why how when where who which whom whose",  # only the first word counts (C_FIRST_WH)
+    "comparison_words": "compare comparison versus vs contrast better worse pros cons advantages disadvantages",
+    "format_words": "json yaml csv table markdown bullet bulleted list format xml html",
+    "brevity_words": "only briefly concise brief",
+    "writing_words": "story poem essay email letter blog article speech song rewrite paraphrase summarize "
+                     "summarise summary translate draft compose",
+    "reasoning_words": "explain why reason reasoning justify analyze analyse evaluate assumption assumptions",
+}
+_VOCAB = {name: frozenset(words.split()) for name, words in _GROUPS.items()}
+_PHRASES = {
+    "code_markers": ("```", ";\n", "{\n", "()"),
+    "math_phrases": ("how many", "how much", "what is the value"),
+    "difference": ("difference between",),
+    "blank": (" _ ", " _.", " _,"),
+    "few_shot": ("answer:", "output:", "solution:", "example:"),
+    "brevity_phrases": ("without explanation", "one word", "single word", "one sentence", "short answer"),
+    "step_by_step": ("step by step",),
+    "question_marks": ("?",),
+}
+_PHRASE_LIST = tuple(p for group in _PHRASES.values() for p in group)
+# What is counted per prompt, in order: the layout of the C core's rows too (_featurize.c).
+COUNTS = (
+    ("chars", "words", "newlines", "digits", "options", "ends_question", "first_wh", "non_ascii", "cjk", "other_script")
+    + tuple(_GROUPS) + _PHRASE_LIST
 )
-_MATH_WORDS = frozenset(
-    "calculate compute solve equation integral derivative probability percent percentage ratio "
-    "prove theorem sum total average remainder".split()
-)
-_WH_WORDS = frozenset("what why how when where who which whom whose".split())
-_COMPARISON_WORDS = frozenset(
-    "compare comparison versus vs contrast better worse pros cons advantages disadvantages".split()
-)
-_FORMAT_WORDS = frozenset("json yaml csv table markdown bullet bulleted list format xml html".split())
-_BREVITY_WORDS = frozenset("only briefly concise brief".split())
-_WRITING_WORDS = frozenset(
-    "story poem essay email letter blog article speech song rewrite paraphrase summarize "
-    "summarise summary translate draft compose".split()
-)
-_REASONING_WORDS = frozenset("explain why reason reasoning justify analyze analyse evaluate assumption assumptions".split())
+_COL = {name: i for i, name in enumerate(COUNTS)}
+
+# Each signal's numerator: (counts added, phrases whose presence is added), and its kind.
+_NUMERATORS = {
+    "lines": (("newlines",), (), ("squash", 10.0)),
+    "code_markers": (("code_keywords", *_PHRASES["code_markers"]), (), ("squash", 2.0)),
+    "code_request": (("code_words",), (), ("squash", 1.0)),
+    "math": (("math_words",), _PHRASES["math_phrases"], ("squash", 1.0)),
+    "digits": (("digits",), (), ("share", 10.0, 1.0)),
+    "question": (("?", "first_wh", "ends_question"), (), ("squash", 1.0)),
+    "comparison": (("comparison_words", *_PHRASES["difference"]), (), ("present",)),
+    "choice_options": (("options",), (), ("options",)),
+    "binary_choice": (("options",), (), ("options",)),
+    "fill_blank": (_PHRASES["blank"], (), ("present",)),
+    "few_shot": (_PHRASES["few_shot"], (), ("squash", 2.0)),
+    "format_request": (("format_words",), (), ("present",)),
+    "brevity_request": (("brevity_words", *_PHRASES["brevity_phrases"]), (), ("present",)),
+    "writing_request": (("writing_words",), (), ("squash", 1.0)),
+    "reasoning_request": (("reasoning_words",), _PHRASES["step_by_step"], ("squash", 1.0)),
+    "non_ascii": (("non_ascii",), (), ("share", 1.0, np.inf)),
+    "cjk": (("cjk",), (), ("share", 2.0, 1.0)),
+    "other_script": (("other_script",), (), ("share", 2.0, 1.0)),
+}
+_SUM_COUNTS = np.zeros((len(COUNTS), len(SIGNALS)))
+_SUM_PRESENT = np.zeros((len(COUNTS), len(SIGNALS)))
+for _j, (_counts, _present, _kind) in ((SIGNALS.index(k), v) for k, v in _NUMERATORS.items()):
+    _SUM_COUNTS[[_COL[name] for name in _counts], _j] = 1.0
+    _SUM_PRESENT[[_COL[name] for name in _present], _j] = 1.0
+_SQUASH = [SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "squash"]
+_SQUASH_HALF = np.array([v[2][1] for v in _NUMERATORS.values() if v[2][0] == "squash"])
+_PRESENT = [SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "present"]
+_SHARE = [SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "share"]
+_SHARE_MULT = np.array([v[2][1] for v in _NUMERATORS.values() if v[2][0] == "share"])
+_SHARE_CAP = np.array([v[2][2] for v in _NUMERATORS.values() if v[2][0] == "share"])
+_OPTIONS = SIGNALS.index("choice_options")  # and binary_choice right after it
+
+try:  # the C counting core for ASCII prompts; without it every prompt takes the Python path
+    from banditroute import _featurize as _native
+
+    _native.configure([sorted(_VOCAB[g]) for g in _GROUPS], list(_GROUPS).index("wh_words"), list(_PHRASE_LIST))
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None
 
 _BIGRAM_MULT = np.uint64(0x9E3779B1)
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -103,11 +156,6 @@ class Context:
 
     x: np.ndarray
     input_tokens: float
-
-
-def _squash(count: float, half: float) -> float:
-    """Map a count to [0, 1): ``count / (count + half)``, so ``half`` maps to 0.5."""
-    return count / (count + half)
 
 
 class Featurizer:
@@ -145,46 +193,40 @@ class Featurizer:
         return np.array(out, dtype=np.uint64)
 
     @staticmethod
-    def _signals(text: str, low: str, words: list[str], wordset: set[str]) -> list[float]:
+    def _count(prompt: str) -> tuple[list[float], list[str]]:
+        """The Python path: one prompt's :data:`COUNTS` and its words (the reference for the C core)."""
+        text = prompt.replace("\\n", "\n")
+        low = text.lower()
+        if low.isascii():  # the same words; bytes.translate is several times faster
+            words = low.encode().translate(_PUNCT_TO_SPACE_ASCII).decode().split()
+        else:
+            words = low.translate(_PUNCT_TO_SPACE).split()
+        wordset = set(words)
         n_chars = len(text)
-        sample = max(n_chars, 1)
         non_ascii = n_chars - len(text.encode("ascii", "ignore"))
         tail = "\n" + text[-500:]
         options = {letter for _, letter in _OPTION.findall(tail)} if _OPTION_HINT.search(tail) else ()
         raw = low.encode("utf-8")
-        n_digits = len(raw) - len(raw.translate(None, b"0123456789"))
-        questions = low.count("?") + (bool(words) and words[0] in _WH_WORDS)
-        count = low.count
-        return [
-            min(math.log1p(n_chars) / 10.0, 1.0),
-            min(math.log1p(len(words)) / 8.0, 1.0),
-            _squash(text.count("\n"), 10.0),
-            _squash(len(_CODE_KEYWORDS & wordset) + count("```") + count(";\n") + count("{\n") + count("()"), 2.0),
-            _squash(len(_CODE_WORDS & wordset), 1.0),
-            _squash(len(_MATH_WORDS & wordset) + ("how many" in low) + ("how much" in low)
-                    + ("what is the value" in low), 1.0),
-            min(n_digits / sample * 10.0, 1.0),
-            _squash(questions + low.rstrip().endswith("?"), 1.0),
-            float(bool(_COMPARISON_WORDS & wordset) or "difference between" in low),
-            min(len(options) / 5.0, 1.0),
-            float(len(options) == 2),
-            float(" _ " in text or " _." in text or " _," in text),
-            _squash(count("answer:") + count("output:") + count("solution:") + count("example:"), 2.0),
-            float(bool(_FORMAT_WORDS & wordset)),
-            float(bool(_BREVITY_WORDS & wordset) or "without explanation" in low or "one word" in low
-                  or "single word" in low or "one sentence" in low or "short answer" in low),
-            _squash(len(_WRITING_WORDS & wordset), 1.0),
-            _squash(len(_REASONING_WORDS & wordset) + ("step by step" in low), 1.0),
-            non_ascii / sample,
-            min(len(_CJK.findall(text)) / sample * 2.0, 1.0) if non_ascii else 0.0,
-            min(len(_OTHER_SCRIPT.findall(text)) / sample * 2.0, 1.0) if non_ascii else 0.0,
+        counts = [
+            n_chars,
+            len(words),
+            text.count("\n"),
+            len(raw) - len(raw.translate(None, b"0123456789")),
+            len(options),
+            low.rstrip().endswith("?"),
+            bool(words) and words[0] in _VOCAB["wh_words"],
+            non_ascii,
+            len(_CJK.findall(text)) if non_ascii else 0,
+            len(_OTHER_SCRIPT.findall(text)) if non_ascii else 0,
         ]
+        counts += [len(_VOCAB[g] & wordset) for g in _GROUPS]
+        counts += map(low.count, _PHRASE_LIST)
+        return counts, words
 
-    def _hashed(self, words: list[str], lengths: list[int]) -> np.ndarray:
-        """Signed bucket counts of each prompt's words and bigrams, L2-normalised per row.
+    def _bucket_counts(self, words: list[str], lengths: list[int]) -> np.ndarray:
+        """Signed bucket counts of each prompt's words and bigrams (the Python path), one row each.
 
         ``words`` holds the prompts' words back to back, ``lengths`` how many belong to each.
-        Bucket sums are sums of +-1, so they are exact whatever the batch.
         """
         n, dim = len(lengths), self.hash_dim
         if not words:
@@ -197,10 +239,32 @@ class Featurizer:
         rows = np.concatenate([row, row[:-1][same]])
         buckets = rows * dim + (h & np.uint64(dim - 1)).astype(np.intp)
         signs = 1.0 - 2.0 * ((h >> np.uint64(24)) & np.uint64(1)).astype(np.float64)
-        out = np.bincount(buckets, weights=signs, minlength=n * dim).reshape(n, dim)
-        norm = np.sqrt(np.einsum("ij,ij->i", out, out))
-        scale = np.divide(self.hash_scale, norm, out=np.zeros(n), where=norm > 0)
-        return out * scale[:, None]
+        return np.bincount(buckets, weights=signs, minlength=n * dim).reshape(n, dim)
+
+    @staticmethod
+    def _signals(c: np.ndarray) -> np.ndarray:
+        """The 20 :data:`SIGNALS` from a (B, len(COUNTS)) count matrix, one row per prompt.
+
+        Each signal's numerator is a sum of counts and of phrase presences (:data:`_NUMERATORS`),
+        so all of them come from two products with 0/1 matrices (exact: sums of small integers).
+        The numerator ``n`` is then mapped to [0, 1] by its kind: ``n / (n + h)`` (squash),
+        ``n > 0`` (present), ``min(n / chars * m, cap)`` (share of characters) or, for the option
+        count and the two lengths, their own formula. Logarithms use ``math.log1p`` (the same libm
+        result on every machine, unlike vectorised variants).
+        """
+        n = c @ _SUM_COUNTS + (c > 0) @ _SUM_PRESENT
+        chars = c[:, _COL["chars"]]
+        out = np.empty((len(c), len(SIGNALS)))
+        out[:, 0] = np.minimum([math.log1p(v) / 10.0 for v in chars], 1.0)
+        out[:, 1] = np.minimum([math.log1p(v) / 8.0 for v in c[:, _COL["words"]]], 1.0)
+        sq = n[:, _SQUASH]
+        out[:, _SQUASH] = sq / (sq + _SQUASH_HALF)
+        out[:, _PRESENT] = n[:, _PRESENT] > 0
+        out[:, _SHARE] = np.minimum(n[:, _SHARE] / np.maximum(chars, 1.0)[:, None] * _SHARE_MULT, _SHARE_CAP)
+        options = n[:, _OPTIONS]
+        out[:, _OPTIONS] = np.minimum(options / 5.0, 1.0)
+        out[:, _OPTIONS + 1] = options == 2
+        return out
 
     def transform(self, prompt: str) -> np.ndarray:
         """The feature vector of one prompt (float64, length :attr:`dim`).
@@ -213,28 +277,32 @@ class Featurizer:
     def transform_many(self, prompts) -> np.ndarray:
         """The feature vectors of several prompts, one row each: :meth:`transform` in one pass.
 
-        The string work is per prompt; hashing and normalisation run once for the whole batch
-        (the server routes the requests that arrive together as one batch).
+        ASCII prompts are counted by the C core when it is built, the others in Python; both fill
+        the same count and bucket rows, which the same numpy code turns into features. Bucket
+        sums are sums of +-1 and so exact, whatever the path or the batch.
         """
-        signals, words, lengths = [], [], []
-        for prompt in prompts:
-            if not isinstance(prompt, str):
-                raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-            text = prompt.replace("\\n", "\n")
-            low = text.lower()
-            if low.isascii():  # the same words; bytes.translate is several times faster
-                ws = low.encode().translate(_PUNCT_TO_SPACE_ASCII).decode().split()
-            else:
-                ws = low.translate(_PUNCT_TO_SPACE).split()
-            signals.append(self._signals(text, low, ws, set(ws)))
+        prompts = prompts if isinstance(prompts, list) else list(prompts)
+        n = len(prompts)
+        counts = np.zeros((n, len(COUNTS)))
+        buckets = np.zeros((n, self.hash_dim))
+        rest = range(n) if _native is None else _native.count_many(prompts, counts, buckets)
+        words, lengths = [], []
+        for i in rest:
+            if not isinstance(prompts[i], str):
+                raise TypeError(f"prompt must be a string, got {type(prompts[i]).__name__}")
+            counts[i], ws = self._count(prompts[i])
             if len(ws) > _MAX_TOKENS:
                 ws = ws[: _MAX_TOKENS // 2] + ws[-_MAX_TOKENS // 2 :]
             words += ws
             lengths.append(len(ws))
-        out = np.empty((len(lengths), self.dim))
+        if lengths:
+            buckets[list(rest)] = self._bucket_counts(words, lengths)
+        norm = np.sqrt(np.einsum("ij,ij->i", buckets, buckets))
+        scale = np.divide(self.hash_scale, norm, out=np.zeros(n), where=norm > 0)
+        out = np.empty((n, self.dim))
         out[:, 0] = 1.0
-        out[:, 1 : 1 + len(SIGNALS)] = signals
-        out[:, 1 + len(SIGNALS) :] = self._hashed(words, lengths)
+        out[:, 1 : 1 + len(SIGNALS)] = self._signals(counts)
+        out[:, 1 + len(SIGNALS) :] = buckets * scale[:, None]
         return out
 
     def context(self, prompt: str) -> Context:

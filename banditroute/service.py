@@ -13,6 +13,7 @@ acknowledged and is not in the log; the recovered state does not contain it eith
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import time
@@ -46,6 +47,8 @@ class RouterService:
         self._snapshotting: asyncio.Task | None = None
         self._learning = asyncio.Lock()  # held while feedback is applied and queued, and by policy swaps
         self._route_queue: list[tuple[RouteRequest, asyncio.Future]] = []
+        self._commit_future: concurrent.futures.Future | None = None
+        self._commit_waiter: asyncio.Future | None = None
 
     # -- start-up ----------------------------------------------------------------------------------
     def recover(self) -> dict:
@@ -201,9 +204,19 @@ class RouterService:
         self.feedback_since_snapshot += 1
         if self.feedback_since_snapshot >= self.config.storage.snapshot_every and self._snapshotting is None:
             self._snapshotting = asyncio.ensure_future(self.snapshot())
-        await asyncio.wrap_future(committed)
+        await self._committed(committed)
         return {"decision_id": decision_id, "model": d.model, "applied_signals": len(result.qualities),
                 "quality": result.quality, "cost_usd": result.cost_usd, "duplicate": False, "late": late}
+
+    def _committed(self, fut: concurrent.futures.Future) -> asyncio.Future:
+        """Wait for a group commit: one loop-side future per commit, shielded for each waiter.
+
+        Wrapping the writer's future once per commit rather than once per request means one
+        thread-safe wake-up of the loop per commit rather than one per acknowledged feedback.
+        """
+        if fut is not self._commit_future:
+            self._commit_future, self._commit_waiter = fut, asyncio.wrap_future(fut)
+        return asyncio.shield(self._commit_waiter)
 
     # -- policy management ---------------------------------------------------------------------------
     def policy_view(self) -> dict:

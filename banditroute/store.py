@@ -225,16 +225,24 @@ class Store:
                 return
 
     def _write(self, cur, rows: dict[str, list[dict]]) -> None:
-        cur.execute("BEGIN TRANSACTION")
+        # One execute for the whole transaction: every call that releases the GIL must win it back
+        # from the busy event loop (up to the 5 ms switch interval each time), so make one.
+        sql = ["BEGIN TRANSACTION"]
+        for name, batch in rows.items():
+            if batch:
+                table = pa.concat_tables(batch) if name == "decisions" else rows_table(batch, TABLES[name])
+                cur.register(f"_new_{name}", table)
+                sql.append(f"INSERT INTO {name} SELECT * FROM _new_{name}")
+        sql.append("COMMIT")
         try:
-            for name, batch in rows.items():
-                if batch:
-                    table = pa.concat_tables(batch) if name == "decisions" else rows_table(batch, TABLES[name])
-                    cur.from_arrow(table).insert_into(name)
-            cur.execute("COMMIT")
+            cur.execute(";\n".join(sql))
         except Exception:
             cur.execute("ROLLBACK")
             raise
+        finally:
+            for name, batch in rows.items():
+                if batch:
+                    cur.unregister(f"_new_{name}")
         self.batches += 1
         for name, batch in rows.items():
             self.rows_written[name] += self._count({name: batch})
