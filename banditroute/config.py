@@ -98,7 +98,7 @@ class StorageConfig(_Strict):
 
     db: str = Field(default_factory=default_db_path)
     store_prompts: bool = False
-    flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 250.0
+    flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 200.0
     snapshot_every: Annotated[int, Field(gt=0)] = 10_000
     memory_limit: str = "128MB"
 

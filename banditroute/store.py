@@ -130,7 +130,7 @@ class Store:
         DuckDB's memory limit (its default is 80% of the machine's RAM).
     """
 
-    def __init__(self, path: str, flush_interval: float = 0.25, memory_limit: str = "128MB"):
+    def __init__(self, path: str, flush_interval: float = 0.2, memory_limit: str = "128MB"):
         self.path = path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
