@@ -138,6 +138,9 @@ class Store:
         for name, schema in TABLES.items():
             self.con.execute(_ddl(name, schema))
         self.flush_interval = float(flush_interval)
+        # pyarrow imports pandas on its first conversion from numpy (about a second): do that here,
+        # not on the event loop in the middle of the first requests.
+        decision_table([])
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._rows: dict[str, list] = {name: [] for name in TABLES}  # Arrow tables for decisions, dicts otherwise
