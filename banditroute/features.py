@@ -13,7 +13,14 @@ A prompt becomes ``x = [1, s_1..s_S, h_1..h_D]``:
 Words are hashed with CRC-32 (``zlib.crc32``), bigrams by mixing the two words' CRCs with a fixed
 odd multiplier, so the same prompt yields the same vector in any process, on any machine, in any
 year. Python's salted ``hash()`` is never used. Any change to the signals or the hashing must bump
-:data:`FEATURE_VERSION`; logs and policy states record it and refuse to mix versions.
+:data:`FEATURE_VERSION`; logs and policy states record it and refuse to mix versions (a test pins
+the v1 vectors of a few prompts to a digest).
+
+Two stages: each prompt is reduced to counts (:data:`COUNTS`: characters, words, keyword groups,
+phrases, options, ...) and signed bucket counts; numpy turns a batch of those into features. The
+counting is done by the C core ``banditroute._featurize`` when it is built and by
+:meth:`Featurizer._count` / :meth:`Featurizer._bucket_counts` otherwise (the reference); tests
+check both give identical vectors.
 
 Example
 -------
