@@ -9,12 +9,13 @@ Tables
                (null when none, or when the decision already had one), and what was reported.
 ``events``     policy changes (``PUT /policy``), with the feedback ``seq`` they took effect at.
 
-Rows are queued by the event loop (decisions already as Arrow tables, a micro-batch each) and
-appended by one writer thread every ``flush_interval`` seconds in a single transaction (DuckDB allows one writer; batched Arrow inserts run about 200x
-faster than row-by-row INSERTs here). :meth:`Store.add_feedback` returns a future that resolves when
-the batch holding that row has committed: the server acknowledges feedback only then (group commit),
-so an acknowledged feedback survives a crash. Decisions are queued without waiting, and they reach
-the disk in the same or an earlier batch than any feedback about them.
+Rows are queued by the event loop (decisions converted to Arrow a few hundred at a time) and
+appended by one writer thread every ``flush_interval`` seconds in a single transaction (DuckDB
+allows one writer; batched Arrow inserts run about 200x faster than row-by-row INSERTs here).
+:meth:`Store.add_feedback` returns a future that resolves when the batch holding that row has
+committed: the server acknowledges feedback only then (group commit), so an acknowledged feedback
+survives a crash. Decisions are queued without waiting, and they reach the disk in the same or an
+earlier batch than any feedback about them.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def decision_table(items: list[tuple]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
 
 
+CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop (about a millisecond's work)
+
+
 def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Row dicts as an Arrow table, built column by column (~10x faster than ``Table.from_pylist``).
 
@@ -144,6 +148,7 @@ class Store:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._rows: dict[str, list] = {name: [] for name in TABLES}  # Arrow tables for decisions, dicts otherwise
+        self._decisions: list[tuple] = []  # decisions not yet converted to Arrow
         self._future = concurrent.futures.Future()
         self._stop = False
         self.seq = int(self.con.execute("SELECT coalesce(max(seq), 0) FROM feedback").fetchone()[0])
@@ -161,13 +166,18 @@ class Store:
             return self._future
 
     def add_decisions(self, items: list[tuple]) -> None:
-        """Queue ``(decision, user, metadata)`` items, converted to Arrow here in one go.
+        """Queue ``(decision, user, metadata)`` items.
 
-        Converting on the caller's thread, a micro-batch at a time, keeps the writer from holding
-        the GIL for milliseconds at once while the event loop waits.
+        They are converted to Arrow :data:`CONVERT_EVERY` at a time on the caller's thread, which
+        spreads pyarrow's fixed cost per call over many rows and never has the writer hold the GIL
+        for long; the writer converts the remainder when it commits. Conversion happens under the
+        queue lock, so a commit always carries every decision queued before it.
         """
-        if items:
-            self._queue("decisions", decision_table(items))
+        with self._lock:
+            self._decisions += items
+            if len(self._decisions) >= CONVERT_EVERY:
+                self._rows["decisions"].append(decision_table(self._decisions))
+                self._decisions = []
 
     def add_feedback(self, row: dict) -> tuple[int, concurrent.futures.Future]:
         """Queue a feedback row; returns its ``seq`` and the future of its commit (due at once)."""
@@ -194,7 +204,7 @@ class Store:
     @property
     def pending_rows(self) -> int:
         with self._lock:
-            return self._count(self._rows)
+            return self._count(self._rows) + len(self._decisions)
 
     @staticmethod
     def _count(rows: dict[str, list]) -> int:
@@ -208,6 +218,9 @@ class Store:
             self._wake.clear()
             with self._lock:
                 rows, fut = self._rows, self._future
+                if self._decisions:
+                    rows["decisions"].append(decision_table(self._decisions))
+                    self._decisions = []
                 self._rows = {name: [] for name in TABLES}
                 self._future = concurrent.futures.Future()
                 seq = self.seq
