@@ -21,6 +21,7 @@ earlier batch than any feedback about them.
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import json
 import os
 import threading
@@ -96,21 +97,27 @@ def decision_table(items: list[tuple]) -> pa.Table:
 
 
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop (about a millisecond's work)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_VALUES_PER_STATEMENT = 256  # rows per parameterised INSERT
 
 
-def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Row dicts as an Arrow table, built column by column (~10x faster than ``Table.from_pylist``).
+def values_insert(name: str, rows: list[dict]) -> list[tuple[str, list]]:
+    """``(sql, parameters)`` statements inserting row dicts into table ``name`` as VALUES lists.
 
-    Timestamps arrive as integer microseconds.
+    Feedback batches are small; one parameterised statement costs DuckDB's Python binding fewer
+    calls (and GIL round trips) than registering an Arrow table and scanning it. Timestamps arrive
+    as integer microseconds and are bound as UTC datetimes (exact).
     """
-    columns = {}
-    for f in schema:
-        values = [r[f.name] for r in rows]
-        if pa.types.is_timestamp(f.type):
-            columns[f.name] = pa.array(values, pa.int64()).cast(f.type)
-        else:
-            columns[f.name] = pa.array(values, f.type)
-    return pa.Table.from_pydict(columns, schema=schema)
+    fields = TABLES[name]
+    stamp = [pa.types.is_timestamp(f.type) for f in fields]
+    row_sql = "(" + ", ".join("?" * len(fields)) + ")"
+    out = []
+    for i in range(0, len(rows), _VALUES_PER_STATEMENT):
+        chunk = rows[i : i + _VALUES_PER_STATEMENT]
+        params = [_EPOCH + datetime.timedelta(microseconds=r[f.name]) if ts else r[f.name]
+                  for r in chunk for f, ts in zip(fields, stamp)]
+        out.append((f"INSERT INTO {name} VALUES " + ", ".join([row_sql] * len(chunk)), params))
+    return out
 
 
 def _ddl(name: str, schema: pa.Schema) -> str:
@@ -240,28 +247,35 @@ class Store:
                 cur.close()
                 return
 
-    def _write(self, cur, rows: dict[str, list[dict]]) -> None:
-        # One execute for the whole transaction: every call that releases the GIL must win it back
-        # from the busy event loop (up to the 5 ms switch interval each time), so make one.
-        sql = ["BEGIN TRANSACTION"]
-        for name, batch in rows.items():
-            if batch:
-                table = pa.concat_tables(batch) if name == "decisions" else rows_table(batch, TABLES[name])
-                cur.register(f"_new_{name}", table)
-                sql.append(f"INSERT INTO {name} SELECT * FROM _new_{name}")
-        sql.append("COMMIT")
-        try:
-            cur.execute(";\n".join(sql))
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
-        finally:
-            for name, batch in rows.items():
-                if batch:
-                    cur.unregister(f"_new_{name}")
+    def _write(self, cur, rows: dict[str, list]) -> None:
+        # Every DuckDB call gives up the GIL and must win it back from the busy event loop, so a
+        # commit makes as few as it can: feedback alone (the usual group commit) is one autocommit
+        # statement; decisions go in as one Arrow scan inside the transaction.
+        statements = [q for name in ("feedback", "events") for q in values_insert(name, rows[name])]
+        if not rows["decisions"] and len(statements) == 1:
+            cur.execute(*statements[0])
+        else:
+            self._transaction(cur, rows["decisions"], statements)
         self.batches += 1
         for name, batch in rows.items():
             self.rows_written[name] += self._count({name: batch})
+
+    @staticmethod
+    def _transaction(cur, decisions: list[pa.Table], statements: list[tuple[str, list]]) -> None:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            if decisions:
+                cur.register("_new_decisions", pa.concat_tables(decisions))
+                try:
+                    cur.execute("INSERT INTO decisions SELECT * FROM _new_decisions")
+                finally:
+                    cur.unregister("_new_decisions")
+            for sql, params in statements:
+                cur.execute(sql, params)
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the database."""
