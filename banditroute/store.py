@@ -97,7 +97,7 @@ def decision_table(items: list[tuple]) -> pa.Table:
 
 
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop (about a millisecond's work)
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _VALUES_PER_STATEMENT = 256  # rows per parameterised INSERT
 
 

@@ -8,7 +8,7 @@ from banditroute.store import Store
 def feedback_row(i: int, ts: int) -> dict:
     return {"decision_id": f"{i:032x}", "ts": ts + i, "qualities": [0.25 * (i % 5)] * (i % 3),
             "weights": [1.0] * (i % 3), "cost_usd": None if i % 2 else 0.001 * i,
-            "reported": '{"latency_ms": %d}' % i, "idempotency_key": f"k{i}" if i % 4 else None}
+            "reported": f'{{"latency_ms": {i}}}', "idempotency_key": f"k{i}" if i % 4 else None}
 
 
 def test_feedback_rows_round_trip_exactly(tmp_path):
