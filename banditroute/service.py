@@ -48,6 +48,8 @@ class RouterService:
         self._learning = asyncio.Lock()  # held while feedback is applied and queued, and by policy swaps
         self._route_queue: list[tuple[RouteRequest, asyncio.Future]] = []
         self._commit_future: concurrent.futures.Future | None = None
+        self._lookups: dict[str, list[asyncio.Future]] = {}  # late feedback waiting for its decision
+        self._lookup_task: asyncio.Future | None = None
         self._commit_waiter: asyncio.Future | None = None
 
     # -- start-up ----------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ class RouterService:
         late = False
         d = self.router.pending.get(decision_id)
         if d is None:
-            row = await asyncio.get_running_loop().run_in_executor(None, self.store.decision, decision_id)
+            row = await self._logged_decision(decision_id)
             if row is None:
                 raise UnknownDecision(decision_id)
             d = self.router.restore(row)
@@ -207,6 +209,37 @@ class RouterService:
         await self._committed(committed)
         return {"decision_id": decision_id, "model": d.model, "applied_signals": len(result.qualities),
                 "quality": result.quality, "cost_usd": result.cost_usd, "duplicate": False, "late": late}
+
+    async def _logged_decision(self, decision_id: str) -> dict | None:
+        """A decision read back from the log, looked up together with every other one asked for
+        while a lookup runs (one scan of the log per round, however many late feedbacks wait)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._lookups.setdefault(decision_id, []).append(fut)
+        if self._lookup_task is None:
+            self._lookup_task = asyncio.ensure_future(self._lookup_rounds())
+        return await fut
+
+    async def _lookup_rounds(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._lookups:
+                waiting, self._lookups = self._lookups, {}
+                try:
+                    rows = await loop.run_in_executor(None, self.store.decisions, list(waiting))
+                except Exception as err:  # noqa: BLE001 - every waiting request must hear of it
+                    rows, error = {}, err
+                else:
+                    error = None
+                for decision_id, futs in waiting.items():
+                    for f in futs:
+                        if f.done():
+                            continue
+                        if error is not None:
+                            f.set_exception(error)
+                        else:
+                            f.set_result(rows.get(decision_id))
+        finally:
+            self._lookup_task = None
 
     def _committed(self, fut: concurrent.futures.Future) -> asyncio.Future:
         """Wait for a group commit: one loop-side future per commit, shielded for each waiter.

@@ -294,16 +294,22 @@ class Store:
         finally:
             cur.close()
 
-    def decision(self, decision_id: str) -> dict | None:
-        """One logged decision (for feedback that arrives after the in-memory pending window)."""
+    def decisions(self, decision_ids: list[str]) -> dict[str, dict]:
+        """Logged decisions by id, for feedback that arrives after the in-memory pending window.
+
+        One scan of the log serves any number of ids (``decisions`` has no index on the id), so
+        the service looks up together all the late feedback that waits at the same time.
+        ``applied_cost`` is the cost an earlier feedback already applied (null when none).
+        """
         t = self.query(
+            "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS decision_id) "
             "SELECT d.decision_id, d.policy, d.feature_version, d.x, d.input_tokens, d.prompt_hash, d.eligible, "
             "d.probabilities, d.chosen, d.propensity, d.cost_weight, d.pred_quality, d.pred_cost, "
             "(SELECT max(f.cost_usd) FROM feedback f WHERE f.decision_id = d.decision_id) AS applied_cost "
-            "FROM decisions d WHERE decision_id = ? LIMIT 1",
-            [decision_id],
+            "FROM decisions d SEMI JOIN wanted USING (decision_id)",
+            [list(decision_ids)],
         )
-        return t.to_pylist()[0] if t.num_rows else None
+        return {row["decision_id"]: row for row in t.to_pylist()}
 
     def idempotency_keys(self) -> set[str]:
         t = self.query("SELECT idempotency_key FROM feedback WHERE idempotency_key IS NOT NULL")

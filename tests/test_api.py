@@ -122,6 +122,23 @@ async def test_late_feedback_is_read_back_from_the_log(client):
     assert again["quality"] == 1.0
 
 
+async def test_concurrent_late_feedback_shares_lookups(client):
+    import asyncio
+
+    service = client.app[SERVICE]
+    ids = [(await post(client, "/route", {"prompt": f"old question {i}"}))["decision_id"] for i in range(12)]
+    await asyncio.wrap_future(service.store.flush())
+    service.router.pending.clear()
+    rounds = []
+    lookup = service.store.decisions
+    service.store.decisions = lambda wanted: rounds.append(sorted(wanted)) or lookup(wanted)
+    bodies = [{"decision_id": i, "signals": THUMBS_UP} for i in ids] + [{"decision_id": "f" * 32, "signals": THUMBS_UP}]
+    resps = await asyncio.gather(*(client.post("/feedback", data=json.dumps(b)) for b in bodies))
+    assert [r.status for r in resps] == [200] * 12 + [404]
+    assert all([(await r.json())["late"] for r in resps[:12]])
+    assert sorted(i for r in rounds for i in r) == sorted(ids + ["f" * 32]) and len(rounds) < len(bodies)
+
+
 async def test_policy_hot_swap_is_logged_and_rebuilt_from_the_log(client):
     for i in range(5):
         r = await post(client, "/route", {"prompt": f"question {i}"})
