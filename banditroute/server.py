@@ -237,9 +237,9 @@ def serve(config: PoolConfig, host: str, port: int) -> None:
     # The service's matrix products are small (a micro-batch times the pool); OpenBLAS's worker
     # threads spin on them and take the CPU the event loop and the log writer need.
     threadpool_limits(1)
-    # DuckDB's Python binding gives up and takes back the GIL a dozen times per commit; each time
-    # the writer waits for the busy loop to yield it, by default every 5 ms, so a group commit
-    # took ~80 ms under load. Yielding every 0.5 ms when the writer asks cuts that tenfold.
+    # DuckDB's Python binding gives up and takes back the GIL several times per call, and each time
+    # the log writer waits for the busy loop to yield it: up to Python's 5 ms switch interval by
+    # default, which made group commits (and so feedback acknowledgements) slow under load.
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.info("banditroute %s on http://%s:%d, database %s", __version__, host, port, config.storage.db)

@@ -47,10 +47,10 @@ class RouterService:
         self._snapshotting: asyncio.Task | None = None
         self._learning = asyncio.Lock()  # held while feedback is applied and queued, and by policy swaps
         self._route_queue: list[tuple[RouteRequest, asyncio.Future]] = []
-        self._commit_future: concurrent.futures.Future | None = None
+        self._commit_future: concurrent.futures.Future | None = None  # the writer's, and its loop-side waiter
+        self._commit_waiter: asyncio.Future | None = None
         self._lookups: dict[str, list[asyncio.Future]] = {}  # late feedback waiting for its decision
         self._lookup_task: asyncio.Future | None = None
-        self._commit_waiter: asyncio.Future | None = None
 
     # -- start-up ----------------------------------------------------------------------------------
     def recover(self) -> dict:
