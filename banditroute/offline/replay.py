@@ -80,7 +80,7 @@ def load_log(path: str | Path, featurizer: Featurizer | None = None) -> Log:
     versions = set(cols["feature_version"])
     if versions != {f.version}:
         if "prompt" in t.column_names and all(p for p in t.column("prompt").to_pylist()):
-            cols["x"] = [f.transform(p).tolist() for p in t.column("prompt").to_pylist()]
+            cols["x"] = f.transform_many(t.column("prompt").to_pylist()).tolist()
         else:
             raise LogError(
                 f"{path}: logged with features {sorted(versions)}, this version computes {f.version}, "
