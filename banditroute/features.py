@@ -83,7 +83,7 @@ _GROUPS = {
                   "implement debug refactor compile bug snippet api",
     "math_words": "calculate compute solve equation integral derivative probability percent percentage ratio "
                   "prove theorem sum total average remainder",
-    "wh_words": "what why how when where who which whom whose",  # only the first word counts (C_FIRST_WH)
+    "wh_words": "what why how when where who which whom whose",  # used for the first word only (first_wh)
     "comparison_words": "compare comparison versus vs contrast better worse pros cons advantages disadvantages",
     "format_words": "json yaml csv table markdown bullet bulleted list format xml html",
     "brevity_words": "only briefly concise brief",
@@ -133,7 +133,7 @@ _NUMERATORS = {
 }
 _SUM_COUNTS = np.zeros((len(COUNTS), len(SIGNALS)))
 _SUM_PRESENT = np.zeros((len(COUNTS), len(SIGNALS)))
-for _j, (_counts, _present, _kind) in ((SIGNALS.index(k), v) for k, v in _NUMERATORS.items()):
+for _j, (_counts, _present, _) in ((SIGNALS.index(k), v) for k, v in _NUMERATORS.items()):
     _SUM_COUNTS[[_COL[name] for name in _counts], _j] = 1.0
     _SUM_PRESENT[[_COL[name] for name in _present], _j] = 1.0
 _SQUASH = [SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "squash"]
@@ -144,7 +144,7 @@ _SHARE_MULT = np.array([v[2][1] for v in _NUMERATORS.values() if v[2][0] == "sha
 _SHARE_CAP = np.array([v[2][2] for v in _NUMERATORS.values() if v[2][0] == "share"])
 _OPTIONS = SIGNALS.index("choice_options")  # and binary_choice right after it
 
-try:  # the C counting core for ASCII prompts; without it every prompt takes the Python path
+try:  # the C counting core; without it (no C compiler at install) every prompt takes the Python path
     from banditroute import _featurize as _native
 
     _native.configure([sorted(_VOCAB[g]) for g in _GROUPS], list(_GROUPS).index("wh_words"), list(_PHRASE_LIST))
@@ -284,9 +284,10 @@ class Featurizer:
     def transform_many(self, prompts) -> np.ndarray:
         """The feature vectors of several prompts, one row each: :meth:`transform` in one pass.
 
-        ASCII prompts are counted by the C core when it is built, the others in Python; both fill
-        the same count and bucket rows, which the same numpy code turns into features. Bucket
-        sums are sums of +-1 and so exact, whatever the path or the batch.
+        Prompts are counted by the C core when it is built (non-strings and text with lone
+        surrogates are left to Python), otherwise in Python; both fill the same count and bucket
+        rows, which the same numpy code turns into features. Bucket sums are sums of +-1 and so
+        exact, whatever the path or the batch.
         """
         prompts = prompts if isinstance(prompts, list) else list(prompts)
         n = len(prompts)
