@@ -4,7 +4,7 @@
  * features.py is the specification: for each prompt it computes a vector of counts (layout in
  * features.COUNTS) and the signed hashed bucket counts of its words and bigrams, then turns them
  * into features with the same numpy formulas whichever path counted. This module computes the
- * same counts about ten times faster (non-strings, and text with lone surrogates, are left to the
+ * same counts several times faster (non-strings, and text with lone surrogates, are left to the
  * Python path); tests check that both paths give identical vectors on every prompt of the shared
  * benchmark data and on generated text.
  *

@@ -94,7 +94,7 @@ def _python_path(prompts):
 
 
 def test_c_core_is_built():
-    """The C counting core ships with the package (setup.py); without it every prompt is ~5x slower."""
+    """The C counting core ships with the package (setup.py); without it every prompt takes the slower Python path."""
     from banditroute import features
 
     assert features._native is not None
