@@ -1,5 +1,5 @@
 /*
- * The counting core of banditroute.features for ASCII prompts, in C.
+ * The counting core of banditroute.features, in C.
  *
  * features.py is the specification: for each prompt it computes a vector of counts (layout in
  * features.COUNTS) and the signed hashed bucket counts of its words and bigrams, then turns them
