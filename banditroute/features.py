@@ -70,9 +70,9 @@ SIGNALS = (
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in string.punctuation})
 _PUNCT_TO_SPACE_ASCII = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
 _OPTION = re.compile(r"([\s(])([A-J])[).:]\s")  # "A) ", "(B) ", "C. " after whitespace or "("
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 # Any "A) "-like option implies this shorter pattern, which fails fast on most prompts.
 _OPTION_HINT = re.compile(r"[A-J][).:]\s")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _OTHER_SCRIPT = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
 
 # Keyword signals count the distinct words of a group present in the prompt's lower-cased words;

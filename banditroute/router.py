@@ -180,10 +180,9 @@ class Router:
         self.store_prompts = store_prompts
         self.pending: OrderedDict[str, Pending] = OrderedDict()
         self.max_pending = pool.max_pending
-        self._arm = {m: i for i, m in enumerate(policy.models)}
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
         self._names = pool.names
-        self._all_arms = np.array([self._arm[m] for m in self._names], dtype=np.intp)
+        self._index_arms()
         self.stats = ModelStats(self._names)
 
     def _check_policy(self, policy: Policy) -> None:
@@ -203,7 +202,11 @@ class Router:
         """Swap the active policy (e.g. a loaded state); pending decisions keep their contexts."""
         self._check_policy(policy)
         self.policy = policy
-        self._arm = {m: i for i, m in enumerate(policy.models)}
+        self._index_arms()
+
+    def _index_arms(self) -> None:
+        """Arm index of each model name, and the arms of the whole pool in pool order."""
+        self._arm = {m: i for i, m in enumerate(self.policy.models)}
         self._all_arms = np.array([self._arm[m] for m in self.pool.names], dtype=np.intp)
 
     # -- routing --------------------------------------------------------------------------------
@@ -266,27 +269,28 @@ class Router:
         texts = [prompts[i] for i in valid]
         X = self.featurizer.transform_many(texts)
         tokens = np.array([self.featurizer.input_tokens(p) for p in texts])
-        groups: dict[int, list[tuple[int, int, np.ndarray, float]]] = {}  # by number of eligible arms
+        groups: dict[int, list[tuple[int, int, Context, np.ndarray, float]]] = {}  # by number of eligible arms
         for j, i in enumerate(valid):
             opts = options[i]
             cw = self.cost_weight if opts.cost_weight is None else opts.cost_weight
+            ctx = Context(X[j], float(tokens[j]))
             try:
-                arms = self.eligible(opts, Context(X[j], float(tokens[j])), cw)
+                arms = self.eligible(opts, ctx, cw)
             except RoutingError as err:
                 out[i] = err
                 continue
-            groups.setdefault(len(arms), []).append((i, j, arms, cw))
+            groups.setdefault(len(arms), []).append((i, j, ctx, arms, cw))
         models = self.policy.models
         version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
         for members in groups.values():
-            rows = [j for _, j, _, _ in members]
-            arms = np.stack([a for _, _, a, _ in members])
+            rows = [m[1] for m in members]
+            arms = np.stack([m[3] for m in members])
             s = self.policy.probabilities_many(X[rows], tokens[rows], arms,
-                                               np.array([cw for _, _, _, cw in members]), self.rng)
+                                               np.array([m[4] for m in members]), self.rng)
             cdf = np.cumsum(s.probabilities, axis=1)
             u = self.rng.random(len(members)) * cdf[:, -1]
             picks = np.minimum((cdf <= u[:, None]).sum(axis=1), arms.shape[1] - 1)
-            for r, ((i, j, arm_row, cw), k) in enumerate(zip(members, picks.tolist())):
+            for r, ((i, _, ctx, arm_row, cw), k) in enumerate(zip(members, picks.tolist())):
                 arm_list = arm_row.tolist()
                 prompt = prompts[i]
                 d = Decision(
@@ -302,7 +306,7 @@ class Router:
                     cost_weight=cw,
                     policy=policy_name,
                     feature_version=version,
-                    context=Context(X[j], float(tokens[j])),
+                    context=ctx,
                     prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
                     prompt=prompt if self.store_prompts else None,
                 )

@@ -120,6 +120,12 @@ def values_insert(name: str, rows: list[dict]) -> list[tuple[str, list]]:
     return out
 
 
+def _rows_in(queued: tuple[str, list]) -> int:
+    """Rows in a queued ``(table, batch)``: decisions are queued as Arrow tables, the rest as rows."""
+    name, batch = queued
+    return sum(map(len, batch)) if name == "decisions" else len(batch)
+
+
 def _ddl(name: str, schema: pa.Schema) -> str:
     cols = ", ".join(f'"{f.name}" {_DUCK_TYPES[f.type]}' for f in schema)
     return f"CREATE TABLE IF NOT EXISTS {name} ({cols})"
@@ -215,7 +221,7 @@ class Store:
 
     @staticmethod
     def _count(rows: dict[str, list]) -> int:
-        return sum(sum(map(len, batch)) if name == "decisions" else len(batch) for name, batch in rows.items())
+        return sum(map(_rows_in, rows.items()))
 
     # -- writer thread -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -258,7 +264,7 @@ class Store:
             self._transaction(cur, rows["decisions"], statements)
         self.batches += 1
         for name, batch in rows.items():
-            self.rows_written[name] += self._count({name: batch})
+            self.rows_written[name] += _rows_in((name, batch))
 
     @staticmethod
     def _transaction(cur, decisions: list[pa.Table], statements: list[tuple[str, list]]) -> None:

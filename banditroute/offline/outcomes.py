@@ -60,12 +60,7 @@ class Outcomes:
 def load_outcomes(path: str | Path) -> Outcomes:
     """Read and validate an outcome table (Parquet, or JSON Lines)."""
     path = Path(path)
-    t = read_table(path, "outcome table", OutcomeTableError)
-    missing = [c for c in REQUIRED if c not in t.column_names]
-    if missing:
-        raise OutcomeTableError(f"{path}: missing columns {', '.join(missing)} (need {', '.join(REQUIRED)})")
-    if t.num_rows == 0:
-        raise OutcomeTableError(f"{path}: the table has no rows")
+    t = read_table(path, "outcome table", OutcomeTableError, REQUIRED, "rows")
     cols = {}
     for c in ("prompt_id", "prompt", "model", "task", "split"):
         col = t.column(c)

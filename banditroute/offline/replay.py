@@ -69,12 +69,7 @@ class Log:
 def load_log(path: str | Path, featurizer: Featurizer | None = None) -> Log:
     """Read and validate a decision log (Parquet or JSON Lines)."""
     path = Path(path)
-    t = read_table(path, "decision log", LogError)
-    missing = [c for c in REQUIRED if c not in t.column_names]
-    if missing:
-        raise LogError(f"{path}: missing columns {', '.join(missing)}")
-    if t.num_rows == 0:
-        raise LogError(f"{path}: the log has no decisions")
+    t = read_table(path, "decision log", LogError, REQUIRED, "decisions")
     f = featurizer or Featurizer()
     cols = {c: t.column(c).to_pylist() for c in REQUIRED}
     versions = set(cols["feature_version"])

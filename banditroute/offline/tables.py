@@ -17,15 +17,25 @@ def _is_jsonl(path: Path) -> bool:
     return path.suffix in (".jsonl", ".json")
 
 
-def read_table(path: str | Path, what: str, error: type[Exception]) -> pa.Table:
-    """The whole table at ``path``; a missing or unreadable file raises ``error`` naming ``what``."""
+def read_table(path: str | Path, what: str, error: type[Exception], required: tuple[str, ...],
+               rows: str) -> pa.Table:
+    """The whole table at ``path``, with at least one of its ``rows`` and every ``required`` column.
+
+    A missing, unreadable, incomplete or empty file raises ``error`` naming ``what``.
+    """
     path = Path(path)
     if not path.exists():
         raise error(f"{what} {path} does not exist")
     try:
-        return pj.read_json(path) if _is_jsonl(path) else pq.read_table(path)
+        t = pj.read_json(path) if _is_jsonl(path) else pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise error(f"cannot read {what} {path}: {err}") from None
+    missing = [c for c in required if c not in t.column_names]
+    if missing:
+        raise error(f"{path}: missing columns {', '.join(missing)} (need {', '.join(required)})")
+    if t.num_rows == 0:
+        raise error(f"{path}: the {what} has no {rows}")
+    return t
 
 
 def column_names(path: str | Path) -> list[str]:
