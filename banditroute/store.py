@@ -98,26 +98,22 @@ def decision_table(items: list[tuple]) -> pa.Table:
 
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop (about a millisecond's work)
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_VALUES_PER_STATEMENT = 256  # rows per parameterised INSERT
 
 
-def values_insert(name: str, rows: list[dict]) -> list[tuple[str, list]]:
-    """``(sql, parameters)`` statements inserting row dicts into table ``name`` as VALUES lists.
+def columns_insert(name: str, rows: list[dict]) -> tuple[str, list]:
+    """``(sql, parameters)``: one statement inserting row dicts into table ``name``, one list per column.
 
-    Feedback batches are small; one parameterised statement costs DuckDB's Python binding fewer
-    calls (and GIL round trips) than registering an Arrow table and scanning it. Timestamps arrive
-    as integer microseconds and are bound as UTC datetimes (exact).
+    ``INSERT INTO t SELECT unnest(?::T1[]), unnest(?::T2[]), ...`` binds one parameter per column,
+    so DuckDB's binding and planning cost hardly grows with the rows. A ``VALUES`` list with one
+    parameter per cell is a little faster for a few rows but took twice as long at 32 rows (a
+    group commit under load) and three times at 64 (``benchmarks/bench_store.py``).
+    Timestamps arrive as integer microseconds and are bound as UTC datetimes (exact).
     """
     fields = TABLES[name]
-    stamp = [pa.types.is_timestamp(f.type) for f in fields]
-    row_sql = "(" + ", ".join("?" * len(fields)) + ")"
-    out = []
-    for i in range(0, len(rows), _VALUES_PER_STATEMENT):
-        chunk = rows[i : i + _VALUES_PER_STATEMENT]
-        params = [_EPOCH + datetime.timedelta(microseconds=r[f.name]) if ts else r[f.name]
-                  for r in chunk for f, ts in zip(fields, stamp)]
-        out.append((f"INSERT INTO {name} VALUES " + ", ".join([row_sql] * len(chunk)), params))
-    return out
+    select = ", ".join(f"unnest(?::{_DUCK_TYPES[f.type]}[])" for f in fields)
+    params = [[_EPOCH + datetime.timedelta(microseconds=r[f.name]) for r in rows] if pa.types.is_timestamp(f.type)
+              else [r[f.name] for r in rows] for f in fields]
+    return f"INSERT INTO {name} SELECT {select}", params
 
 
 def _rows_in(queued: tuple[str, list]) -> int:
@@ -257,7 +253,7 @@ class Store:
         # Every DuckDB call gives up the GIL and must win it back from the busy event loop, so a
         # commit makes as few as it can: feedback alone (the usual group commit) is one autocommit
         # statement; decisions go in as one Arrow scan inside the transaction.
-        statements = [q for name in ("feedback", "events") for q in values_insert(name, rows[name])]
+        statements = [columns_insert(name, rows[name]) for name in ("feedback", "events") if rows[name]]
         if not rows["decisions"] and len(statements) == 1:
             cur.execute(*statements[0])
         else:

@@ -17,7 +17,7 @@ def test_feedback_rows_round_trip_exactly(tmp_path):
     try:
         _, fut = store.add_feedback(feedback_row(0, ts))  # a lone feedback: one autocommit statement
         fut.result(timeout=30)
-        for i in range(1, 601):  # more than one VALUES statement, inside one transaction with an event
+        for i in range(1, 601):  # a larger batch, inside one transaction with an event
             store.add_feedback(feedback_row(i, ts))
         store.add_event({"policy": "lints"})
         store.flush().result(timeout=30)
