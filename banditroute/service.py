@@ -212,7 +212,7 @@ class RouterService:
 
     async def _logged_decision(self, decision_id: str) -> dict | None:
         """A decision read back from the log, looked up together with every other one asked for
-        while a lookup runs (one scan of the log per round, however many late feedbacks wait)."""
+        while a lookup runs (one query per round, however many late feedbacks wait)."""
         fut = asyncio.get_running_loop().create_future()
         self._lookups.setdefault(decision_id, []).append(fut)
         if self._lookup_task is None:

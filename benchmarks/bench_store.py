@@ -1,10 +1,10 @@
-"""Commit time of one group commit of feedback rows, by the way the rows reach DuckDB.
+"""The log's two hot operations: a group commit of feedback rows, and the lookup of late feedback.
 
-Usage (about a minute)::
+Usage (about two minutes)::
 
-    python benchmarks/bench_store.py [--repeats 40] [--runs 5]
+    python benchmarks/bench_store.py [--repeats 40] [--runs 5] [--decisions 1000000]
 
-Each way inserts a batch of ``n`` feedback rows into a fresh on-disk database as one autocommit
+**Commits.** Each way inserts a batch of ``n`` feedback rows into a fresh on-disk database as one autocommit
 statement, as the log writer does for a feedback-only group commit:
 
 - ``columns``: the Store's :func:`banditroute.store.columns_insert` (one list parameter per column);
@@ -13,6 +13,11 @@ statement, as the log writer does for a feedback-only group commit:
 
 A group commit holds at most one feedback per open connection, so 32 rows is the benchmark's
 case. The figure is the median over runs of the median commit time within a run.
+
+**Late lookups.** A log of ``--decisions`` synthetic decisions (85 features, 11 models, one
+feedback row per ten decisions) is written through the Store; then :meth:`Store.decisions` looks up
+20 random ids (a round of late feedback) ``--repeats`` times, first with the Store's
+``decision_id`` indexes and then, on the same database, after dropping them.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from banditroute.store import _EPOCH, TABLES, Store, columns_insert
+from banditroute.store import _EPOCH, DECISION_SCHEMA, TABLES, Store, columns_insert
 
 HERE = Path(__file__).resolve().parent
 FIELDS = TABLES["feedback"]
@@ -84,11 +90,72 @@ def one_run(sizes: list[int], repeats: int) -> dict:
     return out
 
 
+def synthetic_decisions(n: int, rng: np.random.Generator) -> pa.Table:
+    """``n`` rows of :data:`DECISION_SCHEMA` with random ids, features and probabilities."""
+    k, d = 11, 85
+
+    def lists(width: int) -> pa.ListArray:
+        offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(rng.random(n * width)))
+
+    models = [f"model-{i}" for i in range(k)]
+    columns = {
+        "decision_id": pa.array([rng.bytes(16).hex() for _ in range(n)]),
+        "ts": pa.array(np.full(n, time.time_ns() // 1000)).cast(pa.timestamp("us", tz="UTC")),
+        "policy": pa.array(["lints"] * n), "feature_version": pa.array(["v1"] * n),
+        "x": lists(d), "input_tokens": pa.array(rng.random(n) * 1000), "prompt_hash": pa.array(["0" * 64] * n),
+        "prompt": pa.nulls(n, pa.string()),
+        "eligible": pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)),
+                                             pa.array(models * n)),
+        "probabilities": lists(k), "chosen": pa.array([models[i % k] for i in range(n)]),
+        "propensity": pa.array(rng.random(n)), "cost_weight": pa.array(np.zeros(n)),
+        "pred_quality": lists(k), "pred_cost": lists(k), "user": pa.nulls(n, pa.string()),
+        "metadata": pa.nulls(n, pa.string()),
+    }
+    return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
+
+
+def lookup_run(n: int, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    out = {"decisions": n}
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(str(Path(d) / "bench.duckdb"), flush_interval=60)
+        try:
+            ids = []
+            t0 = time.perf_counter()
+            for start in range(0, n, 100_000):
+                table = synthetic_decisions(min(100_000, n - start), rng)
+                ids += table.column("decision_id").to_pylist()
+                with store._lock:
+                    store._rows["decisions"].append(table)
+                for row in rows(len(table) // 10, store.seq + 1):
+                    row["decision_id"] = ids[-1 - row["seq"] % len(table)]
+                    store.add_feedback(row)
+                store.flush().result()
+            out["write_seconds"] = round(time.perf_counter() - t0, 1)
+            for label in ("indexed", "scan"):
+                if label == "scan":
+                    for name in ("decisions", "feedback"):
+                        store.con.execute(f"DROP INDEX {name}_decision_id")
+                times = []
+                for _ in range(repeats):
+                    wanted = [ids[i] for i in rng.integers(0, len(ids), size=20)]
+                    t0 = time.perf_counter()
+                    found = store.decisions(wanted)
+                    times.append(time.perf_counter() - t0)
+                    assert set(found) == set(wanted)
+                out[f"lookup20_ms_{label}"] = round(statistics.median(times) * 1e3, 2)
+        finally:
+            store.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--sizes", default="1,8,32,64")
+    ap.add_argument("--decisions", type=int, default=1_000_000, help="log size for the late-lookup test")
     ap.add_argument("--out", default=str(HERE / "results" / "store.json"))
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -99,12 +166,14 @@ def main() -> None:
     medians = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
     table = [{"rows": n, **{way: medians[f"{way}_{n}"] for way in ("columns", "values", "arrow")},
               "values_over_columns": round(medians[f"values_{n}"] / medians[f"columns_{n}"], 2)} for n in sizes]
+    lookup = lookup_run(args.decisions, args.repeats)
     result = {"unit": "ms per commit (median of runs of medians)", "runs": args.runs, "repeats": args.repeats,
-              "table": table, "raw": runs}
+              "table": table, "late_lookup": lookup, "raw": runs}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'rows':>5} {'columns':>9} {'values':>9} {'arrow':>9} {'values/columns':>15}")
     for r in table:
         print(f"{r['rows']:>5} {r['columns']:>9.3f} {r['values']:>9.3f} {r['arrow']:>9.3f} {r['values_over_columns']:>15.2f}")
+    print("late lookup of 20 ids:", lookup)
 
 
 if __name__ == "__main__":
