@@ -94,8 +94,8 @@ class Decision:
         """``{model: {quality, cost_usd, score}}`` behind the choice."""
         net = self.pred_quality - self.cost_weight * self.pred_cost
         return {
-            m: {"quality": float(q), "cost_usd": float(c), "score": float(s)}
-            for m, q, c, s in zip(self.eligible, self.pred_quality, self.pred_cost, net)
+            m: {"quality": q, "cost_usd": c, "score": s}
+            for m, q, c, s in zip(self.eligible, self.pred_quality.tolist(), self.pred_cost.tolist(), net.tolist())
         }
 
     def join(self, p: Pending) -> None:

@@ -21,7 +21,6 @@ earlier batch than any feedback about them.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime
 import json
 import os
 import threading
@@ -97,23 +96,6 @@ def decision_table(items: list[tuple]) -> pa.Table:
 
 
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop (about a millisecond's work)
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
-
-def columns_insert(name: str, rows: list[dict]) -> tuple[str, list]:
-    """``(sql, parameters)``: one statement inserting row dicts into table ``name``, one list per column.
-
-    ``INSERT INTO t SELECT unnest(?::T1[]), unnest(?::T2[]), ...`` binds one parameter per column,
-    so DuckDB's binding and planning cost hardly grows with the rows. A ``VALUES`` list with one
-    parameter per cell is a little faster for a few rows but took twice as long at 32 rows (a
-    group commit under load) and three times at 64 (``benchmarks/bench_store.py``).
-    Timestamps arrive as integer microseconds and are bound as UTC datetimes (exact).
-    """
-    fields = TABLES[name]
-    select = ", ".join(f"unnest(?::{_DUCK_TYPES[f.type]}[])" for f in fields)
-    params = [[_EPOCH + datetime.timedelta(microseconds=r[f.name]) for r in rows] if pa.types.is_timestamp(f.type)
-              else [r[f.name] for r in rows] for f in fields]
-    return f"INSERT INTO {name} SELECT {select}", params
 
 
 def _rows_in(queued: tuple[str, list]) -> int:
@@ -254,34 +236,31 @@ class Store:
                 return
 
     def _write(self, cur, rows: dict[str, list]) -> None:
-        # Every DuckDB call gives up the GIL and must win it back from the busy event loop, so a
-        # commit makes as few as it can: feedback alone (the usual group commit) is one autocommit
-        # statement; decisions go in as one Arrow scan inside the transaction.
-        statements = [columns_insert(name, rows[name]) for name in ("feedback", "events") if rows[name]]
-        if not rows["decisions"] and len(statements) == 1:
-            cur.execute(*statements[0])
+        """Append one batch: feedback alone (the usual group commit) in one autocommit statement,
+        anything else in one transaction.
+
+        Each table's rows go in as one Arrow table through the relational API (``from_arrow(t)
+        .insert_into(name)``), which needs no SQL parsing and no registered view: a commit of 10-20
+        feedback rows costs DuckDB about two thirds of the CPU of a parameterised INSERT
+        (``benchmarks/bench_store.py``). Every DuckDB call gives up the GIL and must win it back from
+        the busy event loop, so a commit makes as few calls as it can.
+        """
+        tables = [(name, pa.concat_tables(batch) if name == "decisions" else pa.Table.from_pylist(batch, TABLES[name]))
+                  for name, batch in rows.items() if batch]
+        if len(tables) == 1 and tables[0][0] == "feedback":
+            cur.from_arrow(tables[0][1]).insert_into("feedback")
         else:
-            self._transaction(cur, rows["decisions"], statements)
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                for name, table in tables:
+                    cur.from_arrow(table).insert_into(name)
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
         self.batches += 1
         for name, batch in rows.items():
             self.rows_written[name] += _rows_in((name, batch))
-
-    @staticmethod
-    def _transaction(cur, decisions: list[pa.Table], statements: list[tuple[str, list]]) -> None:
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            if decisions:
-                cur.register("_new_decisions", pa.concat_tables(decisions))
-                try:
-                    cur.execute("INSERT INTO decisions SELECT * FROM _new_decisions")
-                finally:
-                    cur.unregister("_new_decisions")
-            for sql, params in statements:
-                cur.execute(sql, params)
-            cur.execute("COMMIT")
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the database."""
