@@ -284,12 +284,14 @@ class Store:
 
         One query serves any number of ids (DuckDB joins them through the ``decision_id`` indexes),
         so the service looks up together all the late feedback that waits at the same time.
-        ``applied_cost`` is the cost an earlier feedback already applied (null when none).
+        Each row holds what learning needs (:meth:`Router.restore`): ``decision_id``,
+        ``feature_version``, ``x``, ``input_tokens``, ``chosen``, and ``applied_cost``, the cost an
+        earlier feedback already applied (null when none). The other list columns (eligible models,
+        probabilities, predictions) are left out: fetching list values is most of a lookup's work.
         """
         t = self.query(
             "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS decision_id), "
-            "found AS (SELECT d.decision_id, d.policy, d.feature_version, d.x, d.input_tokens, d.prompt_hash, "
-            "d.eligible, d.probabilities, d.chosen, d.propensity, d.cost_weight, d.pred_quality, d.pred_cost "
+            "found AS (SELECT d.decision_id, d.feature_version, d.x, d.input_tokens, d.chosen "
             "FROM decisions d SEMI JOIN wanted USING (decision_id)), "
             "costs AS (SELECT decision_id, max(cost_usd) AS applied_cost FROM feedback "
             "SEMI JOIN wanted USING (decision_id) GROUP BY decision_id) "
