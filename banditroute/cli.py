@@ -94,7 +94,7 @@ def cmd_tune(args) -> int:
     print(f"{'cost_weight':>12}{'quality':>10}{'cost USD':>12}{'cost %':>9}")
     for p in result["points"]:
         print(f"{p['cost_weight']:>12.4g}{p['quality']:>10.4f}{p['cost_usd']:>12.4f}{100 * p['cost_usd'] / base:>8.1f}%")
-    fmt = lambda v: "none" if v is None else f"{v:.1f}%"  # noqa: E731
+    fmt = lambda v: "none" if v is None else f"{v:.1f}%"
     print(f"cost_at_95 {fmt(result['cost_at_95'])}  quality_at_25 {fmt(result['quality_at_25'])}"
           f"  (best model {result['reference']['best_model']})")
     if args.plot:

@@ -42,7 +42,7 @@ def prompts(n: int) -> list[str]:
         ps = load_outcomes(DATA).prompts
         return [ps[i % len(ps)] for i in range(n)]
     rng = np.random.default_rng(0)
-    words = "the a model route prompt python function list sort compute answer question why how".split()
+    words = ["the", "a", "model", "route", "prompt", "python", "function", "list", "sort", "compute", "answer", "question", "why", "how"]
     return [" ".join(rng.choice(words, size=300)) for _ in range(n)]
 
 

@@ -144,8 +144,8 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
     def med(f):
         return round(statistics.median(f(r) for r in runs), 3)
 
-    route_rps = lambda r: r["route"]["ok"] / r["route"]["seconds"]  # noqa: E731
-    trivial_rps = lambda r: r["trivial"]["ok"] / r["trivial"]["seconds"]  # noqa: E731
+    route_rps = lambda r: r["route"]["ok"] / r["route"]["seconds"]
+    trivial_rps = lambda r: r["trivial"]["ok"] / r["trivial"]["seconds"]
     return {
         "connections": args.connections, "seconds_per_run": args.seconds, "runs": len(runs), "prompts": info,
         "trivial_rps": med(trivial_rps),

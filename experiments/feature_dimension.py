@@ -25,13 +25,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import frontier_from_predictions  # noqa: E402
+from baselines import frontier_from_predictions
 
-from banditroute.features import Featurizer  # noqa: E402
-from banditroute.offline.metrics import frontier_summary, routellm_metrics  # noqa: E402
-from banditroute.offline.outcomes import load_outcomes  # noqa: E402
-from banditroute.offline.pretrain import pretrain  # noqa: E402
-from banditroute.offline.tune import default_grid, tune  # noqa: E402
+from banditroute.features import Featurizer
+from banditroute.offline.metrics import frontier_summary, routellm_metrics
+from banditroute.offline.outcomes import load_outcomes
+from banditroute.offline.pretrain import pretrain
+from banditroute.offline.tune import default_grid, tune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"
 MMLU = DATA.with_name("routellm_mmlu.parquet")

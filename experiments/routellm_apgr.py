@@ -35,11 +35,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import full_information, tfidf_ridge  # noqa: E402
+from baselines import full_information, tfidf_ridge
 
-from banditroute.offline.metrics import routellm_metrics  # noqa: E402
-from banditroute.offline.outcomes import load_outcomes  # noqa: E402
-from banditroute.offline.simulate import build_router, run_online  # noqa: E402
+from banditroute.offline.metrics import routellm_metrics
+from banditroute.offline.outcomes import load_outcomes
+from banditroute.offline.simulate import build_router, run_online
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import full_information, oracle_point, single_models, tfidf_ridge, uniform_point  # noqa: E402
+from baselines import full_information, oracle_point, single_models, tfidf_ridge, uniform_point
 
-from banditroute.offline.metrics import frontier_summary  # noqa: E402
-from banditroute.offline.outcomes import load_outcomes  # noqa: E402
-from banditroute.offline.simulate import build_router, evaluate_greedy, run_online  # noqa: E402
-from banditroute.offline.tune import default_grid, tune  # noqa: E402
+from banditroute.offline.metrics import frontier_summary
+from banditroute.offline.outcomes import load_outcomes
+from banditroute.offline.simulate import build_router, evaluate_greedy, run_online
+from banditroute.offline.tune import default_grid, tune
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -139,7 +139,7 @@ def plot(result: dict) -> None:
 
     ref = result["reference"]
     base = ref["best_cost_usd"]
-    pct = lambda pts: [100 * p["cost_usd"] / base for p in pts]  # noqa: E731
+    pct = lambda pts: [100 * p["cost_usd"] / base for p in pts]
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = {"lints": "tab:blue", "linucb": "tab:orange"}
     for policy, runs in result["online"].items():

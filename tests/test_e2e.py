@@ -175,7 +175,7 @@ def test_readme_python_client_runs_against_a_real_server(tmp_path):
     block = readme.split("### Python client", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     srv = Server(tmp_path).start()
     try:
-        out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=60,
+        out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=60, check=False,
                              env={**os.environ, "BANDITROUTE_URL": f"http://127.0.0.1:{srv.port}"})
         assert out.returncode == 0, out.stderr
         model, propensity = out.stdout.split()
@@ -194,7 +194,7 @@ def test_readme_curl_examples_run_against_a_real_server(tmp_path):
     try:
         script = "\n".join(blocks).replace("localhost:8080", f"127.0.0.1:{srv.port}")
         out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=60, check=False)
         assert out.returncode == 0, out.stderr
         route = json.loads((tmp_path / "route.json").read_text())
         first, end = json.JSONDecoder().raw_decode(out.stdout)

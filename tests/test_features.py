@@ -31,8 +31,8 @@ def test_vector_shape_bias_and_version():
 def test_same_prompt_same_vector_across_processes():
     code = (
         "import sys, numpy as np; from banditroute.features import Featurizer; "
-        "f = Featurizer(); prompts = %r; "
-        "sys.stdout.write(np.vstack([f.transform(p) for p in prompts]).tobytes().hex())" % (PROMPTS,)
+        f"f = Featurizer(); prompts = {PROMPTS!r}; "
+        "sys.stdout.write(np.vstack([f.transform(p) for p in prompts]).tobytes().hex())"
     )
     outs = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -1,10 +1,9 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import SHARED_DATA, make_outcomes
 
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
-
-from conftest import SHARED_DATA, make_outcomes
 
 
 def test_load_pivots_and_references(outcomes_path):
