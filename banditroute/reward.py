@@ -52,7 +52,8 @@ class Signal(BaseModel):
                 raise ValueError(f"thumbs value must be true/false, 1/0 or 1/-1, got {self.value!r}")
             return 1.0 if v == 1.0 else 0.0
         if isinstance(self.value, bool):
-            raise ValueError(f"{self.kind} value must be a number, got {self.value!r}")  # noqa: TRY004 - pydantic reports ValueError
+            # a ValueError, not a TypeError: pydantic reports ValueErrors raised by validators as 422s
+            raise ValueError(f"{self.kind} value must be a number, got {self.value!r}")  # noqa: TRY004
         if self.kind == "rating":
             if not 1.0 <= v <= 5.0:
                 raise ValueError(f"rating must be in [1, 5], got {v}")
