@@ -127,7 +127,8 @@ async def feedback(request: web.Request) -> web.Response:
         raise ApiError(404, "unknown_decision", f"no decision with id {req.decision_id!r}") from None
     except RoutingError as err:
         raise ApiError(422, "routing_error", str(err)) from None
-    request.app[METRICS].inc("banditroute_feedback_total", duplicate=str(out["duplicate"]).lower())
+    request.app[METRICS].inc("banditroute_feedback_total", duplicate=str(out["duplicate"]).lower(),
+                             late=str(out["late"]).lower())
     return json_response(out)  # the FeedbackResponse shape, built by the service: this is a hot path
 
 
@@ -194,7 +195,7 @@ def create_app(config: PoolConfig, seed: int | None = None) -> web.Application:
         "banditroute_requests_total": "HTTP requests by path, method and status",
         "banditroute_request_seconds": "HTTP request latency in seconds",
         "banditroute_decisions_total": "routing decisions by chosen model",
-        "banditroute_feedback_total": "accepted feedback requests",
+        "banditroute_feedback_total": "accepted feedback requests (late: the decision was read back from the log)",
     })
 
     async def lifecycle(app: web.Application):

@@ -7,9 +7,11 @@ Usage (needs wrk: ``apt-get install wrk``; about 2 minutes)::
 
 Per run, each on a fresh database: (1) the trivial handler of ``benchmarks/trivial_app.py``,
 (2) ``POST /route`` with logging on, (3) ``POST /feedback`` (a thumbs signal and a cost, each with
-a fresh idempotency key) round robin over the decisions of (2), acknowledged only after its group
-commit. wrk runs one thread, so the server
-has the other core. Prompts are every distinct prompt of ../shared/data (RouterBench, MMLU, GSM8K,
+a fresh idempotency key, acknowledged only after its group commit) round robin over the last
+``RECENT`` decisions of (2), all still in the server's pending window, then (4) the same round robin
+over every decision of (2), so that those that have left the window take the late path (read back
+from DuckDB); the server's ``banditroute_feedback_total{late="true"}`` counts them. wrk runs one
+thread, so the server has the other core. Prompts are every distinct prompt of ../shared/data (RouterBench, MMLU, GSM8K,
 MT Bench), shuffled. After each banditroute run the server is stopped and the database rows are
 compared with the 2xx answers the server counted (its /metrics) and the client received.
 Figures are medians over runs; ``route_vs_trivial`` is the ratio of requests/s within each run.
@@ -84,14 +86,21 @@ def wrk(port: int, script: str, seconds: int, connections: int, bodies: Path, **
     return json.loads(out.strip().splitlines()[-1])
 
 
-def server_2xx(port: int) -> dict[str, int]:
+RECENT = 40_000  # decisions of the /route phase that feedback phase (3) uses: within the 50,000 pending
+
+
+def server_counts(port: int) -> dict[str, int]:
+    """2xx answers per path, and accepted late feedback, from the server's /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    counts = {"/route": 0, "/feedback": 0}
+    counts = {"/route": 0, "/feedback": 0, "late_feedback": 0}
     for line in text.splitlines():
+        value = int(float(line.rsplit(" ", 1)[-1])) if line and not line.startswith("#") else 0
         if line.startswith("banditroute_requests_total{") and 'status="200"' in line:
-            for path in counts:
+            for path in ("/route", "/feedback"):
                 if f'path="{path}"' in line:
-                    counts[path] += int(float(line.rsplit(" ", 1)[1]))
+                    counts[path] += value
+        elif line.startswith("banditroute_feedback_total{") and 'late="true"' in line:
+            counts["late_feedback"] += value
     return counts
 
 
@@ -127,9 +136,16 @@ def one_run(seconds: int, connections: int, bodies: Path) -> dict:
         proc = start_banditroute(tmp, port)
         try:
             out["route"] = wrk(port, "route.lua", seconds, connections, bodies, IDS_OUT=tmp / "ids.txt")
-            out["feedback"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "ids.txt")
+            ids = (tmp / "ids.txt").read_text().splitlines()
+            (tmp / "recent.txt").write_text("\n".join(ids[-RECENT:]) + "\n")
+            out["feedback_recent"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "recent.txt")
             time.sleep(1.0)  # let requests still in flight when wrk stopped finish and be counted
-            out["server_2xx"] = server_2xx(port)
+            before = server_counts(port)
+            out["feedback"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "ids.txt")
+            time.sleep(1.0)
+            out["server_2xx"] = server_counts(port)
+            out["late_share"] = round((out["server_2xx"]["late_feedback"] - before["late_feedback"])
+                                      / max(out["server_2xx"]["/feedback"] - before["/feedback"], 1), 3)
             out["rss_mb"] = round(rss_mb(proc.pid), 1)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -153,13 +169,17 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
         "route_p50_ms": med(lambda r: r["route"]["p50_ms"]),
         "route_p99_ms": med(lambda r: r["route"]["p99_ms"]),
         "route_vs_trivial": med(lambda r: route_rps(r) / trivial_rps(r)),
+        "feedback_recent_rps": med(lambda r: r["feedback_recent"]["ok"] / r["feedback_recent"]["seconds"]),
+        "feedback_recent_p50_ms": med(lambda r: r["feedback_recent"]["p50_ms"]),
+        "feedback_recent_p99_ms": med(lambda r: r["feedback_recent"]["p99_ms"]),
         "feedback_rps": med(lambda r: r["feedback"]["ok"] / r["feedback"]["seconds"]),
         "feedback_p50_ms": med(lambda r: r["feedback"]["p50_ms"]),
         "feedback_p99_ms": med(lambda r: r["feedback"]["p99_ms"]),
+        "feedback_late_share": med(lambda r: r["late_share"]),
         "rss_mb": med(lambda r: r["rss_mb"]),
         "no_loss": all(
             r["rows"]["decisions"] == r["server_2xx"]["/route"] >= r["route"]["ok"]
-            and r["rows"]["feedback"] == r["server_2xx"]["/feedback"] >= r["feedback"]["ok"]
+            and r["rows"]["feedback"] == r["server_2xx"]["/feedback"] >= r["feedback"]["ok"] + r["feedback_recent"]["ok"]
             for r in runs
         ),
         "raw": runs,

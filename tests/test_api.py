@@ -120,6 +120,9 @@ async def test_late_feedback_is_read_back_from_the_log(client):
     again = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP})
     assert not again["late"]  # back in the pending window after the late feedback
     assert again["quality"] == 1.0
+    text = await (await client.get("/metrics")).text()
+    assert 'banditroute_feedback_total{duplicate="false",late="true"} 1' in text
+    assert 'banditroute_feedback_total{duplicate="false",late="false"} 2' in text
 
 
 async def test_concurrent_late_feedback_shares_lookups(client):
