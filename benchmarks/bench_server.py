@@ -90,17 +90,18 @@ RECENT = 40_000  # decisions of the /route phase that feedback phase (3) uses: w
 
 
 def server_counts(port: int) -> dict[str, int]:
-    """2xx answers per path, and accepted late feedback, from the server's /metrics."""
+    """2xx answers per path, and accepted late and duplicate feedback, from the server's /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    counts = {"/route": 0, "/feedback": 0, "late_feedback": 0}
+    counts = {"/route": 0, "/feedback": 0, "late_feedback": 0, "duplicate_feedback": 0}
     for line in text.splitlines():
         value = int(float(line.rsplit(" ", 1)[-1])) if line and not line.startswith("#") else 0
         if line.startswith("banditroute_requests_total{") and 'status="200"' in line:
             for path in ("/route", "/feedback"):
                 if f'path="{path}"' in line:
                     counts[path] += value
-        elif line.startswith("banditroute_feedback_total{") and 'late="true"' in line:
-            counts["late_feedback"] += value
+        elif line.startswith("banditroute_feedback_total{"):
+            counts["late_feedback"] += value if 'late="true"' in line else 0
+            counts["duplicate_feedback"] += value if 'duplicate="true"' in line else 0
     return counts
 
 
@@ -138,10 +139,12 @@ def one_run(seconds: int, connections: int, bodies: Path) -> dict:
             out["route"] = wrk(port, "route.lua", seconds, connections, bodies, IDS_OUT=tmp / "ids.txt")
             ids = (tmp / "ids.txt").read_text().splitlines()
             (tmp / "recent.txt").write_text("\n".join(ids[-RECENT:]) + "\n")
-            out["feedback_recent"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "recent.txt")
+            out["feedback_recent"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "recent.txt",
+                                         KEY_PREFIX="recent-")
             time.sleep(1.0)  # let requests still in flight when wrk stopped finish and be counted
             before = server_counts(port)
-            out["feedback"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "ids.txt")
+            out["feedback"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "ids.txt",
+                                  KEY_PREFIX="all-")
             time.sleep(1.0)
             out["server_2xx"] = server_counts(port)
             out["late_share"] = round((out["server_2xx"]["late_feedback"] - before["late_feedback"])
@@ -180,6 +183,7 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
         "no_loss": all(
             r["rows"]["decisions"] == r["server_2xx"]["/route"] >= r["route"]["ok"]
             and r["rows"]["feedback"] == r["server_2xx"]["/feedback"] >= r["feedback"]["ok"] + r["feedback_recent"]["ok"]
+            and r["server_2xx"]["duplicate_feedback"] == 0  # every key is fresh, so every 2xx is a stored row
             for r in runs
         ),
         "raw": runs,

@@ -1,5 +1,7 @@
 -- POST /feedback for the decision ids in IDS (one per line, from route.lua), round robin, each
 -- with a fresh idempotency key, so every request is a new durable feedback; counts statuses.
+-- Keys start with KEY_PREFIX: wrk seeds math.random the same way in every run, so two runs against
+-- one server need different prefixes, or the second run's keys repeat the first's (duplicates).
 local ids = {}
 local threads = {}
 
@@ -12,14 +14,15 @@ function init(args)
   for line in io.lines(os.getenv("IDS")) do ids[#ids + 1] = line end
   i = math.random(#ids)
   ok, bad, n = 0, 0, 0
+  prefix = os.getenv("KEY_PREFIX") or ""
 end
 
 function request()
   i = i % #ids + 1
   n = n + 1
   local body = string.format(
-    '{"decision_id":"%s","signals":[{"source":"user","kind":"thumbs","value":true}],"cost_usd":0.001,"idempotency_key":"%d-%d-%d"}',
-    ids[i], offset, n, math.random(1000000000))
+    '{"decision_id":"%s","signals":[{"source":"user","kind":"thumbs","value":true}],"cost_usd":0.001,"idempotency_key":"%s%d-%d-%d"}',
+    ids[i], prefix, offset, n, math.random(1000000000))
   return wrk.format("POST", "/feedback", {["Content-Type"] = "application/json"}, body)
 end
 
