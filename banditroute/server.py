@@ -181,6 +181,8 @@ def _register_gauges(app: web.Application, service: RouterService) -> None:
     m.gauge("banditroute_snapshot_seq", lambda: service.snapshot_seq, "log position of the last snapshot")
     m.gauge("banditroute_write_queue_rows", lambda: service.store.pending_rows, "rows waiting for the writer")
     m.gauge("banditroute_commit_seconds", lambda: service.store.last_commit_seconds, "duration of the last commit")
+    m.gauge("banditroute_idle_checkpoints", lambda: service.store.checkpoints,
+            "checkpoints the log writer ran while no feedback waited")
     m.gauge("banditroute_pending_decisions", lambda: len(service.router.pending), "decisions held in memory")
     m.gauge("banditroute_model_share", lambda: {(("model", r["model"]),): r["share"]
                                                 for r in service.router.stats.table()},

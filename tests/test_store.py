@@ -1,7 +1,9 @@
 """The DuckDB log writer: what goes in comes back exactly, whichever insert path a commit takes."""
 
+import os
 import time
 
+from banditroute import store as store_module
 from banditroute.store import Store
 
 
@@ -27,5 +29,20 @@ def test_feedback_rows_round_trip_exactly(tmp_path):
         assert len(got) == 601 and store.query("SELECT count(*) FROM events").column(0)[0].as_py() == 1
         for i, row in enumerate(got):
             assert row == {"seq": i + 1, **feedback_row(i, ts)}
+    finally:
+        store.close()
+
+
+def test_writer_checkpoints_when_no_feedback_waits(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "IDLE_CHECKPOINT_BYTES", 1)
+    store = Store(str(tmp_path / "log.duckdb"), flush_interval=60)
+    try:
+        _, fut = store.add_feedback(feedback_row(0, time.time_ns() // 1000))
+        fut.result(timeout=30)
+        store.flush().result(timeout=30)  # the writer checkpoints right after the commit, before this one
+        assert store.checkpoints >= 1
+        wal = tmp_path / "log.duckdb.wal"
+        assert not wal.exists() or os.path.getsize(wal) < 4096
+        assert store.query("SELECT count(*) FROM feedback").column(0)[0].as_py() == 1
     finally:
         store.close()
