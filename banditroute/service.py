@@ -47,6 +47,7 @@ class RouterService:
         self._snapshotting: asyncio.Task | None = None
         self._learning = asyncio.Lock()  # held while feedback is applied and queued, and by policy swaps
         self._route_queue: list[tuple[RouteRequest, asyncio.Future]] = []
+        self.route_batches = 0  # micro-batches routed (requests / batches = the mean batch size)
         self._commit_future: concurrent.futures.Future | None = None  # the writer's, and its loop-side waiter
         self._commit_waiter: asyncio.Future | None = None
         self._lookups: dict[str, list[asyncio.Future]] = {}  # late feedback waiting for its decision
@@ -158,6 +159,7 @@ class RouterService:
 
     def _route_batch(self) -> None:
         batch, self._route_queue = self._route_queue, []
+        self.route_batches += 1
         try:
             results = self.route_many([r for r, _ in batch])
         except Exception as err:  # noqa: BLE001 - a bug fails this batch's requests, not the loop

@@ -11,7 +11,9 @@ through the bundled 11-model pool with the default policy (lints, d = 85):
 * ``features``, ``probabilities``: its two main parts alone;
 * ``feedback``: ``Router.feedback`` with one quality signal and a cost (the policy update);
 * ``river_linucb_pull`` / ``river_linucb_update``: river's ``LinUCBDisjoint`` on the same feature
-  vectors (as dicts), the baseline measured in the same run (it returns an arm, not propensities).
+  vectors (as dicts), the baseline measured in the same run (it returns an arm, not propensities);
+* ``route_many_B``: ``Router.route_many`` on batches of B prompts (the server's micro-batches), in
+  microseconds per decision (each batch's time divided by B).
 
 Each figure is the median over runs of that run's p50 / p99. ``simulate`` is prompts per second of
 ``simulate()`` on the RouterBench subset (train + test prompts), median over runs.
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banditroute.api import RouteRequest
 from banditroute.config import load_pool
 from banditroute.reward import Feedback, Signal
 from banditroute.router import Router
@@ -55,6 +58,9 @@ def timed(fn, items) -> np.ndarray:
     return out / 1000.0
 
 
+BATCHES = (4, 16, 32)
+
+
 def one_run(ps: list[str], seed: int) -> dict[str, np.ndarray]:
     router = Router(load_pool(), seed=seed)
     fb = Feedback(signals=[Signal(source="judge", kind="quality", value=1.0)], cost_usd=0.001)
@@ -68,6 +74,10 @@ def one_run(ps: list[str], seed: int) -> dict[str, np.ndarray]:
     decisions = []
     res["route"] = timed(lambda p: decisions.append(router.route(p)), ps)
     res["feedback"] = timed(lambda d: router.feedback(d.decision_id, fb), decisions)
+    options = [RouteRequest(prompt=p) for p in ps]
+    for b in BATCHES:
+        starts = list(range(0, len(ps) - b + 1, b))
+        res[f"route_many_{b}"] = timed(lambda i, b=b: router.route_many(ps[i : i + b], options[i : i + b]), starts) / b
 
     from river import bandit
 

@@ -90,15 +90,18 @@ RECENT = 40_000  # decisions of the /route phase that feedback phase (3) uses: w
 
 
 def server_counts(port: int) -> dict[str, int]:
-    """2xx answers per path, and accepted late and duplicate feedback, from the server's /metrics."""
+    """2xx answers per path, accepted late and duplicate feedback, and /route micro-batches, from the
+    server's /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    counts = {"/route": 0, "/feedback": 0, "late_feedback": 0, "duplicate_feedback": 0}
+    counts = {"/route": 0, "/feedback": 0, "late_feedback": 0, "duplicate_feedback": 0, "route_batches": 0}
     for line in text.splitlines():
         value = int(float(line.rsplit(" ", 1)[-1])) if line and not line.startswith("#") else 0
         if line.startswith("banditroute_requests_total{") and 'status="200"' in line:
             for path in ("/route", "/feedback"):
                 if f'path="{path}"' in line:
                     counts[path] += value
+        elif line.startswith("banditroute_route_batches "):
+            counts["route_batches"] = value
         elif line.startswith("banditroute_feedback_total{"):
             counts["late_feedback"] += value if 'late="true"' in line else 0
             counts["duplicate_feedback"] += value if 'duplicate="true"' in line else 0
@@ -110,6 +113,27 @@ def start_banditroute(tmp: Path, port: int) -> subprocess.Popen:
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_up(port)
     return proc
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) of the server's main thread, which runs the event loop, and of the
+    whole process (the loop, the log writer, DuckDB's threads), from /proc."""
+    def ticks(path: str) -> int:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+
+    hz = os.sysconf("SC_CLK_TCK")
+    return ticks(f"/proc/{pid}/task/{pid}/stat") / hz, ticks(f"/proc/{pid}/stat") / hz
+
+
+def phase(pid: int, run) -> dict:
+    """Run one wrk phase and add the server's CPU microseconds per answered request to its result."""
+    loop0, proc0 = cpu_seconds(pid)
+    out = run()
+    loop1, proc1 = cpu_seconds(pid)
+    n = max(out["ok"], 1)
+    return {**out, "loop_cpu_us_per_request": round((loop1 - loop0) / n * 1e6, 1),
+            "process_cpu_us_per_request": round((proc1 - proc0) / n * 1e6, 1)}
 
 
 def rss_mb(pid: int) -> float:
@@ -136,15 +160,16 @@ def one_run(seconds: int, connections: int, bodies: Path) -> dict:
         port = free_port()
         proc = start_banditroute(tmp, port)
         try:
-            out["route"] = wrk(port, "route.lua", seconds, connections, bodies, IDS_OUT=tmp / "ids.txt")
+            out["route"] = phase(proc.pid, lambda: wrk(port, "route.lua", seconds, connections, bodies,
+                                                       IDS_OUT=tmp / "ids.txt"))
             ids = (tmp / "ids.txt").read_text().splitlines()
             (tmp / "recent.txt").write_text("\n".join(ids[-RECENT:]) + "\n")
-            out["feedback_recent"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "recent.txt",
-                                         KEY_PREFIX="recent-")
+            out["feedback_recent"] = phase(proc.pid, lambda: wrk(port, "feedback.lua", seconds, connections, bodies,
+                                                                 IDS=tmp / "recent.txt", KEY_PREFIX="recent-"))
             time.sleep(1.0)  # let requests still in flight when wrk stopped finish and be counted
             before = server_counts(port)
-            out["feedback"] = wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "ids.txt",
-                                  KEY_PREFIX="all-")
+            out["feedback"] = phase(proc.pid, lambda: wrk(port, "feedback.lua", seconds, connections, bodies,
+                                                          IDS=tmp / "ids.txt", KEY_PREFIX="all-"))
             time.sleep(1.0)
             out["server_2xx"] = server_counts(port)
             out["late_share"] = round((out["server_2xx"]["late_feedback"] - before["late_feedback"])
@@ -172,9 +197,14 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
         "route_p50_ms": med(lambda r: r["route"]["p50_ms"]),
         "route_p99_ms": med(lambda r: r["route"]["p99_ms"]),
         "route_vs_trivial": med(lambda r: route_rps(r) / trivial_rps(r)),
+        "route_loop_cpu_us": med(lambda r: r["route"]["loop_cpu_us_per_request"]),
+        "route_mean_batch": med(lambda r: r["server_2xx"]["/route"] / max(r["server_2xx"]["route_batches"], 1)),
+        "route_process_cpu_us": med(lambda r: r["route"]["process_cpu_us_per_request"]),
         "feedback_recent_rps": med(lambda r: r["feedback_recent"]["ok"] / r["feedback_recent"]["seconds"]),
         "feedback_recent_p50_ms": med(lambda r: r["feedback_recent"]["p50_ms"]),
         "feedback_recent_p99_ms": med(lambda r: r["feedback_recent"]["p99_ms"]),
+        "feedback_recent_loop_cpu_us": med(lambda r: r["feedback_recent"]["loop_cpu_us_per_request"]),
+        "feedback_recent_process_cpu_us": med(lambda r: r["feedback_recent"]["process_cpu_us_per_request"]),
         "feedback_rps": med(lambda r: r["feedback"]["ok"] / r["feedback"]["seconds"]),
         "feedback_p50_ms": med(lambda r: r["feedback"]["p50_ms"]),
         "feedback_p99_ms": med(lambda r: r["feedback"]["p99_ms"]),

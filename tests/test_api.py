@@ -175,6 +175,7 @@ async def test_metrics_openapi_and_export(client):
     text = await (await client.get("/metrics")).text()
     assert 'banditroute_requests_total{method="POST",path="/route",status="200"} 1' in text
     assert "banditroute_request_seconds_bucket" in text and "banditroute_committed_seq 1" in text
+    assert "\nbanditroute_route_batches 1\n" in text
     doc = await (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.") and {"/route", "/feedback", "/models", "/policy"} <= set(doc["paths"])
     assert "RouteRequest" in doc["components"]["schemas"]
