@@ -54,10 +54,46 @@ class BayesLinear:
         eye = np.eye(dim)
         self.A = np.repeat(eye[None] * self.prior_strength, n_arms, axis=0)
         self.A_inv = np.repeat(eye[None] / self.prior_strength, n_arms, axis=0)
-        self.A_inv32 = self.A_inv.astype(np.float32)  # for the variance at decision time: half the memory traffic
         self.b = np.zeros((n_arms, dim))
-        self.theta = np.zeros((n_arms, dim))
         self.updates = np.zeros(n_arms, dtype=np.int64)
+        # What decisions read, derived from A_inv and b: refreshed for the arms updated since the last
+        # decision when a decision needs them (a burst of feedback pays for them once, not per update)
+        self._theta = np.zeros((n_arms, dim))
+        self._A_inv32 = self.A_inv.astype(np.float32)  # variance at decision time: half the memory traffic
+        self._stale = np.zeros(n_arms, dtype=bool)
+        self._outer = np.empty((dim, dim))  # scratch for the rank-1 terms
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_outer"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if "theta" in state:  # a state pickled before theta and A_inv32 were refreshed lazily
+            state["_theta"], state["_A_inv32"] = state.pop("theta"), state.pop("A_inv32")
+            state["_stale"] = np.zeros(len(state["A_inv"]), dtype=bool)
+        self.__dict__.update(state)
+        self._outer = np.empty(self.A_inv.shape[1:])
+
+    def _refresh(self) -> None:
+        for arm in np.flatnonzero(self._stale):
+            self._A_inv32[arm] = self.A_inv[arm]
+            self._theta[arm] = self.A_inv[arm] @ self.b[arm]
+        self._stale[:] = False
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Posterior mean weights ``A_k^{-1} b_k``, one row per arm."""
+        if self._stale.any():
+            self._refresh()
+        return self._theta
+
+    @property
+    def A_inv32(self) -> np.ndarray:
+        """``A_inv`` in float32."""
+        if self._stale.any():
+            self._refresh()
+        return self._A_inv32
 
     def mean(self, x: np.ndarray, arms: np.ndarray) -> np.ndarray:
         """Posterior mean quality mu0 + theta_k . x for each arm."""
@@ -77,23 +113,31 @@ class BayesLinear:
 
         One (K d, d) x (d, B) product in float32, then the row-wise dot with ``x_b``.
         """
-        k, d, _ = self.A_inv32.shape
+        A_inv32 = self.A_inv32
+        k, d, _ = A_inv32.shape
         X32 = X.astype(np.float32)
-        AX = (self.A_inv32.reshape(k * d, d) @ X32.T).reshape(k, d, -1)
+        AX = (A_inv32.reshape(k * d, d) @ X32.T).reshape(k, d, -1)
         return np.einsum("kdb,bd->bk", AX, X32).astype(np.float64)
 
     def update(self, x: np.ndarray, arm: int, y: float, weight: float = 1.0) -> None:
-        """Add observation ``y`` of arm ``arm`` at ``x`` with weight ``weight``."""
-        Ainv = self.A_inv[arm]
+        """Add observation ``y`` of arm ``arm`` at ``x`` with weight ``weight``.
+
+        The rank-1 terms are formed in one scratch matrix (the same products, in the same order, as
+        ``np.outer``), so an update allocates no d x d temporaries.
+        """
+        Ainv, outer = self.A_inv[arm], self._outer
         u = Ainv @ x
-        Ainv -= np.outer(u, u) * (weight / (1.0 + weight * (x @ u)))
-        self.A[arm] += weight * np.outer(x, x)
+        np.multiply.outer(u, u, out=outer)
+        outer *= weight / (1.0 + weight * (x @ u))
+        Ainv -= outer
+        np.multiply.outer(x, x, out=outer)
+        outer *= weight
+        self.A[arm] += outer
         self.b[arm] += weight * (y - self.prior_mean) * x
         self.updates[arm] += 1
         if self.updates[arm] % self.refresh_every == 0:
             Ainv[:] = np.linalg.inv(self.A[arm])
-        self.A_inv32[arm] = Ainv
-        self.theta[arm] = Ainv @ self.b[arm]
+        self._stale[arm] = True
 
 
 class _LinearPolicy(Policy):
