@@ -46,6 +46,10 @@ class RouteOptions(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+# Decisions read back from the log and kept for their next feedback: a few seconds of late feedback
+# at thousands per second; the longest a recalled decision must stay is until its feedback commits.
+RECALLED = 4096
+
 @dataclass(slots=True)
 class Pending:
     """What the router keeps of a decision until its feedback stops: just what learning needs."""
@@ -180,6 +184,7 @@ class Router:
         self.store_prompts = store_prompts
         self.pending: OrderedDict[str, Pending] = OrderedDict()
         self.max_pending = pool.max_pending
+        self.recalled: OrderedDict[str, Pending] = OrderedDict()  # read back from the log for late feedback
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
         self._names = pool.names
         self._index_arms()
@@ -325,10 +330,26 @@ class Router:
         if len(self.pending) > self.max_pending:
             self.pending.popitem(last=False)
 
+    def recall(self, p: Pending) -> None:
+        """Keep ``p``, read back from the log for late feedback, in a small cache of its own.
+
+        Its next feedback then finds the signals and cost applied now without another lookup. The
+        cache is separate from the pending window so that a sweep of late feedback cannot push the
+        most recent decisions out of it (each recalled decision would evict one, which would turn late
+        in its turn).
+        """
+        self.recalled[p.decision_id] = p
+        if len(self.recalled) > RECALLED:
+            self.recalled.popitem(last=False)
+
+    def held(self, decision_id: str) -> Pending | None:
+        """The decision if it is in memory: in the pending window or among the recalled ones."""
+        return self.pending.get(decision_id) or self.recalled.get(decision_id)
+
     # -- feedback -------------------------------------------------------------------------------
     def feedback(self, decision_id: str, feedback: Feedback) -> FeedbackResult:
         """Apply feedback to a pending decision's model and hand the record to the sink."""
-        d = self.pending.get(decision_id)
+        d = self.held(decision_id)
         if d is None:
             raise UnknownDecision(decision_id)
         result = self.apply(d, feedback)

@@ -184,6 +184,8 @@ def _register_gauges(app: web.Application, service: RouterService) -> None:
     m.gauge("banditroute_idle_checkpoints", lambda: service.store.checkpoints,
             "checkpoints the log writer ran while no feedback waited")
     m.gauge("banditroute_pending_decisions", lambda: len(service.router.pending), "decisions held in memory")
+    m.gauge("banditroute_recalled_decisions", lambda: len(service.router.recalled),
+            "decisions read back from the log for late feedback and kept for their next feedback")
     m.gauge("banditroute_route_batches", lambda: service.route_batches,
             "micro-batches of /route requests routed together (requests / batches = mean batch size)")
     m.gauge("banditroute_model_share", lambda: {(("model", r["model"]),): r["share"]

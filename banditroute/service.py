@@ -176,7 +176,7 @@ class RouterService:
         """Apply and durably log feedback; raises :class:`UnknownDecision`."""
         key = feedback.idempotency_key
         late = False
-        d = self.router.pending.get(decision_id)
+        d = self.router.held(decision_id)
         if d is None:
             row = await self._logged_decision(decision_id)
             if row is None:
@@ -186,8 +186,8 @@ class RouterService:
         async with self._learning:  # check, learn and queue without interleaving another request
             duplicate = key is not None and key in self.idempotency
             if not duplicate:
-                if late:  # back in the window, so that its next feedback sees the cost applied now
-                    self.router.remember(d)
+                if late:  # kept, so that its next feedback sees the cost applied now
+                    self.router.recall(d)
                 result = self.router.apply(d, feedback)
                 if key is not None:
                     self.idempotency.add(key)

@@ -118,7 +118,8 @@ async def test_late_feedback_is_read_back_from_the_log(client):
     assert f["late"] and f["applied_signals"] == 1 and f["cost_usd"] is None  # the cost was known already
     assert service.router.policy.quality_observations.sum() == before + 1
     again = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP})
-    assert not again["late"]  # back in the pending window after the late feedback
+    assert not again["late"]  # kept in memory (recalled) after the late feedback
+    assert r["decision_id"] in service.router.recalled and not service.router.pending
     assert again["quality"] == 1.0
     text = await (await client.get("/metrics")).text()
     assert 'banditroute_feedback_total{duplicate="false",late="true"} 1' in text

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 
 from banditroute.config import load_pool, parse_pool
 from banditroute.reward import Feedback, Signal
-from banditroute.router import RouteOptions, Router, RoutingError, UnknownDecision
+from banditroute.router import Pending, RouteOptions, Router, RoutingError, UnknownDecision
 
 
 class ListSink:
@@ -98,6 +98,20 @@ def test_unknown_decision_and_bounded_pending():
     assert list(router.pending) == ids[2:]
     with pytest.raises(UnknownDecision):
         router.feedback(ids[0], Feedback())
+
+
+def test_recalled_decisions_do_not_push_recent_ones_out_of_the_window(monkeypatch):
+    monkeypatch.setattr("banditroute.router.RECALLED", 2)
+    pool = parse_pool({"models": [{"name": "a"}, {"name": "b"}], "max_pending": 3})
+    router = Router(pool, seed=0)
+    decisions = [router.route(f"prompt {i}") for i in range(6)]
+    for d in decisions[:3]:  # a sweep of late feedback over the three that left the window
+        router.recall(Pending(d.decision_id, d.model, d.arm, d.context))
+    assert list(router.pending) == [d.decision_id for d in decisions[3:]]
+    assert list(router.recalled) == [d.decision_id for d in decisions[1:3]]
+    assert router.held(decisions[2].decision_id) is router.recalled[decisions[2].decision_id]
+    assert router.held(decisions[0].decision_id) is None
+    router.feedback(decisions[2].decision_id, Feedback(signals=[Signal(source="user", kind="thumbs", value=True)]))
 
 
 def test_same_seed_same_decisions():
