@@ -1,20 +1,30 @@
 """Load test of `banditroute serve` on loopback with wrk, against a trivial aiohttp JSON handler.
 
-Usage (needs wrk: ``apt-get install wrk``; about 2 minutes)::
+Usage (needs wrk: ``apt-get install wrk``; about 4 minutes)::
 
     python benchmarks/bench_server.py [--runs 3] [--seconds 10] [--connections 32]
     python benchmarks/bench_server.py --memory 1000000     # RSS after a million decisions (~10 min)
 
-Per run, each on a fresh database: (1) the trivial handler of ``benchmarks/trivial_app.py``,
-(2) ``POST /route`` with logging on, (3) ``POST /feedback`` (a thumbs signal and a cost, each with
-a fresh idempotency key, acknowledged only after its group commit) round robin over the last
-``RECENT`` decisions of (2), all still in the server's pending window, then (4) the same round robin
-over every decision of (2), so that those that have left the window take the late path (read back
-from DuckDB); the server's ``banditroute_feedback_total{late="true"}`` counts them. wrk runs one
-thread, so the server has the other core. Prompts are every distinct prompt of ../shared/data (RouterBench, MMLU, GSM8K,
-MT Bench), shuffled. After each banditroute run the server is stopped and the database rows are
-compared with the 2xx answers the server counted (its /metrics) and the client received.
+Per run, each on a fresh database:
+
+1. the trivial handler of ``benchmarks/trivial_app.py``;
+2. ``POST /route`` with logging on;
+3. the trivial handler again: the run's baseline is the mean of 1 and 3, so that drift in the
+   machine's speed during the run cancels out of the ratio;
+4. ``POST /feedback`` (a thumbs signal and a cost, each with a fresh idempotency key, acknowledged
+   only after its group commit) round robin over the last ``RECENT`` decisions of 2, all still in
+   the server's pending window;
+5. the same round robin over every decision of 2, so that those that have left the window take the
+   late path (read back from DuckDB); the server's ``banditroute_feedback_total{late="true"}``
+   counts them.
+
+wrk runs one thread, so the server has the other core. Prompts are every distinct prompt of
+../shared/data (RouterBench, MMLU, GSM8K, MT Bench), shuffled. After each banditroute run the server
+is stopped and the database rows are compared with the 2xx answers the server counted (its
+/metrics) and the client received.
 Figures are medians over runs; ``route_vs_trivial`` is the ratio of requests/s within each run.
+``loop_cpu_us`` and ``process_cpu_us`` are the server's CPU microseconds per answered request in a
+phase: its main thread (the event loop), and the whole process.
 """
 
 from __future__ import annotations
@@ -145,23 +155,25 @@ def rss_mb(pid: int) -> float:
 
 def one_run(seconds: int, connections: int, bodies: Path) -> dict:
     out = {}
-    port = free_port()
-    trivial = subprocess.Popen([sys.executable, str(HERE / "trivial_app.py"), str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_up(port, "/route", "POST")
-        out["trivial"] = wrk(port, "route.lua", seconds, connections, bodies)
-    finally:
-        trivial.terminate()
-        trivial.wait()
-
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         port = free_port()
         proc = start_banditroute(tmp, port)
         try:
-            out["route"] = phase(proc.pid, lambda: wrk(port, "route.lua", seconds, connections, bodies,
-                                                       IDS_OUT=tmp / "ids.txt"))
+            # the baseline runs just before and just after /route, both servers up and the idle one
+            # waiting: its mean is the run's trivial figure, which follows the machine's drift
+            trivial_port = free_port()
+            trivial = subprocess.Popen([sys.executable, str(HERE / "trivial_app.py"), str(trivial_port)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_up(trivial_port, "/route", "POST")
+                out["trivial"] = wrk(trivial_port, "route.lua", seconds, connections, bodies)
+                out["route"] = phase(proc.pid, lambda: wrk(port, "route.lua", seconds, connections, bodies,
+                                                           IDS_OUT=tmp / "ids.txt"))
+                out["trivial_after"] = wrk(trivial_port, "route.lua", seconds, connections, bodies)
+            finally:
+                trivial.terminate()
+                trivial.wait()
             ids = (tmp / "ids.txt").read_text().splitlines()
             (tmp / "recent.txt").write_text("\n".join(ids[-RECENT:]) + "\n")
             out["feedback_recent"] = phase(proc.pid, lambda: wrk(port, "feedback.lua", seconds, connections, bodies,
@@ -189,7 +201,7 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
         return round(statistics.median(f(r) for r in runs), 3)
 
     route_rps = lambda r: r["route"]["ok"] / r["route"]["seconds"]
-    trivial_rps = lambda r: r["trivial"]["ok"] / r["trivial"]["seconds"]
+    trivial_rps = lambda r: statistics.mean(r[k]["ok"] / r[k]["seconds"] for k in ("trivial", "trivial_after"))
     return {
         "connections": args.connections, "seconds_per_run": args.seconds, "runs": len(runs), "prompts": info,
         "trivial_rps": med(trivial_rps),
