@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 import threading
 import time
@@ -33,6 +34,8 @@ import pyarrow as pa
 
 from banditroute.logschema import SCHEMA as LOG_SCHEMA
 from banditroute.logschema import write_table
+
+log = logging.getLogger("banditroute")
 
 DECISION_SCHEMA = pa.schema(
     [f for f in LOG_SCHEMA if f.name not in ("quality", "cost_usd", "n_signals")]
@@ -258,8 +261,8 @@ class Store:
         try:
             cur.execute("CHECKPOINT")
             self.checkpoints += 1
-        except duckdb.Error:  # a read was running (a checkpoint needs none); the next idle moment will do
-            pass
+        except duckdb.Error as err:  # a read was running (a checkpoint needs none); the next idle moment will do
+            log.debug("idle checkpoint skipped: %s", err)
 
     def _write(self, cur, rows: dict[str, list]) -> None:
         """Append one batch: feedback alone (the usual group commit) in one autocommit statement,
