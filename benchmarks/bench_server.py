@@ -96,7 +96,7 @@ def wrk(port: int, script: str, seconds: int, connections: int, bodies: Path, **
     return json.loads(out.strip().splitlines()[-1])
 
 
-RECENT = 40_000  # decisions of the /route phase that feedback phase (3) uses: within the 50,000 pending
+RECENT = 40_000  # last decisions of the /route phase that phase 4 uses: all within the 50,000 pending
 
 
 def server_counts(port: int) -> dict[str, int]:
