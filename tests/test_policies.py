@@ -108,10 +108,13 @@ def test_sherman_morrison_equals_direct_solve():
     assert bl.variance(x, np.array([1]))[0] == pytest.approx(x @ np.linalg.solve(A, x))
 
 
-def test_update_is_bitwise_the_eager_outer_product_formula():
-    """The scratch-buffer update and the lazily refreshed theta / float32 inverse give exactly the
-    numbers of the formula written with np.outer and refreshed after every update (which the
-    recorded experiments used), including across an exact re-inversion and a pickle round trip."""
+@pytest.mark.parametrize("fold_every", [3, 64])
+def test_update_is_bitwise_the_eager_outer_product_formula(monkeypatch, fold_every):
+    """The scratch-buffer update, the precision matrix folded in chunks, and the lazily refreshed
+    theta / float32 inverse give exactly the numbers of the formula written with np.outer and applied
+    in full after every update (which the recorded experiments used), including across exact
+    re-inversions and a pickle round trip."""
+    monkeypatch.setattr("banditroute.policies.linear.FOLD_EVERY", fold_every)
     rng = np.random.default_rng(5)
     k, d = 3, 10
     bl = BayesLinear(k, d, prior_strength=2.0, prior_mean=0.4, refresh_every=7)
@@ -142,14 +145,15 @@ def test_update_is_bitwise_the_eager_outer_product_formula():
 def test_state_pickled_before_the_lazy_refresh_still_loads():
     bl = BayesLinear(2, 4)
     bl.update(np.ones(4), 1, 0.9)
-    old = {key: value for key, value in bl.__getstate__().items() if key not in ("_theta", "_A_inv32", "_stale")}
-    old["theta"], old["A_inv32"] = bl.theta.copy(), bl.A_inv32.copy()
+    old = {"prior_strength": bl.prior_strength, "prior_mean": bl.prior_mean, "refresh_every": bl.refresh_every,
+           "A": bl.A.copy(), "A_inv": bl.A_inv.copy(), "b": bl.b.copy(), "theta": bl.theta.copy(),
+           "A_inv32": bl.A_inv32.copy(), "updates": bl.updates.copy()}  # the attributes as they were pickled
     loaded = BayesLinear.__new__(BayesLinear)
     loaded.__setstate__(old)
     assert np.array_equal(loaded.theta, bl.theta) and np.array_equal(loaded.A_inv32, bl.A_inv32)
     loaded.update(np.ones(4), 0, 0.1)
     bl.update(np.ones(4), 0, 0.1)
-    assert np.array_equal(loaded.theta, bl.theta)
+    assert np.array_equal(loaded.theta, bl.theta) and np.array_equal(loaded.A, bl.A)
 
 
 def test_cost_model_starts_at_list_price_and_learns_real_costs():

@@ -30,6 +30,8 @@ import numpy as np
 from banditroute.policies.base import Policy, Scores, apply_floor_rows, one_hot
 from banditroute.policies.cost import Context
 
+FOLD_EVERY = 64  # observations of one arm gathered before they are added to its precision matrix
+
 
 class BayesLinear:
     """Per-model ridge posteriors with Sherman-Morrison updates.
@@ -52,7 +54,10 @@ class BayesLinear:
         self.prior_mean = float(prior_mean)
         self.refresh_every = int(refresh_every)
         eye = np.eye(dim)
-        self.A = np.repeat(eye[None] * self.prior_strength, n_arms, axis=0)
+        self._A = np.repeat(eye[None] * self.prior_strength, n_arms, axis=0)
+        # A is only read to re-invert it exactly: observations are folded into it a few dozen at a
+        # time, in order, while one arm's matrix stays in cache (the same sums, far less memory traffic)
+        self._unfolded: list[list[tuple[np.ndarray, float]]] = [[] for _ in range(n_arms)]
         self.A_inv = np.repeat(eye[None] / self.prior_strength, n_arms, axis=0)
         self.b = np.zeros((n_arms, dim))
         self.updates = np.zeros(n_arms, dtype=np.int64)
@@ -64,14 +69,16 @@ class BayesLinear:
         self._outer = np.empty((dim, dim))  # scratch for the rank-1 terms
 
     def __getstate__(self) -> dict:
+        self._fold_all()
         state = self.__dict__.copy()
         del state["_outer"]
         return state
 
     def __setstate__(self, state: dict) -> None:
-        if "theta" in state:  # a state pickled before theta and A_inv32 were refreshed lazily
-            state["_theta"], state["_A_inv32"] = state.pop("theta"), state.pop("A_inv32")
+        if "theta" in state:  # a state pickled before theta, A_inv32 and A were kept lazily
+            state["_theta"], state["_A_inv32"], state["_A"] = state.pop("theta"), state.pop("A_inv32"), state.pop("A")
             state["_stale"] = np.zeros(len(state["A_inv"]), dtype=bool)
+            state["_unfolded"] = [[] for _ in range(len(state["A_inv"]))]
         self.__dict__.update(state)
         self._outer = np.empty(self.A_inv.shape[1:])
 
@@ -80,6 +87,25 @@ class BayesLinear:
             self._A_inv32[arm] = self.A_inv[arm]
             self._theta[arm] = self.A_inv[arm] @ self.b[arm]
         self._stale[:] = False
+
+    def _fold(self, arm: int) -> None:
+        """Add the arm's unfolded observations to its A, in the order they came: A += w x x^T."""
+        outer = self._outer
+        for x, w in self._unfolded[arm]:
+            np.multiply.outer(x, x, out=outer)
+            outer *= w
+            self._A[arm] += outer
+        self._unfolded[arm].clear()
+
+    def _fold_all(self) -> None:
+        for arm in range(len(self._unfolded)):
+            self._fold(arm)
+
+    @property
+    def A(self) -> np.ndarray:
+        """The posterior precision matrices ``lambda I + sum w x x^T``, one per arm."""
+        self._fold_all()
+        return self._A
 
     @property
     def theta(self) -> np.ndarray:
@@ -123,20 +149,23 @@ class BayesLinear:
         """Add observation ``y`` of arm ``arm`` at ``x`` with weight ``weight``.
 
         The rank-1 terms are formed in one scratch matrix (the same products, in the same order, as
-        ``np.outer``), so an update allocates no d x d temporaries.
+        ``np.outer``), so an update allocates no d x d temporaries; the precision matrix's term is
+        added :data:`FOLD_EVERY` observations at a time (see :meth:`A`).
         """
         Ainv, outer = self.A_inv[arm], self._outer
         u = Ainv @ x
         np.multiply.outer(u, u, out=outer)
         outer *= weight / (1.0 + weight * (x @ u))
         Ainv -= outer
-        np.multiply.outer(x, x, out=outer)
-        outer *= weight
-        self.A[arm] += outer
+        unfolded = self._unfolded[arm]
+        unfolded.append((x.copy(), weight))
+        if len(unfolded) >= FOLD_EVERY:
+            self._fold(arm)
         self.b[arm] += weight * (y - self.prior_mean) * x
         self.updates[arm] += 1
         if self.updates[arm] % self.refresh_every == 0:
-            Ainv[:] = np.linalg.inv(self.A[arm])
+            self._fold(arm)
+            Ainv[:] = np.linalg.inv(self._A[arm])
         self._stale[arm] = True
 
 
