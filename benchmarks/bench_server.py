@@ -22,6 +22,8 @@ wrk runs one thread, so the server has the other core. Prompts are every distinc
 ../shared/data (RouterBench, MMLU, GSM8K, MT Bench), shuffled. After each banditroute run the server
 is stopped and the database rows are compared with the 2xx answers the server counted (its
 /metrics) and the client received.
+Each recording overwrites ``results/server.json`` (every run's raw figures) and appends its summary,
+with the commit it ran at, to ``results/server_history.jsonl``, so earlier recordings stay visible.
 Figures are medians over runs; ``route_vs_trivial`` is the ratio of requests/s within each run.
 ``loop_cpu_us`` and ``process_cpu_us`` are the server's CPU microseconds per answered request in a
 phase: its main thread (the event loop), and the whole process.
@@ -272,7 +274,23 @@ def main() -> None:
             out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("raw", "samples")}, indent=2))
+    summary = {k: v for k, v in result.items() if k not in ("raw", "samples")}
+    with out.with_name(out.stem + "_history.jsonl").open("a") as history:  # every recording, not only the last
+        history.write(json.dumps({"recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "commit": git_commit(), **summary}) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+def git_commit() -> str | None:
+    """The commit the benchmark ran at (with ``+dirty`` when the tree had changes), if in a git clone."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 if __name__ == "__main__":
