@@ -264,6 +264,7 @@ def main() -> None:
     ap.add_argument("--memory", type=int, default=0, help="instead: RSS after this many decisions")
     ap.add_argument("--out", default=str(HERE / "results" / "server.json"))
     args = ap.parse_args()
+    commit = git_commit()  # before the results files change
     with tempfile.TemporaryDirectory() as d:
         bodies, info = bodies_file(Path(d))
         if args.memory:
@@ -277,7 +278,7 @@ def main() -> None:
     summary = {k: v for k, v in result.items() if k not in ("raw", "samples")}
     with out.with_name(out.stem + "_history.jsonl").open("a") as history:  # every recording, not only the last
         history.write(json.dumps({"recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                  "commit": git_commit(), **summary}) + "\n")
+                                  "commit": commit, **summary}) + "\n")
     print(json.dumps(summary, indent=2))
 
 
