@@ -22,8 +22,9 @@ wrk runs one thread, so the server has the other core. Prompts are every distinc
 ../shared/data (RouterBench, MMLU, GSM8K, MT Bench), shuffled. After each banditroute run the server
 is stopped and the database rows are compared with the 2xx answers the server counted (its
 /metrics) and the client received.
-Each recording overwrites ``results/server.json`` (every run's raw figures) and appends its summary,
-with the commit it ran at, to ``results/server_history.jsonl``, so earlier recordings stay visible.
+Each recording overwrites ``results/server.json`` (every run's raw figures; ``server_memory.json``
+for ``--memory``) and appends its summary, with the commit it ran at, to the matching
+``*_history.jsonl`` beside it, so earlier recordings stay visible.
 Figures are medians over runs; ``route_vs_trivial`` is the ratio of requests/s within each run.
 ``loop_cpu_us`` and ``process_cpu_us`` are the server's CPU microseconds per answered request in a
 phase: its main thread (the event loop), and the whole process.
