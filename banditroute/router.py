@@ -50,6 +50,7 @@ class RouteOptions(BaseModel):
 # at thousands per second; the longest a recalled decision must stay is until its feedback commits.
 RECALLED = 4096
 
+
 @dataclass(slots=True)
 class Pending:
     """What the router keeps of a decision until its feedback stops: just what learning needs."""

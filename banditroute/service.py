@@ -165,12 +165,7 @@ class RouterService:
         except Exception as err:  # noqa: BLE001 - a bug fails this batch's requests, not the loop
             results = [err] * len(batch)
         for (_, fut), result in zip(batch, results):
-            if fut.cancelled():
-                continue
-            if isinstance(result, Exception):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
+            _settle(fut, result)
 
     async def feedback(self, decision_id: str, feedback: Feedback) -> dict:
         """Apply and durably log feedback; raises :class:`UnknownDecision`."""
@@ -229,17 +224,10 @@ class RouterService:
                 try:
                     rows = await loop.run_in_executor(None, self.store.decisions, list(waiting))
                 except Exception as err:  # noqa: BLE001 - every waiting request must hear of it
-                    rows, error = {}, err
-                else:
-                    error = None
+                    rows = dict.fromkeys(waiting, err)
                 for decision_id, futs in waiting.items():
                     for f in futs:
-                        if f.done():
-                            continue
-                        if error is not None:
-                            f.set_exception(error)
-                        else:
-                            f.set_result(rows.get(decision_id))
+                        _settle(f, rows.get(decision_id))
         finally:
             self._lookup_task = None
 
@@ -293,3 +281,14 @@ class RouterService:
             self.snapshot_seq = seq
         finally:
             self._snapshotting = None
+
+
+def _settle(fut: asyncio.Future, outcome) -> None:
+    """Resolve a waiting request's future with its result, or raise ``outcome`` if it is an error
+    (nothing to do when the request has gone, its future cancelled)."""
+    if fut.done():
+        return
+    if isinstance(outcome, Exception):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from banditroute.store import _DUCK_TYPES, DECISION_SCHEMA, TABLES, Store
+from banditroute.store import _DUCK_TYPES, DECISION_SCHEMA, TABLES, Store, write_batch
 
 HERE = Path(__file__).resolve().parent
 FIELDS = TABLES["feedback"]
@@ -76,14 +76,7 @@ def columns(cur, batch: list[dict]) -> None:
 
 
 def store(cur, batch: list[dict]) -> None:
-    Store._write(_NoCounters(), cur, {"decisions": [], "feedback": batch, "events": []})
-
-
-class _NoCounters:
-    """Stands in for a Store in :meth:`Store._write` (it only updates two counters on ``self``)."""
-
-    def __init__(self):
-        self.batches, self.rows_written = 0, {name: 0 for name in TABLES}
+    write_batch(cur, {"decisions": [], "feedback": batch, "events": []})
 
 
 WAYS = (store, columns, values, arrow)
@@ -151,8 +144,9 @@ def lookup_run(n: int, repeats: int) -> dict:
             for start in range(0, n, 100_000):
                 table = synthetic_decisions(min(100_000, n - start), rng)
                 ids += table.column("decision_id").to_pylist()
-                with store._lock:
-                    store._rows["decisions"].append(table)
+                cur = store.con.cursor()
+                write_batch(cur, {"decisions": [table], "feedback": [], "events": []})
+                cur.close()
                 for row in rows(len(table) // 10, store.seq + 1):
                     row["decision_id"] = ids[-1 - row["seq"] % len(table)]
                     store.add_feedback(row)

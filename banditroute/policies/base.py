@@ -43,18 +43,11 @@ class Scores:
 
 
 def apply_floor(p: np.ndarray, floor: float) -> np.ndarray:
-    """Mix ``p`` with the uniform floor: ``f + (1 - K f) p``; uniform when ``K f >= 1``."""
-    k = len(p)
-    if floor <= 0:
-        return p
-    if k * floor >= 1.0:
-        return np.full(k, 1.0 / k)
-    return floor + (1.0 - k * floor) * p
+    """Mix ``p`` with the uniform floor: ``f + (1 - K f) p``; uniform when ``K f >= 1``.
 
-
-def apply_floor_rows(p: np.ndarray, floor: float) -> np.ndarray:
-    """:func:`apply_floor` on each row of a (B, K) array."""
-    k = p.shape[1]
+    ``p`` is one probability vector over K models, or a (B, K) array of them (one per row).
+    """
+    k = p.shape[-1]
     if floor <= 0:
         return p
     if k * floor >= 1.0:

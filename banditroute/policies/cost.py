@@ -81,8 +81,7 @@ class CostModel:
 
     def update(self, ctx: Context, arm: int, cost_usd: float) -> None:
         """Learn from the observed cost of one call to model ``arm``."""
-        price = (ctx.input_tokens * self.in_price[arm] + self.expected_output_tokens * self.out_price[arm]) / 1e6
-        residual = cost_usd - float(price)  # list_price(ctx, [arm]), the same operations on scalars
+        residual = cost_usd - float(self.list_price(ctx, arm))
         reg = self.regressors[arm]
         reg.learn_one(dict(zip(_PHI, self._phi(ctx).tolist())), residual * _SCALE)
         self._coef[arm] = [reg.predict_one({name: 1.0}) for name in _PHI]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.policies.base import Policy, Scores, apply_floor_rows, one_hot
+from banditroute.policies.base import Policy, Scores, apply_floor, one_hot
 from banditroute.policies.cost import Context
 
 FOLD_EVERY = 64  # observations of one arm gathered before they are added to its precision matrix
@@ -83,6 +83,9 @@ class BayesLinear:
         self._outer = np.empty(self.A_inv.shape[1:])
 
     def _refresh(self) -> None:
+        """Bring theta and the float32 inverse up to date for the arms updated since they were read."""
+        if not self._stale.any():
+            return
         for arm in np.flatnonzero(self._stale):
             self._A_inv32[arm] = self.A_inv[arm]
             self._theta[arm] = self.A_inv[arm] @ self.b[arm]
@@ -110,15 +113,13 @@ class BayesLinear:
     @property
     def theta(self) -> np.ndarray:
         """Posterior mean weights ``A_k^{-1} b_k``, one row per arm."""
-        if self._stale.any():
-            self._refresh()
+        self._refresh()
         return self._theta
 
     @property
     def A_inv32(self) -> np.ndarray:
         """``A_inv`` in float32."""
-        if self._stale.any():
-            self._refresh()
+        self._refresh()
         return self._A_inv32
 
     def mean(self, x: np.ndarray, arms: np.ndarray) -> np.ndarray:
@@ -201,7 +202,7 @@ class _LinearPolicy(Policy):
         sd = self.exploration * self.noise_sd * np.sqrt(np.maximum(self.quality.variance_many(X)[rows, arms], 0.0))
         net = quality - cost_weights[:, None] * cost
         p = self._raw_probabilities_many(net, sd, rng)
-        return Scores(apply_floor_rows(p, self.floor), quality, cost)
+        return Scores(apply_floor(p, self.floor), quality, cost)
 
     def _raw_probabilities_many(self, net: np.ndarray, sd: np.ndarray, rng) -> np.ndarray:
         raise NotImplementedError
