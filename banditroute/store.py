@@ -108,29 +108,51 @@ def _rows_in(queued: tuple[str, list]) -> int:
     return sum(map(len, batch)) if name == "decisions" else len(batch)
 
 
+def _unnest(f: pa.Field) -> str:
+    if f.type == pa.timestamp("us", tz="UTC"):  # bound as epoch microseconds: exact, whatever the TimeZone
+        return "make_timestamptz(unnest(?::BIGINT[]))"
+    return f"unnest(?::{_DUCK_TYPES[f.type]}[])"
+
+
+FEEDBACK_INSERT = (f"INSERT INTO feedback ({', '.join(FEEDBACK_SCHEMA.names)}) "
+                   f"SELECT {', '.join(map(_unnest, FEEDBACK_SCHEMA))}")
+
+
+def insert_feedback(cur, batch: list[dict]) -> None:
+    """Append feedback rows in one statement, each column bound as one list parameter."""
+    cur.execute(FEEDBACK_INSERT, [[r[name] for r in batch] for name in FEEDBACK_SCHEMA.names])
+
+
 def write_batch(cur, rows: dict[str, list]) -> None:
     """Append one batch (table name -> Arrow tables for decisions, row dicts otherwise): feedback
     alone (the usual group commit) in one autocommit statement, anything else in one transaction.
 
-    Each table's rows go in as one Arrow table through the relational API (``from_arrow(t)
-    .insert_into(name)``), which needs no SQL parsing and no registered view: 32 feedback rows
-    commit in 1.7 ms, against 2.1 ms as column-list parameters and 3.6 ms as a ``VALUES`` list
-    (``benchmarks/bench_store.py``). Every DuckDB call gives up the GIL and must win it back from
-    the busy event loop, so a commit makes as few calls as it can.
+    Feedback goes in through :func:`insert_feedback`, other rows as one Arrow table per table through
+    the relational API (``from_arrow(t).insert_into(name)``). The choice is made for a busy event
+    loop: every DuckDB call gives up the GIL and must win it back from the loop, waiting up to
+    Python's switch interval each time, and one ``execute`` with list parameters does that fewer
+    times than the relational API's calls. With a thread keeping the GIL busy, 32 feedback rows
+    commit in less time this way than as Arrow, though alone Arrow is as fast or faster
+    (``benchmarks/bench_store.py``, ``commit_ms`` and ``contended_commit_ms``).
     """
-    tables = [(name, pa.concat_tables(batch) if name == "decisions" else pa.Table.from_pylist(batch, TABLES[name]))
-              for name, batch in rows.items() if batch]
-    if len(tables) == 1 and tables[0][0] == "feedback":
-        cur.from_arrow(tables[0][1]).insert_into("feedback")
-    else:
-        cur.execute("BEGIN TRANSACTION")
-        try:
-            for name, table in tables:
+    if not any(batch for name, batch in rows.items() if name != "feedback"):
+        if rows.get("feedback"):
+            insert_feedback(cur, rows["feedback"])
+        return
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        for name, batch in rows.items():
+            if not batch:
+                continue
+            if name == "feedback":
+                insert_feedback(cur, batch)
+            else:
+                table = pa.concat_tables(batch) if name == "decisions" else pa.Table.from_pylist(batch, TABLES[name])
                 cur.from_arrow(table).insert_into(name)
-            cur.execute("COMMIT")
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
+        cur.execute("COMMIT")
+    except Exception:
+        cur.execute("ROLLBACK")
+        raise
 
 
 def _ddl(name: str, schema: pa.Schema) -> str:

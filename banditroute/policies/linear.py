@@ -26,11 +26,24 @@ Two policies sit on these posteriors:
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg.blas import dger
 
 from banditroute.policies.base import Policy, Scores, apply_floor, one_hot
 from banditroute.policies.cost import Context
 
 FOLD_EVERY = 64  # observations of one arm gathered before they are added to its precision matrix
+
+
+def add_rank1(a: np.ndarray, alpha: float, v: np.ndarray) -> None:
+    """``a += alpha v v^T`` in place, for a symmetric C-ordered ``a``: one BLAS ``dger`` call.
+
+    ``dger`` works on Fortran-ordered matrices: it updates ``a.T``, a Fortran-ordered view of the same
+    memory, which is the same update since ``a`` and ``v v^T`` are symmetric. One pass over ``a``,
+    against three for ``np.outer``, a scale and a subtraction (about 3x faster at d = 85).
+    """
+    out = dger(alpha, v, v, a=a.T, overwrite_a=1)
+    if out.ctypes.data != a.ctypes.data:  # not updated in place (an unexpected layout): copy back
+        a[...] = out.T
 
 
 class BayesLinear:
@@ -66,13 +79,10 @@ class BayesLinear:
         self._theta = np.zeros((n_arms, dim))
         self._A_inv32 = self.A_inv.astype(np.float32)  # variance at decision time: half the memory traffic
         self._stale = np.zeros(n_arms, dtype=bool)
-        self._outer = np.empty((dim, dim))  # scratch for the rank-1 terms
 
     def __getstate__(self) -> dict:
         self._fold_all()
-        state = self.__dict__.copy()
-        del state["_outer"]
-        return state
+        return self.__dict__.copy()
 
     def __setstate__(self, state: dict) -> None:
         if "theta" in state:  # a state pickled before theta, A_inv32 and A were kept lazily
@@ -80,7 +90,6 @@ class BayesLinear:
             state["_stale"] = np.zeros(len(state["A_inv"]), dtype=bool)
             state["_unfolded"] = [[] for _ in range(len(state["A_inv"]))]
         self.__dict__.update(state)
-        self._outer = np.empty(self.A_inv.shape[1:])
 
     def _refresh(self) -> None:
         """Bring theta and the float32 inverse up to date for the arms updated since they were read."""
@@ -93,11 +102,8 @@ class BayesLinear:
 
     def _fold(self, arm: int) -> None:
         """Add the arm's unfolded observations to its A, in the order they came: A += w x x^T."""
-        outer = self._outer
         for x, w in self._unfolded[arm]:
-            np.multiply.outer(x, x, out=outer)
-            outer *= w
-            self._A[arm] += outer
+            add_rank1(self._A[arm], w, x)
         self._unfolded[arm].clear()
 
     def _fold_all(self) -> None:
@@ -149,15 +155,14 @@ class BayesLinear:
     def update(self, x: np.ndarray, arm: int, y: float, weight: float = 1.0) -> None:
         """Add observation ``y`` of arm ``arm`` at ``x`` with weight ``weight``.
 
-        The rank-1 terms are formed in one scratch matrix (the same products, in the same order, as
-        ``np.outer``), so an update allocates no d x d temporaries; the precision matrix's term is
-        added :data:`FOLD_EVERY` observations at a time (see :meth:`A`).
+        Both rank-1 terms are BLAS updates in place (:func:`add_rank1`), so an update allocates no
+        d x d temporaries; the precision matrix's term is added :data:`FOLD_EVERY` observations at a
+        time (see :meth:`A`), one by one in the order they came, so the result does not depend on when
+        folds happen (a snapshot folds everything).
         """
-        Ainv, outer = self.A_inv[arm], self._outer
+        Ainv = self.A_inv[arm]
         u = Ainv @ x
-        np.multiply.outer(u, u, out=outer)
-        outer *= weight / (1.0 + weight * (x @ u))
-        Ainv -= outer
+        add_rank1(Ainv, -weight / (1.0 + weight * (x @ u)), u)
         unfolded = self._unfolded[arm]
         unfolded.append((x.copy(), weight))
         if len(unfolded) >= FOLD_EVERY:
