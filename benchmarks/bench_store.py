@@ -7,13 +7,18 @@ Usage (about two minutes)::
 **Commits.** Each way inserts a batch of ``n`` feedback rows into a fresh on-disk database as one autocommit
 statement, as the log writer does for a feedback-only group commit:
 
-- ``store``: the Store's way, an Arrow table through ``from_arrow(t).insert_into("feedback")``;
-- ``columns``: ``INSERT ... SELECT unnest(?), ...`` with one list parameter per column;
+- ``store``: the Store's way (:func:`banditroute.store.insert_feedback`), ``INSERT ... SELECT
+  unnest(?), ...`` with one list parameter per column;
+- ``relation``: an Arrow table through the relational API, ``from_arrow(t).insert_into("feedback")``
+  (the Store's way until the contended figures below);
 - ``values``: a ``VALUES`` list with one parameter per cell;
 - ``arrow``: registering the Arrow table as a view and ``INSERT ... SELECT`` from it.
 
 Each is timed on the writer's side from the row dicts, conversions included, and also by the
-process CPU it costs (DuckDB may use more than one thread).
+process CPU it costs (DuckDB may use more than one thread). Each is then timed again while another
+thread runs Python bytecode without pause (``contended``), as the event loop does under load: every
+DuckDB call gives up the GIL, and winning it back from a busy thread takes up to Python's switch
+interval (the server's 0.5 ms), so a way's contended time grows with the number of calls it makes.
 
 A group commit holds at most one feedback per open connection, so 32 rows is the benchmark's
 case. The figure is the median over runs of the median commit time within a run.
@@ -30,7 +35,9 @@ import argparse
 import datetime
 import json
 import statistics
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from banditroute.store import _DUCK_TYPES, DECISION_SCHEMA, TABLES, Store, write_batch
+from banditroute.store import DECISION_SCHEMA, TABLES, Store, write_batch
 
 HERE = Path(__file__).resolve().parent
 FIELDS = TABLES["feedback"]
@@ -70,16 +77,30 @@ def arrow(cur, batch: list[dict]) -> None:
         cur.unregister("_new")
 
 
-def columns(cur, batch: list[dict]) -> None:
-    select = ", ".join(f"unnest(?::{_DUCK_TYPES[f.type]}[])" for f in FIELDS)
-    cur.execute(f"INSERT INTO feedback SELECT {select}", [[_bound(f, r[f.name]) for r in batch] for f in FIELDS])
+def relation(cur, batch: list[dict]) -> None:
+    cur.from_arrow(pa.Table.from_pylist(batch, schema=FIELDS)).insert_into("feedback")
 
 
 def store(cur, batch: list[dict]) -> None:
     write_batch(cur, {"decisions": [], "feedback": batch, "events": []})
 
 
-WAYS = (store, columns, values, arrow)
+WAYS = (store, relation, values, arrow)
+SWITCH_INTERVAL = 0.0005  # the server's (banditroute.server.serve)
+
+
+class BusyThread(threading.Thread):
+    """Runs Python bytecode until stopped: the stand-in for an event loop under load."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        x = 0
+        while not self.stopped.is_set():
+            for i in range(1000):
+                x += i
 
 
 def one_run(sizes: list[int], repeats: int) -> dict:
@@ -88,21 +109,34 @@ def one_run(sizes: list[int], repeats: int) -> dict:
         store = Store(str(Path(d) / "bench.duckdb"), flush_interval=60)
         cur = store.con.cursor()
         seq = 0
+
+        def timed(way, n: int) -> tuple[float, float]:
+            nonlocal seq
+            batches = [rows(n, seq + i * n) for i in range(repeats)]
+            seq += n * repeats
+            times, c0 = [], time.process_time()
+            for batch in batches:
+                t0 = time.perf_counter()
+                way(cur, batch)
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times) * 1e3, (time.process_time() - c0) / repeats * 1e3
+
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             for n in sizes:
                 for way in WAYS:  # interleaved, so that drift hits every way alike
-                    times = []
-                    batches = [rows(n, seq + i * n) for i in range(repeats)]
-                    seq += n * repeats
-                    c0 = time.process_time()
-                    for batch in batches:
-                        t0 = time.perf_counter()
-                        way(cur, batch)
-                        times.append(time.perf_counter() - t0)
-                    out[f"{way.__name__}_{n}"] = statistics.median(times) * 1e3
-                    out[f"{way.__name__}_{n}_cpu"] = (time.process_time() - c0) / repeats * 1e3
+                    out[f"{way.__name__}_{n}"], out[f"{way.__name__}_{n}_cpu"] = timed(way, n)
+                    busy = BusyThread()
+                    busy.start()
+                    try:
+                        out[f"{way.__name__}_{n}_contended"], _ = timed(way, n)
+                    finally:
+                        busy.stopped.set()
+                        busy.join()
             assert cur.execute("SELECT count(*) FROM feedback").fetchone()[0] == seq
         finally:
+            sys.setswitchinterval(switch)
             cur.close()
             store.close()
     return out
@@ -185,14 +219,18 @@ def main() -> None:
     medians = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
     names = [w.__name__ for w in WAYS]
     table = [{"rows": n, **{f"{w}_ms": medians[f"{w}_{n}"] for w in names},
-              **{f"{w}_cpu_ms": medians[f"{w}_{n}_cpu"] for w in names}} for n in sizes]
+              **{f"{w}_cpu_ms": medians[f"{w}_{n}_cpu"] for w in names},
+              **{f"{w}_contended_ms": medians[f"{w}_{n}_contended"] for w in names}} for n in sizes]
     lookup = lookup_run(args.decisions, args.repeats)
-    result = {"unit": "ms per commit: wall (median of runs of medians) and process CPU (median of runs of means)",
+    result = {"unit": "ms per commit: wall (median of runs of medians), process CPU (median of runs of means), "
+                      "and wall with a thread keeping the GIL busy (contended)",
+              "switch_interval_s": SWITCH_INTERVAL,
               "runs": args.runs, "repeats": args.repeats, "table": table, "late_lookup": lookup, "raw": runs}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print("rows  " + "  ".join(f"{w + ' wall/cpu':>20}" for w in names))
+    print("rows  " + "  ".join(f"{w + ' wall/cpu/contended':>30}" for w in names))
     for r in table:
-        print(f"{r['rows']:>4}  " + "  ".join(f"{r[w + '_ms']:>9.3f} /{r[w + '_cpu_ms']:>9.3f}" for w in names))
+        print(f"{r['rows']:>4}  " + "  ".join(f"{r[w + '_ms']:>9.3f} /{r[w + '_cpu_ms']:>9.3f} /{r[w + '_contended_ms']:>8.3f}"
+                                            for w in names))
     print("late lookup of 20 ids:", lookup)
 
 

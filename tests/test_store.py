@@ -3,6 +3,8 @@
 import os
 import time
 
+import pytest
+
 from banditroute import store as store_module
 from banditroute.store import Store
 
@@ -13,10 +15,12 @@ def feedback_row(i: int, ts: int) -> dict:
             "reported": f'{{"latency_ms": {i}}}', "idempotency_key": f"k{i}" if i % 4 else None}
 
 
-def test_feedback_rows_round_trip_exactly(tmp_path):
+@pytest.mark.parametrize("timezone", ["UTC", "America/New_York"])
+def test_feedback_rows_round_trip_exactly(tmp_path, timezone):
     store = Store(str(tmp_path / "log.duckdb"), flush_interval=60)
     ts = time.time_ns() // 1000
     try:
+        store.con.execute(f"SET GLOBAL TimeZone = '{timezone}'")  # timestamps are bound as epoch microseconds
         _, fut = store.add_feedback(feedback_row(0, ts))  # a lone feedback: one autocommit statement
         fut.result(timeout=30)
         for i in range(1, 601):  # a larger batch, inside one transaction with an event
