@@ -7,4 +7,4 @@ prompt takes the (identical, slower) Python path.
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("banditroute._featurize", ["banditroute/_featurize.c"], optional=True,
-                             extra_compile_args=["-O2", "-std=c11", "-D_GNU_SOURCE"])])
+                             extra_compile_args=["-O2", "-std=c11"])])

@@ -28,6 +28,7 @@
 #define MAX_TOKENS 2048
 #define MAX_VOCAB 256
 #define VOCAB_SLOTS 1024 /* open addressing on the CRC; a power of two above 2 x MAX_VOCAB */
+#define MAX_PHRASES 64
 
 /* Fixed counts at the start of each row; features.COUNTS names them in this order. */
 enum { C_CHARS, C_WORDS, C_NEWLINES, C_DIGITS, C_OPTIONS, C_ENDS_QUESTION, C_FIRST_IN_GROUP,
@@ -51,6 +52,14 @@ static int first_word_group = -1;
 static char **phrases = NULL;
 static Py_ssize_t *phrase_lens = NULL;
 static int n_phrases = 0;
+/* The phrases by first byte, for one pass over the text: phrase_head[b] is the first phrase starting
+ * with byte b (-1 if none), phrase_next[k] the next one after phrase k. */
+static int phrase_head[128];
+static int phrase_next[MAX_PHRASES];
+/* A filter on where a phrase can start: phrase_pair[a][b] when some phrase starts with bytes a, b;
+ * phrase_single[a] when the one-byte phrase a is one of them. Most positions fail it at once. */
+static unsigned char phrase_pair[128][128];
+static unsigned char phrase_single[128];
 static int configured = 0;
 
 static void crc_init(void) {
@@ -137,6 +146,12 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *ps = PySequence_Fast(phrase_seq, "phrases must be a sequence");
     if (ps == NULL) goto fail;
     n_phrases = (int)PySequence_Fast_GET_SIZE(ps);
+    if (n_phrases > MAX_PHRASES) {
+        n_phrases = 0;
+        Py_DECREF(ps);
+        PyErr_SetString(PyExc_ValueError, "too many phrases");
+        goto fail;
+    }
     phrases = PyMem_Calloc(n_phrases ? n_phrases : 1, sizeof(char *));
     phrase_lens = PyMem_Calloc(n_phrases ? n_phrases : 1, sizeof(Py_ssize_t));
     if (phrases == NULL || phrase_lens == NULL) {
@@ -154,6 +169,16 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         }
     }
     Py_DECREF(ps);
+    for (int b = 0; b < 128; b++) phrase_head[b] = -1;
+    memset(phrase_pair, 0, sizeof(phrase_pair));
+    memset(phrase_single, 0, sizeof(phrase_single));
+    for (int k = n_phrases - 1; k >= 0; k--) {
+        unsigned char b = (unsigned char)phrases[k][0];
+        phrase_next[k] = phrase_head[b];
+        phrase_head[b] = k;
+        if (phrase_lens[k] == 1) phrase_single[b] = 1;
+        else phrase_pair[b][(unsigned char)phrases[k][1]] = 1;
+    }
     configured = 1;
     return PyLong_FromLong(C_FIXED + n_groups + n_phrases);
 fail_groups:
@@ -179,31 +204,26 @@ static void mark(uint32_t crc, const char *w, Py_ssize_t n, int first, unsigned 
     }
 }
 
-static Py_ssize_t count_phrase_ascii(const char *s, Py_ssize_t n, const char *p, Py_ssize_t m) {
-    Py_ssize_t count = 0;
-    const char *end = s + n;
-    while (end - s >= m) {
-        const char *hit = memmem(s, end - s, p, m);
-        if (hit == NULL) break;
-        count++;
-        s = hit + m;
-    }
-    return count;
-}
-
-static Py_ssize_t count_phrase_ucs4(const Py_UCS4 *s, Py_ssize_t n, const char *p, Py_ssize_t m) {
-    Py_ssize_t count = 0, i = 0;
-    while (i + m <= n) {
-        Py_ssize_t k = 0;
-        while (k < m && s[i + k] == (unsigned char)p[k]) k++;
-        if (k == m) {
-            count++;
-            i += m;
-        } else {
-            i++;
+/* Non-overlapping occurrences of every phrase in s (str.count for each), in one pass: only where
+ * the first two characters can start a phrase are the phrases starting with that character
+ * compared, and a phrase found at i is not looked for again before i + its length (str.count
+ * resumes its search there). */
+static void count_phrases(const Py_UCS4 *s, Py_ssize_t n, double *counts) {
+    Py_ssize_t next_ok[MAX_PHRASES] = {0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 a = s[i], b = i + 1 < n ? s[i + 1] : 128;
+        if (a >= 128 || !(phrase_single[a] || (b < 128 && phrase_pair[a][b]))) continue;
+        for (int k = phrase_head[a]; k >= 0; k = phrase_next[k]) {
+            Py_ssize_t m = phrase_lens[k];
+            if (i < next_ok[k] || n - i < m) continue;
+            Py_ssize_t j = 1;
+            while (j < m && s[i + j] == (unsigned char)phrases[k][j]) j++;
+            if (j == m) {
+                counts[k] += 1.0;
+                next_ok[k] = i + m;
+            }
         }
     }
-    return count;
 }
 
 static uint32_t crc32_utf8(const Py_UCS4 *w, Py_ssize_t n) {
@@ -245,9 +265,8 @@ static void add_bucket(double *buckets, uint64_t h, uint64_t mask) {
 #define IN(ch, a, b) ((ch) >= (a) && (ch) <= (b))
 
 /* Counts and buckets of one prompt, given text (escapes replaced) and low = text.lower() as code
- * points; low_ascii is low as bytes when the prompt is ASCII (phrases are then found with memmem).
- * word and crcs are scratch space for len(low) code points and len(low) / 2 + 1 hashes. */
-static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_ssize_t nl, const char *low_ascii,
+ * points; word and crcs are scratch space for len(low) code points and len(low) / 2 + 1 hashes. */
+static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_ssize_t nl,
                       Py_UCS4 *word, uint32_t *crcs, unsigned char *seen, double *row, double *buckets, Py_ssize_t dim) {
     memset(row, 0, sizeof(double) * (C_FIXED + n_groups + n_phrases));
     memset(seen, 0, n_vocab);
@@ -309,10 +328,7 @@ static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_
     row[C_NON_ASCII] = (double)non_ascii;
     row[C_CJK] = (double)cjk;
     row[C_OTHER_SCRIPT] = (double)other;
-    double *phrase_counts = row + C_FIXED + n_groups;
-    for (int k = 0; k < n_phrases; k++)
-        phrase_counts[k] = (double)(low_ascii ? count_phrase_ascii(low_ascii, nl, phrases[k], phrase_lens[k])
-                                              : count_phrase_ucs4(low, nl, phrases[k], phrase_lens[k]));
+    count_phrases(low, nl, row + C_FIXED + n_groups);
 
     /* hashing: unigrams then bigrams of the word sequence, clipped to its first and last MAX_TOKENS / 2 */
     memset(buckets, 0, sizeof(double) * dim);
@@ -330,7 +346,6 @@ static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_
 typedef struct {
     Py_ssize_t cap;
     Py_UCS4 *text, *low, *word;
-    char *low_ascii;
     uint32_t *crcs;
 } Scratch;
 
@@ -340,14 +355,12 @@ static int reserve(Scratch *s, Py_ssize_t n) {
     PyMem_Free(s->text);
     PyMem_Free(s->low);
     PyMem_Free(s->word);
-    PyMem_Free(s->low_ascii);
     PyMem_Free(s->crcs);
     s->text = PyMem_Malloc(sizeof(Py_UCS4) * s->cap);
     s->low = PyMem_Malloc(sizeof(Py_UCS4) * s->cap);
     s->word = PyMem_Malloc(sizeof(Py_UCS4) * s->cap);
-    s->low_ascii = PyMem_Malloc(s->cap);
     s->crcs = PyMem_Malloc(sizeof(uint32_t) * (s->cap / 2 + 1));
-    if (!s->text || !s->low || !s->word || !s->low_ascii || !s->crcs) {
+    if (!s->text || !s->low || !s->word || !s->crcs) {
         PyErr_NoMemory();
         return -1;
     }
@@ -358,7 +371,6 @@ static void release(Scratch *s) {
     PyMem_Free(s->text);
     PyMem_Free(s->low);
     PyMem_Free(s->word);
-    PyMem_Free(s->low_ascii);
     PyMem_Free(s->crcs);
 }
 
@@ -381,11 +393,10 @@ static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *r
             char c = src[i];
             if (c == '\\' && i + 1 < len && src[i + 1] == 'n') c = '\n', i++;
             sc->text[n] = (unsigned char)c;
-            sc->low_ascii[n] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-            sc->low[n] = (unsigned char)sc->low_ascii[n];
+            sc->low[n] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
             n++;
         }
-        count_one(sc->text, n, sc->low, n, sc->low_ascii, sc->word, sc->crcs, seen, row, buckets, dim);
+        count_one(sc->text, n, sc->low, n, sc->word, sc->crcs, seen, row, buckets, dim);
         return 1;
     }
     /* non-ASCII: Python's own replace and lower (full Unicode case mapping), then the same counting */
@@ -404,7 +415,7 @@ static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *r
     if (reserve(sc, n > m ? n : m) == 0 && PyUnicode_AsUCS4(text, sc->text, sc->cap, 0) && PyUnicode_AsUCS4(low, sc->low, sc->cap, 0)) {
         done = 0;
         if (!has_surrogate(sc->low, m)) {
-            count_one(sc->text, n, sc->low, m, NULL, sc->word, sc->crcs, seen, row, buckets, dim);
+            count_one(sc->text, n, sc->low, m, sc->word, sc->crcs, seen, row, buckets, dim);
             done = 1;
         }
     }

@@ -124,6 +124,13 @@ def test_c_core_equals_python_path_on_generated_text(prompts):
     np.testing.assert_array_equal(Featurizer().transform_many(prompts), _python_path(prompts))
 
 
+def test_phrases_are_counted_as_str_count_does():
+    """Overlaps, runs, a phrase cut off by the end, phrases next to non-ASCII text."""
+    prompts = ["`````", "``````", "````````` ```", "??? ?", "how many how manyhow many", "ends with how man",
+               "step by step by step", " _ _ _ _.", "Ünï how much? 中 one word", "(((())))()", "answer:answer:"]
+    np.testing.assert_array_equal(Featurizer().transform_many(prompts), _python_path(prompts))
+
+
 def test_long_prompts_are_clipped_the_same_way():
     prompts = [" ".join(f"w{i}" for i in range(5000)), "x " * 3000 + "Ünï " * 10]
     np.testing.assert_array_equal(Featurizer().transform_many(prompts), _python_path(prompts))
