@@ -97,11 +97,9 @@ class Decision:
 
     def scores(self) -> dict[str, dict[str, float]]:
         """``{model: {quality, cost_usd, score}}`` behind the choice."""
-        net = self.pred_quality - self.cost_weight * self.pred_cost
-        return {
-            m: {"quality": q, "cost_usd": c, "score": s}
-            for m, q, c, s in zip(self.eligible, self.pred_quality.tolist(), self.pred_cost.tolist(), net.tolist())
-        }
+        cw = self.cost_weight  # in Python floats: the same two roundings as numpy, without its per-call cost
+        return {m: {"quality": q, "cost_usd": c, "score": q - cw * c}
+                for m, q, c in zip(self.eligible, self.pred_quality.tolist(), self.pred_cost.tolist())}
 
     def join(self, p: Pending) -> None:
         """Copy the feedback a pending record has gathered (for logs written after the fact)."""

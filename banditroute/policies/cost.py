@@ -75,7 +75,11 @@ class CostModel:
 
     def predict_many(self, X: np.ndarray, input_tokens: np.ndarray) -> np.ndarray:
         """:meth:`predict` for every row of ``X`` and every model at once (n, models)."""
-        phi = np.column_stack([np.ones(len(X)), input_tokens / 1000.0, X[:, _CODE], X[:, _CHOICE]])
+        phi = np.empty((len(X), len(_PHI)))
+        phi[:, 0] = 1.0
+        phi[:, 1] = input_tokens / 1000.0
+        phi[:, 2] = X[:, _CODE]
+        phi[:, 3] = X[:, _CHOICE]
         price = (input_tokens[:, None] * self.in_price + self.expected_output_tokens * self.out_price) / 1e6
         return np.maximum(price + phi @ self._coef.T / _SCALE, 0.0)
 

@@ -144,13 +144,11 @@ class BayesLinear:
     def variance_many(self, X: np.ndarray) -> np.ndarray:
         """x_b^T A_k^{-1} x_b for every row b of ``X`` and every arm k, as a (B, K) array.
 
-        One (K d, d) x (d, B) product in float32, then the row-wise dot with ``x_b``.
+        In float32: one stacked product ``X A_k`` per arm (K, B, d), then the row-wise dot with
+        ``x_b`` (about twice as fast at B = 12 as one (K d, d) x (d, B) product and a strided einsum).
         """
-        A_inv32 = self.A_inv32
-        k, d, _ = A_inv32.shape
         X32 = X.astype(np.float32)
-        AX = (A_inv32.reshape(k * d, d) @ X32.T).reshape(k, d, -1)
-        return np.einsum("kdb,bd->bk", AX, X32).astype(np.float64)
+        return np.einsum("kbd,bd->bk", X32 @ self.A_inv32, X32).astype(np.float64)
 
     def update(self, x: np.ndarray, arm: int, y: float, weight: float = 1.0) -> None:
         """Add observation ``y`` of arm ``arm`` at ``x`` with weight ``weight``.
