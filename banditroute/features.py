@@ -136,10 +136,10 @@ _SUM_PRESENT = np.zeros((len(COUNTS), len(SIGNALS)))
 for _j, (_counts, _present, _) in ((SIGNALS.index(k), v) for k, v in _NUMERATORS.items()):
     _SUM_COUNTS[[_COL[name] for name in _counts], _j] = 1.0
     _SUM_PRESENT[[_COL[name] for name in _present], _j] = 1.0
-_SQUASH = [SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "squash"]
+_SQUASH = np.array([SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "squash"])
 _SQUASH_HALF = np.array([v[2][1] for v in _NUMERATORS.values() if v[2][0] == "squash"])
-_PRESENT = [SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "present"]
-_SHARE = [SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "share"]
+_PRESENT = np.array([SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "present"])
+_SHARE = np.array([SIGNALS.index(k) for k, v in _NUMERATORS.items() if v[2][0] == "share"])
 _SHARE_MULT = np.array([v[2][1] for v in _NUMERATORS.values() if v[2][0] == "share"])
 _SHARE_CAP = np.array([v[2][2] for v in _NUMERATORS.values() if v[2][0] == "share"])
 _OPTIONS = SIGNALS.index("choice_options")  # and binary_choice right after it
@@ -262,8 +262,8 @@ class Featurizer:
         n = c @ _SUM_COUNTS + (c > 0) @ _SUM_PRESENT
         chars = c[:, _COL["chars"]]
         out = np.empty((len(c), len(SIGNALS)))
-        out[:, 0] = np.minimum([math.log1p(v) / 10.0 for v in chars], 1.0)
-        out[:, 1] = np.minimum([math.log1p(v) / 8.0 for v in c[:, _COL["words"]]], 1.0)
+        out[:, 0] = np.minimum([math.log1p(v) / 10.0 for v in chars.tolist()], 1.0)
+        out[:, 1] = np.minimum([math.log1p(v) / 8.0 for v in c[:, _COL["words"]].tolist()], 1.0)
         sq = n[:, _SQUASH]
         out[:, _SQUASH] = sq / (sq + _SQUASH_HALF)
         out[:, _PRESENT] = n[:, _PRESENT] > 0

@@ -286,6 +286,7 @@ class Router:
             groups.setdefault(len(arms), []).append((i, j, ctx, arms, cw))
         models = self.policy.models
         version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
+        pool_names = [models[a] for a in self._all_arms.tolist()]  # the usual eligible list: no constraints
         for members in groups.values():
             rows = [m[1] for m in members]
             arms = np.stack([m[3] for m in members])
@@ -303,7 +304,7 @@ class Router:
                     model=models[arm_list[k]],
                     arm=arm_list[k],
                     propensity=float(s.probabilities[r, k]),
-                    eligible=[models[a] for a in arm_list],
+                    eligible=list(pool_names) if arm_row is self._all_arms else [models[a] for a in arm_list],
                     probabilities=s.probabilities[r],
                     pred_quality=s.quality[r],
                     pred_cost=s.cost[r],
