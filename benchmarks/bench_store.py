@@ -26,7 +26,8 @@ case. The figure is the median over runs of the median commit time within a run.
 **Late lookups.** A log of ``--decisions`` synthetic decisions (85 features, 11 models, one
 feedback row per ten decisions) is written through the Store; then :meth:`Store.decisions` looks up
 20 random ids (a round of late feedback) ``--repeats`` times, first with the Store's
-``decision_id`` indexes and then, on the same database, after dropping them.
+``decision_id`` indexes (alone, then with the busy thread), and then, on the same database, after
+dropping them.
 """
 
 from __future__ import annotations
@@ -186,10 +187,8 @@ def lookup_run(n: int, repeats: int) -> dict:
                     store.add_feedback(row)
                 store.flush().result()
             out["write_seconds"] = round(time.perf_counter() - t0, 1)
-            for label in ("indexed", "scan"):
-                if label == "scan":
-                    for name in ("decisions", "feedback"):
-                        store.con.execute(f"DROP INDEX {name}_decision_id")
+
+            def lookups() -> float:
                 times = []
                 for _ in range(repeats):
                     wanted = [ids[i] for i in rng.integers(0, len(ids), size=20)]
@@ -197,7 +196,22 @@ def lookup_run(n: int, repeats: int) -> dict:
                     found = store.decisions(wanted)
                     times.append(time.perf_counter() - t0)
                     assert set(found) == set(wanted)
-                out[f"lookup20_ms_{label}"] = round(statistics.median(times) * 1e3, 2)
+                return round(statistics.median(times) * 1e3, 2)
+
+            out["lookup20_ms_indexed"] = lookups()
+            switch = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL)
+            busy = BusyThread()
+            busy.start()
+            try:
+                out["lookup20_ms_indexed_contended"] = lookups()
+            finally:
+                busy.stopped.set()
+                busy.join()
+                sys.setswitchinterval(switch)
+            for name in ("decisions", "feedback"):
+                store.con.execute(f"DROP INDEX {name}_decision_id")
+            out["lookup20_ms_scan"] = lookups()
         finally:
             store.close()
     return out
