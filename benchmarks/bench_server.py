@@ -25,7 +25,8 @@ is stopped and the database rows are compared with the 2xx answers the server co
 Each recording overwrites ``results/server.json`` (every run's raw figures; ``server_memory.json``
 for ``--memory``) and appends its summary, with the commit it ran at, to the matching
 ``*_history.jsonl`` beside it, so earlier recordings stay visible.
-Figures are medians over runs; ``route_vs_trivial`` is the ratio of requests/s within each run.
+Figures are medians over runs (``per_run`` lists the main ones run by run); ``route_vs_trivial`` is
+the ratio of requests/s within each run.
 ``loop_cpu_us`` and ``process_cpu_us`` are the server's CPU microseconds per answered request in a
 phase: its main thread (the event loop), and the whole process.
 """
@@ -170,10 +171,11 @@ def one_run(seconds: int, connections: int, bodies: Path) -> dict:
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 wait_up(trivial_port, "/route", "POST")
-                out["trivial"] = wrk(trivial_port, "route.lua", seconds, connections, bodies)
+                out["trivial"] = phase(trivial.pid, lambda: wrk(trivial_port, "route.lua", seconds, connections, bodies))
                 out["route"] = phase(proc.pid, lambda: wrk(port, "route.lua", seconds, connections, bodies,
                                                            IDS_OUT=tmp / "ids.txt"))
-                out["trivial_after"] = wrk(trivial_port, "route.lua", seconds, connections, bodies)
+                out["trivial_after"] = phase(trivial.pid, lambda: wrk(trivial_port, "route.lua", seconds, connections,
+                                                                      bodies))
             finally:
                 trivial.terminate()
                 trivial.wait()
@@ -213,6 +215,8 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
         "route_p99_ms": med(lambda r: r["route"]["p99_ms"]),
         "route_vs_trivial": med(lambda r: route_rps(r) / trivial_rps(r)),
         "route_loop_cpu_us": med(lambda r: r["route"]["loop_cpu_us_per_request"]),
+        "trivial_loop_cpu_us": med(lambda r: statistics.mean(r[k]["loop_cpu_us_per_request"]
+                                                             for k in ("trivial", "trivial_after"))),
         "route_mean_batch": med(lambda r: r["server_2xx"]["/route"] / max(r["server_2xx"]["route_batches"], 1)),
         "route_process_cpu_us": med(lambda r: r["route"]["process_cpu_us_per_request"]),
         "feedback_recent_rps": med(lambda r: r["feedback_recent"]["ok"] / r["feedback_recent"]["seconds"]),
@@ -225,6 +229,14 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
         "feedback_p99_ms": med(lambda r: r["feedback"]["p99_ms"]),
         "feedback_late_share": med(lambda r: r["late_share"]),
         "rss_mb": med(lambda r: r["rss_mb"]),
+        "per_run": {  # the spread behind the medians, kept in the history too
+            "route_rps": [round(route_rps(r)) for r in runs],
+            "route_vs_trivial": [round(route_rps(r) / trivial_rps(r), 3) for r in runs],
+            "route_p99_ms": [r["route"]["p99_ms"] for r in runs],
+            "route_loop_cpu_us": [r["route"]["loop_cpu_us_per_request"] for r in runs],
+            "feedback_recent_rps": [round(r["feedback_recent"]["ok"] / r["feedback_recent"]["seconds"]) for r in runs],
+            "feedback_rps": [round(r["feedback"]["ok"] / r["feedback"]["seconds"]) for r in runs],
+        },
         "no_loss": all(
             r["rows"]["decisions"] == r["server_2xx"]["/route"] >= r["route"]["ok"]
             and r["rows"]["feedback"] == r["server_2xx"]["/feedback"] >= r["feedback"]["ok"] + r["feedback_recent"]["ok"]
