@@ -7,6 +7,7 @@ from scipy import stats
 from banditroute.config import PolicyConfig, parse_pool
 from banditroute.features import Featurizer
 from banditroute.policies import BayesLinear, Context, Policy, make_policy
+from banditroute.policies.cost import CostModel
 from banditroute.router import Router
 
 MODELS = ["big", "coder", "mathy", "tiny"]
@@ -180,6 +181,20 @@ def test_cost_model_starts_at_list_price_and_learns_real_costs():
     for _ in range(200):
         unpriced.update(c, 0, cost_usd=0.02)
     assert unpriced.cost_model.predict(c, [0])[0] == pytest.approx(0.02, rel=0.02)
+
+
+def test_cost_coefficients_read_back_lazily_survive_a_pickle():
+    pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(expected_output_tokens=100))
+    c = ctx("a" * 4000)
+    for i in range(30):
+        pol.update(c, i % 2, cost_usd=0.01 * (1 + i % 2))
+    loaded = pickle.loads(pickle.dumps(pol.cost_model))  # pickled while both arms' weights are unread
+    assert np.array_equal(loaded.predict(c, [0, 1, 2]), pol.cost_model.predict(c, [0, 1, 2]))
+    old = {k: v for k, v in loaded.__dict__.items() if k != "_stale"}  # as states were pickled before
+    again = CostModel.__new__(CostModel)
+    again.__setstate__(old)
+    assert np.array_equal(again.predict_many(c.x[None], np.array([c.input_tokens])),
+                          pol.cost_model.predict_many(c.x[None], np.array([c.input_tokens])))
 
 
 @pytest.mark.parametrize("name", NAMES)

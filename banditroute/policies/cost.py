@@ -54,10 +54,25 @@ class CostModel:
         self.out_price = np.array([(p[1] or 0.0) if p else 0.0 for p in prices], dtype=float)
         self.expected_output_tokens = float(expected_output_tokens)
         self.regressors = [linear_model.BayesianLinearRegression(alpha=1.0, beta=1.0) for _ in self.models]
-        # posterior-mean weights of each regressor, refreshed after it learns: a decision then
-        # predicts every model's cost with one matrix product instead of K river calls
+        # posterior-mean weights of each regressor, read back from it when a decision needs them after
+        # it learned: a decision then predicts every model's cost with one matrix product instead of K
+        # river calls, and a burst of feedback does not read them back once per call
         self._coef = np.zeros((len(self.models), len(_PHI)))
+        self._stale: set[int] = set()
         self.observations = np.zeros(len(self.models), dtype=np.int64)
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_stale", set())  # states pickled before the lazy read-back had none stale
+        self.__dict__.update(state)
+
+    @property
+    def coef(self) -> np.ndarray:
+        """Posterior-mean weights of each model's cost regressor (rows in arm order, columns :data:`_PHI`)."""
+        for arm in self._stale:
+            reg = self.regressors[arm]
+            self._coef[arm] = [reg.predict_one({name: 1.0}) for name in _PHI]
+        self._stale.clear()
+        return self._coef
 
     @staticmethod
     def _phi(ctx: Context) -> np.ndarray:
@@ -70,7 +85,7 @@ class CostModel:
 
     def predict(self, ctx: Context, arms) -> np.ndarray:
         """Predicted cost in USD (never negative) for each of ``arms``."""
-        learned = self._coef[arms] @ self._phi(ctx) / _SCALE
+        learned = self.coef[arms] @ self._phi(ctx) / _SCALE
         return np.maximum(self.list_price(ctx, arms) + learned, 0.0)
 
     def predict_many(self, X: np.ndarray, input_tokens: np.ndarray) -> np.ndarray:
@@ -81,12 +96,12 @@ class CostModel:
         phi[:, 2] = X[:, _CODE]
         phi[:, 3] = X[:, _CHOICE]
         price = (input_tokens[:, None] * self.in_price + self.expected_output_tokens * self.out_price) / 1e6
-        return np.maximum(price + phi @ self._coef.T / _SCALE, 0.0)
+        return np.maximum(price + phi @ self.coef.T / _SCALE, 0.0)
 
     def update(self, ctx: Context, arm: int, cost_usd: float) -> None:
         """Learn from the observed cost of one call to model ``arm``."""
         residual = cost_usd - float(self.list_price(ctx, arm))
         reg = self.regressors[arm]
         reg.learn_one(dict(zip(_PHI, self._phi(ctx).tolist())), residual * _SCALE)
-        self._coef[arm] = [reg.predict_one({name: 1.0}) for name in _PHI]
+        self._stale.add(arm)
         self.observations[arm] += 1
