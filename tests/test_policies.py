@@ -189,6 +189,11 @@ def test_cost_coefficients_read_back_lazily_survive_a_pickle():
     for i in range(30):
         pol.update(c, i % 2, cost_usd=0.01 * (1 + i % 2))
     loaded = pickle.loads(pickle.dumps(pol.cost_model))  # pickled while both arms' weights are unread
+    phi = CostModel._phi(c)
+    learned = [sum(reg.predict_one({n: 1.0}) * v for n, v in zip(("bias", "in_ktok", "code", "choice"), phi))
+               for reg in pol.cost_model.regressors[:3]]  # read from river directly
+    expected = np.maximum(pol.cost_model.list_price(c, [0, 1, 2]) + np.array(learned) / 1000.0, 0.0)
+    np.testing.assert_allclose(loaded.predict(c, [0, 1, 2]), expected, rtol=1e-12)
     assert np.array_equal(loaded.predict(c, [0, 1, 2]), pol.cost_model.predict(c, [0, 1, 2]))
     old = {k: v for k, v in loaded.__dict__.items() if k != "_stale"}  # as states were pickled before
     again = CostModel.__new__(CostModel)
