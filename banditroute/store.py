@@ -15,7 +15,8 @@ allows one writer; batched Arrow inserts run about 200x faster than row-by-row I
 :meth:`Store.add_feedback` returns a future that resolves when the batch holding that row has
 committed: the server acknowledges feedback only then (group commit), so an acknowledged feedback
 survives a crash. Decisions are queued without waiting, and they reach the disk in the same or an
-earlier batch than any feedback about them.
+earlier batch than any feedback about them: feedback about a decision still queued commits together
+with the queued decisions, other feedback commits alone, without waiting for them.
 """
 
 from __future__ import annotations
@@ -168,8 +169,8 @@ class Store:
     path
         DuckDB file (created with its folder if missing); ``":memory:"`` for tests.
     flush_interval
-        Seconds between commits of decisions alone; queued feedback is committed at once (with
-        every decision queued before it). Each commit costs a few milliseconds whatever its size,
+        Seconds between commits of decisions; queued feedback is committed at once (with the queued
+        decisions when it is about one of them). Each commit costs a few milliseconds whatever its size,
         so under load longer intervals cost less per decision; a crash can lose at most this much
         of decisions that have had no feedback yet (their later feedback then gets a 404).
     memory_limit
@@ -200,6 +201,11 @@ class Store:
         self._wake = threading.Event()
         self._rows: dict[str, list] = {name: [] for name in TABLES}  # Arrow tables for decisions, dicts otherwise
         self._decisions: list[tuple] = []  # decisions not yet converted to Arrow
+        # Ids of the queued decisions: feedback about one of them makes the next commit take them along
+        # (a decision is never logged after feedback about it); other feedback commits alone.
+        self._queued_ids: set[str] = set()
+        self._take_decisions = False  # the next commit writes the queued decisions too
+        self._decisions_due = time.monotonic() + float(flush_interval)
         self._future = concurrent.futures.Future()
         self._stop = False
         self.seq = int(self.con.execute("SELECT coalesce(max(seq), 0) FROM feedback").fetchone()[0])
@@ -227,6 +233,7 @@ class Store:
         """
         with self._lock:
             self._decisions += items
+            self._queued_ids.update(d.decision_id for d, _, _ in items)
             if len(self._decisions) >= CONVERT_EVERY:
                 self._rows["decisions"].append(decision_table(self._decisions))
                 self._decisions = []
@@ -237,6 +244,8 @@ class Store:
             self.seq += 1
             row["seq"] = self.seq
             self._rows["feedback"].append(row)
+            if row["decision_id"] in self._queued_ids:
+                self._take_decisions = True
             fut = self._future
         self._wake.set()
         return self.seq, fut
@@ -249,6 +258,7 @@ class Store:
     def flush(self) -> concurrent.futures.Future:
         """A future that resolves once everything queued so far has committed."""
         with self._lock:
+            self._take_decisions = True
             fut = self._future
         self._wake.set()
         return fut
@@ -265,14 +275,21 @@ class Store:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             with self._lock:
+                stop = self._stop
                 rows, fut = self._rows, self._future
-                if self._decisions:
-                    rows["decisions"].append(decision_table(self._decisions))
-                    self._decisions = []
-                self._rows = {name: [] for name in TABLES}
+                if stop or self._take_decisions or time.monotonic() >= self._decisions_due:
+                    if self._decisions:
+                        rows["decisions"].append(decision_table(self._decisions))
+                        self._decisions = []
+                    self._rows = {name: [] for name in TABLES}
+                    self._queued_ids = set()
+                    self._take_decisions = False
+                    self._decisions_due = time.monotonic() + self.flush_interval
+                else:  # feedback about decisions already logged: it commits without the queued ones
+                    self._rows = {name: [] for name in TABLES}
+                    self._rows["decisions"], rows["decisions"] = rows["decisions"], []
                 self._future = concurrent.futures.Future()
                 seq = self.seq
-                stop = self._stop
             if any(rows.values()):
                 try:
                     t0 = time.perf_counter()

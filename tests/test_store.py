@@ -6,6 +6,8 @@ import time
 import pytest
 
 from banditroute import store as store_module
+from banditroute.config import load_pool
+from banditroute.router import RouteOptions, Router
 from banditroute.store import Store
 
 
@@ -48,5 +50,36 @@ def test_writer_checkpoints_when_no_feedback_waits(tmp_path, monkeypatch):
         wal = tmp_path / "log.duckdb.wal"
         assert not wal.exists() or os.path.getsize(wal) < 4096
         assert store.query("SELECT count(*) FROM feedback").column(0)[0].as_py() == 1
+    finally:
+        store.close()
+
+
+def test_feedback_commits_alone_unless_its_decision_is_still_queued(tmp_path):
+    """A decision is never logged after feedback about it; other feedback does not wait for decisions."""
+    router = Router(load_pool(), seed=0)
+    store = Store(str(tmp_path / "log.duckdb"), flush_interval=60)
+
+    def logged(table: str) -> int:
+        return store.query(f"SELECT count(*) FROM {table}").column(0)[0].as_py()
+
+    def route(n: int):
+        out = router.route_many([f"question {i}?" for i in range(n)], [RouteOptions()] * n)
+        store.add_decisions([(d, None, None) for d in out])
+        return out
+
+    try:
+        old = route(3)
+        store.flush().result(timeout=30)
+        assert logged("decisions") == 3
+        new = route(4)  # queued; the next timed flush is a minute away
+        _, fut = store.add_feedback({**feedback_row(0, time.time_ns() // 1000), "decision_id": old[0].decision_id})
+        fut.result(timeout=30)
+        assert logged("feedback") == 1 and logged("decisions") == 3  # committed alone
+        _, fut = store.add_feedback({**feedback_row(1, time.time_ns() // 1000), "decision_id": new[2].decision_id})
+        fut.result(timeout=30)
+        assert logged("feedback") == 2 and logged("decisions") == 7  # took its decision (and the others) along
+        route(2)
+        store.flush().result(timeout=30)
+        assert logged("decisions") == 9
     finally:
         store.close()
