@@ -1,6 +1,6 @@
 """Load test of `banditroute serve` on loopback with wrk, against a trivial aiohttp JSON handler.
 
-Usage (needs wrk: ``apt-get install wrk``; about 4 minutes)::
+Usage (needs wrk: ``apt-get install wrk``; about 5 minutes)::
 
     python benchmarks/bench_server.py [--runs 3] [--seconds 10] [--connections 32]
     python benchmarks/bench_server.py --memory 1000000     # RSS after a million decisions (~10 min)
@@ -16,9 +16,11 @@ Per run, each on a fresh database:
    the server's pending window;
 5. the same round robin over every decision of 2, so that those that have left the window take the
    late path (read back from DuckDB); the server's ``banditroute_feedback_total{late="true"}``
-   counts them.
+   counts them;
+6. ``/route`` and ``/feedback`` at once, half the connections each (the service's usual traffic):
+   new prompts, and feedback round robin over the last ``MIXED_RECENT`` decisions of 2.
 
-wrk runs one thread, so the server has the other core. Prompts are every distinct prompt of
+wrk runs one thread (two in phase 6), so the server has the other core. Prompts are every distinct prompt of
 ../shared/data (RouterBench, MMLU, GSM8K, MT Bench), shuffled. After each banditroute run the server
 is stopped and the database rows are compared with the 2xx answers the server counted (its
 /metrics) and the client received.
@@ -101,6 +103,24 @@ def wrk(port: int, script: str, seconds: int, connections: int, bodies: Path, **
 
 
 RECENT = 40_000  # last decisions of the /route phase that phase 4 uses: all within the 50,000 pending
+MIXED_RECENT = 10_000  # those phase 6 uses: still within the window after its own /route traffic
+
+
+def mixed_phase(port: int, seconds: int, connections: int, bodies: Path, tmp: Path) -> tuple[dict, dict]:
+    """``/route`` and ``/feedback`` at once, ``connections`` each: two wrk processes side by side."""
+    def start(script: str, **env) -> subprocess.Popen:
+        return subprocess.Popen(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / "wrk" / script),
+             f"http://127.0.0.1:{port}"],
+            env={**os.environ, "BODIES": str(bodies), **{k: str(v) for k, v in env.items()}},
+            stdout=subprocess.PIPE, text=True)
+
+    procs = [start("route.lua", IDS_OUT=tmp / "mixed_ids.txt"),
+             start("feedback.lua", IDS=tmp / "mixed.txt", KEY_PREFIX="mixed-")]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError("wrk failed in the mixed phase")
+    return tuple(json.loads(o.strip().splitlines()[-1]) for o in outs)
 
 
 def server_counts(port: int) -> dict[str, int]:
@@ -188,9 +208,15 @@ def one_run(seconds: int, connections: int, bodies: Path) -> dict:
             out["feedback"] = phase(proc.pid, lambda: wrk(port, "feedback.lua", seconds, connections, bodies,
                                                           IDS=tmp / "ids.txt", KEY_PREFIX="all-"))
             time.sleep(1.0)
+            mixed = server_counts(port)
+            (tmp / "mixed.txt").write_text("\n".join(ids[-MIXED_RECENT:]) + "\n")
+            out["mixed_route"], out["mixed_feedback"] = mixed_phase(port, seconds, connections // 2, bodies, tmp)
+            time.sleep(1.0)
             out["server_2xx"] = server_counts(port)
-            out["late_share"] = round((out["server_2xx"]["late_feedback"] - before["late_feedback"])
-                                      / max(out["server_2xx"]["/feedback"] - before["/feedback"], 1), 3)
+            out["mixed_late_share"] = round((out["server_2xx"]["late_feedback"] - mixed["late_feedback"])
+                                            / max(out["server_2xx"]["/feedback"] - mixed["/feedback"], 1), 3)
+            out["late_share"] = round((mixed["late_feedback"] - before["late_feedback"])
+                                      / max(mixed["/feedback"] - before["/feedback"], 1), 3)
             out["rss_mb"] = round(rss_mb(proc.pid), 1)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -228,6 +254,12 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
         "feedback_p50_ms": med(lambda r: r["feedback"]["p50_ms"]),
         "feedback_p99_ms": med(lambda r: r["feedback"]["p99_ms"]),
         "feedback_late_share": med(lambda r: r["late_share"]),
+        "mixed_route_rps": med(lambda r: r["mixed_route"]["ok"] / r["mixed_route"]["seconds"]),
+        "mixed_route_p99_ms": med(lambda r: r["mixed_route"]["p99_ms"]),
+        "mixed_feedback_rps": med(lambda r: r["mixed_feedback"]["ok"] / r["mixed_feedback"]["seconds"]),
+        "mixed_feedback_p50_ms": med(lambda r: r["mixed_feedback"]["p50_ms"]),
+        "mixed_feedback_p99_ms": med(lambda r: r["mixed_feedback"]["p99_ms"]),
+        "mixed_feedback_late_share": med(lambda r: r["mixed_late_share"]),
         "rss_mb": med(lambda r: r["rss_mb"]),
         "per_run": {  # the spread behind the medians, kept in the history too
             "route_rps": [round(route_rps(r)) for r in runs],
@@ -239,7 +271,9 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
         },
         "no_loss": all(
             r["rows"]["decisions"] == r["server_2xx"]["/route"] >= r["route"]["ok"]
-            and r["rows"]["feedback"] == r["server_2xx"]["/feedback"] >= r["feedback"]["ok"] + r["feedback_recent"]["ok"]
+            and r["rows"]["feedback"] == r["server_2xx"]["/feedback"]
+            >= r["feedback"]["ok"] + r["feedback_recent"]["ok"] + r["mixed_feedback"]["ok"]
+            and r["server_2xx"]["/route"] >= r["route"]["ok"] + r["mixed_route"]["ok"]
             and r["server_2xx"]["duplicate_feedback"] == 0  # every key is fresh, so every 2xx is a stored row
             for r in runs
         ),
