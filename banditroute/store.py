@@ -228,8 +228,8 @@ class Store:
 
         They are converted to Arrow :data:`CONVERT_EVERY` at a time on the caller's thread, which
         spreads pyarrow's fixed cost per call over many rows and never has the writer hold the GIL
-        for long; the writer converts the remainder when it commits. Conversion happens under the
-        queue lock, so a commit always carries every decision queued before it.
+        for long; the writer converts the remainder when it commits them. Conversion happens under
+        the queue lock, so a commit that takes the queued decisions takes every one queued before it.
         """
         with self._lock:
             self._decisions += items
