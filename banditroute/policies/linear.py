@@ -39,7 +39,8 @@ def add_rank1(a: np.ndarray, alpha: float, v: np.ndarray) -> None:
 
     ``dger`` works on Fortran-ordered matrices: it updates ``a.T``, a Fortran-ordered view of the same
     memory, which is the same update since ``a`` and ``v v^T`` are symmetric. One pass over ``a``,
-    against three for ``np.outer``, a scale and a subtraction (about 3x faster at d = 85).
+    against three for ``np.outer``, a scale and a subtraction: with it an update of
+    :class:`BayesLinear` at d = 85 and 11 arms took 8.5-12 us against 24-39 us (one-off timing).
     """
     out = dger(alpha, v, v, a=a.T, overwrite_a=1)
     if out.ctypes.data != a.ctypes.data:  # not updated in place (an unexpected layout): copy back
