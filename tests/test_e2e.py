@@ -144,8 +144,10 @@ def test_kill_9_loses_no_acknowledged_feedback_and_recovers_the_logged_state(tmp
 
     con = duckdb.connect(str(srv.db))  # opening replays DuckDB's WAL, as a restart does
     stored = {r[0] for r in con.execute("SELECT idempotency_key FROM feedback").fetchall()}
+    orphans = con.execute("SELECT count(*) FROM feedback ANTI JOIN decisions USING (decision_id)").fetchone()[0]
     con.close()
     assert set(acked) <= stored
+    assert orphans == 0  # no decision reaches the log after feedback about it
 
     srv.start()  # recovers from the last snapshot plus the log after it
     assert srv.get("/policy")["feedback_seq"] == len(stored)
