@@ -32,6 +32,11 @@ from banditroute.store import Store
 
 log = logging.getLogger("banditroute")
 
+# Event-loop turns a /route micro-batch stays open. One-off A/Bs at 32 connections (requests/s): 2 turns
+# beat 1 in three pairs of three, 3 beat 2 in two of two, 5 did no better than 3; 3 against 1, eight
+# pairs: ahead in six, by 5% on average (-2.6% to +17%). At one connection p50 was 0.55 against 0.61 ms.
+BATCH_TURNS = 3
+
 
 class RouterService:
     """Everything the HTTP handlers call; usable directly in tests and scripts."""
@@ -147,15 +152,24 @@ class RouterService:
     async def route(self, request: RouteRequest) -> Decision:
         """Route one request as part of the micro-batch of requests that arrived with it.
 
-        The first request of an event-loop turn schedules the batch with ``call_soon``; every request
-        parsed in the same turn joins it, so batching adds no timer and at most one loop turn of delay.
+        The first request of a batch schedules it :data:`BATCH_TURNS` event-loop turns ahead (one
+        ``call_soon`` per turn, no timer); every request parsed meanwhile joins it. When the loop is
+        idle a turn takes microseconds; under load each turn reads more requests, and larger batches
+        spread the per-batch cost of features and policy over more decisions.
         Raises :class:`RoutingError`.
         """
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._route_queue.append((request, fut))
         if len(self._route_queue) == 1:
-            asyncio.get_running_loop().call_soon(self._route_batch)
+            loop.call_soon(self._batch_in, BATCH_TURNS - 1)
         return await fut
+
+    def _batch_in(self, turns: int) -> None:
+        if turns:
+            asyncio.get_running_loop().call_soon(self._batch_in, turns - 1)
+        else:
+            self._route_batch()
 
     def _route_batch(self) -> None:
         batch, self._route_queue = self._route_queue, []
