@@ -130,6 +130,13 @@ class Decision:
         }
 
 
+def _keep(cache: OrderedDict, p: Pending, limit: int) -> None:
+    """Put ``p`` in a bounded cache of decisions; the oldest entry leaves when it is over ``limit``."""
+    cache[p.decision_id] = p
+    if len(cache) > limit:
+        cache.popitem(last=False)
+
+
 @dataclass
 class FeedbackResult:
     """What one feedback call changed."""
@@ -286,7 +293,6 @@ class Router:
             groups.setdefault(len(arms), []).append((i, j, ctx, arms, cw))
         models = self.policy.models
         version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
-        pool_names = [models[a] for a in self._all_arms.tolist()]  # the usual eligible list: no constraints
         for members in groups.values():
             rows = [m[1] for m in members]
             arms = np.stack([m[3] for m in members])
@@ -304,7 +310,7 @@ class Router:
                     model=models[arm_list[k]],
                     arm=arm_list[k],
                     propensity=float(s.probabilities[r, k]),
-                    eligible=list(pool_names) if arm_row is self._all_arms else [models[a] for a in arm_list],
+                    eligible=list(self._names) if arm_row is self._all_arms else [models[a] for a in arm_list],
                     probabilities=s.probabilities[r],
                     pred_quality=s.quality[r],
                     pred_cost=s.cost[r],
@@ -326,9 +332,7 @@ class Router:
 
     def remember(self, p: Pending) -> None:
         """Keep ``p`` in the bounded pending window (the oldest entry leaves when it is full)."""
-        self.pending[p.decision_id] = p
-        if len(self.pending) > self.max_pending:
-            self.pending.popitem(last=False)
+        _keep(self.pending, p, self.max_pending)
 
     def recall(self, p: Pending) -> None:
         """Keep ``p``, read back from the log for late feedback, in a small cache of its own.
@@ -338,9 +342,7 @@ class Router:
         most recent decisions out of it (each recalled decision would evict one, which would turn late
         in its turn).
         """
-        self.recalled[p.decision_id] = p
-        if len(self.recalled) > RECALLED:
-            self.recalled.popitem(last=False)
+        _keep(self.recalled, p, RECALLED)
 
     def held(self, decision_id: str) -> Pending | None:
         """The decision if it is in memory: in the pending window or among the recalled ones."""

@@ -32,11 +32,8 @@ from banditroute.store import Store
 
 log = logging.getLogger("banditroute")
 
-# Event-loop turns a /route micro-batch stays open. One-off A/Bs at 32 connections (requests/s): 2 turns
-# beat 1 in three pairs of three, 3 beat 2 in two of two, 5 did no better than 3; 3 against 1, eight
-# pairs: ahead in six, by 5% on average (-2.6% to +17%). At one connection p50 was 0.55 against 0.61 ms.
-# Recorded (benchmarks/bench_server.py): 8,016-8,762 requests/s against 7,252 with one turn, the mean
-# batch 23 against 10 (the README's speed section).
+# Event-loop turns a /route micro-batch stays open: 3 rather than 1 gave 8,016-8,762 requests/s against
+# 7,252, the mean batch 23 against 10 (benchmarks/bench_server.py; the README's speed section).
 BATCH_TURNS = 3
 
 

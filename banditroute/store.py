@@ -115,41 +115,42 @@ def _unnest(f: pa.Field) -> str:
     return f"unnest(?::{_DUCK_TYPES[f.type]}[])"
 
 
-FEEDBACK_INSERT = (f"INSERT INTO feedback ({', '.join(FEEDBACK_SCHEMA.names)}) "
-                   f"SELECT {', '.join(map(_unnest, FEEDBACK_SCHEMA))}")
+_INSERTS = {name: f"INSERT INTO {name} ({', '.join(schema.names)}) SELECT {', '.join(map(_unnest, schema))}"
+            for name, schema in TABLES.items() if name != "decisions"}
 
 
-def insert_feedback(cur, batch: list[dict]) -> None:
-    """Append feedback rows in one statement, each column bound as one list parameter."""
-    cur.execute(FEEDBACK_INSERT, [[r[name] for r in batch] for name in FEEDBACK_SCHEMA.names])
+def insert_rows(cur, name: str, rows: list[dict]) -> None:
+    """Append row dicts to table ``name`` (feedback or events) in one statement, each column bound
+    as one list parameter."""
+    cur.execute(_INSERTS[name], [[r[col] for r in rows] for col in TABLES[name].names])
 
 
 def write_batch(cur, rows: dict[str, list]) -> None:
-    """Append one batch (table name -> Arrow tables for decisions, row dicts otherwise): feedback
-    alone (the usual group commit) in one autocommit statement, anything else in one transaction.
+    """Append one batch (table name -> Arrow tables for decisions, row dicts otherwise): one table's
+    rows (feedback alone is the usual group commit) in one autocommit statement, more in one
+    transaction.
 
-    Feedback goes in through :func:`insert_feedback`, other rows as one Arrow table per table through
-    the relational API (``from_arrow(t).insert_into(name)``). The choice is made for a busy event
+    Feedback and events go in through :func:`insert_rows`, decisions as one Arrow table through the
+    relational API (``from_arrow(t).insert_into("decisions")``). The choice is made for a busy event
     loop: every DuckDB call gives up the GIL and must win it back from the loop, waiting up to
     Python's switch interval each time, and one ``execute`` with list parameters makes fewer such
     calls than the relational API. With a thread keeping the GIL busy, 32 feedback rows commit in
     4.1 ms this way against 7.0 ms as Arrow, though alone Arrow is faster (1.4 against 1.7 ms;
     ``benchmarks/bench_store.py``).
     """
-    if not any(batch for name, batch in rows.items() if name != "feedback"):
-        if rows.get("feedback"):
-            insert_feedback(cur, rows["feedback"])
+    filled = {name: batch for name, batch in rows.items() if batch}
+    if len(filled) == 1 and "decisions" not in filled:
+        insert_rows(cur, *filled.popitem())
+        return
+    if not filled:
         return
     cur.execute("BEGIN TRANSACTION")
     try:
-        for name, batch in rows.items():
-            if not batch:
-                continue
-            if name == "feedback":
-                insert_feedback(cur, batch)
+        for name, batch in filled.items():
+            if name == "decisions":
+                cur.from_arrow(pa.concat_tables(batch)).insert_into(name)
             else:
-                table = pa.concat_tables(batch) if name == "decisions" else pa.Table.from_pylist(batch, TABLES[name])
-                cur.from_arrow(table).insert_into(name)
+                insert_rows(cur, name, batch)
         cur.execute("COMMIT")
     except Exception:
         cur.execute("ROLLBACK")
@@ -190,7 +191,7 @@ class Store:
         for name, schema in TABLES.items():
             self.con.execute(_ddl(name, schema))
         # Late feedback looks its decision up by id; without these ART indexes every lookup scans
-        # the whole log (20 ids at a million decisions: 575 ms, 18 ms with them; benchmarks/bench_store.py).
+        # the whole log (20 ids at a million decisions: 378 ms, 12 ms with them; benchmarks/bench_store.py).
         for name in ("decisions", "feedback"):
             self.con.execute(f"CREATE INDEX IF NOT EXISTS {name}_decision_id ON {name} (decision_id)")
         self.flush_interval = float(flush_interval)
@@ -277,19 +278,17 @@ class Store:
             with self._lock:
                 stop = self._stop
                 rows, fut = self._rows, self._future
+                self._rows, self._future = {name: [] for name in TABLES}, concurrent.futures.Future()
+                seq = self.seq
                 if stop or self._take_decisions or time.monotonic() >= self._decisions_due:
                     if self._decisions:
                         rows["decisions"].append(decision_table(self._decisions))
                         self._decisions = []
-                    self._rows = {name: [] for name in TABLES}
                     self._queued_ids = set()
                     self._take_decisions = False
                     self._decisions_due = time.monotonic() + self.flush_interval
                 else:  # feedback about decisions already logged: it commits without the queued ones
-                    self._rows = {name: [] for name in TABLES}
                     self._rows["decisions"], rows["decisions"] = rows["decisions"], []
-                self._future = concurrent.futures.Future()
-                seq = self.seq
             if any(rows.values()):
                 try:
                     t0 = time.perf_counter()

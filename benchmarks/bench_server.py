@@ -92,14 +92,24 @@ def wait_up(port: int, path: str = "/healthz", method: str = "GET") -> None:
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def wrk(port: int, script: str, seconds: int, connections: int, bodies: Path, **env) -> dict:
-    out = subprocess.run(
+def start_wrk(port: int, script: str, seconds: int, connections: int, bodies: Path, **env) -> subprocess.Popen:
+    """wrk with one thread running ``wrk/<script>``; its JSON report is the last line of stdout."""
+    return subprocess.Popen(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / "wrk" / script),
          f"http://127.0.0.1:{port}"],
         env={**os.environ, "BODIES": str(bodies), **{k: str(v) for k, v in env.items()}},
-        capture_output=True, text=True, check=True,
-    ).stdout
+        stdout=subprocess.PIPE, text=True)
+
+
+def report(proc: subprocess.Popen) -> dict:
+    out = proc.communicate()[0]
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, out)
     return json.loads(out.strip().splitlines()[-1])
+
+
+def wrk(port: int, script: str, seconds: int, connections: int, bodies: Path, **env) -> dict:
+    return report(start_wrk(port, script, seconds, connections, bodies, **env))
 
 
 RECENT = 40_000  # last decisions of the /route phase that phase 4 uses: all within the 50,000 pending
@@ -108,19 +118,9 @@ MIXED_RECENT = 10_000  # those phase 6 uses: still within the window after its o
 
 def mixed_phase(port: int, seconds: int, connections: int, bodies: Path, tmp: Path) -> tuple[dict, dict]:
     """``/route`` and ``/feedback`` at once, ``connections`` each: two wrk processes side by side."""
-    def start(script: str, **env) -> subprocess.Popen:
-        return subprocess.Popen(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(HERE / "wrk" / script),
-             f"http://127.0.0.1:{port}"],
-            env={**os.environ, "BODIES": str(bodies), **{k: str(v) for k, v in env.items()}},
-            stdout=subprocess.PIPE, text=True)
-
-    procs = [start("route.lua", IDS_OUT=tmp / "mixed_ids.txt"),
-             start("feedback.lua", IDS=tmp / "mixed.txt", KEY_PREFIX="mixed-")]
-    outs = [p.communicate()[0] for p in procs]
-    if any(p.returncode for p in procs):
-        raise RuntimeError("wrk failed in the mixed phase")
-    return tuple(json.loads(o.strip().splitlines()[-1]) for o in outs)
+    procs = [start_wrk(port, "route.lua", seconds, connections, bodies, IDS_OUT=tmp / "mixed_ids.txt"),
+             start_wrk(port, "feedback.lua", seconds, connections, bodies, IDS=tmp / "mixed.txt", KEY_PREFIX="mixed-")]
+    return tuple(map(report, procs))
 
 
 def server_counts(port: int) -> dict[str, int]:

@@ -7,7 +7,7 @@ Usage (about two minutes)::
 **Commits.** Each way inserts a batch of ``n`` feedback rows into a fresh on-disk database as one autocommit
 statement, as the log writer does for a feedback-only group commit:
 
-- ``store``: the Store's way (:func:`banditroute.store.insert_feedback`), ``INSERT ... SELECT
+- ``store``: the Store's way (:func:`banditroute.store.insert_rows`), ``INSERT ... SELECT
   unnest(?), ...`` with one list parameter per column;
 - ``relation``: an Arrow table through the relational API, ``from_arrow(t).insert_into("feedback")``
   (the Store's way until the contended figures below);

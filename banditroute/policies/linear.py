@@ -39,8 +39,8 @@ def add_rank1(a: np.ndarray, alpha: float, v: np.ndarray) -> None:
 
     ``dger`` works on Fortran-ordered matrices: it updates ``a.T``, a Fortran-ordered view of the same
     memory, which is the same update since ``a`` and ``v v^T`` are symmetric. One pass over ``a``,
-    against three for ``np.outer``, a scale and a subtraction: with it an update of
-    :class:`BayesLinear` at d = 85 and 11 arms took 8.5-12 us against 24-39 us (one-off timing).
+    against three for ``np.outer``, a scale and a subtraction: with it ``Router.feedback`` takes p50
+    31 us against 38 us before (``benchmarks/bench_engine.py``; results committed in d77447b and 616a090).
     """
     out = dger(alpha, v, v, a=a.T, overwrite_a=1)
     if out.ctypes.data != a.ctypes.data:  # not updated in place (an unexpected layout): copy back
@@ -146,7 +146,7 @@ class BayesLinear:
         """x_b^T A_k^{-1} x_b for every row b of ``X`` and every arm k, as a (B, K) array.
 
         In float32: one stacked product ``X A_k`` per arm (K, B, d), then the row-wise dot with
-        ``x_b`` (about twice as fast at B = 12 as one (K d, d) x (d, B) product and a strided einsum).
+        ``x_b`` over the contiguous last axis (``route_many`` in ``benchmarks/bench_engine.py``).
         """
         X32 = X.astype(np.float32)
         return np.einsum("kbd,bd->bk", X32 @ self.A_inv32, X32).astype(np.float64)
