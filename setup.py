@@ -6,5 +6,5 @@ prompt takes the (identical, slower) Python path.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("banditroute._featurize", ["banditroute/_featurize.c"], optional=True,
+setup(ext_modules=[Extension("banditroute.core._featurize", ["banditroute/core/_featurize.c"], optional=True,
                              extra_compile_args=["-O2", "-std=c11"])])

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.api import RouteRequest
+from banditroute.http.schemas import RouteRequest
 from banditroute.config import load_pool
-from banditroute.reward import Feedback, Signal
-from banditroute.router import Router
+from banditroute.core.reward import Feedback, Signal
+from banditroute.core.router import Router
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from banditroute.offline.estimators import IPS, SNIPS, DoublyRobust, bootstrap_ci, estimate
-from banditroute.offline.replay import _greedy_matrix, load_log, reward_models
-from banditroute.policies import make_policy
+from banditroute.offline.evaluate import _greedy_matrix, load_log, reward_models
+from banditroute.core.policies import make_policy
 
 HERE = Path(__file__).resolve().parent
 LOG = HERE.parent / "replay_logs" / "routerbench_lints_cw30_seed1.parquet"

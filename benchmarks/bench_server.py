@@ -143,7 +143,7 @@ def server_counts(port: int) -> dict[str, int]:
 
 
 def start_banditroute(tmp: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "banditroute.cli", "serve", "--db", str(tmp / "router.duckdb"),
+    proc = subprocess.Popen([sys.executable, "-m", "banditroute.cli.main", "serve", "--db", str(tmp / "router.duckdb"),
                              "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_up(port)
     return proc

@@ -7,7 +7,7 @@ Usage (about two minutes)::
 **Commits.** Each way inserts a batch of ``n`` feedback rows into a fresh on-disk database as one autocommit
 statement, as the log writer does for a feedback-only group commit:
 
-- ``store``: the Store's way (:func:`banditroute.store.insert_rows`), ``INSERT ... SELECT
+- ``store``: the Store's way (:func:`banditroute.log.store.insert_rows`), ``INSERT ... SELECT
   unnest(?), ...`` with one list parameter per column;
 - ``relation``: an Arrow table through the relational API, ``from_arrow(t).insert_into("feedback")``
   (the Store's way until the contended figures below);
@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from banditroute.store import DECISION_SCHEMA, TABLES, Store, write_batch
+from banditroute.log.store import DECISION_SCHEMA, TABLES, Store, write_batch
 
 HERE = Path(__file__).resolve().parent
 FIELDS = TABLES["feedback"]
@@ -87,7 +87,7 @@ def store(cur, batch: list[dict]) -> None:
 
 
 WAYS = (store, relation, values, arrow)
-SWITCH_INTERVAL = 0.0005  # the server's (banditroute.server.serve)
+SWITCH_INTERVAL = 0.0005  # the server's (banditroute.http.app.serve)
 
 
 class BusyThread(threading.Thread):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.features import Featurizer
+from banditroute.core.features import Featurizer
 from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.pretrain import pretrain
 

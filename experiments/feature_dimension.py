@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions
 
-from banditroute.features import Featurizer
-from banditroute.offline.metrics import frontier_summary, routellm_metrics
+from banditroute.core.features import Featurizer
+from banditroute.offline.frontier import frontier_summary, routellm_metrics
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
 from banditroute.offline.tune import default_grid, tune

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.logschema import write_log
+from banditroute.log.schema import write_log
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
-from banditroute.offline.replay import candidate_probabilities, evaluate, load_log, reward_models
+from banditroute.offline.evaluate import candidate_probabilities, evaluate, load_log, reward_models
 from banditroute.offline.simulate import simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"

@@ -10,7 +10,7 @@ For each file, seed and training cost weight, the default policy (``lints``) lea
 train split with partial feedback (only the chosen model's outcome), at that cost weight, from
 scratch. On the test split its router score is the predicted quality gap
 ``q_gpt4(x) - q_mixtral(x)`` (posterior means, no exploration); RouteLLM's evaluation then sweeps
-thresholds at the score's deciles (:func:`banditroute.offline.metrics.routellm_metrics`).
+thresholds at the score's deciles (:func:`banditroute.offline.frontier.routellm_metrics`).
 Baselines in the same run: the full-information fit of the same model (``pretrain``), a TF-IDF
 ridge router trained on the full-information train split, and a random router (uniform scores,
 seed 0).
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import full_information, tfidf_ridge
 
-from banditroute.offline.metrics import routellm_metrics
+from banditroute.offline.frontier import routellm_metrics
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.simulate import build_router, run_online
 

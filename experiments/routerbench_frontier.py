@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import full_information, oracle_point, single_models, tfidf_ridge, uniform_point
 
-from banditroute.offline.metrics import frontier_summary
+from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.simulate import build_router, evaluate_greedy, run_online
 from banditroute.offline.tune import default_grid, tune

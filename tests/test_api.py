@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from banditroute.config import load_pool
-from banditroute.server import SERVICE, create_app
+from banditroute.http.app import SERVICE, create_app
 
 THUMBS_UP = [{"source": "user", "kind": "thumbs", "value": True}]
 
@@ -216,7 +216,7 @@ async def test_fuzzed_bodies_never_get_a_5xx(client, path, body):
 
 async def test_promotion_loop_log_replay_switch(client, tmp_path):
     """Log traffic, export it, replay a candidate on it, and switch the running service to it."""
-    from banditroute.offline.replay import replay
+    from banditroute.offline.evaluate import replay
 
     rng = __import__("random").Random(0)
     for i in range(60):

@@ -5,8 +5,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from banditroute.cli import main
-from banditroute.logschema import COLUMNS
+from banditroute.cli.main import main
+from banditroute.log.schema import COLUMNS
 
 
 def run_json(capsys, *argv):
@@ -27,7 +27,7 @@ def test_simulate_json_contract(capsys, outcomes_path):
 
 
 def test_same_seed_same_json(outcomes_path):
-    cmd = [sys.executable, "-m", "banditroute.cli", "simulate", str(outcomes_path), "--seed", "4", "--json"]
+    cmd = [sys.executable, "-m", "banditroute.cli.main", "simulate", str(outcomes_path), "--seed", "4", "--json"]
     a, b = (subprocess.run(cmd, capture_output=True, text=True, check=True).stdout for _ in range(2))
     assert a == b and json.loads(a)["seed"] == 4
 

@@ -19,10 +19,10 @@ import duckdb
 import numpy as np
 
 from banditroute.config import load_pool
-from banditroute.features import Featurizer
-from banditroute.policies import Policy
-from banditroute.service import RouterService
-from banditroute.store import Store
+from banditroute.core.features import Featurizer
+from banditroute.core.policies import Policy
+from banditroute.service.service import RouterService
+from banditroute.log.store import Store
 
 PROMPTS = ["Write a Python function that reverses a list", "How many apples are left after 3 + 4?",
            "Which planet is largest?\nA) Mars\nB) Jupiter\nAnswer:", "Tell me a story about a dragon"]
@@ -52,7 +52,7 @@ class Server:
     def start(self) -> Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "banditroute.cli", "serve", "--config", str(self.config), "--db", str(self.db),
+            [sys.executable, "-m", "banditroute.cli.main", "serve", "--config", str(self.config), "--db", str(self.db),
              "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -106,7 +106,7 @@ def test_restart_keeps_learned_state_and_logs(tmp_path):
     assert dup["duplicate"]
     srv.stop()
     out = tmp_path / "log.parquet"
-    subprocess.run([sys.executable, "-m", "banditroute.cli", "export", "--db", str(srv.db), "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "banditroute.cli.main", "export", "--db", str(srv.db), "--out", str(out)],
                    check=True, capture_output=True)
     import pyarrow.parquet as pq
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from banditroute.features import SIGNALS, Featurizer
+from banditroute.core.features import SIGNALS, Featurizer
 
 PROMPTS = [
     "Write a Python function that reverses a linked list.",
@@ -30,7 +30,7 @@ def test_vector_shape_bias_and_version():
 
 def test_same_prompt_same_vector_across_processes():
     code = (
-        "import sys, numpy as np; from banditroute.features import Featurizer; "
+        "import sys, numpy as np; from banditroute.core.features import Featurizer; "
         f"f = Featurizer(); prompts = {PROMPTS!r}; "
         "sys.stdout.write(np.vstack([f.transform(p) for p in prompts]).tobytes().hex())"
     )
@@ -84,7 +84,7 @@ def test_v1_features_are_frozen():
 
 def _python_path(prompts):
     """Features with the C counting core switched off (the reference implementation)."""
-    from banditroute import features
+    from banditroute.core import features
 
     native, features._native = features._native, None
     try:
@@ -95,7 +95,7 @@ def _python_path(prompts):
 
 def test_c_core_is_built():
     """The C counting core ships with the package (setup.py); without it every prompt takes the slower Python path."""
-    from banditroute import features
+    from banditroute.core import features
 
     assert features._native is not None
 

@@ -5,10 +5,10 @@ import pytest
 from scipy import stats
 
 from banditroute.config import PolicyConfig, parse_pool
-from banditroute.features import Featurizer
-from banditroute.policies import BayesLinear, Context, Policy, make_policy
-from banditroute.policies.cost import CostModel
-from banditroute.router import Router
+from banditroute.core.features import Featurizer
+from banditroute.core.policies import BayesLinear, Context, Policy, make_policy
+from banditroute.core.policies.cost import CostModel
+from banditroute.core.router import Router
 
 MODELS = ["big", "coder", "mathy", "tiny"]
 PRICES = [(10.0, 30.0), (1.0, 2.0), (1.0, 2.0), (0.2, 0.2)]
@@ -49,7 +49,7 @@ def test_probabilities_sum_to_one_respect_floor_and_eligibility(name, arms):
 
 
 def test_linucb_softmax_rule_orders_probabilities_by_optimistic_score():
-    from banditroute.policies import LinUCB
+    from banditroute.core.policies import LinUCB
 
     pol = LinUCB(MODELS, F.dim, rule="softmax", temperature=0.05, floor=0.0)
     c = ctx("Write a Python function number 1")
@@ -114,7 +114,7 @@ def test_update_is_the_eager_outer_product_formula(monkeypatch, fold_every):
     """The in-place BLAS updates, the precision matrix folded in chunks, and the lazily refreshed
     theta / float32 inverse agree, to rounding, with the formula written with np.outer and applied in
     full after every update, including across exact re-inversions and a pickle round trip."""
-    monkeypatch.setattr("banditroute.policies.linear.FOLD_EVERY", fold_every)
+    monkeypatch.setattr("banditroute.core.policies.linear.FOLD_EVERY", fold_every)
     rng = np.random.default_rng(5)
     k, d = 3, 10
     bl = BayesLinear(k, d, prior_strength=2.0, prior_mean=0.4, refresh_every=7)
@@ -260,7 +260,7 @@ def test_regret_of_default_policy_on_synthetic_contexts():
         d = router.route(prompts[kind].format(words[rng.integers(len(words))]))
         q = quality[kind]
         regret.append(max(q) - q[MODELS.index(d.model)])
-        from banditroute.reward import Feedback, Signal
+        from banditroute.core.reward import Feedback, Signal
 
         router.feedback(d.decision_id, Feedback(signals=[Signal(source="user", kind="quality",
                                                                 value=float(rng.random() < q[MODELS.index(d.model)]))]))

@@ -7,11 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from banditroute.cli import main
-from banditroute.features import Featurizer
-from banditroute.logschema import SCHEMA
+from banditroute.cli.main import main
+from banditroute.core.features import Featurizer
+from banditroute.log.schema import SCHEMA
 from banditroute.offline.estimators import IPS, SNIPS, bootstrap_ci, effective_sample_size, estimate
-from banditroute.offline.replay import LogError, candidate_probabilities, evaluate, load_log, replay
+from banditroute.offline.evaluate import LogError, candidate_probabilities, evaluate, load_log, replay
 
 F = Featurizer()
 MODELS = ["a", "b", "c"]

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from banditroute.config import ModelSpec, SignalWeights
-from banditroute.reward import Feedback, Signal, mean_quality
+from banditroute.core.reward import Feedback, Signal, mean_quality
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ import pytest
 from pydantic import ValidationError
 
 from banditroute.config import load_pool, parse_pool
-from banditroute.reward import Feedback, Signal
-from banditroute.router import Pending, RouteOptions, Router, RoutingError, UnknownDecision
+from banditroute.core.reward import Feedback, Signal
+from banditroute.core.router import Pending, RouteOptions, Router, RoutingError, UnknownDecision
 
 
 class ListSink:
@@ -101,7 +101,7 @@ def test_unknown_decision_and_bounded_pending():
 
 
 def test_recalled_decisions_do_not_push_recent_ones_out_of_the_window(monkeypatch):
-    monkeypatch.setattr("banditroute.router.RECALLED", 2)
+    monkeypatch.setattr("banditroute.core.router.RECALLED", 2)
     pool = parse_pool({"models": [{"name": "a"}, {"name": "b"}], "max_pending": 3})
     router = Router(pool, seed=0)
     decisions = [router.route(f"prompt {i}") for i in range(6)]

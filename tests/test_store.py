@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from banditroute import store as store_module
+from banditroute.log import store as store_module
 from banditroute.config import load_pool
-from banditroute.router import RouteOptions, Router
-from banditroute.store import Store
+from banditroute.core.router import RouteOptions, Router
+from banditroute.log.store import Store
 
 
 def feedback_row(i: int, ts: int) -> dict:

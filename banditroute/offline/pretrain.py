@@ -8,9 +8,9 @@ information" that experiments compare the online-learned policy against.
 from __future__ import annotations
 
 from banditroute.config import PolicyConfig, PoolConfig
-from banditroute.features import Featurizer
+from banditroute.core.features import Featurizer
 from banditroute.offline.outcomes import Outcomes, OutcomeTableError
-from banditroute.policies import Policy, make_policy
+from banditroute.core.policies import Policy, make_policy
 
 
 def pretrain(outcomes: Outcomes, policy: str = "lints", pool: PoolConfig | None = None,

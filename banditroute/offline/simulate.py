@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from banditroute.config import PolicyConfig, PoolConfig, pool_from_names
-from banditroute.features import Featurizer
+from banditroute.core.features import Featurizer
 from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.progress import progress as show_progress
-from banditroute.policies import Policy, make_policy
-from banditroute.reward import Feedback, Signal
-from banditroute.router import Decision, Router
+from banditroute.core.policies import Policy, make_policy
+from banditroute.core.reward import Feedback, Signal
+from banditroute.core.router import Decision, Router
 
 
 class CollectingSink:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from banditroute.config import PolicyConfig, PoolConfig
-from banditroute.offline.metrics import frontier_summary
+from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.progress import progress as show_progress
 from banditroute.offline.simulate import simulate

@@ -1,6 +1,6 @@
 """Tune the cost weight on logged traffic: sweep it, estimate each point off-policy, recommend one.
 
-For each cost weight the candidate is replayed (:mod:`banditroute.offline.replay`) and one
+For each cost weight the candidate is replayed (:mod:`banditroute.offline.evaluate`) and one
 estimator gives its mean quality and cost per request with 95% intervals. The recommendation
 reads the conservative end of the intervals:
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from banditroute.offline.progress import progress as show_progress
-from banditroute.offline.replay import candidate_probabilities, evaluate, load_log
+from banditroute.offline.evaluate import candidate_probabilities, evaluate, load_log
 
 
 def log_grid(log, n_points: int = 16) -> list[float]:

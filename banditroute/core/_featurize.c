@@ -484,7 +484,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_featurize", "Counting core of banditroute.features.",
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_featurize", "Counting core of banditroute.core.features.",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__featurize(void) {

@@ -18,7 +18,7 @@ the v1 vectors of a few prompts to a digest).
 
 Two stages: each prompt is reduced to counts (:data:`COUNTS`: characters, words, keyword groups,
 phrases, options, ...) and signed bucket counts; numpy turns a batch of those into features. The
-counting is done by the C core ``banditroute._featurize`` when it is built and by
+counting is done by the C core ``banditroute.core._featurize`` when it is built and by
 :meth:`Featurizer._count` / :meth:`Featurizer._bucket_counts` otherwise (the reference); tests
 check both give identical vectors.
 
@@ -145,7 +145,7 @@ _SHARE_CAP = np.array([v[2][2] for v in _NUMERATORS.values() if v[2][0] == "shar
 _OPTIONS = SIGNALS.index("choice_options")  # and binary_choice right after it
 
 try:  # the C counting core; without it (no C compiler at install) every prompt takes the Python path
-    from banditroute import _featurize as _native
+    from banditroute.core import _featurize as _native
 
     _native.configure([sorted(_VOCAB[g]) for g in _GROUPS], list(_GROUPS).index("wh_words"), list(_PHRASE_LIST))
 except ImportError:  # pragma: no cover - a build without a C compiler

@@ -7,9 +7,9 @@ import json
 import sys
 
 from banditroute.config import ConfigError, PolicyConfig, load_pool
-from banditroute.logschema import write_log
+from banditroute.log.schema import write_log
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
-from banditroute.policies import POLICY_NAMES
+from banditroute.core.policies import POLICY_NAMES
 
 
 def _pool(args):
@@ -49,7 +49,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from banditroute.offline.replay import replay
+    from banditroute.offline.evaluate import replay
 
     estimators = ("ips", "snips", "dm", "dr") if args.estimator == "all" else (args.estimator,)
     result = replay(args.log, args.policy or "lints", args.cost_weight, state=args.state, estimators=estimators,
@@ -151,7 +151,7 @@ def cmd_pretrain(args) -> int:
 def cmd_serve(args) -> int:
     import os
 
-    from banditroute.server import serve
+    from banditroute.http.app import serve
 
     config = load_pool(args.config, environ=os.environ)
     updates = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
@@ -168,7 +168,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from banditroute.store import export_db
+    from banditroute.log.store import export_db
 
     try:
         n = export_db(args.db, args.out)

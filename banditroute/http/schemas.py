@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from banditroute.reward import Feedback
-from banditroute.router import RouteOptions
+from banditroute.core.reward import Feedback
+from banditroute.core.router import RouteOptions
 
 
 class RouteRequest(RouteOptions):

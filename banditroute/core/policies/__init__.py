@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 from banditroute.config import PolicyConfig
-from banditroute.policies.base import Policy, Scores, apply_floor
-from banditroute.policies.baselines import EpsilonGreedy, FixedPolicy, RandomPolicy
-from banditroute.policies.cost import Context, CostModel
-from banditroute.policies.linear import BayesLinear, LinTS, LinUCB
+from banditroute.core.policies.base import Policy, Scores, apply_floor
+from banditroute.core.policies.baselines import EpsilonGreedy, FixedPolicy, RandomPolicy
+from banditroute.core.policies.cost import Context, CostModel
+from banditroute.core.policies.linear import BayesLinear, LinTS, LinUCB
 
 POLICY_NAMES = ("lints", "linucb", "egreedy", "random", "fixed:MODEL")
 

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.api import RouteRequest
+from banditroute.http.schemas import RouteRequest
 from banditroute.config import PoolConfig
-from banditroute.features import Context
-from banditroute.policies import Policy, make_policy
-from banditroute.policies.base import write_atomic
-from banditroute.reward import Feedback
-from banditroute.router import Decision, Pending, Router, RoutingError, UnknownDecision
-from banditroute.store import Store
+from banditroute.core.features import Context
+from banditroute.core.policies import Policy, make_policy
+from banditroute.core.policies.base import write_atomic
+from banditroute.core.reward import Feedback
+from banditroute.core.router import Decision, Pending, Router, RoutingError, UnknownDecision
+from banditroute.log.store import Store
 
 log = logging.getLogger("banditroute")
 

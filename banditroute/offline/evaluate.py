@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from banditroute.config import PolicyConfig
-from banditroute.features import Context, Featurizer
+from banditroute.core.features import Context, Featurizer
 from banditroute.offline.estimators import ESTIMATORS, IPS, bootstrap_ci, effective_sample_size, estimate
 from banditroute.offline.progress import progress as show_progress
 from banditroute.offline.tables import read_table
-from banditroute.policies import Policy, make_policy
+from banditroute.core.policies import Policy, make_policy
 
 REQUIRED = ("decision_id", "feature_version", "x", "input_tokens", "eligible", "probabilities", "chosen",
             "propensity", "cost_weight", "quality", "cost_usd")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from river import linear_model
 
-from banditroute.features import SIGNALS, Context
+from banditroute.core.features import SIGNALS, Context
 
 _CODE = 1 + SIGNALS.index("code_request")
 _CHOICE = 1 + SIGNALS.index("choice_options")

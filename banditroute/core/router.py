@@ -3,7 +3,7 @@
 ``route(prompt, options)``: features -> eligible models -> ``Policy.probabilities`` -> sample one
 model from that exact vector -> :class:`Decision` (kept in a bounded pending cache and handed to
 the log sink).
-``feedback(decision_id, feedback)``: signals -> qualities in [0, 1] (:mod:`banditroute.reward`)
+``feedback(decision_id, feedback)``: signals -> qualities in [0, 1] (:mod:`banditroute.core.reward`)
 -> ``Policy.update`` for the decision's model -> a feedback record for the log sink.
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from banditroute.config import PoolConfig
-from banditroute.features import Featurizer
-from banditroute.policies import Context, Policy, make_policy
-from banditroute.reward import Feedback, mean_quality
+from banditroute.core.features import Featurizer
+from banditroute.core.policies import Context, Policy, make_policy
+from banditroute.core.reward import Feedback, mean_quality
 
 
 class RoutingError(ValueError):

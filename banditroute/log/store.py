@@ -2,7 +2,7 @@
 
 Tables
 ------
-``decisions``  one row per ``/route`` answer: the decision-log columns of :mod:`banditroute.logschema`
+``decisions``  one row per ``/route`` answer: the decision-log columns of :mod:`banditroute.log.schema`
                except the joined feedback, plus ``user`` and ``metadata`` (JSON text).
 ``feedback``   one row per accepted ``/feedback``, in the order the policy learned from them
                (``seq``): the normalised qualities and weights it applied, the cost it applied
@@ -33,8 +33,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from banditroute.logschema import SCHEMA as LOG_SCHEMA
-from banditroute.logschema import write_table
+from banditroute.log.schema import SCHEMA as LOG_SCHEMA
+from banditroute.log.schema import write_table
 
 log = logging.getLogger("banditroute")
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg.blas import dger
 
-from banditroute.policies.base import Policy, Scores, apply_floor, one_hot
-from banditroute.policies.cost import Context
+from banditroute.core.policies.base import Policy, Scores, apply_floor, one_hot
+from banditroute.core.policies.cost import Context
 
 FOLD_EVERY = 64  # observations of one arm gathered before they are added to its precision matrix
 
@@ -225,8 +225,8 @@ class LinTS(_LinearPolicy):
     Example
     -------
     >>> import numpy as np
-    >>> from banditroute.features import Featurizer
-    >>> from banditroute.policies.cost import Context
+    >>> from banditroute.core.features import Featurizer
+    >>> from banditroute.core.policies.cost import Context
     >>> f = Featurizer()
     >>> pol = LinTS(["a", "b"], dim=f.dim, floor=0.05)
     >>> ctx = Context(f.transform("What is 2 + 2?"), 4.0)

@@ -1,6 +1,6 @@
 """The policy interface shared by every router policy.
 
-A policy maps a prompt's :class:`~banditroute.policies.cost.Context` and a set of eligible models
+A policy maps a prompt's :class:`~banditroute.core.policies.cost.Context` and a set of eligible models
 to a probability vector over those models, and learns from ``(context, model, quality, cost)``.
 Scores follow one formula everywhere (DESIGN.md, decision 1):
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.policies.cost import Context, CostModel
+from banditroute.core.policies.cost import Context, CostModel
 
 STATE_FORMAT = 1
 

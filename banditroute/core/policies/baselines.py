@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from river import linear_model, optim
 
-from banditroute.policies.base import Policy, Scores, one_hot
-from banditroute.policies.cost import Context
+from banditroute.core.policies.base import Policy, Scores, one_hot
+from banditroute.core.policies.cost import Context
 
 
 class RandomPolicy(Policy):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from threadpoolctl import threadpool_limits
 
 from banditroute import __version__
-from banditroute.api import (
+from banditroute.http.schemas import (
     FeedbackRequest,
     ModelsResponse,
     PolicyUpdate,
@@ -31,10 +31,10 @@ from banditroute.api import (
     openapi_document,
 )
 from banditroute.config import PoolConfig
-from banditroute.metrics import Metrics
-from banditroute.router import RoutingError, UnknownDecision
-from banditroute.service import RouterService
-from banditroute.store import Store
+from banditroute.http.metrics import Metrics
+from banditroute.core.router import RoutingError, UnknownDecision
+from banditroute.service.service import RouterService
+from banditroute.log.store import Store
 
 log = logging.getLogger("banditroute")
 SERVICE = web.AppKey("service", RouterService)
