@@ -8,7 +8,7 @@ Per run, ``--calls`` RouterBench prompts (or generated prompts when ../shared/da
 through the bundled 11-model pool with the default policy (lints, d = 85):
 
 * ``route``: ``Router.route`` end to end (features, probabilities, sampling, decision record);
-* ``features``, ``probabilities``: its two main parts alone;
+* ``features``, ``probabilities``: its two main parts alone (a batch of one);
 * ``feedback``: ``Router.feedback`` with one quality signal and a cost (the policy update);
 * ``river_linucb_pull`` / ``river_linucb_update``: river's ``LinUCBDisjoint`` on the same feature
   vectors (as dicts), the baseline measured in the same run (it returns an arm, not propensities);
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.http.schemas import RouteRequest
 from banditroute.config import load_pool
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Router
+from banditroute.http.schemas import RouteRequest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"
 
@@ -69,8 +69,8 @@ def one_run(ps: list[str], seed: int) -> dict[str, np.ndarray]:
     res = {}
     res["features"] = timed(router.featurizer.transform, ps)
     ctxs = [router.context(p) for p in ps]
-    arms = np.arange(len(router.pool.models))
-    res["probabilities"] = timed(lambda c: router.policy.probabilities(c, arms, 100.0, router.rng), ctxs)
+    res["probabilities"] = timed(lambda c: router.policy.probabilities(c.x[None], [c.input_tokens], None, 100.0,
+                                                                       router.rng), ctxs)
     decisions = []
     res["route"] = timed(lambda p: decisions.append(router.route(p)), ps)
     res["feedback"] = timed(lambda d: router.feedback(d.decision_id, fb), decisions)

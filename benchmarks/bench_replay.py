@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.offline.estimators import IPS, SNIPS, DoublyRobust, bootstrap_ci, estimate
-from banditroute.offline.evaluate import _greedy_matrix, load_log, reward_models
 from banditroute.core.policies import make_policy
+from banditroute.offline.estimators import IPS, SNIPS, DoublyRobust, bootstrap_ci, estimate
+from banditroute.offline.evaluate import load_log, reward_models
 
 HERE = Path(__file__).resolve().parent
 LOG = HERE.parent / "replay_logs" / "routerbench_lints_cw30_seed1.parquet"
@@ -47,13 +47,13 @@ def tiled(log, rows: int):
                    quality=log.quality[idx], cost=log.cost[idx])
 
 
-def one_run(log, policy, arm_of) -> dict[str, float]:
+def one_run(log, policy) -> dict[str, float]:
     n = len(log)
     rows = np.arange(n)
     r = log.quality - CW * log.cost
     out = {}
     t0 = time.perf_counter()
-    pi = _greedy_matrix(policy, log, arm_of, CW)
+    pi = policy.greedy(log.X, log.input_tokens, log.eligible, CW).probabilities
     w = pi[rows, log.chosen] / log.propensity
     for y in (log.quality, log.cost, r):
         estimate(*IPS().terms(w, y, None, None))
@@ -61,7 +61,7 @@ def one_run(log, policy, arm_of) -> dict[str, float]:
     out["ips_snips"] = n / (time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    pi = _greedy_matrix(policy, log, arm_of, CW)
+    pi = policy.greedy(log.X, log.input_tokens, log.eligible, CW).probabilities
     w = pi[rows, log.chosen] / log.propensity
     q_hat, c_hat = reward_models(log)
     for y, yhat in ((log.quality, q_hat), (log.cost, c_hat), (r, q_hat - CW * c_hat)):
@@ -75,7 +75,7 @@ def one_run(log, policy, arm_of) -> dict[str, float]:
     m = min(n, 20_000)
     t0 = time.perf_counter()
     for i in range(m):
-        policy.greedy(log.context(i), arm_of[log.arms(i)], CW)
+        policy.greedy(log.X[i:i + 1], log.input_tokens[i:i + 1], log.eligible[i:i + 1], CW)
     out["loop_baseline"] = m / (time.perf_counter() - t0)
     return out
 
@@ -90,9 +90,8 @@ def main() -> None:
     policy = make_policy("lints", base.models, base.X.shape[1])
     for i in range(len(base)):
         policy.update(base.context(i), int(base.chosen[i]), float(base.quality[i]), float(base.cost[i]))
-    arm_of = np.arange(len(base.models))
     log = tiled(base, args.rows)
-    runs = [one_run(log, policy, arm_of) for _ in range(args.runs)]
+    runs = [one_run(log, policy) for _ in range(args.runs)]
     result = {"rows": args.rows, "runs": args.runs,
               "decisions_per_s": {k: round(statistics.median(r[k] for r in runs)) for k in runs[0]}}
     result["vectorised_vs_loop"] = round(result["decisions_per_s"]["ips_snips"] / result["decisions_per_s"]["loop_baseline"], 1)

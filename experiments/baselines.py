@@ -35,13 +35,7 @@ def full_information(outcomes: Outcomes, grid, policy: str = "lints") -> tuple[l
     pol = pretrain(outcomes, policy)
     test = outcomes.subset("test")
     f = Featurizer()
-    arms = np.arange(len(outcomes.models))
-    q, c = [], []
-    for p in test.prompts:
-        s = pol.scores(f.context(p), arms)
-        q.append(s.quality)
-        c.append(s.cost)
-    q, c = np.array(q), np.array(c)
+    q, c = pol.predict(f.transform_many(test.prompts), [f.input_tokens(p) for p in test.prompts])
     return frontier_from_predictions(test, q, c, grid), q
 
 

@@ -21,8 +21,6 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions
@@ -67,11 +65,10 @@ def main() -> None:
             f.transform(p)
             times.append(time.perf_counter() - t0)
         pol = pretrain(o, "lints", featurizer=f)
-        arms = np.arange(len(o.models))
-        preds = [pol.scores(f.context(p), arms) for p in test.prompts]
-        pts = frontier_from_predictions(test, np.array([s.quality for s in preds]), np.array([s.cost for s in preds]), grid)
+        quality, cost = pol.predict(f.transform_many(test.prompts), [f.input_tokens(p) for p in test.prompts])
+        pts = frontier_from_predictions(test, quality, cost, grid)
         mpol = pretrain(mmlu, "lints", featurizer=f)
-        q = np.array([mpol.scores(f.context(p), np.arange(2)).quality for p in mmlu_test.prompts])
+        q, _ = mpol.predict(f.transform_many(mmlu_test.prompts), [f.input_tokens(p) for p in mmlu_test.prompts])
         apgr = routellm_metrics(q[:, strong] - q[:, 1 - strong], mmlu_test.quality[:, strong],
                                 mmlu_test.quality[:, 1 - strong])["apgr"]
         rows[dim] = {"dim": f.dim, "features_p50_us": round(1e6 * statistics.median(times), 1),

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from banditroute.core.state import save_state
 from banditroute.log.schema import write_log
+from banditroute.offline.evaluate import candidate_probabilities, evaluate, load_log, reward_models
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
-from banditroute.offline.evaluate import candidate_probabilities, evaluate, load_log, reward_models
 from banditroute.offline.simulate import simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"
@@ -91,7 +92,7 @@ def main() -> None:
         states = {}
         for name in ("lints", "linucb"):
             states[name] = str(Path(d) / f"{name}.state")
-            pretrain(o, name).save(states[name])
+            save_state(pretrain(o, name), states[name])
         with Pool(args.workers) as pool:
             rows = [r for chunk in pool.imap(one_seed, [(s, states) for s in range(1, args.seeds + 1)]) for r in chunk]
             print(f"{len(rows)} evaluations", file=sys.stderr)

@@ -66,8 +66,9 @@ def _online(job):
     o = load_outcomes(DATA / FILES[name])
     router = build_router(o, "lints", cw, seed)
     online = run_online(router, o.subset("train"), seed)
-    arms = np.arange(len(o.models))
-    q = np.array([router.policy.scores(router.context(p), arms).quality for p in o.subset("test").prompts])
+    test_prompts = o.subset("test").prompts
+    f = router.featurizer
+    q, _ = router.policy.predict(f.transform_many(test_prompts), [f.input_tokens(p) for p in test_prompts])
     m = _metrics(q, o)
     return {"data": name, "seed": seed, "cost_weight": cw, "online_quality": online["quality"],
             **{k: m[k] for k in ("apgr", "cpt20", "cpt50", "cpt80", "curve")}}

@@ -20,9 +20,9 @@ import numpy as np
 
 from banditroute.config import load_pool
 from banditroute.core.features import Featurizer
-from banditroute.core.policies import Policy
-from banditroute.service.service import RouterService
+from banditroute.core.state import load_state
 from banditroute.log.store import Store
+from banditroute.service.service import RouterService
 
 PROMPTS = ["Write a Python function that reverses a list", "How many apples are left after 3 + 4?",
            "Which planet is largest?\nA) Mars\nB) Jupiter\nAnswer:", "Tell me a story about a dragon"]
@@ -152,7 +152,7 @@ def test_kill_9_loses_no_acknowledged_feedback_and_recovers_the_logged_state(tmp
     srv.start()  # recovers from the last snapshot plus the log after it
     assert srv.get("/policy")["feedback_seq"] == len(stored)
     srv.stop()  # a graceful stop writes the recovered state as the snapshot
-    recovered = Policy.loads((tmp_path / "router.duckdb.snapshot").read_bytes())[1]
+    recovered = load_state(tmp_path / "router.duckdb.snapshot")
 
     fresh_db = tmp_path / "copy.duckdb"
     shutil.copy(srv.db, fresh_db)  # no snapshot beside the copy: rebuilt from the log alone
@@ -165,11 +165,9 @@ def test_kill_9_loses_no_acknowledged_feedback_and_recovers_the_logged_state(tmp
     np.testing.assert_allclose(recovered.quality.theta, rebuilt.quality.theta, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(recovered.quality_observations, rebuilt.quality_observations)
     f = Featurizer()
-    for p in PROMPTS:
-        ctx = f.context(p)
-        arms = np.arange(len(rebuilt.models))
-        np.testing.assert_allclose(recovered.cost_model.predict(ctx, arms), rebuilt.cost_model.predict(ctx, arms),
-                                   rtol=1e-12)
+    X, tokens = f.transform_many(PROMPTS), [f.input_tokens(p) for p in PROMPTS]
+    np.testing.assert_allclose(recovered.cost_model.predict(X, tokens), rebuilt.cost_model.predict(X, tokens),
+                               rtol=1e-12)
 
 
 def test_readme_python_client_runs_against_a_real_server(tmp_path):

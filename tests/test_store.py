@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from banditroute.log import store as store_module
 from banditroute.config import load_pool
 from banditroute.core.router import RouteOptions, Router
+from banditroute.log import store as store_module
 from banditroute.log.store import Store
 
 

@@ -7,9 +7,10 @@ import json
 import sys
 
 from banditroute.config import ConfigError, PolicyConfig, load_pool
+from banditroute.core.policies import POLICY_NAMES
+from banditroute.core.state import save_state
 from banditroute.log.schema import write_log
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
-from banditroute.core.policies import POLICY_NAMES
 
 
 def _pool(args):
@@ -142,7 +143,7 @@ def cmd_pretrain(args) -> int:
     pool = _pool(args)
     settings = _settings(args, pool)
     policy = pretrain(outcomes, settings.name, pool, settings)
-    policy.save(args.out)
+    save_state(policy, args.out)
     n = int((outcomes.splits == "train").sum())
     print(f"pretrained {policy.describe()} on {n} prompts x {len(outcomes.models)} models -> {args.out}")
     return 0

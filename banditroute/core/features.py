@@ -38,9 +38,10 @@ import math
 import re
 import string
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
+
+from banditroute.core.types import Context
 
 FEATURE_VERSION = "v1"
 
@@ -155,14 +156,6 @@ _BIGRAM_MULT = np.uint64(0x9E3779B1)
 _MASK32 = np.uint64(0xFFFFFFFF)
 _MAX_TOKENS = 2048
 _CACHE_LIMIT = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What a policy sees of a prompt: its feature vector and its estimated input tokens."""
-
-    x: np.ndarray
-    input_tokens: float
 
 
 class Featurizer:

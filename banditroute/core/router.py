@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from banditroute.config import PoolConfig
 from banditroute.core.features import Featurizer
-from banditroute.core.policies import Context, Policy, make_policy
+from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback, mean_quality
+from banditroute.core.types import Context, net_score
 
 
 class RoutingError(ValueError):
@@ -98,7 +99,7 @@ class Decision:
     def scores(self) -> dict[str, dict[str, float]]:
         """``{model: {quality, cost_usd, score}}`` behind the choice."""
         cw = self.cost_weight  # in Python floats: the same two roundings as numpy, without its per-call cost
-        return {m: {"quality": q, "cost_usd": c, "score": q - cw * c}
+        return {m: {"quality": q, "cost_usd": c, "score": net_score(q, c, cw)}
                 for m, q, c in zip(self.eligible, self.pred_quality.tolist(), self.pred_cost.tolist())}
 
     def join(self, p: Pending) -> None:
@@ -128,6 +129,14 @@ class Decision:
             "cost_usd": self.cost_usd,
             "n_signals": len(self.signals),
         }
+
+
+def sample(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One column index per row, drawn from that row's probabilities (inverse CDF; zero-probability
+    columns are never drawn)."""
+    cdf = np.cumsum(probabilities, axis=1)
+    u = rng.random(len(probabilities)) * cdf[:, -1]
+    return np.minimum((cdf <= u[:, None]).sum(axis=1), probabilities.shape[1] - 1)
 
 
 def _keep(cache: OrderedDict, p: Pending, limit: int) -> None:
@@ -192,9 +201,8 @@ class Router:
         self.max_pending = pool.max_pending
         self.recalled: OrderedDict[str, Pending] = OrderedDict()  # read back from the log for late feedback
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
-        self._names = pool.names
         self._index_arms()
-        self.stats = ModelStats(self._names)
+        self.stats = ModelStats(pool.names)
 
     def _check_policy(self, policy: Policy) -> None:
         if policy.dim != self.featurizer.dim:
@@ -216,9 +224,12 @@ class Router:
         self._index_arms()
 
     def _index_arms(self) -> None:
-        """Arm index of each model name, and the arms of the whole pool in pool order."""
+        """Arm index of each model name, and the mask and arms of the pool's models in the policy."""
         self._arm = {m: i for i, m in enumerate(self.policy.models)}
-        self._all_arms = np.array([self._arm[m] for m in self.pool.names], dtype=np.intp)
+        self._pool_mask = np.isin(self.policy.models, self.pool.names)
+        arms = np.flatnonzero(self._pool_mask)
+        self._names = [self.policy.models[a] for a in arms]
+        self._pool_arms = slice(None) if self._pool_mask.all() else arms  # a slice takes views of the rows
 
     # -- routing --------------------------------------------------------------------------------
     def context(self, prompt: str) -> Context:
@@ -226,33 +237,32 @@ class Router:
             raise RoutingError("prompt must be a non-empty string")
         return self.featurizer.context(prompt)
 
-    def eligible(self, options: RouteOptions, ctx: Context, cost_weight: float) -> np.ndarray:
-        """Arms allowed by the request: listed models, required capabilities, the cost cap."""
+    def eligible(self, options: RouteOptions, cost: np.ndarray | None) -> np.ndarray:
+        """The mask over the policy's models allowed by one request: the pool's models, the listed
+        ones, those with the required capabilities, those predicted (``cost``) to fit the cost cap."""
         if options.models is None and not options.require and options.max_cost_usd is None:
-            return self._all_arms
-        names = self._names
+            return self._pool_mask
+        mask = self._pool_mask.copy()
         if options.models is not None:
             unknown = [m for m in options.models if m not in self._arm or m not in self._caps]
             if unknown:
-                raise RoutingError(f"unknown models: {', '.join(unknown)}; known: {', '.join(names)}")
-            wanted = set(options.models)
-            names = [m for m in names if m in wanted]
+                raise RoutingError(f"unknown models: {', '.join(unknown)}; known: {', '.join(self._names)}")
+            mask &= np.isin(self.policy.models, options.models)
         if options.require:
             need = set(options.require)
-            names = [m for m in names if need <= self._caps[m]]
-            if not names:
+            mask &= np.array([need <= self._caps.get(m, set()) for m in self.policy.models])
+            if not mask.any():
                 raise RoutingError(f"no model in the pool has all of the capabilities {sorted(need)}")
-        arms = np.array([self._arm[m] for m in names], dtype=np.intp)
         if options.max_cost_usd is not None:
-            cost = self.policy.cost_model.predict(ctx, arms)
-            keep = cost <= options.max_cost_usd
-            if not keep.any():
+            fits = mask & (cost <= options.max_cost_usd)
+            if not fits.any():
+                cheapest = int(np.argmin(np.where(mask, cost, np.inf)))
                 raise RoutingError(
                     f"no eligible model is predicted to cost at most {options.max_cost_usd} USD "
-                    f"(cheapest: {names[int(np.argmin(cost))]} at {float(cost.min()):.6g} USD)"
+                    f"(cheapest: {self.policy.models[cheapest]} at {float(cost[cheapest]):.6g} USD)"
                 )
-            arms = arms[keep]
-        return arms
+            mask = fits
+        return mask
 
     def route(self, prompt: str, options: RouteOptions | None = None) -> Decision:
         """Choose a model for ``prompt``; the decision is logged and kept for its feedback."""
@@ -262,11 +272,11 @@ class Router:
         return out
 
     def route_many(self, prompts: list[str], options: list[RouteOptions]) -> list[Decision | RoutingError]:
-        """Route several prompts at once (the server's micro-batches): one decision per prompt.
+        """Route several prompts at once (a single decision is a batch of one): one decision per prompt.
 
         A request the router cannot serve gets its :class:`RoutingError` in its slot instead of
-        a decision, without failing the others. Features, predictions and Monte Carlo draws are
-        computed for the whole batch; each decision is sampled from its own probability vector.
+        a decision, without failing the others. Features and the policy's probabilities are
+        computed for the whole batch in one call; each decision is sampled from its own row.
         """
         out: list[Decision | RoutingError | None] = [None] * len(prompts)
         valid = []
@@ -280,48 +290,49 @@ class Router:
         texts = [prompts[i] for i in valid]
         X = self.featurizer.transform_many(texts)
         tokens = np.array([self.featurizer.input_tokens(p) for p in texts])
-        groups: dict[int, list[tuple[int, int, Context, np.ndarray, float]]] = {}  # by number of eligible arms
+        capped = any(options[i].max_cost_usd is not None for i in valid)
+        cost = self.policy.cost_model.predict(X, tokens) if capped else None
+        rows, masks, weights = [], [], []
         for j, i in enumerate(valid):
             opts = options[i]
-            cw = self.cost_weight if opts.cost_weight is None else opts.cost_weight
-            ctx = Context(X[j], float(tokens[j]))
             try:
-                arms = self.eligible(opts, ctx, cw)
+                masks.append(self.eligible(opts, None if cost is None else cost[j]))
             except RoutingError as err:
                 out[i] = err
                 continue
-            groups.setdefault(len(arms), []).append((i, j, ctx, arms, cw))
+            rows.append(j)
+            weights.append(self.cost_weight if opts.cost_weight is None else opts.cost_weight)
+        if not rows:
+            return out
+        s = self.policy.probabilities(X[rows], tokens[rows], np.stack(masks), np.array(weights), self.rng)
+        picks = sample(s.probabilities, self.rng)
         models = self.policy.models
         version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
-        for members in groups.values():
-            rows = [m[1] for m in members]
-            arms = np.stack([m[3] for m in members])
-            s = self.policy.probabilities_many(X[rows], tokens[rows], arms,
-                                               np.array([m[4] for m in members]), self.rng)
-            cdf = np.cumsum(s.probabilities, axis=1)
-            u = self.rng.random(len(members)) * cdf[:, -1]
-            picks = np.minimum((cdf <= u[:, None]).sum(axis=1), arms.shape[1] - 1)
-            for r, ((i, _, ctx, arm_row, cw), k) in enumerate(zip(members, picks.tolist())):
-                arm_list = arm_row.tolist()
-                prompt = prompts[i]
-                d = Decision(
-                    decision_id=f"{self._ids.getrandbits(128):032x}",
-                    ts=now,
-                    model=models[arm_list[k]],
-                    arm=arm_list[k],
-                    propensity=float(s.probabilities[r, k]),
-                    eligible=list(self._names) if arm_row is self._all_arms else [models[a] for a in arm_list],
-                    probabilities=s.probabilities[r],
-                    pred_quality=s.quality[r],
-                    pred_cost=s.cost[r],
-                    cost_weight=cw,
-                    policy=policy_name,
-                    feature_version=version,
-                    context=ctx,
-                    prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
-                    prompt=prompt if self.store_prompts else None,
-                )
-                out[i] = d
+        for r, (j, mask, cw, k) in enumerate(zip(rows, masks, weights, picks.tolist())):
+            i = valid[j]
+            if mask is self._pool_mask:
+                idx, eligible = self._pool_arms, self._names
+            else:
+                idx = np.flatnonzero(mask)
+                eligible = [models[a] for a in idx.tolist()]
+            prompt = prompts[i]
+            out[i] = Decision(
+                decision_id=f"{self._ids.getrandbits(128):032x}",
+                ts=now,
+                model=models[k],
+                arm=k,
+                propensity=float(s.probabilities[r, k]),
+                eligible=eligible,
+                probabilities=s.probabilities[r, idx],
+                pred_quality=s.quality[r, idx],
+                pred_cost=s.cost[r, idx],
+                cost_weight=cw,
+                policy=policy_name,
+                feature_version=version,
+                context=Context(X[j], float(tokens[j])),
+                prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+                prompt=prompt if self.store_prompts else None,
+            )
         for d in out:  # in request order
             if isinstance(d, Decision):
                 self.remember(Pending(d.decision_id, d.model, d.arm, d.context))

@@ -22,6 +22,9 @@ from pydantic import BaseModel, ValidationError
 from threadpoolctl import threadpool_limits
 
 from banditroute import __version__
+from banditroute.config import PoolConfig
+from banditroute.core.router import RoutingError, UnknownDecision
+from banditroute.http.metrics import Metrics
 from banditroute.http.schemas import (
     FeedbackRequest,
     ModelsResponse,
@@ -30,11 +33,8 @@ from banditroute.http.schemas import (
     RouteRequest,
     openapi_document,
 )
-from banditroute.config import PoolConfig
-from banditroute.http.metrics import Metrics
-from banditroute.core.router import RoutingError, UnknownDecision
-from banditroute.service.service import RouterService
 from banditroute.log.store import Store
+from banditroute.service.service import RouterService
 
 log = logging.getLogger("banditroute")
 SERVICE = web.AppKey("service", RouterService)

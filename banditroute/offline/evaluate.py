@@ -4,9 +4,8 @@ The log gives, per decision, the features x_i, the eligible models, the logging 
 probabilities mu(. | x_i), the chosen model a_i and its outcome (quality, cost). A candidate yields
 pi(. | x_i) over the same eligible models:
 
-* ``fixed:MODEL`` and ``random``: closed form;
-* a saved state (``--state``): frozen, its own probabilities (``greedy=True``: all mass on its best
-  mean score, vectorised);
+* ``fixed:MODEL``, ``random`` and a saved state (``--state``, frozen): their own probabilities, in
+  batches (``greedy=True``: the greedy rule, all mass on the best mean score for a learning policy);
 * ``lints`` / ``linucb`` / ``egreedy`` from scratch: progressive validation (Blum, Kalai & Langford,
   1999): decision i is scored by the candidate *before* it learns from the logged outcome of i,
   so it never peeks at what it is evaluated on.
@@ -24,11 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from banditroute.config import PolicyConfig
-from banditroute.core.features import Context, Featurizer
+from banditroute.core.features import Featurizer
+from banditroute.core.policies import Policy, make_policy
+from banditroute.core.state import load_state
+from banditroute.core.types import Context
 from banditroute.offline.estimators import ESTIMATORS, IPS, bootstrap_ci, effective_sample_size, estimate
 from banditroute.offline.progress import progress as show_progress
 from banditroute.offline.tables import read_table
-from banditroute.core.policies import Policy, make_policy
 
 REQUIRED = ("decision_id", "feature_version", "x", "input_tokens", "eligible", "probabilities", "chosen",
             "propensity", "cost_weight", "quality", "cost_usd")
@@ -125,61 +126,51 @@ def load_log(path: str | Path, featurizer: Featurizer | None = None) -> Log:
 
 
 # -- candidates ------------------------------------------------------------------------------------
+CHUNK = 4096  # decisions scored per call when the candidate does not learn in between
+
+
 def candidate_probabilities(log: Log, name: str, cost_weight: float, state: str | None = None,
                             greedy: bool = False, seed: int = 0, settings: PolicyConfig | None = None,
                             progress: bool = False) -> np.ndarray:
-    """pi(. | x_i) for every logged decision, as an (n, K) matrix over ``log.models``."""
-    n, K = log.eligible.shape
-    el = log.eligible
-    if state is None and name == "random":
-        return el / el.sum(axis=1, keepdims=True)
-    if state is None and name.startswith("fixed:"):
-        target = name.split(":", 1)[1]
-        if target not in log.models:
-            raise ValueError(f"fixed policy: model {target!r} never appears in the log; known: {', '.join(log.models)}")
-        k = log.models.index(target)
-        pi = np.zeros((n, K))
-        pi[:, k] = 1.0
-        off = ~el[:, k]
-        pi[off] = el[off] / el[off].sum(axis=1, keepdims=True)  # as the fixed policy does when ineligible
-        return pi
+    """pi(. | x_i) for every logged decision, as an (n, K) matrix over ``log.models``.
+
+    Every candidate is asked through the same :meth:`Policy.probabilities` (or :meth:`Policy.greedy`)
+    the server routes with. A candidate whose probabilities depend on what it learned, from scratch,
+    is scored on decision i as a batch of one and only then learns from i's logged outcome
+    (progressive validation); a frozen state, or a fixed rule, is scored in batches.
+    """
     policy = _candidate_policy(log, name, state, settings)
     arm_of = np.array([policy.models.index(m) if m in policy.models else -1 for m in log.models])
     if np.any(arm_of < 0):
         unknown = [m for m, a in zip(log.models, arm_of) if a < 0]
         raise ValueError(f"candidate does not know the logged models {unknown}")
-    if state is not None and greedy:
-        return _greedy_matrix(policy, log, arm_of, cost_weight)
-    learn = state is None
+    n = len(log)
+    eligible = np.zeros((n, len(policy.models)), dtype=bool)
+    eligible[:, arm_of] = log.eligible
     rng = np.random.default_rng(seed)
-    pi = np.zeros((n, K))
+
+    def score(rows: slice) -> np.ndarray:
+        X, tokens, el = log.X[rows], log.input_tokens[rows], eligible[rows]
+        s = policy.greedy(X, tokens, el, cost_weight) if greedy else policy.probabilities(X, tokens, el, cost_weight, rng)
+        return s.probabilities[:, arm_of]
+
+    pi = np.zeros((n, len(log.models)))
+    if state is not None or not policy.learns_probabilities:
+        for start in show_progress(range(0, n, CHUNK), -(-n // CHUNK), "candidate", progress, unit="batch"):
+            pi[start:start + CHUNK] = score(slice(start, start + CHUNK))
+        return pi
     for i in show_progress(range(n), n, "candidate", progress, unit="decision"):
-        ks = log.arms(i)
-        ctx = log.context(i)
-        s = policy.greedy(ctx, arm_of[ks], cost_weight) if greedy else policy.probabilities(ctx, arm_of[ks], cost_weight, rng)
-        pi[i, ks] = s.probabilities
-        if learn:
-            a = arm_of[log.chosen[i]]
-            q, c = log.quality[i], log.cost[i]
-            policy.update(ctx, a, None if np.isnan(q) else float(q), None if np.isnan(c) else float(c))
+        pi[i] = score(slice(i, i + 1))[0]
+        q, c = log.quality[i], log.cost[i]
+        policy.update(log.context(i), arm_of[log.chosen[i]], None if np.isnan(q) else float(q),
+                      None if np.isnan(c) else float(c))
     return pi
 
 
 def _candidate_policy(log: Log, name: str, state: str | None, settings: PolicyConfig | None) -> Policy:
     if state is not None:
-        return Policy.load(state)
+        return load_state(state)
     return make_policy(name, log.models, log.X.shape[1], None, settings or PolicyConfig())
-
-
-def _greedy_matrix(policy: Policy, log: Log, arm_of: np.ndarray, cost_weight: float) -> np.ndarray:
-    """All mass on the best mean score per decision, computed for all decisions at once."""
-    n, K = log.eligible.shape
-    q = policy.predict_quality_many(log.X, log.input_tokens)[:, arm_of]
-    c = policy.cost_model.predict_many(log.X, log.input_tokens)[:, arm_of]
-    score = np.where(log.eligible, q - cost_weight * c, -np.inf)
-    pi = np.zeros((n, K))
-    pi[np.arange(n), np.argmax(score, axis=1)] = 1.0
-    return pi
 
 
 # -- reward models ----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from banditroute.config import PolicyConfig, PoolConfig
 from banditroute.core.features import Featurizer
-from banditroute.offline.outcomes import Outcomes, OutcomeTableError
 from banditroute.core.policies import Policy, make_policy
+from banditroute.offline.outcomes import Outcomes, OutcomeTableError
 
 
 def pretrain(outcomes: Outcomes, policy: str = "lints", pool: PoolConfig | None = None,

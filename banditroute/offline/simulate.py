@@ -13,11 +13,12 @@ import numpy as np
 
 from banditroute.config import PolicyConfig, PoolConfig, pool_from_names
 from banditroute.core.features import Featurizer
-from banditroute.offline.outcomes import Outcomes
-from banditroute.offline.progress import progress as show_progress
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Decision, Router
+from banditroute.core.state import load_state
+from banditroute.offline.outcomes import Outcomes
+from banditroute.offline.progress import progress as show_progress
 
 
 class CollectingSink:
@@ -89,23 +90,19 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
     """Expected test quality, total cost and model shares of the greedy policy, per cost weight."""
     cost_weights = [router.cost_weight] if cost_weights is None else list(cost_weights)
     col = np.array([test.models.index(m) for m in router.policy.models])
-    K = len(test.models)
-    acc = [{"q": 0.0, "c": 0.0, "share": np.zeros(K)} for _ in cost_weights]
-    for i in show_progress(range(len(test)), len(test), "test", progress):
-        ctx = router.context(test.prompts[i])
-        arms = np.arange(len(router.policy.models))
-        for a, cw in zip(acc, cost_weights):
-            s = router.policy.greedy(ctx, arms, cw)
-            cols = col[arms]
-            a["q"] += float(s.probabilities @ test.quality[i, cols])
-            a["c"] += float(s.probabilities @ test.cost[i, cols])
-            a["share"][cols] += s.probabilities
+    quality, cost = test.quality[:, col], test.cost[:, col]
+    X = router.featurizer.transform_many(test.prompts)
+    tokens = np.array([router.featurizer.input_tokens(p) for p in test.prompts])
     n = max(len(test), 1)
-    return [
-        {"cost_weight": float(cw), "n": len(test), "quality": a["q"] / n, "cost_usd": a["c"],
-         "share": {m: round(float(v / n), 6) for m, v in zip(test.models, a["share"])}}
-        for cw, a in zip(cost_weights, acc)
-    ]
+    out = []
+    for cw in show_progress(cost_weights, len(cost_weights), "test", progress, unit="cost weight"):
+        p = router.policy.greedy(X, tokens, None, cw).probabilities
+        share = np.zeros(len(test.models))
+        share[col] = p.sum(axis=0)
+        out.append({"cost_weight": float(cw), "n": len(test), "quality": float((p * quality).sum()) / n,
+                    "cost_usd": float((p * cost).sum()),
+                    "share": {m: round(float(v / n), 6) for m, v in zip(test.models, share)}})
+    return out
 
 
 def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | None = None, seed: int = 0,
@@ -119,7 +116,7 @@ def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | Non
     settings = settings or (pool.policy if pool is not None else PolicyConfig())
     cw = settings.cost_weight if cost_weight is None else float(cost_weight)
     sink = CollectingSink() if with_log else None
-    start: str | Policy = Policy.load(state) if state else policy
+    start: str | Policy = load_state(state) if state else policy
     router = build_router(outcomes, start, cw, seed, pool, featurizer=featurizer, sink=sink, settings=settings)
     train, test = outcomes.subset("train"), outcomes.subset("test")
     online = run_online(router, train, seed, progress)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.offline.progress import progress as show_progress
 from banditroute.offline.evaluate import candidate_probabilities, evaluate, load_log
+from banditroute.offline.progress import progress as show_progress
 
 
 def log_grid(log, n_points: int = 16) -> list[float]:

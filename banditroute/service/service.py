@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.http.schemas import RouteRequest
 from banditroute.config import PoolConfig
 from banditroute.core.features import Context
 from banditroute.core.policies import Policy, make_policy
-from banditroute.core.policies.base import write_atomic
 from banditroute.core.reward import Feedback
 from banditroute.core.router import Decision, Pending, Router, RoutingError, UnknownDecision
+from banditroute.core.state import dumps_state, loads_state, write_atomic
+from banditroute.http.schemas import RouteRequest
 from banditroute.log.store import Store
 
 log = logging.getLogger("banditroute")
@@ -84,9 +84,9 @@ class RouterService:
         if self.snapshot_path is None or not self.snapshot_path.exists():
             return None, 0
         try:
-            header, policy = Policy.loads(self.snapshot_path.read_bytes(), str(self.snapshot_path))
+            header, policy = loads_state(self.snapshot_path.read_bytes(), str(self.snapshot_path))
         except ValueError as err:
-            log.warning("ignoring snapshot: %s", err)
+            log.warning("ignoring snapshot (the state is rebuilt from the log): %s", err)
             return None, 0
         usable = (header.get("feature_version") == self.router.featurizer.version
                   and header.get("policy") == name and set(self.config.names) <= set(policy.models)
@@ -287,7 +287,7 @@ class RouterService:
             if self.snapshot_path is None:
                 return
             seq = self.store.seq
-            data = self.router.policy.dumps(seq=seq)
+            data = dumps_state(self.router.policy, seq=seq)
             self.feedback_since_snapshot = 0
             await asyncio.wrap_future(self.store.flush())
             await asyncio.get_running_loop().run_in_executor(None, write_atomic, self.snapshot_path, data)

@@ -6,16 +6,19 @@
 from __future__ import annotations
 
 from banditroute.config import PolicyConfig
-from banditroute.core.policies.base import Policy, Scores, apply_floor
+from banditroute.core.policies.base import Policy, apply_floor
 from banditroute.core.policies.baselines import EpsilonGreedy, FixedPolicy, RandomPolicy
-from banditroute.core.policies.cost import Context, CostModel
-from banditroute.core.policies.linear import BayesLinear, LinTS, LinUCB
+from banditroute.core.policies.bayes_linear import BayesLinear
+from banditroute.core.policies.cost import CostModel
+from banditroute.core.policies.linear import LinTS, LinUCB
 
 POLICY_NAMES = ("lints", "linucb", "egreedy", "random", "fixed:MODEL")
+#: policy classes by their ``name`` (``fixed:MODEL`` is ``fixed`` with its target)
+POLICY_CLASSES = {cls.name: cls for cls in (LinTS, LinUCB, EpsilonGreedy, RandomPolicy, FixedPolicy)}
 
 __all__ = [
-    "POLICY_NAMES", "BayesLinear", "Context", "CostModel", "EpsilonGreedy", "FixedPolicy", "LinTS",
-    "LinUCB", "Policy", "RandomPolicy", "Scores", "apply_floor", "make_policy",
+    "POLICY_CLASSES", "POLICY_NAMES", "BayesLinear", "CostModel", "EpsilonGreedy", "FixedPolicy", "LinTS",
+    "LinUCB", "Policy", "RandomPolicy", "apply_floor", "make_policy",
 ]
 
 
@@ -29,10 +32,8 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
     common = {"prices": prices, "floor": settings.floor, "expected_output_tokens": settings.expected_output_tokens}
     linear = {"exploration": settings.exploration, "prior_strength": settings.prior_strength,
               "prior_mean": settings.prior_quality}
-    if name == "lints":
-        return LinTS(models, dim, **common, **linear)
-    if name == "linucb":
-        return LinUCB(models, dim, **common, **linear)
+    if name in ("lints", "linucb"):
+        return POLICY_CLASSES[name](models, dim, **common, **linear)
     if name == "egreedy":
         return EpsilonGreedy(models, dim, epsilon=min(0.1 * settings.exploration, 1.0), **common)
     if name == "random":

@@ -1,82 +1,49 @@
-"""The policy interface shared by every router policy.
+"""The policy interface: batch-only probabilities over eligible models, and learning from outcomes.
 
-A policy maps a prompt's :class:`~banditroute.core.policies.cost.Context` and a set of eligible models
-to a probability vector over those models, and learns from ``(context, model, quality, cost)``.
-Scores follow one formula everywhere (DESIGN.md, decision 1):
+A policy maps a batch of B prompts (features ``X``, (B, d), and input tokens) and an eligibility
+mask ``eligible`` (B, K) over its K models to a (B, K) probability matrix, zero where a model is not
+eligible. A single decision is a batch of one: the server, the simulator and replay all call the
+same :meth:`Policy.probabilities`, so what is evaluated offline is what runs online.
 
-    score_k(x) = q_k(x) - cost_weight * c_k(x)
+Scores follow :func:`~banditroute.core.types.net_score`. After a policy computes its raw
+probabilities ``p``, :func:`apply_floor` mixes in the exploration floor ``f``:
 
-with ``q_k`` the predicted quality in [0, 1] and ``c_k`` the predicted cost in USD. After a policy
-computes its raw probabilities ``p``, :func:`apply_floor` mixes in the exploration floor ``f``:
+    p'_k = f + (1 - K_b f) p_k  over the K_b models eligible in row b,
 
-    p'_k = f + (1 - K f) p_k,    K = number of eligible models,
-
-so every eligible model keeps probability at least ``f`` (needed by IPS and DR estimators) and the
-vector still sums to one.
+so every eligible model keeps probability at least ``f`` (IPS and DR need it) and each row still
+sums to one.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from banditroute.core.policies.cost import Context, CostModel
-
-STATE_FORMAT = 1
-
-
-@dataclass
-class Scores:
-    """A policy's view of one decision, aligned with the eligible arms."""
-
-    probabilities: np.ndarray
-    quality: np.ndarray
-    cost: np.ndarray
-
-    def net(self, cost_weight: float) -> np.ndarray:
-        """score_k = quality_k - cost_weight * cost_k."""
-        return self.quality - cost_weight * self.cost
+from banditroute.core.policies.cost import CostModel
+from banditroute.core.types import Context, Scores, net_score
 
 
-def apply_floor(p: np.ndarray, floor: float) -> np.ndarray:
-    """Mix ``p`` with the uniform floor: ``f + (1 - K f) p``; uniform when ``K f >= 1``.
-
-    ``p`` is one probability vector over K models, or a (B, K) array of them (one per row).
-    """
-    k = p.shape[-1]
+def apply_floor(p: np.ndarray, eligible: np.ndarray, floor: float) -> np.ndarray:
+    """``f + (1 - K_b f) p`` on the eligible models of each row b; uniform on them when ``K_b f >= 1``."""
     if floor <= 0:
         return p
-    if k * floor >= 1.0:
-        return np.full(p.shape, 1.0 / k)
-    return floor + (1.0 - k * floor) * p
+    k = eligible.sum(axis=1, keepdims=True)
+    floored = np.where(eligible, floor + (1.0 - k * floor) * p, 0.0)
+    return np.where(k * floor >= 1.0, eligible / k, floored)
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def one_hot(k: int, i: int) -> np.ndarray:
-    p = np.zeros(k)
-    p[i] = 1.0
+def argmax_one_hot(net: np.ndarray) -> np.ndarray:
+    """All mass on the highest value of each row (ineligible models carry ``-inf``)."""
+    p = np.zeros(net.shape)
+    p[np.arange(len(net)), np.argmax(net, axis=1)] = 1.0
     return p
 
 
 class Policy:
-    """Base class: arms, the shared cost model, the floor, greedy choice and persistence.
+    """Base class: models, the shared cost model, the floor, the batch checks and the greedy rule.
 
-    Subclasses implement :meth:`predict_quality` (mean predicted quality per arm),
-    :meth:`_raw_probabilities` and :meth:`_update_quality`.
+    Subclasses implement :meth:`_predict_quality` (mean predicted quality, (B, K)),
+    :meth:`_raw_probabilities` and :meth:`_update_quality`, and list their settings in
+    :meth:`params` and their learned arrays in :meth:`arrays` (for snapshots).
 
     Parameters
     ----------
@@ -93,6 +60,9 @@ class Policy:
     """
 
     name = "base"
+    #: whether the probabilities depend on what the policy learned (replay must then score each
+    #: decision before learning from it; fixed rules can be scored in one batch)
+    learns_probabilities = True
 
     def __init__(self, models, dim: int, prices=None, floor: float = 0.01, expected_output_tokens: float = 256.0):
         self.models = list(models)
@@ -103,52 +73,60 @@ class Policy:
         self.feature_version: str | None = None
 
     # -- subclass hooks -------------------------------------------------------------------------
-    def predict_quality(self, ctx: Context, arms: np.ndarray) -> np.ndarray:
+    def _predict_quality(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _raw_probabilities(self, ctx: Context, arms: np.ndarray, scores: Scores, cost_weight: float, rng) -> np.ndarray:
+    def _raw_probabilities(self, X: np.ndarray, net: np.ndarray, eligible: np.ndarray, rng) -> np.ndarray:
         raise NotImplementedError
+
+    def _greedy_probabilities(self, X: np.ndarray, net: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+        return argmax_one_hot(net)
 
     def _update_quality(self, ctx: Context, arm: int, quality: float, weight: float) -> None:
         raise NotImplementedError
 
-    def predict_quality_many(self, X: np.ndarray, input_tokens: np.ndarray) -> np.ndarray:
-        """Mean predicted quality of every model for each row of ``X`` (n, models)."""
-        arms = np.arange(len(self.models))
-        return np.stack([self.predict_quality(Context(x, t), arms) for x, t in zip(X, input_tokens)])
-
     # -- the policy verbs -----------------------------------------------------------------------
-    def scores(self, ctx: Context, arms) -> Scores:
-        """Predicted quality and cost (no probabilities yet) for ``arms``."""
-        arms = np.asarray(arms, dtype=np.intp)
-        return Scores(np.empty(0), self.predict_quality(ctx, arms), self.cost_model.predict(ctx, arms))
+    def _batch(self, X, input_tokens, eligible, cost_weights):
+        """Check a batch at the boundary; returns float arrays and a boolean (B, K) mask."""
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != self.dim:
+            raise ValueError(f"X must have shape (batch, {self.dim}), got {X.shape}")
+        b, k = len(X), len(self.models)
+        tokens = np.asarray(input_tokens, dtype=float).reshape(b)
+        mask = np.ones((b, k), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+        if mask.shape != (b, k):
+            raise ValueError(f"eligible must have shape ({b}, {k}), got {mask.shape}")
+        if b and not mask.any(axis=1).all():
+            raise ValueError("every decision needs at least one eligible model")
+        cw = np.broadcast_to(np.asarray(cost_weights, dtype=float), (b,))
+        return X, tokens, mask, cw
 
-    def probabilities(self, ctx: Context, arms, cost_weight: float, rng: np.random.Generator) -> Scores:
-        """Probabilities over ``arms`` (with the floor), plus the predictions behind them."""
-        arms = np.asarray(arms, dtype=np.intp)
-        s = self.scores(ctx, arms)
-        p = self._raw_probabilities(ctx, arms, s, cost_weight, rng)
-        s.probabilities = apply_floor(p, self.floor)
-        return s
+    def predict(self, X: np.ndarray, input_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean predicted quality and cost in USD of every model for each row of ``X``: two (B, K)."""
+        return self._predict_quality(X), self.cost_model.predict(X, input_tokens)
 
-    def probabilities_many(self, X: np.ndarray, input_tokens: np.ndarray, arms: np.ndarray,
-                           cost_weights: np.ndarray, rng: np.random.Generator) -> Scores:
-        """:meth:`probabilities` for a batch of contexts with the same number of eligible arms.
+    def _scored(self, X, input_tokens, eligible, cost_weights):
+        X, tokens, mask, cw = self._batch(X, input_tokens, eligible, cost_weights)
+        quality, cost = self.predict(X, tokens)
+        net = np.where(mask, net_score(quality, cost, cw[:, None]), -np.inf)
+        return X, mask, quality, cost, net
 
-        ``X`` is (B, d), ``arms`` (B, n) and ``cost_weights`` (B,); the returned :class:`Scores`
-        hold (B, n) arrays. This default calls :meth:`probabilities` row by row; vectorised
-        policies override it for batches of more than one.
+    def probabilities(self, X, input_tokens, eligible, cost_weights, rng: np.random.Generator) -> Scores:
+        """Probabilities (with the floor) over the eligible models of each row, and the predictions.
+
+        ``X`` (B, d); ``input_tokens`` (B,); ``eligible`` (B, K) booleans, or None for all models;
+        ``cost_weights`` a scalar or (B,). Rows never depend on each other except through shared
+        random draws, so a row's probabilities are the same alone or inside a batch.
         """
-        rows = [self.probabilities(Context(x, t), a, cw, rng)
-                for x, t, a, cw in zip(X, input_tokens, arms, cost_weights)]
-        return Scores(*(np.stack([getattr(r, f) for r in rows]) for f in ("probabilities", "quality", "cost")))
+        X, mask, quality, cost, net = self._scored(X, input_tokens, eligible, cost_weights)
+        p = self._raw_probabilities(X, net, mask, rng)
+        return Scores(apply_floor(p, mask, self.floor), quality, cost)
 
-    def greedy(self, ctx: Context, arms, cost_weight: float) -> Scores:
-        """The exploitation choice: all mass on the highest mean score, no floor."""
-        arms = np.asarray(arms, dtype=np.intp)
-        s = self.scores(ctx, arms)
-        s.probabilities = one_hot(len(arms), int(np.argmax(s.net(cost_weight))))
-        return s
+    def greedy(self, X, input_tokens, eligible, cost_weights) -> Scores:
+        """The exploitation rule, without the floor: all mass on the best mean score for a learning
+        policy, the rule itself for a fixed one."""
+        X, mask, quality, cost, net = self._scored(X, input_tokens, eligible, cost_weights)
+        return Scores(self._greedy_probabilities(X, net, mask), quality, cost)
 
     def update(self, ctx: Context, arm: int, quality: float | None = None, cost_usd: float | None = None,
                weight: float = 1.0) -> None:
@@ -159,36 +137,22 @@ class Policy:
         if cost_usd is not None:
             self.cost_model.update(ctx, arm, float(cost_usd))
 
-    # -- persistence ----------------------------------------------------------------------------
-    def dumps(self, **extra) -> bytes:
-        """The policy state as bytes: a pickle with a header (load only states you trust)."""
-        header = {"format": STATE_FORMAT, "policy": self.describe(), "models": self.models,
-                  "dim": self.dim, "feature_version": self.feature_version, **extra}
-        return pickle.dumps((header, self), protocol=pickle.HIGHEST_PROTOCOL)
+    # -- state (see banditroute.core.state) -----------------------------------------------------
+    def params(self) -> dict:
+        """The constructor's keyword arguments that rebuild this policy (JSON values)."""
+        return {"floor": self.floor, "expected_output_tokens": self.cost_model.expected_output_tokens,
+                "prices": self.cost_model.prices()}
 
-    @staticmethod
-    def loads(data: bytes, source: str = "<bytes>") -> tuple[dict, Policy]:
-        """``(header, policy)`` from :meth:`dumps` bytes."""
-        try:
-            header, policy = pickle.loads(data)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-            raise ValueError(f"cannot read policy state {source}: {err}") from None
-        if not isinstance(header, dict) or header.get("format") != STATE_FORMAT or not isinstance(policy, Policy):
-            raise ValueError(f"{source} is not a banditroute policy state (format {STATE_FORMAT})")
-        return header, policy
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the policy learned, as named arrays."""
+        out = {"quality_observations": self.quality_observations}
+        out.update({f"cost.{k}": v for k, v in self.cost_model.arrays().items()})
+        return out
 
-    def save(self, path: str | Path, **extra) -> None:
-        """Write the state to ``path`` atomically (temporary file, fsync, rename)."""
-        write_atomic(path, self.dumps(**extra))
-
-    @staticmethod
-    def load(path: str | Path) -> Policy:
-        """Read a state written by :meth:`save`."""
-        try:
-            data = Path(path).read_bytes()
-        except OSError as err:
-            raise ValueError(f"cannot read policy state {path}: {err.strerror}") from None
-        return Policy.loads(data, str(path))[1]
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace what the policy learned with :meth:`arrays` of the same policy."""
+        self.quality_observations = np.array(arrays["quality_observations"], dtype=np.int64)
+        self.cost_model.load_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("cost.")})
 
     def describe(self) -> str:
         return self.name

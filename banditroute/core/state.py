@@ -1,0 +1,98 @@
+"""Policy states on disk: named arrays in NumPy's ``.npz`` format under a JSON header, checksummed.
+
+A state file is three lines and a payload::
+
+    banditroute-state 2
+    {"class": "lints", "models": [...], "dim": 85, "feature_version": "v1-d64", "params": {...}, ...}
+    <SHA-256 of the header line, a newline and the payload, in hex>
+    <the policy's arrays as an uncompressed .npz archive>
+
+Nothing in it is executable: the header is JSON, the arrays are read with ``allow_pickle=False``, and
+the policy is rebuilt from its class name and constructor parameters (:meth:`Policy.params`), then
+given its learned arrays (:meth:`Policy.load_arrays`). The checksum covers header and payload, so a
+flipped byte anywhere is reported as :class:`StateError` rather than loaded; the server then rebuilds
+the state from its log.
+
+Example
+-------
+>>> from banditroute.core.policies import make_policy
+>>> pol = make_policy("lints", ["a", "b"], dim=3)
+>>> header, again = loads_state(dumps_state(pol, seq=7))
+>>> header["seq"], again.describe(), again.models
+(7, 'lints', ['a', 'b'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from banditroute.core.policies import POLICY_CLASSES, Policy
+
+MAGIC = b"banditroute-state 2"
+
+
+class StateError(ValueError):
+    """A policy state that cannot be read: missing, of another format, corrupted or inconsistent."""
+
+
+def dumps_state(policy: Policy, **extra) -> bytes:
+    """The policy as state-file bytes; ``extra`` (JSON values, e.g. the log position) joins the header."""
+    buf = io.BytesIO()
+    np.savez(buf, **policy.arrays())
+    payload = buf.getvalue()
+    header = {"class": policy.name, "policy": policy.describe(), "models": policy.models, "dim": policy.dim,
+              "feature_version": policy.feature_version, "params": policy.params(), **extra}
+    line = json.dumps(header, sort_keys=True).encode()
+    digest = hashlib.sha256(line + b"\n" + payload).hexdigest().encode()
+    return b"\n".join([MAGIC, line, digest, payload])
+
+
+def loads_state(data: bytes, source: str = "<bytes>") -> tuple[dict, Policy]:
+    """``(header, policy)`` from :func:`dumps_state` bytes; :class:`StateError` if they are not intact."""
+    parts = data.split(b"\n", 3)
+    if len(parts) != 4 or parts[0] != MAGIC:
+        raise StateError(f"{source} is not a banditroute policy state ({MAGIC.decode()!r})")
+    _, line, digest, payload = parts
+    if hashlib.sha256(line + b"\n" + payload).hexdigest().encode() != digest:
+        raise StateError(f"{source}: checksum mismatch, the state is corrupted")
+    try:
+        header = json.loads(line)
+        cls = POLICY_CLASSES[header["class"]]
+        policy = cls(header["models"], header["dim"], **header["params"])
+        with np.load(io.BytesIO(payload), allow_pickle=False) as arrays:
+            policy.load_arrays(dict(arrays))
+    except (KeyError, TypeError, ValueError, OSError) as err:
+        raise StateError(f"{source}: inconsistent policy state: {err!r}") from None
+    policy.feature_version = header["feature_version"]
+    return header, policy
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_state(policy: Policy, path: str | Path, **extra) -> None:
+    """Write the policy's state to ``path`` atomically (temporary file, fsync, rename)."""
+    write_atomic(path, dumps_state(policy, **extra))
+
+
+def load_state(path: str | Path) -> Policy:
+    """The policy saved at ``path`` by :func:`save_state`."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise StateError(f"cannot read policy state {path}: {err.strerror}") from None
+    return loads_state(data, str(path))[1]
