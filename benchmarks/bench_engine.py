@@ -9,7 +9,7 @@ through the bundled 11-model pool with the default policy (lints, d = 85):
 
 * ``route``: ``Router.route`` end to end (features, probabilities, sampling, decision record);
 * ``features``, ``probabilities``: its two main parts alone (a batch of one);
-* ``feedback``: ``Router.feedback`` with one quality signal and a cost (the policy update);
+* ``feedback``: ``Router.apply`` with one quality signal and a cost (the policy update);
 * ``river_linucb_pull`` / ``river_linucb_update``: river's ``LinUCBDisjoint`` on the same feature
   vectors (as dicts), the baseline measured in the same run (it returns an arm, not propensities);
 * ``route_many_B``: ``Router.route_many`` on batches of B prompts (the server's micro-batches), in
@@ -32,8 +32,7 @@ import numpy as np
 
 from banditroute.config import load_pool
 from banditroute.core.reward import Feedback, Signal
-from banditroute.core.router import Router
-from banditroute.http.schemas import RouteRequest
+from banditroute.core.router import Router, RouteRequest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"
 
@@ -65,7 +64,7 @@ def one_run(ps: list[str], seed: int) -> dict[str, np.ndarray]:
     router = Router(load_pool(), seed=seed)
     fb = Feedback(signals=[Signal(source="judge", kind="quality", value=1.0)], cost_usd=0.001)
     for p in ps[:500]:  # warm: a policy with some history
-        router.feedback(router.route(p).decision_id, fb)
+        router.apply(router.route(p).pending(), fb)
     res = {}
     res["features"] = timed(router.featurizer.transform, ps)
     ctxs = [router.context(p) for p in ps]
@@ -73,7 +72,7 @@ def one_run(ps: list[str], seed: int) -> dict[str, np.ndarray]:
                                                                        router.rng), ctxs)
     decisions = []
     res["route"] = timed(lambda p: decisions.append(router.route(p)), ps)
-    res["feedback"] = timed(lambda d: router.feedback(d.decision_id, fb), decisions)
+    res["feedback"] = timed(lambda d: router.apply(d.pending(), fb), decisions)
     options = [RouteRequest(prompt=p) for p in ps]
     for b in BATCHES:
         starts = list(range(0, len(ps) - b + 1, b))

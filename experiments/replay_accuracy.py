@@ -30,9 +30,9 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from banditroute.core.state import save_state
-from banditroute.log.schema import write_log
 from banditroute.offline.evaluate import candidate_probabilities, evaluate, load_log, reward_models
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
@@ -60,13 +60,13 @@ def one_seed(job) -> list[dict]:
     seed, states = job
     o = load_outcomes(DATA)
     train = o.subset("train")
-    _, rows = simulate(o, "lints", 30.0, seed, with_log=True)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "log.parquet"
-        write_log(rows, path)
+        simulate(o, "lints", 30.0, seed, log=str(path))
         log = load_log(path)
+        hashes = pq.read_table(path, columns=["prompt_hash"]).column(0).to_pylist()
     row_of = {hashlib.sha256(p.encode()).hexdigest(): i for i, p in enumerate(train.prompts)}
-    idx = np.array([row_of[r["prompt_hash"]] for r in rows])
+    idx = np.array([row_of[h] for h in hashes])
     cols = np.array([train.models.index(m) for m in log.models])
     Q, C = train.quality[idx][:, cols], train.cost[idx][:, cols]
     models = reward_models(log, seed)

@@ -39,7 +39,7 @@ from baselines import full_information, tfidf_ridge
 
 from banditroute.offline.frontier import routellm_metrics
 from banditroute.offline.outcomes import load_outcomes
-from banditroute.offline.simulate import build_router, run_online
+from banditroute.offline.simulate import build_service, run_online
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,8 +64,10 @@ def _metrics(q_pred: np.ndarray, o) -> dict:
 def _online(job):
     name, seed, cw = job
     o = load_outcomes(DATA / FILES[name])
-    router = build_router(o, "lints", cw, seed)
-    online = run_online(router, o.subset("train"), seed)
+    service = build_service(o, "lints", cw, seed)
+    online = run_online(service, o.subset("train"), seed)
+    service.store.close()
+    router = service.router
     test_prompts = o.subset("test").prompts
     f = router.featurizer
     q, _ = router.policy.predict(f.transform_many(test_prompts), [f.input_tokens(p) for p in test_prompts])

@@ -33,7 +33,7 @@ from baselines import full_information, oracle_point, single_models, tfidf_ridge
 
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import load_outcomes
-from banditroute.offline.simulate import build_router, evaluate_greedy, run_online
+from banditroute.offline.simulate import build_service, evaluate_greedy, run_online
 from banditroute.offline.tune import default_grid, tune
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,15 +47,16 @@ def _tune(job):
 def _curve(job):
     path, seed, cw, every = job
     o = load_outcomes(path)
-    router = build_router(o, "lints", cw, seed)
+    service = build_service(o, "lints", cw, seed)
     test = o.subset("test")
     points = []
 
     def on_step(n):
-        (r,) = evaluate_greedy(router, test)
+        (r,) = evaluate_greedy(service.router, test)
         points.append({"n": n, "quality": r["quality"], "cost_usd": r["cost_usd"]})
 
-    run_online(router, o.subset("train"), seed, every=every, on_step=on_step)
+    run_online(service, o.subset("train"), seed, every=every, on_step=on_step)
+    service.store.close()
     return seed, points
 
 

@@ -112,14 +112,14 @@ async def test_late_feedback_is_read_back_from_the_log(client):
     service = client.app[SERVICE]
     r = await post(client, "/route", {"prompt": "an old question"})
     await post(client, "/feedback", {"decision_id": r["decision_id"], "cost_usd": 0.01})
-    service.router.pending.clear()  # as if the pending window had passed (or the server restarted)
+    service.pending.window.clear()  # as if the pending window had passed (or the server restarted)
     before = service.router.policy.quality_observations.sum()
     f = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP, "cost_usd": 0.5})
     assert f["late"] and f["applied_signals"] == 1 and f["cost_usd"] is None  # the cost was known already
     assert service.router.policy.quality_observations.sum() == before + 1
     again = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP})
     assert not again["late"]  # kept in memory (recalled) after the late feedback
-    assert r["decision_id"] in service.router.recalled and not service.router.pending
+    assert r["decision_id"] in service.pending.recalled and not service.pending.window
     assert again["quality"] == 1.0
     text = await (await client.get("/metrics")).text()
     assert 'banditroute_feedback_total{duplicate="false",late="true"} 1' in text
@@ -132,7 +132,7 @@ async def test_concurrent_late_feedback_shares_lookups(client):
     service = client.app[SERVICE]
     ids = [(await post(client, "/route", {"prompt": f"old question {i}"}))["decision_id"] for i in range(12)]
     await asyncio.wrap_future(service.store.flush())
-    service.router.pending.clear()
+    service.pending.window.clear()
     rounds = []
     lookup = service.store.decisions
     service.store.decisions = lambda wanted: rounds.append(sorted(wanted)) or lookup(wanted)

@@ -341,7 +341,7 @@ def test_regret_of_default_policy_on_synthetic_contexts():
         regret.append(max(q) - q[MODELS.index(d.model)])
         from banditroute.core.reward import Feedback, Signal
 
-        router.feedback(d.decision_id, Feedback(signals=[Signal(source="user", kind="quality",
+        router.apply(d.pending(), Feedback(signals=[Signal(source="user", kind="quality",
                                                                 value=float(rng.random() < q[MODELS.index(d.model)]))]))
     assert sum(regret) < 150
     assert np.mean(regret[-500:]) < 0.06

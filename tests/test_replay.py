@@ -9,7 +9,7 @@ import pytest
 
 from banditroute.cli.main import main
 from banditroute.core.features import Featurizer
-from banditroute.log.schema import SCHEMA
+from banditroute.log.schema import LOG_SCHEMA
 from banditroute.offline.estimators import IPS, SNIPS, bootstrap_ci, effective_sample_size, estimate
 from banditroute.offline.evaluate import LogError, candidate_probabilities, evaluate, load_log, replay
 
@@ -36,7 +36,7 @@ def synthetic_log(n=3000, seed=0, mu=(0.2, 0.5, 0.3), missing=0.0, version=None)
             "quality": None if rng.random() < missing else float(quality[i]), "cost_usd": float(COST[k]),
             "n_signals": 1,
         })
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    return pa.Table.from_pylist(rows, schema=LOG_SCHEMA)
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,13 @@ from pydantic import ValidationError
 
 from banditroute.config import load_pool, parse_pool
 from banditroute.core.reward import Feedback, Signal
-from banditroute.core.router import Pending, RouteOptions, Router, RoutingError, UnknownDecision
-
-
-class ListSink:
-    def __init__(self):
-        self.decisions, self.feedbacks = [], []
-
-    def decision(self, d):
-        self.decisions.append(d)
-
-    def feedback(self, d, fb, result):
-        self.feedbacks.append((d.decision_id, result))
+from banditroute.core.router import RouteOptions, Router, RoutingError
+from banditroute.service.pending import PendingDecisions
 
 
 @pytest.fixture
 def router():
-    return Router(load_pool(), seed=1, sink=ListSink())
+    return Router(load_pool(), seed=1)
 
 
 def test_route_returns_a_complete_decision(router):
@@ -33,10 +23,9 @@ def test_route_returns_a_complete_decision(router):
     assert set(d.scores()) == set(d.eligible)
     s = d.scores()[d.model]
     assert s["score"] == pytest.approx(s["quality"] - d.cost_weight * s["cost_usd"])
-    assert router.sink.decisions == [d]
     assert d.prompt is None and len(d.prompt_hash) == 64
-    row = d.log_row()
-    assert row["chosen"] == d.model and row["quality"] is None and len(row["x"]) == router.featurizer.dim
+    p = d.pending()
+    assert (p.decision_id, p.model, p.arm, p.quality) == (d.decision_id, d.model, router.policy.models.index(d.model), None)
 
 
 def test_options_restrict_the_choice(router):
@@ -72,7 +61,8 @@ def test_feedback_updates_the_chosen_model(router):
     d = router.route("Write a Python function that sorts")
     arm = router.policy.models.index(d.model)
     before = router.policy.quality_observations[arm]
-    r = router.feedback(d.decision_id, Feedback(
+    pending = d.pending()
+    r = router.apply(pending, Feedback(
         signals=[Signal(source="user", kind="thumbs", value=True), Signal(source="judge", kind="rating", value=3)],
         input_tokens=100, output_tokens=50))
     assert router.policy.quality_observations[arm] == before + 2
@@ -80,38 +70,36 @@ def test_feedback_updates_the_chosen_model(router):
     spec = router.pool.spec(d.model)
     assert r.cost_usd == pytest.approx(spec.price_usd(100, 50))
     # a second feedback adds signals but never counts the cost twice
-    r2 = router.feedback(d.decision_id, Feedback(signals=[Signal(source="user", kind="quality", value=0.0)], cost_usd=9.0))
-    pending = router.pending[d.decision_id]
+    r2 = router.apply(pending, Feedback(signals=[Signal(source="user", kind="quality", value=0.0)], cost_usd=9.0))
     assert r2.cost_usd is None and pending.cost_usd == pytest.approx(spec.price_usd(100, 50))
-    assert len(pending.signals) == 3
-    d.join(pending)
-    assert d.log_row()["n_signals"] == 3 and d.log_row()["cost_usd"] == pending.cost_usd
-    assert len(router.sink.feedbacks) == 2
+    assert len(pending.signals) == 3 and r2.quality == pytest.approx((1.0 + 0.4 + 0.0) / 2.8)
 
 
-def test_unknown_decision_and_bounded_pending():
-    pool = parse_pool({"models": [{"name": "a"}, {"name": "b"}], "max_pending": 3})
-    router = Router(pool, seed=0)
-    with pytest.raises(UnknownDecision):
-        router.feedback("nope", Feedback())
-    ids = [router.route(f"prompt {i}").decision_id for i in range(5)]
-    assert list(router.pending) == ids[2:]
-    with pytest.raises(UnknownDecision):
-        router.feedback(ids[0], Feedback())
+def test_the_pending_window_is_bounded():
+    router = Router(parse_pool({"models": [{"name": "a"}, {"name": "b"}]}), seed=0)
+    held = PendingDecisions(window=3)
+    ids = []
+    for i in range(5):
+        d = router.route(f"prompt {i}")
+        held.remember(d.pending())
+        ids.append(d.decision_id)
+    assert list(held.window) == ids[2:]
+    assert held.get(ids[0]) is None and held.get("nope") is None and held.get(ids[4]).decision_id == ids[4]
 
 
 def test_recalled_decisions_do_not_push_recent_ones_out_of_the_window(monkeypatch):
-    monkeypatch.setattr("banditroute.core.router.RECALLED", 2)
-    pool = parse_pool({"models": [{"name": "a"}, {"name": "b"}], "max_pending": 3})
-    router = Router(pool, seed=0)
+    monkeypatch.setattr("banditroute.service.pending.RECALLED", 2)
+    router = Router(parse_pool({"models": [{"name": "a"}, {"name": "b"}]}), seed=0)
+    held = PendingDecisions(window=3)
     decisions = [router.route(f"prompt {i}") for i in range(6)]
+    for d in decisions[3:]:
+        held.remember(d.pending())
     for d in decisions[:3]:  # a sweep of late feedback over the three that left the window
-        router.recall(Pending(d.decision_id, d.model, d.arm, d.context))
-    assert list(router.pending) == [d.decision_id for d in decisions[3:]]
-    assert list(router.recalled) == [d.decision_id for d in decisions[1:3]]
-    assert router.held(decisions[2].decision_id) is router.recalled[decisions[2].decision_id]
-    assert router.held(decisions[0].decision_id) is None
-    router.feedback(decisions[2].decision_id, Feedback(signals=[Signal(source="user", kind="thumbs", value=True)]))
+        held.recall(d.pending())
+    assert list(held.window) == [d.decision_id for d in decisions[3:]]
+    assert list(held.recalled) == [d.decision_id for d in decisions[1:3]]
+    assert held.get(decisions[2].decision_id) is held.recalled[decisions[2].decision_id]
+    assert held.get(decisions[0].decision_id) is None
 
 
 def test_same_seed_same_decisions():
@@ -135,9 +123,8 @@ def test_route_many_serves_each_request_on_its_own_terms(router):
     assert set(out[4].eligible) == {"gpt-4-1106-preview", "gpt-3.5-turbo-1106"}
     for d in ok:  # every decision is complete, logged and pending, its propensity its own probability
         assert d.propensity == d.probabilities[d.eligible.index(d.model)]
-        assert d.probabilities.sum() == pytest.approx(1.0) and d.decision_id in router.pending
+        assert d.probabilities.sum() == pytest.approx(1.0)
         np.testing.assert_array_equal(d.context.x, router.featurizer.transform(prompts[out.index(d)]))
-    assert [d.decision_id for d in router.sink.decisions] == [d.decision_id for d in ok]
     cheapest = min(out[5].eligible, key=lambda m: out[5].pred_cost[out[5].eligible.index(m)])
     assert out[5].probabilities[out[5].eligible.index(cheapest)] == pytest.approx(0.9)  # all but the floors
 

@@ -9,7 +9,6 @@ import sys
 from banditroute.config import ConfigError, PolicyConfig, load_pool
 from banditroute.core.policies import POLICY_NAMES
 from banditroute.core.state import save_state
-from banditroute.log.schema import write_log
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
 
 
@@ -28,11 +27,8 @@ def cmd_simulate(args) -> int:
     outcomes = load_outcomes(args.outcomes)
     pool = _pool(args)
     settings = _settings(args, pool)
-    result, rows = simulate(outcomes, settings.name, args.cost_weight, args.seed, state=args.state, pool=pool,
-                            settings=settings, progress=not args.json and sys.stderr.isatty(),
-                            with_log=bool(args.log))
-    if args.log:
-        write_log(rows, args.log)
+    result = simulate(outcomes, settings.name, args.cost_weight, args.seed, state=args.state, pool=pool,
+                      settings=settings, progress=not args.json and sys.stderr.isatty(), log=args.log)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -45,7 +41,7 @@ def cmd_simulate(args) -> int:
     print(f"{'oracle (test)':18}{te['n']:>7}{ref['oracle_quality']:>10.4f}")
     print("test share: " + ", ".join(f"{m} {s:.1%}" for m, s in sorted(te["share"].items(), key=lambda kv: -kv[1]) if s > 0))
     if args.log:
-        print(f"decision log: {args.log} ({len(rows)} decisions)")
+        print(f"decision log: {args.log} ({result['log']['decisions']} decisions)")
     return 0
 
 
@@ -169,7 +165,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from banditroute.log.store import export_db
+    from banditroute.log.export import export_db
 
     try:
         n = export_db(args.db, args.out)

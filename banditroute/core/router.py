@@ -1,10 +1,11 @@
-"""The Router: the one object the server, the simulator and the replay tools drive.
+"""The Router: eligibility, sampling and propensity, once, for the server, the gateway and the simulator.
 
-``route(prompt, options)``: features -> eligible models -> ``Policy.probabilities`` -> sample one
-model from that exact vector -> :class:`Decision` (kept in a bounded pending cache and handed to
-the log sink).
-``feedback(decision_id, feedback)``: signals -> qualities in [0, 1] (:mod:`banditroute.core.reward`)
--> ``Policy.update`` for the decision's model -> a feedback record for the log sink.
+``route_many(prompts, options)``: features -> each request's eligible models -> one
+``Policy.probabilities`` call for the batch -> one model sampled per row from that exact vector ->
+:class:`~banditroute.core.types.Decision` (a single decision is a batch of one).
+``apply(pending, feedback)``: signals -> qualities in [0, 1] (:mod:`banditroute.core.reward`) ->
+``Policy.update`` for the decision's model -> the :class:`~banditroute.core.types.FeedbackResult`
+the log records. Keeping decisions until their feedback, and logging, belong to the service.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from banditroute.config import PoolConfig
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
-from banditroute.core.reward import Feedback, mean_quality
-from banditroute.core.types import Context, net_score
+from banditroute.core.reward import Feedback
+from banditroute.core.types import Context, Decision, FeedbackResult, Pending
 
 
 class RoutingError(ValueError):
@@ -47,88 +46,10 @@ class RouteOptions(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-# Decisions read back from the log and kept for their next feedback: a few seconds of late feedback
-# at thousands per second; the longest a recalled decision must stay is until its feedback commits.
-RECALLED = 4096
+class RouteRequest(RouteOptions):
+    """A prompt and its routing options (``POST /route``)."""
 
-
-@dataclass(slots=True)
-class Pending:
-    """What the router keeps of a decision until its feedback stops: just what learning needs."""
-
-    decision_id: str
-    model: str
-    arm: int
-    context: Context
-    cost_usd: float | None = None
-    signals: list[tuple[float, float]] = field(default_factory=list)
-
-    @property
-    def quality(self) -> float | None:
-        """Weighted mean quality of the signals received so far."""
-        return mean_quality(self.signals)
-
-
-@dataclass(slots=True)
-class Decision:
-    """A routing decision, with everything needed to log it and to learn from its feedback."""
-
-    decision_id: str
-    ts: float
-    model: str
-    arm: int
-    propensity: float
-    eligible: list[str]
-    probabilities: np.ndarray
-    pred_quality: np.ndarray
-    pred_cost: np.ndarray
-    cost_weight: float
-    policy: str
-    feature_version: str
-    context: Context
-    prompt_hash: str
-    prompt: str | None = None
-    signals: list[tuple[float, float]] = field(default_factory=list)
-    cost_usd: float | None = None
-
-    @property
-    def quality(self) -> float | None:
-        """Weighted mean quality of the signals received so far."""
-        return mean_quality(self.signals)
-
-    def scores(self) -> dict[str, dict[str, float]]:
-        """``{model: {quality, cost_usd, score}}`` behind the choice."""
-        cw = self.cost_weight  # in Python floats: the same two roundings as numpy, without its per-call cost
-        return {m: {"quality": q, "cost_usd": c, "score": net_score(q, c, cw)}
-                for m, q, c in zip(self.eligible, self.pred_quality.tolist(), self.pred_cost.tolist())}
-
-    def join(self, p: Pending) -> None:
-        """Copy the feedback a pending record has gathered (for logs written after the fact)."""
-        self.signals = list(p.signals)
-        self.cost_usd = p.cost_usd
-
-    def log_row(self) -> dict:
-        """This decision (and the feedback joined so far) as a row of the decision log."""
-        return {
-            "decision_id": self.decision_id,
-            "ts": int(self.ts * 1e6),
-            "policy": self.policy,
-            "feature_version": self.feature_version,
-            "x": self.context.x.tolist(),
-            "input_tokens": self.context.input_tokens,
-            "prompt_hash": self.prompt_hash,
-            "prompt": self.prompt,
-            "eligible": self.eligible,
-            "probabilities": self.probabilities.tolist(),
-            "chosen": self.model,
-            "propensity": self.propensity,
-            "cost_weight": self.cost_weight,
-            "pred_quality": self.pred_quality.tolist(),
-            "pred_cost": self.pred_cost.tolist(),
-            "quality": self.quality,
-            "cost_usd": self.cost_usd,
-            "n_signals": len(self.signals),
-        }
+    prompt: str = Field(min_length=1, description="the prompt to route (stored only as a hash by default)")
 
 
 def sample(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -137,30 +58,6 @@ def sample(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cdf = np.cumsum(probabilities, axis=1)
     u = rng.random(len(probabilities)) * cdf[:, -1]
     return np.minimum((cdf <= u[:, None]).sum(axis=1), probabilities.shape[1] - 1)
-
-
-def _keep(cache: OrderedDict, p: Pending, limit: int) -> None:
-    """Put ``p`` in a bounded cache of decisions; the oldest entry leaves when it is over ``limit``."""
-    cache[p.decision_id] = p
-    if len(cache) > limit:
-        cache.popitem(last=False)
-
-
-@dataclass
-class FeedbackResult:
-    """What one feedback call changed."""
-
-    decision_id: str
-    model: str
-    qualities: list[tuple[float, float]]
-    cost_usd: float | None
-    quality: float | None
-
-
-class LogSink(Protocol):
-    def decision(self, decision: Decision) -> None: ...
-
-    def feedback(self, pending: Pending, feedback: Feedback, result: FeedbackResult) -> None: ...
 
 
 class Router:
@@ -177,14 +74,12 @@ class Router:
     seed
         Seeds the sampling and the decision ids (for reproducible simulations); ``None`` draws
         from the operating system.
-    sink
-        Receives every decision and feedback (the log writer).
     store_prompts
         Keep the prompt text in decisions (and logs); otherwise only its SHA-256.
     """
 
     def __init__(self, pool: PoolConfig, policy: Policy | None = None, featurizer: Featurizer | None = None,
-                 seed: int | None = None, sink: LogSink | None = None, store_prompts: bool = False):
+                 seed: int | None = None, store_prompts: bool = False):
         self.pool = pool
         self.featurizer = featurizer or Featurizer()
         if policy is None:
@@ -195,14 +90,9 @@ class Router:
         self.cost_weight = pool.policy.cost_weight
         self.rng = np.random.default_rng(seed)
         self._ids = random.Random(seed if seed is not None else int.from_bytes(np.random.bytes(16), "little"))
-        self.sink = sink
         self.store_prompts = store_prompts
-        self.pending: OrderedDict[str, Pending] = OrderedDict()
-        self.max_pending = pool.max_pending
-        self.recalled: OrderedDict[str, Pending] = OrderedDict()  # read back from the log for late feedback
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
         self._index_arms()
-        self.stats = ModelStats(pool.names)
 
     def _check_policy(self, policy: Policy) -> None:
         if policy.dim != self.featurizer.dim:
@@ -333,43 +223,9 @@ class Router:
                 prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
                 prompt=prompt if self.store_prompts else None,
             )
-        for d in out:  # in request order
-            if isinstance(d, Decision):
-                self.remember(Pending(d.decision_id, d.model, d.arm, d.context))
-                self.stats.decision(d.model)
-                if self.sink is not None:
-                    self.sink.decision(d)
         return out
 
-    def remember(self, p: Pending) -> None:
-        """Keep ``p`` in the bounded pending window (the oldest entry leaves when it is full)."""
-        _keep(self.pending, p, self.max_pending)
-
-    def recall(self, p: Pending) -> None:
-        """Keep ``p``, read back from the log for late feedback, in a small cache of its own.
-
-        Its next feedback then finds the signals and cost applied now without another lookup. The
-        cache is separate from the pending window so that a sweep of late feedback cannot push the
-        most recent decisions out of it (each recalled decision would evict one, which would turn late
-        in its turn).
-        """
-        _keep(self.recalled, p, RECALLED)
-
-    def held(self, decision_id: str) -> Pending | None:
-        """The decision if it is in memory: in the pending window or among the recalled ones."""
-        return self.pending.get(decision_id) or self.recalled.get(decision_id)
-
     # -- feedback -------------------------------------------------------------------------------
-    def feedback(self, decision_id: str, feedback: Feedback) -> FeedbackResult:
-        """Apply feedback to a pending decision's model and hand the record to the sink."""
-        d = self.held(decision_id)
-        if d is None:
-            raise UnknownDecision(decision_id)
-        result = self.apply(d, feedback)
-        if self.sink is not None:
-            self.sink.feedback(d, feedback, result)
-        return result
-
     def apply(self, d: Pending, feedback: Feedback) -> FeedbackResult:
         """Learn from ``feedback`` about decision ``d``; returns what was applied (for the log)."""
         pairs = feedback.weighted_qualities(self.pool.signal_weights)
@@ -379,8 +235,7 @@ class Router:
         self.learn(d, pairs, cost)
         return FeedbackResult(d.decision_id, d.model, pairs, cost, d.quality)
 
-    def learn(self, d: Pending, pairs: list[tuple[float, float]], cost: float | None,
-              count_stats: bool = True) -> None:
+    def learn(self, d: Pending, pairs: list[tuple[float, float]], cost: float | None) -> None:
         """Apply normalised ``(quality, weight)`` pairs and a first cost to ``d``'s model.
 
         The one place feedback reaches the policy: live feedback, late feedback and the replay of
@@ -392,8 +247,6 @@ class Router:
         if cost is not None and d.cost_usd is None:
             self.policy.update(d.context, d.arm, cost_usd=cost)
             d.cost_usd = cost
-        if count_stats:
-            self.stats.feedback(d.model, pairs, cost)
 
     def restore(self, row: dict) -> Pending:
         """A logged decision (a ``decisions`` row) rebuilt for learning from late feedback."""
@@ -409,41 +262,3 @@ class Router:
             Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])),
             cost_usd=row.get("applied_cost"),  # set when earlier feedback already gave the cost
         )
-
-
-class ModelStats:
-    """Per-model traffic and outcome counters for ``GET /models`` and the metrics endpoint."""
-
-    def __init__(self, models):
-        self.decisions = dict.fromkeys(models, 0)
-        self.quality_sum = dict.fromkeys(models, 0.0)
-        self.quality_weight = dict.fromkeys(models, 0.0)
-        self.cost_sum = dict.fromkeys(models, 0.0)
-        self.cost_n = dict.fromkeys(models, 0)
-
-    def decision(self, model: str) -> None:
-        self.decisions[model] = self.decisions.get(model, 0) + 1
-
-    def feedback(self, model: str, pairs, cost: float | None) -> None:
-        for q, w in pairs:
-            self.quality_sum[model] = self.quality_sum.get(model, 0.0) + q * w
-            self.quality_weight[model] = self.quality_weight.get(model, 0.0) + w
-        if cost is not None:
-            self.cost_sum[model] = self.cost_sum.get(model, 0.0) + cost
-            self.cost_n[model] = self.cost_n.get(model, 0) + 1
-
-    def table(self) -> list[dict]:
-        total = sum(self.decisions.values())
-        out = []
-        for m, n in self.decisions.items():
-            qw, cn = self.quality_weight.get(m, 0.0), self.cost_n.get(m, 0)
-            out.append({
-                "model": m,
-                "decisions": n,
-                "share": n / total if total else 0.0,
-                "mean_quality": self.quality_sum[m] / qw if qw > 0 else None,
-                "mean_cost_usd": self.cost_sum[m] / cn if cn else None,
-                "observations": cn,
-                "quality_weight": qw,
-            })
-        return out

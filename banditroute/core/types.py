@@ -1,4 +1,6 @@
-"""The values that flow through routing: a prompt's context, a policy's scores, and the score formula.
+"""The values that flow through routing: a prompt's context, a policy's scores, the score formula,
+and the records of a decision (:class:`Decision`, what the log stores; :class:`Pending`, what learning
+from its feedback needs; :class:`FeedbackResult`, what one feedback applied).
 
 Every place that ranks models by value (the policies, the router's answer, replay and the
 experiments) uses :func:`net_score`, the one formula of DESIGN.md's decision 1:
@@ -11,9 +13,11 @@ weight in quality points per USD.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from banditroute.core.reward import mean_quality
 
 
 def net_score(quality, cost, cost_weight):
@@ -44,3 +48,62 @@ class Scores:
     def net(self, cost_weights) -> np.ndarray:
         """:func:`net_score` per row, with ``cost_weights`` a scalar or one weight per row."""
         return net_score(self.quality, self.cost, np.asarray(cost_weights, dtype=float).reshape(-1, 1))
+
+
+@dataclass(slots=True)
+class Pending:
+    """What the router keeps of a decision until its feedback stops: just what learning needs."""
+
+    decision_id: str
+    model: str
+    arm: int
+    context: Context
+    cost_usd: float | None = None
+    signals: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def quality(self) -> float | None:
+        """Weighted mean quality of the signals received so far."""
+        return mean_quality(self.signals)
+
+
+@dataclass(slots=True)
+class Decision:
+    """A routing decision: what the answer to ``/route`` and the decision log say about it."""
+
+    decision_id: str
+    ts: float
+    model: str
+    arm: int
+    propensity: float
+    eligible: list[str]
+    probabilities: np.ndarray
+    pred_quality: np.ndarray
+    pred_cost: np.ndarray
+    cost_weight: float
+    policy: str
+    feature_version: str
+    context: Context
+    prompt_hash: str
+    prompt: str | None = None
+
+    def pending(self) -> Pending:
+        """What learning from this decision's feedback needs."""
+        return Pending(self.decision_id, self.model, self.arm, self.context)
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """``{model: {quality, cost_usd, score}}`` behind the choice."""
+        cw = self.cost_weight  # in Python floats: the same two roundings as numpy, without its per-call cost
+        return {m: {"quality": q, "cost_usd": c, "score": net_score(q, c, cw)}
+                for m, q, c in zip(self.eligible, self.pred_quality.tolist(), self.pred_cost.tolist())}
+
+
+@dataclass
+class FeedbackResult:
+    """What one feedback call changed."""
+
+    decision_id: str
+    model: str
+    qualities: list[tuple[float, float]]
+    cost_usd: float | None
+    quality: float | None

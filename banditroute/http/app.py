@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import logging
+import os
 import secrets
 import sys
+import tempfile
 import time
 
 import orjson
@@ -33,6 +34,7 @@ from banditroute.http.schemas import (
     RouteRequest,
     openapi_document,
 )
+from banditroute.log.export import FORMATS
 from banditroute.log.store import Store
 from banditroute.service.service import RouterService
 
@@ -133,7 +135,7 @@ async def feedback(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    return json_response(ModelsResponse(models=request.app[SERVICE].router.stats.table()).model_dump())
+    return json_response(ModelsResponse(models=request.app[SERVICE].stats.table()).model_dump())
 
 
 async def get_policy(request: web.Request) -> web.Response:
@@ -162,16 +164,29 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(__version__))
 
 
-async def export(request: web.Request) -> web.Response:
+async def export(request: web.Request) -> web.StreamResponse:
     fmt = request.query.get("format", "parquet")
-    if fmt not in ("parquet", "jsonl"):
-        raise ApiError(422, "validation_error", "format must be parquet or jsonl")
+    if fmt not in FORMATS:
+        raise ApiError(422, "validation_error", f"format must be one of {', '.join(FORMATS)}")
     service = request.app[SERVICE]
     await asyncio.wrap_future(service.store.flush())
-    buf = io.BytesIO()
-    await asyncio.get_running_loop().run_in_executor(None, service.store.export, buf, fmt)
-    return web.Response(body=buf.getvalue(), content_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="decisions.{fmt}"'})
+    # written to a temporary file and sent from there: the log can be far larger than memory
+    fd, path = tempfile.mkstemp(prefix="banditroute-export-", suffix=f".{fmt}")
+    os.close(fd)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, service.store.export, path, fmt)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
+                                               "Content-Disposition": f'attachment; filename="decisions.{fmt}"'})
+        response.content_length = os.path.getsize(path)
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        with open(path, "rb") as fh:  # noqa: ASYNC230 - opening is instant; the reads run off the loop
+            while chunk := await loop.run_in_executor(None, fh.read, 1 << 20):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        os.unlink(path)
 
 
 def _register_gauges(app: web.Application, service: RouterService) -> None:
@@ -183,13 +198,13 @@ def _register_gauges(app: web.Application, service: RouterService) -> None:
     m.gauge("banditroute_commit_seconds", lambda: service.store.last_commit_seconds, "duration of the last commit")
     m.gauge("banditroute_idle_checkpoints", lambda: service.store.checkpoints,
             "checkpoints the log writer ran while no feedback waited")
-    m.gauge("banditroute_pending_decisions", lambda: len(service.router.pending), "decisions held in memory")
-    m.gauge("banditroute_recalled_decisions", lambda: len(service.router.recalled),
+    m.gauge("banditroute_pending_decisions", lambda: len(service.pending.window), "decisions held in memory")
+    m.gauge("banditroute_recalled_decisions", lambda: len(service.pending.recalled),
             "decisions read back from the log for late feedback and kept for their next feedback")
     m.gauge("banditroute_route_batches", lambda: service.route_batches,
             "micro-batches of /route requests routed together (requests / batches = mean batch size)")
     m.gauge("banditroute_model_share", lambda: {(("model", r["model"]),): r["share"]
-                                                for r in service.router.stats.table()},
+                                                for r in service.stats.table()},
             "share of decisions per model")
 
 

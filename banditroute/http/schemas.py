@@ -7,13 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from banditroute.core.reward import Feedback
-from banditroute.core.router import RouteOptions
-
-
-class RouteRequest(RouteOptions):
-    """``POST /route``: a prompt and optional routing constraints."""
-
-    prompt: str = Field(min_length=1, description="the prompt to route (stored only as a hash by default)")
+from banditroute.core.router import RouteRequest
 
 
 class ModelScore(BaseModel):

@@ -1,6 +1,7 @@
-"""The decision log schema, written by the simulator and the server and read by replay.
+"""The decision log's schema: the tables the writer appends to, the one builder of each kind of row,
+and the SQL that joins feedback to its decision (the log as export, ``simulate --log`` and replay see it).
 
-One row per decision, with the feedback joined to it:
+The exported log has one row per decision, with its feedback joined:
 
 ====================  ========================  =================================================
 column                type                      meaning
@@ -24,17 +25,22 @@ quality               float64 (nullable)        weighted mean of the normalised 
 cost_usd              float64 (nullable)        reported or derived cost of the call
 n_signals             int32                     number of quality signals received
 ====================  ========================  =================================================
+
+The stored tables: ``decisions`` (the columns above but the joined feedback, plus ``user`` and
+``metadata`` as JSON text); ``feedback``, one row per accepted feedback in the order the policy learned
+from them (``seq``), with the normalised qualities and weights it applied, the cost it applied (null
+when none, or when the decision already had one) and what was reported; ``events``, policy changes.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-SCHEMA = pa.schema(
+from banditroute.core.reward import Feedback
+from banditroute.core.types import Decision, FeedbackResult
+
+LOG_SCHEMA = pa.schema(
     [
         ("decision_id", pa.string()),
         ("ts", pa.timestamp("us", tz="UTC")),
@@ -56,36 +62,107 @@ SCHEMA = pa.schema(
         ("n_signals", pa.int32()),
     ]
 )
-COLUMNS = tuple(SCHEMA.names)
+COLUMNS = tuple(LOG_SCHEMA.names)
+
+DECISION_SCHEMA = pa.schema(
+    [f for f in LOG_SCHEMA if f.name not in ("quality", "cost_usd", "n_signals")]
+    + [pa.field("user", pa.string()), pa.field("metadata", pa.string())]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("decision_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("qualities", pa.list_(pa.float64())),
+        ("weights", pa.list_(pa.float64())),
+        ("cost_usd", pa.float64()),
+        ("reported", pa.string()),
+        ("idempotency_key", pa.string()),
+    ]
+)
+EVENT_SCHEMA = pa.schema([("ts", pa.timestamp("us", tz="UTC")), ("seq", pa.int64()), ("event", pa.string())])
+
+DUCK_TYPES = {
+    pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.int32(): "INTEGER",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ", pa.list_(pa.float64()): "DOUBLE[]",
+    pa.list_(pa.string()): "VARCHAR[]",
+}
+TABLES = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA, "events": EVENT_SCHEMA}
 
 
-def to_table(rows: list[dict]) -> pa.Table:
-    """Rows (dicts keyed by :data:`COLUMNS`) as an Arrow table with the log schema."""
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+def _list_array(arrays: list[np.ndarray]) -> pa.ListArray:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays) if arrays else np.zeros(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float64()))
 
 
-def write_log(rows: list[dict], path: str | Path) -> None:
-    """Write rows as Parquet (``.parquet``) or JSON Lines (any other suffix)."""
-    write_table(to_table(rows), path)
+def decision_table(items: list[tuple[Decision, str | None, str | None]]) -> pa.Table:
+    """``(decision, user, metadata)`` items as an Arrow table of :data:`DECISION_SCHEMA`, column-wise."""
+    ds = [d for d, _, _ in items]
+    n_eligible = np.zeros(len(ds) + 1, dtype=np.int32)
+    np.cumsum([len(d.eligible) for d in ds], out=n_eligible[1:])
+    eligible = pa.ListArray.from_arrays(pa.array(n_eligible), pa.array([m for d in ds for m in d.eligible], pa.string()))
+    columns = {
+        "decision_id": pa.array([d.decision_id for d in ds], pa.string()),
+        "ts": pa.array((np.array([d.ts for d in ds]) * 1e6).astype(np.int64)).cast(pa.timestamp("us", tz="UTC")),
+        "policy": pa.array([d.policy for d in ds], pa.string()),
+        "feature_version": pa.array([d.feature_version for d in ds], pa.string()),
+        "x": _list_array([d.context.x for d in ds]),
+        "input_tokens": pa.array([d.context.input_tokens for d in ds], pa.float64()),
+        "prompt_hash": pa.array([d.prompt_hash for d in ds], pa.string()),
+        "prompt": pa.array([d.prompt for d in ds], pa.string()),
+        "eligible": eligible,
+        "probabilities": _list_array([d.probabilities for d in ds]),
+        "chosen": pa.array([d.model for d in ds], pa.string()),
+        "propensity": pa.array([d.propensity for d in ds], pa.float64()),
+        "cost_weight": pa.array([d.cost_weight for d in ds], pa.float64()),
+        "pred_quality": _list_array([d.pred_quality for d in ds]),
+        "pred_cost": _list_array([d.pred_cost for d in ds]),
+        "user": pa.array([u for _, u, _ in items], pa.string()),
+        "metadata": pa.array([m for _, _, m in items], pa.string()),
+    }
+    return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
 
 
-def write_table(table: pa.Table, out, fmt: str | None = None) -> None:
-    """Write a decision-log table to a path or a binary file object.
+def ddl(name: str, schema: pa.Schema) -> str:
+    cols = ", ".join(f'"{f.name}" {DUCK_TYPES[f.type]}' for f in schema)
+    return f"CREATE TABLE IF NOT EXISTS {name} ({cols})"
 
-    ``fmt`` is ``parquet`` or ``jsonl``; by default a path ending in ``.parquet`` gives Parquet and
-    anything else JSON Lines.
-    """
-    if fmt is None:
-        fmt = "parquet" if str(out).endswith(".parquet") else "jsonl"
-    if fmt == "parquet":
-        pq.write_table(table, out, compression="zstd")
-        return
-    lines = []
-    for row in table.to_pylist():
-        row["ts"] = row["ts"].isoformat()
-        lines.append(json.dumps(row) + "\n")
-    data = "".join(lines).encode("utf-8")
-    if hasattr(out, "write"):
-        out.write(data)
-    else:
-        Path(out).write_bytes(data)
+
+def feedback_row(result: FeedbackResult, feedback: Feedback, ts_us: int) -> dict:
+    """The ``feedback`` row for what ``result`` applied from ``feedback`` (the writer adds ``seq``)."""
+    return {
+        "decision_id": result.decision_id,
+        "ts": ts_us,
+        "qualities": [q for q, _ in result.qualities],
+        "weights": [w for _, w in result.qualities],
+        "cost_usd": result.cost_usd,
+        "reported": feedback.model_dump_json(exclude={"signals", "idempotency_key", "decision_id"}, exclude_none=True),
+        "idempotency_key": feedback.idempotency_key,
+    }
+
+
+# A feedback row's share of its decision's weighted mean quality, sum_i w_i q_i / sum_i w_i (the
+# formula of banditroute.core.reward.mean_quality): its numerator and denominator terms in SQL.
+QUALITY_WEIGHTED_SQL = "list_dot_product(qualities, weights)"
+QUALITY_WEIGHT_SQL = "list_sum(weights)"
+
+# Per decision: the sums behind its mean quality, its number of signals and its cost.
+OUTCOMES_SQL = f"""
+SELECT decision_id,
+       sum({QUALITY_WEIGHTED_SQL}) AS qw,
+       sum({QUALITY_WEIGHT_SQL}) AS w,
+       sum(len(qualities))::INTEGER AS n_signals,
+       max(cost_usd) AS cost_usd
+FROM feedback GROUP BY decision_id
+"""
+
+JOINED_LOG_SQL = f"""
+WITH fb AS ({OUTCOMES_SQL})
+SELECT {", ".join(f"d.{c}" for c in COLUMNS[:-3])},
+       CASE WHEN fb.w > 0 THEN fb.qw / fb.w END AS quality, fb.cost_usd,
+       coalesce(fb.n_signals, 0)::INTEGER AS n_signals
+FROM decisions d LEFT JOIN fb USING (decision_id)
+ORDER BY d.ts, d.rowid
+"""

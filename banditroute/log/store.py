@@ -1,13 +1,7 @@
-"""The DuckDB log: one writer thread, batched Arrow appends, group commit.
+"""The DuckDB log's one writer: a writer thread, batched appends, group commit.
 
-Tables
-------
-``decisions``  one row per ``/route`` answer: the decision-log columns of :mod:`banditroute.log.schema`
-               except the joined feedback, plus ``user`` and ``metadata`` (JSON text).
-``feedback``   one row per accepted ``/feedback``, in the order the policy learned from them
-               (``seq``): the normalised qualities and weights it applied, the cost it applied
-               (null when none, or when the decision already had one), and what was reported.
-``events``     policy changes (``PUT /policy``), with the feedback ``seq`` they took effect at.
+The tables and their rows are defined in :mod:`banditroute.log.schema`; the server and the simulator
+both queue their rows here, so a simulated log and a server's log are the same tables.
 
 Rows are queued by the event loop (decisions converted to Arrow a few hundred at a time) and
 appended by one writer thread every ``flush_interval`` seconds in a single transaction (DuckDB
@@ -30,74 +24,12 @@ import time
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
-from banditroute.log.schema import SCHEMA as LOG_SCHEMA
-from banditroute.log.schema import write_table
+from banditroute.log.export import export_log
+from banditroute.log.schema import DUCK_TYPES, TABLES, ddl, decision_table
 
 log = logging.getLogger("banditroute")
-
-DECISION_SCHEMA = pa.schema(
-    [f for f in LOG_SCHEMA if f.name not in ("quality", "cost_usd", "n_signals")]
-    + [pa.field("user", pa.string()), pa.field("metadata", pa.string())]
-)
-FEEDBACK_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("decision_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("qualities", pa.list_(pa.float64())),
-        ("weights", pa.list_(pa.float64())),
-        ("cost_usd", pa.float64()),
-        ("reported", pa.string()),
-        ("idempotency_key", pa.string()),
-    ]
-)
-EVENT_SCHEMA = pa.schema([("ts", pa.timestamp("us", tz="UTC")), ("seq", pa.int64()), ("event", pa.string())])
-
-_DUCK_TYPES = {
-    pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.int32(): "INTEGER",
-    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ", pa.list_(pa.float64()): "DOUBLE[]",
-    pa.list_(pa.string()): "VARCHAR[]",
-}
-TABLES = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA, "events": EVENT_SCHEMA}
-
-
-def _list_array(arrays: list[np.ndarray]) -> pa.ListArray:
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
-    np.cumsum([len(a) for a in arrays], out=offsets[1:])
-    values = np.concatenate(arrays) if arrays else np.zeros(0)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float64()))
-
-
-def decision_table(items: list[tuple]) -> pa.Table:
-    """``(decision, user, metadata)`` items as an Arrow table of :data:`DECISION_SCHEMA`, column-wise."""
-    ds = [d for d, _, _ in items]
-    n_eligible = np.zeros(len(ds) + 1, dtype=np.int32)
-    np.cumsum([len(d.eligible) for d in ds], out=n_eligible[1:])
-    eligible = pa.ListArray.from_arrays(pa.array(n_eligible), pa.array([m for d in ds for m in d.eligible], pa.string()))
-    columns = {
-        "decision_id": pa.array([d.decision_id for d in ds], pa.string()),
-        "ts": pa.array((np.array([d.ts for d in ds]) * 1e6).astype(np.int64)).cast(pa.timestamp("us", tz="UTC")),
-        "policy": pa.array([d.policy for d in ds], pa.string()),
-        "feature_version": pa.array([d.feature_version for d in ds], pa.string()),
-        "x": _list_array([d.context.x for d in ds]),
-        "input_tokens": pa.array([d.context.input_tokens for d in ds], pa.float64()),
-        "prompt_hash": pa.array([d.prompt_hash for d in ds], pa.string()),
-        "prompt": pa.array([d.prompt for d in ds], pa.string()),
-        "eligible": eligible,
-        "probabilities": _list_array([d.probabilities for d in ds]),
-        "chosen": pa.array([d.model for d in ds], pa.string()),
-        "propensity": pa.array([d.propensity for d in ds], pa.float64()),
-        "cost_weight": pa.array([d.cost_weight for d in ds], pa.float64()),
-        "pred_quality": _list_array([d.pred_quality for d in ds]),
-        "pred_cost": _list_array([d.pred_cost for d in ds]),
-        "user": pa.array([u for _, u, _ in items], pa.string()),
-        "metadata": pa.array([m for _, _, m in items], pa.string()),
-    }
-    return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
-
 
 IDLE_CHECKPOINT_BYTES = 8 << 20  # log size at which the writer checkpoints when no feedback waits
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop (about a millisecond's work)
@@ -112,7 +44,7 @@ def _rows_in(queued: tuple[str, list]) -> int:
 def _unnest(f: pa.Field) -> str:
     if f.type == pa.timestamp("us", tz="UTC"):  # bound as epoch microseconds: exact, whatever the TimeZone
         return "make_timestamptz(unnest(?::BIGINT[]))"
-    return f"unnest(?::{_DUCK_TYPES[f.type]}[])"
+    return f"unnest(?::{DUCK_TYPES[f.type]}[])"
 
 
 _INSERTS = {name: f"INSERT INTO {name} ({', '.join(schema.names)}) SELECT {', '.join(map(_unnest, schema))}"
@@ -157,11 +89,6 @@ def write_batch(cur, rows: dict[str, list]) -> None:
         raise
 
 
-def _ddl(name: str, schema: pa.Schema) -> str:
-    cols = ", ".join(f'"{f.name}" {_DUCK_TYPES[f.type]}' for f in schema)
-    return f"CREATE TABLE IF NOT EXISTS {name} ({cols})"
-
-
 class Store:
     """The embedded log. Use from one event loop; the writer thread does all the writing.
 
@@ -176,10 +103,16 @@ class Store:
         of decisions that have had no feedback yet (their later feedback then gets a 404).
     memory_limit
         DuckDB's memory limit (its default is 80% of the machine's RAM).
+    group_commit
+        Commit queued feedback at once (the server acknowledges feedback only when it is durable).
+        The simulator turns it off: its rows wait for :meth:`flush`, and the writer appends them in
+        one go.
     """
 
-    def __init__(self, path: str, flush_interval: float = 0.2, memory_limit: str = "128MB"):
+    def __init__(self, path: str, flush_interval: float = 0.2, memory_limit: str = "128MB",
+                 group_commit: bool = True):
         self.path = path
+        self.group_commit = group_commit
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # DuckDB checkpoints inside the commit that takes its log (WAL) past the threshold, and a
@@ -189,7 +122,7 @@ class Store:
         self.con = duckdb.connect(path, config={"memory_limit": memory_limit, "checkpoint_threshold": "64MiB"})
         self._wal = path + ".wal" if path != ":memory:" else None
         for name, schema in TABLES.items():
-            self.con.execute(_ddl(name, schema))
+            self.con.execute(ddl(name, schema))
         # Late feedback looks its decision up by id; without these ART indexes every lookup scans
         # the whole log (20 ids at a million decisions: 378 ms, 12 ms with them; benchmarks/bench_store.py).
         for name in ("decisions", "feedback"):
@@ -211,8 +144,6 @@ class Store:
         self._stop = False
         self.seq = int(self.con.execute("SELECT coalesce(max(seq), 0) FROM feedback").fetchone()[0])
         self.committed_seq = self.seq
-        self.batches = 0
-        self.rows_written = {name: 0 for name in TABLES}
         self.last_commit_seconds = 0.0
         self.checkpoints = 0
         self._thread = threading.Thread(target=self._run, name="banditroute-writer", daemon=True)
@@ -248,7 +179,8 @@ class Store:
             if row["decision_id"] in self._queued_ids:
                 self._take_decisions = True
             fut = self._future
-        self._wake.set()
+        if self.group_commit:
+            self._wake.set()
         return self.seq, fut
 
     def add_event(self, event: dict) -> concurrent.futures.Future:
@@ -292,7 +224,7 @@ class Store:
             if any(rows.values()):
                 try:
                     t0 = time.perf_counter()
-                    self._write(cur, rows)
+                    write_batch(cur, rows)
                     self.last_commit_seconds = time.perf_counter() - t0
                     self.committed_seq = seq
                     fut.set_result(seq)
@@ -322,12 +254,6 @@ class Store:
             self.checkpoints += 1
         except duckdb.Error as err:  # a read was running (a checkpoint needs none); the next idle moment will do
             log.debug("idle checkpoint skipped: %s", err)
-
-    def _write(self, cur, rows: dict[str, list]) -> None:
-        write_batch(cur, rows)
-        self.batches += 1
-        for name, batch in rows.items():
-            self.rows_written[name] += _rows_in((name, batch))
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the database."""
@@ -391,47 +317,10 @@ class Store:
             cur.close()
 
     def export(self, out, fmt: str | None = None) -> int:
-        """Write the decision log joined with its feedback (the replay schema) to Parquet or JSONL."""
+        """Write the decision log joined with its feedback (:func:`~banditroute.log.export.export_log`)
+        to a path, as Parquet or JSON Lines."""
         cur = self.con.cursor()
         try:
             return export_log(cur, out, fmt)
         finally:
             cur.close()
-
-
-# The decision log as replay reads it: quality is the weighted mean of every applied signal.
-JOINED_LOG_SQL = """
-WITH fb AS (
-    SELECT decision_id,
-           sum(list_dot_product(qualities, weights)) AS qw,
-           sum(list_sum(weights)) AS w,
-           sum(len(qualities))::INTEGER AS n_signals,
-           max(cost_usd) AS cost_usd
-    FROM feedback GROUP BY decision_id
-)
-SELECT d.*, CASE WHEN fb.w > 0 THEN fb.qw / fb.w END AS quality, fb.cost_usd,
-       coalesce(fb.n_signals, 0)::INTEGER AS n_signals
-FROM decisions d LEFT JOIN fb USING (decision_id)
-ORDER BY d.ts
-"""
-
-
-def export_log(con, out, fmt: str | None = None) -> int:
-    """Write the joined decision log of connection ``con`` to ``out``; returns the row count."""
-    table = con.sql(JOINED_LOG_SQL).to_arrow_table()
-    write_table(table.select(list(LOG_SCHEMA.names)).cast(LOG_SCHEMA), out, fmt)
-    return table.num_rows
-
-
-def export_db(path: str, out: str | Path) -> int:
-    """Export a stopped server's database (opened read-only: DuckDB allows one writing process)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no database at {path}")
-    try:
-        con = duckdb.connect(path, read_only=True)
-    except duckdb.IOException as err:
-        raise RuntimeError(f"cannot open {path} (is a server running on it? use GET /export): {err}") from None
-    try:
-        return export_log(con, out)
-    finally:
-        con.close()

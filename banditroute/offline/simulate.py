@@ -1,8 +1,11 @@
-"""Simulate online learning on a full-information outcome table, through the real Router.
+"""Simulate online learning on a full-information outcome table, through the service's own core.
 
-The train split streams, in an order fixed by the seed, through ``Router.route`` and
-``Router.feedback`` exactly as the server would drive them; only the chosen model's quality and
-cost are revealed (partial, bandit feedback). The learned policy is then evaluated greedily (no
+The train split streams, in an order fixed by the seed, through the same
+:class:`~banditroute.service.service.RouterService` the server runs (router, pending decisions,
+the DuckDB log writer, here on an in-memory database): each prompt is routed as a batch of one and
+its feedback learned and logged; only the chosen model's quality and cost are revealed (partial,
+bandit feedback). ``--log`` exports that log with the server's export, so a simulated log and a
+server's are the same table. The learned policy is then evaluated greedily (no
 exploration, no learning) on the test split: for each test prompt the expected quality and cost
 under the policy's greedy probabilities (one-hot for learning policies, uniform for ``random``).
 """
@@ -15,26 +18,12 @@ from banditroute.config import PolicyConfig, PoolConfig, pool_from_names
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback, Signal
-from banditroute.core.router import Decision, Router
+from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import load_state
+from banditroute.log.store import Store
 from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.progress import progress as show_progress
-
-
-class CollectingSink:
-    """Keeps every decision; rows carry the feedback joined to them."""
-
-    def __init__(self):
-        self.decisions: dict[str, Decision] = {}
-
-    def decision(self, decision: Decision) -> None:
-        self.decisions[decision.decision_id] = decision
-
-    def feedback(self, pending, feedback, result) -> None:
-        self.decisions[pending.decision_id].join(pending)
-
-    def rows(self) -> list[dict]:
-        return [d.log_row() for d in self.decisions.values()]
+from banditroute.service.service import RouterService
 
 
 def pool_for(outcomes: Outcomes, pool: PoolConfig | None, settings: PolicyConfig | None = None) -> PoolConfig:
@@ -49,10 +38,10 @@ def pool_for(outcomes: Outcomes, pool: PoolConfig | None, settings: PolicyConfig
     return out
 
 
-def build_router(outcomes: Outcomes, policy: str | Policy, cost_weight: float, seed: int,
-                 pool: PoolConfig | None = None, featurizer: Featurizer | None = None,
-                 sink=None, settings: PolicyConfig | None = None) -> Router:
-    """A Router over the outcome table's models, as the simulator and replay use it."""
+def build_service(outcomes: Outcomes, policy: str | Policy, cost_weight: float, seed: int,
+                  pool: PoolConfig | None = None, featurizer: Featurizer | None = None,
+                  settings: PolicyConfig | None = None) -> RouterService:
+    """The service over the outcome table's models, logging to an in-memory DuckDB (close its store)."""
     if not (np.isfinite(cost_weight) and cost_weight >= 0):
         raise ValueError(f"cost weight must be a finite number >= 0, got {cost_weight}")
     p = pool_for(outcomes, pool, settings)
@@ -61,23 +50,31 @@ def build_router(outcomes: Outcomes, policy: str | Policy, cost_weight: float, s
     if isinstance(policy, str):
         prices = [(m.input_price_per_mtok, m.output_price_per_mtok) for m in p.models]
         policy = make_policy(policy, p.names, featurizer.dim, prices, p.policy)
-    return Router(p, policy=policy, featurizer=featurizer, seed=seed, sink=sink)
+    router = Router(p, policy=policy, featurizer=featurizer, seed=seed)
+    # rows wait for the end of the run: a simulation acknowledges nothing, so it needs no group commit
+    store = Store(":memory:", flush_interval=3600.0, group_commit=False)
+    return RouterService(p, store, router=router)
 
 
-def run_online(router: Router, train: Outcomes, seed: int, progress: bool = False,
+def run_online(service: RouterService, train: Outcomes, seed: int, progress: bool = False,
                every: int = 0, on_step=None) -> dict:
-    """Stream ``train`` through the router with bandit feedback; returns online totals.
+    """Stream ``train`` through the service with bandit feedback; returns online totals.
 
+    Each prompt is a request routed as a batch of one, then its feedback (the chosen model's quality
+    as a judge's score and its cost) is learned and logged, as the server does.
     With ``every > 0``, ``on_step(n_seen)`` is called after every ``every`` prompts (learning curves).
     """
     order = np.random.default_rng(seed).permutation(len(train))
     col = {m: k for k, m in enumerate(train.models)}
     quality = cost = 0.0
     for step, i in enumerate(show_progress(order, len(order), "online", progress), start=1):
-        d = router.route(train.prompts[i])
+        (d,) = service.route_many([RouteRequest(prompt=train.prompts[i])])
+        if isinstance(d, Exception):
+            raise d
         k = col[d.model]
         q, c = float(train.quality[i, k]), float(train.cost[i, k])
-        router.feedback(d.decision_id, Feedback(signals=[Signal(source="judge", kind="quality", value=q)], cost_usd=c))
+        service.record_feedback(service.pending.get(d.decision_id),
+                                Feedback(signals=[Signal(source="judge", kind="quality", value=q)], cost_usd=c))
         quality += q
         cost += c
         if every and step % every == 0:
@@ -107,28 +104,35 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
 
 def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | None = None, seed: int = 0,
              state: str | None = None, pool: PoolConfig | None = None, progress: bool = False,
-             settings: PolicyConfig | None = None, with_log: bool = False, featurizer: Featurizer | None = None):
+             settings: PolicyConfig | None = None, log: str | None = None,
+             featurizer: Featurizer | None = None) -> dict:
     """Learn online on the train split, evaluate greedily on the test split.
 
-    Returns ``(result, log_rows)``; ``result`` follows the ``simulate --json`` contract and
-    ``log_rows`` holds the decision log (empty unless ``with_log``).
+    Returns the ``simulate --json`` result. With ``log`` (a ``.parquet`` or ``.jsonl`` path) the
+    decision log is exported there, by the server's export; the result then says how many decisions.
     """
     settings = settings or (pool.policy if pool is not None else PolicyConfig())
     cw = settings.cost_weight if cost_weight is None else float(cost_weight)
-    sink = CollectingSink() if with_log else None
     start: str | Policy = load_state(state) if state else policy
-    router = build_router(outcomes, start, cw, seed, pool, featurizer=featurizer, sink=sink, settings=settings)
-    train, test = outcomes.subset("train"), outcomes.subset("test")
-    online = run_online(router, train, seed, progress)
-    (test_result,) = evaluate_greedy(router, test, progress=progress)
-    test_result.pop("cost_weight")
-    result = {
-        "policy": router.policy.describe(),
-        "cost_weight": cw,
-        "seed": seed,
-        "feature_version": router.featurizer.version,
-        "online": online,
-        "test": test_result,
-        "reference": test.reference(),
-    }
-    return result, (sink.rows() if sink else [])
+    service = build_service(outcomes, start, cw, seed, pool, featurizer=featurizer, settings=settings)
+    try:
+        train, test = outcomes.subset("train"), outcomes.subset("test")
+        online = run_online(service, train, seed, progress)
+        router = service.router
+        (test_result,) = evaluate_greedy(router, test, progress=progress)
+        test_result.pop("cost_weight")
+        result = {
+            "policy": router.policy.describe(),
+            "cost_weight": cw,
+            "seed": seed,
+            "feature_version": router.featurizer.version,
+            "online": online,
+            "test": test_result,
+            "reference": test.reference(),
+        }
+        if log is not None:
+            service.store.flush().result()
+            result["log"] = {"path": str(log), "decisions": service.store.export(log)}
+    finally:
+        service.store.close()
+    return result

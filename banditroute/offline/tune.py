@@ -37,7 +37,7 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
     grid = default_grid(outcomes) if cost_weights is None else list(cost_weights)
     points = []
     for cw in show_progress(grid, len(grid), "cost weights", progress, unit="point"):
-        res, _ = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer)
+        res = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer)
         points.append({"cost_weight": cw, "quality": res["test"]["quality"], "cost_usd": res["test"]["cost_usd"],
                        "online_quality": res["online"]["quality"], "online_cost_usd": res["online"]["cost_usd"]})
     test = outcomes.subset("test")

@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from banditroute.config import PoolConfig
-from banditroute.core.features import Context
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback
-from banditroute.core.router import Decision, Pending, Router, RoutingError, UnknownDecision
+from banditroute.core.router import Router, RouteRequest, RoutingError, UnknownDecision
 from banditroute.core.state import dumps_state, loads_state, write_atomic
-from banditroute.http.schemas import RouteRequest
+from banditroute.core.stats import ModelStats
+from banditroute.core.types import Context, Decision, Pending
+from banditroute.log.schema import QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
 from banditroute.log.store import Store
+from banditroute.service.pending import PendingDecisions
 
 log = logging.getLogger("banditroute")
 
@@ -40,11 +42,13 @@ BATCH_TURNS = 3
 class RouterService:
     """Everything the HTTP handlers call; usable directly in tests and scripts."""
 
-    def __init__(self, config: PoolConfig, store: Store, seed: int | None = None):
+    def __init__(self, config: PoolConfig, store: Store, seed: int | None = None, router: Router | None = None):
         self.config = config
         self.store = store
         self.snapshot_path = Path(str(store.path) + ".snapshot") if store.path != ":memory:" else None
-        self.router = Router(config, seed=seed, store_prompts=config.storage.store_prompts)
+        self.router = router or Router(config, seed=seed, store_prompts=config.storage.store_prompts)
+        self.pending = PendingDecisions(config.max_pending)
+        self.stats = ModelStats(config.names)
         self.idempotency: set[str] = set()
         self.feedback_since_snapshot = 0
         self.snapshot_seq = 0
@@ -120,16 +124,16 @@ class RouterService:
                 continue
             d = Pending(row["decision_id"], row["chosen"], arm[row["chosen"]],
                         Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])))
-            router.learn(d, list(zip(row["qualities"], row["weights"])), row["cost_usd"], count_stats=False)
+            router.learn(d, list(zip(row["qualities"], row["weights"])), row["cost_usd"])
             n += 1
         return n
 
     def _load_stats(self) -> None:
-        stats = self.router.stats
+        stats = self.stats
         for r in self.store.query("SELECT chosen, count(*) AS n FROM decisions GROUP BY chosen").to_pylist():
             stats.decisions[r["chosen"]] = int(r["n"])
         rows = self.store.query(
-            "SELECT d.chosen, sum(list_dot_product(f.qualities, f.weights)) AS qw, sum(list_sum(f.weights)) AS w, "
+            f"SELECT d.chosen, sum({QUALITY_WEIGHTED_SQL}) AS qw, sum({QUALITY_WEIGHT_SQL}) AS w, "
             "sum(f.cost_usd) AS c, count(f.cost_usd) AS cn FROM feedback f JOIN decisions d USING (decision_id) "
             "GROUP BY d.chosen"
         ).to_pylist()
@@ -142,10 +146,15 @@ class RouterService:
 
     # -- requests ----------------------------------------------------------------------------------
     def route_many(self, requests: list[RouteRequest]) -> list[Decision | RoutingError]:
-        """Route and log a batch of ``/route`` requests (a :class:`RouteRequest` is options + prompt)."""
+        """Route, remember and log a batch of requests (a :class:`RouteRequest` is options + prompt)."""
         out = self.router.route_many([r.prompt for r in requests], requests)
-        self.store.add_decisions([(d, r.user, json.dumps(r.metadata) if r.metadata is not None else None)
-                                  for r, d in zip(requests, out) if isinstance(d, Decision)])
+        logged = []
+        for r, d in zip(requests, out):
+            if isinstance(d, Decision):
+                self.pending.remember(d.pending())
+                self.stats.decision(d.model)
+                logged.append((d, r.user, json.dumps(r.metadata) if r.metadata is not None else None))
+        self.store.add_decisions(logged)
         return out
 
     async def route(self, request: RouteRequest) -> Decision:
@@ -182,9 +191,8 @@ class RouterService:
 
     async def feedback(self, decision_id: str, feedback: Feedback) -> dict:
         """Apply and durably log feedback; raises :class:`UnknownDecision`."""
-        key = feedback.idempotency_key
         late = False
-        d = self.router.held(decision_id)
+        d = self.pending.get(decision_id)
         if d is None:
             row = await self._logged_decision(decision_id)
             if row is None:
@@ -192,24 +200,8 @@ class RouterService:
             d = self.router.restore(row)
             late = True
         async with self._learning:  # check, learn and queue without interleaving another request
-            duplicate = key is not None and key in self.idempotency
-            if not duplicate:
-                if late:  # kept, so that its next feedback sees the cost applied now
-                    self.router.recall(d)
-                result = self.router.apply(d, feedback)
-                if key is not None:
-                    self.idempotency.add(key)
-                _, committed = self.store.add_feedback({
-                    "decision_id": decision_id,
-                    "ts": time.time_ns() // 1000,
-                    "qualities": [q for q, _ in result.qualities],
-                    "weights": [w for _, w in result.qualities],
-                    "cost_usd": result.cost_usd,
-                    "reported": feedback.model_dump_json(exclude={"signals", "idempotency_key", "decision_id"},
-                                                         exclude_none=True),
-                    "idempotency_key": key,
-                })
-        if duplicate:
+            result, committed = self.record_feedback(d, feedback, late)
+        if result is None:
             await asyncio.wrap_future(self.store.flush())  # the first one is durable before we say so
             return {"decision_id": decision_id, "model": d.model, "applied_signals": 0, "quality": d.quality,
                     "cost_usd": None, "duplicate": True, "late": late}
@@ -219,6 +211,21 @@ class RouterService:
         await self._committed(committed)
         return {"decision_id": decision_id, "model": d.model, "applied_signals": len(result.qualities),
                 "quality": result.quality, "cost_usd": result.cost_usd, "duplicate": False, "late": late}
+
+    def record_feedback(self, d: Pending, feedback: Feedback, late: bool = False):
+        """Learn from ``feedback`` about ``d`` and queue its log row: ``(result, commit future)``, or
+        ``(None, None)`` for an idempotency key seen before (nothing is applied again)."""
+        key = feedback.idempotency_key
+        if key is not None and key in self.idempotency:
+            return None, None
+        if late:  # kept, so that its next feedback sees the cost applied now
+            self.pending.recall(d)
+        result = self.router.apply(d, feedback)
+        self.stats.feedback(d.model, result.qualities, result.cost_usd)
+        if key is not None:
+            self.idempotency.add(key)
+        _, committed = self.store.add_feedback(feedback_row(result, feedback, time.time_ns() // 1000))
+        return result, committed
 
     async def _logged_decision(self, decision_id: str) -> dict | None:
         """A decision read back from the log, looked up together with every other one asked for

@@ -1,0 +1,41 @@
+"""Per-model traffic and outcome counters, for ``GET /models`` and the metrics endpoint."""
+
+from __future__ import annotations
+
+
+class ModelStats:
+    """Decisions, weighted quality and cost sums per model; :meth:`table` gives shares and means."""
+
+    def __init__(self, models):
+        self.decisions = dict.fromkeys(models, 0)
+        self.quality_sum = dict.fromkeys(models, 0.0)
+        self.quality_weight = dict.fromkeys(models, 0.0)
+        self.cost_sum = dict.fromkeys(models, 0.0)
+        self.cost_n = dict.fromkeys(models, 0)
+
+    def decision(self, model: str) -> None:
+        self.decisions[model] = self.decisions.get(model, 0) + 1
+
+    def feedback(self, model: str, pairs, cost: float | None) -> None:
+        for q, w in pairs:
+            self.quality_sum[model] = self.quality_sum.get(model, 0.0) + q * w
+            self.quality_weight[model] = self.quality_weight.get(model, 0.0) + w
+        if cost is not None:
+            self.cost_sum[model] = self.cost_sum.get(model, 0.0) + cost
+            self.cost_n[model] = self.cost_n.get(model, 0) + 1
+
+    def table(self) -> list[dict]:
+        total = sum(self.decisions.values())
+        out = []
+        for m, n in self.decisions.items():
+            qw, cn = self.quality_weight.get(m, 0.0), self.cost_n.get(m, 0)
+            out.append({
+                "model": m,
+                "decisions": n,
+                "share": n / total if total else 0.0,
+                "mean_quality": self.quality_sum[m] / qw if qw > 0 else None,
+                "mean_cost_usd": self.cost_sum[m] / cn if cn else None,
+                "observations": cn,
+                "quality_weight": qw,
+            })
+        return out
