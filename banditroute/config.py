@@ -20,16 +20,20 @@ to 0``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# The constrained numbers of the configuration and the API (NaN and infinities are never valid).
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Floor = Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)]
 
 
 class ConfigError(ValueError):
@@ -63,10 +67,10 @@ class PolicyConfig(_Strict):
 
     name: str = "lints"
     cost_weight: NonNegFloat = 100.0
-    floor: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.01
+    floor: Floor = 0.01
     exploration: NonNegFloat = 1.0
-    prior_strength: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 10.0
-    prior_quality: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5
+    prior_strength: PositiveFloat = 10.0
+    prior_quality: Fraction = 0.5
     expected_output_tokens: NonNegFloat = 256.0
 
 
@@ -103,7 +107,7 @@ class StorageConfig(_Strict):
     memory_limit: str = "128MB"
 
 
-class PoolConfig(_Strict):
+class Settings(_Strict):
     """The whole configuration: the model pool, the policy, feedback weights, server and storage."""
 
     models: list[ModelSpec] = Field(min_length=1)
@@ -121,12 +125,6 @@ class PoolConfig(_Strict):
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
         return models
-
-    @model_validator(mode="after")
-    def _finite(self) -> PoolConfig:
-        if not math.isfinite(self.policy.cost_weight):
-            raise ValueError("policy.cost_weight must be finite")
-        return self
 
     @property
     def names(self) -> list[str]:
@@ -147,10 +145,10 @@ def _format_error(err: ValidationError, source: str) -> str:
     return f"invalid configuration in {source}: " + "; ".join(parts)
 
 
-def parse_pool(data: dict, source: str = "<dict>") -> PoolConfig:
-    """Validate a decoded pool document."""
+def parse_settings(data: dict, source: str = "<dict>") -> Settings:
+    """Validate a decoded configuration document."""
     try:
-        return PoolConfig.model_validate(data)
+        return Settings.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(err, source)) from None
 
@@ -166,40 +164,56 @@ ENV_OVERRIDES = {
 }
 
 
-def apply_env(data: dict, environ=None) -> dict:
-    """Overlay ``BANDITROUTE_*`` environment variables (see :data:`ENV_OVERRIDES`) on a document."""
-    environ = os.environ if environ is None else environ
+def overlay(data: dict, overrides: dict[str, dict]) -> dict:
+    """``data`` with ``{section: {key: value}}`` overrides applied (a copy; None values are skipped)."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for var, (section, key) in ENV_OVERRIDES.items():
-        if var in environ:
-            data.setdefault(section, {})[key] = environ[var]
+    for section, values in overrides.items():
+        for key, value in values.items():
+            if value is not None:
+                data.setdefault(section, {})[key] = value
     return data
 
 
-def load_pool(path: str | Path | None = None, environ=None) -> PoolConfig:
-    """Load a configuration from a TOML or JSON file; ``None`` loads the bundled example pool.
+def env_overrides(environ) -> dict[str, dict]:
+    """The ``BANDITROUTE_*`` variables of ``environ`` (see :data:`ENV_OVERRIDES`) as overrides."""
+    out: dict[str, dict] = {}
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var in environ:
+            out.setdefault(section, {})[key] = environ[var]
+    return out
 
-    ``environ`` (default: none) overlays ``BANDITROUTE_*`` variables, as ``banditroute serve`` does.
-    """
+
+def _read(path: str | Path | None) -> tuple[dict, str]:
     if path is None:
         text = resources.files("banditroute.data").joinpath("pool.example.toml").read_text()
-        data = tomllib.loads(text)
-        return parse_pool(apply_env(data, environ) if environ is not None else data, "bundled pool.example.toml")
+        return tomllib.loads(text), "bundled pool.example.toml"
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read configuration {p}: {err.strerror}") from None
     try:
-        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+        return (json.loads(text) if p.suffix == ".json" else tomllib.loads(text)), str(p)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"cannot parse {p}: {err}") from None
+
+
+def load_settings(path: str | Path | None = None, environ=None, overrides: dict[str, dict] | None = None) -> Settings:
+    """The configuration, by one precedence chain: defaults < the file < ``environ`` < ``overrides``.
+
+    ``path`` is a TOML or JSON file (``None``: the bundled example pool); ``environ`` (default: none)
+    supplies ``BANDITROUTE_*`` variables, as ``banditroute serve`` does; ``overrides`` are
+    ``{section: {key: value}}`` from the command line. The result is validated once, whole.
+    """
+    data, source = _read(path)
     if environ is not None:
-        data = apply_env(data, environ)
-    return parse_pool(data, str(p))
+        data = overlay(data, env_overrides(environ))
+    if overrides:
+        data = overlay(data, overrides)
+    return parse_settings(data, source)
 
 
-def pool_from_names(names: list[str], prices: dict[str, tuple[float, float]] | None = None) -> PoolConfig:
+def pool_from_names(names: list[str], prices: dict[str, tuple[float, float]] | None = None) -> Settings:
     """A pool built from model names, e.g. the models of an outcome table."""
     prices = prices or {}
     models = [
@@ -210,4 +224,4 @@ def pool_from_names(names: list[str], prices: dict[str, tuple[float, float]] | N
         )
         for n in names
     ]
-    return PoolConfig(models=models)
+    return Settings(models=models)

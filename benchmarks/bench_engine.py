@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.config import load_pool
+from banditroute.config import load_settings
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Router, RouteRequest
 
@@ -61,7 +61,7 @@ BATCHES = (4, 16, 32)
 
 
 def one_run(ps: list[str], seed: int) -> dict[str, np.ndarray]:
-    router = Router(load_pool(), seed=seed)
+    router = Router(load_settings(), seed=seed)
     fb = Feedback(signals=[Signal(source="judge", kind="quality", value=1.0)], cost_usd=0.001)
     for p in ps[:500]:  # warm: a policy with some history
         router.apply(router.route(p).pending(), fb)

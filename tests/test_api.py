@@ -5,15 +5,18 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
-from banditroute.config import load_pool
-from banditroute.http.app import SERVICE, create_app
+from banditroute.config import load_settings
+from banditroute.http.app import create_app
+from banditroute.http.handlers import SERVICE
 
 THUMBS_UP = [{"source": "user", "kind": "thumbs", "value": True}]
 
 
 def make_config(tmp_path, **storage):
-    cfg = load_pool()
+    cfg = load_settings()
     return cfg.model_copy(update={
         "storage": cfg.storage.model_copy(update={"db": str(tmp_path / "r.duckdb"), "flush_interval_ms": 5, **storage}),
         "server": cfg.server.model_copy(update={"max_body_bytes": 64 * 1024}),
@@ -23,6 +26,12 @@ def make_config(tmp_path, **storage):
 @pytest.fixture
 async def client(aiohttp_client, tmp_path):
     return await aiohttp_client(create_app(make_config(tmp_path), seed=0))
+
+
+def samples(text: str) -> dict:
+    """``{(name, frozenset(labels)): value}`` of a Prometheus exposition, read by prometheus_client's parser."""
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 async def post(client, path, body, status=200, raw=False):
@@ -121,9 +130,9 @@ async def test_late_feedback_is_read_back_from_the_log(client):
     assert not again["late"]  # kept in memory (recalled) after the late feedback
     assert r["decision_id"] in service.pending.recalled and not service.pending.window
     assert again["quality"] == 1.0
-    text = await (await client.get("/metrics")).text()
-    assert 'banditroute_feedback_total{duplicate="false",late="true"} 1' in text
-    assert 'banditroute_feedback_total{duplicate="false",late="false"} 2' in text
+    m = samples(await (await client.get("/metrics")).text())
+    assert m["banditroute_feedback_total", frozenset({"duplicate": "false", "late": "true"}.items())] == 1
+    assert m["banditroute_feedback_total", frozenset({"duplicate": "false", "late": "false"}.items())] == 2
 
 
 async def test_concurrent_late_feedback_shares_lookups(client):
@@ -173,10 +182,14 @@ async def test_token_guards_everything_but_healthz(aiohttp_client, tmp_path):
 async def test_metrics_openapi_and_export(client):
     r = await post(client, "/route", {"prompt": "count me"})
     await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP})
-    text = await (await client.get("/metrics")).text()
-    assert 'banditroute_requests_total{method="POST",path="/route",status="200"} 1' in text
-    assert "banditroute_request_seconds_bucket" in text and "banditroute_committed_seq 1" in text
-    assert "\nbanditroute_route_batches 1\n" in text
+    resp = await client.get("/metrics")
+    assert resp.headers["Content-Type"] == CONTENT_TYPE_LATEST
+    m = samples(await resp.text())
+    assert m["banditroute_requests_total", frozenset({"method": "POST", "path": "/route", "status": "200"}.items())] == 1
+    assert m["banditroute_request_seconds_count", frozenset({"path": "/route"}.items())] == 1
+    assert m["banditroute_committed_seq", frozenset()] == 1 and m["banditroute_route_batches_total", frozenset()] == 1
+    assert m["banditroute_model_share", frozenset({"model": r["model"]}.items())] == 1.0
+    assert m["process_resident_memory_bytes", frozenset()] > 0
     doc = await (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.") and {"/route", "/feedback", "/models", "/policy"} <= set(doc["paths"])
     assert "RouteRequest" in doc["components"]["schemas"]
@@ -263,3 +276,45 @@ async def test_concurrent_routes_are_batched_and_each_is_logged(client):
     await asyncio.wrap_future(service.store.flush())
     logged = service.store.query("SELECT decision_id FROM decisions").column(0).to_pylist()
     assert sorted(logged) == sorted(ids)
+
+
+async def test_every_answer_validates_against_its_response_model(client):
+    """Real answers of every endpoint of the route table, checked by the models the OpenAPI document
+    publishes (which forbid unknown fields): a handler and its model cannot drift apart."""
+    from banditroute.http.routes import ROUTES
+    from banditroute.http.schemas import ErrorResponse
+
+    r = await post(client, "/route", {"prompt": "Write a Python function", "models": ["claude-v1", "claude-v2"]})
+    f = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP, "cost_usd": 0.01})
+    keyed = {"decision_id": r["decision_id"], "idempotency_key": "k", "signals": THUMBS_UP}
+    first, dup = await post(client, "/feedback", keyed), await post(client, "/feedback", keyed)
+    answers = {("POST", "/route"): [r], ("POST", "/feedback"): [f, first, dup]}
+    for method, path, body in [("GET", "/models", None), ("GET", "/policy", None), ("GET", "/healthz", None),
+                               ("PUT", "/policy", {"cost_weight": 5.0, "floor": 0.02})]:
+        resp = await client.request(method, path, data=None if body is None else json.dumps(body))
+        assert resp.status == 200
+        answers[method, path] = [await resp.json()]
+    checked = 0
+    for route in ROUTES:
+        if route.response is None:
+            continue
+        for answer in answers[route.method, route.path]:
+            route.response.model_validate(answer)
+            checked += 1
+    assert checked == 8 and dup["duplicate"] and not first["duplicate"]
+    for method, path, body in [("POST", "/route", "{"), ("POST", "/feedback", '{"decision_id": "nope"}'),
+                               ("GET", "/nowhere", None), ("PUT", "/policy", '{"floor": 0.9}')]:
+        resp = await client.request(method, path, data=body)
+        assert resp.status >= 400
+        ErrorResponse.model_validate(await resp.json())
+
+
+async def test_the_openapi_document_is_the_route_table(client):
+    from banditroute.http.routes import ROUTES
+
+    doc = await (await client.get("/openapi.json")).json()
+    assert {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops} == {(r.method, r.path) for r in ROUTES}
+    assert doc["paths"]["/healthz"]["get"]["security"] == [] and doc["paths"]["/route"]["post"]["security"]
+    assert doc["paths"]["/export"]["get"]["parameters"][0]["schema"]["enum"] == ["parquet", "jsonl"]
+    for name in ("RouteResponse", "FeedbackResponse", "ModelsResponse", "PolicyView", "ErrorResponse"):
+        assert name in doc["components"]["schemas"]

@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from banditroute.config import ConfigError, load_pool
+from banditroute.config import ConfigError, load_settings
 
 
 def test_bundled_pool_loads():
-    pool = load_pool()
+    pool = load_settings()
     assert len(pool.models) == 11
     assert pool.policy.name == "lints"
     gpt4 = pool.spec("gpt-4-1106-preview")
@@ -28,13 +28,13 @@ def test_invalid_pool_names_the_field(tmp_path, doc, field):
     path = tmp_path / "pool.json"
     path.write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        load_pool(path)
+        load_settings(path)
 
 
 def test_unreadable_and_unparsable(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
-        load_pool(tmp_path / "missing.toml")
+        load_settings(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[[models]\nname=")
     with pytest.raises(ConfigError, match="cannot parse"):
-        load_pool(bad)
+        load_settings(bad)

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from banditroute.config import load_pool
+from banditroute.config import load_settings
 from banditroute.core.features import Featurizer
 from banditroute.core.state import load_state
 from banditroute.log.store import Store
@@ -157,7 +157,7 @@ def test_kill_9_loses_no_acknowledged_feedback_and_recovers_the_logged_state(tmp
     fresh_db = tmp_path / "copy.duckdb"
     shutil.copy(srv.db, fresh_db)  # no snapshot beside the copy: rebuilt from the log alone
     store = Store(str(fresh_db))
-    service = RouterService(load_pool(), store)
+    service = RouterService(load_settings(), store)
     service.recover()
     rebuilt = service.router.policy
     store.close()
@@ -179,7 +179,7 @@ def test_readme_python_client_runs_against_a_real_server(tmp_path):
                              env={**os.environ, "BANDITROUTE_URL": f"http://127.0.0.1:{srv.port}"})
         assert out.returncode == 0, out.stderr
         model, propensity = out.stdout.split()
-        assert model in load_pool().names and 0 < float(propensity) <= 1
+        assert model in load_settings().names and 0 < float(propensity) <= 1
         assert srv.get("/policy")["feedback_seq"] == 1
     finally:
         srv.stop()

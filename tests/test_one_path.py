@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from banditroute.config import PolicyConfig, StorageConfig, load_pool
+from banditroute.config import PolicyConfig, StorageConfig, load_settings
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import RouteRequest
 from banditroute.http.app import create_app
@@ -64,7 +64,7 @@ def test_simulated_jsonl_log_has_the_rows_of_the_parquet_one(tmp_path, outcomes_
 
 
 async def _service_with_traffic(db: str, n: int = 300) -> tuple[RouterService, dict]:
-    config = load_pool().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
+    config = load_settings().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
     service = RouterService(config, Store(db, 0.005), seed=1)
     service.recover()
     rng = np.random.default_rng(2)
@@ -87,7 +87,7 @@ async def test_a_snapshot_with_a_flipped_byte_is_rejected_and_the_state_rebuilt_
     data[{"header": 40, "payload": len(data) // 2}[flip]] ^= 0x10
     snapshot.write_bytes(bytes(data))
 
-    config = load_pool().model_copy(update={"storage": StorageConfig(db=db)})
+    config = load_settings().model_copy(update={"storage": StorageConfig(db=db)})
     again = RouterService(config, Store(db), seed=1)
     with caplog.at_level(logging.WARNING, logger="banditroute"):
         info = again.recover()

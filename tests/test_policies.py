@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from banditroute.config import PolicyConfig, parse_pool
+from banditroute.config import PolicyConfig, parse_settings
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import POLICY_CLASSES, BayesLinear, Policy, make_policy
 from banditroute.core.policies.cost import CostModel, phi
@@ -299,7 +299,7 @@ def test_unreadable_states_are_named(tmp_path, content, message):
 
 def test_sampled_frequencies_match_logged_propensities():
     """Chi-square goodness of fit of the router's sampled models to the propensities it logged."""
-    pool = parse_pool({"models": [{"name": m} for m in MODELS], "policy": {"floor": 0.05}})
+    pool = parse_settings({"models": [{"name": m} for m in MODELS], "policy": {"floor": 0.05}})
     router = Router(pool, policy=trained("lints"), seed=123)
     prompt = "Write a Python function number 5"
     decisions = [router.route(prompt) for _ in range(4000)]
@@ -329,7 +329,7 @@ def test_regret_of_default_policy_on_synthetic_contexts():
         "chat": "Tell me a nice story about {}",
     }
     words = ["sorts", "apples", "dragons", "filters", "pears", "kings"]
-    pool = parse_pool({"models": [{"name": m} for m in MODELS], "policy": {"cost_weight": 0}})
+    pool = parse_settings({"models": [{"name": m} for m in MODELS], "policy": {"cost_weight": 0}})
     router = Router(pool, seed=7)
     rng = np.random.default_rng(7)
     regret = []

@@ -4,15 +4,16 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from banditroute.config import load_pool, parse_pool
+from banditroute.config import load_settings, parse_settings
 from banditroute.core.reward import Feedback, Signal
-from banditroute.core.router import RouteOptions, Router, RoutingError
+from banditroute.core.router import RouteOptions, Router
+from banditroute.errors import RoutingError
 from banditroute.service.pending import PendingDecisions
 
 
 @pytest.fixture
 def router():
-    return Router(load_pool(), seed=1)
+    return Router(load_settings(), seed=1)
 
 
 def test_route_returns_a_complete_decision(router):
@@ -76,7 +77,7 @@ def test_feedback_updates_the_chosen_model(router):
 
 
 def test_the_pending_window_is_bounded():
-    router = Router(parse_pool({"models": [{"name": "a"}, {"name": "b"}]}), seed=0)
+    router = Router(parse_settings({"models": [{"name": "a"}, {"name": "b"}]}), seed=0)
     held = PendingDecisions(window=3)
     ids = []
     for i in range(5):
@@ -89,7 +90,7 @@ def test_the_pending_window_is_bounded():
 
 def test_recalled_decisions_do_not_push_recent_ones_out_of_the_window(monkeypatch):
     monkeypatch.setattr("banditroute.service.pending.RECALLED", 2)
-    router = Router(parse_pool({"models": [{"name": "a"}, {"name": "b"}]}), seed=0)
+    router = Router(parse_settings({"models": [{"name": "a"}, {"name": "b"}]}), seed=0)
     held = PendingDecisions(window=3)
     decisions = [router.route(f"prompt {i}") for i in range(6)]
     for d in decisions[3:]:
@@ -103,8 +104,8 @@ def test_recalled_decisions_do_not_push_recent_ones_out_of_the_window(monkeypatc
 
 
 def test_same_seed_same_decisions():
-    a = [Router(load_pool(), seed=5).route(f"p {i}") for i in range(1)]
-    b = [Router(load_pool(), seed=5).route(f"p {i}") for i in range(1)]
+    a = [Router(load_settings(), seed=5).route(f"p {i}") for i in range(1)]
+    b = [Router(load_settings(), seed=5).route(f"p {i}") for i in range(1)]
     assert [(d.decision_id, d.model) for d in a] == [(d.decision_id, d.model) for d in b]
     np.testing.assert_array_equal(a[0].probabilities, b[0].probabilities)
 
@@ -131,7 +132,7 @@ def test_route_many_serves_each_request_on_its_own_terms(router):
 
 def test_route_is_a_batch_of_one():
     """A single route and a batch of one consume the same random numbers (simulations stay reproducible)."""
-    a = Router(load_pool(), seed=9).route("Explain step by step", RouteOptions(cost_weight=3.0))
-    b = Router(load_pool(), seed=9).route_many(["Explain step by step"], [RouteOptions(cost_weight=3.0)])[0]
+    a = Router(load_settings(), seed=9).route("Explain step by step", RouteOptions(cost_weight=3.0))
+    b = Router(load_settings(), seed=9).route_many(["Explain step by step"], [RouteOptions(cost_weight=3.0)])[0]
     assert (a.decision_id, a.model) == (b.decision_id, b.model)
     np.testing.assert_array_equal(a.probabilities, b.probabilities)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from banditroute.config import load_pool
+from banditroute.config import load_settings
 from banditroute.core.router import RouteOptions, Router
 from banditroute.log import store as store_module
 from banditroute.log.store import Store
@@ -56,7 +56,7 @@ def test_writer_checkpoints_when_no_feedback_waits(tmp_path, monkeypatch):
 
 def test_feedback_commits_alone_unless_its_decision_is_still_queued(tmp_path):
     """A decision is never logged after feedback about it; other feedback does not wait for decisions."""
-    router = Router(load_pool(), seed=0)
+    router = Router(load_settings(), seed=0)
     store = Store(str(tmp_path / "log.duckdb"), flush_interval=60)
 
     def logged(table: str) -> int:

@@ -6,14 +6,14 @@ import argparse
 import json
 import sys
 
-from banditroute.config import ConfigError, PolicyConfig, load_pool
+from banditroute.config import ConfigError, PolicyConfig, load_settings
 from banditroute.core.policies import POLICY_NAMES
 from banditroute.core.state import save_state
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
 
 
 def _pool(args):
-    return load_pool(args.config) if args.config else None
+    return load_settings(args.config) if args.config else None
 
 
 def _settings(args, pool):
@@ -150,15 +150,10 @@ def cmd_serve(args) -> int:
 
     from banditroute.http.app import serve
 
-    config = load_pool(args.config, environ=os.environ)
-    updates = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    storage = {"db": args.db} if args.db else {}
-    config = config.model_copy(update={
-        "server": config.server.model_copy(update=updates),
-        "storage": config.storage.model_copy(update=storage),
-    })
+    config = load_settings(args.config, environ=os.environ, overrides={
+        "server": {"host": args.host, "port": args.port}, "storage": {"db": args.db}})
     try:
-        serve(config, config.server.host, config.server.port)
+        serve(config)
     except OSError as err:
         raise ValueError(f"cannot listen on {config.server.host}:{config.server.port}: {err.strerror or err}") from None
     return 0

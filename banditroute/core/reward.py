@@ -1,7 +1,7 @@
 """Feedback signals and their normalisation to a quality in [0, 1].
 
 Every signal becomes one observation of the chosen model's quality, weighted by its source
-(``PoolConfig.signal_weights``; by default user 1.0, judge 0.8, system 0.5). Several signals for one
+(``Settings.signal_weights``; by default user 1.0, judge 0.8, system 0.5). Several signals for one
 decision therefore act as a weighted least-squares fit of the same quality.
 
 =========  ===============================  ==========================
@@ -23,10 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from banditroute.config import ModelSpec, SignalWeights
-
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+from banditroute.config import FiniteFloat, ModelSpec, NonNegFloat, SignalWeights
 
 
 class Signal(BaseModel):
@@ -75,10 +72,10 @@ class Feedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     signals: list[Signal] = Field(default_factory=list)
-    cost_usd: NonNeg | None = None
+    cost_usd: NonNegFloat | None = None
     input_tokens: Annotated[int, Field(ge=0)] | None = None
     output_tokens: Annotated[int, Field(ge=0)] | None = None
-    latency_ms: NonNeg | None = None
+    latency_ms: NonNegFloat | None = None
     error: bool | str | None = None
     idempotency_key: Annotated[str, Field(max_length=200)] | None = None
 

@@ -13,24 +13,17 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from banditroute.config import PoolConfig
+from banditroute.config import NonNegFloat, PositiveFloat, Settings
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback
 from banditroute.core.types import Context, Decision, FeedbackResult, Pending
-
-
-class RoutingError(ValueError):
-    """A request the router cannot serve as asked (unknown model, nothing eligible, bad prompt)."""
-
-
-class UnknownDecision(KeyError):
-    """Feedback for a decision id the router does not hold."""
+from banditroute.errors import RoutingError
 
 
 class RouteOptions(BaseModel):
@@ -39,8 +32,8 @@ class RouteOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[str] | None = Field(default=None, min_length=1)
-    cost_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    max_cost_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    cost_weight: NonNegFloat | None = None
+    max_cost_usd: PositiveFloat | None = None
     require: list[str] = Field(default_factory=list)
     user: str | None = None
     metadata: dict[str, Any] | None = None
@@ -78,7 +71,7 @@ class Router:
         Keep the prompt text in decisions (and logs); otherwise only its SHA-256.
     """
 
-    def __init__(self, pool: PoolConfig, policy: Policy | None = None, featurizer: Featurizer | None = None,
+    def __init__(self, pool: Settings, policy: Policy | None = None, featurizer: Featurizer | None = None,
                  seed: int | None = None, store_prompts: bool = False):
         self.pool = pool
         self.featurizer = featurizer or Featurizer()

@@ -1,71 +1,102 @@
-"""Counters and latency histograms rendered in the Prometheus text exposition format (0.0.4)."""
+"""The service's Prometheus metrics, through ``prometheus_client`` (one registry per application).
+
+Per request (from the middleware): ``banditroute_requests_total{path,method,status}``,
+``banditroute_request_seconds{path}`` (histogram); per answer: ``banditroute_decisions_total{model}``,
+``banditroute_feedback_total{duplicate,late}``. Read from the service at each scrape
+(:class:`ServiceCollector`): log positions, the writer's queue and last commit, idle checkpoints,
+pending and recalled decisions, micro-batches and each model's share of decisions. Process and
+platform metrics (CPU, memory, open files, GC) come with the registry.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-def _labels(labels: tuple[tuple[str, str], ...]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                     for k, v in labels)
-    return "{" + inner + "}"
+class ServiceCollector:
+    """Values read from a running :class:`~banditroute.service.service.RouterService` at scrape time."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        s = self.service
+        gauges = [
+            ("banditroute_feedback_seq", "feedback rows queued (log position)", s.store.seq),
+            ("banditroute_committed_seq", "feedback rows committed", s.store.committed_seq),
+            ("banditroute_snapshot_seq", "log position of the last snapshot", s.snapshot_seq),
+            ("banditroute_write_queue_rows", "rows waiting for the log writer", s.store.pending_rows),
+            ("banditroute_commit_seconds", "duration of the last commit", s.store.last_commit_seconds),
+            ("banditroute_pending_decisions", "decisions held in memory for their feedback", len(s.pending.window)),
+            ("banditroute_recalled_decisions",
+             "decisions read back from the log for late feedback and kept for their next feedback",
+             len(s.pending.recalled)),
+        ]
+        for name, doc, value in gauges:
+            yield GaugeMetricFamily(name, doc, value=value)
+        yield CounterMetricFamily("banditroute_idle_checkpoints", "checkpoints the log writer ran while no feedback "
+                                  "waited", value=s.store.checkpoints)
+        yield CounterMetricFamily("banditroute_route_batches", "micro-batches of /route requests routed together "
+                                  "(requests / batches = the mean batch size)", value=s.batcher.batches)
+        share = GaugeMetricFamily("banditroute_model_share", "share of decisions per model", labels=["model"])
+        for row in s.stats.table():
+            share.add_metric([row["model"]], row["share"])
+        yield share
 
 
 class Metrics:
-    """A minimal registry: labelled counters, gauges (callables) and histograms."""
+    """The application's registry, its request and answer metrics, with label children cached."""
 
     def __init__(self):
-        self.counters: dict[str, dict[tuple, float]] = defaultdict(lambda: defaultdict(float))
-        self.histograms: dict[str, dict[tuple, list]] = defaultdict(dict)
-        self.gauges: dict[str, callable] = {}
-        self.help: dict[str, str] = {}
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter("banditroute_requests", "HTTP requests by path, method and status",
+                                ["path", "method", "status"], registry=r)
+        self.latency = Histogram("banditroute_request_seconds", "HTTP request latency in seconds", ["path"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.decisions = Counter("banditroute_decisions", "routing decisions by chosen model", ["model"], registry=r)
+        self.feedback = Counter("banditroute_feedback", "accepted feedback requests (late: the decision was read "
+                                "back from the log)", ["duplicate", "late"], registry=r)
+        # labels() costs a lock and a dict lookup of the label tuple; the few combinations seen are kept
+        self._children: dict[tuple, object] = {}
 
-    def inc(self, name: str, value: float = 1.0, **labels) -> None:
-        self.counters[name][tuple(sorted(labels.items()))] += value
+    def _child(self, metric, *labels):
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
-    def observe(self, name: str, seconds: float, **labels) -> None:
-        key = tuple(sorted(labels.items()))
-        h = self.histograms[name].get(key)
-        if h is None:
-            h = self.histograms[name][key] = [[0] * len(LATENCY_BUCKETS), 0, 0.0]
-        i = bisect.bisect_left(LATENCY_BUCKETS, seconds)
-        if i < len(LATENCY_BUCKETS):
-            h[0][i] += 1
-        h[1] += 1
-        h[2] += seconds
+    def request(self, path: str, method: str, status: int, seconds: float) -> None:
+        self._child(self.requests, path, method, str(status)).inc()
+        self._child(self.latency, path).observe(seconds)
 
-    def gauge(self, name: str, fn, help_text: str) -> None:
-        self.gauges[name] = fn
-        self.help[name] = help_text
+    def decision(self, model: str) -> None:
+        self._child(self.decisions, model).inc()
 
-    def render(self) -> str:
-        out = []
-        for name, series in sorted(self.counters.items()):
-            out.append(f"# HELP {name} {self.help.get(name, name)}")
-            out.append(f"# TYPE {name} counter")
-            out += [f"{name}{_labels(k)} {v:g}" for k, v in sorted(series.items())]
-        for name, series in sorted(self.histograms.items()):
-            out.append(f"# HELP {name} {self.help.get(name, name)}")
-            out.append(f"# TYPE {name} histogram")
-            for key, (buckets, count, total) in sorted(series.items()):
-                acc = 0
-                for le, n in zip(LATENCY_BUCKETS, buckets):
-                    acc += n
-                    out.append(f"{name}_bucket{_labels(key + (('le', f'{le:g}'),))} {acc}")
-                out.append(f"{name}_bucket{_labels(key + (('le', '+Inf'),))} {count}")
-                out.append(f"{name}_sum{_labels(key)} {total:.6f}")
-                out.append(f"{name}_count{_labels(key)} {count}")
-        for name, fn in sorted(self.gauges.items()):
-            out.append(f"# HELP {name} {self.help.get(name, name)}")
-            out.append(f"# TYPE {name} gauge")
-            value = fn()
-            if isinstance(value, dict):
-                out += [f"{name}{_labels(tuple(sorted(k)))} {v:g}" for k, v in value.items()]
-            else:
-                out.append(f"{name} {value:g}")
-        return "\n".join(out) + "\n"
+    def feedback_ack(self, duplicate: bool, late: bool) -> None:
+        self._child(self.feedback, "true" if duplicate else "false", "true" if late else "false").inc()
+
+    def watch(self, service) -> None:
+        """Expose ``service``'s own figures (:class:`ServiceCollector`)."""
+        self.registry.register(ServiceCollector(service))
+
+    def render(self) -> bytes:
+        """The exposition, in the text format of :data:`CONTENT_TYPE`."""
+        return generate_latest(self.registry)

@@ -1,22 +1,38 @@
-"""Request and response models of the HTTP API, and the OpenAPI 3 document built from them."""
+"""Request and response models of the HTTP API.
+
+Requests are validated by these models. Answers are built by the response models' ``body``
+methods, the one place each answer's shape is written (plain dicts on the hot paths; tests validate
+every endpoint's real answers against the models, which forbid unknown fields).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from banditroute.config import Floor, NonNegFloat
 from banditroute.core.reward import Feedback
 from banditroute.core.router import RouteRequest
+from banditroute.core.types import Decision, net_score
+
+__all__ = [
+    "ErrorResponse", "FeedbackRequest", "FeedbackResponse", "HealthResponse", "ModelScore", "ModelView",
+    "ModelsResponse", "PolicyUpdate", "PolicyView", "RouteRequest", "RouteResponse",
+]
 
 
-class ModelScore(BaseModel):
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelScore(_Answer):
     quality: float = Field(description="predicted quality in [0, 1]")
     cost_usd: float = Field(description="predicted cost of the call in USD")
     score: float = Field(description="quality - cost_weight * cost_usd")
 
 
-class RouteResponse(BaseModel):
+class RouteResponse(_Answer):
     decision_id: str
     model: str = Field(description="the model to call")
     propensity: float = Field(description="probability with which this model was chosen")
@@ -25,6 +41,17 @@ class RouteResponse(BaseModel):
     cost_weight: float = Field(description="quality points per USD used for this decision")
     policy: str
 
+    @staticmethod
+    def body(d: Decision) -> dict:
+        cw = d.cost_weight  # Python floats: the same roundings as numpy, without its per-call cost
+        return {
+            "decision_id": d.decision_id, "model": d.model, "propensity": d.propensity,
+            "probabilities": dict(zip(d.eligible, d.probabilities.tolist())),
+            "scores": {m: {"quality": q, "cost_usd": c, "score": net_score(q, c, cw)}
+                       for m, q, c in zip(d.eligible, d.pred_quality.tolist(), d.pred_cost.tolist())},
+            "cost_weight": cw, "policy": d.policy,
+        }
+
 
 class FeedbackRequest(Feedback):
     """``POST /feedback``: outcomes of one decision; any subset, in as many calls as needed."""
@@ -32,7 +59,7 @@ class FeedbackRequest(Feedback):
     decision_id: str = Field(min_length=1, max_length=100)
 
 
-class FeedbackResponse(BaseModel):
+class FeedbackResponse(_Answer):
     decision_id: str
     model: str
     applied_signals: int = Field(description="quality signals applied to the model (0 for a duplicate)")
@@ -41,8 +68,14 @@ class FeedbackResponse(BaseModel):
     duplicate: bool = Field(description="true when the idempotency key was seen before; nothing was applied")
     late: bool = Field(description="true when the decision was read back from the log")
 
+    @staticmethod
+    def body(ack) -> dict:
+        """From the service's :class:`~banditroute.service.service.FeedbackAck`."""
+        return {"decision_id": ack.decision_id, "model": ack.model, "applied_signals": ack.applied_signals,
+                "quality": ack.quality, "cost_usd": ack.cost_usd, "duplicate": ack.duplicate, "late": ack.late}
 
-class ModelView(BaseModel):
+
+class ModelView(_Answer):
     model: str
     decisions: int
     share: float
@@ -52,11 +85,11 @@ class ModelView(BaseModel):
     quality_weight: float = Field(description="total weight of quality signals")
 
 
-class ModelsResponse(BaseModel):
+class ModelsResponse(_Answer):
     models: list[ModelView]
 
 
-class PolicyView(BaseModel):
+class PolicyView(_Answer):
     policy: str
     cost_weight: float
     exploration: float | None
@@ -71,61 +104,16 @@ class PolicyUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: str | None = Field(default=None, description="lints | linucb | egreedy | random | fixed:MODEL")
-    cost_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    exploration: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    floor: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] | None = None
+    cost_weight: NonNegFloat | None = None
+    exploration: NonNegFloat | None = None
+    floor: Floor | None = None
 
 
-class ErrorResponse(BaseModel):
+class HealthResponse(_Answer):
+    status: str
+
+
+class ErrorResponse(_Answer):
     error: str = Field(description="machine-readable error kind")
     message: str = Field(description="what is wrong, for humans")
     detail: list[dict[str, Any]] | None = Field(default=None, description="per-field validation errors")
-
-
-ENDPOINTS = [
-    ("post", "/route", "Choose a model for a prompt", RouteRequest, RouteResponse, (401, 413, 422)),
-    ("post", "/feedback", "Report outcomes of a decision", FeedbackRequest, FeedbackResponse, (401, 404, 413, 422)),
-    ("get", "/models", "Traffic and outcomes per model", None, ModelsResponse, (401,)),
-    ("get", "/policy", "The active policy and its settings", None, PolicyView, (401,)),
-    ("put", "/policy", "Change the policy or its settings (logged)", PolicyUpdate, PolicyView, (401, 422)),
-]
-
-
-def openapi_document(version: str) -> dict:
-    """An OpenAPI 3.1 document generated from the pydantic models above."""
-    schemas: dict[str, Any] = {}
-
-    def ref(model: type[BaseModel]) -> dict:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, sub in schema.pop("$defs", {}).items():
-            schemas[name] = sub
-        schemas[model.__name__] = schema
-        return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-    error = {"content": {"application/json": {"schema": ref(ErrorResponse)}}}
-    paths: dict[str, dict] = {}
-    for method, path, summary, req, resp, errors in ENDPOINTS:
-        op: dict[str, Any] = {
-            "summary": summary,
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref(resp)}}},
-                          **{str(code): {"description": "error", **error} for code in errors}},
-            "security": [{"bearer": []}],
-        }
-        if req is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(req)}}}
-        paths.setdefault(path, {})[method] = op
-    paths["/healthz"] = {"get": {"summary": "Liveness", "security": [],
-                                 "responses": {"200": {"description": "OK"}}}}
-    paths["/metrics"] = {"get": {"summary": "Prometheus metrics", "security": [{"bearer": []}],
-                                 "responses": {"200": {"description": "text/plain; version=0.0.4"}}}}
-    paths["/export"] = {"get": {"summary": "The decision log joined with feedback (Parquet, or JSONL with ?format=jsonl)",
-                                "security": [{"bearer": []}],
-                                "responses": {"200": {"description": "a file"}, "401": {"description": "error", **error}}}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "banditroute", "version": version,
-                 "description": "An LLM router that learns from feedback."},
-        "paths": paths,
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    }

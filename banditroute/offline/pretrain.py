@@ -7,13 +7,13 @@ information" that experiments compare the online-learned policy against.
 
 from __future__ import annotations
 
-from banditroute.config import PolicyConfig, PoolConfig
+from banditroute.config import PolicyConfig, Settings
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.offline.outcomes import Outcomes, OutcomeTableError
 
 
-def pretrain(outcomes: Outcomes, policy: str = "lints", pool: PoolConfig | None = None,
+def pretrain(outcomes: Outcomes, policy: str = "lints", pool: Settings | None = None,
              settings: PolicyConfig | None = None, featurizer: Featurizer | None = None) -> Policy:
     """A policy whose models have seen every (train prompt, model) outcome."""
     train = outcomes.subset("train")

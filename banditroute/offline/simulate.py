@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.config import PolicyConfig, PoolConfig, pool_from_names
+from banditroute.config import PolicyConfig, Settings, pool_from_names
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback, Signal
@@ -26,7 +26,7 @@ from banditroute.offline.progress import progress as show_progress
 from banditroute.service.service import RouterService
 
 
-def pool_for(outcomes: Outcomes, pool: PoolConfig | None, settings: PolicyConfig | None = None) -> PoolConfig:
+def pool_for(outcomes: Outcomes, pool: Settings | None, settings: PolicyConfig | None = None) -> Settings:
     """The pool to simulate with: the table's models, priced from ``pool`` where it names them."""
     prices = {}
     if pool is not None:
@@ -39,7 +39,7 @@ def pool_for(outcomes: Outcomes, pool: PoolConfig | None, settings: PolicyConfig
 
 
 def build_service(outcomes: Outcomes, policy: str | Policy, cost_weight: float, seed: int,
-                  pool: PoolConfig | None = None, featurizer: Featurizer | None = None,
+                  pool: Settings | None = None, featurizer: Featurizer | None = None,
                   settings: PolicyConfig | None = None) -> RouterService:
     """The service over the outcome table's models, logging to an in-memory DuckDB (close its store)."""
     if not (np.isfinite(cost_weight) and cost_weight >= 0):
@@ -103,7 +103,7 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
 
 
 def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | None = None, seed: int = 0,
-             state: str | None = None, pool: PoolConfig | None = None, progress: bool = False,
+             state: str | None = None, pool: Settings | None = None, progress: bool = False,
              settings: PolicyConfig | None = None, log: str | None = None,
              featurizer: Featurizer | None = None) -> dict:
     """Learn online on the train split, evaluate greedily on the test split.

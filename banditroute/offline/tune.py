@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.config import PolicyConfig, PoolConfig
+from banditroute.config import PolicyConfig, Settings
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.progress import progress as show_progress
@@ -31,7 +31,7 @@ def default_grid(outcomes: Outcomes, n_points: int = 20) -> list[float]:
 
 
 def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=None,
-         pool: PoolConfig | None = None, settings: PolicyConfig | None = None, progress: bool = False,
+         pool: Settings | None = None, settings: PolicyConfig | None = None, progress: bool = False,
          featurizer=None) -> dict:
     """The frontier as in the ``tune --json`` contract, plus single-model reference points."""
     grid = default_grid(outcomes) if cost_weights is None else list(cost_weights)

@@ -1,4 +1,7 @@
-"""The routing service without HTTP: Router + Store + snapshots + recovery.
+"""The routing service without HTTP: the router, the pending decisions, the log, snapshots, recovery
+and policy swaps. The server drives it through :meth:`RouterService.route` (micro-batched) and
+:meth:`RouterService.feedback`; the simulator through the synchronous :meth:`RouterService.route_many`
+and :meth:`RouterService.record_feedback` the async ones are built on.
 
 Order of events for feedback (all on the event loop, so the policy learns in log order):
 ``router.apply`` -> ``store.add_feedback`` (gets the next ``seq``) -> await the batch commit ->
@@ -17,49 +20,61 @@ import concurrent.futures
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from banditroute.config import PoolConfig
+from banditroute.config import Settings
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback
-from banditroute.core.router import Router, RouteRequest, RoutingError, UnknownDecision
+from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import dumps_state, loads_state, write_atomic
 from banditroute.core.stats import ModelStats
 from banditroute.core.types import Context, Decision, Pending
+from banditroute.errors import RoutingError, UnknownDecision
 from banditroute.log.schema import QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
 from banditroute.log.store import Store
-from banditroute.service.pending import PendingDecisions
+from banditroute.service.batcher import MicroBatcher
+from banditroute.service.idempotency import IdempotencyKeys
+from banditroute.service.pending import LateLookups, PendingDecisions
 
 log = logging.getLogger("banditroute")
 
-# Event-loop turns a /route micro-batch stays open: 3 rather than 1 gave 8,016-8,762 requests/s against
-# 7,252, the mean batch 23 against 10 (benchmarks/bench_server.py; the README's speed section).
-BATCH_TURNS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackAck:
+    """What the service tells the client about one feedback (the fields of ``FeedbackResponse``)."""
+
+    decision_id: str
+    model: str
+    applied_signals: int
+    quality: float | None
+    cost_usd: float | None
+    duplicate: bool
+    late: bool
 
 
 class RouterService:
     """Everything the HTTP handlers call; usable directly in tests and scripts."""
 
-    def __init__(self, config: PoolConfig, store: Store, seed: int | None = None, router: Router | None = None):
+    def __init__(self, config: Settings, store: Store, seed: int | None = None, router: Router | None = None):
         self.config = config
         self.store = store
         self.snapshot_path = Path(str(store.path) + ".snapshot") if store.path != ":memory:" else None
         self.router = router or Router(config, seed=seed, store_prompts=config.storage.store_prompts)
         self.pending = PendingDecisions(config.max_pending)
         self.stats = ModelStats(config.names)
-        self.idempotency: set[str] = set()
+        self.idempotency = IdempotencyKeys()
         self.feedback_since_snapshot = 0
         self.snapshot_seq = 0
         self._snapshotting: asyncio.Task | None = None
         self._learning = asyncio.Lock()  # held while feedback is applied and queued, and by policy swaps
-        self._route_queue: list[tuple[RouteRequest, asyncio.Future]] = []
-        self.route_batches = 0  # micro-batches routed (requests / batches = the mean batch size)
+        self.batcher = MicroBatcher(lambda requests: self.route_many(requests))
+        self.lookups = LateLookups(lambda ids: self.store.decisions(ids))
         self._commit_future: concurrent.futures.Future | None = None  # the writer's, and its loop-side waiter
         self._commit_waiter: asyncio.Future | None = None
-        self._lookups: dict[str, list[asyncio.Future]] = {}  # late feedback waiting for its decision
-        self._lookup_task: asyncio.Future | None = None
 
     # -- start-up ----------------------------------------------------------------------------------
     def recover(self) -> dict:
@@ -73,7 +88,7 @@ class RouterService:
         self._apply_settings(settings)
         replayed = self.replay_into(self.router, seq)
         self.snapshot_seq = seq
-        self.idempotency = self.store.idempotency_keys()
+        self.idempotency = IdempotencyKeys(self.store.idempotency_keys())
         self._load_stats()
         info = {"snapshot_seq": seq, "replayed": replayed, "seconds": round(time.perf_counter() - t0, 3),
                 "policy": self.router.policy.describe()}
@@ -158,43 +173,16 @@ class RouterService:
         return out
 
     async def route(self, request: RouteRequest) -> Decision:
-        """Route one request as part of the micro-batch of requests that arrived with it.
+        """Route one request as part of the micro-batch of requests that arrived with it
+        (:class:`~banditroute.service.batcher.MicroBatcher`). Raises :class:`RoutingError`."""
+        return await self.batcher.submit(request)
 
-        The first request of a batch schedules it :data:`BATCH_TURNS` event-loop turns ahead (one
-        ``call_soon`` per turn, no timer); every request parsed meanwhile joins it. When the loop is
-        idle a turn takes microseconds; under load each turn reads more requests, and larger batches
-        spread the per-batch cost of features and policy over more decisions.
-        Raises :class:`RoutingError`.
-        """
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._route_queue.append((request, fut))
-        if len(self._route_queue) == 1:
-            loop.call_soon(self._batch_in, BATCH_TURNS - 1)
-        return await fut
-
-    def _batch_in(self, turns: int) -> None:
-        if turns:
-            asyncio.get_running_loop().call_soon(self._batch_in, turns - 1)
-        else:
-            self._route_batch()
-
-    def _route_batch(self) -> None:
-        batch, self._route_queue = self._route_queue, []
-        self.route_batches += 1
-        try:
-            results = self.route_many([r for r, _ in batch])
-        except Exception as err:  # noqa: BLE001 - a bug fails this batch's requests, not the loop
-            results = [err] * len(batch)
-        for (_, fut), result in zip(batch, results):
-            _settle(fut, result)
-
-    async def feedback(self, decision_id: str, feedback: Feedback) -> dict:
-        """Apply and durably log feedback; raises :class:`UnknownDecision`."""
+    async def feedback(self, decision_id: str, feedback: Feedback) -> FeedbackAck:
+        """Apply feedback and answer once it is durably logged; raises :class:`UnknownDecision`."""
         late = False
         d = self.pending.get(decision_id)
         if d is None:
-            row = await self._logged_decision(decision_id)
+            row = await self.lookups.get(decision_id)
             if row is None:
                 raise UnknownDecision(decision_id)
             d = self.router.restore(row)
@@ -203,53 +191,26 @@ class RouterService:
             result, committed = self.record_feedback(d, feedback, late)
         if result is None:
             await asyncio.wrap_future(self.store.flush())  # the first one is durable before we say so
-            return {"decision_id": decision_id, "model": d.model, "applied_signals": 0, "quality": d.quality,
-                    "cost_usd": None, "duplicate": True, "late": late}
+            return FeedbackAck(decision_id, d.model, 0, d.quality, None, True, late)
         self.feedback_since_snapshot += 1
         if self.feedback_since_snapshot >= self.config.storage.snapshot_every and self._snapshotting is None:
             self._snapshotting = asyncio.ensure_future(self.snapshot())
         await self._committed(committed)
-        return {"decision_id": decision_id, "model": d.model, "applied_signals": len(result.qualities),
-                "quality": result.quality, "cost_usd": result.cost_usd, "duplicate": False, "late": late}
+        return FeedbackAck(decision_id, d.model, len(result.qualities), result.quality, result.cost_usd, False, late)
 
     def record_feedback(self, d: Pending, feedback: Feedback, late: bool = False):
         """Learn from ``feedback`` about ``d`` and queue its log row: ``(result, commit future)``, or
         ``(None, None)`` for an idempotency key seen before (nothing is applied again)."""
         key = feedback.idempotency_key
-        if key is not None and key in self.idempotency:
+        if self.idempotency.seen(key):
             return None, None
         if late:  # kept, so that its next feedback sees the cost applied now
             self.pending.recall(d)
         result = self.router.apply(d, feedback)
         self.stats.feedback(d.model, result.qualities, result.cost_usd)
-        if key is not None:
-            self.idempotency.add(key)
+        self.idempotency.add(key)
         _, committed = self.store.add_feedback(feedback_row(result, feedback, time.time_ns() // 1000))
         return result, committed
-
-    async def _logged_decision(self, decision_id: str) -> dict | None:
-        """A decision read back from the log, looked up together with every other one asked for
-        while a lookup runs (one query per round, however many late feedbacks wait)."""
-        fut = asyncio.get_running_loop().create_future()
-        self._lookups.setdefault(decision_id, []).append(fut)
-        if self._lookup_task is None:
-            self._lookup_task = asyncio.ensure_future(self._lookup_rounds())
-        return await fut
-
-    async def _lookup_rounds(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._lookups:
-                waiting, self._lookups = self._lookups, {}
-                try:
-                    rows = await loop.run_in_executor(None, self.store.decisions, list(waiting))
-                except Exception as err:  # noqa: BLE001 - every waiting request must hear of it
-                    rows = dict.fromkeys(waiting, err)
-                for decision_id, futs in waiting.items():
-                    for f in futs:
-                        _settle(f, rows.get(decision_id))
-        finally:
-            self._lookup_task = None
 
     def _committed(self, fut: concurrent.futures.Future) -> asyncio.Future:
         """Wait for a group commit: one loop-side future per commit, shielded for each waiter.
@@ -302,13 +263,3 @@ class RouterService:
         finally:
             self._snapshotting = None
 
-
-def _settle(fut: asyncio.Future, outcome) -> None:
-    """Resolve a waiting request's future with its result, or raise ``outcome`` if it is an error
-    (nothing to do when the request has gone, its future cancelled)."""
-    if fut.done():
-        return
-    if isinstance(outcome, Exception):
-        fut.set_exception(outcome)
-    else:
-        fut.set_result(outcome)

@@ -1,0 +1,87 @@
+"""The errors a client can cause, each owning its HTTP status, its machine-readable kind and its log level.
+
+The HTTP layer maps every one of them to ``{"error": kind, "message": ..., "detail"?: ...}`` with its
+status, in one place (:mod:`banditroute.http.middleware`); the core raises them without knowing HTTP.
+
+=========================  ======  ======================
+class                      status  ``error``
+=========================  ======  ======================
+:class:`MalformedJSON`     400     ``malformed_json``
+:class:`Unauthorized`      401     ``unauthorized``
+:class:`UnknownDecision`   404     ``unknown_decision``
+:class:`NotFound`          404     ``not_found``
+:class:`MethodNotAllowed`  405     ``method_not_allowed``
+:class:`BodyTooLarge`      413     ``body_too_large``
+:class:`ValidationFailed`  422     ``validation_error``
+:class:`RoutingError`      422     ``routing_error``
+=========================  ======  ======================
+
+Anything else that escapes a handler is a bug: 500 ``internal_error``, logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+class ClientError(Exception):
+    """A request the service refuses; subclasses set :attr:`status`, :attr:`kind` and :attr:`log_level`."""
+
+    status = 400
+    kind = "bad_request"
+    log_level = logging.DEBUG  # the client's mistake, not the operator's: no noise at INFO
+
+    def __init__(self, message: str, detail: list[dict] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def body(self) -> dict:
+        """The JSON error body."""
+        out = {"error": self.kind, "message": self.message}
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
+
+
+class MalformedJSON(ClientError):
+    status, kind = 400, "malformed_json"
+
+
+class Unauthorized(ClientError):
+    status, kind = 401, "unauthorized"
+    log_level = logging.INFO
+
+
+class NotFound(ClientError):
+    status, kind = 404, "not_found"
+
+
+class UnknownDecision(ClientError):
+    """Feedback for a decision id that is neither held in memory nor in the log."""
+
+    status, kind = 404, "unknown_decision"
+
+    def __init__(self, decision_id: str):
+        super().__init__(f"no decision with id {decision_id!r}")
+        self.decision_id = decision_id
+
+
+class MethodNotAllowed(ClientError):
+    status, kind = 405, "method_not_allowed"
+
+
+class BodyTooLarge(ClientError):
+    status, kind = 413, "body_too_large"
+
+
+class ValidationFailed(ClientError, ValueError):
+    """A well-formed body whose values are not acceptable (``detail`` lists the fields)."""
+
+    status, kind = 422, "validation_error"
+
+
+class RoutingError(ClientError, ValueError):
+    """A request the router cannot serve as asked (unknown model, nothing eligible, bad prompt)."""
+
+    status, kind = 422, "routing_error"

@@ -1,0 +1,120 @@
+"""The endpoint handlers: parse the request, call the service, answer with the response model's body.
+
+Errors are raised as :mod:`banditroute.errors` types; :mod:`banditroute.http.middleware` maps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from banditroute.errors import MalformedJSON, ValidationFailed
+from banditroute.http.metrics import CONTENT_TYPE, Metrics
+from banditroute.http.schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelsResponse,
+    PolicyUpdate,
+    PolicyView,
+    RouteRequest,
+    RouteResponse,
+)
+from banditroute.log.export import FORMATS
+from banditroute.service.service import RouterService
+
+SERVICE = web.AppKey("service", RouterService)
+METRICS = web.AppKey("metrics", Metrics)
+OPENAPI = web.AppKey("openapi", dict)
+
+
+def json_response(body, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+async def parse(request: web.Request, model: type[BaseModel]):
+    """The body validated by ``model``; :class:`MalformedJSON` or :class:`ValidationFailed` otherwise."""
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw)  # strict RFC 8259: NaN, Infinity and overflowing numbers are errors
+    except orjson.JSONDecodeError as err:
+        raise MalformedJSON(f"request body is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        detail = [{"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+                  for e in err.errors(include_url=False, include_input=False)]
+        raise ValidationFailed("; ".join(f"{d['field']}: {d['message']}" for d in detail), detail) from None
+
+
+async def route(request: web.Request) -> web.Response:
+    d = await request.app[SERVICE].route(await parse(request, RouteRequest))
+    request.app[METRICS].decision(d.model)
+    return json_response(RouteResponse.body(d))
+
+
+async def feedback(request: web.Request) -> web.Response:
+    req = await parse(request, FeedbackRequest)
+    ack = await request.app[SERVICE].feedback(req.decision_id, req)  # a FeedbackRequest is a Feedback with an id
+    request.app[METRICS].feedback_ack(ack.duplicate, ack.late)
+    return json_response(FeedbackResponse.body(ack))
+
+
+async def models(request: web.Request) -> web.Response:
+    return json_response(ModelsResponse(models=request.app[SERVICE].stats.table()).model_dump())
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    return json_response(PolicyView(**request.app[SERVICE].policy_view()).model_dump())
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    update = await parse(request, PolicyUpdate)
+    try:
+        view = await request.app[SERVICE].update_policy(update.model_dump())
+    except ValueError as err:  # an unknown policy name
+        raise ValidationFailed(str(err)) from None
+    return json_response(PolicyView(**view).model_dump())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    fmt = request.query.get("format", "parquet")
+    if fmt not in FORMATS:
+        raise ValidationFailed(f"format must be one of {', '.join(FORMATS)}")
+    service = request.app[SERVICE]
+    await asyncio.wrap_future(service.store.flush())
+    loop = asyncio.get_running_loop()
+    # written to a temporary file and sent from there: the log can be far larger than memory
+    fd, path = tempfile.mkstemp(prefix="banditroute-export-", suffix=f".{fmt}")
+    os.close(fd)
+    try:
+        await loop.run_in_executor(None, service.store.export, path, fmt)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
+                                               "Content-Disposition": f'attachment; filename="decisions.{fmt}"'})
+        response.content_length = os.path.getsize(path)
+        await response.prepare(request)
+        with open(path, "rb") as fh:  # noqa: ASYNC230 - opening is instant; the reads run off the loop
+            while chunk := await loop.run_in_executor(None, fh.read, 1 << 20):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        os.unlink(path)

@@ -1,0 +1,99 @@
+"""The route table: every endpoint once, from which both the aiohttp routes and the OpenAPI document
+are built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from banditroute.http import handlers
+from banditroute.http.metrics import CONTENT_TYPE
+from banditroute.http.schemas import (
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    ModelsResponse,
+    PolicyUpdate,
+    PolicyView,
+    RouteRequest,
+    RouteResponse,
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: what it does, what it takes and answers, and the errors it may answer with."""
+
+    method: str
+    path: str
+    handler: Any
+    summary: str
+    request: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    errors: tuple[int, ...] = (401,)
+    content_type: str = "application/json"  # of a response without a model
+    public: bool = False  # answered without the bearer token
+    query: tuple[tuple[str, str, list[str]], ...] = ()  # (name, description, allowed values)
+
+
+ROUTES = (
+    Route("POST", "/route", handlers.route, "Choose a model for a prompt", RouteRequest, RouteResponse,
+          (400, 401, 413, 422)),
+    Route("POST", "/feedback", handlers.feedback, "Report outcomes of a decision", FeedbackRequest,
+          FeedbackResponse, (400, 401, 404, 413, 422)),
+    Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
+    Route("GET", "/policy", handlers.get_policy, "The active policy and its settings", response=PolicyView),
+    Route("PUT", "/policy", handlers.put_policy, "Change the policy or its settings (logged)", PolicyUpdate,
+          PolicyView, (400, 401, 413, 422)),
+    Route("GET", "/healthz", handlers.healthz, "Liveness", response=HealthResponse, errors=(), public=True),
+    Route("GET", "/metrics", handlers.metrics, "Prometheus metrics", content_type=CONTENT_TYPE),
+    Route("GET", "/openapi.json", handlers.openapi, "This document"),
+    Route("GET", "/export", handlers.export, "The decision log joined with its feedback, as replay reads it",
+          errors=(401, 422), content_type="application/octet-stream",
+          query=(("format", "file format (default parquet)", ["parquet", "jsonl"]),)),
+)
+PUBLIC = {r.path for r in ROUTES if r.public}
+
+
+def add_routes(app: web.Application) -> None:
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, r.handler)
+
+
+def openapi_document(version: str) -> dict:
+    """An OpenAPI 3.1 document of :data:`ROUTES`, with the pydantic models' JSON schemas."""
+    schemas: dict[str, Any] = {}
+
+    def ref(model: type[BaseModel]) -> dict:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    error = {"description": "error", "content": {"application/json": {"schema": ref(ErrorResponse)}}}
+    paths: dict[str, dict] = {}
+    for r in ROUTES:
+        ok = ({"application/json": {"schema": ref(r.response)}} if r.response is not None
+              else {r.content_type: {"schema": {"type": "string"} if "json" not in r.content_type
+                                     else {"type": "object"}}})
+        op: dict[str, Any] = {
+            "summary": r.summary,
+            "responses": {"200": {"description": "OK", "content": ok}, **{str(c): error for c in r.errors}},
+            "security": [] if r.public else [{"bearer": []}],
+        }
+        if r.request is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(r.request)}}}
+        if r.query:
+            op["parameters"] = [{"name": n, "in": "query", "required": False, "description": d,
+                                 "schema": {"type": "string", "enum": values}} for n, d, values in r.query]
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "banditroute", "version": version, "description": "An LLM router that learns from feedback."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
