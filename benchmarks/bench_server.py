@@ -134,7 +134,7 @@ def server_counts(port: int) -> dict[str, int]:
             for path in ("/route", "/feedback"):
                 if f'path="{path}"' in line:
                     counts[path] += value
-        elif line.startswith("banditroute_route_batches "):
+        elif line.startswith("banditroute_route_batches_total "):
             counts["route_batches"] = value
         elif line.startswith("banditroute_feedback_total{"):
             counts["late_feedback"] += value if 'late="true"' in line else 0

@@ -86,6 +86,7 @@ class RouterService:
             policy = self._fresh_policy(settings.get("policy", self.config.policy.name))
         self.router.set_policy(policy)
         self._apply_settings(settings)
+        self._warn_overrides(settings)
         replayed = self.replay_into(self.router, seq)
         self.snapshot_seq = seq
         self.idempotency = IdempotencyKeys(self.store.idempotency_keys())
@@ -127,6 +128,16 @@ class RouterService:
             pol.exploration = float(settings["exploration"])
         if settings.get("floor") is not None:
             pol.floor = float(settings["floor"])
+
+    def _warn_overrides(self, settings: dict) -> None:
+        """Say so when a ``PUT /policy`` change kept in the log overrides the configuration at start."""
+        configured = self.config.policy
+        changed = [f"{key} {configured_value} -> {settings[key]}"
+                   for key, configured_value in (("policy", configured.name), ("cost_weight", configured.cost_weight),
+                                                 ("exploration", configured.exploration), ("floor", configured.floor))
+                   if settings.get(key) is not None and settings[key] != configured_value]
+        if changed:
+            log.warning("PUT /policy changes in the log override the configuration: %s", ", ".join(changed))
 
     def replay_into(self, router: Router, after_seq: int, until_seq: int | None = None) -> int:
         """Feed logged feedback with ``after_seq < seq <= until_seq`` to ``router``'s policy."""
