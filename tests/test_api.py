@@ -232,18 +232,23 @@ async def test_promotion_loop_log_replay_switch(client, tmp_path):
     from banditroute.offline.evaluate import replay
 
     rng = __import__("random").Random(0)
+    sent = []
     for i in range(60):
         r = await post(client, "/route", {"prompt": f"Write a Python function number {i}"})
-        good = r["model"] in ("gpt-4-1106-preview", "gpt-3.5-turbo-1106")
+        good = r["model"] in ("gpt-4-1106-preview", "gpt-3.5-turbo-1106") or rng.random() < 0.2
+        sent.append(float(good))
         await post(client, "/feedback", {"decision_id": r["decision_id"], "cost_usd": 0.001,
-                                         "signals": [{"source": "user", "kind": "thumbs", "value": good or rng.random() < 0.2}]})
+                                         "signals": [{"source": "user", "kind": "thumbs", "value": good}]})
     resp = await client.get("/export?format=parquet")
     path = tmp_path / "traffic.parquet"
     path.write_bytes(await resp.read())
     candidate = replay(str(path), "linucb", cost_weight=20.0, n_boot=100)
     incumbent = candidate["logged"]
     assert candidate["n"] == 60 and set(candidate["estimates"]) == {"ips", "snips", "dm", "dr"}
-    assert incumbent["quality"] is not None
+    assert incumbent["quality"] == pytest.approx(sum(sent) / len(sent)) and incumbent["cost_usd"] == pytest.approx(0.001)
+    assert incumbent["reward"] == pytest.approx(sum(sent) / len(sent) - 20.0 * 0.001)
+    for est in candidate["estimates"].values():
+        assert est["quality"]["low"] <= est["quality"]["value"] <= est["quality"]["high"]
     view = await (await client.put("/policy", data=json.dumps({"policy": "linucb", "cost_weight": 20.0}))).json()
     assert view["policy"] == "linucb" and view["cost_weight"] == 20.0
     assert (await post(client, "/route", {"prompt": "after promotion"}))["policy"] == "linucb"
