@@ -31,7 +31,8 @@ import numpy as np
 
 from banditroute.core.policies import make_policy
 from banditroute.offline.estimators import IPS, SNIPS, DoublyRobust, bootstrap_ci, estimate
-from banditroute.offline.evaluate import load_log, reward_models
+from banditroute.offline.logs import load_log
+from banditroute.offline.reward_models import reward_models
 
 HERE = Path(__file__).resolve().parent
 LOG = HERE.parent / "replay_logs" / "routerbench_lints_cw30_seed1.parquet"

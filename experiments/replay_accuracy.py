@@ -33,9 +33,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from banditroute.core.state import save_state
-from banditroute.offline.evaluate import candidate_probabilities, evaluate, load_log, reward_models
+from banditroute.offline.candidates import candidate_probabilities
+from banditroute.offline.evaluate import evaluate
+from banditroute.offline.logs import load_log
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
+from banditroute.offline.reward_models import reward_models
 from banditroute.offline.simulate import simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerbench_subset.parquet"

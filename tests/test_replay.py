@@ -10,8 +10,10 @@ import pytest
 from banditroute.cli.main import main
 from banditroute.core.features import Featurizer
 from banditroute.log.schema import LOG_SCHEMA
+from banditroute.offline.candidates import candidate_probabilities
 from banditroute.offline.estimators import IPS, SNIPS, bootstrap_ci, effective_sample_size, estimate
-from banditroute.offline.evaluate import LogError, candidate_probabilities, evaluate, load_log, replay
+from banditroute.offline.evaluate import evaluate, replay
+from banditroute.offline.logs import LogError, load_log
 
 F = Featurizer()
 MODELS = ["a", "b", "c"]

@@ -1,4 +1,8 @@
-"""The ``banditroute`` command line: simulate, tune and pretrain."""
+"""The ``banditroute`` command line: serve, simulate, replay, tune, pretrain and export.
+
+Each command parses its arguments, calls the library and prints :mod:`.report`'s table, or one JSON
+object with ``--json``; progress bars go to stderr whenever it is a terminal.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import json
 import sys
 
+from banditroute.cli import report
 from banditroute.config import ConfigError, PolicyConfig, load_settings
 from banditroute.core.policies import POLICY_NAMES
 from banditroute.core.state import save_state
@@ -28,20 +33,8 @@ def cmd_simulate(args) -> int:
     pool = _pool(args)
     settings = _settings(args, pool)
     result = simulate(outcomes, settings.name, args.cost_weight, args.seed, state=args.state, pool=pool,
-                      settings=settings, progress=not args.json and sys.stderr.isatty(), log=args.log)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    ref, on, te = result["reference"], result["online"], result["test"]
-    print(f"policy {result['policy']}  cost_weight {result['cost_weight']}  seed {result['seed']}")
-    print(f"{'':18}{'n':>7}{'quality':>10}{'cost USD':>12}")
-    print(f"{'online (train)':18}{on['n']:>7}{on['quality']:>10.4f}{on['cost_usd']:>12.4f}")
-    print(f"{'greedy (test)':18}{te['n']:>7}{te['quality']:>10.4f}{te['cost_usd']:>12.4f}")
-    print(f"{'best model (test)':18}{te['n']:>7}{ref['best_quality']:>10.4f}{ref['best_cost_usd']:>12.4f}  {ref['best_model']}")
-    print(f"{'oracle (test)':18}{te['n']:>7}{ref['oracle_quality']:>10.4f}")
-    print("test share: " + ", ".join(f"{m} {s:.1%}" for m, s in sorted(te["share"].items(), key=lambda kv: -kv[1]) if s > 0))
-    if args.log:
-        print(f"decision log: {args.log} ({result['log']['decisions']} decisions)")
+                      settings=settings, progress=sys.stderr.isatty(), log=args.log)
+    print(json.dumps(result) if args.json else report.simulate_table(result))
     return 0
 
 
@@ -51,50 +44,27 @@ def cmd_replay(args) -> int:
     estimators = ("ips", "snips", "dm", "dr") if args.estimator == "all" else (args.estimator,)
     result = replay(args.log, args.policy or "lints", args.cost_weight, state=args.state, estimators=estimators,
                     clip=args.clip, greedy=args.greedy, seed=args.seed,
-                    progress=not args.json and sys.stderr.isatty())
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"candidate {result['policy']} at cost weight {result['cost_weight']:g} on {result['n']} logged decisions "
-          f"(logged by {result['logging_policy']}); effective sample size {result['ess']:.0f}")
-    print(f"{'estimator':10}{'quality':>26}{'cost USD / decision':>34}{'reward':>28}")
-    for name, est in result["estimates"].items():
-        cells = [f"{v['value']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for v in
-                 (est["quality"], est["reward"])]
-        c = est["cost_usd"]
-        cost = f"{c['value']:.3g} [{c['low']:.3g}, {c['high']:.3g}]"
-        print(f"{name:10}{cells[0]:>26}{cost:>34}{cells[1]:>28}")
-    lg = result["logged"]
-    print(f"{'logged':10}{lg['quality']:>26.4f}{lg['cost_usd']:>34.3g}{lg['reward']:>28.4f}   (the logging policy itself)")
-    for w in result["warnings"]:
-        print(f"warning: {w}")
+                    progress=sys.stderr.isatty())
+    print(json.dumps(result) if args.json else report.replay_table(result))
     return 0
 
 
 def cmd_tune(args) -> int:
     if args.target_quality is not None or args.budget_usd_per_request is not None or _is_log(args.outcomes):
         return cmd_tune_log(args)
-    from banditroute.offline.tune import plot_frontier, tune
+    from banditroute.offline.plots import plot_frontier
+    from banditroute.offline.tune import tune
 
     outcomes = load_outcomes(args.outcomes)
     pool = _pool(args)
     settings = _settings(args, pool)
     weights = [float(w) for w in args.cost_weights.split(",")] if args.cost_weights else None
     result = tune(outcomes, settings.name, args.seed, weights, pool=pool, settings=settings,
-                  progress=not args.json and sys.stderr.isatty())
+                  progress=sys.stderr.isatty())
     if args.plot:
         plot_frontier(result, args.plot, title=f"{args.outcomes}")
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    base = result["reference"]["best_cost_usd"]
-    print(f"{'cost_weight':>12}{'quality':>10}{'cost USD':>12}{'cost %':>9}")
-    for p in result["points"]:
-        print(f"{p['cost_weight']:>12.4g}{p['quality']:>10.4f}{p['cost_usd']:>12.4f}{100 * p['cost_usd'] / base:>8.1f}%")
-    fmt = lambda v: "none" if v is None else f"{v:.1f}%"
-    print(f"cost_at_95 {fmt(result['cost_at_95'])}  quality_at_25 {fmt(result['quality_at_25'])}"
-          f"  (best model {result['reference']['best_model']})")
-    if args.plot:
+    print(json.dumps(result) if args.json else report.tune_table(result))
+    if args.plot and not args.json:
         print(f"plot: {args.plot}")
     return 0
 
@@ -107,28 +77,16 @@ def _is_log(path: str) -> bool:
 
 
 def cmd_tune_log(args) -> int:
-    from banditroute.offline.tune_log import plot_log_frontier, tune_on_log
+    from banditroute.offline.plots import plot_log_frontier
+    from banditroute.offline.tune import tune_on_log
 
     weights = [float(w) for w in args.cost_weights.split(",")] if args.cost_weights else None
     result = tune_on_log(args.outcomes, args.policy or "lints", weights, state=args.state, estimator=args.estimator,
                          target_quality=args.target_quality, budget=args.budget_usd_per_request, seed=args.seed,
-                         progress=not args.json and sys.stderr.isatty())
+                         progress=sys.stderr.isatty())
     if args.plot:
         plot_log_frontier(result, args.plot)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"{result['estimator']} estimates on {result['n']} logged decisions, candidate {result['policy']}")
-    print(f"{'cost_weight':>12}{'quality [95% CI]':>28}{'cost USD / request [95% CI]':>36}")
-    for p in result["points"]:
-        q, c = p["quality"], p["cost_usd"]
-        print(f"{p['cost_weight']:>12.4g}{q['value']:>10.4f} [{q['low']:.4f}, {q['high']:.4f}]"
-              f"{c['value']:>14.3g} [{c['low']:.3g}, {c['high']:.3g}]")
-    rec = result["recommendation"]
-    if rec is None:
-        print("no cost weight meets the target on the conservative end of its interval")
-    else:
-        print(f"recommended cost weight: {rec['cost_weight']:g} ({rec['reason']})")
+    print(json.dumps(result) if args.json else report.tune_log_table(result))
     return 0
 
 

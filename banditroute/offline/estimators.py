@@ -25,6 +25,7 @@ class IPS:
 
     clip: float = np.inf
     name: str = "ips"
+    needs_model: bool = False
 
     def terms(self, w, r, dm_pi, dm_logged):
         return np.minimum(w, self.clip) * r, None
@@ -37,6 +38,7 @@ class SNIPS:
     range of r and far less variable than IPS when weights are large."""
 
     name: str = "snips"
+    needs_model: bool = False
 
     def terms(self, w, r, dm_pi, dm_logged):
         return w * r, w
@@ -48,6 +50,7 @@ class DirectMethod:
     No importance weights, so low variance; biased wherever the reward model is wrong."""
 
     name: str = "dm"
+    needs_model: bool = True
 
     def terms(self, w, r, dm_pi, dm_logged):
         return dm_pi, None
@@ -65,6 +68,7 @@ class DoublyRobust:
     """
 
     name: str = "dr"
+    needs_model: bool = True
 
     def terms(self, w, r, dm_pi, dm_logged):
         return dm_pi + w * (r - dm_logged), None

@@ -13,6 +13,7 @@ under the policy's greedy probabilities (one-hot for learning policies, uniform 
 from __future__ import annotations
 
 import numpy as np
+from tqdm import tqdm
 
 from banditroute.config import PolicyConfig, Settings, pool_from_names
 from banditroute.core.features import Featurizer
@@ -22,7 +23,6 @@ from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import load_state
 from banditroute.log.store import Store
 from banditroute.offline.outcomes import Outcomes
-from banditroute.offline.progress import progress as show_progress
 from banditroute.service.service import RouterService
 
 
@@ -67,7 +67,7 @@ def run_online(service: RouterService, train: Outcomes, seed: int, progress: boo
     order = np.random.default_rng(seed).permutation(len(train))
     col = {m: k for k, m in enumerate(train.models)}
     quality = cost = 0.0
-    for step, i in enumerate(show_progress(order, len(order), "online", progress), start=1):
+    for step, i in enumerate(tqdm(order, "online", unit="prompt", disable=not progress, leave=False), start=1):
         (d,) = service.route_many([RouteRequest(prompt=train.prompts[i])])
         if isinstance(d, Exception):
             raise d
@@ -92,7 +92,7 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
     tokens = np.array([router.featurizer.input_tokens(p) for p in test.prompts])
     n = max(len(test), 1)
     out = []
-    for cw in show_progress(cost_weights, len(cost_weights), "test", progress, unit="cost weight"):
+    for cw in tqdm(cost_weights, "test", unit="cost weight", disable=not progress, leave=False):
         p = router.policy.greedy(X, tokens, None, cw).probabilities
         share = np.zeros(len(test.models))
         share[col] = p.sum(axis=0)

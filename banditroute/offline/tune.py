@@ -1,33 +1,53 @@
-"""Sweep the cost weight and report the quality-cost frontier on an outcome table's test split.
+"""Sweeping the cost weight: on an outcome table (the frontier a deployment would get) or on a decision
+log (off-policy estimates, and a recommended weight).
 
-Each point is what a deployment at that cost weight would get: the policy learns online over the
-train split at that weight (as :func:`~banditroute.offline.simulate.simulate` does, same seed) and
-is then evaluated greedily on the test split. The default grid is data-driven: 0 plus
-``n_points - 1`` weights spaced geometrically from ``0.01 / gap`` to ``1 / gap`` quality points per
-USD, where ``gap`` is the difference between the most and least expensive model's mean cost per
-prompt on the train split, so the sweep spans "cost barely matters" to "cost dominates any
-plausible quality difference".
+* :func:`tune`: for each weight the policy learns online over the table's train split at that weight
+  (as :func:`~banditroute.offline.simulate.simulate` does, same seed) and is evaluated greedily on
+  the test split.
+* :func:`tune_on_log`: for each weight the candidate is replayed (:mod:`.candidates`) and one
+  estimator gives its mean quality and cost per request with 95% intervals. The recommendation reads
+  the conservative end of the intervals: with ``target_quality``, the cheapest weight whose quality
+  interval's *low* end reaches it; with ``budget``, the best-quality weight whose cost interval's
+  *high* end fits it.
+
+Both default to :func:`cost_weight_grid` over the spread of mean cost between the dearest and the
+cheapest model, so the sweep spans "cost barely matters" to "cost dominates any plausible quality
+difference".
 """
 
 from __future__ import annotations
 
 import numpy as np
+from tqdm import tqdm
 
 from banditroute.config import PolicyConfig, Settings
+from banditroute.offline.candidates import candidate_probabilities
+from banditroute.offline.evaluate import evaluate
 from banditroute.offline.frontier import frontier_summary
+from banditroute.offline.logs import Log, load_log
 from banditroute.offline.outcomes import Outcomes
-from banditroute.offline.progress import progress as show_progress
 from banditroute.offline.simulate import simulate
 
 
-def default_grid(outcomes: Outcomes, n_points: int = 20) -> list[float]:
-    """0 plus a geometric grid over the table's range of meaningful cost weights."""
-    mean_cost = outcomes.subset("train").cost.mean(axis=0)
-    gap = float(mean_cost.max() - mean_cost.min())
+def cost_weight_grid(mean_costs, n_points: int) -> list[float]:
+    """0 plus ``n_points - 1`` weights spaced geometrically from ``0.01 / gap`` to ``1 / gap`` quality
+    points per USD, ``gap`` being the spread of ``mean_costs`` (mean cost per request of each model)."""
+    means = [float(m) for m in mean_costs if np.isfinite(m)]
+    gap = (max(means) - min(means)) if len(means) > 1 else 0.0
     if gap <= 0:
         return [0.0]
-    grid = np.geomspace(0.01 / gap, 1.0 / gap, n_points - 1)
-    return [0.0] + [float(f"{w:.4g}") for w in grid]
+    return [0.0] + [float(f"{w:.4g}") for w in np.geomspace(0.01 / gap, 1.0 / gap, n_points - 1)]
+
+
+def default_grid(outcomes: Outcomes, n_points: int = 20) -> list[float]:
+    """:func:`cost_weight_grid` over the mean cost of each model on the table's train split."""
+    return cost_weight_grid(outcomes.subset("train").cost.mean(axis=0), n_points)
+
+
+def log_grid(log: Log, n_points: int = 16) -> list[float]:
+    """:func:`cost_weight_grid` over the mean logged cost of each model the log chose."""
+    return cost_weight_grid([np.nanmean(log.cost[log.chosen == k]) for k in range(len(log.models))
+                             if np.any(log.chosen == k)], n_points)
 
 
 def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=None,
@@ -36,7 +56,7 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
     """The frontier as in the ``tune --json`` contract, plus single-model reference points."""
     grid = default_grid(outcomes) if cost_weights is None else list(cost_weights)
     points = []
-    for cw in show_progress(grid, len(grid), "cost weights", progress, unit="point"):
+    for cw in tqdm(grid, "cost weights", unit="point", disable=not progress, leave=False):
         res = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer)
         points.append({"cost_weight": cw, "quality": res["test"]["quality"], "cost_usd": res["test"]["cost_usd"],
                        "online_quality": res["online"]["quality"], "online_cost_usd": res["online"]["cost_usd"]})
@@ -48,29 +68,32 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
     return {"policy": res["policy"], "seed": seed, "points": points, **summary, "reference": ref, "models": models}
 
 
-def plot_frontier(result: dict, path: str, title: str = "") -> None:
-    """Quality against cost (% of the best model's cost) for the sweep and every single model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ref = result["reference"]
-    base = ref["best_cost_usd"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    pts = sorted(result["points"], key=lambda p: p["cost_usd"])
-    ax.plot([100 * p["cost_usd"] / base for p in pts], [p["quality"] for p in pts], "o-",
-            label=f"{result['policy']} (online-learned, seed {result['seed']})")
-    for m, v in result["models"].items():
-        ax.scatter(100 * v["cost_usd"] / base, v["quality"], marker="x", color="grey")
-        ax.annotate(m.split("/")[-1], (100 * v["cost_usd"] / base, v["quality"]), fontsize=7, color="grey")
-    ax.axhline(ref["oracle_quality"], color="green", ls=":", label="oracle")
-    ax.axhline(0.95 * ref["best_quality"], color="red", ls="--", lw=0.8, label="95% of best model")
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel(f"test cost, % of {ref['best_model']}")
-    ax.set_ylabel("mean test quality")
-    ax.set_title(title or "Quality-cost frontier")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def tune_on_log(path: str, policy: str = "lints", cost_weights=None, state: str | None = None,
+                estimator: str = "dr", target_quality: float | None = None, budget: float | None = None,
+                seed: int = 0, n_boot: int = 300, progress: bool = False) -> dict:
+    """The ``tune LOG --json`` result: the off-policy frontier over the grid and a recommendation."""
+    log = load_log(path)
+    grid = log_grid(log) if cost_weights is None else list(cost_weights)
+    points = []
+    for cw in tqdm(grid, "cost weights", unit="point", disable=not progress, leave=False):
+        pi = candidate_probabilities(log, policy, cw, state=state, seed=seed)
+        est = evaluate(log, pi, cw, (estimator,), n_boot=n_boot, seed=seed)
+        e = est["estimates"][estimator]
+        points.append({"cost_weight": cw, "quality": e["quality"], "cost_usd": e["cost_usd"], "ess": est["ess"]})
+    rec = None
+    if target_quality is not None:
+        ok = [p for p in points if p["quality"]["low"] >= target_quality]
+        if ok:
+            best = min(ok, key=lambda p: p["cost_usd"]["value"])
+            rec = {"cost_weight": best["cost_weight"],
+                   "reason": f"cheapest whose quality 95% interval starts at or above {target_quality}"}
+    elif budget is not None:
+        ok = [p for p in points if p["cost_usd"]["high"] <= budget]
+        if ok:
+            best = max(ok, key=lambda p: p["quality"]["value"])
+            rec = {"cost_weight": best["cost_weight"],
+                   "reason": f"best quality whose cost 95% interval ends at or below {budget} USD per request"}
+    return {"policy": policy if state is None else f"state:{state}", "estimator": estimator, "n": len(log),
+            "points": points, "target_quality": target_quality, "budget_usd_per_request": budget,
+            "recommendation": rec,
+            "logged": {"quality": float(np.nanmean(log.quality)), "cost_usd": float(np.nanmean(log.cost))}}

@@ -1,0 +1,71 @@
+"""The tables the commands print (``--json`` prints the result objects instead)."""
+
+from __future__ import annotations
+
+
+def _percent(v: float | None) -> str:
+    return "none" if v is None else f"{v:.1f}%"
+
+
+def simulate_table(result: dict) -> str:
+    """``simulate``: online and greedy test results beside the best single model and the oracle."""
+    out = []
+    ref, on, te = result["reference"], result["online"], result["test"]
+    out.append(f"policy {result['policy']}  cost_weight {result['cost_weight']}  seed {result['seed']}")
+    out.append(f"{'':18}{'n':>7}{'quality':>10}{'cost USD':>12}")
+    out.append(f"{'online (train)':18}{on['n']:>7}{on['quality']:>10.4f}{on['cost_usd']:>12.4f}")
+    out.append(f"{'greedy (test)':18}{te['n']:>7}{te['quality']:>10.4f}{te['cost_usd']:>12.4f}")
+    out.append(f"{'best model (test)':18}{te['n']:>7}{ref['best_quality']:>10.4f}{ref['best_cost_usd']:>12.4f}  {ref['best_model']}")
+    out.append(f"{'oracle (test)':18}{te['n']:>7}{ref['oracle_quality']:>10.4f}")
+    out.append("test share: " + ", ".join(f"{m} {s:.1%}" for m, s in sorted(te["share"].items(), key=lambda kv: -kv[1]) if s > 0))
+    if "log" in result:
+        out.append(f"decision log: {result['log']['path']} ({result['log']['decisions']} decisions)")
+    return "\n".join(out)
+
+
+def replay_table(result: dict) -> str:
+    """``replay``: each estimator's quality, cost and reward with 95% intervals, and the logged values."""
+    out = []
+    out.append(f"candidate {result['policy']} at cost weight {result['cost_weight']:g} on {result['n']} logged decisions "
+          f"(logged by {result['logging_policy']}); effective sample size {result['ess']:.0f}")
+    out.append(f"{'estimator':10}{'quality':>26}{'cost USD / decision':>34}{'reward':>28}")
+    for name, est in result["estimates"].items():
+        cells = [f"{v['value']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for v in
+                 (est["quality"], est["reward"])]
+        c = est["cost_usd"]
+        cost = f"{c['value']:.3g} [{c['low']:.3g}, {c['high']:.3g}]"
+        out.append(f"{name:10}{cells[0]:>26}{cost:>34}{cells[1]:>28}")
+    lg = result["logged"]
+    out.append(f"{'logged':10}{lg['quality']:>26.4f}{lg['cost_usd']:>34.3g}{lg['reward']:>28.4f}   (the logging policy itself)")
+    for w in result["warnings"]:
+        out.append(f"warning: {w}")
+    return "\n".join(out)
+
+
+def tune_table(result: dict) -> str:
+    """``tune TABLE``: the frontier, one line per cost weight, and its summary."""
+    out = []
+    base = result["reference"]["best_cost_usd"]
+    out.append(f"{'cost_weight':>12}{'quality':>10}{'cost USD':>12}{'cost %':>9}")
+    for p in result["points"]:
+        out.append(f"{p['cost_weight']:>12.4g}{p['quality']:>10.4f}{p['cost_usd']:>12.4f}{100 * p['cost_usd'] / base:>8.1f}%")
+    out.append(f"cost_at_95 {_percent(result['cost_at_95'])}  quality_at_25 {_percent(result['quality_at_25'])}"
+          f"  (best model {result['reference']['best_model']})")
+    return "\n".join(out)
+
+
+def tune_log_table(result: dict) -> str:
+    """``tune LOG``: the off-policy frontier with intervals, and the recommended weight."""
+    out = []
+    out.append(f"{result['estimator']} estimates on {result['n']} logged decisions, candidate {result['policy']}")
+    out.append(f"{'cost_weight':>12}{'quality [95% CI]':>28}{'cost USD / request [95% CI]':>36}")
+    for p in result["points"]:
+        q, c = p["quality"], p["cost_usd"]
+        out.append(f"{p['cost_weight']:>12.4g}{q['value']:>10.4f} [{q['low']:.4f}, {q['high']:.4f}]"
+              f"{c['value']:>14.3g} [{c['low']:.3g}, {c['high']:.3g}]")
+    rec = result["recommendation"]
+    if rec is None:
+        out.append("no cost weight meets the target on the conservative end of its interval")
+    else:
+        out.append(f"recommended cost weight: {rec['cost_weight']:g} ({rec['reason']})")
+    return "\n".join(out)
