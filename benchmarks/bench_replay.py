@@ -31,6 +31,7 @@ import numpy as np
 
 from banditroute.core.policies import make_policy
 from banditroute.offline.estimators import IPS, SNIPS, DoublyRobust, bootstrap_ci, estimate
+from banditroute.core.types import net_score
 from banditroute.offline.logs import load_log
 from banditroute.offline.reward_models import reward_models
 
@@ -51,7 +52,7 @@ def tiled(log, rows: int):
 def one_run(log, policy) -> dict[str, float]:
     n = len(log)
     rows = np.arange(n)
-    r = log.quality - CW * log.cost
+    r = net_score(log.quality, log.cost, CW)
     out = {}
     t0 = time.perf_counter()
     pi = policy.greedy(log.X, log.input_tokens, log.eligible, CW).probabilities

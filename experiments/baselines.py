@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from banditroute.core.features import Featurizer
+from banditroute.core.types import net_score
 from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.pretrain import pretrain
 
@@ -24,7 +25,7 @@ def frontier_from_predictions(test: Outcomes, q_pred: np.ndarray, c_pred: np.nda
     rows = np.arange(len(test))
     points = []
     for w in grid:
-        k = np.argmax(q_pred - w * c_pred, axis=1)
+        k = np.argmax(net_score(q_pred, c_pred, w), axis=1)
         points.append({"cost_weight": float(w), "quality": float(test.quality[rows, k].mean()),
                        "cost_usd": float(test.cost[rows, k].sum())})
     return points

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from banditroute.config import Floor, NonNegFloat
 from banditroute.core.reward import Feedback
 from banditroute.core.router import RouteRequest
-from banditroute.core.types import Decision, net_score
+from banditroute.core.types import Decision
 
 __all__ = [
     "ErrorResponse", "FeedbackRequest", "FeedbackResponse", "HealthResponse", "ModelScore", "ModelView",
@@ -43,13 +43,10 @@ class RouteResponse(_Answer):
 
     @staticmethod
     def body(d: Decision) -> dict:
-        cw = d.cost_weight  # Python floats: the same roundings as numpy, without its per-call cost
         return {
             "decision_id": d.decision_id, "model": d.model, "propensity": d.propensity,
-            "probabilities": dict(zip(d.eligible, d.probabilities.tolist())),
-            "scores": {m: {"quality": q, "cost_usd": c, "score": net_score(q, c, cw)}
-                       for m, q, c in zip(d.eligible, d.pred_quality.tolist(), d.pred_cost.tolist())},
-            "cost_weight": cw, "policy": d.policy,
+            "probabilities": dict(zip(d.eligible, d.probabilities.tolist())), "scores": d.scores(),
+            "cost_weight": d.cost_weight, "policy": d.policy,
         }
 
 

@@ -5,7 +5,7 @@ both queue their rows here, so a simulated log and a server's log are the same t
 
 Rows are queued by the event loop (decisions converted to Arrow a few hundred at a time) and
 appended by one writer thread every ``flush_interval`` seconds in a single transaction (DuckDB
-allows one writer; batched Arrow inserts run about 200x faster than row-by-row INSERTs here).
+allows one writer, and a batched append costs little more than a single row's).
 :meth:`Store.add_feedback` returns a future that resolves when the batch holding that row has
 committed: the server acknowledges feedback only then (group commit), so an acknowledged feedback
 survives a crash. Decisions are queued without waiting, and they reach the disk in the same or an
@@ -32,7 +32,7 @@ from banditroute.log.schema import DUCK_TYPES, TABLES, ddl, decision_table
 log = logging.getLogger("banditroute")
 
 IDLE_CHECKPOINT_BYTES = 8 << 20  # log size at which the writer checkpoints when no feedback waits
-CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop (about a millisecond's work)
+CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop: a short pause, pyarrow's fixed cost shared
 
 
 def _rows_in(queued: tuple[str, list]) -> int:
@@ -66,9 +66,8 @@ def write_batch(cur, rows: dict[str, list]) -> None:
     relational API (``from_arrow(t).insert_into("decisions")``). The choice is made for a busy event
     loop: every DuckDB call gives up the GIL and must win it back from the loop, waiting up to
     Python's switch interval each time, and one ``execute`` with list parameters makes fewer such
-    calls than the relational API. With a thread keeping the GIL busy, 32 feedback rows commit in
-    4.1 ms this way against 7.0 ms as Arrow, though alone Arrow is faster (1.4 against 1.7 ms;
-    ``benchmarks/bench_store.py``).
+    calls than the relational API (``benchmarks/bench_store.py`` times both ways, with and without a
+    busy thread).
     """
     filled = {name: batch for name, batch in rows.items() if batch}
     if len(filled) == 1 and "decisions" not in filled:
@@ -124,12 +123,12 @@ class Store:
         for name, schema in TABLES.items():
             self.con.execute(ddl(name, schema))
         # Late feedback looks its decision up by id; without these ART indexes every lookup scans
-        # the whole log (20 ids at a million decisions: 378 ms, 12 ms with them; benchmarks/bench_store.py).
+        # the whole log.
         for name in ("decisions", "feedback"):
             self.con.execute(f"CREATE INDEX IF NOT EXISTS {name}_decision_id ON {name} (decision_id)")
         self.flush_interval = float(flush_interval)
-        # pyarrow imports pandas on its first conversion from numpy (about a second): do that here,
-        # not on the event loop in the middle of the first requests.
+        # pyarrow imports pandas on its first conversion from numpy, which takes a while: do that
+        # here, not on the event loop in the middle of the first requests.
         decision_table([])
         self._lock = threading.Lock()
         self._wake = threading.Event()

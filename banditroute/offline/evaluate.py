@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banditroute.core.types import net_score
 from banditroute.offline.candidates import candidate_probabilities
 from banditroute.offline.estimators import ESTIMATORS, IPS, bootstrap_ci, effective_sample_size, estimate
 from banditroute.offline.logs import Log, load_log
@@ -35,13 +36,13 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
     chosen = [IPS(clip=clip) if name == "ips" else ESTIMATORS[name]() for name in estimators]
     if any(est.needs_model for est in chosen):
         q_hat, c_hat = models if models is not None else reward_models(log, seed)
-        r_hat = q_hat - cost_weight * c_hat
+        r_hat = net_score(q_hat, c_hat, cost_weight)
     else:
         q_hat = c_hat = r_hat = None
     outcomes = {
         "quality": (log.quality, q_hat),
         "cost_usd": (log.cost, c_hat),
-        "reward": (log.quality - cost_weight * log.cost, r_hat),
+        "reward": (net_score(log.quality, log.cost, cost_weight), r_hat),
     }
     result: dict[str, dict] = {}
     for est in chosen:
@@ -75,7 +76,7 @@ def logged_value(log: Log, cost_weight: float) -> dict:
     """The logging policy's own mean outcomes (on-policy, no estimation)."""
     q, c = log.quality, log.cost
     return {"quality": float(np.nanmean(q)), "cost_usd": float(np.nanmean(c)),
-            "reward": float(np.nanmean(q - cost_weight * c))}
+            "reward": float(np.nanmean(net_score(q, c, cost_weight)))}
 
 
 def replay(path: str, policy: str = "lints", cost_weight: float | None = None, state: str | None = None,
