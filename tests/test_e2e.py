@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pytest
 
 from banditroute.config import load_settings
 from banditroute.core.features import Featurizer
@@ -42,6 +43,20 @@ def write_config(tmp: Path, snapshot_every: int) -> Path:
     return path
 
 
+STARTED: list[Server] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test():
+    """A failing test must not leave its server running (and loading the machine for the next ones)."""
+    yield
+    while STARTED:
+        proc = STARTED.pop().proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
 class Server:
     def __init__(self, tmp: Path, snapshot_every: int = 1000):
         self.db = tmp / "router.duckdb"
@@ -54,6 +69,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "banditroute.cli.main", "serve", "--config", str(self.config), "--db", str(self.db),
              "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        STARTED.append(self)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

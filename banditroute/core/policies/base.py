@@ -22,13 +22,26 @@ from banditroute.core.policies.cost import CostModel
 from banditroute.core.types import Context, Scores, net_score
 
 
-def apply_floor(p: np.ndarray, eligible: np.ndarray, floor: float) -> np.ndarray:
-    """``f + (1 - K_b f) p`` on the eligible models of each row b; uniform on them when ``K_b f >= 1``."""
+def apply_floor(p: np.ndarray, eligible: np.ndarray | None, floor: float) -> np.ndarray:
+    """``f + (1 - K_b f) p`` on the eligible models of each row b; uniform on them when ``K_b f >= 1``.
+
+    ``eligible`` None means every model of every row.
+    """
     if floor <= 0:
         return p
+    if eligible is None:  # the usual case, without the per-row masks
+        k = p.shape[1]
+        return np.full(p.shape, 1.0 / k) if k * floor >= 1.0 else floor + (1.0 - k * floor) * p
     k = eligible.sum(axis=1, keepdims=True)
     floored = np.where(eligible, floor + (1.0 - k * floor) * p, 0.0)
     return np.where(k * floor >= 1.0, eligible / k, floored)
+
+
+def uniform(shape: tuple[int, int], eligible: np.ndarray | None) -> np.ndarray:
+    """``1 / K_b`` on the eligible models of each row b (None: every model)."""
+    if eligible is None:
+        return np.full(shape, 1.0 / shape[1])
+    return eligible / eligible.sum(axis=1, keepdims=True)
 
 
 def argmax_one_hot(net: np.ndarray) -> np.ndarray:
@@ -76,10 +89,11 @@ class Policy:
     def _predict_quality(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _raw_probabilities(self, X: np.ndarray, net: np.ndarray, eligible: np.ndarray, rng) -> np.ndarray:
+    def _raw_probabilities(self, X: np.ndarray, net: np.ndarray, eligible: np.ndarray | None, rng) -> np.ndarray:
+        """Probabilities before the floor; ``net`` is ``-inf`` where ``eligible`` (None: all) is False."""
         raise NotImplementedError
 
-    def _greedy_probabilities(self, X: np.ndarray, net: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    def _greedy_probabilities(self, X: np.ndarray, net: np.ndarray, eligible: np.ndarray | None) -> np.ndarray:
         return argmax_one_hot(net)
 
     def _update_quality(self, ctx: Context, arm: int, quality: float, weight: float) -> None:
@@ -87,19 +101,24 @@ class Policy:
 
     # -- the policy verbs -----------------------------------------------------------------------
     def _batch(self, X, input_tokens, eligible, cost_weights):
-        """Check a batch at the boundary; returns float arrays and a boolean (B, K) mask."""
+        """Check a batch at the boundary; returns float arrays and a boolean (B, K) mask, or None for
+        a mask that admits every model (which the policies then need not apply)."""
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != self.dim:
             raise ValueError(f"X must have shape (batch, {self.dim}), got {X.shape}")
         b, k = len(X), len(self.models)
         tokens = np.asarray(input_tokens, dtype=float).reshape(b)
-        mask = np.ones((b, k), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
-        if mask.shape != (b, k):
-            raise ValueError(f"eligible must have shape ({b}, {k}), got {mask.shape}")
-        if b and not mask.any(axis=1).all():
-            raise ValueError("every decision needs at least one eligible model")
-        cw = np.broadcast_to(np.asarray(cost_weights, dtype=float), (b,))
-        return X, tokens, mask, cw
+        mask = None
+        if eligible is not None:
+            mask = np.asarray(eligible, dtype=bool)
+            if mask.shape != (b, k):
+                raise ValueError(f"eligible must have shape ({b}, {k}), got {mask.shape}")
+            if mask.all():
+                mask = None
+            elif b and not mask.any(axis=1).all():
+                raise ValueError("every decision needs at least one eligible model")
+        cw = np.asarray(cost_weights, dtype=float)
+        return X, tokens, mask, (cw if cw.ndim == 0 else cw.reshape(b, 1))
 
     def predict(self, X: np.ndarray, input_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean predicted quality and cost in USD of every model for each row of ``X``: two (B, K)."""
@@ -108,7 +127,9 @@ class Policy:
     def _scored(self, X, input_tokens, eligible, cost_weights):
         X, tokens, mask, cw = self._batch(X, input_tokens, eligible, cost_weights)
         quality, cost = self.predict(X, tokens)
-        net = np.where(mask, net_score(quality, cost, cw[:, None]), -np.inf)
+        net = net_score(quality, cost, cw)
+        if mask is not None:
+            net[~mask] = -np.inf  # never the best, never drawn
         return X, mask, quality, cost, net
 
     def probabilities(self, X, input_tokens, eligible, cost_weights, rng: np.random.Generator) -> Scores:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.core.policies.base import Policy
+from banditroute.core.policies.base import Policy, uniform
 from banditroute.core.policies.linear import epsilon_rule
 from banditroute.core.types import Context
 
@@ -29,7 +29,7 @@ class RandomPolicy(Policy):
         return np.broadcast_to(mean, (len(X), len(self.models)))
 
     def _raw_probabilities(self, X, net, eligible, rng):
-        return eligible / eligible.sum(axis=1, keepdims=True)
+        return uniform(net.shape, eligible)
 
     def _greedy_probabilities(self, X, net, eligible):
         """A fixed rule exploits by being itself: its own probabilities, without the floor."""
@@ -68,7 +68,7 @@ class FixedPolicy(RandomPolicy):
 
     def _raw_probabilities(self, X, net, eligible, rng):
         p = super()._raw_probabilities(X, net, eligible, rng)
-        hit = eligible[:, self.target_arm]
+        hit = slice(None) if eligible is None else eligible[:, self.target_arm]
         p[hit] = 0.0
         p[hit, self.target_arm] = 1.0
         return p

@@ -138,8 +138,11 @@ class LinUCB(_LinearPolicy):
         return epsilon_rule(optimistic, eligible, self.epsilon)
 
 
-def epsilon_rule(value: np.ndarray, eligible: np.ndarray, epsilon: float) -> np.ndarray:
-    """``epsilon / K_b`` on every eligible model of row b plus ``1 - epsilon`` on its best value."""
-    p = eligible * (epsilon / eligible.sum(axis=1, keepdims=True))
+def epsilon_rule(value: np.ndarray, eligible: np.ndarray | None, epsilon: float) -> np.ndarray:
+    """``epsilon / K_b`` on every eligible model of row b (None: all) plus ``1 - epsilon`` on its best value."""
+    if eligible is None:
+        p = np.full(value.shape, epsilon / value.shape[1])
+    else:
+        p = eligible * (epsilon / eligible.sum(axis=1, keepdims=True))
     p[np.arange(len(value)), np.argmax(value, axis=1)] += 1.0 - epsilon
     return p
