@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from banditroute.core.policies import make_policy
-from banditroute.offline.estimators import IPS, SNIPS, DoublyRobust, bootstrap_ci, estimate
 from banditroute.core.types import net_score
+from banditroute.offline.estimators import IPS, SNIPS, DoublyRobust, bootstrap_ci, estimate
 from banditroute.offline.logs import load_log
 from banditroute.offline.reward_models import reward_models
 

@@ -23,7 +23,7 @@ from banditroute.config import load_settings
 from banditroute.core.features import Featurizer
 from banditroute.core.state import load_state
 from banditroute.log.store import Store
-from banditroute.service.service import RouterService
+from banditroute.service.service import Service
 
 PROMPTS = ["Write a Python function that reverses a list", "How many apples are left after 3 + 4?",
            "Which planet is largest?\nA) Mars\nB) Jupiter\nAnswer:", "Tell me a story about a dragon"]
@@ -173,7 +173,7 @@ def test_kill_9_loses_no_acknowledged_feedback_and_recovers_the_logged_state(tmp
     fresh_db = tmp_path / "copy.duckdb"
     shutil.copy(srv.db, fresh_db)  # no snapshot beside the copy: rebuilt from the log alone
     store = Store(str(fresh_db))
-    service = RouterService(load_settings(), store)
+    service = Service(load_settings(), store)
     service.recover()
     rebuilt = service.router.policy
     store.close()

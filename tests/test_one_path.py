@@ -16,7 +16,7 @@ from banditroute.log.schema import LOG_SCHEMA
 from banditroute.log.store import Store
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.simulate import pool_for, simulate
-from banditroute.service.service import RouterService
+from banditroute.service.service import Service
 
 
 @pytest.mark.parametrize("policy", ["fixed:coder", "random"])
@@ -63,9 +63,9 @@ def test_simulated_jsonl_log_has_the_rows_of_the_parquet_one(tmp_path, outcomes_
         assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
 
 
-async def _service_with_traffic(db: str, n: int = 300) -> tuple[RouterService, dict]:
+async def _service_with_traffic(db: str, n: int = 300) -> tuple[Service, dict]:
     config = load_settings().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
-    service = RouterService(config, Store(db, 0.005), seed=1)
+    service = Service(config, Store(db, 0.005), seed=1)
     service.recover()
     rng = np.random.default_rng(2)
     for i in range(n):
@@ -88,7 +88,7 @@ async def test_a_snapshot_with_a_flipped_byte_is_rejected_and_the_state_rebuilt_
     snapshot.write_bytes(bytes(data))
 
     config = load_settings().model_copy(update={"storage": StorageConfig(db=db)})
-    again = RouterService(config, Store(db), seed=1)
+    again = Service(config, Store(db), seed=1)
     with caplog.at_level(logging.WARNING, logger="banditroute"):
         info = again.recover()
     again.store.close()

@@ -9,12 +9,12 @@ from banditroute.config import StorageConfig, load_settings
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import RouteRequest
 from banditroute.log.store import Store
-from banditroute.service.service import RouterService
+from banditroute.service.service import Service
 
 
-def make(db: str) -> RouterService:
+def make(db: str) -> Service:
     config = load_settings().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
-    service = RouterService(config, Store(db, 0.005), seed=1)
+    service = Service(config, Store(db, 0.005), seed=1)
     service.recover()
     return service
 

@@ -21,7 +21,7 @@ from banditroute.http.metrics import Metrics
 from banditroute.http.middleware import make_middleware
 from banditroute.http.routes import PUBLIC, add_routes, openapi_document
 from banditroute.log.store import Store
-from banditroute.service.service import RouterService
+from banditroute.service.service import Service
 
 log = logging.getLogger("banditroute")
 
@@ -34,7 +34,7 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
 
     async def lifecycle(app: web.Application):
         store = Store(config.storage.db, config.storage.flush_interval_ms / 1000.0, config.storage.memory_limit)
-        service = RouterService(config, store, seed=seed)
+        service = Service(config, store, seed=seed)
         service.recover()
         app[SERVICE] = service
         app[METRICS].watch(service)

@@ -25,9 +25,9 @@ from banditroute.http.schemas import (
     RouteResponse,
 )
 from banditroute.log.export import FORMATS
-from banditroute.service.service import RouterService
+from banditroute.service.service import Service
 
-SERVICE = web.AppKey("service", RouterService)
+SERVICE = web.AppKey("service", Service)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict)
 

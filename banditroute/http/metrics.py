@@ -27,7 +27,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServiceCollector:
-    """Values read from a running :class:`~banditroute.service.service.RouterService` at scrape time."""
+    """Values read from a running :class:`~banditroute.service.service.Service` at scrape time."""
 
     def __init__(self, service):
         self.service = service

@@ -1,7 +1,7 @@
 """Simulate online learning on a full-information outcome table, through the service's own core.
 
 The train split streams, in an order fixed by the seed, through the same
-:class:`~banditroute.service.service.RouterService` the server runs (router, pending decisions,
+:class:`~banditroute.service.service.Service` the server runs (router, pending decisions,
 the DuckDB log writer, here on an in-memory database): each prompt is routed as a batch of one and
 its feedback learned and logged; only the chosen model's quality and cost are revealed (partial,
 bandit feedback). ``--log`` exports that log with the server's export, so a simulated log and a
@@ -23,7 +23,7 @@ from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import load_state
 from banditroute.log.store import Store
 from banditroute.offline.outcomes import Outcomes
-from banditroute.service.service import RouterService
+from banditroute.service.service import Service
 
 
 def pool_for(outcomes: Outcomes, pool: Settings | None, settings: PolicyConfig | None = None) -> Settings:
@@ -40,7 +40,7 @@ def pool_for(outcomes: Outcomes, pool: Settings | None, settings: PolicyConfig |
 
 def build_service(outcomes: Outcomes, policy: str | Policy, cost_weight: float, seed: int,
                   pool: Settings | None = None, featurizer: Featurizer | None = None,
-                  settings: PolicyConfig | None = None) -> RouterService:
+                  settings: PolicyConfig | None = None) -> Service:
     """The service over the outcome table's models, logging to an in-memory DuckDB (close its store)."""
     if not (np.isfinite(cost_weight) and cost_weight >= 0):
         raise ValueError(f"cost weight must be a finite number >= 0, got {cost_weight}")
@@ -53,10 +53,10 @@ def build_service(outcomes: Outcomes, policy: str | Policy, cost_weight: float, 
     router = Router(p, policy=policy, featurizer=featurizer, seed=seed)
     # rows wait for the end of the run: a simulation acknowledges nothing, so it needs no group commit
     store = Store(":memory:", flush_interval=3600.0, group_commit=False)
-    return RouterService(p, store, router=router)
+    return Service(p, store, router=router)
 
 
-def run_online(service: RouterService, train: Outcomes, seed: int, progress: bool = False,
+def run_online(service: Service, train: Outcomes, seed: int, progress: bool = False,
                every: int = 0, on_step=None) -> dict:
     """Stream ``train`` through the service with bandit feedback; returns online totals.
 

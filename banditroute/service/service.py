@@ -1,7 +1,7 @@
 """The routing service without HTTP: the router, the pending decisions, the log, snapshots, recovery
-and policy swaps. The server drives it through :meth:`RouterService.route` (micro-batched) and
-:meth:`RouterService.feedback`; the simulator through the synchronous :meth:`RouterService.route_many`
-and :meth:`RouterService.record_feedback` the async ones are built on.
+and policy swaps. The server drives it through :meth:`Service.route` (micro-batched) and
+:meth:`Service.feedback`; the simulator through the synchronous :meth:`Service.route_many`
+and :meth:`Service.record_feedback` the async ones are built on.
 
 Order of events for feedback (all on the event loop, so the policy learns in log order):
 ``router.apply`` -> ``store.add_feedback`` (gets the next ``seq``) -> await the batch commit ->
@@ -42,7 +42,6 @@ from banditroute.service.pending import LateLookups, PendingDecisions
 log = logging.getLogger("banditroute")
 
 
-
 @dataclass(frozen=True, slots=True)
 class FeedbackAck:
     """What the service tells the client about one feedback (the fields of ``FeedbackResponse``)."""
@@ -56,7 +55,7 @@ class FeedbackAck:
     late: bool
 
 
-class RouterService:
+class Service:
     """Everything the HTTP handlers call; usable directly in tests and scripts."""
 
     def __init__(self, config: Settings, store: Store, seed: int | None = None, router: Router | None = None):
