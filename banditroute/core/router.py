@@ -187,7 +187,9 @@ class Router:
             weights.append(self.cost_weight if opts.cost_weight is None else opts.cost_weight)
         if not rows:
             return out
-        s = self.policy.probabilities(X[rows], tokens[rows], np.stack(masks), np.array(weights), self.rng)
+        every_model = isinstance(self._pool_arms, slice) and all(m is self._pool_mask for m in masks)
+        eligible = None if every_model else np.stack(masks)
+        s = self.policy.probabilities(X[rows], tokens[rows], eligible, np.array(weights), self.rng)
         picks = sample(s.probabilities, self.rng)
         models = self.policy.models
         version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
