@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from banditroute.log.store import DECISION_SCHEMA, TABLES, Store, write_batch
+from banditroute.log.schema import DECISION_SCHEMA, TABLES
+from banditroute.log.store import Store, write_batch
 
 HERE = Path(__file__).resolve().parent
 FIELDS = TABLES["feedback"]
