@@ -330,11 +330,13 @@ def main() -> None:
 
 
 def git_commit() -> str | None:
-    """The commit the benchmark ran at (with ``+dirty`` when the tree had changes), if in a git clone."""
+    """The commit the benchmark ran at (with ``+dirty`` when the tree had changes other than recorded
+    results), if in a git clone."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                ":(exclude,top)benchmarks/results"], cwd=HERE,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
