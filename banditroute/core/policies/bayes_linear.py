@@ -76,6 +76,7 @@ class BayesLinear:
         self._theta = np.zeros((n_arms, dim))
         self._A_inv32 = self.A_inv.astype(np.float32)  # variance at decision time: half the memory traffic
         self._stale = np.zeros(n_arms, dtype=bool)
+        self.version = 0  # counts the refreshes of theta, so that what is derived from it can be cached
 
     # -- state ----------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -102,6 +103,7 @@ class BayesLinear:
             self._A_inv32[arm] = self.A_inv[arm]
             self._theta[arm] = self.A_inv[arm] @ self.b[arm]
         self._stale[:] = False
+        self.version += 1
 
     def _fold(self, arm: int) -> None:
         """Add the arm's unfolded observations to its A, in the order they came: A += w x x^T."""

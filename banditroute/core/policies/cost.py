@@ -65,6 +65,7 @@ class CostModel:
         self.expected_output_tokens = float(expected_output_tokens)
         self.residual = BayesLinear(len(self.models), len(_PHI), prior_strength=1.0, prior_mean=0.0)
         self.observations = np.zeros(len(self.models), dtype=np.int64)
+        self._w, self._weights_version = None, -1
 
     def prices(self) -> list[list[float]]:
         """``[input, output]`` USD per 1M tokens per model (0 where unknown)."""
@@ -83,9 +84,23 @@ class CostModel:
         return (tokens * self.in_price + self.expected_output_tokens * self.out_price) / 1e6
 
     def predict(self, X: np.ndarray, input_tokens: np.ndarray) -> np.ndarray:
-        """Predicted cost in USD (never negative) of every model for each row of ``X``: (B, K)."""
-        learned = self.residual.predict(phi(X, input_tokens)) / _SCALE
-        return np.maximum(self.list_price(input_tokens) + learned, 0.0)
+        """Predicted cost in USD (never negative) of every model for each row of ``X``: (B, K).
+
+        The list price is linear in the same inputs, so both terms are one product: the list price
+        enters the bias and input-token weights of ``w_k`` (see :meth:`_weights`).
+        """
+        return np.maximum(phi(X, input_tokens) @ self._weights(), 0.0)
+
+    def _weights(self) -> np.ndarray:
+        """(4, K): the learned weights in USD plus the list price, ``p_k(x) = in_k t + out_k e``, which
+        contributes ``out_k e / 1e6`` to the bias and ``in_k / 1e3`` per thousand input tokens."""
+        theta = self.residual.theta  # refreshed first, so its version is current
+        if self._weights_version != self.residual.version:
+            w = theta.T / _SCALE
+            w[0] += self.expected_output_tokens * self.out_price / 1e6
+            w[1] += self.in_price / 1e3
+            self._w, self._weights_version = w, self.residual.version
+        return self._w
 
     def update(self, ctx: Context, arm: int, cost_usd: float) -> None:
         """Learn from the observed cost of one call to model ``arm``."""
