@@ -1,6 +1,6 @@
 """Decision and update latency of the default policy with 11 models, and simulate throughput.
 
-Usage::
+Usage (river, the baseline, comes with ``pip install -e ".[bench]"``)::
 
     python benchmarks/bench_engine.py [--runs 5] [--calls 3000] [--out benchmarks/results/engine.json]
 
