@@ -38,3 +38,16 @@ def test_unreadable_and_unparsable(tmp_path):
     bad.write_text("[[models]\nname=")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_settings(bad)
+
+
+def test_precedence_defaults_file_environment_command_line(tmp_path):
+    path = tmp_path / "pool.toml"
+    path.write_text('[[models]]\nname = "a"\n[server]\nport = 9000\nhost = "127.0.0.2"\n[storage]\ndb = "file.duckdb"\n')
+    assert load_settings(path).server.port == 9000 and load_settings(path).policy.cost_weight == 100.0  # file, default
+    env = {"BANDITROUTE_PORT": "9100", "BANDITROUTE_COST_WEIGHT": "7", "BANDITROUTE_DB": "env.duckdb"}
+    s = load_settings(path, environ=env)
+    assert (s.server.port, s.policy.cost_weight, s.storage.db, s.server.host) == (9100, 7.0, "env.duckdb", "127.0.0.2")
+    s = load_settings(path, environ=env, overrides={"server": {"port": 9200, "host": None}, "storage": {"db": "cli.duckdb"}})
+    assert (s.server.port, s.storage.db, s.server.host) == (9200, "cli.duckdb", "127.0.0.2")  # None: not given
+    with pytest.raises(ConfigError, match="server.port"):
+        load_settings(path, environ={"BANDITROUTE_PORT": "70000"})
