@@ -45,10 +45,6 @@ class Scores:
     quality: np.ndarray
     cost: np.ndarray
 
-    def net(self, cost_weights) -> np.ndarray:
-        """:func:`net_score` per row, with ``cost_weights`` a scalar or one weight per row."""
-        return net_score(self.quality, self.cost, np.asarray(cost_weights, dtype=float).reshape(-1, 1))
-
 
 @dataclass(slots=True)
 class Pending:
