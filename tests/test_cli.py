@@ -64,7 +64,26 @@ def test_tune_json_contract_and_plot(tmp_path, capsys, outcomes_path):
     assert out["quality_at_25"] is None or 0 < out["quality_at_25"] <= 200
     # more weight on cost never costs more here: the cheapest point is the heaviest weight
     assert out["points"][-1]["cost_usd"] < out["points"][0]["cost_usd"]
+    assert 0 < out["qauc"] <= 200 and 0 < out["aiq"] <= 1
     assert plot.stat().st_size > 10_000
+
+
+def test_default_tune_grid_spans_to_the_cheap_end_and_refines_the_95_crossing(outcomes_path):
+    from banditroute.offline.outcomes import load_outcomes
+    from banditroute.offline.tune import default_grid, tune
+
+    outcomes = load_outcomes(outcomes_path)
+    out = tune(outcomes, "lints", seed=1)
+    test = outcomes.subset("test")
+    weights = [p["cost_weight"] for p in out["points"]]
+    assert weights == sorted(weights) and len(weights) > len(default_grid(outcomes))
+    cheapest = test.cost.sum(axis=0).min()
+    assert out["points"][-1]["cost_usd"] <= 1.05 * cheapest or weights[-1] >= 3 ** 6 * default_grid(outcomes)[-1] * 0.99
+    target = 0.95 * out["reference"]["best_quality"]
+    above = [p["quality"] >= target for p in out["points"]]
+    crossings = [i for i in range(len(above) - 1) if above[i] != above[i + 1]]
+    for i in crossings:  # refined: the weights around a crossing are close together
+        assert weights[i + 1] / max(weights[i], 1e-12) < 1.16 or weights[i] == 0  # 3 halvings of log-gaps
 
 
 def test_pretrain_then_simulate_from_state(tmp_path, capsys, outcomes_path):

@@ -50,7 +50,10 @@ def tune_table(result: dict) -> str:
     for p in result["points"]:
         out.append(f"{p['cost_weight']:>12.4g}{p['quality']:>10.4f}{p['cost_usd']:>12.4f}{100 * p['cost_usd'] / base:>8.1f}%")
     out.append(f"cost_at_95 {_percent(result['cost_at_95'])}  quality_at_25 {_percent(result['quality_at_25'])}"
-          f"  (best model {result['reference']['best_model']})")
+               f"  qauc {_percent(result['qauc'])}  aiq {result['aiq']:.4f}  (best model {result['reference']['best_model']})")
+    out.append("cost_at_95: the cost, as % of the best model's, of the cheapest point with 95% of its quality (over "
+               "100%: the router needs more than that model costs); quality_at_25: the best quality within 25% of its "
+               "cost; qauc: the mean best quality within budgets of 5, 10, ..., 100% of its cost")
     return "\n".join(out)
 
 

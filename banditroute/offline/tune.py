@@ -29,6 +29,10 @@ from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.simulate import simulate
 
 
+EXTEND = 6  # at most this many tripled weights past the default grid
+REFINE = 3  # rounds of midpoints where the frontier crosses 95% of the best model's quality
+
+
 def cost_weight_grid(mean_costs, n_points: int) -> list[float]:
     """0 plus ``n_points - 1`` weights spaced geometrically from ``0.01 / gap`` to ``1 / gap`` quality
     points per USD, ``gap`` being the spread of ``mean_costs`` (mean cost per request of each model)."""
@@ -53,19 +57,54 @@ def log_grid(log: Log, n_points: int = 16) -> list[float]:
 def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=None,
          pool: Settings | None = None, settings: PolicyConfig | None = None, progress: bool = False,
          featurizer=None) -> dict:
-    """The frontier as in the ``tune --json`` contract, plus single-model reference points."""
-    grid = default_grid(outcomes) if cost_weights is None else list(cost_weights)
-    points = []
-    for cw in tqdm(grid, "cost weights", unit="point", disable=not progress, leave=False):
-        res = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer)
-        points.append({"cost_weight": cw, "quality": res["test"]["quality"], "cost_usd": res["test"]["cost_usd"],
-                       "online_quality": res["online"]["quality"], "online_cost_usd": res["online"]["cost_usd"]})
+    """The frontier as in the ``tune --json`` contract, plus single-model reference points.
+
+    Without ``cost_weights`` the sweep spans the whole frontier: :func:`default_grid`, extended upward
+    (:data:`EXTEND`) until the router spends little more than the cheapest model, then refined
+    (:data:`REFINE` geometric midpoints) where quality crosses 95% of the best model's.
+    """
     test = outcomes.subset("test")
     ref = test.reference()
-    summary = frontier_summary(points, ref["best_quality"], ref["best_cost_usd"])
+    target = 0.95 * ref["best_quality"]
+    cheapest = float(test.cost.sum(axis=0).min())
+    points: dict[float, dict] = {}
+    bar = tqdm(desc="cost weights", unit="point", disable=not progress, leave=False)
+
+    def run(cw: float) -> dict:
+        if cw not in points:
+            res = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer)
+            points[cw] = {"cost_weight": cw, "quality": res["test"]["quality"], "cost_usd": res["test"]["cost_usd"],
+                          "online_quality": res["online"]["quality"], "online_cost_usd": res["online"]["cost_usd"],
+                          "policy": res["policy"]}
+            bar.update()
+        return points[cw]
+
+    for cw in default_grid(outcomes) if cost_weights is None else list(cost_weights):
+        run(float(cw))
+    if cost_weights is None:
+        top = max(points)
+        for _ in range(EXTEND):
+            if top <= 0 or points[top]["cost_usd"] <= 1.05 * cheapest:
+                break
+            top = float(f"{3 * top:.4g}")
+            run(top)
+        for _ in range(REFINE):
+            ws = sorted(points)
+            crossings = [(a, b) for a, b in zip(ws, ws[1:])
+                         if (points[a]["quality"] >= target) != (points[b]["quality"] >= target)]
+            if not crossings:
+                break
+            for a, b in crossings:
+                run(float(f"{(np.sqrt(a * b) if a > 0 else b / 2):.6g}"))
+    bar.close()
+    ordered = [points[w] for w in sorted(points)]
+    name = ordered[0].pop("policy")
+    for p in ordered[1:]:
+        p.pop("policy")
+    summary = frontier_summary(ordered, ref["best_quality"], ref["best_cost_usd"])
     models = {m: {"quality": float(test.quality[:, k].mean()), "cost_usd": float(test.cost[:, k].sum())}
               for k, m in enumerate(test.models)}
-    return {"policy": res["policy"], "seed": seed, "points": points, **summary, "reference": ref, "models": models}
+    return {"policy": name, "seed": seed, "points": ordered, **summary, "reference": ref, "models": models}
 
 
 def tune_on_log(path: str, policy: str = "lints", cost_weights=None, state: str | None = None,
