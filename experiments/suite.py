@@ -1,0 +1,183 @@
+"""The evaluation suite: every routing configuration on every shared outcome table, seeds 1-5.
+
+Usage (one process per table; the default configuration alone takes about half an hour on 2 cores)::
+
+    python experiments/suite.py [--configs default ...] [--seeds 1 2 3 4 5] [--workers 2] [--name suite]
+
+For each table in ../shared/data and each seed, ``tune`` (online from scratch over the train split with
+bandit feedback, greedy on the test split, the default sweep of cost weights) for each configuration;
+per table the median and per-seed qauc, cost_at_95, quality_at_25 and AIQ
+(:mod:`banditroute.offline.frontier`), beside, computed in the same run:
+
+* the fixed points: the best single model, the cheapest, uniform random and the per-prompt oracle;
+* a full-information TF-IDF (1-2 grams) ridge router (``experiments/baselines.py``) and banditroute's
+  own features and quality model fitted with every outcome revealed (``pretrain``), each swept over a
+  fine grid of cost weights: the second measures the features apart from the bandit.
+
+Defaults are chosen by their median rank over every table (by qauc), never on one table: with several
+configurations the results end with that ranking. Writes ``experiments/results/<name>.json`` and
+``<name>.md``; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baselines import full_information, oracle_point, tfidf_ridge, uniform_point
+
+from banditroute.config import PolicyConfig
+from banditroute.offline.frontier import frontier_summary
+from banditroute.offline.outcomes import load_outcomes
+from banditroute.offline.tune import tune
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+METRICS = ("qauc", "cost_at_95", "quality_at_25", "aiq")
+# Candidate configurations: a policy name and PolicyConfig fields over the defaults.
+CONFIGS = {
+    "default": {"policy": "lints"},
+    "linucb": {"policy": "linucb"},
+    "lints_floor_0.002": {"policy": "lints", "floor": 0.002},
+    "lints_prior_5": {"policy": "lints", "prior_strength": 5.0},
+}
+
+
+def fine_grid(test_cost_means: np.ndarray) -> list[float]:
+    """0 plus 80 weights from 1e-3 to 1e3 over the spread of mean cost: the full-information routers'
+    sweep (each point is one argmax over predictions, so it can be fine)."""
+    gap = float(test_cost_means.max() - test_cost_means.min()) or 1.0
+    return [0.0] + list(np.geomspace(1e-3 / gap, 1e3 / gap, 80))
+
+
+def point(p: dict, ref: dict) -> dict:
+    """A fixed point as quality and cost in percent of the best single model's."""
+    return {"quality_pct": 100.0 * p["quality"] / ref["best_quality"],
+            "cost_pct": 100.0 * p["cost_usd"] / ref["best_cost_usd"]}
+
+
+def one_table(job) -> dict:
+    path, configs, seeds = job
+    t0 = time.time()
+    outcomes = load_outcomes(path)
+    test = outcomes.subset("test")
+    ref = test.reference()
+    out = {"table": path.stem, "prompts": len(outcomes), "models": len(outcomes.models), "reference": ref,
+           "configs": {}, "full_information": {}}
+    k_cheap = int(np.argmin(test.cost.sum(axis=0)))
+    out["fixed"] = {
+        "best model": point({"quality": ref["best_quality"], "cost_usd": ref["best_cost_usd"]}, ref),
+        "cheapest model": point({"quality": float(test.quality[:, k_cheap].mean()),
+                                 "cost_usd": float(test.cost[:, k_cheap].sum())}, ref),
+        "random": point(uniform_point(test), ref),
+        "oracle": point(oracle_point(test), ref),
+    }
+    grid = fine_grid(outcomes.subset("train").cost.mean(axis=0))
+    for name, fit in (("TF-IDF ridge", tfidf_ridge), ("banditroute features", full_information)):
+        points = fit(outcomes, grid)[0]
+        out["full_information"][name] = frontier_summary(points, ref["best_quality"], ref["best_cost_usd"])
+    for name in configs:
+        spec = dict(CONFIGS[name])
+        policy = spec.pop("policy")
+        settings = PolicyConfig(name=policy, **spec)
+        runs = {}
+        for seed in seeds:
+            print(f"{path.stem}: {name} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            res = tune(outcomes, policy, seed, settings=settings)
+            runs[seed] = {m: res[m] for m in METRICS} | {"points": len(res["points"])}
+        out["configs"][name] = {"per_seed": runs, "median": {m: _median([r[m] for r in runs.values()]) for m in METRICS}}
+    out["seconds"] = round(time.time() - t0)
+    print(f"{path.stem}: done in {out['seconds']} s", file=sys.stderr, flush=True)
+    return out
+
+
+def _median(values: list) -> float | None:
+    """The median, a missing value (cost_at_95 never reached) counting as the worst; None if all are."""
+    if all(v is None for v in values):
+        return None
+    return statistics.median([float("inf") if v is None else v for v in values])
+
+
+def fmt(v, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if v == float("inf"):
+        return "never"
+    return f"{v:.{digits}f}"
+
+
+def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: str) -> str:
+    lines = ["# Evaluation suite: every configuration on every shared table", "",
+             f"Command: `{command}` ({', '.join(str(s) for s in seeds)} as seeds). Online: learned from scratch "
+             "over the train split with bandit feedback, greedy on the test split, over the default sweep of cost "
+             "weights; medians over seeds, per-seed values in brackets. Quality and cost in % of the best single "
+             "model's on the test split; qauc: mean best quality within budgets of 5-100% of its cost; cost_at_95: "
+             "the cost of 95% of its quality (`never`: not reached); quality_at_25: the best quality within 25% of "
+             "its cost; AIQ: RouterBench's area under the frontier's hull. Full-information routers see every "
+             "model's outcome on the train split. Defaults are chosen by their median rank over all tables, never "
+             "on one table.", ""]
+    for t in tables:
+        ref = t["reference"]
+        lines += [f"## {t['table']} ({t['prompts']} prompts x {t['models']} models; best model {ref['best_model']}, "
+                  f"quality {ref['best_quality']:.3f}; oracle {ref['oracle_quality']:.3f})", "",
+                  "| router | qauc | cost_at_95 | quality_at_25 | AIQ |", "| --- | --- | --- | --- | --- |"]
+        for name in configs:
+            c = t["configs"][name]
+            cells = []
+            for m in METRICS:
+                per = ", ".join(fmt(c["per_seed"][s][m], 3 if m == "aiq" else 1) for s in seeds)
+                cells.append(f"{fmt(c['median'][m], 3 if m == 'aiq' else 1)} [{per}]")
+            lines.append(f"| {name} (online) | " + " | ".join(cells) + " |")
+        for name, s in t["full_information"].items():
+            lines.append(f"| {name}, full information | " + " | ".join(
+                fmt(s[m], 3 if m == "aiq" else 1) for m in METRICS) + " |")
+        lines += ["", "| fixed point | quality % | cost % |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {v['quality_pct']:.1f} | {v['cost_pct']:.1f} |" for k, v in t["fixed"].items()]
+        lines.append("")
+    if len(configs) > 1:
+        lines += ["## Median rank over tables (by qauc; 1 is best)", "", "| configuration | ranks | median |",
+                  "| --- | --- | --- |"]
+        ranks = {c: [] for c in configs}
+        for t in tables:
+            order = sorted(configs, key=lambda c: -(t["configs"][c]["median"]["qauc"] or 0))
+            for r, c in enumerate(order, start=1):
+                ranks[c].append(r)
+        for c in sorted(configs, key=lambda c: statistics.median(ranks[c])):
+            lines.append(f"| {c} | {', '.join(map(str, ranks[c]))} | {statistics.median(ranks[c])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--configs", nargs="+", default=["default"], choices=sorted(CONFIGS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--name", default="suite")
+    ap.add_argument("--tables", nargs="+", help="table names (file stems) to run; default: every shared table")
+    args = ap.parse_args()
+    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)  # the largest first
+    if args.tables:
+        paths = [p for p in paths if p.stem in args.tables]
+    with Pool(args.workers) as pool:
+        tables = pool.map(one_table, [(p, args.configs, args.seeds) for p in paths], chunksize=1)
+    tables.sort(key=lambda t: t["table"])
+    command = "python experiments/suite.py " + " ".join(sys.argv[1:])
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "seeds": args.seeds,
+                                                           "tables": tables}, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(tables, args.configs, args.seeds, command.strip()))
+    print((RESULTS / f"{args.name}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
