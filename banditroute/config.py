@@ -72,6 +72,8 @@ class PolicyConfig(_Strict):
     prior_strength: PositiveFloat = 10.0
     prior_quality: Fraction = 0.5
     expected_output_tokens: NonNegFloat = 256.0
+    warm_start: str | None = Field(default=None, description="a state written by `banditroute pretrain`: the "
+                                   "policy starts from it (model by model where names match) instead of its prior")
 
 
 class SignalWeights(_Strict):
@@ -161,6 +163,7 @@ ENV_OVERRIDES = {
     "BANDITROUTE_STORE_PROMPTS": ("storage", "store_prompts"),
     "BANDITROUTE_POLICY": ("policy", "name"),
     "BANDITROUTE_COST_WEIGHT": ("policy", "cost_weight"),
+    "BANDITROUTE_WARM_START": ("policy", "warm_start"),
 }
 
 

@@ -43,3 +43,88 @@ async def test_requests_arriving_together_are_routed_in_one_batch(tmp_path):
         assert all(service.pending.get(d.decision_id) is not None for d in decisions)
     finally:
         service.store.close()
+
+
+def _pool(tmp_path, models, policy: str = "lints", warm_start=None):
+    from banditroute.config import parse_settings
+
+    return parse_settings({"models": [{"name": m} for m in models],
+                           "policy": {"name": policy, "warm_start": None if warm_start is None else str(warm_start)},
+                           "storage": {"db": str(tmp_path / "r.duckdb"), "flush_interval_ms": 5}})
+
+
+def _pretrained(tmp_path, outcomes_path, policy: str = "lints"):
+    from banditroute.core.state import save_state
+    from banditroute.offline.outcomes import load_outcomes
+    from banditroute.offline.pretrain import pretrain
+
+    path = tmp_path / f"{policy}.state"
+    state = pretrain(load_outcomes(outcomes_path), policy)
+    save_state(state, path)
+    return path, state
+
+
+async def test_a_warm_started_service_routes_its_first_request_from_the_loaded_state(tmp_path, outcomes_path):
+    import numpy as np
+
+    path, state = _pretrained(tmp_path, outcomes_path)
+    config = _pool(tmp_path, ["big", "coder", "newcomer", "tiny"], warm_start=path)  # mathy left out, one added
+    service = Service(config, Store(config.storage.db, 0.005), seed=1)
+    try:
+        service.recover()
+        prompt = "Write a Python function that sorts the list of 7 items and returns it."
+        d = await service.route(RouteRequest(prompt=prompt, cost_weight=0.0))
+        f = service.router.featurizer
+        expected, _ = state.predict(f.transform_many([prompt]), [f.input_tokens(prompt)])
+        for model in ("big", "coder", "tiny"):
+            assert d.pred_quality[d.eligible.index(model)] == expected[0, state.models.index(model)]
+        assert d.pred_quality[d.eligible.index("newcomer")] == 0.5  # the prior: nothing learned about it
+        assert np.all(service.router.policy.quality_observations[[0, 1, 3]] > 0)
+    finally:
+        service.store.close()
+
+
+def test_a_warm_start_that_cannot_fit_the_pool_fails_the_start_with_its_reason(tmp_path, outcomes_path):
+    import pytest
+
+    from banditroute.core.state import StateError
+
+    path, _ = _pretrained(tmp_path, outcomes_path, policy="egreedy")
+    for models, policy, message in [(["big", "coder"], "lints", "cannot start a lints policy"),
+                                    (["x", "y"], "egreedy", "knows none of the pool's models")]:
+        config = _pool(tmp_path, models, policy=policy, warm_start=path)
+        service = Service(config, Store(config.storage.db, 0.005), seed=1)
+        try:
+            with pytest.raises(StateError, match=message):
+                service.recover()
+        finally:
+            service.store.close()
+
+
+async def test_adding_a_model_and_restarting_keeps_the_other_models_state(tmp_path):
+    import numpy as np
+
+    config = _pool(tmp_path, ["a", "b"])
+    service = Service(config, Store(config.storage.db, 0.005), seed=1)
+    service.recover()
+    for i in range(60):
+        d = await service.route(RouteRequest(prompt=f"question number {i} about code"))
+        await service.feedback(d.decision_id, Feedback(signals=[Signal(source="user", kind="thumbs", value=i % 3 > 0)],
+                                                       cost_usd=0.001 * (1 + d.arm)))
+    before = {k: v.copy() for k, v in service.router.policy.arrays().items()}
+    await service.snapshot()
+    service.store.close()
+
+    grown = _pool(tmp_path, ["a", "b", "c"])
+    again = Service(grown, Store(grown.storage.db, 0.005), seed=1)
+    try:
+        again.recover()
+        after = again.router.policy.arrays()
+        assert again.router.policy.models == ["a", "b", "c"]
+        for name, value in before.items():  # a and b as they were; c at its prior, never chosen yet
+            np.testing.assert_allclose(after[name][:2], value, rtol=1e-9, atol=1e-12, err_msg=name)
+        assert after["quality_observations"][2] == 0
+        d = await again.route(RouteRequest(prompt="a new question"))
+        assert set(d.eligible) == {"a", "b", "c"}
+    finally:
+        again.store.close()

@@ -109,7 +109,8 @@ def cmd_serve(args) -> int:
     from banditroute.http.app import serve
 
     config = load_settings(args.config, environ=os.environ, overrides={
-        "server": {"host": args.host, "port": args.port}, "storage": {"db": args.db}})
+        "server": {"host": args.host, "port": args.port}, "storage": {"db": args.db},
+        "policy": {"warm_start": args.warm_start}})
     try:
         serve(config)
     except OSError as err:
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", help="bind address (default 127.0.0.1)")
     v.add_argument("--port", type=int, help="port (default 8080)")
     v.add_argument("--db", help="DuckDB file (default $XDG_DATA_HOME/banditroute/router.duckdb)")
+    v.add_argument("--warm-start", help="start the policy from a state written by pretrain (models matched by name)")
     v.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("export", help="write a stopped server's decision log joined with feedback")

@@ -73,6 +73,35 @@ def loads_state(data: bytes, source: str = "<bytes>") -> tuple[dict, Policy]:
     return header, policy
 
 
+def transfer(source: Policy, target: Policy) -> list[str]:
+    """Copy what ``source`` learned about each model into ``target``, model by model where names match.
+
+    Every learned array has one row per model (:meth:`Policy.arrays`), so a model's rows move to its
+    place in ``target``; ``target``'s other models keep their priors. Returns the models copied.
+    Raises :class:`StateError` when the two cannot share state: other features, other learned
+    arrays (a different model class; ``lints`` and ``linucb`` share theirs), or no model in common.
+    """
+    if source.feature_version not in (None, target.feature_version) or source.dim != target.dim:
+        raise StateError(f"the state was learned with features {source.feature_version} (dimension {source.dim}), "
+                         f"the pool routes with {target.feature_version} (dimension {target.dim})")
+    theirs, ours = source.arrays(), target.arrays()
+    if set(theirs) != set(ours):
+        raise StateError(f"a {source.describe()} state cannot start a {target.describe()} policy: they learn "
+                         "different things")
+    common = [m for m in target.models if m in source.models]
+    if not common:
+        raise StateError(f"the state knows none of the pool's models (it knows {', '.join(source.models)})")
+    src = [source.models.index(m) for m in common]
+    dst = [target.models.index(m) for m in common]
+    merged = {}
+    for name, value in ours.items():
+        value = np.array(value)
+        value[dst] = theirs[name][src]
+        merged[name] = value
+    target.load_arrays(merged)
+    return common
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
     path = Path(path)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 BUDGETS = np.arange(1, 21) / 20  # qauc's cost budgets: 5%, 10%, ..., 100% of the best model's cost
 
 

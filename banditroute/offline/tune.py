@@ -28,7 +28,6 @@ from banditroute.offline.logs import Log, load_log
 from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.simulate import simulate
 
-
 EXTEND = 6  # at most this many tripled weights past the default grid
 REFINE = 3  # rounds of midpoints where the frontier crosses 95% of the best model's quality
 

@@ -29,7 +29,7 @@ from banditroute.config import Settings
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback
 from banditroute.core.router import Router, RouteRequest
-from banditroute.core.state import dumps_state, loads_state, write_atomic
+from banditroute.core.state import StateError, dumps_state, load_state, loads_state, transfer, write_atomic
 from banditroute.core.stats import ModelStats
 from banditroute.core.types import Context, Decision, Pending
 from banditroute.errors import RoutingError, UnknownDecision
@@ -82,7 +82,7 @@ class Service:
         settings = self._last_policy_event()
         policy, seq = self._load_snapshot(settings.get("policy", self.config.policy.name))
         if policy is None:
-            policy = self._fresh_policy(settings.get("policy", self.config.policy.name))
+            policy = self._fresh_policy(settings.get("policy", self.config.policy.name), strict=True)
         self.router.set_policy(policy)
         self._apply_settings(settings)
         self._warn_overrides(settings)
@@ -95,9 +95,27 @@ class Service:
         log.info("recovered: %s", info)
         return info
 
-    def _fresh_policy(self, name: str) -> Policy:
+    def _fresh_policy(self, name: str, strict: bool = False) -> Policy:
+        """A new policy before any feedback of the log: its priors, or the configured warm start.
+
+        A warm start that does not fit the policy fails the start-up (``strict``); a policy swap goes
+        on from the priors, with a warning.
+        """
         prices = [(m.input_price_per_mtok, m.output_price_per_mtok) for m in self.config.models]
-        return make_policy(name, self.config.names, self.router.featurizer.dim, prices, self.config.policy)
+        policy = make_policy(name, self.config.names, self.router.featurizer.dim, prices, self.config.policy)
+        path = self.config.policy.warm_start
+        if path is not None:
+            policy.feature_version = self.router.featurizer.version
+            try:
+                copied = transfer(load_state(path), policy)
+            except StateError as err:
+                if strict:
+                    raise StateError(f"warm start {path}: {err}") from None
+                log.warning("warm start %s not used for %s: %s", path, name, err)
+            else:
+                log.info("warm start %s: %d of %d models (%s)", path, len(copied), len(policy.models),
+                         ", ".join(copied))
+        return policy
 
     def _load_snapshot(self, name: str) -> tuple[Policy | None, int]:
         if self.snapshot_path is None or not self.snapshot_path.exists():
