@@ -68,6 +68,9 @@ class PolicyConfig(_Strict):
     name: str = "lints"
     cost_weight: NonNegFloat = 100.0
     floor: Floor = 0.01
+    floor_decay: PositiveFloat | None = Field(default=None, description="n0 of the decaying floor "
+                                              "max(floor_min, floor sqrt(n0 / (n0 + n))); none: a constant floor")
+    floor_min: Floor = 0.001
     exploration: NonNegFloat = 1.0
     prior_strength: PositiveFloat = 10.0
     prior_quality: Fraction = 0.5

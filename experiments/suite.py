@@ -49,6 +49,7 @@ CONFIGS = {
     "linucb": {"policy": "linucb"},
     "lints_floor_0.002": {"policy": "lints", "floor": 0.002},
     "lints_prior_5": {"policy": "lints", "prior_strength": 5.0},
+    "lints_floor_decay": {"policy": "lints", "floor_decay": 500.0, "floor_min": 0.001},
 }
 
 

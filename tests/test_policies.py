@@ -347,3 +347,18 @@ def test_regret_of_default_policy_on_synthetic_contexts():
     assert np.mean(regret[-500:]) < 0.06
 
 
+
+
+def test_a_decaying_floor_shrinks_with_evidence_to_its_minimum_and_survives_a_state_round_trip():
+    pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(floor=0.05, floor_decay=100.0, floor_min=0.002))
+    assert pol.current_floor() == 0.05
+    c = ctx("Write a Python function")
+    for _ in range(300):
+        pol.update(c, 0, quality=1.0)
+    assert pol.current_floor() == pytest.approx(0.05 * (100 / 400) ** 0.5)  # 0.025
+    p, _ = one(pol, "Write a Python function", [0, 1, 2, 3], 0.0)
+    assert p.min() >= 0.025 - 1e-12 and p.min() < 0.05
+    pol.quality_observations[:] += 25_000
+    assert pol.current_floor() == 0.002  # the documented minimum propensity
+    again = loads_state(dumps_state(pol))[1]
+    assert again.current_floor() == 0.002 and again.params() == pol.params()

@@ -29,7 +29,8 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
     list prices per model (``(input, output)`` USD per 1M tokens, or ``None``).
     """
     settings = settings or PolicyConfig()
-    common = {"prices": prices, "floor": settings.floor, "expected_output_tokens": settings.expected_output_tokens}
+    common = {"prices": prices, "floor": settings.floor, "expected_output_tokens": settings.expected_output_tokens,
+              "floor_decay": settings.floor_decay, "floor_min": settings.floor_min}
     linear = {"exploration": settings.exploration, "prior_strength": settings.prior_strength,
               "prior_mean": settings.prior_quality}
     if name in ("lints", "linucb"):
@@ -39,6 +40,6 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
     if name == "random":
         return RandomPolicy(models, dim, **common)
     if name.startswith("fixed:"):
-        common["floor"] = 0.0
+        common["floor"], common["floor_decay"] = 0.0, None
         return FixedPolicy(models, dim, target=name.split(":", 1)[1], **common)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")

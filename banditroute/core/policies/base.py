@@ -11,7 +11,13 @@ probabilities ``p``, :func:`apply_floor` mixes in the exploration floor ``f``:
     p'_k = f + (1 - K_b f) p_k  over the K_b models eligible in row b,
 
 so every eligible model keeps probability at least ``f`` (IPS and DR need it) and each row still
-sums to one.
+sums to one. With ``floor_decay = n0`` the floor shrinks as the policy learns, to
+
+    f_n = max(floor_min, f sqrt(n0 / (n0 + n))),    n = quality observations learned so far,
+
+so that exploration beyond what the posterior asks for ends, while every eligible model keeps at least
+``floor_min``: the smallest propensity a log then holds, which bounds the importance weights of
+off-policy estimates by ``1 / floor_min``.
 """
 
 from __future__ import annotations
@@ -67,7 +73,9 @@ class Policy:
     prices
         Optional ``(input, output)`` USD per 1M tokens per model, for the cost model's prior.
     floor
-        Minimum probability of every eligible model.
+        Minimum probability of every eligible model (at the start, with ``floor_decay``).
+    floor_decay, floor_min
+        ``n0`` and the lower bound of the decaying floor (module docstring); ``None``: a constant floor.
     expected_output_tokens
         Output length assumed by list-price cost estimates.
     """
@@ -77,10 +85,13 @@ class Policy:
     #: decision before learning from it; fixed rules can be scored in one batch)
     learns_probabilities = True
 
-    def __init__(self, models, dim: int, prices=None, floor: float = 0.01, expected_output_tokens: float = 256.0):
+    def __init__(self, models, dim: int, prices=None, floor: float = 0.01, expected_output_tokens: float = 256.0,
+                 floor_decay: float | None = None, floor_min: float = 0.001):
         self.models = list(models)
         self.dim = int(dim)
         self.floor = float(floor)
+        self.floor_decay = None if floor_decay is None else float(floor_decay)
+        self.floor_min = float(floor_min)
         self.cost_model = CostModel(self.models, prices, expected_output_tokens)
         self.quality_observations = np.zeros(len(self.models), dtype=np.int64)
         self.feature_version: str | None = None
@@ -141,7 +152,14 @@ class Policy:
         """
         X, mask, quality, cost, net = self._scored(X, input_tokens, eligible, cost_weights)
         p = self._raw_probabilities(X, net, mask, rng)
-        return Scores(apply_floor(p, mask, self.floor), quality, cost)
+        return Scores(apply_floor(p, mask, self.current_floor()), quality, cost)
+
+    def current_floor(self) -> float:
+        """The floor now: ``floor``, or its decayed value after the observations learned so far."""
+        if self.floor_decay is None:
+            return self.floor
+        n = float(self.quality_observations.sum())
+        return max(min(self.floor_min, self.floor), self.floor * np.sqrt(self.floor_decay / (self.floor_decay + n)))
 
     def greedy(self, X, input_tokens, eligible, cost_weights) -> Scores:
         """The exploitation rule, without the floor: all mass on the best mean score for a learning
@@ -161,7 +179,8 @@ class Policy:
     # -- state (see banditroute.core.state) -----------------------------------------------------
     def params(self) -> dict:
         """The constructor's keyword arguments that rebuild this policy (JSON values)."""
-        return {"floor": self.floor, "expected_output_tokens": self.cost_model.expected_output_tokens,
+        return {"floor": self.floor, "floor_decay": self.floor_decay, "floor_min": self.floor_min,
+                "expected_output_tokens": self.cost_model.expected_output_tokens,
                 "prices": self.cost_model.prices()}
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -25,8 +25,8 @@ from banditroute.core.types import Context
 class _LinearPolicy(Policy):
     def __init__(self, models, dim: int, prices=None, floor: float = 0.01, exploration: float = 1.0,
                  prior_strength: float = 10.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
-                 expected_output_tokens: float = 256.0):
-        super().__init__(models, dim, prices, floor, expected_output_tokens)
+                 expected_output_tokens: float = 256.0, floor_decay: float | None = None, floor_min: float = 0.001):
+        super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min)
         self.exploration = float(exploration)
         self.noise_sd = float(noise_sd)
         self.quality = BayesLinear(len(self.models), dim, prior_strength, prior_mean)
