@@ -149,9 +149,11 @@ def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: 
                   "| --- | --- | --- |"]
         ranks = {c: [] for c in configs}
         for t in tables:
-            order = sorted(configs, key=lambda c: -(t["configs"][c]["median"]["qauc"] or 0))
-            for r, c in enumerate(order, start=1):
-                ranks[c].append(r)
+            score = {c: t["configs"][c]["median"]["qauc"] or 0.0 for c in configs}
+            for c in configs:  # ties share the mean of their ranks
+                better = sum(score[o] > score[c] for o in configs)
+                tied = sum(score[o] == score[c] for o in configs)
+                ranks[c].append(better + (tied + 1) / 2)
         for c in sorted(configs, key=lambda c: statistics.median(ranks[c])):
             lines.append(f"| {c} | {', '.join(map(str, ranks[c]))} | {statistics.median(ranks[c])} |")
         lines.append("")
@@ -165,7 +167,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="suite")
     ap.add_argument("--tables", nargs="+", help="table names (file stems) to run; default: every shared table")
+    ap.add_argument("--render", help="only write <name>.md again from this results JSON")
     args = ap.parse_args()
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        for t in saved["tables"]:
+            for c in t["configs"].values():
+                c["per_seed"] = {int(seed): run for seed, run in c["per_seed"].items()}  # JSON keys are text
+        configs = list(saved["tables"][0]["configs"])
+        md = markdown(saved["tables"], configs, saved["seeds"], saved["command"].strip())
+        Path(args.render).with_suffix(".md").write_text(md)
+        print(md)
+        return
     paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)  # the largest first
     if args.tables:
         paths = [p for p in paths if p.stem in args.tables]
