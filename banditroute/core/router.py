@@ -1,4 +1,4 @@
-"""The Router: eligibility, sampling and propensity, once, for the server, the gateway and the simulator.
+"""The Router: eligibility, sampling and propensity, once, for the server and the simulator alike.
 
 ``route_many(prompts, options)``: features -> each request's eligible models -> one
 ``Policy.probabilities`` call for the batch -> one model sampled per row from that exact vector ->
