@@ -111,3 +111,20 @@ def test_cli_errors_are_clear(capsys, outcomes_path, argv, message):
     argv = [a.replace("{data}", str(outcomes_path)) for a in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_online_regret_against_the_best_fixed_model_and_the_oracle(outcomes_path):
+    from banditroute.offline.outcomes import load_outcomes
+    from banditroute.offline.simulate import simulate
+
+    outcomes = load_outcomes(outcomes_path)
+    train = outcomes.subset("train")
+    best = train.models[int(train.quality.sum(axis=0).argmax())]
+    fixed = simulate(outcomes, f"fixed:{best}", 0.0, seed=3)["online"]["regret"]
+    assert fixed["best_fixed"] == best and fixed["vs_best_fixed"] == 0.0 and fixed["passes_best_fixed_at"] == 1
+    learned = simulate(outcomes, "lints", 0.0, seed=3)["online"]["regret"]
+    assert learned["curve"][-1]["n"] == len(train) and learned["curve"][-1]["vs_oracle"] == learned["vs_oracle"]
+    assert all(a["n"] < b["n"] for a, b in zip(learned["curve"], learned["curve"][1:]))
+    assert all(p["vs_oracle"] >= p["vs_best_fixed"] - 1e-9 for p in learned["curve"])  # the oracle beats any model
+    uniform = simulate(outcomes, "random", 0.0, seed=3)["online"]["regret"]
+    assert learned["vs_best_fixed"] < uniform["vs_best_fixed"]  # learning beats not learning

@@ -21,6 +21,7 @@ from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import load_state
+from banditroute.core.types import net_score
 from banditroute.log.store import Store
 from banditroute.offline.outcomes import Outcomes
 from banditroute.service.service import Service
@@ -58,29 +59,57 @@ def build_service(outcomes: Outcomes, policy: str | Policy, cost_weight: float, 
 
 def run_online(service: Service, train: Outcomes, seed: int, progress: bool = False,
                every: int = 0, on_step=None) -> dict:
-    """Stream ``train`` through the service with bandit feedback; returns online totals.
+    """Stream ``train`` through the service with bandit feedback; returns online totals and regret.
 
     Each prompt is a request routed as a batch of one, then its feedback (the chosen model's quality
     as a judge's score and its cost) is learned and logged, as the server does.
     With ``every > 0``, ``on_step(n_seen)`` is called after every ``every`` prompts (learning curves).
+    The regret figures are :func:`online_regret` of the choices.
     """
     order = np.random.default_rng(seed).permutation(len(train))
     col = {m: k for k, m in enumerate(train.models)}
-    quality = cost = 0.0
+    chosen = np.empty(len(order), dtype=np.intp)
     for step, i in enumerate(tqdm(order, "online", unit="prompt", disable=not progress, leave=False), start=1):
         (d,) = service.route_many([RouteRequest(prompt=train.prompts[i])])
         if isinstance(d, Exception):
             raise d
-        k = col[d.model]
+        k = chosen[step - 1] = col[d.model]
         q, c = float(train.quality[i, k]), float(train.cost[i, k])
         service.record_feedback(service.pending.get(d.decision_id),
                                 Feedback(signals=[Signal(source="judge", kind="quality", value=q)], cost_usd=c))
-        quality += q
-        cost += c
         if every and step % every == 0:
             on_step(step)
     n = len(order)
-    return {"n": n, "quality": quality / n if n else 0.0, "cost_usd": cost}
+    rows = order[np.arange(n)]
+    quality, cost = train.quality[rows, chosen], train.cost[rows, chosen]
+    return {"n": n, "quality": float(quality.sum()) / n if n else 0.0, "cost_usd": float(cost.sum()),
+            "regret": online_regret(net_score(train.quality[rows], train.cost[rows], service.router.cost_weight),
+                                    chosen, train.models)}
+
+
+def online_regret(rewards: np.ndarray, chosen: np.ndarray, models: list[str], points: int = 20) -> dict:
+    """Regret of the choices ``chosen`` (n,) on the stream's rewards ``q - w c`` (n, K), in reward units.
+
+    * ``vs_best_fixed``: the reward of the best single model in hindsight (the one with the highest
+      total over the whole stream, named in ``best_fixed``) minus the router's; ``vs_oracle``: the per-prompt best minus the
+      router's; both totals over the stream, and as ``curve`` at ``points`` evenly spaced steps;
+    * ``passes_best_fixed_at``: the step from which the router's cumulative reward stays at or above
+      that model's to the end (None if it ends below).
+    """
+    n = len(chosen)
+    if n == 0:
+        return {"vs_best_fixed": 0.0, "vs_oracle": 0.0, "best_fixed": None, "passes_best_fixed_at": None, "curve": []}
+    mine = np.cumsum(rewards[np.arange(n), chosen])
+    best = int(np.argmax(rewards.sum(axis=0)))
+    fixed = np.cumsum(rewards[:, best])
+    oracle = np.cumsum(rewards.max(axis=1))
+    below = np.flatnonzero(mine < fixed)
+    passes = None if below.size and below[-1] == n - 1 else int(below[-1] + 2 if below.size else 1)
+    steps = np.unique(np.linspace(1, n, min(points, n)).astype(int))
+    return {"vs_best_fixed": float(fixed[-1] - mine[-1]), "vs_oracle": float(oracle[-1] - mine[-1]),
+            "best_fixed": models[best], "passes_best_fixed_at": passes,
+            "curve": [{"n": int(t), "vs_best_fixed": float(fixed[t - 1] - mine[t - 1]),
+                       "vs_oracle": float(oracle[t - 1] - mine[t - 1])} for t in steps]}
 
 
 def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress: bool = False) -> list[dict]:

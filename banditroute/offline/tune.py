@@ -74,6 +74,9 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
             res = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer)
             points[cw] = {"cost_weight": cw, "quality": res["test"]["quality"], "cost_usd": res["test"]["cost_usd"],
                           "online_quality": res["online"]["quality"], "online_cost_usd": res["online"]["cost_usd"],
+                          "online_regret_vs_best_fixed": res["online"]["regret"]["vs_best_fixed"],
+                          "online_regret_vs_oracle": res["online"]["regret"]["vs_oracle"],
+                          "online_passes_best_fixed_at": res["online"]["regret"]["passes_best_fixed_at"],
                           "policy": res["policy"]}
             bar.update()
         return points[cw]
