@@ -3,6 +3,7 @@
 Usage (one process per table; the default configuration alone takes about half an hour on 2 cores)::
 
     python experiments/suite.py [--configs default ...] [--seeds 1 2 3 4 5] [--workers 2] [--name suite]
+    python experiments/suite.py --render results/a.json results/b.json --name both   # side by side, no runs
 
 For each table in ../shared/data and each seed, ``tune`` (online from scratch over the train split with
 bandit feedback, greedy on the test split, the default sweep of cost weights) for each configuration;
@@ -167,16 +168,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="suite")
     ap.add_argument("--tables", nargs="+", help="table names (file stems) to run; default: every shared table")
-    ap.add_argument("--render", help="only write <name>.md again from this results JSON")
+    ap.add_argument("--render", nargs="+", metavar="JSON",
+                    help="only write <name>.md from saved results (several: their configurations side by side)")
     args = ap.parse_args()
     if args.render:
-        saved = json.loads(Path(args.render).read_text())
-        for t in saved["tables"]:
+        saved = [json.loads(Path(path).read_text()) for path in args.render]
+        tables = {t["table"]: t for t in saved[0]["tables"]}
+        for other in saved[1:]:
+            for t in other["tables"]:
+                tables[t["table"]]["configs"].update(t["configs"])
+        for t in tables.values():
             for c in t["configs"].values():
                 c["per_seed"] = {int(seed): run for seed, run in c["per_seed"].items()}  # JSON keys are text
-        configs = list(saved["tables"][0]["configs"])
-        md = markdown(saved["tables"], configs, saved["seeds"], saved["command"].strip())
-        Path(args.render).with_suffix(".md").write_text(md)
+        configs = list(next(iter(tables.values()))["configs"])
+        command = " + ".join(s["command"].strip() for s in saved)
+        md = markdown(sorted(tables.values(), key=lambda t: t["table"]), configs, saved[0]["seeds"], command)
+        (RESULTS / f"{args.name}.md").write_text(md)
         print(md)
         return
     paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)  # the largest first
