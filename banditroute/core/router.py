@@ -250,10 +250,17 @@ class Router:
                 f"decision {row['decision_id']} was logged with features {row['feature_version']}, "
                 f"this router uses {self.featurizer.version}"
             )
-        if row["chosen"] not in self._arm:
+        d = self.pending_from_row(row)
+        if d is None:
             raise RoutingError(f"decision {row['decision_id']} chose {row['chosen']!r}, not in the policy's models")
-        return Pending(
-            row["decision_id"], row["chosen"], self._arm[row["chosen"]],
-            Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])),
-            cost_usd=row.get("applied_cost"),  # set when earlier feedback already gave the cost
-        )
+        d.cost_usd = row.get("applied_cost")  # set when earlier feedback already gave the cost
+        return d
+
+    def pending_from_row(self, row: dict) -> Pending | None:
+        """What learning needs of a logged decision (``decision_id``, ``chosen``, ``x``, ``input_tokens``),
+        or None when its model is not one of the policy's."""
+        arm = self._arm.get(row["chosen"])
+        if arm is None:
+            return None
+        return Pending(row["decision_id"], row["chosen"], arm,
+                       Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])))

@@ -17,6 +17,8 @@ difference".
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from tqdm import tqdm
 
@@ -92,7 +94,7 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
             run(top)
         for _ in range(REFINE):
             ws = sorted(points)
-            crossings = [(a, b) for a, b in zip(ws, ws[1:])
+            crossings = [(a, b) for a, b in pairwise(ws)
                          if (points[a]["quality"] >= target) != (points[b]["quality"] >= target)]
             if not crossings:
                 break

@@ -23,15 +23,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from banditroute.config import Settings
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback
 from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import StateError, dumps_state, load_state, loads_state, transfer, write_atomic
 from banditroute.core.stats import ModelStats
-from banditroute.core.types import Context, Decision, Pending
+from banditroute.core.types import Decision, Pending
 from banditroute.errors import RoutingError, UnknownDecision
 from banditroute.log.schema import QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
 from banditroute.log.store import Store
@@ -159,14 +157,12 @@ class Service:
     def replay_into(self, router: Router, after_seq: int, until_seq: int | None = None) -> int:
         """Feed logged feedback with ``after_seq < seq <= until_seq`` to ``router``'s policy."""
         n = 0
-        arm = {m: i for i, m in enumerate(router.policy.models)}
         for row in self.store.feedback_since(after_seq):
             if until_seq is not None and row["seq"] > until_seq:
                 break
-            if row["chosen"] not in arm:
+            d = router.pending_from_row(row)
+            if d is None:  # a model no longer in the policy
                 continue
-            d = Pending(row["decision_id"], row["chosen"], arm[row["chosen"]],
-                        Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])))
             router.learn(d, list(zip(row["qualities"], row["weights"])), row["cost_usd"])
             n += 1
         return n
