@@ -21,12 +21,26 @@ PROMPTS = [
 def test_vector_shape_bias_and_version():
     f = Featurizer(hash_dim=64)
     x = f.transform(PROMPTS[0])
-    assert x.shape == (1 + len(SIGNALS) + 64,) == (f.dim,)
+    assert x.shape == (1 + len(SIGNALS) + 64 + 64,) == (f.dim,)
     assert x[0] == 1.0
-    assert f.version == "v1-d64"
+    assert f.version == "v2-d64-minilm-l6-m2v-64"
     assert np.all(np.isfinite(x))
     assert np.all((x[1 : 1 + len(SIGNALS)] >= 0) & (x[1 : 1 + len(SIGNALS)] <= 1))
-    assert np.linalg.norm(x[1 + len(SIGNALS) :]) == pytest.approx(1.0)
+    assert np.linalg.norm(x[1 + len(SIGNALS) : 1 + len(SIGNALS) + 64]) == pytest.approx(1.0)
+    assert np.linalg.norm(x[1 + len(SIGNALS) + 64 :]) == pytest.approx(1.0)
+    v1 = Featurizer(hash_dim=64, embedding=False)
+    assert v1.version == "v1-d64" and v1.dim == 85
+    np.testing.assert_array_equal(v1.transform(PROMPTS[0]), x[:85])
+
+
+def test_a_version_string_rebuilds_its_featurizer():
+    for f in (Featurizer(), Featurizer(hash_dim=32), Featurizer(embedding=False), Featurizer(128, embedding=False)):
+        g = Featurizer.from_version(f.version)
+        assert (g.version, g.dim) == (f.version, f.dim)
+        np.testing.assert_array_equal(g.transform_many(PROMPTS), f.transform_many(PROMPTS))
+    for bad in ("v3-d64", "v2-d64", "v1-d64-minilm-l6-m2v-64", "v2-d64-another-table", "", "d64"):
+        with pytest.raises(ValueError):
+            Featurizer.from_version(bad)
 
 
 def test_same_prompt_same_vector_across_processes():
@@ -75,12 +89,14 @@ def test_batch_equals_one_by_one():
     np.testing.assert_array_equal(batch[2:4], f.transform_many(prompts[2:4]))
 
 
-def test_v1_features_are_frozen():
-    """Any change to what v1 computes must come with a new FEATURE_VERSION (logs and states record it)."""
+def test_v1_and_v2_features_are_frozen():
+    """Any change to what v1 or v2 computes must come with a new FEATURE_VERSION (logs and states record it)."""
     import hashlib
 
-    digest = hashlib.sha256(Featurizer().transform_many(PROMPTS).tobytes()).hexdigest()
+    digest = hashlib.sha256(Featurizer(embedding=False).transform_many(PROMPTS).tobytes()).hexdigest()
     assert digest == "7b26278173cd911943cdf81f14b07c78dc9fea118a13b3096da6815143657242"
+    digest = hashlib.sha256(Featurizer().transform_many(PROMPTS).tobytes()).hexdigest()
+    assert digest == "9845e799d952632a0c734b3e299d8dc0b354e80d3f271985dc48db9b8fba9a7f"
 
 
 def _python_path(prompts):

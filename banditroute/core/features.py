@@ -1,6 +1,6 @@
 """Prompt featurizer: deterministic, versioned, no network.
 
-A prompt becomes ``x = [1, s_1..s_S, h_1..h_D]``:
+A prompt becomes ``x = [1, s_1..s_S, h_1..h_D, e_1..e_E]``:
 
 * ``1`` is the bias term;
 * ``s`` are hand-made signals, each scaled to about [0, 1] (see :data:`SIGNALS`): length, code,
@@ -8,13 +8,18 @@ A prompt becomes ``x = [1, s_1..s_S, h_1..h_D]``:
   format and brevity, writing and reasoning requests, script (non-ASCII, CJK, other non-Latin);
 * ``h`` are word unigrams and bigrams hashed into ``D`` buckets with a sign bit (the hashing trick,
   Weinberger et al., 2009, "Feature Hashing for Large Scale Multitask Learning"), L2-normalised and
-  multiplied by ``hash_scale``.
+  multiplied by ``hash_scale``: lexical evidence;
+* ``e`` is the static sentence embedding of :mod:`banditroute.core.embedding` (unit length, times
+  ``embed_scale``): what the prompt is about, which words alone cannot tell (a trivia question from a
+  code task). Without it (``embedding=False``) the vector is the v1 feature set.
 
 Words are hashed with CRC-32 (``zlib.crc32``), bigrams by mixing the two words' CRCs with a fixed
 odd multiplier, so the same prompt yields the same vector in any process, on any machine, in any
-year. Python's salted ``hash()`` is never used. Any change to the signals or the hashing must bump
-:data:`FEATURE_VERSION`; logs and policy states record it and refuse to mix versions (a test pins
-the v1 vectors of a few prompts to a digest).
+year. Python's salted ``hash()`` is never used. Any change to the signals, the hashing or the
+embedding must bump :data:`FEATURE_VERSION`; logs and policy states record :attr:`Featurizer.version`
+(``v1-d64``; ``v2-d64-<embedding name>`` with the embedding) and refuse to mix versions, and
+:meth:`Featurizer.from_version` rebuilds the featurizer a log was written with (a test pins the
+vectors of a few prompts to a digest).
 
 Two stages: each prompt is reduced to counts (:data:`COUNTS`: characters, words, keyword groups,
 phrases, options, ...) and signed bucket counts; numpy turns a batch of those into features. The
@@ -27,7 +32,9 @@ Example
 >>> f = Featurizer(hash_dim=64)
 >>> x = f.transform("Write a Python function that reverses a list.")
 >>> x.shape, f.version
-((85,), 'v1-d64')
+((149,), 'v2-d64-minilm-l6-m2v-64')
+>>> Featurizer.from_version("v1-d64").dim
+85
 >>> bool(x[0] == 1.0)
 True
 """
@@ -41,9 +48,11 @@ import zlib
 
 import numpy as np
 
+from banditroute.core.embedding import StaticEmbedding
 from banditroute.core.types import Context
 
-FEATURE_VERSION = "v1"
+FEATURE_VERSION = "v2"
+_VERSION = re.compile(r"v(?P<v>[12])-d(?P<d>\d+)(?:-(?P<emb>.+))?")
 
 SIGNALS = (
     "log_chars",
@@ -167,19 +176,40 @@ class Featurizer:
         Number of hashed n-gram buckets ``D`` (a power of two).
     hash_scale
         L2 norm of the hashed block, relative to the hand-made signals.
+    embedding
+        The static embedding appended to the vector: True for the shipped one, a
+        :class:`StaticEmbedding`, or False for none (the v1 feature set).
+    embed_scale
+        L2 norm of the embedding block.
 
-    The output dimension is ``1 + len(SIGNALS) + hash_dim``; :attr:`version` names both the
-    feature set and ``D``.
+    The output dimension is ``1 + len(SIGNALS) + hash_dim + E``; :attr:`version` names the feature
+    set, ``D`` and the embedding.
     """
 
-    def __init__(self, hash_dim: int = 64, hash_scale: float = 1.0):
+    def __init__(self, hash_dim: int = 64, hash_scale: float = 1.0, embedding: bool | StaticEmbedding = True,
+                 embed_scale: float = 1.0):
         if hash_dim <= 0 or hash_dim & (hash_dim - 1):
             raise ValueError(f"hash_dim must be a positive power of two, got {hash_dim}")
         self.hash_dim = hash_dim
         self.hash_scale = float(hash_scale)
-        self.dim = 1 + len(SIGNALS) + hash_dim
-        self.version = f"{FEATURE_VERSION}-d{hash_dim}"
+        self.embedding = StaticEmbedding.default() if embedding is True else (embedding or None)
+        self.embed_scale = float(embed_scale)
+        embed_dim = self.embedding.dims if self.embedding else 0
+        self.dim = 1 + len(SIGNALS) + hash_dim + embed_dim
+        self.version = f"v2-d{hash_dim}-{self.embedding.name}" if self.embedding else f"v1-d{hash_dim}"
         self._crc: dict[str, int] = {}
+
+    @classmethod
+    def from_version(cls, version: str) -> Featurizer:
+        """The featurizer that writes ``version`` (a log's or a state's), if this installation has it."""
+        m = _VERSION.fullmatch(version or "")
+        if m is None or (m["v"] == "1") != (m["emb"] is None):
+            raise ValueError(f"unknown feature version {version!r}")
+        f = cls(int(m["d"]), embedding=m["v"] == "2")
+        if f.version != version:
+            raise ValueError(f"features {version!r} need an embedding this installation does not ship "
+                             f"(it has {f.embedding.name})")
+        return f
 
     def _word_hashes(self, words: list[str]) -> np.ndarray:
         cache = self._crc
@@ -303,7 +333,10 @@ class Featurizer:
         out = np.empty((n, self.dim))
         out[:, 0] = 1.0
         out[:, 1 : 1 + len(SIGNALS)] = self._signals(counts)
-        out[:, 1 + len(SIGNALS) :] = buckets * scale[:, None]
+        end = 1 + len(SIGNALS) + self.hash_dim
+        out[:, 1 + len(SIGNALS) : end] = buckets * scale[:, None]
+        if self.embedding:
+            out[:, end:] = self.embedding.encode_many(prompts) * self.embed_scale
         return out
 
     def context(self, prompt: str) -> Context:

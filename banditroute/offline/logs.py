@@ -50,12 +50,22 @@ class Log:
 
 
 def load_log(path: str | Path, featurizer: Featurizer | None = None) -> Log:
-    """Read and validate a decision log (Parquet or JSON Lines)."""
+    """Read and validate a decision log (Parquet or JSON Lines).
+
+    Features are the logged ``x`` under the version the log was written with (v1 logs stay replayable);
+    a log of several versions, or of one this installation cannot compute, is recomputed from its logged
+    prompts with ``featurizer`` (default: the current features), if it holds them.
+    """
     path = Path(path)
     t = read_table(path, "decision log", LogError, REQUIRED, "decisions")
-    f = featurizer or Featurizer()
     cols = {c: t.column(c).to_pylist() for c in REQUIRED}
     versions = set(cols["feature_version"])
+    if featurizer is None and len(versions) == 1:  # replay under the features the log was written with
+        try:
+            featurizer = Featurizer.from_version(next(iter(versions)))
+        except ValueError:
+            pass
+    f = featurizer or Featurizer()
     if versions != {f.version}:
         if "prompt" in t.column_names and all(p for p in t.column("prompt").to_pylist()):
             cols["x"] = f.transform_many(t.column("prompt").to_pylist()).tolist()

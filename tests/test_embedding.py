@@ -1,0 +1,104 @@
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from banditroute.core import embedding
+from banditroute.core.embedding import DEFAULT_DIR, EmbeddingError, StaticEmbedding, words_of
+
+PROMPTS = [
+    "Write a Python function that reverses a linked list.",
+    "Quelle est la capitale de l'Australie ? Café, naïve, résumé.",
+    "比较一下 Rust 和 Go 的并发模型。",
+    "Which is larger?\nA) 3\nB) 4\nAnswer:",
+    "supercalifragilisticexpialidocious " * 3,
+    "",
+    "!!! ??? ...",
+    "word " * 5000 + "the final question is about chemistry",
+]
+
+
+def test_the_shipped_files_match_their_manifest():
+    manifest = json.loads((DEFAULT_DIR / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"vectors.npy", "vocab.txt"}
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((DEFAULT_DIR / name).read_bytes()).hexdigest() == digest
+    emb = StaticEmbedding()
+    assert emb.dims == manifest["dims"] == 64
+
+
+@pytest.mark.parametrize("damage", ["flip a byte of the table", "truncate the vocabulary", "remove the table",
+                                    "garble the manifest"])
+def test_a_damaged_embedding_file_is_refused(tmp_path, damage):
+    d = tmp_path / "embedding"
+    shutil.copytree(DEFAULT_DIR, d)
+    if damage == "flip a byte of the table":
+        raw = bytearray((d / "vectors.npy").read_bytes())
+        raw[len(raw) // 2] ^= 0x40
+        (d / "vectors.npy").write_bytes(bytes(raw))
+    elif damage == "truncate the vocabulary":
+        (d / "vocab.txt").write_text("\n".join((d / "vocab.txt").read_text().split("\n")[:1000]))
+    elif damage == "remove the table":
+        (d / "vectors.npy").unlink()
+    else:
+        (d / "manifest.json").write_text("{not json")
+    with pytest.raises(EmbeddingError):
+        StaticEmbedding(d)
+
+
+def test_wordpiece_splits_like_bert_uncased():
+    emb = StaticEmbedding.default()
+    assert emb.pieces("Hello, World!") == ["hello", "world"]
+    assert emb.pieces("Tokenizing unaffable words") == ["token", "##izing", "una", "##ffa", "##ble", "words"]
+    assert emb.pieces("Café NAÏVE") == ["cafe", "naive"]  # lower-cased, accents stripped
+    assert emb.pieces("中文") == ["中", "文"]  # one word per CJK character
+    assert emb.pieces("x" * 200) == []  # longer than max_input_chars_per_word: unknown, skipped
+    assert words_of("a-b_c.d") == ["a", "b", "c", "d"]
+
+
+def test_embedding_is_unit_length_deterministic_and_batch_independent():
+    emb = StaticEmbedding.default()
+    batch = emb.encode_many(PROMPTS)
+    assert batch.shape == (len(PROMPTS), 64)
+    norms = np.linalg.norm(batch, axis=1)
+    assert np.allclose(norms[[0, 1, 2, 3, 4, 7]], 1.0) and norms[5] == 0.0 and norms[6] == 0.0
+    np.testing.assert_array_equal(batch, np.vstack([emb.encode_many([p]) for p in PROMPTS]))
+    np.testing.assert_array_equal(batch, StaticEmbedding().encode_many(PROMPTS))  # a fresh word cache
+
+
+def test_a_full_word_cache_starts_over_without_changing_any_vector(monkeypatch):
+    reference = StaticEmbedding().encode_many(PROMPTS)
+    monkeypatch.setattr(embedding, "WORD_CACHE", 600)
+    emb = StaticEmbedding()
+    for _ in range(3):
+        np.testing.assert_array_equal(emb.encode_many(PROMPTS), reference)
+    assert len(emb._row) <= 600
+
+
+def test_same_embedding_in_every_process():
+    code = ("import sys; from banditroute.core.embedding import StaticEmbedding; "
+            f"sys.stdout.write(StaticEmbedding().encode_many({PROMPTS!r}).tobytes().hex())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")}
+    assert outs == {StaticEmbedding().encode_many(PROMPTS).tobytes().hex()}
+
+
+def test_topics_are_closer_within_than_across():
+    """What the embedding is for: prompts on one task lie nearer each other than prompts on another."""
+    emb = StaticEmbedding.default()
+    code = emb.encode_many(["Write a Python function to sort a list of integers.",
+                            "Fix the bug in this JavaScript loop that never terminates."])
+    trivia = emb.encode_many(["Who was the first president of the United States?",
+                              "What is the capital city of Australia?"])
+    within = min(code[0] @ code[1], trivia[0] @ trivia[1])
+    across = max(code[i] @ trivia[j] for i in range(2) for j in range(2))
+    assert within > across
+
+
+def test_long_prompts_keep_their_head_and_tail():
+    words = words_of("start " + "filler " * 10_000 + "end")
+    assert len(words) == embedding.MAX_WORDS and words[0] == "start" and words[-1] == "end"
