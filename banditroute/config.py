@@ -74,6 +74,14 @@ class PolicyConfig(_Strict):
     exploration: NonNegFloat = 1.0
     prior_strength: PositiveFloat = 10.0
     prior_quality: Fraction = 0.5
+    pooled: bool = Field(default=False, description="linear policies: every model's quality weights shrink towards "
+                         "a fit of all models together, so each feedback informs every model")
+    drift_threshold: PositiveFloat | None = Field(default=None, description="linear policies: the alarm level of "
+                                                  "the Page-Hinkley test on each model's quality residuals; none: "
+                                                  "no change detection")
+    drift_delta: NonNegFloat = Field(default=0.1, description="the shift in quality tolerated as noise by that test")
+    drift_keep: Fraction = Field(default=0.0, description="the share of what was learned about a model kept when "
+                                 "its quality is found to have changed")
     expected_output_tokens: NonNegFloat = 256.0
     warm_start: str | None = Field(default=None, description="a state written by `banditroute pretrain`: the "
                                    "policy starts from it (model by model where names match) instead of its prior")

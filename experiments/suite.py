@@ -51,6 +51,9 @@ CONFIGS = {
     "lints_floor_0.002": {"policy": "lints", "floor": 0.002},
     "lints_prior_5": {"policy": "lints", "prior_strength": 5.0},
     "lints_floor_decay": {"policy": "lints", "floor_decay": 500.0, "floor_min": 0.001},
+    "lints_pooled": {"policy": "lints", "pooled": True},
+    "linucb_pooled": {"policy": "linucb", "pooled": True},
+    "lints_drift": {"policy": "lints", "drift_threshold": 15.0},
 }
 
 

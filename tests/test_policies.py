@@ -362,3 +362,48 @@ def test_a_decaying_floor_shrinks_with_evidence_to_its_minimum_and_survives_a_st
     assert pol.current_floor() == 0.002  # the documented minimum propensity
     again = loads_state(dumps_state(pol))[1]
     assert again.current_floor() == 0.002 and again.params() == pol.params()
+
+
+def test_pooled_learning_lets_one_models_feedback_move_every_model():
+    """Partial pooling: feedback on one model informs the others (through the pooled weights); without
+    pooling the others stay at their prior."""
+    c = ctx("Prove that the square root of two is irrational")
+    x = c.x[None]
+    for pooled, moves in ((False, False), (True, True)):
+        pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(pooled=pooled))
+        before = pol.predict(x, [c.input_tokens])[0][0]
+        for _ in range(40):
+            pol.update(c, 0, quality=0.0)  # model "big" fails this prompt every time
+        after = pol.predict(x, [c.input_tokens])[0][0]
+        assert after[0] < before[0] - 0.3
+        assert (abs(after[1:] - before[1:]) > 0.05).all() == moves
+        assert (after[1:] < before[1:]).all() == moves  # the others now expect this prompt to be hard too
+
+
+def test_pooled_state_round_trips_and_a_plain_state_is_pooled_when_loaded():
+    pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(pooled=True))
+    rng = np.random.default_rng(1)
+    for i in range(50):
+        pol.update(ctx(f"question {i}"), i % 4, quality=float(rng.random() < 0.5))
+    _, back = loads_state(dumps_state(pol))
+    X = F.transform_many(["question 3", "another prompt"])
+    np.testing.assert_allclose(back.predict(X, [10.0, 10.0])[0], pol.predict(X, [10.0, 10.0])[0], atol=1e-12)
+    plain = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig())
+    for i in range(50):
+        plain.update(ctx(f"question {i}"), i % 4, quality=float(i % 3 == 0))
+    pooled = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(pooled=True))
+    pooled.load_arrays(plain.arrays())
+    assert pooled.quality.pool_updates == 50
+    np.testing.assert_allclose(pooled.quality.pool_b, plain.quality.b.sum(axis=0))
+
+
+def test_a_pooled_batch_of_one_equals_the_same_prompt_inside_a_larger_batch():
+    pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(pooled=True, drift_threshold=15.0))
+    for i in range(100):
+        pol.update(ctx(f"Write a Python function number {i}"), i % 4, quality=float(i % 5 == 0))
+    prompts = ["Write a Python function", "How many apples?", "Tell me a story"]
+    X = F.transform_many(prompts)
+    batch = pol.probabilities(X, [5.0] * 3, None, 10.0, np.random.default_rng(0)).probabilities
+    for i in range(3):
+        alone = pol.probabilities(X[i:i + 1], [5.0], None, 10.0, np.random.default_rng(0)).probabilities[0]
+        np.testing.assert_allclose(alone, batch[i], atol=1e-12)

@@ -32,7 +32,9 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
     common = {"prices": prices, "floor": settings.floor, "expected_output_tokens": settings.expected_output_tokens,
               "floor_decay": settings.floor_decay, "floor_min": settings.floor_min}
     linear = {"exploration": settings.exploration, "prior_strength": settings.prior_strength,
-              "prior_mean": settings.prior_quality}
+              "prior_mean": settings.prior_quality, "pooled": settings.pooled,
+              "drift_threshold": settings.drift_threshold, "drift_delta": settings.drift_delta,
+              "drift_keep": settings.drift_keep}
     if name in ("lints", "linucb"):
         return POLICY_CLASSES[name](models, dim, **common, **linear)
     if name == "egreedy":

@@ -13,6 +13,21 @@ Sherman-Morrison rank-1 update (Sherman & Morrison, 1950)
 
 and re-inverted exactly every ``refresh_every`` updates of an arm to stop rounding drift.
 
+With ``pooled=True`` the arms share what they learn (partial pooling; Gelman & Hill, 2007, ch. 12; a
+hierarchical prior ``theta_k ~ N(beta, lambda^{-1} I)`` as in Hong et al., 2022, "Hierarchical Bayesian
+Bandits"). ``beta`` is the ridge fit of every arm's observations together,
+
+    A_0 = lambda I + sum_{all i} w_i x_i x_i^T,    b_0 = sum_{all i} w_i (y_i - mu0) x_i,    beta = A_0^{-1} b_0,
+
+and each arm's posterior mean shrinks towards it instead of towards zero:
+
+    theta_k = A_k^{-1} (b_k + lambda beta).
+
+So a feedback on one model moves every model's prediction (a prompt that is hard for one is usually hard
+for all), an arm with few observations predicts what the pool predicts, and a model added to the pool
+starts from the pool's fit rather than from nothing. ``beta`` is plugged in (empirical Bayes): its own
+uncertainty is not added to the arms' variances. It is recomputed every :data:`POOL_EVERY` updates.
+
 Example
 -------
 >>> import numpy as np
@@ -29,6 +44,7 @@ import numpy as np
 from scipy.linalg.blas import dger
 
 FOLD_EVERY = 64  # observations of one arm gathered before they are added to its precision matrix
+POOL_EVERY = 16  # updates (of any arm) between recomputations of the pooled weights beta
 
 
 def add_rank1(a: np.ndarray, alpha: float, v: np.ndarray) -> None:
@@ -56,13 +72,16 @@ class BayesLinear:
         ``mu0``, the value predicted for an arm with no observations.
     refresh_every
         Exact re-inversion period, in updates of one arm.
+    pooled
+        Shrink every arm towards the pooled fit of all arms (module docstring) instead of towards zero.
     """
 
     def __init__(self, n_arms: int, dim: int, prior_strength: float = 1.0, prior_mean: float = 0.5,
-                 refresh_every: int = 2000):
+                 refresh_every: int = 2000, pooled: bool = False):
         self.prior_strength = float(prior_strength)
         self.prior_mean = float(prior_mean)
         self.refresh_every = int(refresh_every)
+        self.pooled = bool(pooled)
         eye = np.eye(dim)
         self._A = np.repeat(eye[None] * self.prior_strength, n_arms, axis=0)
         # A is only read to re-invert it exactly: observations are folded into it a few dozen at a
@@ -77,11 +96,22 @@ class BayesLinear:
         self._A_inv32 = self.A_inv.astype(np.float32)  # variance at decision time: half the memory traffic
         self._stale = np.zeros(n_arms, dtype=bool)
         self.version = 0  # counts the refreshes of theta, so that what is derived from it can be cached
+        if self.pooled:  # the pooled posterior over every arm's observations (see the module docstring)
+            self.pool_A = eye * self.prior_strength
+            self.pool_A_inv = eye / self.prior_strength
+            self.pool_b = np.zeros(dim)
+            self.pool_updates = 0
+            self._beta = np.zeros(dim)
+            self._beta_at = 0  # pool_updates when beta was last computed
 
     # -- state ----------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         """The learned state as plain arrays (everything else is derived from them)."""
-        return {"A": self.A, "A_inv": self.A_inv, "b": self.b, "updates": self.updates}
+        out = {"A": self.A, "A_inv": self.A_inv, "b": self.b, "updates": self.updates}
+        if self.pooled:
+            out |= {"pool_A": self.pool_A, "pool_A_inv": self.pool_A_inv, "pool_b": self.pool_b,
+                    "pool_updates": np.array([self.pool_updates, self._beta_at], dtype=np.int64)}
+        return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace the learned state with :meth:`arrays` of a posterior of the same shape."""
@@ -93,15 +123,34 @@ class BayesLinear:
         self.b = np.array(arrays["b"], dtype=float)
         self.updates = np.array(arrays["updates"], dtype=np.int64)
         self._unfolded = [[] for _ in range(len(self.b))]
+        if self.pooled:
+            if "pool_A" in arrays:
+                self.pool_A = np.array(arrays["pool_A"], dtype=float)
+                self.pool_A_inv = np.array(arrays["pool_A_inv"], dtype=float)
+                self.pool_b = np.array(arrays["pool_b"], dtype=float)
+                self.pool_updates, self._beta_at = (int(v) for v in arrays["pool_updates"])
+            else:  # a state learned without pooling: pool what the arms learned
+                lam = self.prior_strength * np.eye(len(self.pool_b))
+                self.pool_A = lam + (self._A - lam).sum(axis=0)
+                self.pool_A_inv = np.linalg.inv(self.pool_A)
+                self.pool_b = self.b.sum(axis=0)
+                self.pool_updates, self._beta_at = int(self.updates.sum()), 0
+            self._beta = self.pool_A_inv @ self.pool_b if self._beta_at else np.zeros_like(self.pool_b)
         self._stale[:] = True
 
     def _refresh(self) -> None:
-        """Bring theta and the float32 inverse up to date for the arms updated since they were read."""
+        """Bring theta and the float32 inverse up to date for the arms updated since they were read (and
+        every arm's pooled term when beta is recomputed)."""
+        if self.pooled and self.pool_updates - self._beta_at >= POOL_EVERY:
+            self._beta = self.pool_A_inv @ self.pool_b
+            self._beta_at = self.pool_updates
+            self._stale[:] = True
         if not self._stale.any():
             return
         for arm in np.flatnonzero(self._stale):
             self._A_inv32[arm] = self.A_inv[arm]
-            self._theta[arm] = self.A_inv[arm] @ self.b[arm]
+            b = self.b[arm] + self.prior_strength * self._beta if self.pooled else self.b[arm]
+            self._theta[arm] = self.A_inv[arm] @ b
         self._stale[:] = False
         self.version += 1
 
@@ -146,6 +195,16 @@ class BayesLinear:
         return np.einsum("kbd,bd->bk", X32 @ self.A_inv32, X32).astype(np.float64)
 
     # -- learning -------------------------------------------------------------------------------
+    def forget(self, arm: int, keep: float) -> None:
+        """Keep only the share ``keep`` of what arm ``arm`` learned (a detected change):
+        ``A_k = lambda I + keep (A_k - lambda I)``, ``b_k = keep b_k``, re-inverted exactly."""
+        self._fold(arm)
+        prior = self.prior_strength * np.eye(self.b.shape[1])
+        self._A[arm] = prior + keep * (self._A[arm] - prior)
+        self.A_inv[arm] = np.linalg.inv(self._A[arm])
+        self.b[arm] *= keep
+        self._stale[arm] = True
+
     def update(self, x: np.ndarray, arm: int, y: float, weight: float = 1.0) -> None:
         """Add observation ``y`` of arm ``arm`` at ``x`` with weight ``weight``.
 
@@ -163,6 +222,14 @@ class BayesLinear:
             self._fold(arm)
         self.b[arm] += weight * (y - self.prior_mean) * x
         self.updates[arm] += 1
+        if self.pooled:
+            u = self.pool_A_inv @ x
+            add_rank1(self.pool_A_inv, -weight / (1.0 + weight * (x @ u)), u)
+            add_rank1(self.pool_A, weight, x)
+            self.pool_b += weight * (y - self.prior_mean) * x
+            self.pool_updates += 1
+            if self.pool_updates % self.refresh_every == 0:
+                self.pool_A_inv[:] = np.linalg.inv(self.pool_A)
         if self.updates[arm] % self.refresh_every == 0:
             self._fold(arm)
             Ainv[:] = np.linalg.inv(self._A[arm])

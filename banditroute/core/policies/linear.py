@@ -1,7 +1,11 @@
 """Linear contextual bandits on per-model Bayesian ridge quality models (:mod:`.bayes_linear`).
 
 Model k's quality is ``q_k(x) = mu0 + theta_k . x`` with posterior precision ``A_k``; its exploration
-scale at ``x`` is ``s_k(x) = v sqrt(x^T A_k^{-1} x)`` with ``v = exploration * noise_sd``.
+scale at ``x`` is ``s_k(x) = v sqrt(x^T A_k^{-1} x)`` with ``v = exploration * noise_sd``. With
+``pooled=True`` the models' weights shrink towards a fit of all of them together, so each feedback
+informs every model (:mod:`.bayes_linear`). With ``drift_threshold`` set, a Page-Hinkley test on each
+model's residuals (:mod:`banditroute.core.drift`) detects a model whose quality changed (a provider
+update) and the policy keeps only ``drift_keep`` of what it had learned about it.
 
 * :class:`LinTS`, linear Thompson sampling (Agrawal & Goyal, 2013, "Thompson Sampling for
   Contextual Bandits with Linear Payoffs"): the score of model k is Gaussian,
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from banditroute.core.drift import PageHinkley
 from banditroute.core.policies.base import Policy
 from banditroute.core.policies.bayes_linear import BayesLinear
 from banditroute.core.types import Context
@@ -25,17 +30,25 @@ from banditroute.core.types import Context
 class _LinearPolicy(Policy):
     def __init__(self, models, dim: int, prices=None, floor: float = 0.01, exploration: float = 1.0,
                  prior_strength: float = 10.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
-                 expected_output_tokens: float = 256.0, floor_decay: float | None = None, floor_min: float = 0.001):
+                 expected_output_tokens: float = 256.0, floor_decay: float | None = None, floor_min: float = 0.001,
+                 pooled: bool = False, drift_threshold: float | None = None, drift_delta: float = 0.1,
+                 drift_keep: float = 0.0):
         super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min)
         self.exploration = float(exploration)
         self.noise_sd = float(noise_sd)
-        self.quality = BayesLinear(len(self.models), dim, prior_strength, prior_mean)
+        self.quality = BayesLinear(len(self.models), dim, prior_strength, prior_mean, pooled=pooled)
+        self.drift_keep = float(drift_keep)
+        self.drift = None if drift_threshold is None else PageHinkley(len(self.models), drift_threshold, drift_delta)
 
     def _predict_quality(self, X: np.ndarray) -> np.ndarray:
         return self.quality.predict(X)
 
     def _update_quality(self, ctx: Context, arm: int, quality: float, weight: float) -> None:
+        if self.drift is not None:
+            residual = quality - self.quality.prior_mean - float(ctx.x @ self.quality.theta[arm])
         self.quality.update(ctx.x, arm, quality, weight)
+        if self.drift is not None and self.drift.update(arm, residual):
+            self.quality.forget(arm, self.drift_keep)
 
     def exploration_scale(self, X: np.ndarray) -> np.ndarray:
         """``s_k(x_b) = exploration * noise_sd * sqrt(x_b^T A_k^{-1} x_b)``: (B, K)."""
@@ -43,14 +56,22 @@ class _LinearPolicy(Policy):
 
     def params(self) -> dict:
         return {**super().params(), "exploration": self.exploration, "noise_sd": self.noise_sd,
-                "prior_strength": self.quality.prior_strength, "prior_mean": self.quality.prior_mean}
+                "prior_strength": self.quality.prior_strength, "prior_mean": self.quality.prior_mean,
+                "pooled": self.quality.pooled, "drift_keep": self.drift_keep,
+                "drift_threshold": None if self.drift is None else self.drift.threshold,
+                "drift_delta": 0.1 if self.drift is None else self.drift.delta}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {**super().arrays(), **{f"quality.{k}": v for k, v in self.quality.arrays().items()}}
+        out = {**super().arrays(), **{f"quality.{k}": v for k, v in self.quality.arrays().items()}}
+        if self.drift is not None:
+            out |= {f"drift.{k}": v for k, v in self.drift.arrays().items()}
+        return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         super().load_arrays(arrays)
         self.quality.load_arrays({k[8:]: v for k, v in arrays.items() if k.startswith("quality.")})
+        if self.drift is not None and "drift.state" in arrays:
+            self.drift.load_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("drift.")})
 
 
 class LinTS(_LinearPolicy):
