@@ -84,7 +84,17 @@ class PolicyConfig(_Strict):
                                  "its quality is found to have changed")
     expected_output_tokens: NonNegFloat = 256.0
     warm_start: str | None = Field(default=None, description="a state written by `banditroute pretrain`: the "
-                                   "policy starts from it (model by model where names match) instead of its prior")
+                                   "policy starts from it (model by model where names match) instead of its prior; "
+                                   "`bundled`: the state shipped for the bundled pool; `none`: a cold start")
+
+    @field_validator("warm_start")
+    @classmethod
+    def _warm_start_path(cls, v: str | None) -> str | None:
+        if v is None or v.strip().lower() in ("", "none"):
+            return None
+        if v == "bundled":
+            return str(resources.files("banditroute.data").joinpath("pool.example.state"))
+        return v
 
 
 class SignalWeights(_Strict):
@@ -198,18 +208,26 @@ def env_overrides(environ) -> dict[str, dict]:
 
 
 def _read(path: str | Path | None) -> tuple[dict, str]:
+    """The file's settings and a name for it; a relative ``policy.warm_start`` in the file is taken
+    relative to the file's folder (the bundled pool's: the package's data)."""
     if path is None:
-        text = resources.files("banditroute.data").joinpath("pool.example.toml").read_text()
-        return tomllib.loads(text), "bundled pool.example.toml"
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read configuration {p}: {err.strerror}") from None
-    try:
-        return (json.loads(text) if p.suffix == ".json" else tomllib.loads(text)), str(p)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"cannot parse {p}: {err}") from None
+        bundled = resources.files("banditroute.data").joinpath("pool.example.toml")
+        data, source, folder = tomllib.loads(bundled.read_text()), "bundled pool.example.toml", Path(str(bundled)).parent
+    else:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read configuration {p}: {err.strerror}") from None
+        try:
+            data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"cannot parse {p}: {err}") from None
+        source, folder = str(p), p.parent
+    warm = data.get("policy", {}).get("warm_start") if isinstance(data.get("policy"), dict) else None
+    if isinstance(warm, str) and warm.strip().lower() not in ("bundled", "none", "") and not Path(warm).is_absolute():
+        data["policy"]["warm_start"] = str(folder / warm)
+    return data, source
 
 
 def load_settings(path: str | Path | None = None, environ=None, overrides: dict[str, dict] | None = None) -> Settings:

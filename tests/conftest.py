@@ -50,3 +50,11 @@ def outcomes_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "synthetic.parquet"
     pq.write_table(make_outcomes(), path)
     return path
+
+
+def cold_settings():
+    """The bundled pool without its warm start: tests of the service's mechanics count from zero."""
+    from banditroute.config import load_settings
+
+    cfg = load_settings()
+    return cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"warm_start": None})})

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import cold_settings
+
 from banditroute.config import load_settings
 from banditroute.http.app import create_app
 from banditroute.http.handlers import SERVICE
@@ -16,7 +18,7 @@ THUMBS_UP = [{"source": "user", "kind": "thumbs", "value": True}]
 
 
 def make_config(tmp_path, **storage):
-    cfg = load_settings()
+    cfg = cold_settings()
     return cfg.model_copy(update={
         "storage": cfg.storage.model_copy(update={"db": str(tmp_path / "r.duckdb"), "flush_interval_ms": 5, **storage}),
         "server": cfg.server.model_copy(update={"max_body_bytes": 64 * 1024}),
@@ -57,10 +59,10 @@ async def test_route_and_feedback_contract(client):
 
 
 async def test_route_options(client):
-    r = await post(client, "/route", {"prompt": "hi", "models": ["claude-v1", "gpt-3.5-turbo-1106"], "cost_weight": 0})
-    assert set(r["probabilities"]) == {"claude-v1", "gpt-3.5-turbo-1106"} and r["cost_weight"] == 0
+    r = await post(client, "/route", {"prompt": "hi", "models": ["claude-3-5-haiku-20241022", "gpt-4o-mini-2024-07-18"], "cost_weight": 0})
+    assert set(r["probabilities"]) == {"claude-3-5-haiku-20241022", "gpt-4o-mini-2024-07-18"} and r["cost_weight"] == 0
     r = await post(client, "/route", {"prompt": "hi", "require": ["json"]})
-    assert set(r["probabilities"]) == {"gpt-4-1106-preview", "gpt-3.5-turbo-1106"}
+    assert set(r["probabilities"]) == {"gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18"}
 
 
 @pytest.mark.parametrize(
@@ -235,7 +237,7 @@ async def test_promotion_loop_log_replay_switch(client, tmp_path):
     sent = []
     for i in range(60):
         r = await post(client, "/route", {"prompt": f"Write a Python function number {i}"})
-        good = r["model"] in ("gpt-4-1106-preview", "gpt-3.5-turbo-1106") or rng.random() < 0.2
+        good = r["model"] in ("gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18") or rng.random() < 0.2
         sent.append(float(good))
         await post(client, "/feedback", {"decision_id": r["decision_id"], "cost_usd": 0.001,
                                          "signals": [{"source": "user", "kind": "thumbs", "value": good}]})
@@ -289,7 +291,7 @@ async def test_every_answer_validates_against_its_response_model(client):
     from banditroute.http.routes import ROUTES
     from banditroute.http.schemas import ErrorResponse
 
-    r = await post(client, "/route", {"prompt": "Write a Python function", "models": ["claude-v1", "claude-v2"]})
+    r = await post(client, "/route", {"prompt": "Write a Python function", "models": ["claude-3-5-haiku-20241022", "gemini-1.5-flash"]})
     f = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": THUMBS_UP, "cost_usd": 0.01})
     keyed = {"decision_id": r["decision_id"], "idempotency_key": "k", "signals": THUMBS_UP}
     first, dup = await post(client, "/feedback", keyed), await post(client, "/feedback", keyed)

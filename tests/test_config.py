@@ -9,8 +9,8 @@ def test_bundled_pool_loads():
     pool = load_settings()
     assert len(pool.models) == 11
     assert pool.policy.name == "lints"
-    gpt4 = pool.spec("gpt-4-1106-preview")
-    assert gpt4.price_usd(1000, 100) == pytest.approx((1000 * 10 + 100 * 30) / 1e6)
+    gpt4 = pool.spec("gpt-4o-2024-08-06")
+    assert gpt4.price_usd(1000, 100) == pytest.approx((1000 * 2.5 + 100 * 10) / 1e6)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import cold_settings
+
 from banditroute.config import PolicyConfig, StorageConfig, load_settings
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import RouteRequest
@@ -65,7 +67,7 @@ def test_simulated_jsonl_log_has_the_rows_of_the_parquet_one(tmp_path, outcomes_
 
 
 async def _service_with_traffic(db: str, n: int = 300) -> tuple[Service, dict]:
-    config = load_settings().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
+    config = cold_settings().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
     service = Service(config, Store(db, 0.005), seed=1)
     service.recover()
     rng = np.random.default_rng(2)
@@ -93,7 +95,7 @@ async def test_a_snapshot_with_a_flipped_byte_is_rejected_and_the_state_rebuilt_
         data[{"header": 40, "payload": len(data) // 2}[flip]] ^= 0x10
     snapshot.write_bytes(bytes(data))
 
-    config = load_settings().model_copy(update={"storage": StorageConfig(db=db)})
+    config = cold_settings().model_copy(update={"storage": StorageConfig(db=db)})
     again = Service(config, Store(db), seed=1)
     with caplog.at_level(logging.WARNING, logger="banditroute"):
         info = again.recover()

@@ -407,3 +407,25 @@ def test_a_pooled_batch_of_one_equals_the_same_prompt_inside_a_larger_batch():
     for i in range(3):
         alone = pol.probabilities(X[i:i + 1], [5.0], None, 10.0, np.random.default_rng(0)).probabilities[0]
         np.testing.assert_allclose(alone, batch[i], atol=1e-12)
+
+
+def test_a_model_added_to_a_pooled_pool_starts_from_what_the_pool_learned():
+    from banditroute.core.state import transfer
+
+    source = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(pooled=True))
+    hard, easy = ctx("Prove the Riemann hypothesis in full"), ctx("Say hello")
+    for _ in range(30):
+        for arm in range(len(MODELS)):
+            source.update(hard, arm, quality=0.0)
+            source.update(easy, arm, quality=1.0)
+    models = ["big", "coder", "newcomer"]
+    target = make_policy("lints", models, F.dim, None, PolicyConfig(pooled=True))
+    target.feature_version = source.feature_version = F.version
+    assert transfer(source, target) == ["big", "coder"]
+    q = target.predict(np.vstack([hard.x, easy.x]), [10.0, 10.0])[0]
+    assert q[1, 2] - q[0, 2] > 0.5  # the newcomer already expects the easy prompt to go better than the hard one
+    np.testing.assert_allclose(q[:, :2], source.predict(np.vstack([hard.x, easy.x]), [10.0, 10.0])[0][:, :2])
+    unpooled = make_policy("lints", models, F.dim, None, PolicyConfig())
+    unpooled.feature_version = F.version
+    transfer(source, unpooled)
+    assert unpooled.predict(hard.x[None], [10.0])[0][0, 2] == pytest.approx(0.5)  # the prior, as before

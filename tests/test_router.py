@@ -30,13 +30,13 @@ def test_route_returns_a_complete_decision(router):
 
 
 def test_options_restrict_the_choice(router):
-    d = router.route("hello", RouteOptions(models=["claude-v1", "gpt-3.5-turbo-1106"]))
-    assert sorted(d.eligible) == ["claude-v1", "gpt-3.5-turbo-1106"]
+    d = router.route("hello", RouteOptions(models=["claude-3-5-haiku-20241022", "gpt-4o-mini-2024-07-18"]))
+    assert sorted(d.eligible) == sorted(["claude-3-5-haiku-20241022", "gpt-4o-mini-2024-07-18"])
     d = router.route("hello", RouteOptions(require=["json"]))
-    assert sorted(d.eligible) == ["gpt-3.5-turbo-1106", "gpt-4-1106-preview"]
+    assert sorted(d.eligible) == sorted(["gpt-4o-mini-2024-07-18", "gpt-4o-2024-08-06"])
     d = router.route("hello " * 100, RouteOptions(max_cost_usd=0.0002))
     assert all(v["cost_usd"] <= 0.0002 for v in d.scores().values())
-    assert "gpt-4-1106-preview" not in d.eligible
+    assert "gpt-4o-2024-08-06" not in d.eligible
     d = router.route("hello", RouteOptions(cost_weight=0.0))
     assert d.cost_weight == 0.0
 
@@ -113,15 +113,15 @@ def test_same_seed_same_decisions():
 def test_route_many_serves_each_request_on_its_own_terms(router):
     prompts = ["Write a Python function", "  ", "hi", "Tell me a story", "hi", "What is 2+2?"]
     options = [RouteOptions(), RouteOptions(), RouteOptions(models=["gpt-9"]),
-               RouteOptions(models=["claude-v1", "gpt-3.5-turbo-1106"], cost_weight=0.0),
+               RouteOptions(models=["claude-3-5-haiku-20241022", "gpt-4o-mini-2024-07-18"], cost_weight=0.0),
                RouteOptions(require=["json"]), RouteOptions(cost_weight=1e6)]
     out = router.route_many(prompts, options)
     assert isinstance(out[1], RoutingError) and "non-empty" in str(out[1])
     assert isinstance(out[2], RoutingError) and "gpt-9" in str(out[2])
     ok = [d for d in out if not isinstance(d, RoutingError)]
     assert len(ok) == 4 and len({d.decision_id for d in ok}) == 4
-    assert set(out[3].eligible) == {"claude-v1", "gpt-3.5-turbo-1106"} and out[3].cost_weight == 0.0
-    assert set(out[4].eligible) == {"gpt-4-1106-preview", "gpt-3.5-turbo-1106"}
+    assert set(out[3].eligible) == {"claude-3-5-haiku-20241022", "gpt-4o-mini-2024-07-18"} and out[3].cost_weight == 0.0
+    assert set(out[4].eligible) == {"gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18"}
     for d in ok:  # every decision is complete, logged and pending, its propensity its own probability
         assert d.propensity == d.probabilities[d.eligible.index(d.model)]
         assert d.probabilities.sum() == pytest.approx(1.0)

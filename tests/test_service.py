@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from conftest import cold_settings
+
 from banditroute.config import StorageConfig, load_settings
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import RouteRequest
@@ -13,7 +15,7 @@ from banditroute.service.service import Service
 
 
 def make(db: str) -> Service:
-    config = load_settings().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
+    config = cold_settings().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
     service = Service(config, Store(db, 0.005), seed=1)
     service.recover()
     return service
@@ -128,3 +130,37 @@ async def test_adding_a_model_and_restarting_keeps_the_other_models_state(tmp_pa
         assert set(d.eligible) == {"a", "b", "c"}
     finally:
         again.store.close()
+
+
+def test_the_bundled_pool_routes_its_first_request_from_the_shipped_warm_start(tmp_path):
+    """The README's first command: no file, no feedback yet, and the policy already knows the pool."""
+    import numpy as np
+
+    config = load_settings()
+    assert config.policy.warm_start and config.policy.warm_start.endswith("pool.example.state")
+    service = Service(config.model_copy(update={"storage": StorageConfig(db=str(tmp_path / "r.duckdb"))}),
+                      Store(str(tmp_path / "r.duckdb"), 0.005), seed=1)
+    service.recover()
+    try:
+        (d,) = service.route_many([RouteRequest(
+            prompt="Find all real x such that x^4 - 5x^2 + 4 = 0, and prove there are no others.", cost_weight=0.0)])
+        quality = {m: s["quality"] for m, s in d.scores().items()}
+        assert quality["o1-mini-2024-09-12"] == max(quality.values()) > 0.6  # the prior says 0.5 for all
+        assert quality["llama-3.1-70b-instruct"] < quality["o1-mini-2024-09-12"] - 0.1
+        assert service.router.policy.quality_observations.min() > 2000 and d.model in config.names
+        assert np.isclose(sum(d.probabilities), 1.0)
+    finally:
+        service.store.close()
+
+
+def test_warm_start_values_bundled_none_and_paths_relative_to_the_file(tmp_path):
+    from banditroute.config import PolicyConfig
+
+    assert PolicyConfig(warm_start="none").warm_start is None
+    assert PolicyConfig(warm_start="bundled").warm_start.endswith("pool.example.state")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "pool.toml").write_text('[policy]\nwarm_start = "states/w.state"\n[[models]]\nname = "a"\n')
+    assert load_settings(tmp_path / "sub" / "pool.toml").policy.warm_start == str(tmp_path / "sub" / "states" / "w.state")
+    # the command line and the environment stay relative to where the command runs
+    cli = load_settings(tmp_path / "sub" / "pool.toml", overrides={"policy": {"warm_start": "x.state"}})
+    assert cli.policy.warm_start == "x.state"

@@ -73,11 +73,19 @@ def loads_state(data: bytes, source: str = "<bytes>") -> tuple[dict, Policy]:
     return header, policy
 
 
+def _per_model(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays with one row per model: all but the pooled fit (``.pool_``) and the change detector
+    (``drift.``), which a policy may or may not keep, whatever its model class."""
+    return {k: v for k, v in arrays.items() if ".pool_" not in k and not k.startswith("drift.")}
+
+
 def transfer(source: Policy, target: Policy) -> list[str]:
     """Copy what ``source`` learned about each model into ``target``, model by model where names match.
 
-    Every learned array has one row per model (:meth:`Policy.arrays`), so a model's rows move to its
-    place in ``target``; ``target``'s other models keep their priors. Returns the models copied.
+    Every per-model array (:meth:`Policy.arrays`) has one row per model, so a model's rows move to its
+    place in ``target``; ``target``'s other models keep their priors. The pooled fit of a pooled state
+    is copied whole (it describes prompts, not one model); a pooled target loading an unpooled state
+    pools what the copied models learned. The change detectors start afresh. Returns the models copied.
     Raises :class:`StateError` when the two cannot share state: other features, other learned
     arrays (a different model class; ``lints`` and ``linucb`` share theirs), or no model in common.
     """
@@ -85,7 +93,7 @@ def transfer(source: Policy, target: Policy) -> list[str]:
         raise StateError(f"the state was learned with features {source.feature_version} (dimension {source.dim}), "
                          f"the pool routes with {target.feature_version} (dimension {target.dim})")
     theirs, ours = source.arrays(), target.arrays()
-    if set(theirs) != set(ours):
+    if set(_per_model(theirs)) != set(_per_model(ours)):
         raise StateError(f"a {source.describe()} state cannot start a {target.describe()} policy: they learn "
                          "different things")
     common = [m for m in target.models if m in source.models]
@@ -94,10 +102,11 @@ def transfer(source: Policy, target: Policy) -> list[str]:
     src = [source.models.index(m) for m in common]
     dst = [target.models.index(m) for m in common]
     merged = {}
-    for name, value in ours.items():
+    for name, value in _per_model(ours).items():
         value = np.array(value)
         value[dst] = theirs[name][src]
         merged[name] = value
+    merged |= {k: v for k, v in theirs.items() if ".pool_" in k and k in ours}
     target.load_arrays(merged)
     return common
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from banditroute.config import PolicyConfig
 from banditroute.core.policies import Policy, make_policy
+from banditroute.core.policies.bayes_linear import single_threaded_blas
 from banditroute.core.state import load_state
 from banditroute.offline.logs import Log
 
@@ -54,11 +55,12 @@ def candidate_probabilities(log: Log, name: str, cost_weight: float, state: str 
         for start in tqdm(range(0, n, CHUNK), "candidate", unit="batch", disable=not progress, leave=False):
             pi[start:start + CHUNK] = score(slice(start, start + CHUNK))
         return pi
-    for i in tqdm(range(n), "candidate", unit="decision", disable=not progress, leave=False):
-        pi[i] = score(slice(i, i + 1))[0]
-        q, c = log.quality[i], log.cost[i]
-        policy.update(log.context(i), arm_of[log.chosen[i]], None if np.isnan(q) else float(q),
-                      None if np.isnan(c) else float(c))
+    with single_threaded_blas():
+        for i in tqdm(range(n), "candidate", unit="decision", disable=not progress, leave=False):
+            pi[i] = score(slice(i, i + 1))[0]
+            q, c = log.quality[i], log.cost[i]
+            policy.update(log.context(i), arm_of[log.chosen[i]], None if np.isnan(q) else float(q),
+                          None if np.isnan(c) else float(c))
     return pi
 
 

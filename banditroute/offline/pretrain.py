@@ -10,6 +10,8 @@ from __future__ import annotations
 from banditroute.config import PolicyConfig, Settings
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
+from banditroute.core.policies.bayes_linear import single_threaded_blas
+from banditroute.core.types import Context
 from banditroute.offline.outcomes import Outcomes, OutcomeTableError
 
 
@@ -28,8 +30,10 @@ def pretrain(outcomes: Outcomes, policy: str = "lints", pool: Settings | None = 
     f = featurizer or Featurizer()
     pol = make_policy(policy, outcomes.models, f.dim, prices, settings)
     pol.feature_version = f.version
-    for i, prompt in enumerate(train.prompts):
-        ctx = f.context(prompt)
-        for k in range(len(outcomes.models)):
-            pol.update(ctx, k, quality=float(train.quality[i, k]), cost_usd=float(train.cost[i, k]))
+    X = f.transform_many(train.prompts)
+    with single_threaded_blas():
+        for i, prompt in enumerate(train.prompts):
+            ctx = Context(X[i], f.input_tokens(prompt))
+            for k in range(len(outcomes.models)):
+                pol.update(ctx, k, quality=float(train.quality[i, k]), cost_usd=float(train.cost[i, k]))
     return pol

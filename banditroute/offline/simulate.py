@@ -18,6 +18,7 @@ from tqdm import tqdm
 from banditroute.config import PolicyConfig, Settings, pool_from_names
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
+from banditroute.core.policies.bayes_linear import single_threaded_blas
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import load_state
@@ -146,7 +147,8 @@ def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | Non
     service = build_service(outcomes, start, cw, seed, pool, featurizer=featurizer, settings=settings)
     try:
         train, test = outcomes.subset("train"), outcomes.subset("test")
-        online = run_online(service, train, seed, progress)
+        with single_threaded_blas():
+            online = run_online(service, train, seed, progress)
         router = service.router
         (test_result,) = evaluate_greedy(router, test, progress=progress)
         test_result.pop("cost_weight")

@@ -42,9 +42,17 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg.blas import dger
+from threadpoolctl import threadpool_limits
 
 FOLD_EVERY = 64  # observations of one arm gathered before they are added to its precision matrix
 POOL_EVERY = 16  # updates (of any arm) between recomputations of the pooled weights beta
+
+
+def single_threaded_blas():
+    """A context in which BLAS runs on one thread: for loops of small updates (simulate, pretrain,
+    replay). From a size of about 150 x 150, OpenBLAS splits a rank-1 update over threads whose start-up
+    costs several times the update itself (and, with two processes on two cores, they fight)."""
+    return threadpool_limits(1, user_api="blas")
 
 
 def add_rank1(a: np.ndarray, alpha: float, v: np.ndarray) -> None:
