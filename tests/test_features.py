@@ -101,20 +101,22 @@ def test_v1_and_v2_features_are_frozen():
 
 def _python_path(prompts):
     """Features with the C counting core switched off (the reference implementation)."""
-    from banditroute.core import features
+    from banditroute.core import embedding, features
 
     native, features._native = features._native, None
+    summer, embedding._sum_rows = embedding._sum_rows, None
     try:
-        return Featurizer().transform_many(prompts)
+        return Featurizer(embedding=embedding.StaticEmbedding()).transform_many(prompts)
     finally:
         features._native = native
+        embedding._sum_rows = summer
 
 
 def test_c_core_is_built():
     """The C counting core ships with the package (setup.py); without it every prompt takes the slower Python path."""
-    from banditroute.core import features
+    from banditroute.core import embedding, features
 
-    assert features._native is not None
+    assert features._native is not None and embedding._sum_rows is not None
 
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data not present")

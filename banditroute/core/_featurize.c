@@ -475,12 +475,87 @@ done:
     return left;
 }
 
+/* sum_rows(words, index, table, out) -> list of the words not in index (nothing summed then), or None
+ * after out = sum over words, in order, of table[index[word]] (out is overwritten). The embedding's word
+ * cache (banditroute.core.embedding): the same sums, in the same order, as the Python path. */
+static PyObject *sum_rows(PyObject *self, PyObject *args) {
+    PyObject *words, *index, *table_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "O!O!OO", &PyList_Type, &words, &PyDict_Type, &index, &table_obj, &out_obj))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(words);
+    Py_ssize_t *rows = PyMem_Malloc((n ? n : 1) * sizeof(Py_ssize_t));
+    if (rows == NULL) return PyErr_NoMemory();
+    PyObject *missing = NULL, *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyDict_GetItemWithError(index, PyList_GET_ITEM(words, i));
+        if (row == NULL) {
+            if (PyErr_Occurred() || (missing == NULL && (missing = PyList_New(0)) == NULL) ||
+                PyList_Append(missing, PyList_GET_ITEM(words, i)) < 0) {
+                Py_CLEAR(missing);
+                PyMem_Free(rows);
+                return NULL;
+            }
+            continue;
+        }
+        rows[i] = PyLong_AsSsize_t(row);
+        if (rows[i] == -1 && PyErr_Occurred()) {
+            Py_XDECREF(missing);
+            PyMem_Free(rows);
+            return NULL;
+        }
+    }
+    if (missing != NULL) {
+        PyMem_Free(rows);
+        return missing;
+    }
+    Py_buffer tb, ob;
+    if (PyObject_GetBuffer(table_obj, &tb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyMem_Free(rows);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&tb);
+        PyMem_Free(rows);
+        return NULL;
+    }
+    if (tb.ndim != 2 || ob.ndim != 1 || strcmp(tb.format, "d") || strcmp(ob.format, "d") || tb.shape[1] != ob.shape[0]) {
+        PyErr_SetString(PyExc_ValueError, "expected a float64 table (rows, dims) and a float64 vector (dims,)");
+        goto done;
+    }
+    Py_ssize_t dims = ob.shape[0];
+    double *out = (double *)ob.buf;
+    const double *table = (const double *)tb.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (rows[i] < 0 || rows[i] >= tb.shape[0]) {
+            PyErr_Format(PyExc_IndexError, "row %zd outside the table", rows[i]);
+            goto done;
+        }
+    }
+    for (Py_ssize_t j = 0; j < dims; j++) out[j] = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) { /* the first row is copied, not added to zeros: -0.0 stays -0.0 */
+        const double *v = table + rows[i] * dims;
+        if (i == 0)
+            for (Py_ssize_t j = 0; j < dims; j++) out[j] = v[j];
+        else
+            for (Py_ssize_t j = 0; j < dims; j++) out[j] += v[j];
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&tb);
+    PyBuffer_Release(&ob);
+    PyMem_Free(rows);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(groups, first_word_group, phrases) -> row width: the vocabulary groups (distinct words "
      "counted), the group whose membership of the first word is reported, and the phrases counted."},
     {"count_many", count_many, METH_VARARGS,
      "count_many(prompts, counts, buckets) -> indices left to the Python path (non-ASCII, non-str)."},
+    {"sum_rows", sum_rows, METH_VARARGS,
+     "sum_rows(words, index, table, out) -> the words missing from index (nothing summed), or None after "
+     "out = the sum, in order, of table[index[w]] over words."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -47,6 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # the C core sums a prompt's cached word rows; without it numpy does (the same sums, in the same order)
+    from banditroute.core._featurize import sum_rows as _sum_rows
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _sum_rows = None
+
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "data" / "embedding"
 MAX_WORDS = 512
 WORD_CACHE = 65_536
@@ -141,21 +146,27 @@ class StaticEmbedding:
             start = end
         return tuple(ids)
 
+    def _make_room(self, words: list[str]) -> None:
+        """Start the word cache over if ``words`` might not fit in it."""
+        if len(self._row) + len(words) > WORD_CACHE:
+            self._row.clear()
+
+    def _add(self, words) -> None:
+        """Cache the row sums of the words not cached yet (after :meth:`_make_room`)."""
+        row = self._row
+        for w in words:
+            if w not in row:
+                ids = self._wordpiece(w)
+                r = row[w] = len(row)
+                self._sums[r] = np.add.reduce(self._vectors[list(ids)], axis=0) if ids else 0.0
+
     def _word_rows(self, words: list[str]) -> list[int]:
         """Each word's row in the word cache, adding the words not there yet."""
-        row = self._row
-        if len(row) + len(words) > WORD_CACHE:
-            row.clear()
-        out = list(map(row.get, words))
+        self._make_room(words)
+        out = list(map(self._row.get, words))
         if None in out:
-            for i, w in enumerate(words):
-                if out[i] is None:
-                    r = row.get(w)
-                    if r is None:
-                        ids = self._wordpiece(w)
-                        r = row[w] = len(row)
-                        self._sums[r] = np.add.reduce(self._vectors[list(ids)], axis=0) if ids else 0.0
-                    out[i] = r
+            self._add(words)
+            out = list(map(self._row.get, words))
         return out
 
     def pieces(self, prompt: str) -> list[str]:
@@ -166,8 +177,16 @@ class StaticEmbedding:
         """The unit-length embeddings of ``prompts``, one row each: (B, dims) float64."""
         out = np.zeros((len(prompts), self.dims))
         for b, prompt in enumerate(prompts):  # one prompt at a time: a batch may restart the cache
-            rows = self._word_rows(words_of(prompt))
-            if rows:
-                out[b] = np.add.reduce(self._sums[rows], axis=0)
+            words = words_of(prompt)
+            if not words:
+                continue
+            if _sum_rows is None:
+                out[b] = np.add.reduce(self._sums[self._word_rows(words)], axis=0)
+                continue
+            self._make_room(words)
+            missing = _sum_rows(words, self._row, self._sums, out[b])
+            if missing is not None:
+                self._add(missing)
+                _sum_rows(words, self._row, self._sums, out[b])
         norm = np.sqrt(np.einsum("ij,ij->i", out, out))
         return np.divide(out, norm[:, None], out=out, where=norm[:, None] > 0)
