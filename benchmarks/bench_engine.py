@@ -2,10 +2,12 @@
 
 Usage (river, the baseline, comes with ``pip install -e ".[bench]"``)::
 
-    python benchmarks/bench_engine.py [--runs 5] [--calls 3000] [--out benchmarks/results/engine.json]
+    python benchmarks/bench_engine.py [--runs 5] [--calls 3000] [--features VERSION ...] [--out benchmarks/results/engine.json]
 
 Per run, ``--calls`` RouterBench prompts (or generated prompts when ../shared/data is absent) go
-through the bundled 11-model pool with the default policy (lints, d = 85):
+through the bundled 11-model pool with the default policy (lints) and the default features (149
+numbers); ``--features`` names other feature versions (``v1-d64``: 85 numbers, no embedding) measured
+in the same runs, alternating with the default, under ``by_features`` in the output:
 
 * ``route``: ``Router.route`` end to end (features, probabilities, sampling, decision record);
 * ``features``, ``probabilities``: its two main parts alone (a batch of one);
@@ -31,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from banditroute.config import load_settings
+from banditroute.core.features import Featurizer
+from banditroute.core.policies import make_policy
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Router, RouteRequest
 
@@ -60,8 +64,12 @@ def timed(fn, items) -> np.ndarray:
 BATCHES = (4, 16, 32)
 
 
-def one_run(ps: list[str], seed: int) -> dict[str, np.ndarray]:
-    router = Router(load_settings(), seed=seed)
+def one_run(ps: list[str], seed: int, features: str | None = None) -> dict[str, np.ndarray]:
+    settings = load_settings()
+    f = Featurizer() if features is None else Featurizer.from_version(features)
+    prices = [(m.input_price_per_mtok, m.output_price_per_mtok) for m in settings.models]
+    router = Router(settings, policy=make_policy("lints", settings.names, f.dim, prices, settings.policy),
+                    featurizer=f, seed=seed)
     fb = Feedback(signals=[Signal(source="judge", kind="quality", value=1.0)], cost_usd=0.001)
     for p in ps[:500]:  # warm: a policy with some history
         router.apply(router.route(p).pending(), fb)
@@ -105,16 +113,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--features", nargs="*", default=[], help="other feature versions to measure alongside")
     ap.add_argument("--out", default="benchmarks/results/engine.json")
     args = ap.parse_args()
     ps = prompts(args.calls)
-    runs = [one_run(ps, seed) for seed in range(args.runs)]
-    table = {}
-    for key in runs[0]:
-        table[key] = {
-            "p50_us": round(statistics.median(float(np.percentile(r[key], 50)) for r in runs), 1),
-            "p99_us": round(statistics.median(float(np.percentile(r[key], 99)) for r in runs), 1),
-        }
+    runs, others = [], {v: [] for v in args.features}
+    for seed in range(args.runs):
+        runs.append(one_run(ps, seed))
+        for v in args.features:
+            others[v].append(one_run(ps, seed, v))
+
+    def summary(rs):
+        return {key: {"p50_us": round(statistics.median(float(np.percentile(r[key], 50)) for r in rs), 1),
+                      "p99_us": round(statistics.median(float(np.percentile(r[key], 99)) for r in rs), 1)}
+                for key in rs[0]}
+
+    table = summary(runs)
     rates = [simulate_rate() for _ in range(3)]
     result = {
         "machine": f"{platform.machine()} {platform.python_version()}",
@@ -123,12 +137,15 @@ def main() -> None:
         "latency": table,
         "route_vs_river_linucb_pull_p50": round(table["route"]["p50_us"] / table["river_linucb_pull"]["p50_us"], 3),
         "simulate_prompts_per_s": None if rates[0] is None else round(statistics.median(rates)),
+        "features": Featurizer().version,
+        "by_features": {v: summary(rs) for v, rs in others.items()},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'call':24}{'p50 us':>10}{'p99 us':>10}")
+    other = {v: summary(rs) for v, rs in others.items()}
+    print(f"{'call':24}" + "".join(f"{'p50 ' + n:>24}" for n in ["default", *other]))
     for key, v in table.items():
-        print(f"{key:24}{v['p50_us']:>10}{v['p99_us']:>10}")
+        print(f"{key:24}{v['p50_us']:>24}" + "".join(f"{o[key]['p50_us']:>24}" for o in other.values()))
     print(f"simulate: {result['simulate_prompts_per_s']} prompts/s")
 
 

@@ -210,3 +210,19 @@ def test_a_candidate_that_peeks_at_the_outcome_is_caught(tmp_path, name):
         peeking[i] = policy.probabilities(log.X[i:i + 1], log.input_tokens[i:i + 1], None, 0.0, rng).probabilities[0]
     assert outcome_lift(peeking, log) > 0.1  # the check has the power to see peeking
     assert abs(outcome_lift(honest, log)) < 0.07
+
+
+def test_a_log_written_with_the_earlier_features_replays_under_them():
+    """The shipped example log was written with v1 features (85 numbers): it loads under v1, and a
+    learning candidate replays on it in that space."""
+    from pathlib import Path
+
+    from banditroute.offline.evaluate import replay
+    from banditroute.offline.logs import load_log
+
+    path = Path(__file__).resolve().parents[1] / "replay_logs" / "routerbench_lints_cw30_seed1.parquet"
+    assert set(pq.read_table(path, columns=["feature_version"]).column(0).to_pylist()) == {"v1-d64"}
+    log = load_log(path)
+    assert log.X.shape == (len(log), Featurizer.from_version("v1-d64").dim) == (len(log), 85)
+    out = replay(str(path), "lints", estimators=("ips", "snips"), n_boot=50, log=log)
+    assert 0.0 < out["estimates"]["snips"]["quality"]["value"] < 1.0
