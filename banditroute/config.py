@@ -128,6 +128,12 @@ class StorageConfig(_Strict):
     flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 200.0
     snapshot_every: Annotated[int, Field(gt=0)] = 10_000
     memory_limit: str = "128MB"
+    # a feedback whose commit takes longer is answered 503 and the log is treated as failing
+    commit_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    # seconds between attempts to write to a failing log (also the 503's Retry-After)
+    retry_interval_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    # the log counts as failing while its file system has less free space than this (0: only on errors)
+    min_free_bytes: Annotated[int, Field(ge=0)] = 16 << 20
 
 
 class Settings(_Strict):

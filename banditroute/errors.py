@@ -14,7 +14,11 @@ class                      status  ``error``
 :class:`BodyTooLarge`      413     ``body_too_large``
 :class:`ValidationFailed`  422     ``validation_error``
 :class:`RoutingError`      422     ``routing_error``
+:class:`Unavailable`       503     ``unavailable``
 =========================  ======  ======================
+
+:class:`Unavailable` is not the client's fault: the log cannot take writes (or did not commit in
+time), so the service takes nothing it could not keep; it answers with ``Retry-After``.
 
 Anything else that escapes a handler is a bug: 500 ``internal_error``, logged with its traceback.
 """
@@ -35,6 +39,10 @@ class ClientError(Exception):
         super().__init__(message)
         self.message = message
         self.detail = detail
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers."""
+        return {}
 
     def body(self) -> dict:
         """The JSON error body."""
@@ -85,3 +93,17 @@ class RoutingError(ClientError, ValueError):
     """A request the router cannot serve as asked (unknown model, nothing eligible, bad prompt)."""
 
     status, kind = 422, "routing_error"
+
+
+class Unavailable(ClientError):
+    """The service cannot keep what it would be given right now (the log is not accepting writes)."""
+
+    status, kind = 503, "unavailable"
+    log_level = logging.WARNING
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = int(retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

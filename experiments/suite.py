@@ -39,6 +39,7 @@ from baselines import full_information, oracle_point, tfidf_ridge, uniform_point
 from banditroute.config import PolicyConfig
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import load_outcomes
+from banditroute.offline.simulate import simulate
 from banditroute.offline.tune import tune
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -98,8 +99,15 @@ def one_table(job) -> dict:
         for seed in seeds:
             print(f"{path.stem}: {name} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
             res = tune(outcomes, policy, seed, settings=settings)
-            runs[seed] = {m: res[m] for m in METRICS} | {"points": len(res["points"])}
+            regret = simulate(outcomes, policy, settings.cost_weight, seed, settings=settings)["online"]["regret"]
+            runs[seed] = {m: res[m] for m in METRICS} | {"points": len(res["points"]),
+                                                         "passes_best_fixed_at": regret["passes_best_fixed_at"],
+                                                         "regret_vs_best_fixed": regret["vs_best_fixed"],
+                                                         "best_fixed": regret["best_fixed"]}
         out["configs"][name] = {"per_seed": runs, "median": {m: _median([r[m] for r in runs.values()]) for m in METRICS}}
+        out["configs"][name]["median"]["passes_best_fixed_at"] = _median(
+            [r["passes_best_fixed_at"] for r in runs.values()])
+        out["train"] = len(outcomes.subset("train"))
     out["seconds"] = round(time.time() - t0)
     print(f"{path.stem}: done in {out['seconds']} s", file=sys.stderr, flush=True)
     return out
@@ -148,6 +156,7 @@ def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: 
         lines += ["", "| fixed point | quality % | cost % |", "| --- | --- | --- |"]
         lines += [f"| {k} | {v['quality_pct']:.1f} | {v['cost_pct']:.1f} |" for k, v in t["fixed"].items()]
         lines.append("")
+    lines += regret_section(tables, configs, seeds)
     if len(configs) > 1:
         lines += ["## Median rank over tables (by qauc; 1 is best)", "", "| configuration | ranks | median |",
                   "| --- | --- | --- |"]
@@ -162,6 +171,30 @@ def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: 
             lines.append(f"| {c} | {', '.join(map(str, ranks[c]))} | {statistics.median(ranks[c])} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def regret_section(tables: list[dict], configs: list[str], seeds: list[int]) -> list[str]:
+    """Where each run's cumulative online reward (quality minus the default cost weight times cost) passes
+    the best fixed model's in hindsight for good, per table and configuration (runs saved before these
+    figures were recorded are left out)."""
+    rows = []
+    for t in tables:
+        for name in configs:
+            per = t["configs"][name]["per_seed"]
+            if "passes_best_fixed_at" not in per[seeds[0]]:
+                continue
+            cells = ", ".join(fmt(per[s]["passes_best_fixed_at"], 0) if per[s]["passes_best_fixed_at"] is not None
+                              else "never" for s in seeds)
+            rows.append(f"| {t['table']} | {name} | {t['train']} | {per[seeds[0]]['best_fixed']} | "
+                        f"{fmt(t['configs'][name]['median']['passes_best_fixed_at'] or float('inf'), 0)} [{cells}] |")
+    if not rows:
+        return []
+    return ["## Online reward against the best fixed model in hindsight", "",
+            f"At the default cost weight ({PolicyConfig().cost_weight:g} quality points per USD), one pass over the "
+            "train split from scratch: the decision from which the router's cumulative reward (quality minus "
+            "weight times cost) stays at or above the best single model's to the end of the pass (`never`: it "
+            "ends below).", "", "| table | configuration | train prompts | best fixed model | passes it at |",
+            "| --- | --- | --- | --- | --- |", *rows, ""]
 
 
 def main() -> None:

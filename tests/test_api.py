@@ -297,7 +297,7 @@ async def test_every_answer_validates_against_its_response_model(client):
     first, dup = await post(client, "/feedback", keyed), await post(client, "/feedback", keyed)
     answers = {("POST", "/route"): [r], ("POST", "/feedback"): [f, first, dup]}
     for method, path, body in [("GET", "/models", None), ("GET", "/policy", None), ("GET", "/healthz", None),
-                               ("PUT", "/policy", {"cost_weight": 5.0, "floor": 0.02})]:
+                               ("GET", "/readyz", None), ("PUT", "/policy", {"cost_weight": 5.0, "floor": 0.02})]:
         resp = await client.request(method, path, data=None if body is None else json.dumps(body))
         assert resp.status == 200
         answers[method, path] = [await resp.json()]
@@ -308,7 +308,7 @@ async def test_every_answer_validates_against_its_response_model(client):
         for answer in answers[route.method, route.path]:
             route.response.model_validate(answer)
             checked += 1
-    assert checked == 8 and dup["duplicate"] and not first["duplicate"]
+    assert checked == 9 and dup["duplicate"] and not first["duplicate"]
     for method, path, body in [("POST", "/route", "{"), ("POST", "/feedback", '{"decision_id": "nope"}'),
                                ("GET", "/nowhere", None), ("PUT", "/policy", '{"floor": 0.9}')]:
         resp = await client.request(method, path, data=body)
@@ -325,3 +325,49 @@ async def test_the_openapi_document_is_the_route_table(client):
     assert doc["paths"]["/export"]["get"]["parameters"][0]["schema"]["enum"] == ["parquet", "jsonl"]
     for name in ("RouteResponse", "FeedbackResponse", "ModelsResponse", "PolicyView", "ErrorResponse"):
         assert name in doc["components"]["schemas"]
+
+
+def nested(depth: int) -> str:
+    """A route request whose metadata is nested ``depth`` levels deep, as JSON text."""
+    return '{"prompt": "hi", "metadata": ' + '{"a": ' * depth + '{"leaf": 1}' + "}" * depth + "}"
+
+
+async def test_oversized_or_deep_metadata_fails_alone_inside_a_batch(client):
+    """A request with metadata nested 1,000 deep or over the size limit, sent among 30 ordinary ones
+    arriving together: it gets a 422 naming the limit, the others are routed and logged, and /models
+    counts exactly the decisions that exist."""
+    import asyncio
+
+    bad = [nested(1000), json.dumps({"prompt": "hi", "metadata": {"blob": "x" * 20_000}})]
+    good = [json.dumps({"prompt": f"question {i}", "metadata": {"tenant": "t", "tags": [i]}}) for i in range(30)]
+    responses = await asyncio.gather(*(client.post("/route", data=b) for b in [*good[:15], *bad, *good[15:]]))
+    bodies = [await r.json() for r in responses]
+    statuses = [r.status for r in responses]
+    assert statuses[15:17] == [422, 422] and statuses[:15] + statuses[17:] == [200] * 30
+    assert "nested deeper than 8" in bodies[15]["message"] and "limit of 16384" in bodies[16]["message"]
+    service = client.server.app[SERVICE]
+    await asyncio.wrap_future(service.store.flush())
+    assert service.store.query("SELECT count(*) FROM decisions").column(0)[0].as_py() == 30
+    assert sum(m["decisions"] for m in (await (await client.get("/models")).json())["models"]) == 30
+
+
+async def test_a_request_that_breaks_its_batch_fails_alone(client, monkeypatch):
+    """A bug that one prompt triggers in the batched routing code: the batch is rerun one by one, so
+    only that request gets the 500."""
+    import asyncio
+
+    service = client.server.app[SERVICE]
+    real = service.router.route_many
+
+    def fragile(prompts, options):
+        if "poison" in prompts:
+            raise RuntimeError("injected bug")
+        return real(prompts, options)
+
+    monkeypatch.setattr(service.router, "route_many", fragile)
+    prompts = [f"question {i}" for i in range(20)]
+    prompts.insert(7, "poison")
+    responses = await asyncio.gather(*(client.post("/route", data=json.dumps({"prompt": p})) for p in prompts))
+    statuses = [r.status for r in responses]
+    assert statuses[7] == 500 and statuses.count(200) == 20
+    assert (await responses[7].json())["error"] == "internal_error"

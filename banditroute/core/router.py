@@ -11,12 +11,13 @@ the log records. Keeping decisions until their feedback, and logging, belong to 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from banditroute.config import NonNegFloat, PositiveFloat, Settings
 from banditroute.core.features import Featurizer
@@ -24,6 +25,25 @@ from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback
 from banditroute.core.types import Context, Decision, FeedbackResult, Pending
 from banditroute.errors import RoutingError
+
+
+METADATA_MAX_DEPTH = 8  # levels of nested objects and arrays below the metadata object itself
+METADATA_MAX_BYTES = 16_384  # as compact JSON, which is how the log stores it
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, level = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
+                deepest = max(deepest, level + 1)
+                if deepest > METADATA_MAX_DEPTH:
+                    return deepest
+    return deepest
 
 
 class RouteOptions(BaseModel):
@@ -35,8 +55,22 @@ class RouteOptions(BaseModel):
     cost_weight: NonNegFloat | None = None
     max_cost_usd: PositiveFloat | None = None
     require: list[str] = Field(default_factory=list)
-    user: str | None = None
-    metadata: dict[str, Any] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, Any] | None = Field(
+        default=None, description=f"free-form JSON kept in the log: at most {METADATA_MAX_DEPTH} levels of nesting "
+                                  f"and {METADATA_MAX_BYTES} bytes as JSON")
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, metadata: dict | None) -> dict | None:
+        if metadata is None:
+            return None
+        if _depth(metadata) > METADATA_MAX_DEPTH:
+            raise ValueError(f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels")
+        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        if size > METADATA_MAX_BYTES:
+            raise ValueError(f"metadata takes {size} bytes as JSON, more than the limit of {METADATA_MAX_BYTES}")
+        return metadata
 
 
 class RouteRequest(RouteOptions):

@@ -7,6 +7,12 @@ class ModelStats:
     """Decisions, weighted quality and cost sums per model; :meth:`table` gives shares and means."""
 
     def __init__(self, models):
+        self.models = list(models)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to no decisions and no feedback (before a reload from the log)."""
+        models = self.models
         self.decisions = dict.fromkeys(models, 0)
         self.quality_sum = dict.fromkeys(models, 0.0)
         self.quality_weight = dict.fromkeys(models, 0.0)

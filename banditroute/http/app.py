@@ -33,9 +33,11 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
     app[OPENAPI] = openapi_document(__version__)
 
     async def lifecycle(app: web.Application):
-        store = Store(config.storage.db, config.storage.flush_interval_ms / 1000.0, config.storage.memory_limit)
+        store = Store(config.storage.db, config.storage.flush_interval_ms / 1000.0, config.storage.memory_limit,
+                      min_free_bytes=config.storage.min_free_bytes)
         service = Service(config, store, seed=seed)
         service.recover()
+        service.watch_storage()
         app[SERVICE] = service
         app[METRICS].watch(service)
         # The pending window holds ~10^6 tracked objects; full collections over them stall the loop

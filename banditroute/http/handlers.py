@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from banditroute.errors import MalformedJSON, ValidationFailed
+from banditroute.errors import MalformedJSON, Unavailable, ValidationFailed
 from banditroute.http.metrics import CONTENT_TYPE, Metrics
 from banditroute.http.schemas import (
     FeedbackRequest,
@@ -84,7 +84,17 @@ async def put_policy(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers (whatever the state of its log)."""
     return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 while the log does not accept writes (and ``/route`` and ``/feedback`` refuse)."""
+    service = request.app[SERVICE]
+    service.check_available()
+    if not service.store.writer_alive:
+        raise Unavailable("the log writer is not running")
+    return json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -44,9 +44,15 @@ class ServiceCollector:
             ("banditroute_recalled_decisions",
              "decisions read back from the log for late feedback and kept for their next feedback",
              len(s.pending.recalled)),
+            ("banditroute_available", "1 while the log accepts writes and requests are answered, 0 while they get 503",
+             int(s.unavailable is None)),
         ]
         for name, doc, value in gauges:
             yield GaugeMetricFamily(name, doc, value=value)
+        yield CounterMetricFamily("banditroute_log_write_failures", "commits of the log that failed",
+                                  value=s.store.failures)
+        yield CounterMetricFamily("banditroute_outages", "times requests were refused until the log took writes again",
+                                  value=s.outages)
         yield CounterMetricFamily("banditroute_idle_checkpoints", "checkpoints the log writer ran while no feedback "
                                   "waited", value=s.store.checkpoints)
         yield CounterMetricFamily("banditroute_route_batches", "micro-batches of /route requests routed together "

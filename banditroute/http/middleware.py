@@ -56,6 +56,7 @@ def make_middleware(public: set[str]):
         except ClientError as err:
             log.log(err.log_level, "%s %s: %d %s", request.method, request.path, err.status, err.message)
             response = json_response(err.body(), err.status)
+            response.headers.update(err.headers())
         except Exception:  # a bug must still answer JSON, and be logged
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = json_response({"error": "internal_error", "message": "internal error (logged on the server)"},

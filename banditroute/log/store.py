@@ -11,6 +11,14 @@ committed: the server acknowledges feedback only then (group commit), so an ackn
 survives a crash. Decisions are queued without waiting, and they reach the disk in the same or an
 earlier batch than any feedback about them: feedback about a decision still queued commits together
 with the queued decisions, other feedback commits alone, without waiting for them.
+
+Storage faults fail closed. A commit that fails (a full disk, a read-only file system, an exception
+anywhere in the writer's step) drops its batch, fails its future with :class:`StorageError` and puts
+the store in the failed state (:attr:`Store.failure`): every later batch is dropped and failed too,
+so no row written after a lost one can refer to it, until :meth:`Store.probe` succeeds in writing an
+``events`` row. The writer thread survives any exception in a step, and :meth:`Store.probe` starts a
+new one if it has died. The service stops answering while the store is failed and rebuilds its state
+from the log once a probe succeeds (:mod:`banditroute.service.service`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -33,6 +42,10 @@ log = logging.getLogger("banditroute")
 
 IDLE_CHECKPOINT_BYTES = 8 << 20  # log size at which the writer checkpoints when no feedback waits
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop: a short pause, pyarrow's fixed cost shared
+
+
+class StorageError(Exception):
+    """The log could not accept a batch: its rows were not written."""
 
 
 def _rows_in(queued: tuple[str, list]) -> int:
@@ -106,12 +119,17 @@ class Store:
         Commit queued feedback at once (the server acknowledges feedback only when it is durable).
         The simulator turns it off: its rows wait for :meth:`flush`, and the writer appends them in
         one go.
+    min_free_bytes
+        A commit fails (and the store with it) while the log's file system has less free space than
+        this: the service stops before the disk is full rather than when a write fails half-way,
+        and a probe succeeds only once there is room again, so it does not flap on the last bytes.
     """
 
     def __init__(self, path: str, flush_interval: float = 0.2, memory_limit: str = "128MB",
-                 group_commit: bool = True):
+                 group_commit: bool = True, min_free_bytes: int = 0):
         self.path = path
         self.group_commit = group_commit
+        self.min_free_bytes = int(min_free_bytes) if path != ":memory:" else 0
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # DuckDB checkpoints inside the commit that takes its log (WAL) past the threshold, and a
@@ -141,12 +159,24 @@ class Store:
         self._decisions_due = time.monotonic() + float(flush_interval)
         self._future = concurrent.futures.Future()
         self._stop = False
-        self.seq = int(self.con.execute("SELECT coalesce(max(seq), 0) FROM feedback").fetchone()[0])
+        self.seq = self._logged_seq(self.con)
         self.committed_seq = self.seq
         self.last_commit_seconds = 0.0
         self.checkpoints = 0
-        self._thread = threading.Thread(target=self._run, name="banditroute-writer", daemon=True)
-        self._thread.start()
+        self.failure: str | None = None  # why the last commit failed, until a probe succeeds
+        self.failures = 0  # commits that failed since the store opened
+        self.on_failure = None  # called (from the writer thread) with the error of each failed commit
+        self._probes: list[concurrent.futures.Future] = []
+        self._thread = self._start_writer()
+
+    @staticmethod
+    def _logged_seq(cur) -> int:
+        return int(cur.execute("SELECT coalesce(max(seq), 0) FROM feedback").fetchone()[0])
+
+    def _start_writer(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="banditroute-writer", daemon=True)
+        thread.start()
+        return thread
 
     # -- queueing (event loop) ---------------------------------------------------------------------
     def _queue(self, table: str, row: dict) -> concurrent.futures.Future:
@@ -206,36 +236,125 @@ class Store:
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
-            with self._lock:
+            try:
+                stop = self._step(cur)
+            except Exception as err:  # noqa: BLE001 - supervision: a step's bug must not end the writer
+                log.exception("log writer step failed")
+                self._failed(err)
                 stop = self._stop
-                rows, fut = self._rows, self._future
-                self._rows, self._future = {name: [] for name in TABLES}, concurrent.futures.Future()
-                seq = self.seq
-                if stop or self._take_decisions or time.monotonic() >= self._decisions_due:
-                    if self._decisions:
-                        rows["decisions"].append(decision_table(self._decisions))
-                        self._decisions = []
-                    self._queued_ids = set()
-                    self._take_decisions = False
-                    self._decisions_due = time.monotonic() + self.flush_interval
-                else:  # feedback about decisions already logged: it commits without the queued ones
-                    self._rows["decisions"], rows["decisions"] = rows["decisions"], []
-            if any(rows.values()):
-                try:
-                    t0 = time.perf_counter()
-                    write_batch(cur, rows)
-                    self.last_commit_seconds = time.perf_counter() - t0
-                    self.committed_seq = seq
-                    fut.set_result(seq)
-                except Exception as err:  # noqa: BLE001 - the waiting requests must hear of it
-                    fut.set_exception(err)
-                else:
-                    self._checkpoint_if_idle(cur)
-            else:
-                fut.set_result(seq)
             if stop:
                 cur.close()
                 return
+
+    def _take(self) -> tuple[dict, concurrent.futures.Future, int, bool, Exception | None]:
+        """The queued batch, its future, the feedback position it reaches, whether to stop, and the
+        error of converting its decisions (if any), swapped for an empty queue under the lock."""
+        error = None
+        with self._lock:
+            stop = self._stop
+            rows, fut = self._rows, self._future
+            self._rows, self._future = {name: [] for name in TABLES}, concurrent.futures.Future()
+            seq = self.seq
+            if stop or self._take_decisions or time.monotonic() >= self._decisions_due:
+                decisions, self._decisions = self._decisions, []
+                self._queued_ids = set()
+                self._take_decisions = False
+                self._decisions_due = time.monotonic() + self.flush_interval
+                if decisions:
+                    try:
+                        rows["decisions"].append(decision_table(decisions))
+                    except Exception as err:  # noqa: BLE001 - fails this batch, as a failed write would
+                        error = err
+            else:  # feedback about decisions already logged: it commits without the queued ones
+                self._rows["decisions"], rows["decisions"] = rows["decisions"], []
+        return rows, fut, seq, stop, error
+
+    def _step(self, cur) -> bool:
+        """Commit one batch (or fail it), then answer the waiting probes; returns whether to stop."""
+        rows, fut, seq, stop, error = self._take()
+        self._commit(cur, rows, fut, seq, error)
+        probes = self._take_probes()
+        if probes and self.failure is not None:  # drop what was queued while failed, then probe
+            self._commit(cur, *self._take()[:3], StorageError("dropped: queued while the log was failing"))
+        for probe in probes:
+            self._probe(cur, probe)
+        return stop
+
+    def _commit(self, cur, rows: dict, fut: concurrent.futures.Future, seq: int, error: Exception | None) -> None:
+        """Write ``rows`` and resolve ``fut`` with ``seq``, or fail it (and the store) on any error."""
+        try:
+            if error is not None:
+                raise error
+            if any(rows.values()):
+                if self.failure is not None:
+                    raise StorageError(f"the log is not accepting writes: {self.failure}")
+                self._check_room()
+                t0 = time.perf_counter()
+                write_batch(cur, rows)
+                self.last_commit_seconds = time.perf_counter() - t0
+                self.committed_seq = seq
+            fut.set_result(seq)
+        except Exception as err:  # noqa: BLE001 - the waiting requests must hear of it
+            if not fut.done():
+                fut.set_exception(err if isinstance(err, StorageError) else StorageError(f"log write failed: {err}"))
+            if not isinstance(err, StorageError) or self.failure is None:
+                self._failed(err)
+        else:
+            self._checkpoint_if_idle(cur)
+
+    def _check_room(self) -> None:
+        if self.min_free_bytes:
+            free = shutil.disk_usage(Path(self.path).parent).free
+            if free < self.min_free_bytes:
+                raise StorageError(f"{free} bytes free beside {self.path}, below storage.min_free_bytes "
+                                   f"({self.min_free_bytes})")
+
+    def _take_probes(self) -> list[concurrent.futures.Future]:
+        with self._lock:
+            probes, self._probes = self._probes, []
+        return probes
+
+    def _failed(self, err: Exception) -> None:
+        self.failures += 1
+        if self.failure is None:
+            log.error("the log stopped accepting writes: %s", err)
+        self.failure = str(err) or type(err).__name__
+        if self.on_failure is not None:
+            self.on_failure(err)
+
+    def _probe(self, cur, fut: concurrent.futures.Future) -> None:
+        """Write one ``events`` row saying the log works again; on success leave the failed state and
+        take the feedback position back to the log's."""
+        try:
+            self._check_room()
+            event = {"storage": "writable", "after": self.failure}
+            insert_rows(cur, "events", [{"ts": time.time_ns() // 1000, "seq": self._logged_seq(cur),
+                                         "event": json.dumps(event)}])
+        except Exception as err:  # noqa: BLE001 - still failing: say so to the prober
+            self.failure = str(err) or type(err).__name__
+            fut.set_result(False)
+            return
+        with self._lock:
+            self.seq = self.committed_seq = self._logged_seq(cur)
+            self.failure = None
+        fut.set_result(True)
+
+    def probe(self) -> concurrent.futures.Future:
+        """A future that resolves to whether the log accepts writes again (after a failure: everything
+        queued before is dropped, and the feedback position is the log's). Restarts a dead writer."""
+        fut = concurrent.futures.Future()
+        with self._lock:
+            self._probes.append(fut)
+            self._take_decisions = True
+        if not self._thread.is_alive() and not self._stop:
+            log.error("the log writer thread had died; starting a new one")
+            self._thread = self._start_writer()
+        self._wake.set()
+        return fut
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._thread.is_alive()
 
     def _checkpoint_if_idle(self, cur) -> None:
         """Checkpoint when the log has grown past :data:`IDLE_CHECKPOINT_BYTES` and no feedback is

@@ -29,7 +29,8 @@ def settle(fut: asyncio.Future, outcome) -> None:
 
 class MicroBatcher:
     """Calls ``run(items)`` once per batch of submitted items; ``run`` returns one result (or
-    exception) per item, in order, and an exception raised by ``run`` itself fails that batch only.
+    exception) per item, in order. When ``run`` itself raises, each item is run again alone, so the
+    request that caused it fails alone (``run`` must therefore leave no trace when it raises).
 
     Example
     -------
@@ -67,7 +68,14 @@ class MicroBatcher:
         self.batches += 1
         try:
             results = self.run([item for item, _ in batch])
-        except Exception as err:  # noqa: BLE001 - a bug fails this batch's requests, not the loop
-            results = [err] * len(batch)
+        except Exception as err:  # noqa: BLE001 - a bug fails its own request, not the loop or the batch
+            results = [err] if len(batch) == 1 else [self._alone(item) for item, _ in batch]
         for (_, fut), result in zip(batch, results):
             settle(fut, result)
+
+    def _alone(self, item):
+        """``item``'s result from a batch of one (after its batch failed as a whole), or its exception."""
+        try:
+            return self.run([item])[0]
+        except Exception as err:  # noqa: BLE001
+            return err

@@ -11,6 +11,13 @@ rebuilds exactly the state a crash interrupted (DESIGN.md, decision 6).
 
 Feedback that the policy learned but whose batch never committed (a crash in between) was never
 acknowledged and is not in the log; the recovered state does not contain it either.
+
+Storage faults fail closed: when a commit fails or times out, the service answers ``/route`` and
+``/feedback`` with 503 (:class:`~banditroute.errors.Unavailable`) and retries the log every
+``storage.retry_interval_s``; once a write succeeds it throws away what it learned in memory and
+rebuilds everything from the snapshot and the log (:meth:`Service.recover`), exactly as after a
+crash, then answers again. So a fault can lose unacknowledged work, never put the policy and the
+log out of step.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +38,9 @@ from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import StateError, dumps_state, load_state, loads_state, transfer, write_atomic
 from banditroute.core.stats import ModelStats
 from banditroute.core.types import Decision, Pending
-from banditroute.errors import RoutingError, UnknownDecision
+from banditroute.errors import RoutingError, Unavailable, UnknownDecision
 from banditroute.log.schema import QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
-from banditroute.log.store import Store
+from banditroute.log.store import StorageError, Store
 from banditroute.service.batcher import MicroBatcher
 from banditroute.service.idempotency import IdempotencyKeys
 from banditroute.service.pending import LateLookups, PendingDecisions
@@ -72,11 +80,17 @@ class Service:
         self.lookups = LateLookups(lambda ids: self.store.decisions(ids))
         self._commit_future: concurrent.futures.Future | None = None  # the writer's, and its loop-side waiter
         self._commit_waiter: asyncio.Future | None = None
+        self.unavailable: str | None = None  # why requests are refused (the log is failing), or None
+        self.outages = 0  # times the service stopped answering because of the log
+        self._resuming: asyncio.Task | None = None
 
     # -- start-up ----------------------------------------------------------------------------------
     def recover(self) -> dict:
         """Load the snapshot and replay later feedback from the log; returns what it did."""
         t0 = time.perf_counter()
+        self.pending = PendingDecisions(self.config.max_pending)
+        self.stats.reset()
+        self.feedback_since_snapshot = 0
         settings = self._last_policy_event()
         policy, seq = self._load_snapshot(settings.get("policy", self.config.policy.name))
         if policy is None:
@@ -132,8 +146,13 @@ class Service:
         return policy, int(header["seq"])
 
     def _last_policy_event(self) -> dict:
-        t = self.store.query("SELECT event FROM events ORDER BY seq DESC, ts DESC LIMIT 1")
-        return json.loads(t.column(0)[0].as_py()) if t.num_rows else {}
+        """The settings of the last ``PUT /policy`` (the events table also records storage incidents)."""
+        t = self.store.query("SELECT event FROM events ORDER BY seq DESC, ts DESC")
+        for text in t.column(0).to_pylist():
+            event = json.loads(text)
+            if "policy" in event:
+                return event
+        return {}
 
     def _apply_settings(self, settings: dict) -> None:
         if settings.get("cost_weight") is not None:
@@ -183,26 +202,71 @@ class Service:
             stats.cost_sum[m] = float(r["c"] or 0.0)
             stats.cost_n[m] = int(r["cn"] or 0)
 
+    # -- storage faults ------------------------------------------------------------------------------
+    def watch_storage(self) -> None:
+        """Hear of failed commits on the running event loop (the server calls this at start)."""
+        loop = asyncio.get_running_loop()
+        self.store.on_failure = lambda err: loop.call_soon_threadsafe(self.storage_failed, str(err))
+
+    def check_available(self) -> None:
+        """Raise :class:`Unavailable` while the log is failing."""
+        if self.unavailable is not None:
+            raise Unavailable(f"the decision log is not accepting writes ({self.unavailable}); retry later",
+                              retry_after=math.ceil(self.config.storage.retry_interval_s))
+
+    def storage_failed(self, reason: str) -> None:
+        """Stop answering, and keep trying the log until it takes writes; then rebuild and answer again."""
+        if self.unavailable is None:
+            self.outages += 1
+            log.error("refusing requests until the log accepts writes again: %s", reason)
+        self.unavailable = reason
+        if self._resuming is None:
+            self._resuming = asyncio.ensure_future(self._resume())
+
+    async def _resume(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.config.storage.retry_interval_s)
+                if await asyncio.wrap_future(self.store.probe()):
+                    break
+            async with self._learning:
+                if self._snapshotting is not None:  # its flush failed or will: let it finish
+                    await asyncio.shield(self._snapshotting)
+                info = self.recover()  # what was learned but not logged is thrown away here
+            self.unavailable = None
+            log.warning("the log accepts writes again; state rebuilt from it (%d feedback replayed)", info["replayed"])
+        finally:
+            self._resuming = None
+
     # -- requests ----------------------------------------------------------------------------------
     def route_many(self, requests: list[RouteRequest]) -> list[Decision | RoutingError]:
         """Route, remember and log a batch of requests (a :class:`RouteRequest` is options + prompt)."""
         out = self.router.route_many([r.prompt for r in requests], requests)
         logged = []
-        for r, d in zip(requests, out):
+        for i, (r, d) in enumerate(zip(requests, out)):
             if isinstance(d, Decision):
+                try:
+                    metadata = json.dumps(r.metadata, allow_nan=False) if r.metadata is not None else None
+                except (TypeError, ValueError, RecursionError) as err:
+                    out[i] = RoutingError(f"metadata cannot be stored as JSON: {err}")
+                    continue
                 self.pending.remember(d.pending())
                 self.stats.decision(d.model)
-                logged.append((d, r.user, json.dumps(r.metadata) if r.metadata is not None else None))
+                logged.append((d, r.user, metadata))
         self.store.add_decisions(logged)
         return out
 
     async def route(self, request: RouteRequest) -> Decision:
         """Route one request as part of the micro-batch of requests that arrived with it
-        (:class:`~banditroute.service.batcher.MicroBatcher`). Raises :class:`RoutingError`."""
+        (:class:`~banditroute.service.batcher.MicroBatcher`). Raises :class:`RoutingError`, or
+        :class:`Unavailable` while the log is failing."""
+        self.check_available()
         return await self.batcher.submit(request)
 
     async def feedback(self, decision_id: str, feedback: Feedback) -> FeedbackAck:
-        """Apply feedback and answer once it is durably logged; raises :class:`UnknownDecision`."""
+        """Apply feedback and answer once it is durably logged; raises :class:`UnknownDecision`, or
+        :class:`Unavailable` when the log fails or does not commit within ``storage.commit_timeout_s``."""
+        self.check_available()
         late = False
         d = self.pending.get(decision_id)
         if d is None:
@@ -212,14 +276,15 @@ class Service:
             d = self.router.restore(row)
             late = True
         async with self._learning:  # check, learn and queue without interleaving another request
+            self.check_available()  # the log may have failed while this waited
             result, committed = self.record_feedback(d, feedback, late)
         if result is None:
-            await asyncio.wrap_future(self.store.flush())  # the first one is durable before we say so
+            await self._durable(asyncio.wrap_future(self.store.flush()))  # the first one is durable before we say so
             return FeedbackAck(decision_id, d.model, 0, d.quality, None, True, late)
         self.feedback_since_snapshot += 1
         if self.feedback_since_snapshot >= self.config.storage.snapshot_every and self._snapshotting is None:
             self._snapshotting = asyncio.ensure_future(self.snapshot())
-        await self._committed(committed)
+        await self._durable(self._committed(committed))
         return FeedbackAck(decision_id, d.model, len(result.qualities), result.quality, result.cost_usd, False, late)
 
     def record_feedback(self, d: Pending, feedback: Feedback, late: bool = False):
@@ -235,6 +300,21 @@ class Service:
         self.idempotency.add(key)
         _, committed = self.store.add_feedback(feedback_row(result, feedback, time.time_ns() // 1000))
         return result, committed
+
+    async def _durable(self, commit: asyncio.Future) -> None:
+        """Wait for ``commit``; a failed or late commit is a 503, and a late one puts the service in
+        the failed state too (its learning may be ahead of the log)."""
+        timeout = self.config.storage.commit_timeout_s
+        try:
+            await asyncio.wait_for(commit, timeout)
+        except StorageError as err:
+            self.storage_failed(str(err))
+            raise Unavailable(f"feedback not stored: {err}",
+                              retry_after=math.ceil(self.config.storage.retry_interval_s)) from None
+        except TimeoutError:
+            self.storage_failed(f"a commit took longer than {timeout:g} s")
+            raise Unavailable(f"feedback not stored within {timeout:g} s (storage.commit_timeout_s)",
+                              retry_after=math.ceil(self.config.storage.retry_interval_s)) from None
 
     def _committed(self, fut: concurrent.futures.Future) -> asyncio.Future:
         """Wait for a group commit: one loop-side future per commit, shielded for each waiter.
@@ -278,12 +358,16 @@ class Service:
         try:
             if self.snapshot_path is None:
                 return
+            if self.unavailable is not None:  # the state may hold learning the log lost
+                return
             seq = self.store.seq
             data = dumps_state(self.router.policy, seq=seq)
             self.feedback_since_snapshot = 0
             await asyncio.wrap_future(self.store.flush())
             await asyncio.get_running_loop().run_in_executor(None, write_atomic, self.snapshot_path, data)
             self.snapshot_seq = seq
+        except (StorageError, OSError) as err:  # the log is not durable up to seq, or no room for the file
+            log.warning("snapshot not written: %s", err)
         finally:
             self._snapshotting = None
 

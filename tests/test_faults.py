@@ -1,0 +1,264 @@
+"""Storage faults injected into a running service: a full disk (a real tmpfs), an exception in the log
+writer, the writer thread dying. Each checks that the service refuses (503 with ``Retry-After``) while
+the log cannot take writes, recovers by itself, loses no acknowledged feedback, and learns nothing the
+log does not hold."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from conftest import cold_settings
+
+from banditroute.config import StorageConfig
+from banditroute.http.app import create_app
+from banditroute.http.handlers import SERVICE
+from banditroute.log import store as store_module
+from banditroute.log.store import Store
+from banditroute.service.service import Service
+
+THUMBS = [{"source": "user", "kind": "thumbs", "value": True}]
+PROMPTS = ["Write a Python function that sorts a list", "What is 17 * 23?", "Who wrote Hamlet?",
+           "Summarise this paragraph about rivers in two sentences."]
+
+
+def config_for(db: str, **storage):
+    cfg = cold_settings()
+    return cfg.model_copy(update={"storage": cfg.storage.model_copy(update={
+        "db": db, "flush_interval_ms": 5, "commit_timeout_s": 1.0, "retry_interval_s": 0.05, **storage})})
+
+
+@pytest.fixture
+def tiny_fs():
+    """A 16 MB tmpfs (root only; skipped where mounting is not allowed)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where = tempfile.mkdtemp(prefix="banditroute-tmpfs-")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", where], capture_output=True).returncode:
+        os.rmdir(where)
+        pytest.skip("cannot mount a tmpfs here")
+    yield Path(where)
+    subprocess.run(["umount", "-l", where], check=False)
+    os.rmdir(where)
+
+
+def fill(where: Path, leave_bytes: int) -> Path:
+    """A file that takes all but ``leave_bytes`` of the file system's free space."""
+    st = os.statvfs(where)
+    filler = where / "filler"
+    with open(filler, "wb") as fh:
+        fh.write(b"\0" * max(st.f_bavail * st.f_frsize - leave_bytes, 0))
+    return filler
+
+
+async def exchange(client, key: str) -> tuple[int, int | None, str | None, dict]:
+    """One route and its feedback: (route status, feedback status, decision id, the 503 headers)."""
+    r = await client.post("/route", json={"prompt": PROMPTS[hash(key) % len(PROMPTS)]})
+    body = await r.json()
+    if r.status != 200:
+        return r.status, None, None, dict(r.headers)
+    f = await client.post("/feedback", json={"decision_id": body["decision_id"], "signals": THUMBS,
+                                             "cost_usd": 0.001, "idempotency_key": key})
+    await f.json()
+    return 200, f.status, body["decision_id"], dict(f.headers)
+
+
+async def wait_ready(client, seconds: float = 20.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if (await client.get("/readyz")).status == 200:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the service did not become ready again")
+
+
+def rebuilt_from_log(db: str) -> dict[str, np.ndarray]:
+    """The policy arrays of a service recovered from the log alone (the snapshot moved away)."""
+    snapshot = Path(db + ".snapshot")
+    if snapshot.exists():
+        snapshot.rename(db + ".snapshot.old")
+    service = Service(config_for(db), Store(db), seed=5)
+    service.recover()
+    arrays = {k: v.copy() for k, v in service.router.policy.arrays().items()}
+    service.store.close()
+    return arrays
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def logged(db: str) -> tuple[set[str], set[str], set[str]]:
+    """(decision ids, idempotency keys, decision ids of feedback) in the log."""
+    con = duckdb.connect(db, read_only=True)
+    try:
+        decisions = {r[0] for r in con.execute("SELECT decision_id FROM decisions").fetchall()}
+        rows = con.execute("SELECT idempotency_key, decision_id FROM feedback").fetchall()
+    finally:
+        con.close()
+    return decisions, {r[0] for r in rows}, {r[1] for r in rows}
+
+
+@pytest.mark.parametrize("min_free_bytes", [0, 256 * 1024], ids=["write errors", "headroom"])
+async def test_a_full_disk_fails_closed_and_recovers_without_losing_or_inventing_anything(aiohttp_client, tiny_fs,
+                                                                                          min_free_bytes):
+    """With no headroom the writes themselves fail (ENOSPC) and the service may come back for the odd
+    small write that still fits; with headroom it stops before the disk is full and stays down until
+    there is room. Either way nothing acknowledged is lost and nothing unlogged is learned."""
+    db = str(tiny_fs / "r.duckdb")
+    client = await aiohttp_client(create_app(config_for(db, min_free_bytes=min_free_bytes), seed=0))
+    keys = (f"k{i}" for i in itertools.count())
+    acked: dict[str, str] = {}  # idempotency key -> decision id, for every 200 feedback
+
+    async def traffic(rounds: int) -> list[tuple]:
+        out = []
+        for _ in range(rounds):
+            batch = [next(keys) for _ in range(16)]
+            results = await asyncio.gather(*(exchange(client, k) for k in batch))
+            for k, res in zip(batch, results):
+                if res[1] == 200:
+                    acked[k] = res[2]
+            out += results
+        return out
+
+    await traffic(5)
+    filler = fill(tiny_fs, 96 * 1024 + min_free_bytes)
+    full = await traffic(60)
+    refused = [r for r in full if r[0] == 503 or r[1] == 503]
+    assert refused, "nothing was refused on a full disk"
+    assert all(r[3].get("Retry-After") for r in refused)
+    if min_free_bytes:
+        assert full[-1][0] == 503
+        ready = await client.get("/readyz")
+        assert ready.status == 503 and "min_free_bytes" in (await ready.json())["message"]
+    assert (await client.get("/healthz")).status == 200  # liveness is not readiness
+    assert (await client.get("/route")).status in (405, 503)
+
+    filler.unlink()
+    await wait_ready(client)
+    after = await traffic(3)
+    assert all(r[0] == 200 and r[1] == 200 for r in after)
+    service = client.server.app[SERVICE]
+    live = {k: v.copy() for k, v in service.router.policy.arrays().items()}
+    await client.close()
+
+    decisions, keys_logged, referenced = logged(db)
+    assert set(acked) <= keys_logged  # every acknowledged feedback is in the log
+    assert referenced <= decisions  # no feedback row points at a decision the log lost
+    assert_same_state(live, rebuilt_from_log(db))  # nothing unlogged was learned
+
+
+async def test_an_exception_in_the_writer_is_a_503_and_the_service_recovers(aiohttp_client, tmp_path, monkeypatch):
+    db = str(tmp_path / "r.duckdb")
+    client = await aiohttp_client(create_app(config_for(db), seed=0))
+    assert (await exchange(client, "a"))[1] == 200
+    real = store_module.write_batch
+    failures = iter([RuntimeError("injected")])
+
+    def flaky(cur, rows):
+        for err in failures:
+            raise err
+        return real(cur, rows)
+
+    monkeypatch.setattr(store_module, "write_batch", flaky)
+    status = await exchange(client, "b")
+    assert status[1] == 503 and status[3]["Retry-After"] == "1"
+    await wait_ready(client)
+    assert (await exchange(client, "c"))[1] == 200
+    live = {k: v.copy() for k, v in client.server.app[SERVICE].router.policy.arrays().items()}
+    metrics = await (await client.get("/metrics")).text()
+    assert "banditroute_log_write_failures_total 1.0" in metrics and "banditroute_outages_total 1.0" in metrics
+    await client.close()
+    _, keys_logged, _ = logged(db)
+    assert keys_logged == {"a", "c"}
+    assert_same_state(live, rebuilt_from_log(db))
+
+
+async def test_a_failed_decision_commit_stops_routing_until_the_log_works(aiohttp_client, tmp_path, monkeypatch):
+    """No feedback waits on a batch of decisions, yet its failure stops /route too."""
+    client = await aiohttp_client(create_app(config_for(str(tmp_path / "r.duckdb")), seed=0))
+    broken = {"on": True}
+
+    def failing(real):
+        def write(*args):
+            if broken["on"]:
+                raise OSError(28, "No space left on device")
+            return real(*args)
+        return write
+
+    monkeypatch.setattr(store_module, "write_batch", failing(store_module.write_batch))
+    monkeypatch.setattr(store_module, "insert_rows", failing(store_module.insert_rows))  # the probe's write
+    statuses = []
+    for _ in range(200):
+        r = await client.post("/route", json={"prompt": "hello"})
+        statuses.append(r.status)
+        if r.status == 503:
+            break
+        await asyncio.sleep(0.01)
+    assert statuses[-1] == 503
+    assert "No space left" in (await (await client.get("/readyz")).json())["message"]
+    broken["on"] = False
+    await wait_ready(client)
+    assert (await client.post("/route", json={"prompt": "hello"})).status == 200
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_a_dead_writer_thread_times_out_the_wait_and_is_restarted(aiohttp_client, tmp_path, monkeypatch):
+    """An exception the writer's supervision does not catch (SystemExit) ends its thread: the waiting
+    feedback gets a 503 after ``commit_timeout_s`` instead of hanging, and a new writer takes over."""
+    db = str(tmp_path / "r.duckdb")
+    client = await aiohttp_client(create_app(config_for(db), seed=0))
+    real = store_module.write_batch
+    kills = iter([SystemExit("injected")])
+
+    def killer(cur, rows):
+        for err in kills:
+            raise err
+        return real(cur, rows)
+
+    monkeypatch.setattr(store_module, "write_batch", killer)
+    status = await asyncio.wait_for(exchange(client, "x"), 5.0)
+    assert status[1] == 503
+    await wait_ready(client)
+    assert client.server.app[SERVICE].store.writer_alive
+    assert (await exchange(client, "y"))[1] == 200
+    live = {k: v.copy() for k, v in client.server.app[SERVICE].router.policy.arrays().items()}
+    await client.close()
+    assert "y" in logged(db)[1]
+    assert_same_state(live, rebuilt_from_log(db))
+
+
+def test_storage_error_fails_later_batches_until_a_probe_succeeds(tmp_path, monkeypatch):
+    """The store alone: after a failed commit, later rows are dropped (none can refer to a lost one)
+    until a probe writes again; the feedback position goes back to the log's."""
+    from banditroute.log.store import StorageError
+
+    store = Store(str(tmp_path / "s.duckdb"), flush_interval=0.01)
+    real = store_module.write_batch
+    broken = {"on": True}
+    monkeypatch.setattr(store_module, "write_batch",
+                        lambda cur, rows: (_ for _ in ()).throw(OSError("disk full")) if broken["on"] else real(cur, rows))
+    row = {"decision_id": "d", "ts": 0, "qualities": [1.0], "weights": [1.0], "cost_usd": None,
+           "reported": "{}", "idempotency_key": None}
+    _, fut = store.add_feedback(dict(row))
+    with pytest.raises(StorageError, match="disk full"):
+        fut.result(5)
+    broken["on"] = False
+    _, fut = store.add_feedback(dict(row))
+    with pytest.raises(StorageError, match="not accepting writes|dropped"):
+        fut.result(5)
+    assert store.failure is not None
+    assert store.probe().result(5) is True and store.failure is None
+    assert store.seq == 0
+    seq, fut = store.add_feedback(dict(row))
+    assert fut.result(5) == seq == 1
+    store.close()
