@@ -105,6 +105,26 @@ class SignalWeights(_Strict):
     system: NonNegFloat = 0.5
 
 
+class FeedbackLimits(_Strict):
+    """Bounds on what one client can teach the router through feedback (beyond them: a 422 naming
+    the limit, and nothing applied)."""
+
+    # signal weight one decision can add up to over all its feedback (four user thumbs by default),
+    # so that no client outvotes the rest of the traffic through one decision
+    max_weight_per_decision: PositiveFloat = 4.0
+    # reported token counts per call, input and output each
+    max_tokens: Annotated[int, Field(gt=0)] = 2_000_000
+    # a reported cost_usd may be at most this many times the list price of max_tokens in and out
+    cost_tolerance: PositiveFloat = 10.0
+    # the bound on cost_usd for a model without list prices
+    max_cost_usd_unpriced: PositiveFloat = 10.0
+
+    def max_cost_usd(self, spec: ModelSpec | None) -> float:
+        """The largest ``cost_usd`` accepted for one call of ``spec``'s model."""
+        price = spec.price_usd(self.max_tokens, self.max_tokens) if spec is not None else None
+        return self.cost_tolerance * price if price else self.max_cost_usd_unpriced
+
+
 def default_db_path() -> str:
     """``$XDG_DATA_HOME/banditroute/router.duckdb`` (``~/.local/share/banditroute/router.duckdb``)."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -142,6 +162,7 @@ class Settings(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     signal_weights: SignalWeights = Field(default_factory=SignalWeights)
+    feedback: FeedbackLimits = Field(default_factory=FeedbackLimits)
     max_pending: Annotated[int, Field(gt=0)] = 50_000
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

@@ -3,19 +3,20 @@
 The HTTP layer maps every one of them to ``{"error": kind, "message": ..., "detail"?: ...}`` with its
 status, in one place (:mod:`banditroute.http.middleware`); the core raises them without knowing HTTP.
 
-=========================  ======  ======================
-class                      status  ``error``
-=========================  ======  ======================
-:class:`MalformedJSON`     400     ``malformed_json``
-:class:`Unauthorized`      401     ``unauthorized``
-:class:`UnknownDecision`   404     ``unknown_decision``
-:class:`NotFound`          404     ``not_found``
-:class:`MethodNotAllowed`  405     ``method_not_allowed``
-:class:`BodyTooLarge`      413     ``body_too_large``
-:class:`ValidationFailed`  422     ``validation_error``
-:class:`RoutingError`      422     ``routing_error``
-:class:`Unavailable`       503     ``unavailable``
-=========================  ======  ======================
+==============================  ======  =========================
+class                           status  ``error``
+==============================  ======  =========================
+:class:`MalformedJSON`          400     ``malformed_json``
+:class:`Unauthorized`           401     ``unauthorized``
+:class:`UnknownDecision`        404     ``unknown_decision``
+:class:`NotFound`               404     ``not_found``
+:class:`MethodNotAllowed`       405     ``method_not_allowed``
+:class:`IdempotencyConflict`    409     ``idempotency_conflict``
+:class:`BodyTooLarge`           413     ``body_too_large``
+:class:`ValidationFailed`       422     ``validation_error``
+:class:`RoutingError`           422     ``routing_error``
+:class:`Unavailable`            503     ``unavailable``
+==============================  ======  =========================
 
 :class:`Unavailable` is not the client's fault: the log cannot take writes (or did not commit in
 time), so the service takes nothing it could not keep; it answers with ``Retry-After``.
@@ -77,6 +78,12 @@ class UnknownDecision(ClientError):
 
 class MethodNotAllowed(ClientError):
     status, kind = 405, "method_not_allowed"
+
+
+class IdempotencyConflict(ClientError):
+    """An idempotency key repeated on the same decision with a different payload."""
+
+    status, kind = 409, "idempotency_conflict"
 
 
 class BodyTooLarge(ClientError):

@@ -173,11 +173,14 @@ async def test_token_guards_everything_but_healthz(aiohttp_client, tmp_path):
     cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"token": "s3cret"})})
     client = await aiohttp_client(create_app(cfg, seed=0))
     assert (await client.get("/healthz")).status == 200
-    for headers in ({}, {"Authorization": "Bearer wrong"}):
+    assert (await client.get("/readyz")).status == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"},
+                    {"Authorization": "s3cret"}, {"Authorization": "Bearer s3cret2"}):
         resp = await client.post("/route", data='{"prompt": "x"}', headers=headers)
         assert resp.status == 401 and (await resp.json())["error"] == "unauthorized"
-    resp = await client.post("/route", data='{"prompt": "x"}', headers={"Authorization": "Bearer s3cret"})
-    assert resp.status == 200
+    for scheme in ("Bearer", "bearer", "BEARER"):  # RFC 7235: the scheme is case-insensitive
+        resp = await client.post("/route", data='{"prompt": "x"}', headers={"Authorization": f"{scheme} s3cret"})
+        assert resp.status == 200
     assert (await client.get("/metrics")).status == 401
 
 
@@ -351,6 +354,16 @@ async def test_oversized_or_deep_metadata_fails_alone_inside_a_batch(client):
     assert sum(m["decisions"] for m in (await (await client.get("/models")).json())["models"]) == 30
 
 
+@pytest.mark.parametrize("floor, message", [(False, "valid number"), (0, "greater than 0"), (0.0, "greater than 0"),
+                                            (0.2, "at most"), ("0.01", "valid number")])
+async def test_put_policy_refuses_a_floor_that_would_break_off_policy_estimates(client, floor, message):
+    err = await (await client.put("/policy", data=json.dumps({"floor": floor}))).json()
+    assert err["error"] == "validation_error" and message in err["message"]
+    assert (await (await client.get("/policy")).json())["floor"] == 0.01
+    ok = await client.put("/policy", data=json.dumps({"floor": 1 / 11}))
+    assert ok.status == 200 and (await ok.json())["floor"] == 1 / 11
+
+
 async def test_a_request_that_breaks_its_batch_fails_alone(client, monkeypatch):
     """A bug that one prompt triggers in the batched routing code: the batch is rerun one by one, so
     only that request gets the 500."""
@@ -371,3 +384,85 @@ async def test_a_request_that_breaks_its_batch_fails_alone(client, monkeypatch):
     statuses = [r.status for r in responses]
     assert statuses[7] == 500 and statuses.count(200) == 20
     assert (await responses[7].json())["error"] == "internal_error"
+
+
+def _arrays(service) -> dict:
+    return {k: v.copy() for k, v in service.router.policy.arrays().items()}
+
+
+def _unchanged(before: dict, service) -> bool:
+    after = service.router.policy.arrays()
+    return all((before[k] == after[k]).all() for k in before)
+
+
+@pytest.mark.parametrize("body, field, message", [
+    ({"signals": THUMBS_UP * 1_000}, "signals", "at most 32 items"),
+    ({"cost_usd": 1e12}, "cost_usd", "the most one call of"),
+    ({"input_tokens": 10**9}, "input_tokens", "feedback.max_tokens"),
+    ({"output_tokens": 10**9, "signals": THUMBS_UP}, "output_tokens", "feedback.max_tokens"),
+])
+async def test_feedback_beyond_its_bounds_is_refused_and_changes_nothing(client, body, field, message):
+    service = client.app[SERVICE]
+    r = await post(client, "/route", {"prompt": "bounded", "models": ["gpt-4o-2024-08-06"]})
+    before = _arrays(service)
+    err = await post(client, "/feedback", {"decision_id": r["decision_id"], **body}, status=422)
+    assert err["error"] == "validation_error" and any(d["field"] == field for d in err["detail"])
+    assert message in err["message"]
+    assert _unchanged(before, service)
+    scores = (await post(client, "/route", {"prompt": "bounded", "models": ["gpt-4o-2024-08-06"]}))["scores"]
+    assert scores["gpt-4o-2024-08-06"]["cost_usd"] < 1.0
+    assert (await post(client, "/feedback", {"decision_id": r["decision_id"], "cost_usd": 0.02}))["cost_usd"] == 0.02
+
+
+async def test_one_decision_cannot_outvote_the_rest(client):
+    """Signals on one decision add up to at most feedback.max_weight_per_decision, also when part of
+    them came before the decision left memory (the weight is read back from the log)."""
+    service = client.app[SERVICE]
+    r = await post(client, "/route", {"prompt": "vote"})
+    down = [{"source": "user", "kind": "thumbs", "value": False}]
+    for _ in range(3):
+        await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": down})
+    service.pending.window.clear()
+    late = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": down})
+    assert late["late"] and late["quality"] == 0.0
+    before = _arrays(service)
+    err = await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": down}, status=422)
+    assert "max_weight_per_decision" in err["message"] and _unchanged(before, service)
+    judge = [{"source": "judge", "kind": "score", "value": 0.1}]
+    assert "weight 4" in (await post(client, "/feedback", {"decision_id": r["decision_id"], "signals": judge},
+                                     status=422))["message"]
+
+
+async def test_idempotency_keys_are_scoped_to_their_decision_and_a_changed_payload_conflicts(client):
+    service = client.app[SERVICE]
+    a, b = [(await post(client, "/route", {"prompt": f"keyed {i}"}))["decision_id"] for i in range(2)]
+    body = {"signals": THUMBS_UP, "cost_usd": 0.01, "idempotency_key": "retry-1"}
+    assert not (await post(client, "/feedback", {"decision_id": a, **body}))["duplicate"]
+    assert not (await post(client, "/feedback", {"decision_id": b, **body}))["duplicate"]  # another decision
+    assert (await post(client, "/feedback", {"decision_id": a, **body}))["duplicate"]
+    changed = {**body, "signals": [{"source": "user", "kind": "thumbs", "value": False}]}
+    err = await post(client, "/feedback", {"decision_id": a, **changed}, status=409)
+    assert err["error"] == "idempotency_conflict" and "retry-1" in err["message"]
+    service.pending.window.clear()  # the keys of a decision read back from the log are its logged ones
+    assert (await post(client, "/feedback", {"decision_id": a, **body}))["duplicate"]
+    await post(client, "/feedback", {"decision_id": b, **changed}, status=409)
+    rows = service.store.query("SELECT decision_id, idempotency_key FROM feedback").to_pylist()
+    assert sorted(r["decision_id"] for r in rows) == sorted([a, b])
+
+
+def test_the_log_refuses_a_repeated_key_on_one_decision(tmp_path):
+    """The unique index is the last line: a duplicate that got past the service fails its commit."""
+    import duckdb
+
+    from banditroute.log.store import Store
+
+    store = Store(str(tmp_path / "u.duckdb"))
+    row = {"seq": 1, "decision_id": "d", "ts": 0, "qualities": [], "weights": [], "cost_usd": None,
+           "reported": "{}", "idempotency_key": "k"}
+    from banditroute.log.store import insert_rows
+
+    insert_rows(store.con, "feedback", [row])
+    with pytest.raises(duckdb.ConstraintException):
+        insert_rows(store.con, "feedback", [{**row, "seq": 2}])
+    insert_rows(store.con, "feedback", [{**row, "seq": 3, "decision_id": "e"}])
+    store.close()

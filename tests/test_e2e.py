@@ -118,8 +118,9 @@ def test_restart_keeps_learned_state_and_logs(tmp_path):
         assert abs(again["scores"][m]["cost_usd"] - s["cost_usd"]) < 1e-15
     late = srv.post("/feedback", {"decision_id": ids[0], "signals": [{"source": "user", "kind": "thumbs", "value": 1}]})
     assert late["late"] and late["applied_signals"] == 1
-    dup = srv.post("/feedback", {"decision_id": ids[1], "idempotency_key": "k1"})
-    assert dup["duplicate"]
+    dup = srv.post("/feedback", {"decision_id": ids[1], "idempotency_key": "k1", "cost_usd": 0.001,
+                                 "signals": [{"source": "judge", "kind": "score", "value": 2, "scale": "1-10"}]})
+    assert dup["duplicate"]  # the same payload again, after a restart: recognised from the log
     srv.stop()
     out = tmp_path / "log.parquet"
     subprocess.run([sys.executable, "-m", "banditroute.cli.main", "export", "--db", str(srv.db), "--out", str(out)],

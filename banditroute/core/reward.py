@@ -19,6 +19,8 @@ A judge ``score`` without ``scale`` is read as 0-1 when ``v <= 1`` and 1-10 othe
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -66,18 +68,25 @@ class Signal(BaseModel):
         return v
 
 
+MAX_SIGNALS = 32  # per feedback request
+
+
 class Feedback(BaseModel):
     """Everything the application reports about one decision (all parts optional)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    signals: list[Signal] = Field(default_factory=list)
+    signals: list[Signal] = Field(default_factory=list, max_length=MAX_SIGNALS)
     cost_usd: NonNegFloat | None = None
     input_tokens: Annotated[int, Field(ge=0)] | None = None
     output_tokens: Annotated[int, Field(ge=0)] | None = None
     latency_ms: NonNegFloat | None = None
     error: bool | str | None = None
     idempotency_key: Annotated[str, Field(max_length=200)] | None = None
+
+    def reported(self) -> str:
+        """What was reported besides the signals, as the log keeps it (JSON, unset fields left out)."""
+        return self.model_dump_json(exclude={"signals", "idempotency_key", "decision_id"}, exclude_none=True)
 
     def weighted_qualities(self, weights: SignalWeights) -> list[tuple[float, float]]:
         """``(quality, weight)`` per signal, with a failed call counted as a system quality of 0."""
@@ -99,3 +108,10 @@ def mean_quality(pairs: list[tuple[float, float]]) -> float | None:
     """Weighted mean of ``(quality, weight)`` pairs, or None when there are none."""
     total = sum(w for _, w in pairs)
     return sum(q * w for q, w in pairs) / total if total > 0 else None
+
+
+def fingerprint(qualities, weights, reported: str) -> str:
+    """What identifies a feedback's payload for its idempotency key: its normalised signals and what
+    else it reported (a repeated key with another fingerprint is a conflict, not a retry)."""
+    text = json.dumps([[float(q) for q in qualities], [float(w) for w in weights], reported])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

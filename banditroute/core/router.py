@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from banditroute.config import NonNegFloat, PositiveFloat, Settings
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
-from banditroute.core.reward import Feedback
+from banditroute.core.reward import Feedback, fingerprint
 from banditroute.core.types import Context, Decision, FeedbackResult, Pending
-from banditroute.errors import RoutingError
+from banditroute.errors import RoutingError, ValidationFailed
 
 
 METADATA_MAX_DEPTH = 8  # levels of nested objects and arrays below the metadata object itself
@@ -255,6 +255,29 @@ class Router:
         return out
 
     # -- feedback -------------------------------------------------------------------------------
+    def check_feedback(self, d: Pending, feedback: Feedback) -> None:
+        """Raise :class:`ValidationFailed` (422) when ``feedback`` breaks the pool's
+        :class:`~banditroute.config.FeedbackLimits` for decision ``d``: tokens, cost, or the decision's
+        total signal weight."""
+        limits = self.pool.feedback
+        spec = self.pool.spec(d.model) if d.model in self._caps else None
+        problems = [{"field": f, "message": f"{v} is more than the limit of {limits.max_tokens} tokens per call "
+                                            "(feedback.max_tokens)"}
+                    for f, v in (("input_tokens", feedback.input_tokens), ("output_tokens", feedback.output_tokens))
+                    if v is not None and v > limits.max_tokens]
+        top = limits.max_cost_usd(spec)
+        if feedback.cost_usd is not None and feedback.cost_usd > top:
+            problems.append({"field": "cost_usd", "message": f"{feedback.cost_usd:g} USD is more than {top:g} USD, "
+                             f"the most one call of {d.model} can cost (feedback.cost_tolerance times the list price "
+                             "of feedback.max_tokens)"})
+        added = sum(w for _, w in feedback.weighted_qualities(self.pool.signal_weights))
+        had = sum(w for _, w in d.signals)
+        if added and had + added > limits.max_weight_per_decision + 1e-9:
+            problems.append({"field": "signals", "message": f"decision {d.decision_id} has signals of weight {had:g}; "
+                             f"{added:g} more exceeds feedback.max_weight_per_decision ({limits.max_weight_per_decision:g})"})
+        if problems:
+            raise ValidationFailed("; ".join(f"{p['field']}: {p['message']}" for p in problems), problems)
+
     def apply(self, d: Pending, feedback: Feedback) -> FeedbackResult:
         """Learn from ``feedback`` about decision ``d``; returns what was applied (for the log)."""
         pairs = feedback.weighted_qualities(self.pool.signal_weights)
@@ -288,6 +311,9 @@ class Router:
         if d is None:
             raise RoutingError(f"decision {row['decision_id']} chose {row['chosen']!r}, not in the policy's models")
         d.cost_usd = row.get("applied_cost")  # set when earlier feedback already gave the cost
+        d.signals.extend(zip(row.get("applied_qualities") or (), row.get("applied_weights") or ()))
+        if row.get("applied_keys"):
+            d.keys = {k["key"]: fingerprint(k["qualities"], k["weights"], k["reported"]) for k in row["applied_keys"]}
         return d
 
     def pending_from_row(self, row: dict) -> Pending | None:

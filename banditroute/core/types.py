@@ -56,6 +56,7 @@ class Pending:
     context: Context
     cost_usd: float | None = None
     signals: list[tuple[float, float]] = field(default_factory=list)
+    keys: dict[str, str] | None = None  # idempotency key -> payload fingerprint of its feedback
 
     @property
     def quality(self) -> float | None:

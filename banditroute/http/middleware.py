@@ -44,8 +44,9 @@ def make_middleware(public: set[str]):
         try:
             token = request.app[SERVICE].config.server.token
             if token and request.path not in public:
-                given = request.headers.get("Authorization", "")
-                if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+                # the scheme is case-insensitive (RFC 7235, section 2.1)
+                if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
                     raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>)")
             try:
                 response = await handler(request)

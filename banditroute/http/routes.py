@@ -44,7 +44,7 @@ ROUTES = (
     Route("POST", "/route", handlers.route, "Choose a model for a prompt", RouteRequest, RouteResponse,
           (400, 401, 413, 422, 503)),
     Route("POST", "/feedback", handlers.feedback, "Report outcomes of a decision", FeedbackRequest,
-          FeedbackResponse, (400, 401, 404, 413, 422, 503)),
+          FeedbackResponse, (400, 401, 404, 409, 413, 422, 503)),
     Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
     Route("GET", "/policy", handlers.get_policy, "The active policy and its settings", response=PolicyView),
     Route("PUT", "/policy", handlers.put_policy, "Change the policy or its settings (logged)", PolicyUpdate,

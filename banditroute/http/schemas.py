@@ -7,11 +7,11 @@ every endpoint's real answers against the models, which forbid unknown fields).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from banditroute.config import Floor, NonNegFloat
+from banditroute.config import NonNegFloat
 from banditroute.core.reward import Feedback
 from banditroute.core.router import RouteRequest
 from banditroute.core.types import Decision
@@ -103,7 +103,9 @@ class PolicyUpdate(BaseModel):
     policy: str | None = Field(default=None, description="lints | linucb | egreedy | random | fixed:MODEL")
     cost_weight: NonNegFloat | None = None
     exploration: NonNegFloat | None = None
-    floor: Floor | None = None
+    floor: Annotated[float, Field(gt=0, le=0.5, strict=True, allow_inf_nan=False,
+                                  description="minimum probability of every eligible model, in (0, 1 / models]; "
+                                              "0 would make off-policy estimates of the log invalid")] | None = None
 
 
 class HealthResponse(_Answer):

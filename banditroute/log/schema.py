@@ -138,7 +138,7 @@ def feedback_row(result: FeedbackResult, feedback: Feedback, ts_us: int) -> dict
         "qualities": [q for q, _ in result.qualities],
         "weights": [w for _, w in result.qualities],
         "cost_usd": result.cost_usd,
-        "reported": feedback.model_dump_json(exclude={"signals", "idempotency_key", "decision_id"}, exclude_none=True),
+        "reported": feedback.reported(),
         "idempotency_key": feedback.idempotency_key,
     }
 

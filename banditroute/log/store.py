@@ -144,6 +144,11 @@ class Store:
         # the whole log.
         for name in ("decisions", "feedback"):
             self.con.execute(f"CREATE INDEX IF NOT EXISTS {name}_decision_id ON {name} (decision_id)")
+        try:  # idempotency keys are scoped to their decision; the service checks, the index guarantees
+            self.con.execute("CREATE UNIQUE INDEX IF NOT EXISTS feedback_idempotency ON feedback "
+                             "(decision_id, idempotency_key)")
+        except duckdb.ConstraintException as err:  # a log written before keys were scoped
+            log.warning("idempotency keys in %s are not unique per decision; not enforced by an index: %s", path, err)
         self.flush_interval = float(flush_interval)
         # pyarrow imports pandas on its first conversion from numpy, which takes a while: do that
         # here, not on the event loop in the middle of the first requests.
@@ -396,8 +401,9 @@ class Store:
         One query serves any number of ids (DuckDB joins them through the ``decision_id`` indexes),
         so the service looks up together all the late feedback that waits at the same time.
         Each row holds what learning needs (:meth:`Router.restore`): ``decision_id``,
-        ``feature_version``, ``x``, ``input_tokens``, ``chosen``, and ``applied_cost``, the cost an
-        earlier feedback already applied (null when none). The other list columns (eligible models,
+        ``feature_version``, ``x``, ``input_tokens``, ``chosen``, and what earlier feedback applied:
+        ``applied_cost`` (null when none), ``applied_qualities`` and ``applied_weights`` (its signals),
+        ``applied_keys`` (its idempotency keys with their payloads). The other list columns (eligible models,
         probabilities, predictions) are left out: fetching list values is most of a lookup's work.
         """
         cur = self.con.cursor()
@@ -406,19 +412,20 @@ class Store:
                 "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS decision_id), "
                 "found AS (SELECT d.decision_id, d.feature_version, d.x, d.input_tokens, d.chosen "
                 "FROM decisions d SEMI JOIN wanted USING (decision_id)), "
-                "costs AS (SELECT decision_id, max(cost_usd) AS applied_cost FROM feedback "
+                "costs AS (SELECT decision_id, max(cost_usd) AS applied_cost, "
+                "flatten(list(qualities ORDER BY seq)) AS applied_qualities, "
+                "flatten(list(weights ORDER BY seq)) AS applied_weights, "
+                "list({'key': idempotency_key, 'qualities': qualities, 'weights': weights, 'reported': reported}) "
+                "FILTER (WHERE idempotency_key IS NOT NULL) AS applied_keys FROM feedback "
                 "SEMI JOIN wanted USING (decision_id) GROUP BY decision_id) "
-                "SELECT found.*, costs.applied_cost FROM found LEFT JOIN costs USING (decision_id)",
+                "SELECT found.*, costs.applied_cost, costs.applied_qualities, costs.applied_weights, costs.applied_keys "
+                "FROM found LEFT JOIN costs USING (decision_id)",
                 [list(decision_ids)],
             )
             names = [c[0] for c in cur.description]
             return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
         finally:
             cur.close()
-
-    def idempotency_keys(self) -> set[str]:
-        t = self.query("SELECT idempotency_key FROM feedback WHERE idempotency_key IS NOT NULL")
-        return set(t.column(0).to_pylist())
 
     def feedback_since(self, seq: int, batch_rows: int = 50_000):
         """Feedback with ``seq`` greater than ``seq``, joined with its decision's features, in order."""

@@ -1,3 +1,3 @@
 """The routing service without HTTP (:mod:`.service`): the router, the decisions held for their feedback
-(:mod:`.pending`), micro-batches (:mod:`.batcher`), idempotency keys (:mod:`.idempotency`), the log,
+(:mod:`.pending`), micro-batches (:mod:`.batcher`), the log,
 snapshots, recovery and policy swaps. The server and the simulator both drive it."""

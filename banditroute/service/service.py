@@ -33,16 +33,15 @@ from pathlib import Path
 
 from banditroute.config import Settings
 from banditroute.core.policies import Policy, make_policy
-from banditroute.core.reward import Feedback
+from banditroute.core.reward import Feedback, fingerprint
 from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import StateError, dumps_state, load_state, loads_state, transfer, write_atomic
 from banditroute.core.stats import ModelStats
 from banditroute.core.types import Decision, Pending
-from banditroute.errors import RoutingError, Unavailable, UnknownDecision
+from banditroute.errors import IdempotencyConflict, RoutingError, Unavailable, UnknownDecision, ValidationFailed
 from banditroute.log.schema import QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
 from banditroute.log.store import StorageError, Store
 from banditroute.service.batcher import MicroBatcher
-from banditroute.service.idempotency import IdempotencyKeys
 from banditroute.service.pending import LateLookups, PendingDecisions
 
 log = logging.getLogger("banditroute")
@@ -71,7 +70,6 @@ class Service:
         self.router = router or Router(config, seed=seed, store_prompts=config.storage.store_prompts)
         self.pending = PendingDecisions(config.max_pending)
         self.stats = ModelStats(config.names)
-        self.idempotency = IdempotencyKeys()
         self.feedback_since_snapshot = 0
         self.snapshot_seq = 0
         self._snapshotting: asyncio.Task | None = None
@@ -100,7 +98,6 @@ class Service:
         self._warn_overrides(settings)
         replayed = self.replay_into(self.router, seq)
         self.snapshot_seq = seq
-        self.idempotency = IdempotencyKeys(self.store.idempotency_keys())
         self._load_stats()
         info = {"snapshot_seq": seq, "replayed": replayed, "seconds": round(time.perf_counter() - t0, 3),
                 "policy": self.router.policy.describe()}
@@ -277,6 +274,8 @@ class Service:
             late = True
         async with self._learning:  # check, learn and queue without interleaving another request
             self.check_available()  # the log may have failed while this waited
+            if late and (recalled := self.pending.get(decision_id)) is not None:
+                d, late = recalled, False  # another feedback recalled it meanwhile: its signals, keys and cost
             result, committed = self.record_feedback(d, feedback, late)
         if result is None:
             await self._durable(asyncio.wrap_future(self.store.flush()))  # the first one is durable before we say so
@@ -291,13 +290,22 @@ class Service:
         """Learn from ``feedback`` about ``d`` and queue its log row: ``(result, commit future)``, or
         ``(None, None)`` for an idempotency key seen before (nothing is applied again)."""
         key = feedback.idempotency_key
-        if self.idempotency.seen(key):
-            return None, None
+        if key is not None:
+            pairs = feedback.weighted_qualities(self.config.signal_weights)
+            mark = fingerprint([q for q, _ in pairs], [w for _, w in pairs], feedback.reported())
+            seen = d.keys.get(key) if d.keys else None
+            if seen is not None:
+                if seen != mark:
+                    raise IdempotencyConflict(f"idempotency key {key!r} was used on decision {d.decision_id} "
+                                              "for another payload")
+                return None, None
+        self.router.check_feedback(d, feedback)
         if late:  # kept, so that its next feedback sees the cost applied now
             self.pending.recall(d)
         result = self.router.apply(d, feedback)
         self.stats.feedback(d.model, result.qualities, result.cost_usd)
-        self.idempotency.add(key)
+        if key is not None:
+            d.keys = {**(d.keys or {}), key: mark}
         _, committed = self.store.add_feedback(feedback_row(result, feedback, time.time_ns() // 1000))
         return result, committed
 
@@ -336,6 +344,10 @@ class Service:
     async def update_policy(self, update: dict) -> dict:
         """Apply a ``PUT /policy``; a new policy class is rebuilt from the whole feedback log."""
         update = {k: v for k, v in update.items() if v is not None}
+        k = len(self.router.policy.models)
+        if update.get("floor") is not None and update["floor"] * k > 1.0 + 1e-12:
+            raise ValidationFailed(f"floor: {update['floor']:g} times {k} models is more than 1; at most {1 / k:.6g}",
+                                   [{"field": "floor", "message": f"at most 1 / {k} models"}])
         name = update.get("policy")
         if name is not None and name != self.router.policy.describe():
             candidate = self._fresh_policy(name)  # raises ValueError for an unknown name
