@@ -138,6 +138,8 @@ class ServerConfig(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     token: str | None = None
     max_body_bytes: Annotated[int, Field(gt=0)] = 1 << 20
+    # a request body not received within this many seconds is answered 408 and its connection closed
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 
 class StorageConfig(_Strict):

@@ -11,6 +11,7 @@ class                           status  ``error``
 :class:`UnknownDecision`        404     ``unknown_decision``
 :class:`NotFound`               404     ``not_found``
 :class:`MethodNotAllowed`       405     ``method_not_allowed``
+:class:`RequestTimeout`         408     ``request_timeout``
 :class:`IdempotencyConflict`    409     ``idempotency_conflict``
 :class:`BodyTooLarge`           413     ``body_too_large``
 :class:`ValidationFailed`       422     ``validation_error``
@@ -78,6 +79,12 @@ class UnknownDecision(ClientError):
 
 class MethodNotAllowed(ClientError):
     status, kind = 405, "method_not_allowed"
+
+
+class RequestTimeout(ClientError):
+    """A request body that did not arrive within ``server.body_timeout_s`` (its connection is closed)."""
+
+    status, kind = 408, "request_timeout"
 
 
 class IdempotencyConflict(ClientError):

@@ -128,3 +128,63 @@ def test_online_regret_against_the_best_fixed_model_and_the_oracle(outcomes_path
     assert all(p["vs_oracle"] >= p["vs_best_fixed"] - 1e-9 for p in learned["curve"])  # the oracle beats any model
     uniform = simulate(outcomes, "random", 0.0, seed=3)["online"]["regret"]
     assert learned["vs_best_fixed"] < uniform["vs_best_fixed"]  # learning beats not learning
+
+
+def _serve(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "banditroute.cli.main", "serve", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_line_error(res, *needles):
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("banditroute serve: error: "), res.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_serve_refuses_an_unopenable_log_or_an_invalid_port_in_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _one_line_error(_serve("--db", str(blocker / "sub" / "r.duckdb")), "cannot open the log", str(blocker))
+    _one_line_error(_serve("--port", "70000"), "server.port", "65535")
+    _one_line_error(_serve("--port", "-1"), "server.port")
+
+
+def test_serve_names_the_process_holding_the_log(tmp_path):
+    import os
+    import socket
+
+    db = str(tmp_path / "r.duckdb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    first = subprocess.Popen([sys.executable, "-m", "banditroute.cli.main", "serve", "--db", db, "--port", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stderr:  # wait until it holds the file
+            if "recovered" in line:
+                break
+        _one_line_error(_serve("--db", db, "--port", "0"), "cannot open the log", f"PID {first.pid}")
+    finally:
+        first.terminate()
+        first.wait(30)
+    assert os.path.exists(db)
+
+
+def test_serve_on_a_read_only_file_system_is_a_one_line_error(tmp_path):
+    import os
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    where = tempfile.mkdtemp(prefix="banditroute-ro-")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", where], capture_output=True).returncode:
+        os.rmdir(where)
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        _one_line_error(_serve("--db", os.path.join(where, "r.duckdb")), "cannot open the log", "Read-only file system")
+    finally:
+        subprocess.run(["umount", "-l", where], check=False)
+        os.rmdir(where)

@@ -35,9 +35,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp: Path, snapshot_every: int) -> Path:
+def write_config(tmp: Path, snapshot_every: int, body_timeout_s: float = 10.0) -> Path:
     text = (Path(__import__("banditroute").__file__).parent / "data" / "pool.example.toml").read_text()
     text += f"\n[storage]\nflush_interval_ms = 20\nsnapshot_every = {snapshot_every}\n"
+    text += f"\n[server]\nbody_timeout_s = {body_timeout_s}\n"
     path = tmp / "config.toml"
     path.write_text(text)
     return path
@@ -58,9 +59,9 @@ def _no_server_outlives_its_test():
 
 
 class Server:
-    def __init__(self, tmp: Path, snapshot_every: int = 1000):
+    def __init__(self, tmp: Path, snapshot_every: int = 1000, body_timeout_s: float = 10.0):
         self.db = tmp / "router.duckdb"
-        self.config = write_config(tmp, snapshot_every)
+        self.config = write_config(tmp, snapshot_every, body_timeout_s)
         self.port = free_port()
         self.proc = None
 
@@ -218,5 +219,35 @@ def test_readme_curl_examples_run_against_a_real_server(tmp_path):
         feedback = json.loads(out.stdout[end:])
         assert first == route
         assert feedback["decision_id"] == route["decision_id"] and feedback["applied_signals"] == 2
+    finally:
+        srv.stop()
+
+
+def test_slow_bodies_are_timed_out_while_other_clients_are_served(tmp_path):
+    """Many connections that send headers and half a body, then nothing: each gets a 408 with a JSON
+    body and is closed after server.body_timeout_s, and a normal client is served meanwhile."""
+    import socket
+
+    srv = Server(tmp_path, body_timeout_s=1.0).start()
+    try:
+        slow = []
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"POST /route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"prompt\": ")
+            slow.append(s)
+        t0 = time.monotonic()
+        assert srv.post("/route", {"prompt": "I am not slow"})["model"]
+        assert time.monotonic() - t0 < 1.0
+        answers = []
+        for s in slow:
+            s.settimeout(10)
+            data = b""
+            while chunk := s.recv(4096):  # until the server closes the connection
+                data += chunk
+            answers.append(data)
+            s.close()
+        assert time.monotonic() - t0 < 15
+        assert all(a.startswith(b"HTTP/1.1 408") and b'"error":"request_timeout"' in a for a in answers)
     finally:
         srv.stop()

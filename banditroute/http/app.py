@@ -28,7 +28,10 @@ log = logging.getLogger("banditroute")
 
 def create_app(config: Settings, seed: int | None = None) -> web.Application:
     """The application; the store opens and the state recovers on start-up, and closes on cleanup."""
-    app = web.Application(middlewares=[make_middleware(PUBLIC)], client_max_size=config.server.max_body_bytes)
+    # lingering: how long an answered connection with an unread body is still drained before closing
+    # (aiohttp waits 10 s by default, which lets slow bodies hold connections long after their 408)
+    app = web.Application(middlewares=[make_middleware(PUBLIC)], client_max_size=config.server.max_body_bytes,
+                          handler_args={"lingering_time": 1.0})
     app[METRICS] = Metrics()
     app[OPENAPI] = openapi_document(__version__)
 

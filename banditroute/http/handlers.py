@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from banditroute.errors import MalformedJSON, Unavailable, ValidationFailed
+from banditroute.errors import MalformedJSON, RequestTimeout, Unavailable, ValidationFailed
 from banditroute.http.metrics import CONTENT_TYPE, Metrics
 from banditroute.http.schemas import (
     FeedbackRequest,
@@ -38,7 +38,11 @@ def json_response(body, status: int = 200) -> web.Response:
 
 async def parse(request: web.Request, model: type[BaseModel]):
     """The body validated by ``model``; :class:`MalformedJSON` or :class:`ValidationFailed` otherwise."""
-    raw = await request.read()
+    timeout = request.app[SERVICE].config.server.body_timeout_s
+    try:
+        raw = await asyncio.wait_for(request.read(), timeout)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s (server.body_timeout_s)") from None
     try:
         data = orjson.loads(raw)  # strict RFC 8259: NaN, Infinity and overflowing numbers are errors
     except orjson.JSONDecodeError as err:

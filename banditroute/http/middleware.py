@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from banditroute.errors import BodyTooLarge, ClientError, MethodNotAllowed, NotFound, Unauthorized
+from banditroute.errors import BodyTooLarge, ClientError, MethodNotAllowed, NotFound, RequestTimeout, Unauthorized
 from banditroute.http.handlers import METRICS, SERVICE, json_response
 
 log = logging.getLogger("banditroute")
@@ -58,6 +58,8 @@ def make_middleware(public: set[str]):
             log.log(err.log_level, "%s %s: %d %s", request.method, request.path, err.status, err.message)
             response = json_response(err.body(), err.status)
             response.headers.update(err.headers())
+            if isinstance(err, RequestTimeout):  # the rest of the body may never come: do not wait for it
+                response.force_close()
         except Exception:  # a bug must still answer JSON, and be logged
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = json_response({"error": "internal_error", "message": "internal error (logged on the server)"},

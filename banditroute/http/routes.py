@@ -42,13 +42,13 @@ class Route:
 
 ROUTES = (
     Route("POST", "/route", handlers.route, "Choose a model for a prompt", RouteRequest, RouteResponse,
-          (400, 401, 413, 422, 503)),
+          (400, 401, 408, 413, 422, 503)),
     Route("POST", "/feedback", handlers.feedback, "Report outcomes of a decision", FeedbackRequest,
-          FeedbackResponse, (400, 401, 404, 409, 413, 422, 503)),
+          FeedbackResponse, (400, 401, 404, 408, 409, 413, 422, 503)),
     Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
     Route("GET", "/policy", handlers.get_policy, "The active policy and its settings", response=PolicyView),
     Route("PUT", "/policy", handlers.put_policy, "Change the policy or its settings (logged)", PolicyUpdate,
-          PolicyView, (400, 401, 413, 422)),
+          PolicyView, (400, 401, 408, 413, 422)),
     Route("GET", "/healthz", handlers.healthz, "Liveness", response=HealthResponse, errors=(), public=True),
     Route("GET", "/readyz", handlers.readyz, "Readiness: 503 while the log does not accept writes",
           response=HealthResponse, errors=(503,), public=True),

@@ -48,6 +48,22 @@ class StorageError(Exception):
     """The log could not accept a batch: its rows were not written."""
 
 
+class LogOpenError(ValueError):
+    """The log cannot be opened (a path that cannot be created, a read-only file system, a file that
+    another process holds); the message is one line that names the path and, where DuckDB says, the
+    process holding the lock."""
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message without DuckDB's kind prefix, on one line."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}" + (f" ({err.filename})" if err.filename else "")
+    text = " ".join(str(err).split())
+    for prefix in ("IO Error: ", "Permission Error: "):
+        text = text.split(prefix, 1)[-1]
+    return text
+
+
 def _rows_in(queued: tuple[str, list]) -> int:
     """Rows in a queued ``(table, batch)``: decisions are queued as Arrow tables, the rest as rows."""
     name, batch = queued
@@ -130,13 +146,16 @@ class Store:
         self.path = path
         self.group_commit = group_commit
         self.min_free_bytes = int(min_free_bytes) if path != ":memory:" else 0
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # DuckDB checkpoints inside the commit that takes its log (WAL) past the threshold, and a
-        # checkpoint holds that commit for tens of milliseconds or more: feedback acknowledgements
-        # would wait. The writer checkpoints at idle moments instead (:meth:`_checkpoint_if_idle`);
-        # DuckDB's own threshold stays as a backstop, four times higher than its default.
-        self.con = duckdb.connect(path, config={"memory_limit": memory_limit, "checkpoint_threshold": "64MiB"})
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # DuckDB checkpoints inside the commit that takes its log (WAL) past the threshold, and a
+            # checkpoint holds that commit for tens of milliseconds or more: feedback acknowledgements
+            # would wait. The writer checkpoints at idle moments instead (:meth:`_checkpoint_if_idle`);
+            # DuckDB's own threshold stays as a backstop, four times higher than its default.
+            self.con = duckdb.connect(path, config={"memory_limit": memory_limit, "checkpoint_threshold": "64MiB"})
+        except (OSError, duckdb.Error) as err:
+            raise LogOpenError(f"cannot open the log {path}: {_one_line(err)}") from None
         self._wal = path + ".wal" if path != ":memory:" else None
         for name, schema in TABLES.items():
             self.con.execute(ddl(name, schema))
