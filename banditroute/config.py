@@ -147,6 +147,8 @@ class StorageConfig(_Strict):
 
     db: str = Field(default_factory=default_db_path)
     store_prompts: bool = False
+    # the secret of the logged prompt hashes (HMAC-SHA256); none: generated once and kept in <db>.key
+    prompt_hash_key: str | None = Field(default=None, repr=False)
     flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 200.0
     snapshot_every: Annotated[int, Field(gt=0)] = 10_000
     memory_limit: str = "128MB"
@@ -211,6 +213,7 @@ ENV_OVERRIDES = {
     "BANDITROUTE_TOKEN": ("server", "token"),
     "BANDITROUTE_DB": ("storage", "db"),
     "BANDITROUTE_STORE_PROMPTS": ("storage", "store_prompts"),
+    "BANDITROUTE_PROMPT_HASH_KEY": ("storage", "prompt_hash_key"),
     "BANDITROUTE_POLICY": ("policy", "name"),
     "BANDITROUTE_COST_WEIGHT": ("policy", "cost_weight"),
     "BANDITROUTE_WARM_START": ("policy", "warm_start"),

@@ -164,3 +164,36 @@ def test_warm_start_values_bundled_none_and_paths_relative_to_the_file(tmp_path)
     # the command line and the environment stay relative to where the command runs
     cli = load_settings(tmp_path / "sub" / "pool.toml", overrides={"policy": {"warm_start": "x.state"}})
     assert cli.policy.warm_start == "x.state"
+
+
+def test_prompt_hashes_are_keyed_per_deployment(tmp_path):
+    """The logged prompt hash is HMAC-SHA256 under a secret generated once beside the database (mode
+    0600) and kept across restarts: a guessed prompt's plain SHA-256 does not match it."""
+    import hashlib
+    import hmac
+    import os
+    import stat
+
+    from banditroute.core.router import RouteRequest
+    from banditroute.log.store import Store
+    from banditroute.service.service import Service
+
+    db = str(tmp_path / "k.duckdb")
+    hashes = []
+    for _ in range(2):
+        service = Service(cold_settings(), Store(db), seed=0)
+        (d,) = service.route_many([RouteRequest(prompt="my password is hunter2")])
+        hashes.append(d.prompt_hash)
+        service.store.close()
+    key_file = tmp_path / "k.duckdb.key"
+    key = bytes.fromhex(key_file.read_text())
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600 and len(key) == 32
+    assert hashes[0] == hashes[1] == hmac.new(key, b"my password is hunter2", hashlib.sha256).hexdigest()
+    assert hashes[0] != hashlib.sha256(b"my password is hunter2").hexdigest()
+    configured = cold_settings()
+    configured = configured.model_copy(update={"storage": configured.storage.model_copy(
+        update={"prompt_hash_key": "team-secret"})})
+    other = Service(configured, Store(str(tmp_path / "c.duckdb")), seed=0)
+    (d,) = other.route_many([RouteRequest(prompt="my password is hunter2")])
+    assert d.prompt_hash == hmac.new(b"team-secret", b"my password is hunter2", hashlib.sha256).hexdigest()
+    other.store.close()

@@ -11,6 +11,7 @@ the log records. Keeping decisions until their feedback, and logging, belong to 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import random
 import time
@@ -102,11 +103,15 @@ class Router:
         Seeds the sampling and the decision ids (for reproducible simulations); ``None`` draws
         from the operating system.
     store_prompts
-        Keep the prompt text in decisions (and logs); otherwise only its SHA-256.
+        Keep the prompt text in decisions (and logs); otherwise only its hash.
+    hash_key
+        The secret of the prompt hash, HMAC-SHA256(key, prompt) (RFC 2104): without the key nobody can
+        confirm a guessed prompt against the log. ``None`` (offline tools, whose prompts come from
+        public tables) hashes with plain SHA-256.
     """
 
     def __init__(self, pool: Settings, policy: Policy | None = None, featurizer: Featurizer | None = None,
-                 seed: int | None = None, store_prompts: bool = False):
+                 seed: int | None = None, store_prompts: bool = False, hash_key: bytes | None = None):
         self.pool = pool
         self.featurizer = featurizer or Featurizer()
         if policy is None:
@@ -118,6 +123,7 @@ class Router:
         self.rng = np.random.default_rng(seed)
         self._ids = random.Random(seed if seed is not None else int.from_bytes(np.random.bytes(16), "little"))
         self.store_prompts = store_prompts
+        self.hash_key = hash_key
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
         self._index_arms()
 
@@ -249,10 +255,17 @@ class Router:
                 policy=policy_name,
                 feature_version=version,
                 context=Context(X[j], float(tokens[j])),
-                prompt_hash=hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+                prompt_hash=self.prompt_hash(prompt),
                 prompt=prompt if self.store_prompts else None,
             )
         return out
+
+    def prompt_hash(self, prompt: str) -> str:
+        """The prompt's hash as logged: HMAC-SHA256 under :attr:`hash_key`, or SHA-256 without one (hex)."""
+        data = prompt.encode("utf-8")
+        if self.hash_key is None:
+            return hashlib.sha256(data).hexdigest()
+        return hmac.new(self.hash_key, data, hashlib.sha256).hexdigest()
 
     # -- feedback -------------------------------------------------------------------------------
     def check_feedback(self, d: Pending, feedback: Feedback) -> None:

@@ -12,7 +12,7 @@ policy                string                    policy that decided (``lints``, 
 feature_version       string                    :attr:`Featurizer.version` of ``x``
 x                     list<float64>             feature vector
 input_tokens          float64                   estimated input tokens of the prompt
-prompt_hash           string                    SHA-256 of the prompt (hex)
+prompt_hash           string                    HMAC-SHA256 of the prompt (hex)
 prompt                string (nullable)         the prompt itself, only where configured
 eligible              list<string>              models the policy chose among
 probabilities         list<float64>             the policy's probabilities, aligned with eligible

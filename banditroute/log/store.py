@@ -27,6 +27,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -52,6 +53,27 @@ class LogOpenError(ValueError):
     """The log cannot be opened (a path that cannot be created, a read-only file system, a file that
     another process holds); the message is one line that names the path and, where DuckDB says, the
     process holding the lock."""
+
+
+def prompt_hash_key(path: str, configured: str | None = None) -> bytes:
+    """The deployment's secret for prompt hashes: ``configured`` if given, else the 32 random bytes
+    kept in ``<path>.key`` (created with mode 0600 on first use); a fresh one for ``":memory:"``."""
+    if configured:
+        return configured.encode("utf-8")
+    if path == ":memory:":
+        return secrets.token_bytes(32)
+    key_file = Path(path + ".key")
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = bytes.fromhex(key_file.read_text().strip())
+        if len(key) < 16:
+            raise LogOpenError(f"{key_file} holds no valid prompt hash key (64 hex digits expected)") from None
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    return key
 
 
 def _one_line(err: Exception) -> str:

@@ -40,7 +40,7 @@ from banditroute.core.stats import ModelStats
 from banditroute.core.types import Decision, Pending
 from banditroute.errors import IdempotencyConflict, RoutingError, Unavailable, UnknownDecision, ValidationFailed
 from banditroute.log.schema import QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
-from banditroute.log.store import StorageError, Store
+from banditroute.log.store import StorageError, Store, prompt_hash_key
 from banditroute.service.batcher import MicroBatcher
 from banditroute.service.pending import LateLookups, PendingDecisions
 
@@ -67,7 +67,8 @@ class Service:
         self.config = config
         self.store = store
         self.snapshot_path = Path(str(store.path) + ".snapshot") if store.path != ":memory:" else None
-        self.router = router or Router(config, seed=seed, store_prompts=config.storage.store_prompts)
+        self.router = router or Router(config, seed=seed, store_prompts=config.storage.store_prompts,
+                                       hash_key=prompt_hash_key(store.path, config.storage.prompt_hash_key))
         self.pending = PendingDecisions(config.max_pending)
         self.stats = ModelStats(config.names)
         self.feedback_since_snapshot = 0
