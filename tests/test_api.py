@@ -262,11 +262,13 @@ async def test_promotion_loop_log_replay_switch(client, tmp_path):
 @pytest.mark.parametrize("store_prompts", [False, True])
 async def test_prompts_are_stored_only_when_configured(aiohttp_client, tmp_path, store_prompts):
     import hashlib
+    import hmac
 
     client = await aiohttp_client(create_app(make_config(tmp_path, store_prompts=store_prompts), seed=0))
     await post(client, "/route", {"prompt": "my secret prompt"})
     rows = [json.loads(line) for line in (await (await client.get("/export?format=jsonl")).text()).splitlines()]
-    assert rows[0]["prompt_hash"] == hashlib.sha256(b"my secret prompt").hexdigest()
+    key = bytes.fromhex((tmp_path / "r.duckdb.key").read_text())
+    assert rows[0]["prompt_hash"] == hmac.new(key, b"my secret prompt", hashlib.sha256).hexdigest()
     assert rows[0]["prompt"] == ("my secret prompt" if store_prompts else None)
     assert len(rows[0]["x"]) == client.app[SERVICE].router.featurizer.dim
 

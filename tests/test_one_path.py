@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import pickle
 
@@ -50,8 +52,14 @@ async def test_server_export_and_simulated_log_are_the_same_table(aiohttp_client
     assert a.schema == b.schema == LOG_SCHEMA
     assert a.num_rows == b.num_rows == len(train)
     for name in a.column_names:
-        if name != "ts":
+        if name not in ("ts", "prompt_hash"):
             assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
+    # the server keys its prompt hashes with the deployment's secret; the simulator's prompts are public
+    key = bytes.fromhex((tmp_path / "r.duckdb.key").read_text())
+    order = np.random.default_rng(seed).permutation(len(train))
+    assert b.column("prompt_hash").to_pylist() == [
+        hmac.new(key, train.prompts[i].encode(), hashlib.sha256).hexdigest() for i in order]
+    assert a.column("prompt_hash").to_pylist() == [hashlib.sha256(train.prompts[i].encode()).hexdigest() for i in order]
 
 
 def test_simulated_jsonl_log_has_the_rows_of_the_parquet_one(tmp_path, outcomes_path):
