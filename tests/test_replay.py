@@ -226,3 +226,53 @@ def test_a_log_written_with_the_earlier_features_replays_under_them():
     assert log.X.shape == (len(log), Featurizer.from_version("v1-d64").dim) == (len(log), 85)
     out = replay(str(path), "lints", estimators=("ips", "snips"), n_boot=50, log=log)
     assert 0.0 < out["estimates"]["snips"]["quality"]["value"] < 1.0
+
+
+def _constant(table: pa.Table, value: float) -> pa.Table:
+    i = table.schema.get_field_index("quality")
+    return table.set_column(i, "quality", pa.array([value] * table.num_rows, pa.float64()))
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_constant_outcomes_on_a_small_log_get_a_real_interval_inside_the_bounds(tmp_path, value):
+    """30 decisions that all scored the same: the bootstrap alone gives a zero-width interval; the
+    reported one is Wilson's at the effective sample size, inside [0, 1]."""
+    path = tmp_path / "constant.parquet"
+    pq.write_table(_constant(synthetic_log(n=30, seed=4), value), path)
+    res = replay(str(path), "fixed:b", 10.0)
+    for name in ("ips", "snips", "dr", "dm"):
+        q = res["estimates"][name]["quality"]
+        assert 0.0 <= q["low"] <= q["high"] <= 1.0, name
+        assert q["high"] - q["low"] > 0.1, name  # a handful of outcomes cannot pin a quality down
+    assert any("only 30 decisions" in w for w in res["warnings"])
+
+
+def test_a_model_the_log_never_chose_is_not_estimable_and_the_json_is_strict(tmp_path, capsys):
+    path = tmp_path / "never.parquet"
+    pq.write_table(synthetic_log(n=200, seed=5, mu=(0.0, 0.6, 0.4)), path)
+    assert main(["replay", str(path), "--policy", "fixed:a", "--cost-weight", "10", "--json"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json output"))
+    for name, est in res["estimates"].items():
+        for outcome in ("quality", "cost_usd", "reward"):
+            assert est[outcome]["value"] is None and "not estimable" in est[outcome]["not_estimable"], name
+    assert any("(a)" in w and "not estimable" in w for w in res["warnings"])
+    assert main(["replay", str(path), "--policy", "fixed:a", "--cost-weight", "10"]) == 0
+    assert "not estimable" in capsys.readouterr().out
+
+
+def test_a_one_row_log_is_warned_about(tmp_path):
+    path = tmp_path / "one.parquet"
+    pq.write_table(synthetic_log(n=1, seed=6), path)
+    res = replay(str(path), "fixed:a", 10.0)
+    assert any("only 1 decisions" in w for w in res["warnings"])
+    json.dumps(res, allow_nan=False)
+
+
+def test_intervals_of_a_large_log_stay_bootstrap_intervals(log_path):
+    """Wilson's widening is only for small samples: on 3,000 decisions the interval is the bootstrap's."""
+    log = load_log(log_path)
+    pi = candidate_probabilities(log, "fixed:a", 10.0)
+    res = evaluate(log, pi, 10.0, ("snips",))
+    q = res["estimates"]["snips"]["quality"]
+    assert q["high"] - q["low"] < 0.08 and not any("only" in w for w in res["warnings"])

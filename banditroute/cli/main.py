@@ -34,7 +34,7 @@ def cmd_simulate(args) -> int:
     settings = _settings(args, pool)
     result = simulate(outcomes, settings.name, args.cost_weight, args.seed, state=args.state, pool=pool,
                       settings=settings, progress=sys.stderr.isatty(), log=args.log)
-    print(json.dumps(result) if args.json else report.simulate_table(result))
+    print(json.dumps(result, allow_nan=False) if args.json else report.simulate_table(result))
     return 0
 
 
@@ -45,7 +45,7 @@ def cmd_replay(args) -> int:
     result = replay(args.log, args.policy or "lints", args.cost_weight, state=args.state, estimators=estimators,
                     clip=args.clip, greedy=args.greedy, seed=args.seed,
                     progress=sys.stderr.isatty())
-    print(json.dumps(result) if args.json else report.replay_table(result))
+    print(json.dumps(result, allow_nan=False) if args.json else report.replay_table(result))
     return 0
 
 
@@ -63,7 +63,7 @@ def cmd_tune(args) -> int:
                   progress=sys.stderr.isatty())
     if args.plot:
         plot_frontier(result, args.plot, title=f"{args.outcomes}")
-    print(json.dumps(result) if args.json else report.tune_table(result))
+    print(json.dumps(result, allow_nan=False) if args.json else report.tune_table(result))
     if args.plot and not args.json:
         print(f"plot: {args.plot}")
     return 0
@@ -86,7 +86,7 @@ def cmd_tune_log(args) -> int:
                          progress=sys.stderr.isatty())
     if args.plot:
         plot_log_frontier(result, args.plot)
-    print(json.dumps(result) if args.json else report.tune_log_table(result))
+    print(json.dumps(result, allow_nan=False) if args.json else report.tune_log_table(result))
     return 0
 
 

@@ -23,6 +23,17 @@ def simulate_table(result: dict) -> str:
     return "\n".join(out)
 
 
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def _interval(e: dict, fmt: str) -> str:
+    """``value [low, high]``, or ``not estimable``."""
+    if e.get("not_estimable") or e["value"] is None:
+        return "not estimable"
+    return f"{_num(e['value'], fmt)} [{_num(e['low'], fmt)}, {_num(e['high'], fmt)}]"
+
+
 def replay_table(result: dict) -> str:
     """``replay``: each estimator's quality, cost and reward with 95% intervals, and the logged values."""
     out = []
@@ -30,13 +41,11 @@ def replay_table(result: dict) -> str:
           f"(logged by {result['logging_policy']}); effective sample size {result['ess']:.0f}")
     out.append(f"{'estimator':10}{'quality':>26}{'cost USD / decision':>34}{'reward':>28}")
     for name, est in result["estimates"].items():
-        cells = [f"{v['value']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for v in
-                 (est["quality"], est["reward"])]
-        c = est["cost_usd"]
-        cost = f"{c['value']:.3g} [{c['low']:.3g}, {c['high']:.3g}]"
-        out.append(f"{name:10}{cells[0]:>26}{cost:>34}{cells[1]:>28}")
+        cells = [_interval(est[k], fmt) for k, fmt in (("quality", ".4f"), ("cost_usd", ".3g"), ("reward", ".4f"))]
+        out.append(f"{name:10}{cells[0]:>26}{cells[1]:>34}{cells[2]:>28}")
     lg = result["logged"]
-    out.append(f"{'logged':10}{lg['quality']:>26.4f}{lg['cost_usd']:>34.3g}{lg['reward']:>28.4f}   (the logging policy itself)")
+    out.append(f"{'logged':10}{_num(lg['quality'], '.4f'):>26}{_num(lg['cost_usd'], '.3g'):>34}"
+               f"{_num(lg['reward'], '.4f'):>28}   (the logging policy itself)")
     for w in result["warnings"]:
         out.append(f"warning: {w}")
     return "\n".join(out)

@@ -108,6 +108,27 @@ def bootstrap_ci(terms: np.ndarray, denom: np.ndarray | None, n_boot: int = 500,
     return float(lo), float(hi)
 
 
+def wilson_interval(value: float, low_bound: float, high_bound: float, n_eff: float,
+                    z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's score interval (Wilson, 1927) for the mean of an outcome bounded in
+    [low_bound, high_bound], from ``n_eff`` effective observations.
+
+    The estimate is rescaled to p in [0, 1] and
+    (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n) is mapped back. It assumes the largest
+    variance a bounded outcome with that mean can have (a Bernoulli's), so it stays honest when the
+    sample cannot show the variance (a handful of decisions, all with the same outcome), never has zero
+    width for finite n, and stays inside the bounds.
+    """
+    span = high_bound - low_bound
+    if not (np.isfinite(value) and span > 0 and n_eff > 0):
+        return float("nan"), float("nan")
+    p = min(max((value - low_bound) / span, 0.0), 1.0)
+    z2n = z * z / n_eff
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z * np.sqrt(p * (1 - p) / n_eff + z2n / (4 * n_eff)) / (1 + z2n)
+    return low_bound + span * max(centre - half, 0.0), low_bound + span * min(centre + half, 1.0)
+
+
 def effective_sample_size(w: np.ndarray) -> float:
     """Kish's effective sample size of importance weights: (sum w)^2 / sum w^2."""
     s2 = float((w * w).sum())

@@ -5,6 +5,13 @@ policy's exact probabilities mu(. | x_i), the chosen model a_i and its outcome (
 candidate yields pi(. | x_i) over the same eligible models (:mod:`.candidates`). The estimators of :mod:`banditroute.offline.estimators` then give quality, cost per decision and
 reward = quality - cost_weight * cost, each with a bootstrap 95% interval. Decisions without a
 quality (or cost) are left out of that outcome's estimate and counted in ``missing``.
+
+Small logs: where the bootstrap cannot see the variance (an effective sample under
+:data:`SMALL_ESS`, constant outcomes, or models the candidate needs chosen fewer than
+:data:`FEW_OUTCOMES` times) the interval is widened to contain Wilson's interval for a bounded
+outcome at the effective sample size; quality intervals stay inside [0, 1]. A candidate that puts
+more than :data:`UNSEEN_MASS` of its probability on models the log never chose with an outcome is
+not estimable: every estimate is null, with the reason.
 """
 
 from __future__ import annotations
@@ -15,11 +22,22 @@ import numpy as np
 
 from banditroute.core.types import net_score
 from banditroute.offline.candidates import candidate_probabilities
-from banditroute.offline.estimators import ESTIMATORS, IPS, bootstrap_ci, effective_sample_size, estimate
+from banditroute.offline.estimators import (
+    ESTIMATORS,
+    IPS,
+    bootstrap_ci,
+    effective_sample_size,
+    estimate,
+    wilson_interval,
+)
 from banditroute.offline.logs import Log, load_log
 from banditroute.offline.reward_models import reward_models
 
 LOW_SUPPORT = 1e-3
+SMALL_ESS = 500  # effective decisions below which the bootstrap interval alone is not trusted
+FEW_OUTCOMES = 10  # logged outcomes of a model below which its part of the estimate is thin
+UNSEEN_MASS = 0.01  # candidate probability on never-observed models beyond which nothing is estimable
+SMALL_LOG = 100  # decisions below which replay warns that the log is too small to judge
 
 
 def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "snips", "dm", "dr"),
@@ -45,38 +63,87 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
         "reward": (net_score(log.quality, log.cost, cost_weight), r_hat),
     }
     result: dict[str, dict] = {}
-    for est in chosen:
-        result[est.name] = {}
-        for outcome, (y, yhat) in outcomes.items():
-            keep = ~np.isnan(y)
+    warnings = []
+    for outcome, (y, yhat) in outcomes.items():
+        keep = ~np.isnan(y)
+        observed = np.bincount(log.chosen[keep], minlength=len(log.models))
+        unseen = float(pi[keep][:, observed == 0].sum() / max(keep.sum(), 1))
+        thin = float(pi[keep][:, observed < FEW_OUTCOMES].sum() / max(keep.sum(), 1))
+        ess_kept = effective_sample_size(w[keep])
+        bounds = _bounds(outcome, log, cost_weight)
+        small = ess_kept < SMALL_ESS or thin > UNSEEN_MASS or (keep.any() and np.ptp(y[keep]) == 0)
+        if unseen > UNSEEN_MASS:
+            never = [m for m, c in zip(log.models, observed) if c == 0 and pi[keep][:, log.models.index(m)].sum() > 0]
+            reason = (f"the candidate puts {unseen:.1%} of its probability on models with no logged {outcome} "
+                      f"({', '.join(never)}): not estimable from this log")
+            warnings.append(reason)
+        for est in chosen:
+            if unseen > UNSEEN_MASS:
+                result.setdefault(est.name, {})[outcome] = {"value": None, "low": None, "high": None,
+                                                            "not_estimable": reason}
+                continue
             dm_pi = dm_logged = None
             if est.needs_model:
                 dm_pi = (pi[keep] * yhat[keep]).sum(axis=1)
                 dm_logged = yhat[rows[keep], log.chosen[keep]]
             terms, denom = est.terms(w[keep], y[keep], dm_pi, dm_logged)
+            value = estimate(terms, denom)
             low, high = bootstrap_ci(terms, denom, n_boot=n_boot, rng=rng)
-            result[est.name][outcome] = {"value": estimate(terms, denom), "low": low, "high": high}
+            if small and bounds is not None:
+                w_low, w_high = wilson_interval(value, *bounds, max(ess_kept, 1.0))
+                low, high = _widest(low, w_low, min), _widest(high, w_high, max)
+            if outcome == "quality":  # a bounded outcome's interval stays inside its bounds
+                low, high = (None if v is None else min(max(v, 0.0), 1.0) for v in (low, high))
+            result.setdefault(est.name, {})[outcome] = {"value": _finite(value), "low": _finite(low),
+                                                        "high": _finite(high)}
     support = float((pi * (log.mu < LOW_SUPPORT)).sum() / n)
     ess = effective_sample_size(w)
-    warnings = []
     if support > 0.01:
         warnings.append(f"the candidate puts {support:.1%} of its probability on models the log chose with "
                         f"probability below {LOW_SUPPORT}: IPS, SNIPS and DR are unreliable there")
     if ess < 0.1 * n:
         warnings.append(f"effective sample size {ess:.0f} is under 10% of the {n} decisions: wide intervals")
+    if n < SMALL_LOG:
+        warnings.append(f"only {n} decisions: too few to judge a candidate; intervals are wide and estimates rough")
     missing_q = int(np.isnan(log.quality).sum())
     if missing_q:
         warnings.append(f"{missing_q} decisions have no quality feedback and are left out of quality and reward")
-    return {"n": n, "ess": ess, "max_weight": float(w.max()), "low_support_mass": support,
+    return {"n": n, "ess": ess, "max_weight": float(w.max()) if n else 0.0, "low_support_mass": support,
             "missing": {"quality": missing_q, "cost_usd": int(np.isnan(log.cost).sum())},
             "estimates": result, "warnings": warnings}
+
+
+def _bounds(outcome: str, log: Log, cost_weight: float) -> tuple[float, float] | None:
+    """The range an outcome's mean lies in: quality [0, 1]; cost [0, the largest logged cost];
+    reward [-cost_weight * that cost, 1]."""
+    if outcome == "quality":
+        return 0.0, 1.0
+    top = float(np.nanmax(log.cost)) if np.isfinite(log.cost).any() else 0.0
+    if outcome == "cost_usd":
+        return (0.0, top) if top > 0 else None
+    return -cost_weight * top, 1.0
+
+
+def _widest(a: float, b: float, pick) -> float:
+    """``pick`` (min or max) of two interval ends, ignoring a missing one."""
+    ends = [v for v in (a, b) if v is not None and np.isfinite(v)]
+    return pick(ends) if ends else float("nan")
+
+
+def _finite(v: float | None) -> float | None:
+    """None for a missing or undefined number (strict JSON has no NaN)."""
+    return float(v) if v is not None and np.isfinite(v) else None
 
 
 def logged_value(log: Log, cost_weight: float) -> dict:
     """The logging policy's own mean outcomes (on-policy, no estimation)."""
     q, c = log.quality, log.cost
-    return {"quality": float(np.nanmean(q)), "cost_usd": float(np.nanmean(c)),
-            "reward": float(np.nanmean(net_score(q, c, cost_weight)))}
+    with np.errstate(all="ignore"):
+        return {"quality": _mean(q), "cost_usd": _mean(c), "reward": _mean(net_score(q, c, cost_weight))}
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return _finite(float(np.nanmean(values))) if np.isfinite(values).any() else None
 
 
 def replay(path: str, policy: str = "lints", cost_weight: float | None = None, state: str | None = None,

@@ -41,7 +41,8 @@ def plot_frontier(result: dict, path: str, title: str = "") -> None:
 def plot_log_frontier(result: dict, path: str) -> None:
     """Estimated quality against estimated cost per request, with 95% intervals on both axes."""
     plt = _pyplot()
-    pts = sorted(result["points"], key=lambda p: p["cost_usd"]["value"])
+    pts = sorted((p for p in result["points"] if p["cost_usd"]["value"] is not None and p["quality"]["value"] is not None),
+                 key=lambda p: p["cost_usd"]["value"])
     x = np.array([p["cost_usd"]["value"] for p in pts])
     y = np.array([p["quality"]["value"] for p in pts])
     xerr = np.array([[p["cost_usd"]["value"] - p["cost_usd"]["low"], p["cost_usd"]["high"] - p["cost_usd"]["value"]]

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from banditroute.config import PolicyConfig, Settings
 from banditroute.offline.candidates import candidate_probabilities
-from banditroute.offline.evaluate import evaluate
+from banditroute.offline.evaluate import evaluate, logged_value
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.logs import Log, load_log
 from banditroute.offline.outcomes import Outcomes
@@ -125,13 +125,13 @@ def tune_on_log(path: str, policy: str = "lints", cost_weights=None, state: str 
         points.append({"cost_weight": cw, "quality": e["quality"], "cost_usd": e["cost_usd"], "ess": est["ess"]})
     rec = None
     if target_quality is not None:
-        ok = [p for p in points if p["quality"]["low"] >= target_quality]
+        ok = [p for p in points if p["quality"]["low"] is not None and p["quality"]["low"] >= target_quality]
         if ok:
             best = min(ok, key=lambda p: p["cost_usd"]["value"])
             rec = {"cost_weight": best["cost_weight"],
                    "reason": f"cheapest whose quality 95% interval starts at or above {target_quality}"}
     elif budget is not None:
-        ok = [p for p in points if p["cost_usd"]["high"] <= budget]
+        ok = [p for p in points if p["cost_usd"]["high"] is not None and p["cost_usd"]["high"] <= budget]
         if ok:
             best = max(ok, key=lambda p: p["quality"]["value"])
             rec = {"cost_weight": best["cost_weight"],
@@ -139,4 +139,4 @@ def tune_on_log(path: str, policy: str = "lints", cost_weights=None, state: str 
     return {"policy": policy if state is None else f"state:{state}", "estimator": estimator, "n": len(log),
             "points": points, "target_quality": target_quality, "budget_usd_per_request": budget,
             "recommendation": rec,
-            "logged": {"quality": float(np.nanmean(log.quality)), "cost_usd": float(np.nanmean(log.cost))}}
+            "logged": {k: v for k, v in logged_value(log, 0.0).items() if k != "reward"}}
