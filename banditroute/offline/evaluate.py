@@ -41,8 +41,10 @@ SMALL_LOG = 100  # decisions below which replay warns that the log is too small 
 
 
 def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "snips", "dm", "dr"),
-             clip: float = np.inf, n_boot: int = 500, seed: int = 0, models=None) -> dict:
+             clip: float = np.inf, n_boot: int = 500, seed: int = 0, models=None, widen: bool = True) -> dict:
     """Estimates of quality, cost per decision and reward under ``pi``, with 95% intervals.
+
+    ``widen=False`` keeps the bare bootstrap intervals on small samples (for comparison only).
 
     ``models`` takes :func:`~.reward_models.reward_models` of the log, to share them between
     candidates; they are fitted here only when an estimator needs them (DM, DR).
@@ -89,7 +91,7 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
             terms, denom = est.terms(w[keep], y[keep], dm_pi, dm_logged)
             value = estimate(terms, denom)
             low, high = bootstrap_ci(terms, denom, n_boot=n_boot, rng=rng)
-            if small and bounds is not None:
+            if widen and small and bounds is not None:
                 w_low, w_high = wilson_interval(value, *bounds, max(ess_kept, 1.0))
                 low, high = _widest(low, w_low, min), _widest(high, w_high, max)
             if outcome == "quality":  # a bounded outcome's interval stays inside its bounds
