@@ -78,7 +78,16 @@ class UnknownDecision(ClientError):
 
 
 class MethodNotAllowed(ClientError):
+    """A method the path does not serve; the answer lists those it does (``Allow``, RFC 9110)."""
+
     status, kind = 405, "method_not_allowed"
+
+    def __init__(self, message: str, allowed: set[str] | None = None):
+        super().__init__(message)
+        self.allowed = sorted(allowed or ())
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)}
 
 
 class RequestTimeout(ClientError):

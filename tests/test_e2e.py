@@ -35,10 +35,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp: Path, snapshot_every: int, body_timeout_s: float = 10.0) -> Path:
+def write_config(tmp: Path, snapshot_every: int, body_timeout_s: float = 10.0, token: str | None = None) -> Path:
     text = (Path(__import__("banditroute").__file__).parent / "data" / "pool.example.toml").read_text()
     text += f"\n[storage]\nflush_interval_ms = 20\nsnapshot_every = {snapshot_every}\n"
-    text += f"\n[server]\nbody_timeout_s = {body_timeout_s}\n"
+    text += f"\n[server]\nbody_timeout_s = {body_timeout_s}\n" + (f'token = "{token}"\n' if token else "")
     path = tmp / "config.toml"
     path.write_text(text)
     return path
@@ -59,17 +59,18 @@ def _no_server_outlives_its_test():
 
 
 class Server:
-    def __init__(self, tmp: Path, snapshot_every: int = 1000, body_timeout_s: float = 10.0):
+    def __init__(self, tmp: Path, snapshot_every: int = 1000, body_timeout_s: float = 10.0, token: str | None = None):
         self.db = tmp / "router.duckdb"
-        self.config = write_config(tmp, snapshot_every, body_timeout_s)
+        self.config = write_config(tmp, snapshot_every, body_timeout_s, token)
         self.port = free_port()
         self.proc = None
+        self.log = tmp / "server.log"  # a file, not a pipe: a pipe nobody reads fills and blocks the server
 
     def start(self) -> Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "banditroute.cli.main", "serve", "--config", str(self.config), "--db", str(self.db),
-             "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             "--port", str(self.port)], env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"))
         STARTED.append(self)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -77,7 +78,7 @@ class Server:
                 self.get("/healthz")
                 return self
             except (urllib.error.URLError, ConnectionError):
-                assert self.proc.poll() is None, self.proc.stderr.read().decode()
+                assert self.proc.poll() is None, self.log.read_text()
                 time.sleep(0.1)
         raise TimeoutError("server did not start")
 

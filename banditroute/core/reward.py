@@ -31,7 +31,7 @@ from banditroute.config import FiniteFloat, ModelSpec, NonNegFloat, SignalWeight
 class Signal(BaseModel):
     """One piece of feedback about a decision's answer."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     source: Literal["user", "judge", "system"]
     kind: Literal["thumbs", "rating", "score", "quality"]
@@ -74,7 +74,7 @@ MAX_SIGNALS = 32  # per feedback request
 class Feedback(BaseModel):
     """Everything the application reports about one decision (all parts optional)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     signals: list[Signal] = Field(default_factory=list, max_length=MAX_SIGNALS)
     cost_usd: NonNegFloat | None = None

@@ -50,7 +50,7 @@ def _depth(value: Any) -> int:
 class RouteOptions(BaseModel):
     """Per-request options of ``/route``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no false read as 0, no "1" as 1
 
     models: list[str] | None = Field(default=None, min_length=1)
     cost_weight: NonNegFloat | None = None

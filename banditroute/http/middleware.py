@@ -25,7 +25,8 @@ def _client_error(request: web.Request, err: web.HTTPException) -> ClientError:
     if err.status == 404:
         return NotFound(f"no endpoint at {request.path}")
     if err.status == 405:
-        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        allowed = set(getattr(err, "allowed_methods", ()) or ())
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}", allowed)
     if err.status == 413:
         return BodyTooLarge(f"request body exceeds the limit of {request.app[SERVICE].config.server.max_body_bytes} bytes")
     generic = ClientError(err.reason)

@@ -98,7 +98,7 @@ class PolicyView(_Answer):
 class PolicyUpdate(BaseModel):
     """``PUT /policy``: any subset; a new ``policy`` is rebuilt from the whole feedback log."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     policy: str | None = Field(default=None, description="lints | linucb | egreedy | random | fixed:MODEL")
     cost_weight: NonNegFloat | None = None
