@@ -55,6 +55,9 @@ CONFIGS = {
     "lints_pooled": {"policy": "lints", "pooled": True},
     "linucb_pooled": {"policy": "linucb", "pooled": True},
     "lints_drift": {"policy": "lints", "drift_threshold": 15.0},
+    "lints_pooled_drift": {"policy": "lints", "pooled": True, "drift_threshold": 15.0},
+    "lints_pooled_decay": {"policy": "lints", "pooled": True, "floor_decay": 500.0, "floor_min": 0.001,
+                           "exploration": 0.5},
 }
 
 

@@ -3,14 +3,12 @@
 import json
 
 import pytest
+from conftest import cold_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import cold_settings
-
-from banditroute.config import load_settings
 from banditroute.http.app import create_app
 from banditroute.http.handlers import SERVICE
 

@@ -15,10 +15,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-
 from conftest import cold_settings
 
-from banditroute.config import StorageConfig
 from banditroute.http.app import create_app
 from banditroute.http.handlers import SERVICE
 from banditroute.log import store as store_module

@@ -10,10 +10,9 @@ import pickle
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import cold_settings
 
-from banditroute.config import PolicyConfig, StorageConfig, load_settings
+from banditroute.config import PolicyConfig, StorageConfig
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import RouteRequest
 from banditroute.http.app import create_app

@@ -205,9 +205,10 @@ def test_a_candidate_that_peeks_at_the_outcome_is_caught(tmp_path, name):
     log = load_log(path)
     honest = candidate_probabilities(log, name, 0.0, seed=1)
     peeking, policy, rng = np.zeros_like(honest), make_policy(name, log.models, F.dim), np.random.default_rng(1)
+    X = log.X
     for i in range(len(log)):
-        policy.update(log.context(i), int(log.chosen[i]), float(log.quality[i]), float(log.cost[i]))
-        peeking[i] = policy.probabilities(log.X[i:i + 1], log.input_tokens[i:i + 1], None, 0.0, rng).probabilities[0]
+        policy.update(log.context(i, X[i]), int(log.chosen[i]), float(log.quality[i]), float(log.cost[i]))
+        peeking[i] = policy.probabilities(X[i:i + 1], log.input_tokens[i:i + 1], None, 0.0, rng).probabilities[0]
     assert outcome_lift(peeking, log) > 0.1  # the check has the power to see peeking
     assert abs(outcome_lift(honest, log)) < 0.07
 
@@ -276,3 +277,91 @@ def test_intervals_of_a_large_log_stay_bootstrap_intervals(log_path):
     res = evaluate(log, pi, 10.0, ("snips",))
     q = res["estimates"]["snips"]["quality"]
     assert q["high"] - q["low"] < 0.08 and not any("only" in w for w in res["warnings"])
+
+
+def growing_pool_log(n: int = 300, seed: int = 3) -> pa.Table:
+    """A log whose third model joins the pool at decision 100 and whose features vary per decision."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        models = MODELS if i >= 100 else MODELS[:2]
+        mu = [0.2, 0.5, 0.3] if i >= 100 else [0.4, 0.6]
+        k = int(rng.choice(len(models), p=mu))
+        rows.append({
+            "decision_id": f"d{i}", "ts": i, "policy": "mu", "feature_version": F.version,
+            "x": F.transform(f"question {i % 17} about topic {i % 5}").tolist(), "input_tokens": float(5 + i % 40),
+            "prompt_hash": "", "prompt": None, "eligible": models, "probabilities": mu, "chosen": models[k],
+            "propensity": mu[k], "cost_weight": 10.0, "pred_quality": [0.5] * len(models),
+            "pred_cost": [0.0] * len(models), "quality": float(rng.random() < QMEAN[k]),
+            "cost_usd": float(COST[k] * (1 + i % 40 / 10)), "n_signals": 1,
+        })
+    return pa.Table.from_pylist(rows, schema=LOG_SCHEMA)
+
+
+def test_a_log_streamed_in_small_batches_gives_the_same_estimates(tmp_path):
+    """Batches of 7 decisions (the pool grows between batches) and one batch: same log, same estimates."""
+    path = tmp_path / "grow.parquet"
+    pq.write_table(growing_pool_log(), path)
+    whole, streamed = load_log(path), load_log(path, rows=7)
+    assert streamed.models == whole.models == MODELS
+    assert not streamed.eligible[:100, 2].any() and streamed.eligible[100:].all()
+    np.testing.assert_array_equal(streamed.eligible, whole.eligible)
+    np.testing.assert_array_equal(streamed.X, whole.X)
+    for name in ("random", "lints"):
+        a = evaluate(whole, candidate_probabilities(whole, name, 10.0), 10.0)
+        b = evaluate(streamed, candidate_probabilities(streamed, name, 10.0), 10.0)
+        assert a["estimates"] == b["estimates"]
+
+
+def test_a_bad_row_in_a_later_batch_is_named_by_its_row_in_the_log(tmp_path):
+    t = growing_pool_log()
+    prop = t.column("propensity").to_pylist()
+    prop[123] = 2.0
+    path = tmp_path / "bad.parquet"
+    pq.write_table(t.set_column(t.schema.get_field_index("propensity"), "propensity", pa.array(prop)), path)
+    with pytest.raises(LogError, match="row 123 has 2.0"):
+        load_log(path, rows=10)
+
+
+def test_streamed_reward_models_equal_a_direct_cross_fitted_ridge(tmp_path):
+    """The sufficient-statistics fit equals, fold by fold and model by model, ridge regression of the
+    centred outcome solved on the training rows themselves."""
+    from banditroute.offline.reward_models import reward_models
+
+    path = tmp_path / "grow.parquet"
+    pq.write_table(growing_pool_log(), path)
+    log = load_log(path, rows=16)
+    models = reward_models(log, seed=2, lam=1.0)
+    X = log.X
+    Z = np.hstack([X, log.input_tokens[:, None] / 1000.0])
+    q_hat, c_hat = models.predict(0, X, log.input_tokens)
+    for f in range(5):
+        test = models.fold == f
+        for k in range(3):
+            train = (models.fold != f) & (log.chosen == k)
+            for design, y, hat in ((X, log.quality, q_hat), (Z, log.cost, c_hat)):
+                A, yk = design[train], y[train]
+                W = np.linalg.solve(A.T @ A + np.eye(A.shape[1]), A.T @ (yk - yk.mean()))
+                np.testing.assert_allclose(hat[test, k], design[test] @ W + yk.mean(), rtol=1e-8, atol=1e-10)
+
+
+def test_grouped_bootstrap_matches_the_sampling_distribution_of_a_large_log():
+    """Beyond MAX_GROUPS decisions the replicates weight random groups: the interval still matches the
+    normal-theory interval of a mean (and, for a ratio, of the delta method) on a million decisions."""
+    from banditroute.offline.estimators import bootstrap_groups
+
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    w = rng.exponential(1.0, n)
+    y = (rng.random(n) < 0.3).astype(float)
+    groups = bootstrap_groups(n, rng, max_groups=20_000)
+    assert groups is not None and bootstrap_groups(100, rng) is None
+    terms = w * y
+    se = terms.std() / np.sqrt(n)
+    low, high = bootstrap_ci(terms, None, n_boot=400, rng=rng, groups=groups)
+    assert (high - low) == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert low < terms.mean() < high
+    ratio = terms.sum() / w.sum()
+    se_ratio = np.sqrt(((terms - ratio * w) ** 2).mean() / n) / w.mean()
+    low, high = bootstrap_ci(terms, w, n_boot=400, rng=rng, groups=groups)
+    assert (high - low) == pytest.approx(2 * 1.96 * se_ratio, rel=0.15)

@@ -11,13 +11,12 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
-from test_e2e import Server  # noqa: E402
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+from test_e2e import Server
 
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
-
-from banditroute import __version__  # noqa: E402
-from banditroute.http.routes import openapi_document  # noqa: E402
+from banditroute import __version__
+from banditroute.http.routes import openapi_document
 
 TOKEN = "fuzz-token"
 schema = schemathesis.openapi.from_dict(openapi_document(__version__))

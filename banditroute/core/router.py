@@ -27,7 +27,6 @@ from banditroute.core.reward import Feedback, fingerprint
 from banditroute.core.types import Context, Decision, FeedbackResult, Pending
 from banditroute.errors import RoutingError, ValidationFailed
 
-
 METADATA_MAX_DEPTH = 8  # levels of nested objects and arrays below the metadata object itself
 METADATA_MAX_BYTES = 16_384  # as compact JSON, which is how the log stores it
 

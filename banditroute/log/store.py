@@ -284,7 +284,7 @@ class Store:
             self._wake.clear()
             try:
                 stop = self._step(cur)
-            except Exception as err:  # noqa: BLE001 - supervision: a step's bug must not end the writer
+            except Exception as err:  # supervision: a step's bug must not end the writer
                 log.exception("log writer step failed")
                 self._failed(err)
                 stop = self._stop

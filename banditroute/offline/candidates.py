@@ -22,7 +22,7 @@ from banditroute.core.policies.bayes_linear import single_threaded_blas
 from banditroute.core.state import load_state
 from banditroute.offline.logs import Log
 
-CHUNK = 4096  # decisions scored per call when the candidate does not learn in between
+SCORE_ROWS = 4096  # decisions scored per call when the candidate does not learn in between
 
 
 def candidate_probabilities(log: Log, name: str, cost_weight: float, state: str | None = None,
@@ -40,31 +40,39 @@ def candidate_probabilities(log: Log, name: str, cost_weight: float, state: str 
     if np.any(arm_of < 0):
         unknown = [m for m, a in zip(log.models, arm_of) if a < 0]
         raise ValueError(f"candidate does not know the logged models {unknown}")
-    n = len(log)
-    eligible = np.zeros((n, len(policy.models)), dtype=bool)
+    eligible = np.zeros((len(log), len(policy.models)), dtype=bool)
     eligible[:, arm_of] = log.eligible
     rng = np.random.default_rng(seed)
 
-    def score(rows: slice) -> np.ndarray:
-        X, tokens, el = log.X[rows], log.input_tokens[rows], eligible[rows]
+    def score(start: int, X: np.ndarray) -> np.ndarray:
+        rows = slice(start, start + len(X))
+        tokens, el = log.input_tokens[rows], eligible[rows]
         s = policy.greedy(X, tokens, el, cost_weight) if greedy else policy.probabilities(X, tokens, el, cost_weight, rng)
         return s.probabilities[:, arm_of]
 
-    pi = np.zeros((n, len(log.models)))
+    pi = np.zeros((len(log), len(log.models)))
+    bar = tqdm(total=len(log), desc="candidate", unit="decision", disable=not progress, leave=False)
     if state is not None or not policy.learns_probabilities:
-        for start in tqdm(range(0, n, CHUNK), "candidate", unit="batch", disable=not progress, leave=False):
-            pi[start:start + CHUNK] = score(slice(start, start + CHUNK))
+        for start, X in log.feature_chunks():
+            for j in range(0, len(X), SCORE_ROWS):
+                pi[start + j:start + j + SCORE_ROWS] = score(start + j, X[j:j + SCORE_ROWS])
+            bar.update(len(X))
+        bar.close()
         return pi
     with single_threaded_blas():
-        for i in tqdm(range(n), "candidate", unit="decision", disable=not progress, leave=False):
-            pi[i] = score(slice(i, i + 1))[0]
-            q, c = log.quality[i], log.cost[i]
-            policy.update(log.context(i), arm_of[log.chosen[i]], None if np.isnan(q) else float(q),
-                          None if np.isnan(c) else float(c))
+        for start, X in log.feature_chunks():
+            for j in range(len(X)):
+                i = start + j
+                pi[i] = score(i, X[j:j + 1])[0]
+                q, c = log.quality[i], log.cost[i]
+                policy.update(log.context(i, X[j]), arm_of[log.chosen[i]], None if np.isnan(q) else float(q),
+                              None if np.isnan(c) else float(c))
+            bar.update(len(X))
+    bar.close()
     return pi
 
 
 def _candidate_policy(log: Log, name: str, state: str | None, settings: PolicyConfig | None) -> Policy:
     if state is not None:
         return load_state(state)
-    return make_policy(name, log.models, log.X.shape[1], None, settings or PolicyConfig())
+    return make_policy(name, log.models, log.dim, None, settings or PolicyConfig())

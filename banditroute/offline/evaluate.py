@@ -26,14 +26,14 @@ from banditroute.offline.estimators import (
     ESTIMATORS,
     IPS,
     bootstrap_ci,
+    bootstrap_groups,
     effective_sample_size,
     estimate,
     wilson_interval,
 )
-from banditroute.offline.logs import Log, load_log
-from banditroute.offline.reward_models import reward_models
+from banditroute.offline.logs import LOW_SUPPORT, Log, load_log
+from banditroute.offline.reward_models import RewardModels, reward_models
 
-LOW_SUPPORT = 1e-3
 SMALL_ESS = 500  # effective decisions below which the bootstrap interval alone is not trusted
 FEW_OUTCOMES = 10  # logged outcomes of a model below which its part of the estimate is thin
 UNSEEN_MASS = 0.01  # candidate probability on never-observed models beyond which nothing is estimable
@@ -41,7 +41,8 @@ SMALL_LOG = 100  # decisions below which replay warns that the log is too small 
 
 
 def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "snips", "dm", "dr"),
-             clip: float = np.inf, n_boot: int = 500, seed: int = 0, models=None, widen: bool = True) -> dict:
+             clip: float = np.inf, n_boot: int = 500, seed: int = 0, models: RewardModels | None = None,
+             widen: bool = True) -> dict:
     """Estimates of quality, cost per decision and reward under ``pi``, with 95% intervals.
 
     ``widen=False`` keeps the bare bootstrap intervals on small samples (for comparison only).
@@ -50,32 +51,29 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
     candidates; they are fitted here only when an estimator needs them (DM, DR).
     """
     n = len(log)
-    rows = np.arange(n)
-    w = pi[rows, log.chosen] / log.propensity
+    w = pi[np.arange(n), log.chosen] / log.propensity
     rng = np.random.default_rng(seed)
     chosen = [IPS(clip=clip) if name == "ips" else ESTIMATORS[name]() for name in estimators]
+    direct = None
     if any(est.needs_model for est in chosen):
-        q_hat, c_hat = models if models is not None else reward_models(log, seed)
-        r_hat = net_score(q_hat, c_hat, cost_weight)
-    else:
-        q_hat = c_hat = r_hat = None
-    outcomes = {
-        "quality": (log.quality, q_hat),
-        "cost_usd": (log.cost, c_hat),
-        "reward": (net_score(log.quality, log.cost, cost_weight), r_hat),
-    }
+        direct = _direct_terms(log, pi, models if models is not None else reward_models(log, seed), cost_weight)
+    groups = bootstrap_groups(n, rng)
+    outcomes = {"quality": log.quality, "cost_usd": log.cost,
+                "reward": net_score(log.quality, log.cost, cost_weight)}
     result: dict[str, dict] = {}
     warnings = []
-    for outcome, (y, yhat) in outcomes.items():
+    for outcome, y in outcomes.items():
         keep = ~np.isnan(y)
+        kept = max(int(keep.sum()), 1)
         observed = np.bincount(log.chosen[keep], minlength=len(log.models))
-        unseen = float(pi[keep][:, observed == 0].sum() / max(keep.sum(), 1))
-        thin = float(pi[keep][:, observed < FEW_OUTCOMES].sum() / max(keep.sum(), 1))
+        unseen_row = pi @ (observed == 0)
+        unseen = float(unseen_row[keep].sum() / kept)
+        thin = float((pi @ (observed < FEW_OUTCOMES))[keep].sum() / kept)
         ess_kept = effective_sample_size(w[keep])
         bounds = _bounds(outcome, log, cost_weight)
         small = ess_kept < SMALL_ESS or thin > UNSEEN_MASS or (keep.any() and np.ptp(y[keep]) == 0)
         if unseen > UNSEEN_MASS:
-            never = [m for m, c in zip(log.models, observed) if c == 0 and pi[keep][:, log.models.index(m)].sum() > 0]
+            never = [m for k, m in enumerate(log.models) if observed[k] == 0 and pi[keep, k].sum() > 0]
             reason = (f"the candidate puts {unseen:.1%} of its probability on models with no logged {outcome} "
                       f"({', '.join(never)}): not estimable from this log")
             warnings.append(reason)
@@ -86,11 +84,11 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
                 continue
             dm_pi = dm_logged = None
             if est.needs_model:
-                dm_pi = (pi[keep] * yhat[keep]).sum(axis=1)
-                dm_logged = yhat[rows[keep], log.chosen[keep]]
+                dm_pi, dm_logged = (v[keep] for v in direct[outcome])
             terms, denom = est.terms(w[keep], y[keep], dm_pi, dm_logged)
             value = estimate(terms, denom)
-            low, high = bootstrap_ci(terms, denom, n_boot=n_boot, rng=rng)
+            low, high = bootstrap_ci(terms, denom, n_boot=n_boot, rng=rng,
+                                     groups=None if groups is None else groups[keep])
             if widen and small and bounds is not None:
                 w_low, w_high = wilson_interval(value, *bounds, max(ess_kept, 1.0))
                 low, high = _widest(low, w_low, min), _widest(high, w_high, max)
@@ -98,7 +96,7 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
                 low, high = (None if v is None else min(max(v, 0.0), 1.0) for v in (low, high))
             result.setdefault(est.name, {})[outcome] = {"value": _finite(value), "low": _finite(low),
                                                         "high": _finite(high)}
-    support = float((pi * (log.mu < LOW_SUPPORT)).sum() / n)
+    support = _mass(pi, log.rare) / n
     ess = effective_sample_size(w)
     if support > 0.01:
         warnings.append(f"the candidate puts {support:.1%} of its probability on models the log chose with "
@@ -113,6 +111,26 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
     return {"n": n, "ess": ess, "max_weight": float(w.max()) if n else 0.0, "low_support_mass": support,
             "missing": {"quality": missing_q, "cost_usd": int(np.isnan(log.cost).sum())},
             "estimates": result, "warnings": warnings}
+
+
+def _direct_terms(log: Log, pi: np.ndarray, models: RewardModels, cost_weight: float) -> dict:
+    """Per outcome, sum_a pi(a | x_i) rhat(x_i, a) and rhat(x_i, a_i) for every decision, computed a
+    chunk of the log at a time (the (n, K) predictions are never held whole)."""
+    n = len(log)
+    out = {k: (np.empty(n), np.empty(n)) for k in ("quality", "cost_usd", "reward")}
+    for start, X in log.feature_chunks():
+        rows = slice(start, start + len(X))
+        q_hat, c_hat = models.predict(start, X, log.input_tokens[rows])
+        at = (np.arange(len(X)), log.chosen[rows])
+        for outcome, yhat in (("quality", q_hat), ("cost_usd", c_hat), ("reward", net_score(q_hat, c_hat, cost_weight))):
+            out[outcome][0][rows] = (pi[rows] * yhat).sum(axis=1)
+            out[outcome][1][rows] = yhat[at]
+    return out
+
+
+def _mass(pi: np.ndarray, mask: np.ndarray, rows: int = 1 << 16) -> float:
+    """sum of pi where mask is set, a block of rows at a time (no (n, K) temporary)."""
+    return float(sum((pi[i:i + rows] * mask[i:i + rows]).sum() for i in range(0, len(pi), rows)))
 
 
 def _bounds(outcome: str, log: Log, cost_weight: float) -> tuple[float, float] | None:

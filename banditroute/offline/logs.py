@@ -1,21 +1,37 @@
-"""Decision logs as replay reads them: :func:`load_log` validates a log (``simulate --log``, ``export``)
-and turns it into arrays (:class:`Log`), recomputing features from stored prompts when the log's
-feature version is not the current one.
+"""Decision logs as replay reads them, in bounded memory whatever their size.
+
+:func:`load_log` validates a log (``simulate --log``, ``export``; Parquet or JSON Lines) in one pass
+over its small columns, batch by batch, and keeps per decision only what every estimator needs: the
+chosen model, its propensity, the outcomes, the eligible models and which of them the logging policy
+almost never chose (:class:`Log`). The features, the one wide column (``x``, about 150 numbers a
+decision), are never held whole: :meth:`Log.feature_chunks` streams them from the file whenever a
+pass needs them (the candidate's probabilities, the reward models), recomputing them from the logged
+prompts when the log's feature version is not the one replay uses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+import pyarrow.parquet as pq
 
 from banditroute.core.features import Featurizer
 from banditroute.core.types import Context
-from banditroute.offline.tables import read_table
+from banditroute.log.schema import LOG_SCHEMA
 
 REQUIRED = ("decision_id", "feature_version", "x", "input_tokens", "eligible", "probabilities", "chosen",
             "propensity", "cost_weight", "quality", "cost_usd")
+SMALL_COLUMNS = ("feature_version", "input_tokens", "eligible", "probabilities", "chosen", "propensity",
+                 "cost_weight", "quality", "cost_usd")
+BATCH_ROWS = 65_536
+LOW_SUPPORT = 1e-3  # a logged probability below this gives importance weights too large to trust
 
 
 class LogError(ValueError):
@@ -24,94 +40,235 @@ class LogError(ValueError):
 
 @dataclass
 class Log:
-    """A validated decision log as arrays; ``models`` is the union of eligible models, in order."""
+    """A validated decision log: per-decision arrays, features streamed on demand.
 
-    decision_ids: list[str]
-    X: np.ndarray
-    input_tokens: np.ndarray
+    ``models`` is the union of eligible models in order of first appearance; ``eligible`` and ``rare``
+    (logged probability below :data:`LOW_SUPPORT`) are (n, K) booleans over them.
+    """
+
     models: list[str]
-    eligible: np.ndarray  # (n, K) bool
-    mu: np.ndarray  # (n, K) logging probabilities, 0 where not eligible
+    input_tokens: np.ndarray
+    eligible: np.ndarray
+    rare: np.ndarray
     chosen: np.ndarray  # (n,) index into models
     propensity: np.ndarray
     cost_weight: np.ndarray
     quality: np.ndarray  # nan where missing
     cost: np.ndarray  # nan where missing
     policy: str
+    featurizer: Featurizer
+    path: Path | None = None
+    recompute: bool = False  # features from the logged prompts rather than the logged x
+    X_memory: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
-        return len(self.decision_ids)
+        return len(self.chosen)
 
-    def context(self, i: int) -> Context:
-        return Context(self.X[i], float(self.input_tokens[i]))
+    @property
+    def dim(self) -> int:
+        return self.featurizer.dim
 
-    def arms(self, i: int) -> np.ndarray:
-        return np.flatnonzero(self.eligible[i])
+    def feature_chunks(self, rows: int = BATCH_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, features of the following rows) over the whole log, in order, a chunk at a time."""
+        if self.X_memory is not None:
+            for start in range(0, len(self), rows):
+                yield start, self.X_memory[start:start + rows]
+            return
+        start = 0
+        column = "prompt" if self.recompute else "x"
+        for batch in _batches(self.path, (column,), rows):
+            if self.recompute:
+                X = self.featurizer.transform_many(batch.column(0).to_pylist())
+            else:
+                X = _matrix(batch.column(0), self.dim, self.path, start)
+            yield start, X
+            start += len(X)
+
+    @property
+    def X(self) -> np.ndarray:
+        """Every decision's features in memory at once: for small logs and tests only."""
+        return np.vstack([X for _, X in self.feature_chunks()]) if len(self) else np.zeros((0, self.dim))
+
+    def context(self, i: int, X: np.ndarray) -> Context:
+        """Decision i's context, from a chunk ``X`` holding its features at row i - (chunk start)."""
+        return Context(X, float(self.input_tokens[i]))
+
+    def take(self, rows: np.ndarray) -> Log:
+        """The decisions at ``rows``, features in memory (small logs: resampling, tests)."""
+        X = self.X[rows]
+        return Log(self.models, self.input_tokens[rows], self.eligible[rows], self.rare[rows], self.chosen[rows],
+                   self.propensity[rows], self.cost_weight[rows], self.quality[rows], self.cost[rows],
+                   self.policy, self.featurizer, X_memory=X)
 
 
-def load_log(path: str | Path, featurizer: Featurizer | None = None) -> Log:
-    """Read and validate a decision log (Parquet or JSON Lines).
+def load_log(path: str | Path, featurizer: Featurizer | None = None, rows: int = BATCH_ROWS) -> Log:
+    """Read and validate a decision log (Parquet or JSON Lines), ``rows`` decisions at a time.
 
     Features are the logged ``x`` under the version the log was written with (v1 logs stay replayable);
     a log of several versions, or of one this installation cannot compute, is recomputed from its logged
     prompts with ``featurizer`` (default: the current features), if it holds them.
     """
     path = Path(path)
-    t = read_table(path, "decision log", LogError, REQUIRED, "decisions")
-    cols = {c: t.column(c).to_pylist() for c in REQUIRED}
-    versions = set(cols["feature_version"])
+    if not path.exists():
+        raise LogError(f"decision log {path} does not exist")
+    names = _column_names(path)
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise LogError(f"{path}: missing columns {', '.join(missing)} (need {', '.join(REQUIRED)})")
+    columns = SMALL_COLUMNS + (("policy",) if "policy" in names else ())
+    models: list[str] = []
+    index: dict[str, int] = {}
+    versions: set[str] = set()
+    parts: dict[str, list] = {k: [] for k in ("tokens", "chosen", "prop", "cw", "q", "c", "eligible", "rare")}
+    policy = None
+    n = 0
+    for batch in _batches(path, columns, rows):
+        versions.update(v for v in pc.unique(batch.column("feature_version")).to_pylist())
+        if policy is None and "policy" in columns and batch.num_rows:
+            policy = batch.column("policy")[0].as_py()
+        _validate_batch(batch, n, path, models, index, parts)
+        n += batch.num_rows
+    if n == 0:
+        raise LogError(f"{path}: the decision log has no decisions")
     if featurizer is None and len(versions) == 1:  # replay under the features the log was written with
         try:
             featurizer = Featurizer.from_version(next(iter(versions)))
         except ValueError:
             pass
     f = featurizer or Featurizer()
-    if versions != {f.version}:
-        if "prompt" in t.column_names and all(p for p in t.column("prompt").to_pylist()):
-            cols["x"] = f.transform_many(t.column("prompt").to_pylist()).tolist()
-        else:
-            raise LogError(
-                f"{path}: logged with features {sorted(versions)}, this version computes {f.version}, "
-                "and the log holds no prompts to recompute them from"
-            )
-    n = t.num_rows
-    X = np.asarray(cols["x"], dtype=float)
-    if X.shape != (n, f.dim):
-        raise LogError(f"{path}: x must have {f.dim} features per decision")
-    models: list[str] = []
-    index: dict[str, int] = {}
-    for el in cols["eligible"]:
-        for m in el:
-            if m not in index:
-                index[m] = len(models)
-                models.append(m)
-    K = len(models)
-    eligible = np.zeros((n, K), dtype=bool)
-    mu = np.zeros((n, K))
-    chosen = np.empty(n, dtype=np.intp)
-    for i, (el, probs, ch) in enumerate(zip(cols["eligible"], cols["probabilities"], cols["chosen"])):
-        if len(el) != len(probs):
-            raise LogError(f"{path}: row {i}: eligible and probabilities differ in length")
-        if ch not in el:
-            raise LogError(f"{path}: row {i}: chosen model {ch!r} is not among the eligible models")
-        ks = [index[m] for m in el]
-        eligible[i, ks] = True
-        mu[i, ks] = probs
-        chosen[i] = index[ch]
-    prop = np.asarray(cols["propensity"], dtype=float)
+    recompute = versions != {f.version}
+    if recompute and not _has_prompts(path, names, rows):
+        raise LogError(f"{path}: logged with features {sorted(versions)}, this version computes {f.version}, "
+                       "and the log holds no prompts to recompute them from")
+    K = len(models)  # batches read before a model first appeared lack its column: pad them
+    eligible = np.vstack([np.pad(e, ((0, 0), (0, K - e.shape[1]))) for e in parts["eligible"]])
+    rare = np.vstack([np.pad(r, ((0, 0), (0, K - r.shape[1]))) for r in parts["rare"]])
+    log = Log(models, np.concatenate(parts["tokens"]), eligible, rare, np.concatenate(parts["chosen"]),
+              np.concatenate(parts["prop"]), np.concatenate(parts["cw"]), np.concatenate(parts["q"]),
+              np.concatenate(parts["c"]), policy or "unknown", f, path=path, recompute=recompute)
+    if not recompute:  # the features' shape is checked up front; later batches are checked as they stream
+        next(log.feature_chunks(min(rows, 1024)))
+    return log
+
+
+def _validate_batch(batch: pa.RecordBatch, offset: int, path: Path, models: list[str], index: dict[str, int],
+                    parts: dict[str, list]) -> None:
+    """Check one batch's decisions and append their arrays to ``parts`` (models grow into ``models``)."""
+    m = batch.num_rows
+    el, probs = batch.column("eligible"), batch.column("probabilities")
+    lengths = _lengths(el, path, "eligible", offset)
+    bad = np.flatnonzero(lengths != _lengths(probs, path, "probabilities", offset))
+    if bad.size:
+        raise LogError(f"{path}: row {offset + bad[0]}: eligible and probabilities differ in length")
+    names = pc.list_flatten(el)
+    for name in pc.unique(names).to_pylist():
+        if name not in index:
+            index[name] = len(models)
+            models.append(name)
+    value_set = pa.array(models)
+    arm = pc.index_in(names, value_set=value_set).to_numpy(zero_copy_only=False).astype(np.int32)
+    p = pc.list_flatten(probs).to_numpy(zero_copy_only=False).astype(float)
+    row = np.repeat(np.arange(m), lengths)
+    chosen = pc.fill_null(pc.index_in(batch.column("chosen"), value_set=value_set), -1)
+    chosen = chosen.to_numpy(zero_copy_only=False).astype(np.int32)
+    hit = arm == chosen[row]
+    hits = np.bincount(row[hit], minlength=m)
+    bad = np.flatnonzero(hits == 0)
+    if bad.size:
+        raise LogError(f"{path}: row {offset + bad[0]}: chosen model {batch.column('chosen')[int(bad[0])].as_py()!r} "
+                       "is not among the eligible models")
+    prop = _floats(batch.column("propensity"))
     bad = np.flatnonzero(~np.isfinite(prop) | (prop <= 0) | (prop > 1))
     if bad.size:
-        raise LogError(f"{path}: propensities must be in (0, 1]; row {bad[0]} has {prop[bad[0]]}")
-    if not np.allclose(mu[np.arange(n), chosen], prop, rtol=1e-6, atol=1e-12):
+        raise LogError(f"{path}: propensities must be in (0, 1]; row {offset + bad[0]} has {prop[bad[0]]}")
+    logged = np.zeros(m)
+    np.add.at(logged, row[hit], p[hit])
+    if not np.allclose(logged, prop, rtol=1e-6, atol=1e-12):
         raise LogError(f"{path}: propensity differs from the logged probability of the chosen model")
-    if not np.allclose(mu.sum(axis=1), 1.0, atol=1e-6):
+    if not np.allclose(np.bincount(row, weights=p, minlength=m), 1.0, atol=1e-6):
         raise LogError(f"{path}: logged probabilities must sum to 1 per decision")
-    q = np.array([np.nan if v is None else v for v in cols["quality"]], dtype=float)
-    c = np.array([np.nan if v is None else v for v in cols["cost_usd"]], dtype=float)
+    q, c = _floats(batch.column("quality")), _floats(batch.column("cost_usd"))
     if np.any((q < 0) | (q > 1)):
         raise LogError(f"{path}: quality must be in [0, 1]")
     if np.any(c < 0):
         raise LogError(f"{path}: cost_usd must be >= 0")
-    policy = t.column("policy")[0].as_py() if "policy" in t.column_names else "unknown"
-    return Log(list(cols["decision_id"]), X, np.asarray(cols["input_tokens"], dtype=float), models, eligible, mu,
-               chosen, prop, np.asarray(cols["cost_weight"], dtype=float), q, c, policy)
+    eligible = np.zeros((m, len(models)), dtype=bool)
+    eligible[row, arm] = True
+    rare = np.zeros((m, len(models)), dtype=bool)
+    rare[row, arm] = p < LOW_SUPPORT
+    for key, value in (("tokens", _floats(batch.column("input_tokens"))), ("chosen", chosen), ("prop", prop),
+                       ("cw", _floats(batch.column("cost_weight"))), ("q", q), ("c", c), ("eligible", eligible),
+                       ("rare", rare)):
+        parts[key].append(value)
+
+
+def _lengths(column: pa.Array, path: Path, name: str, offset: int) -> np.ndarray:
+    if column.null_count:
+        raise LogError(f"{path}: row {offset + _first_null(column)}: {name} is missing")
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False)
+
+
+def _first_null(column: pa.Array) -> int:
+    return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def _floats(column: pa.Array) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    if pa.types.is_null(column.type):
+        return np.full(len(column), np.nan)
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+def _matrix(column: pa.Array, dim: int, path: Path, offset: int) -> np.ndarray:
+    """A list column of ``dim`` numbers per row as an (n, dim) float matrix."""
+    lengths = _lengths(column, path, "x", offset)
+    bad = np.flatnonzero(lengths != dim)
+    if bad.size:
+        raise LogError(f"{path}: x must have {dim} features per decision (row {offset + bad[0]} has {lengths[bad[0]]})")
+    values = pc.list_flatten(column)
+    return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False).reshape(len(column), dim)
+
+
+def _has_prompts(path: Path, names: list[str], rows: int) -> bool:
+    if "prompt" not in names:
+        return False
+    for batch in _batches(path, ("prompt",), rows):
+        col = batch.column(0)
+        if col.null_count or (len(col) and pc.min(pc.utf8_length(col)).as_py() == 0):
+            return False
+    return True
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.suffix in (".jsonl", ".json")
+
+
+def _column_names(path: Path) -> list[str]:
+    try:
+        if _is_jsonl(path):
+            with path.open() as fh:
+                first = json.loads(fh.readline() or "{}")
+            if not isinstance(first, dict):
+                raise ValueError("the first line is not a JSON object")
+            return list(first)
+        return pq.read_schema(path).names
+    except (pa.ArrowInvalid, OSError, ValueError) as err:
+        raise LogError(f"cannot read decision log {path}: {err}") from None
+
+
+def _batches(path: Path, columns: tuple[str, ...], rows: int) -> Iterator[pa.RecordBatch]:
+    """The log's ``columns``, ``rows`` decisions at a time (a JSON Lines log is parsed block by block)."""
+    try:
+        if _is_jsonl(path):
+            names = set(_column_names(path))
+            # typed up front: a first block whose outcomes are all null must not fix their type as null
+            schema = pa.schema([f for f in LOG_SCHEMA if f.name in names and f.name != "ts"])
+            reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=max(1 << 20, rows * 512)),
+                                  parse_options=pj.ParseOptions(explicit_schema=schema,
+                                                                unexpected_field_behavior="infer"))
+            for batch in reader:
+                yield batch.select(list(columns))
+            return
+        yield from pq.ParquetFile(path).iter_batches(batch_size=rows, columns=list(columns))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise LogError(f"cannot read decision log {path}: {err}") from None

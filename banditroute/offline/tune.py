@@ -24,10 +24,12 @@ from tqdm import tqdm
 
 from banditroute.config import PolicyConfig, Settings
 from banditroute.offline.candidates import candidate_probabilities
+from banditroute.offline.estimators import ESTIMATORS
 from banditroute.offline.evaluate import evaluate, logged_value
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.logs import Log, load_log
 from banditroute.offline.outcomes import Outcomes
+from banditroute.offline.reward_models import reward_models
 from banditroute.offline.simulate import simulate
 
 EXTEND = 6  # at most this many tripled weights past the default grid
@@ -118,9 +120,10 @@ def tune_on_log(path: str, policy: str = "lints", cost_weights=None, state: str 
     log = load_log(path)
     grid = log_grid(log) if cost_weights is None else list(cost_weights)
     points = []
+    models = reward_models(log, seed) if ESTIMATORS[estimator].needs_model else None  # shared by every weight
     for cw in tqdm(grid, "cost weights", unit="point", disable=not progress, leave=False):
         pi = candidate_probabilities(log, policy, cw, state=state, seed=seed)
-        est = evaluate(log, pi, cw, (estimator,), n_boot=n_boot, seed=seed)
+        est = evaluate(log, pi, cw, (estimator,), n_boot=n_boot, seed=seed, models=models)
         e = est["estimates"][estimator]
         points.append({"cost_weight": cw, "quality": e["quality"], "cost_usd": e["cost_usd"], "ess": est["ess"]})
     rec = None
