@@ -12,6 +12,7 @@ import logging
 import sys
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from threadpoolctl import threadpool_limits
 
 from banditroute import __version__
@@ -57,6 +58,19 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
     return app
 
 
+class ClientProtocolErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse (a bad request line, header or chunk) as an ERROR with a
+    traceback; it is the client's fault, so it becomes one INFO line naming the problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {exc.message}", ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def serve(config: Settings) -> None:
     """Run the service on ``config.server``'s address until interrupted (uvloop when installed)."""
     try:
@@ -73,6 +87,7 @@ def serve(config: Settings) -> None:
     # interval keeps group commits (and so feedback acknowledgements) quick under load.
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(ClientProtocolErrors())
     host, port = config.server.host, config.server.port
     log.info("banditroute %s on http://%s:%d, database %s", __version__, host, port, config.storage.db)
     web.run_app(create_app(config), host=host, port=port, access_log=None, print=None)
