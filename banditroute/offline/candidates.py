@@ -50,7 +50,8 @@ def candidate_probabilities(log: Log, name: str, cost_weight: float, state: str 
         s = policy.greedy(X, tokens, el, cost_weight) if greedy else policy.probabilities(X, tokens, el, cost_weight, rng)
         return s.probabilities[:, arm_of]
 
-    pi = np.zeros((len(log), len(log.models)))
+    # float32: a probability needs no more, and at 10^7 decisions this is the largest array replay holds
+    pi = np.zeros((len(log), len(log.models)), dtype=np.float32)
     bar = tqdm(total=len(log), desc="candidate", unit="decision", disable=not progress, leave=False)
     if state is not None or not policy.learns_probabilities:
         for start, X in log.feature_chunks():

@@ -87,7 +87,7 @@ MAX_GROUPS = 10_000  # bootstrap units: beyond this many decisions, random group
 def bootstrap_groups(n: int, rng: np.random.Generator, max_groups: int = MAX_GROUPS) -> np.ndarray | None:
     """Each decision's bootstrap unit: None (every decision its own) up to ``max_groups`` decisions,
     else a uniformly random group out of ``max_groups``."""
-    return None if n <= max_groups else rng.integers(0, max_groups, size=n)
+    return None if n <= max_groups else rng.integers(0, max_groups, size=n, dtype=np.int32)
 
 
 def bootstrap_ci(terms: np.ndarray, denom: np.ndarray | None, n_boot: int = 500, alpha: float = 0.05,

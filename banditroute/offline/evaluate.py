@@ -65,13 +65,15 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
     for outcome, y in outcomes.items():
         keep = ~np.isnan(y)
         kept = max(int(keep.sum()), 1)
+        if kept == n:
+            keep = slice(None)  # a view, not a copy of every per-decision array
         observed = np.bincount(log.chosen[keep], minlength=len(log.models))
         unseen_row = pi @ (observed == 0)
         unseen = float(unseen_row[keep].sum() / kept)
         thin = float((pi @ (observed < FEW_OUTCOMES))[keep].sum() / kept)
         ess_kept = effective_sample_size(w[keep])
         bounds = _bounds(outcome, log, cost_weight)
-        small = ess_kept < SMALL_ESS or thin > UNSEEN_MASS or (keep.any() and np.ptp(y[keep]) == 0)
+        small = ess_kept < SMALL_ESS or thin > UNSEEN_MASS or (y[keep].size and np.ptp(y[keep]) == 0)
         if unseen > UNSEEN_MASS:
             never = [m for k, m in enumerate(log.models) if observed[k] == 0 and pi[keep, k].sum() > 0]
             reason = (f"the candidate puts {unseen:.1%} of its probability on models with no logged {outcome} "

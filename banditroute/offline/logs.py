@@ -140,12 +140,21 @@ def load_log(path: str | Path, featurizer: Featurizer | None = None, rows: int =
     if recompute and not _has_prompts(path, names, rows):
         raise LogError(f"{path}: logged with features {sorted(versions)}, this version computes {f.version}, "
                        "and the log holds no prompts to recompute them from")
-    K = len(models)  # batches read before a model first appeared lack its column: pad them
-    eligible = np.vstack([np.pad(e, ((0, 0), (0, K - e.shape[1]))) for e in parts["eligible"]])
-    rare = np.vstack([np.pad(r, ((0, 0), (0, K - r.shape[1]))) for r in parts["rare"]])
-    log = Log(models, np.concatenate(parts["tokens"]), eligible, rare, np.concatenate(parts["chosen"]),
-              np.concatenate(parts["prop"]), np.concatenate(parts["cw"]), np.concatenate(parts["q"]),
-              np.concatenate(parts["c"]), policy or "unknown", f, path=path, recompute=recompute)
+    K = len(models)
+    whole = {}
+    for key in list(parts):  # one array at a time, its batches freed as it is joined
+        chunks = parts.pop(key)
+        if key in ("eligible", "rare"):  # batches read before a model first appeared lack its column
+            whole[key] = np.zeros((n, K), dtype=bool)
+            start = 0
+            for c in chunks:
+                whole[key][start:start + len(c), :c.shape[1]] = c
+                start += len(c)
+        else:
+            whole[key] = np.concatenate(chunks)
+        del chunks
+    log = Log(models, whole["tokens"], whole["eligible"], whole["rare"], whole["chosen"], whole["prop"], whole["cw"],
+              whole["q"], whole["c"], policy or "unknown", f, path=path, recompute=recompute)
     if not recompute:  # the features' shape is checked up front; later batches are checked as they stream
         next(log.feature_chunks(min(rows, 1024)))
     return log

@@ -103,7 +103,7 @@ def reward_models(log: Log, seed: int = 0, folds: int = 5, lam: float = 1.0) -> 
     """Cross-fitted quality and cost models for every decision and model (for DM and DR), in one pass."""
     n, K = log.eligible.shape
     n_folds = max(2, min(folds, n))
-    fold = np.random.default_rng(seed).permutation(n) % n_folds
+    fold = (np.random.default_rng(seed).permutation(n) % n_folds).astype(np.int8)
     quality, cost = _Sums(n_folds, K, log.dim + 1), _Sums(n_folds, K, log.dim + 1)
     with single_threaded_blas():  # hundreds of small products per chunk: threads cost more than they save
         for start, X in log.feature_chunks():
