@@ -46,18 +46,19 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("qauc", "cost_at_95", "quality_at_25", "aiq")
 # Candidate configurations: a policy name and PolicyConfig fields over the defaults.
+FORMER = {"pooled": False, "floor_decay": None, "exploration": 1.0}  # the defaults before issue 11's suite
 CONFIGS = {
     "default": {"policy": "lints"},
-    "linucb": {"policy": "linucb"},
-    "lints_floor_0.002": {"policy": "lints", "floor": 0.002},
-    "lints_prior_5": {"policy": "lints", "prior_strength": 5.0},
-    "lints_floor_decay": {"policy": "lints", "floor_decay": 500.0, "floor_min": 0.001},
-    "lints_pooled": {"policy": "lints", "pooled": True},
-    "linucb_pooled": {"policy": "linucb", "pooled": True},
-    "lints_drift": {"policy": "lints", "drift_threshold": 15.0},
-    "lints_pooled_drift": {"policy": "lints", "pooled": True, "drift_threshold": 15.0},
-    "lints_pooled_decay": {"policy": "lints", "pooled": True, "floor_decay": 500.0, "floor_min": 0.001,
-                           "exploration": 0.5},
+    "former_default": {"policy": "lints", **FORMER},
+    "linucb": {"policy": "linucb", **FORMER},
+    "lints_floor_0.002": {"policy": "lints", **FORMER, "floor": 0.002},
+    "lints_prior_5": {"policy": "lints", **FORMER, "prior_strength": 5.0},
+    "lints_floor_decay": {"policy": "lints", **FORMER, "floor_decay": 500.0, "floor_min": 0.001},
+    "pooled_constant_floor": {"policy": "lints", **FORMER, "pooled": True},
+    "linucb_pooled": {"policy": "linucb", **FORMER, "pooled": True},
+    "former_default_drift": {"policy": "lints", **FORMER, "drift_threshold": 15.0},
+    "pooled_constant_floor_drift": {"policy": "lints", **FORMER, "pooled": True, "drift_threshold": 15.0},
+    "default_drift": {"policy": "lints", "drift_threshold": 15.0},
 }
 
 
@@ -208,7 +209,10 @@ def main() -> None:
     ap.add_argument("--name", default="suite")
     ap.add_argument("--tables", nargs="+", help="table names (file stems) to run; default: every shared table")
     ap.add_argument("--render", nargs="+", metavar="JSON",
-                    help="only write <name>.md from saved results (several: their configurations side by side)")
+                    help="only write <name>.md and .json from saved results (several: their configurations side "
+                         "by side)")
+    ap.add_argument("--relabel", nargs="+", default=[], metavar="OLD=NEW",
+                    help="with --render: rename configurations (results saved before a default changed)")
     args = ap.parse_args()
     if args.render:
         saved = [json.loads(Path(path).read_text()) for path in args.render]
@@ -219,9 +223,17 @@ def main() -> None:
         for t in tables.values():
             for c in t["configs"].values():
                 c["per_seed"] = {int(seed): run for seed, run in c["per_seed"].items()}  # JSON keys are text
+        for old, new in (r.split("=", 1) for r in args.relabel):
+            for t in tables.values():
+                t["configs"] = {new if k == old else k: v for k, v in t["configs"].items()}
         configs = list(next(iter(tables.values()))["configs"])
         command = " + ".join(s["command"].strip() for s in saved)
-        md = markdown(sorted(tables.values(), key=lambda t: t["table"]), configs, saved[0]["seeds"], command)
+        if args.relabel:
+            command += f" (rendered with --relabel {' '.join(args.relabel)})"
+        ordered = sorted(tables.values(), key=lambda t: t["table"])
+        (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "seeds": saved[0]["seeds"],
+                                                               "tables": ordered}, indent=1) + "\n")
+        md = markdown(ordered, configs, saved[0]["seeds"], command)
         (RESULTS / f"{args.name}.md").write_text(md)
         print(md)
         return
