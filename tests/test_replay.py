@@ -298,11 +298,15 @@ def growing_pool_log(n: int = 300, seed: int = 3) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=LOG_SCHEMA)
 
 
-def test_a_log_streamed_in_small_batches_gives_the_same_estimates(tmp_path):
+def test_a_log_streamed_in_small_batches_gives_the_same_estimates(tmp_path, monkeypatch):
     """Batches of 7 decisions (the pool grows between batches) and one batch: same log, same estimates."""
     path = tmp_path / "grow.parquet"
     pq.write_table(growing_pool_log(), path)
-    whole, streamed = load_log(path), load_log(path, rows=7)
+    whole = load_log(path)
+    with monkeypatch.context() as m:
+        m.setattr("banditroute.offline.logs.IN_MEMORY_BYTES", 0)  # stream the features as a large log would
+        streamed = load_log(path, rows=7)
+    assert whole.X_memory is not None and streamed.X_memory is None
     assert streamed.models == whole.models == MODELS
     assert not streamed.eligible[:100, 2].any() and streamed.eligible[100:].all()
     np.testing.assert_array_equal(streamed.eligible, whole.eligible)
@@ -323,14 +327,16 @@ def test_a_bad_row_in_a_later_batch_is_named_by_its_row_in_the_log(tmp_path):
         load_log(path, rows=10)
 
 
-def test_streamed_reward_models_equal_a_direct_cross_fitted_ridge(tmp_path):
+def test_streamed_reward_models_equal_a_direct_cross_fitted_ridge(tmp_path, monkeypatch):
     """The sufficient-statistics fit equals, fold by fold and model by model, ridge regression of the
     centred outcome solved on the training rows themselves."""
     from banditroute.offline.reward_models import reward_models
 
     path = tmp_path / "grow.parquet"
     pq.write_table(growing_pool_log(), path)
-    log = load_log(path, rows=16)
+    with monkeypatch.context() as m:
+        m.setattr("banditroute.offline.logs.IN_MEMORY_BYTES", 0)
+        log = load_log(path, rows=16)
     models = reward_models(log, seed=2, lam=1.0)
     X = log.X
     Z = np.hstack([X, log.input_tokens[:, None] / 1000.0])

@@ -4,9 +4,10 @@
 over its small columns, batch by batch, and keeps per decision only what every estimator needs: the
 chosen model, its propensity, the outcomes, the eligible models and which of them the logging policy
 almost never chose (:class:`Log`). The features, the one wide column (``x``, about 150 numbers a
-decision), are never held whole: :meth:`Log.feature_chunks` streams them from the file whenever a
-pass needs them (the candidate's probabilities, the reward models), recomputing them from the logged
-prompts when the log's feature version is not the one replay uses.
+decision), are held in memory only up to :data:`IN_MEMORY_BYTES` (about 200,000 decisions); beyond,
+:meth:`Log.feature_chunks` streams them from the file whenever a pass needs them (the candidate's
+probabilities, the reward models; the file must stay in place while the log is used). Features are
+recomputed from the logged prompts when the log's feature version is not the one replay uses.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ REQUIRED = ("decision_id", "feature_version", "x", "input_tokens", "eligible", "
 SMALL_COLUMNS = ("feature_version", "input_tokens", "eligible", "probabilities", "chosen", "propensity",
                  "cost_weight", "quality", "cost_usd")
 BATCH_ROWS = 65_536
+IN_MEMORY_BYTES = 256 << 20  # features up to this size are held in memory; larger logs stream them
 LOW_SUPPORT = 1e-3  # a logged probability below this gives importance weights too large to trust
 
 
@@ -93,13 +95,6 @@ class Log:
         """Decision i's context, from a chunk ``X`` holding its features at row i - (chunk start)."""
         return Context(X, float(self.input_tokens[i]))
 
-    def take(self, rows: np.ndarray) -> Log:
-        """The decisions at ``rows``, features in memory (small logs: resampling, tests)."""
-        X = self.X[rows]
-        return Log(self.models, self.input_tokens[rows], self.eligible[rows], self.rare[rows], self.chosen[rows],
-                   self.propensity[rows], self.cost_weight[rows], self.quality[rows], self.cost[rows],
-                   self.policy, self.featurizer, X_memory=X)
-
 
 def load_log(path: str | Path, featurizer: Featurizer | None = None, rows: int = BATCH_ROWS) -> Log:
     """Read and validate a decision log (Parquet or JSON Lines), ``rows`` decisions at a time.
@@ -155,7 +150,9 @@ def load_log(path: str | Path, featurizer: Featurizer | None = None, rows: int =
         del chunks
     log = Log(models, whole["tokens"], whole["eligible"], whole["rare"], whole["chosen"], whole["prop"], whole["cw"],
               whole["q"], whole["c"], policy or "unknown", f, path=path, recompute=recompute)
-    if not recompute:  # the features' shape is checked up front; later batches are checked as they stream
+    if n * f.dim * 8 <= IN_MEMORY_BYTES:  # small enough: read (or recompute) the features once, keep them
+        log.X_memory = log.X
+    elif not recompute:  # the features' shape is checked up front; later batches are checked as they stream
         next(log.feature_chunks(min(rows, 1024)))
     return log
 
