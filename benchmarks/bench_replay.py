@@ -14,6 +14,9 @@ fresh process; its wall time and peak resident memory (``ru_maxrss`` from ``wait
 and the medians over ``--runs`` runs reported, with decisions per second. The largest size runs
 ``--big-runs`` times (default 1: a run takes minutes).
 
+``--tune-size`` (default 1,000,000) also times ``banditroute tune LOG --state ... --json`` once: the
+default grid of cost weights, each replayed with DR and its interval.
+
 The issue's target: 10,000,000 decisions, every estimator with intervals, in at most 5 minutes and
 4 GB peak on the 2-core development machine.
 """
@@ -68,10 +71,13 @@ def candidate_state(path: Path) -> None:
     save_state(policy, str(path))
 
 
-def one_run(log: Path, state: Path, work: Path) -> dict:
-    """Wall seconds and peak resident MB of one ``banditroute replay`` process."""
-    cmd = [sys.executable, "-m", "banditroute.cli", "replay", str(log), "--state", str(state), "--greedy",
-           "--cost-weight", str(CW), "--json"]
+def one_run(log: Path, state: Path, work: Path, command: str = "replay") -> dict:
+    """Wall seconds and peak resident MB of one ``banditroute replay`` (or ``tune``) process."""
+    if command == "replay":
+        cmd = [sys.executable, "-m", "banditroute.cli", "replay", str(log), "--state", str(state), "--greedy",
+               "--cost-weight", str(CW), "--json"]
+    else:  # the default grid of cost weights, DR, the frozen state's sampling probabilities at each weight
+        cmd = [sys.executable, "-m", "banditroute.cli", "tune", str(log), "--state", str(state), "--json"]
     out_path, err_path = work / "replay.out", work / "replay.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         t0 = time.perf_counter()
@@ -81,8 +87,12 @@ def one_run(log: Path, state: Path, work: Path) -> dict:
     if os.waitstatus_to_exitcode(status):
         raise RuntimeError(f"{' '.join(cmd)} failed: {err_path.read_text()[-2000:]}")
     result = json.loads(out_path.read_text())
-    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024.0, "n": result["n"],
-            "dr_quality": result["estimates"]["dr"]["quality"]}
+    out = {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024.0, "n": result["n"]}
+    if command == "replay":
+        out["dr_quality"] = result["estimates"]["dr"]["quality"]
+    else:
+        out["points"] = len(result["points"])
+    return out
 
 
 def main() -> None:
@@ -90,6 +100,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--big-runs", type=int, default=1, help="runs of the largest size")
+    ap.add_argument("--tune-size", type=int, default=1_000_000,
+                    help="also time `banditroute tune LOG` once on the log of this size (0: skip)")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "banditroute-bench-replay"))
     ap.add_argument("--out", default=str(HERE / "results" / "replay.json"))
     args = ap.parse_args()
@@ -113,9 +125,19 @@ def main() -> None:
                             "peak_mb": round(statistics.median(r["peak_mb"] for r in runs)),
                             "file_mb": round(path.stat().st_size / 2**20),
                             "dr_quality": runs[0]["dr_quality"]}
+    tune = None
+    if args.tune_size:
+        path = work / f"log_{args.tune_size}.parquet"
+        if not path.exists():
+            tiled_log(args.tune_size, path)
+        run = one_run(path, state, work, "tune")
+        tune = {"command": "banditroute tune LOG --state candidate.state --json", "decisions": args.tune_size,
+                "cost_weights": run["points"], "seconds": round(run["seconds"], 1), "peak_mb": round(run["peak_mb"])}
+        print(f"tune on {args.tune_size:,} decisions: {run['seconds']:.1f} s, {run['peak_mb']:.0f} MB peak",
+              file=sys.stderr, flush=True)
     result = {"command": "banditroute replay LOG --state candidate.state --greedy --cost-weight 30 --json",
               "estimators": ["ips", "snips", "dm", "dr"], "models": 11, "sizes": sizes,
-              "target": {"decisions": 10_000_000, "max_seconds": 300, "max_peak_mb": 4096}}
+              "target": {"decisions": 10_000_000, "max_seconds": 300, "max_peak_mb": 4096}, "tune": tune}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
