@@ -230,6 +230,20 @@ async def test_fuzzed_bodies_never_get_a_5xx(client, path, body):
         assert data["error"] and data["message"]
 
 
+async def test_the_policy_view_shows_the_floor_decaying_with_feedback(client):
+    before = await (await client.get("/policy")).json()
+    assert before["floor_decay"] == 500.0 and before["floor_min"] == 0.001
+    assert before["floor_min"] <= before["current_floor"] <= before["floor"]
+    for i in range(30):
+        now = (await (await client.get("/policy")).json())["current_floor"]
+        r = await post(client, "/route", {"prompt": f"What is {i} + {i}?"})
+        assert min(r["probabilities"].values()) >= now - 1e-12
+        await post(client, "/feedback", {"decision_id": r["decision_id"],
+                                         "signals": [{"source": "user", "kind": "thumbs", "value": True}]})
+    after = await (await client.get("/policy")).json()
+    assert before["floor_min"] <= after["current_floor"] < before["current_floor"]
+
+
 async def test_promotion_loop_log_replay_switch(client, tmp_path):
     """Log traffic, export it, replay a candidate on it, and switch the running service to it."""
     from banditroute.offline.evaluate import replay

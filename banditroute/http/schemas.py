@@ -90,7 +90,10 @@ class PolicyView(_Answer):
     policy: str
     cost_weight: float
     exploration: float | None
-    floor: float
+    floor: float = Field(description="the floor the policy started from (and keeps, without floor_decay)")
+    floor_decay: float | None = Field(description="n0 of the decaying floor; null: a constant floor")
+    floor_min: float = Field(description="the least the decaying floor falls to")
+    current_floor: float = Field(description="the minimum probability of every eligible model now")
     feature_version: str
     feedback_seq: int = Field(description="position in the feedback log the state covers")
 

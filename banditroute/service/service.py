@@ -340,6 +340,7 @@ class Service:
         pol = self.router.policy
         return {"policy": pol.describe(), "cost_weight": self.router.cost_weight,
                 "exploration": getattr(pol, "exploration", None), "floor": pol.floor,
+                "floor_decay": pol.floor_decay, "floor_min": pol.floor_min, "current_floor": pol.current_floor(),
                 "feature_version": self.router.featurizer.version, "feedback_seq": self.store.seq}
 
     async def update_policy(self, update: dict) -> dict:
