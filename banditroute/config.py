@@ -270,11 +270,15 @@ def load_settings(path: str | Path | None = None, environ=None, overrides: dict[
     ``{section: {key: value}}`` from the command line. The result is validated once, whole.
     """
     data, source = _read(path)
-    if environ is not None:
-        data = overlay(data, env_overrides(environ))
-    if overrides:
+    layers = []  # named in an error, so that a bad --port is not blamed on the file
+    env = env_overrides(environ) if environ is not None else {}
+    if any(v is not None for values in env.values() for v in values.values()):
+        data = overlay(data, env)
+        layers.append("BANDITROUTE_* variables")
+    if overrides and any(v is not None for values in overrides.values() for v in values.values()):
         data = overlay(data, overrides)
-    return parse_settings(data, source)
+        layers.append("command-line options")
+    return parse_settings(data, source + (f" with {' and '.join(layers)}" if layers else ""))
 
 
 def pool_from_names(names: list[str], prices: dict[str, tuple[float, float]] | None = None) -> Settings:

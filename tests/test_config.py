@@ -49,5 +49,7 @@ def test_precedence_defaults_file_environment_command_line(tmp_path):
     assert (s.server.port, s.policy.cost_weight, s.storage.db, s.server.host) == (9100, 7.0, "env.duckdb", "127.0.0.2")
     s = load_settings(path, environ=env, overrides={"server": {"port": 9200, "host": None}, "storage": {"db": "cli.duckdb"}})
     assert (s.server.port, s.storage.db, s.server.host) == (9200, "cli.duckdb", "127.0.0.2")  # None: not given
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match="with BANDITROUTE_\\* variables: server.port"):  # names where it came from
         load_settings(path, environ={"BANDITROUTE_PORT": "70000"})
+    with pytest.raises(ConfigError, match="with command-line options: server.port"):
+        load_settings(path, overrides={"server": {"port": 70000}})
