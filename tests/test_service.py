@@ -200,3 +200,32 @@ def test_prompt_hashes_are_keyed_per_deployment(tmp_path):
     (d,) = other.route_many([RouteRequest(prompt="my password is hunter2")])
     assert d.prompt_hash == hmac.new(b"team-secret", b"my password is hunter2", hashlib.sha256).hexdigest()
     other.store.close()
+
+
+async def test_a_snapshot_taken_under_other_policy_settings_is_rebuilt_under_the_configured_ones(tmp_path, caplog):
+    """An upgrade that changes a default (or an edited [policy]) must not keep the snapshot's old settings."""
+    from banditroute.config import parse_settings
+
+    def config(policy: dict):
+        return parse_settings({"models": [{"name": m} for m in ("a", "b")], "policy": {"name": "lints", **policy},
+                               "storage": {"db": str(tmp_path / "r.duckdb"), "flush_interval_ms": 5}})
+
+    old = config({"floor_decay": None, "pooled": False, "exploration": 1.0})
+    service = Service(old, Store(old.storage.db, 0.005), seed=1)
+    service.recover()
+    for i in range(40):
+        d = await service.route(RouteRequest(prompt=f"question number {i}"))
+        await service.feedback(d.decision_id, Feedback(signals=[Signal(source="user", kind="thumbs", value=i % 2 > 0)]))
+    await service.snapshot()
+    service.store.close()
+
+    new = config({})  # the current defaults
+    again = Service(new, Store(new.storage.db, 0.005), seed=1)
+    try:
+        info = again.recover()
+        params = again.router.policy.params()
+        assert (params["floor_decay"], params["pooled"], params["exploration"]) == (500.0, True, 0.5)
+        assert info["snapshot_seq"] == 0 and info["replayed"] == 40  # rebuilt from the whole log
+        assert "taken with other policy settings" in caplog.text and "pooled False -> True" in caplog.text
+    finally:
+        again.store.close()

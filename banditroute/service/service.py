@@ -91,7 +91,7 @@ class Service:
         self.stats.reset()
         self.feedback_since_snapshot = 0
         settings = self._last_policy_event()
-        policy, seq = self._load_snapshot(settings.get("policy", self.config.policy.name))
+        policy, seq = self._load_snapshot(settings.get("policy", self.config.policy.name), settings)
         if policy is None:
             policy = self._fresh_policy(settings.get("policy", self.config.policy.name), strict=True)
         self.router.set_policy(policy)
@@ -127,7 +127,11 @@ class Service:
                          ", ".join(copied))
         return policy
 
-    def _load_snapshot(self, name: str) -> tuple[Policy | None, int]:
+    def _load_snapshot(self, name: str, settings: dict) -> tuple[Policy | None, int]:
+        """The snapshot's policy and the feedback position it covers, if it is the policy this configuration
+        (and the last ``PUT /policy``, ``settings``) asks for: same features, policy, models and settings
+        (an upgrade that changes a default, or an edited ``[policy]``, rebuilds the state from the log
+        under the new settings instead of keeping the old ones)."""
         if self.snapshot_path is None or not self.snapshot_path.exists():
             return None, 0
         try:
@@ -140,6 +144,15 @@ class Service:
                   and header.get("seq", 0) <= self.store.seq)
         if not usable:
             log.warning("snapshot %s does not match the configuration; rebuilding from the log", self.snapshot_path)
+            return None, 0
+        configured = make_policy(name, policy.models, policy.dim, None, self.config.policy).params()
+        mine = policy.params()
+        put = {k for k in ("exploration", "floor") if settings.get(k) is not None}  # applied after loading
+        changed = [f"{k} {mine.get(k)} -> {v}" for k, v in configured.items()
+                   if k != "prices" and k not in put and mine.get(k) != v]
+        if changed:
+            log.warning("snapshot %s was taken with other policy settings (%s); rebuilding from the log",
+                        self.snapshot_path, ", ".join(changed))
             return None, 0
         return policy, int(header["seq"])
 
