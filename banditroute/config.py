@@ -271,13 +271,12 @@ def load_settings(path: str | Path | None = None, environ=None, overrides: dict[
     """
     data, source = _read(path)
     layers = []  # named in an error, so that a bad --port is not blamed on the file
-    env = env_overrides(environ) if environ is not None else {}
-    if any(v is not None for values in env.values() for v in values.values()):
-        data = overlay(data, env)
-        layers.append("BANDITROUTE_* variables")
-    if overrides and any(v is not None for values in overrides.values() for v in values.values()):
-        data = overlay(data, overrides)
-        layers.append("command-line options")
+    for name, layer in (("BANDITROUTE_* variables", env_overrides(environ) if environ is not None else {}),
+                        ("command-line options", overrides or {})):
+        applied = overlay(data, layer)
+        if applied != data:
+            data = applied
+            layers.append(name)
     return parse_settings(data, source + (f" with {' and '.join(layers)}" if layers else ""))
 
 

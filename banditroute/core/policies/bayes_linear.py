@@ -148,8 +148,8 @@ class BayesLinear:
         self._stale[:] = True
 
     def _pooled_beta(self) -> np.ndarray:
-        """The pooled posterior mean as it stood at the last multiple of POOL_EVERY updates; loaded states
-        without it use the current one (the closest that can be rebuilt from the arrays)."""
+        """beta from the current pooled arrays, for a state saved without ``pool_beta`` (the value at the
+        last multiple of POOL_EVERY updates cannot be recovered from them); none before POOL_EVERY updates."""
         return self.pool_A_inv @ self.pool_b if self.pool_updates >= POOL_EVERY else np.zeros_like(self.pool_b)
 
     def _refresh(self) -> None:
