@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -258,9 +259,10 @@ def test_slow_bodies_are_timed_out_while_other_clients_are_served(tmp_path):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_a_request_aiohttp_cannot_parse_is_a_400_and_one_info_line(tmp_path):
-    """A malformed request line and a bad Content-Length: 400, the connection closed, and the log says so
-    in one INFO line per request, with no traceback; the server goes on serving."""
+def test_a_request_aiohttp_cannot_parse_is_a_json_400_and_one_info_line(tmp_path):
+    """A malformed request line and a bad Content-Length: 400 with the service's JSON error body, the
+    connection closed, and the log says so in one INFO line per request, with no traceback; the server
+    goes on serving."""
     srv = Server(tmp_path).start()
     try:
         for raw in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
@@ -271,10 +273,15 @@ def test_a_request_aiohttp_cannot_parse_is_a_400_and_one_info_line(tmp_path):
                 data = b""
                 while chunk := s.recv(4096):
                     data += chunk
-            assert data.split(b" ")[1] == b"400", data
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.split(b" ")[1] == b"400", data
+            assert b"content-type: application/json" in head.lower(), data
+            error = json.loads(body)
+            assert error["error"] == "bad_request" and error["message"].startswith("malformed HTTP request: "), error
         assert srv.get("/healthz")["status"] == "ok"
         text = srv.log.read_text()
         assert text.count("INFO aiohttp.server: Error handling request") == 2, text
         assert "Traceback" not in text and "ERROR" not in text
+        assert all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in text.splitlines()), text  # one line each
     finally:
         srv.stop()

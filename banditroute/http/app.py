@@ -2,22 +2,28 @@
 the one middleware and the route table; :func:`serve` runs it.
 
 Errors are JSON ``{"error", "message", "detail"?}`` with the status their type owns
-(:mod:`banditroute.errors`).
+(:mod:`banditroute.errors`), including the ones aiohttp answers before any middleware runs (a request
+line, header or chunk it cannot parse): :class:`JSONErrorRequestHandler`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
 import sys
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 from threadpoolctl import threadpool_limits
 
 from banditroute import __version__
 from banditroute.config import Settings
-from banditroute.http.handlers import METRICS, OPENAPI, SERVICE
+from banditroute.errors import ClientError
+from banditroute.http.handlers import METRICS, OPENAPI, SERVICE, json_response
 from banditroute.http.metrics import Metrics
 from banditroute.http.middleware import make_middleware
 from banditroute.http.routes import PUBLIC, add_routes, openapi_document
@@ -58,6 +64,11 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
     return app
 
 
+def _one_line(text, limit: int = 200) -> str:
+    """aiohttp's parser messages quote the offending bytes over several lines; one line, bounded."""
+    return " ".join(str(text).split())[:limit]
+
+
 class ClientProtocolErrors(logging.Filter):
     """aiohttp logs a request it cannot parse (a bad request line, header or chunk) as an ERROR with a
     traceback; it is the client's fault, so it becomes one INFO line naming the problem."""
@@ -65,10 +76,63 @@ class ClientProtocolErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            record.msg, record.args = f"{record.getMessage()}: {exc.code} {exc.message}", ()
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {_one_line(exc.message)}", ()
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info = record.exc_text = None
         return True
+
+
+class JSONErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering the errors aiohttp raises itself (a request it cannot
+    parse, a handler that escaped the middleware) with the service's JSON body instead of text/plain.
+
+    aiohttp has no public hook for these answers (aio-libs/aiohttp#9882): they are written by
+    :meth:`RequestHandler.handle_error` before the application sees the request.
+    """
+
+    __slots__ = ()
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs it, and refuses once bytes are out
+        if status >= 500:
+            body = {"error": "internal_error", "message": "internal error (logged on the server)"}
+        else:
+            reason = exc.message if isinstance(exc, HttpProcessingError) and exc.message else HTTPStatus(status).phrase
+            body = ClientError(f"malformed HTTP request: {_one_line(reason)}").body()
+        response = json_response(body, status)
+        response.force_close()
+        return response
+
+
+class _JSONErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return JSONErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """:class:`web.AppRunner` whose connections are :class:`JSONErrorRequestHandler` s."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # the application builds a plain Server; only its protocol factory differs in ours
+        server.__class__ = _JSONErrorServer
+        return server
+
+
+async def _run(app: web.Application, host: str, port: int) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then shut it down (its cleanup writes the snapshot)."""
+    runner = _Runner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def serve(config: Settings) -> None:
@@ -90,4 +154,4 @@ def serve(config: Settings) -> None:
     logging.getLogger("aiohttp.server").addFilter(ClientProtocolErrors())
     host, port = config.server.host, config.server.port
     log.info("banditroute %s on http://%s:%d, database %s", __version__, host, port, config.storage.db)
-    web.run_app(create_app(config), host=host, port=port, access_log=None, print=None)
+    asyncio.run(_run(create_app(config), host, port))
