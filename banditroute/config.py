@@ -6,7 +6,10 @@ A pool file (TOML or JSON) lists the models the router may choose from::
     name = "gpt-4-1106-preview"
     input_price_per_mtok = 10.0     # USD per 1M input tokens (optional)
     output_price_per_mtok = 30.0    # USD per 1M output tokens (optional)
-    capabilities = ["code", "long-context"]
+    capabilities = ["code", "long-context", "tools", "vision", "json"]
+    base_url = "https://api.openai.com/v1"   # an OpenAI-compatible API root: the gateway can call it
+    api_key_env = "OPENAI_API_KEY"          # the environment variable that holds its key
+    context_window = 128000                 # tokens
 
     [policy]
     name = "lints"
@@ -26,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # The constrained numbers of the configuration and the API (NaN and infinities are never valid).
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -45,12 +48,30 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """One model of the pool."""
+    """One model of the pool, and where the gateway calls it (a model without ``base_url`` can be
+    routed by ``/route`` but not called through ``/v1/chat/completions``)."""
 
     name: str = Field(min_length=1)
     input_price_per_mtok: NonNegFloat | None = None
     output_price_per_mtok: NonNegFloat | None = None
-    capabilities: list[str] = Field(default_factory=list)
+    capabilities: list[str] = Field(default_factory=list, description="labels a request can require; the gateway "
+                                    "requires `tools` for tools or functions, `vision` for images and `json` for a "
+                                    "JSON response_format")
+    base_url: str | None = Field(default=None, pattern=r"^https?://\S+$",
+                                 description="an OpenAI-compatible API root, e.g. https://api.example.com/v1")
+    api_key_env: str | None = Field(default=None, min_length=1, description="the environment variable that holds "
+                                    "the key (sent as a bearer token; keys are never in the file, never logged)")
+    upstream_name: str | None = Field(default=None, min_length=1, description="the model name sent upstream "
+                                      "(default: name)")
+    context_window: Annotated[int, Field(gt=0)] | None = Field(default=None, description="tokens of prompt and "
+                                                                "answer together; none: not checked")
+    timeout_s: PositiveFloat | None = Field(default=None, description="this model's upstream timeout "
+                                            "(default: gateway.timeout_s)")
+
+    @property
+    def callable(self) -> bool:
+        """The gateway can call it."""
+        return self.base_url is not None
 
     def price_usd(self, input_tokens: float, output_tokens: float) -> float | None:
         """Cost of one call from list prices, or None when the pool gives no price."""
@@ -160,6 +181,31 @@ class StorageConfig(_Strict):
     min_free_bytes: Annotated[int, Field(ge=0)] = 16 << 20
 
 
+class JudgeConfig(_Strict):
+    """An LLM judge that scores a sampled fraction of the gateway's answers after they are returned."""
+
+    model: str | None = Field(default=None, description="a callable pool model; none: no judge")
+    sample_rate: Fraction = Field(default=0.0, description="probability that an answer is judged (logged)")
+    max_concurrent: Annotated[int, Field(gt=0)] = 4
+    # judgements waiting beyond this are dropped (and counted), never queued without bound
+    max_queued: Annotated[int, Field(gt=0)] = 1000
+
+
+class GatewayConfig(_Strict):
+    """The OpenAI-compatible endpoint: attempts, timeouts, limits and provider health."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    timeout_s: PositiveFloat = 60.0  # a model's upstream timeout unless it sets its own
+    connect_timeout_s: PositiveFloat = 5.0
+    max_response_bytes: Annotated[int, Field(gt=0)] = 16 << 20
+    connections_per_upstream: Annotated[int, Field(gt=0)] = 256
+    # consecutive failures of a model's provider that open its circuit (it is skipped while open)
+    failures_to_open: Annotated[int, Field(ge=1)] = 3
+    cooldown_s: PositiveFloat = 30.0  # first cooldown; doubled at each failed trial, up to max_cooldown_s
+    max_cooldown_s: PositiveFloat = 600.0
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+
 class Settings(_Strict):
     """The whole configuration: the model pool, the policy, feedback weights, server and storage."""
 
@@ -170,6 +216,7 @@ class Settings(_Strict):
     max_pending: Annotated[int, Field(gt=0)] = 50_000
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     @field_validator("models")
     @classmethod
@@ -179,6 +226,13 @@ class Settings(_Strict):
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
         return models
+
+    @model_validator(mode="after")
+    def _judge_callable(self) -> Settings:
+        judge = self.gateway.judge.model
+        if judge is not None and not any(m.name == judge and m.callable for m in self.models):
+            raise ValueError(f"gateway.judge.model {judge!r} is not a pool model with a base_url")
+        return self
 
     @property
     def names(self) -> list[str]:

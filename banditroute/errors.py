@@ -17,10 +17,15 @@ class                           status  ``error``
 :class:`ValidationFailed`       422     ``validation_error``
 :class:`RoutingError`           422     ``routing_error``
 :class:`Unavailable`            503     ``unavailable``
+:class:`UpstreamFailed`         502     ``upstream_error``
 ==============================  ======  =========================
 
 :class:`Unavailable` is not the client's fault: the log cannot take writes (or did not commit in
 time), so the service takes nothing it could not keep; it answers with ``Retry-After``.
+:class:`UpstreamFailed` is not the client's fault either: every model the gateway tried failed.
+
+On the OpenAI-compatible paths (``/v1/...``) the same errors take OpenAI's shape,
+``{"error": {"message", "type", "code", "param", "detail"?}}``, which OpenAI's SDKs read.
 
 Anything else that escapes a handler is a bug: 500 ``internal_error``, logged with its traceback.
 """
@@ -130,3 +135,10 @@ class Unavailable(ClientError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class UpstreamFailed(ClientError):
+    """Every model the gateway tried for a call failed (``detail`` lists the attempts)."""
+
+    status, kind = 502, "upstream_error"
+    log_level = logging.WARNING

@@ -79,6 +79,13 @@ class RouteRequest(RouteOptions):
     prompt: str = Field(min_length=1, description="the prompt to route (stored only as a hash by default)")
 
 
+class GatewayRoute(RouteRequest):
+    """A request routed by the gateway; ``direct``: the client named the model (logged as policy ``direct``,
+    so that replay can tell explicit calls from routed ones)."""
+
+    direct: bool = False
+
+
 def sample(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One column index per row, drawn from that row's probabilities (inverse CDF; zero-probability
     columns are never drawn)."""
@@ -232,7 +239,8 @@ class Router:
         picks = sample(s.probabilities, self.rng)
         models = self.policy.models
         version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
-        for r, (j, mask, cw, k) in enumerate(zip(rows, masks, weights, picks.tolist())):
+        direct = [getattr(options[valid[j]], "direct", False) for j in rows]
+        for r, (j, mask, cw, k, own) in enumerate(zip(rows, masks, weights, picks.tolist(), direct)):
             i = valid[j]
             if mask is self._pool_mask:
                 idx, eligible = self._pool_arms, self._names
@@ -251,13 +259,31 @@ class Router:
                 pred_quality=s.quality[r, idx],
                 pred_cost=s.cost[r, idx],
                 cost_weight=cw,
-                policy=policy_name,
+                policy="direct" if own else policy_name,
                 feature_version=version,
                 context=Context(X[j], float(tokens[j])),
                 prompt_hash=self.prompt_hash(prompt),
                 prompt=prompt if self.store_prompts else None,
             )
         return out
+
+    def fallback(self, d: Decision, exclude: set[str]) -> Decision | None:
+        """The decision that takes over ``d``'s call after its model failed: a model sampled from ``d``'s
+        probabilities renormalised over its eligible models not in ``exclude``, with that exact
+        propensity, so the fallback is a logged decision like any other; None when none is left.
+        """
+        keep = [i for i, m in enumerate(d.eligible) if m not in exclude]
+        if not keep:
+            return None
+        p = d.probabilities[keep]
+        p = p / p.sum()
+        k = int(sample(p[None, :], self.rng)[0])
+        model = d.eligible[keep[k]]
+        return Decision(decision_id=f"{self._ids.getrandbits(128):032x}", ts=time.time(), model=model,
+                        arm=self._arm[model], propensity=float(p[k]), eligible=[d.eligible[i] for i in keep],
+                        probabilities=p, pred_quality=d.pred_quality[keep], pred_cost=d.pred_cost[keep],
+                        cost_weight=d.cost_weight, policy=d.policy, feature_version=d.feature_version,
+                        context=d.context, prompt_hash=d.prompt_hash, prompt=d.prompt)
 
     def prompt_hash(self, prompt: str) -> str:
         """The prompt's hash as logged: HMAC-SHA256 under :attr:`hash_key`, or SHA-256 without one (hex)."""

@@ -23,7 +23,8 @@ from threadpoolctl import threadpool_limits
 from banditroute import __version__
 from banditroute.config import Settings
 from banditroute.errors import ClientError
-from banditroute.http.handlers import METRICS, OPENAPI, SERVICE, json_response
+from banditroute.gateway.gateway import Gateway
+from banditroute.http.handlers import GATEWAY, METRICS, OPENAPI, SERVICE, json_response
 from banditroute.http.metrics import Metrics
 from banditroute.http.middleware import make_middleware
 from banditroute.http.routes import PUBLIC, add_routes, openapi_document
@@ -50,12 +51,16 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
         service.watch_storage()
         app[SERVICE] = service
         app[METRICS].watch(service)
+        gateway = Gateway(service, app[METRICS])
+        gateway.load()
+        app[GATEWAY] = gateway
         # The pending window holds ~10^6 tracked objects; full collections over them stall the loop
         # for tens of milliseconds. Decisions hold no reference cycles, so collect rarely.
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         yield
         gc.unfreeze()
+        await gateway.close()
         await service.snapshot()
         store.close()
 
@@ -122,7 +127,8 @@ class _Runner(web.AppRunner):
 
 async def _run(app: web.Application, host: str, port: int) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then shut it down (its cleanup writes the snapshot)."""
-    runner = _Runner(app, access_log=None, handle_signals=False)
+    # handler_cancellation: a client that goes away cancels its handler, and so its upstream call
+    runner = _Runner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -14,6 +14,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from banditroute.errors import MalformedJSON, RequestTimeout, Unavailable, ValidationFailed
+from banditroute.gateway.gateway import Gateway
+from banditroute.gateway.requests import ROUTED, ChatRequest
 from banditroute.http.metrics import CONTENT_TYPE, Metrics
 from banditroute.http.schemas import (
     FeedbackRequest,
@@ -28,6 +30,7 @@ from banditroute.log.export import FORMATS
 from banditroute.service.service import Service
 
 SERVICE = web.AppKey("service", Service)
+GATEWAY = web.AppKey("gateway", Gateway)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -71,7 +74,20 @@ async def feedback(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    return json_response(ModelsResponse(models=request.app[SERVICE].stats.table()).model_dump())
+    gateway = request.app[GATEWAY]
+    rows = [{**row, **gateway.model_view(row["model"])} for row in request.app[SERVICE].stats.table()]
+    return json_response(ModelsResponse(models=rows).model_dump())
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await request.app[GATEWAY].chat(request, await parse(request, ChatRequest))
+
+
+async def v1_models(request: web.Request) -> web.Response:
+    """OpenAI's model list: ``banditroute`` (routed) and each pool model (called directly)."""
+    names = [ROUTED, *request.app[SERVICE].config.names]
+    return json_response({"object": "list", "data": [{"id": n, "object": "model", "created": 0,
+                                                       "owned_by": "banditroute"} for n in names]})
 
 
 async def get_policy(request: web.Request) -> web.Response:

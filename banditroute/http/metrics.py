@@ -2,7 +2,8 @@
 
 Per request (from the middleware): ``banditroute_requests_total{path,method,status}``,
 ``banditroute_request_seconds{path}`` (histogram); per answer: ``banditroute_decisions_total{model}``,
-``banditroute_feedback_total{duplicate,late}``. Read from the service at each scrape
+``banditroute_feedback_total{duplicate,late}``; per gateway call: ``banditroute_upstream_calls_total{model,outcome}``,
+``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. Read from the service at each scrape
 (:class:`ServiceCollector`): log positions, the writer's queue and last commit, idle checkpoints,
 pending and recalled decisions, micro-batches and each model's share of decisions. Process and
 platform metrics (CPU, memory, open files, GC) come with the registry.
@@ -79,6 +80,17 @@ class Metrics:
         self.decisions = Counter("banditroute_decisions", "routing decisions by chosen model", ["model"], registry=r)
         self.feedback = Counter("banditroute_feedback", "accepted feedback requests (late: the decision was read "
                                 "back from the log)", ["duplicate", "late"], registry=r)
+        self.calls = Counter("banditroute_upstream_calls", "gateway calls to upstream models by outcome",
+                             ["model", "outcome"], registry=r)
+        self.upstream_latency = Histogram("banditroute_upstream_seconds", "latency of answered upstream calls",
+                                          ["model"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+                                          registry=r)
+        self.fallbacks = Counter("banditroute_fallbacks", "gateway calls moved to another model after a failure",
+                                 registry=r)
+        self.judge_cost = Counter("banditroute_judge_cost_usd", "USD spent on judge calls (apart from routed calls)",
+                                  registry=r)
+        self.judge_dropped = Counter("banditroute_judge_dropped", "sampled answers not judged because the judge "
+                                     "queue was full", registry=r)
         # labels() costs a lock and a dict lookup of the label tuple; the few combinations seen are kept
         self._children: dict[tuple, object] = {}
 
@@ -98,6 +110,11 @@ class Metrics:
 
     def feedback_ack(self, duplicate: bool, late: bool) -> None:
         self._child(self.feedback, "true" if duplicate else "false", "true" if late else "false").inc()
+
+    def call(self, model: str, outcome: str, seconds: float | None) -> None:
+        self._child(self.calls, model, outcome).inc()
+        if seconds is not None:
+            self._child(self.upstream_latency, model).observe(seconds)
 
     def watch(self, service) -> None:
         """Expose ``service``'s own figures (:class:`ServiceCollector`)."""

@@ -57,7 +57,11 @@ def make_middleware(public: set[str]):
                 raise _client_error(request, err) from None
         except ClientError as err:
             log.log(err.log_level, "%s %s: %d %s", request.method, request.path, err.status, err.message)
-            response = json_response(err.body(), err.status)
+            body = err.body()
+            if request.path.startswith("/v1/"):  # OpenAI's error shape, which its SDKs read
+                body = {"error": {"message": body.pop("message"), "type": err.kind, "code": body.pop("error"),
+                                  "param": None, **body}}
+            response = json_response(body, err.status)
             response.headers.update(err.headers())
             if isinstance(err, RequestTimeout):  # the rest of the body may never come: do not wait for it
                 response.force_close()

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from banditroute.http import handlers
 from banditroute.http.metrics import CONTENT_TYPE
 from banditroute.http.schemas import (
+    ChatCompletionRequest,
     ErrorResponse,
+    OpenAIErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
     HealthResponse,
@@ -45,6 +47,10 @@ ROUTES = (
           (400, 401, 408, 413, 422, 503)),
     Route("POST", "/feedback", handlers.feedback, "Report outcomes of a decision", FeedbackRequest,
           FeedbackResponse, (400, 401, 404, 408, 409, 413, 422, 503)),
+    Route("POST", "/v1/chat/completions", handlers.chat_completions, "OpenAI-compatible chat completions: routes "
+          "(model banditroute) or calls a pool model, falls back on provider failures, streams with stream: true",
+          ChatCompletionRequest, None, (400, 401, 404, 408, 413, 422, 502, 503)),
+    Route("GET", "/v1/models", handlers.v1_models, "OpenAI-compatible model list: banditroute and the pool"),
     Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
     Route("GET", "/policy", handlers.get_policy, "The active policy and its settings", response=PolicyView),
     Route("PUT", "/policy", handlers.put_policy, "Change the policy or its settings (logged)", PolicyUpdate,
@@ -77,14 +83,16 @@ def openapi_document(version: str) -> dict:
         return {"$ref": f"#/components/schemas/{model.__name__}"}
 
     error = {"description": "error", "content": {"application/json": {"schema": ref(ErrorResponse)}}}
+    openai_error = {"description": "error", "content": {"application/json": {"schema": ref(OpenAIErrorResponse)}}}
     paths: dict[str, dict] = {}
     for r in ROUTES:
+        err = openai_error if r.path.startswith("/v1/") else error
         ok = ({"application/json": {"schema": ref(r.response)}} if r.response is not None
               else {r.content_type: {"schema": {"type": "string"} if "json" not in r.content_type
                                      else {"type": "object"}}})
         op: dict[str, Any] = {
             "summary": r.summary,
-            "responses": {"200": {"description": "OK", "content": ok}, **{str(c): error for c in r.errors}},
+            "responses": {"200": {"description": "OK", "content": ok}, **{str(c): err for c in r.errors}},
             "security": [] if r.public else [{"bearer": []}],
         }
         if r.request is not None:

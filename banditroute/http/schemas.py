@@ -80,6 +80,24 @@ class ModelView(_Answer):
     mean_cost_usd: float | None
     observations: int = Field(description="feedbacks with a cost")
     quality_weight: float = Field(description="total weight of quality signals")
+    callable: bool = Field(description="the gateway can call it (it has a base_url)")
+    health: ProviderHealth
+    latency: LatencyView
+
+
+class ProviderHealth(_Answer):
+    state: str = Field(description="closed (calls go through), open (skipped until retry_in_s), half_open (one "
+                       "trial call allowed)")
+    consecutive_failures: int
+    retry_in_s: float
+    times_opened: int
+
+
+class LatencyView(_Answer):
+    calls: int = Field(description="answered gateway calls the latency is learned from")
+    mean_ttft_ms: float | None = Field(description="mean time to the first byte of the answer")
+    predicted_ms: float | None = Field(description="predicted latency of a 100-token prompt with the pool's expected "
+                                       "output tokens (null before 5 answered calls)")
 
 
 class ModelsResponse(_Answer):
@@ -119,3 +137,31 @@ class ErrorResponse(_Answer):
     error: str = Field(description="machine-readable error kind")
     message: str = Field(description="what is wrong, for humans")
     detail: list[dict[str, Any]] | None = Field(default=None, description="per-field validation errors")
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str = Field(description="the error kind (validation_error, routing_error, upstream_error, ...)")
+    code: str | None
+    param: str | None
+    detail: list[dict[str, Any]] | None = Field(default=None, description="per-field errors, or each failed attempt")
+
+
+class OpenAIErrorResponse(BaseModel):
+    """An error on the OpenAI-compatible paths, in OpenAI's shape."""
+
+    error: OpenAIErrorBody
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat-completions body (https://platform.openai.com/docs/api-reference/chat/create);
+    fields not listed are passed upstream untouched. ``model``: ``banditroute`` to route among the pool,
+    or a pool model's name to call it directly."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    banditroute: dict[str, Any] | None = Field(default=None, description="routing options: cost_weight, "
+                                               "max_cost_usd, models, require, max_latency_ms, metadata")

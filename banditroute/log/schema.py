@@ -29,7 +29,10 @@ n_signals             int32                     number of quality signals receiv
 The stored tables: ``decisions`` (the columns above but the joined feedback, plus ``user`` and
 ``metadata`` as JSON text); ``feedback``, one row per accepted feedback in the order the policy learned
 from them (``seq``), with the normalised qualities and weights it applied, the cost it applied (null
-when none, or when the decision already had one) and what was reported; ``events``, policy changes.
+when none, or when the decision already had one) and what was reported; ``events``, policy changes;
+``calls``, one row per upstream call the gateway made (:data:`CALL_SCHEMA`: its outcome, tokens, cost
+and latency, and the decision a fallback replaces). A call that answered also sends its tokens and
+latency as feedback to its decision, which is how the cost model learns them.
 """
 
 from __future__ import annotations
@@ -81,13 +84,33 @@ FEEDBACK_SCHEMA = pa.schema(
     ]
 )
 EVENT_SCHEMA = pa.schema([("ts", pa.timestamp("us", tz="UTC")), ("seq", pa.int64()), ("event", pa.string())])
+CALL_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),  # the decision this call carried out (a judge's call: the one it judged)
+        ("ts", pa.timestamp("us", tz="UTC")),  # when the call started
+        ("kind", pa.string()),  # routed | direct | judge
+        ("model", pa.string()),
+        ("attempt", pa.int32()),  # 1 for the first model tried for a request, 2 for its first fallback, ...
+        ("replaces", pa.string()),  # the decision whose failed call this one replaces
+        ("stream", pa.bool_()),
+        ("outcome", pa.string()),  # ok | timeout | connect_error | rate_limited | upstream_error | stream_error | ...
+        ("status", pa.int32()),  # the upstream's HTTP status, when it answered
+        ("error", pa.string()),
+        ("ttft_ms", pa.float64()),  # time to the first byte of the answer (a stream's first event)
+        ("latency_ms", pa.float64()),
+        ("input_tokens", pa.int64()),  # the upstream's usage
+        ("output_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),  # from the pool's prices
+        ("judge_rate", pa.float64()),  # an answered call: the probability it was sent to the judge
+    ]
+)
 
 DUCK_TYPES = {
     pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.int32(): "INTEGER",
     pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ", pa.list_(pa.float64()): "DOUBLE[]",
-    pa.list_(pa.string()): "VARCHAR[]",
+    pa.list_(pa.string()): "VARCHAR[]", pa.bool_(): "BOOLEAN",
 }
-TABLES = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA, "events": EVENT_SCHEMA}
+TABLES = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA, "events": EVENT_SCHEMA, "calls": CALL_SCHEMA}
 
 
 def _list_array(arrays: list[np.ndarray]) -> pa.ListArray:

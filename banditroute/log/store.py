@@ -263,6 +263,10 @@ class Store:
         self._wake.set()
         return fut
 
+    def add_call(self, row: dict) -> concurrent.futures.Future:
+        """Queue a gateway call row (:data:`~banditroute.log.schema.CALL_SCHEMA`), committed with the next group."""
+        return self._queue("calls", row)
+
     def flush(self) -> concurrent.futures.Future:
         """A future that resolves once everything queued so far has committed."""
         with self._lock:

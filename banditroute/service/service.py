@@ -267,6 +267,16 @@ class Service:
         self.store.add_decisions(logged)
         return out
 
+    def fallback(self, d: Decision, exclude: set[str], user: str | None, metadata: dict | None) -> Decision | None:
+        """Take ``d``'s call to another model (:meth:`Router.fallback`), remembered and logged like a route."""
+        self.check_available()
+        out = self.router.fallback(d, exclude)
+        if out is not None:
+            self.pending.remember(out.pending())
+            self.stats.decision(out.model)
+            self.store.add_decisions([(out, user, json.dumps(metadata) if metadata is not None else None)])
+        return out
+
     async def route(self, request: RouteRequest) -> Decision:
         """Route one request as part of the micro-batch of requests that arrived with it
         (:class:`~banditroute.service.batcher.MicroBatcher`). Raises :class:`RoutingError`, or

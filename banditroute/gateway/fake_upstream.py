@@ -1,0 +1,151 @@
+"""A fake OpenAI-compatible upstream for tests, benchmarks and trying the gateway without keys.
+
+``python -m banditroute.gateway.fake_upstream --port 9000`` serves ``POST /v1/chat/completions`` (streamed
+and not) and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
+prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion tokens. Faults are set per
+model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
+``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
+"delay_ms": d, "hang": true, "die_after_events": k, "drop": true, "reply": text}`` (``{"model": M}`` alone
+clears M's fault; ``reply`` replaces the answer's text); ``GET /control`` returns the requests received,
+and ``cancelled``, the number of requests whose client (the gateway) went away before the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import orjson
+from aiohttp import web
+
+WORDS = "the quick brown fox jumps over the lazy dog".split()
+
+
+class FakeUpstream:
+    """The fake's state: faults per model, the requests it received, its base latency."""
+
+    def __init__(self, delay_ms: float = 0.0, output_tokens: int = 16, events: int = 8, record: bool = True):
+        self.delay_ms = delay_ms
+        self.output_tokens = output_tokens
+        self.events = events
+        self.record = record
+        self.faults: dict[str, dict] = {}
+        self.received: list[dict] = []
+        self.cancelled = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 << 20)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/control", self.control)
+        app.router.add_get("/control", self.requests)
+        return app
+
+    async def control(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        model = body.pop("model")
+        if body:
+            self.faults[model] = body
+        else:
+            self.faults.pop(model, None)
+        return web.json_response({"ok": True})
+
+    async def requests(self, request: web.Request) -> web.Response:
+        return web.json_response({"received": self.received, "cancelled": self.cancelled})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": []})
+
+    def _fault(self, model: str) -> dict | None:
+        fault = self.faults.get(model)
+        if fault is None:
+            return None
+        if "times" in fault:
+            fault["times"] -= 1
+            if fault["times"] < 0:
+                self.faults.pop(model)
+                return None
+        return fault
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        model = body.get("model", "")
+        if self.record:
+            self.received.append({"model": model, "authorization": request.headers.get("Authorization"),
+                                  "stream": body.get("stream", False), "stream_options": body.get("stream_options"),
+                                  "has_banditroute": "banditroute" in body, "tools": "tools" in body})
+        fault = self._fault(model) or {}
+        delay = fault.get("delay_ms", self.delay_ms) / 1000.0
+        try:
+            if fault.get("hang"):
+                await asyncio.sleep(3600)
+            if delay:
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if fault.get("drop"):
+            request.transport.close()
+            await asyncio.sleep(1)
+            return web.Response()
+        if "status" in fault:
+            headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+            return web.json_response({"error": {"message": f"injected {fault['status']}", "type": "fake"}},
+                                     status=fault["status"], headers=headers)
+        prompt_chars = sum(len(m.get("content") or "") if isinstance(m.get("content"), str) else 0
+                           for m in body.get("messages", []))
+        usage = {"prompt_tokens": max(1, prompt_chars // 4), "completion_tokens": self.output_tokens,
+                 "total_tokens": max(1, prompt_chars // 4) + self.output_tokens}
+        text = fault.get("reply") or f"answer from {model}: " + " ".join(WORDS[i % len(WORDS)]
+                                                                      for i in range(self.output_tokens))
+        created = int(time.time())
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": text}
+            if body.get("tools"):
+                message = {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": body["tools"][0]["function"]["name"], "arguments": "{}"}}]}
+            return web.Response(body=orjson.dumps({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}),
+                content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        step = -(-len(text) // self.events)
+        pieces = [text[i:i + step] for i in range(0, len(text), step)]
+        die = fault.get("die_after_events")
+        for i, piece in enumerate(pieces):
+            if die is not None and i >= die:
+                request.transport.close()
+                return response
+            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
+                     "choices": [], "usage": usage}
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=9000)
+    ap.add_argument("--delay-ms", type=float, default=0.0, help="latency of every answer")
+    ap.add_argument("--output-tokens", type=int, default=16)
+    ap.add_argument("--no-record", action="store_true", help="do not keep the requests received (long runs)")
+    ap.add_argument("--fault", action="append", default=[], metavar="MODEL=STATUS")
+    args = ap.parse_args(argv)
+    fake = FakeUpstream(args.delay_ms, args.output_tokens, record=not args.no_record)
+    for f in args.fault:
+        model, _, status = f.partition("=")
+        fake.faults[model] = {"status": int(status)}
+    web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None, handler_cancellation=True)
+
+
+if __name__ == "__main__":
+    main()

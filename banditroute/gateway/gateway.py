@@ -1,0 +1,326 @@
+"""The OpenAI-compatible gateway: route a chat-completions request, call the chosen model, fall back
+when its provider fails, answer in OpenAI's wire format, and report what the call cost by itself.
+
+One request, step by step:
+
+1. Eligibility: the pool's callable models (those with a ``base_url``), narrowed by the request's
+   ``banditroute.models``, the capabilities it needs (:meth:`ChatRequest.needs` plus
+   ``banditroute.require``), its context (estimated prompt tokens plus ``max_tokens`` within
+   ``context_window``), ``max_latency_ms`` (:mod:`.latency`) and provider health (:mod:`.health`;
+   ignored when it would leave nothing). Nothing eligible: 422 naming why.
+2. The router decides among them exactly as ``/route`` does (same micro-batch, policy, log).
+3. The call goes upstream. A failure before the first byte of the answer (connect error, timeout,
+   429, 5xx) is a provider failure: the health state hears of it, and the call moves to a fallback
+   decision (:meth:`Router.fallback`: the first decision's probabilities renormalised over the models
+   not yet tried, logged with that exact propensity, linked by ``calls.replaces``), up to
+   ``gateway.max_attempts``; then a 502 listing each attempt. A stream that fails after its first
+   event ends with an error event: no silent switch mid-answer.
+4. The answer goes back with ``model`` set to the pool name and the ``x-banditroute-*`` headers; then,
+   in the background, a ``calls`` row and a feedback with the upstream's token usage and the latency
+   (so the cost model learns the call's cost), and possibly a judge's score (:mod:`.judge`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from banditroute.config import ModelSpec
+from banditroute.core.reward import Feedback
+from banditroute.core.router import GatewayRoute
+from banditroute.core.types import Decision
+from banditroute.errors import NotFound, RoutingError, UpstreamFailed
+from banditroute.gateway.health import Health
+from banditroute.gateway.judge import Judge
+from banditroute.gateway.latency import SUMS_SQL, LatencyModel
+from banditroute.gateway.requests import ROUTED, ChatRequest, route_options
+from banditroute.gateway.upstream import UpstreamFailure, Upstreams
+
+log = logging.getLogger("banditroute")
+NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
+
+
+class Gateway:
+    """The gateway of one service (see the module's docstring)."""
+
+    def __init__(self, service, metrics, environ=None, clock=time.monotonic):
+        cfg = service.config
+        self.service = service
+        self.metrics = metrics
+        self.config = cfg.gateway
+        self.specs: dict[str, ModelSpec] = {m.name: m for m in cfg.models}
+        self.upstreams = Upstreams(cfg.gateway, os.environ if environ is None else environ)
+        self.health = Health(cfg.names, cfg.gateway, clock)
+        self.latency = LatencyModel(cfg.names)
+        self.judge = Judge(self, cfg.gateway.judge)
+        self._tasks: set[asyncio.Task] = set()
+
+    def load(self) -> None:
+        """Learn the latency of each model from the calls already in the log (at start)."""
+        self.latency.load(self.service.store.query(SUMS_SQL).to_pylist())
+
+    async def close(self) -> None:
+        """Let the background work (feedback, judge calls) finish, then close the upstream sessions."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=30)
+        await self.upstreams.close()
+
+    def background(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- eligibility ---------------------------------------------------------------------------------
+    def callable_models(self) -> list[str]:
+        return [m for m, s in self.specs.items() if s.callable]
+
+    def eligible(self, req: ChatRequest, prompt_tokens: float) -> list[str]:
+        """The models that may serve ``req`` (step 1 of the module's docstring); raises :class:`RoutingError`."""
+        opts = req.options
+        if opts.models is not None:
+            unknown = [m for m in opts.models if m not in self.specs]
+            if unknown:
+                raise RoutingError(f"unknown models: {', '.join(unknown)}; known: {', '.join(self.specs)}")
+        candidates = opts.models or list(self.specs)
+        need = set(req.needs()) | set(opts.require)
+        out_tokens = req.max_output_tokens or 0
+        expected_out = req.max_output_tokens or self.service.config.policy.expected_output_tokens
+        reasons: dict[str, list[str]] = {}
+        healthy, unhealthy = [], []
+        for m in candidates:
+            spec = self.specs[m]
+            why = None
+            if not spec.callable:
+                why = "no base_url (routable by /route only)"
+            elif not need <= set(spec.capabilities):
+                why = f"lacks {', '.join(sorted(need - set(spec.capabilities)))}"
+            elif spec.context_window is not None and prompt_tokens + out_tokens > spec.context_window:
+                why = (f"context_window {spec.context_window} < about {prompt_tokens:.0f} prompt tokens"
+                       + (f" + max_tokens {out_tokens}" if out_tokens else ""))
+            elif opts.max_latency_ms is not None:
+                predicted = self.latency.predict(m, prompt_tokens, expected_out)
+                if predicted is not None and predicted > opts.max_latency_ms:
+                    why = f"predicted latency {predicted:.0f} ms > max_latency_ms {opts.max_latency_ms:g}"
+            if why is not None:
+                reasons.setdefault(why, []).append(m)
+            elif self.health.available(m):
+                healthy.append(m)
+            else:
+                unhealthy.append(m)
+        if healthy:
+            return healthy
+        if unhealthy:  # every provider left is cooling down: better to try one than to refuse
+            return unhealthy
+        raise RoutingError("no model can serve this request: " + "; ".join(
+            f"{', '.join(ms)}: {why}" for why, ms in reasons.items()))
+
+    # -- the call ------------------------------------------------------------------------------------
+    async def chat(self, request: web.Request, req: ChatRequest) -> web.StreamResponse:
+        """Serve one chat-completions request (the module's steps 1-4)."""
+        svc = self.service
+        svc.check_available()
+        tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
+        direct = req.model != ROUTED
+        if direct:
+            spec = self.specs.get(req.model)
+            if spec is None:
+                raise NotFound(f"model {req.model!r} does not exist; use {ROUTED!r} or one of: "
+                               f"{', '.join(self.callable_models())}")
+            if not spec.callable:
+                raise RoutingError(f"model {req.model!r} has no base_url: it can be routed by /route, not called")
+            missing = set(req.needs()) - set(spec.capabilities)
+            if missing:
+                raise RoutingError(f"model {req.model!r} lacks {', '.join(sorted(missing))}, which this request needs")
+            models = [req.model]
+        else:
+            models = self.eligible(req, tokens)
+        opts = route_options(req)
+        d = await svc.route(GatewayRoute(prompt=req.routing_text() or NO_TEXT, models=models,
+                                         cost_weight=opts.cost_weight, max_cost_usd=opts.max_cost_usd,
+                                         user=opts.user, metadata=opts.metadata, direct=direct))
+        self.metrics.decision(d.model)
+        attempts: list[dict] = []
+        tried: set[str] = set()
+        replaces = None
+        kind = "direct" if direct else "routed"
+        for attempt in range(1, self.config.max_attempts + 1):
+            spec = self.specs[d.model]
+            call = self.begin_call(spec, d.decision_id, kind, attempt, replaces, req.stream)
+            try:
+                if req.stream:
+                    return await self._stream(request, req, d, spec, call, tokens)
+                answer = await self.upstreams.complete(spec, req.upstream_body(spec.upstream_name or spec.name, False))
+            except UpstreamFailure as failure:
+                self.end_call(call, failure.outcome, failure.status, str(failure))
+                attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": failure.outcome,
+                                 "status": failure.status, "message": str(failure)})
+                if not failure.retry:  # the request's own fault: the upstream's answer, as it is
+                    self.health.release(d.model)
+                    return self._passthrough(failure, d, attempt)
+                self.health.failure(d.model, failure.retry_after)
+                tried.add(d.model)
+                if direct:
+                    break
+                unavailable = {m for m in d.eligible if not self.health.available(m)}
+                nxt = svc.fallback(d, tried | unavailable, opts.user, opts.metadata)
+                if nxt is None:
+                    break
+                self.metrics.fallbacks.inc()
+                self.metrics.decision(nxt.model)
+                replaces, d = d.decision_id, nxt
+                continue
+            except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us
+                self.health.release(d.model)
+                self.end_call(call, "cancelled", None, "the client disconnected")
+                raise
+            body = answer.body
+            body["model"] = d.model
+            usage = body.get("usage") or {}
+            text = self.answer_text(body)
+            self._served(call, d, req, answer.ttft_ms, usage, text, tokens)
+            response = web.Response(body=orjson.dumps(body), content_type="application/json")
+            response.headers.update(self.headers(d, attempt))
+            return response
+        raise UpstreamFailed(f"every attempt failed ({len(attempts)}): " + "; ".join(a["message"] for a in attempts),
+                             attempts)
+
+    @staticmethod
+    def headers(d: Decision, attempt: int) -> dict[str, str]:
+        return {"x-banditroute-decision-id": d.decision_id, "x-banditroute-model": d.model,
+                "x-banditroute-propensity": repr(d.propensity), "x-banditroute-attempt": str(attempt)}
+
+    def _passthrough(self, failure: UpstreamFailure, d: Decision, attempt: int) -> web.Response:
+        try:
+            body = orjson.loads(failure.body or b"")
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict) or "error" not in body:
+            body = {"error": {"message": str(failure), "type": "invalid_request_error", "code": None, "param": None}}
+        response = web.Response(body=orjson.dumps(body), status=failure.status or 400, content_type="application/json")
+        response.headers.update(self.headers(d, attempt))
+        return response
+
+    async def _stream(self, request: web.Request, req: ChatRequest, d: Decision, spec: ModelSpec, call: dict,
+                      tokens: float) -> web.StreamResponse:
+        """Relay a stream; raises :class:`UpstreamFailure` only before its first event (so it can fall back)."""
+        events = self.upstreams.stream(spec, req.upstream_body(spec.upstream_name or spec.name, include_usage=True))
+        try:
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                raise UpstreamFailure("stream_error", f"{spec.name}: the stream had no events") from None
+            ttft = (time.perf_counter() - call["t0"]) * 1000.0
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                                   **self.headers(d, call["attempt"])})
+            await response.prepare(request)
+            keep_usage, usage, parts = req.wants_usage(), {}, []
+            try:
+                while True:
+                    event["model"] = d.model
+                    if event.get("usage"):
+                        usage = event["usage"]
+                    choices = event.get("choices") or []
+                    for c in choices[:1]:
+                        content = (c.get("delta") or {}).get("content")
+                        if isinstance(content, str):
+                            parts.append(content)
+                    if choices or keep_usage:
+                        await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        break
+            except UpstreamFailure as failure:  # after the first event: end the stream with an error event
+                self.end_call(call, failure.outcome, failure.status, str(failure), ttft)
+                self.health.failure(d.model, failure.retry_after)
+                error = {"error": {"message": f"the upstream stream failed: {failure}", "type": "upstream_error",
+                                   "code": failure.outcome, "param": None}}
+                await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                await response.write_eof()
+                return response
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            self._served(call, d, req, ttft, usage, "".join(parts), tokens)
+            return response
+        except (ConnectionResetError, asyncio.CancelledError) as err:
+            self.health.release(d.model)
+            self.end_call(call, "cancelled", None, "the client disconnected")
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            return web.Response(status=499)  # never sent: the connection is gone
+        finally:
+            await events.aclose()
+
+    # -- accounting ----------------------------------------------------------------------------------
+    def begin_call(self, spec: ModelSpec, decision_id: str, kind: str, attempt: int, replaces: str | None,
+                   stream: bool) -> dict:
+        """The ``calls`` row of a call that starts now (completed by :meth:`end_call`); a judge's call
+        carries the decision it judges."""
+        self.health.begin(spec.name)
+        return {"decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind,
+                "model": spec.name, "attempt": attempt, "replaces": replaces, "stream": stream, "outcome": None,
+                "status": None, "error": None, "ttft_ms": None, "latency_ms": None, "input_tokens": None,
+                "output_tokens": None, "cost_usd": None, "judge_rate": None, "t0": time.perf_counter()}
+
+    def end_call(self, call: dict, outcome: str, status: int | None, error: str | None, ttft_ms: float | None = None,
+                 input_tokens: int | None = None, output_tokens: int | None = None) -> dict:
+        """Complete and log a call's row (once: a later call for the same row changes nothing); returns it."""
+        if "t0" not in call:
+            return call
+        seconds = time.perf_counter() - call.pop("t0")
+        call.update(outcome=outcome, status=status, error=error, ttft_ms=ttft_ms, latency_ms=seconds * 1000.0,
+                    input_tokens=input_tokens, output_tokens=output_tokens)
+        if outcome == "ok" and (input_tokens is not None or output_tokens is not None):
+            call["cost_usd"] = self.specs[call["model"]].price_usd(input_tokens or 0, output_tokens or 0)
+        self.metrics.call(call["model"], outcome, seconds if outcome == "ok" else None)
+        self.service.store.add_call(call)
+        return call
+
+    def _served(self, call: dict, d: Decision, req: ChatRequest, ttft_ms: float, usage: dict, text: str,
+                prompt_tokens: float) -> None:
+        """An answer went back: health, latency, the call's row, its cost feedback and perhaps the judge."""
+        self.health.success(d.model)
+        tokens_in = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
+        tokens_out = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
+        if tokens_in is None:  # an upstream that reports no usage: the gateway's own estimates
+            tokens_in = round(prompt_tokens)
+        if tokens_out is None:
+            tokens_out = round(self.service.router.featurizer.input_tokens(text))
+        judged = d.policy != "direct" and self.judge.sample()
+        call["judge_rate"] = self.judge.rate if d.policy != "direct" else 0.0
+        row = self.end_call(call, "ok", 200, None, ttft_ms, tokens_in, tokens_out)
+        self.latency.observe(d.model, tokens_in, tokens_out, row["latency_ms"], ttft_ms)
+        limit = self.service.config.feedback.max_tokens
+        fb = Feedback(input_tokens=min(tokens_in, limit), output_tokens=min(tokens_out, limit),
+                      latency_ms=row["latency_ms"], idempotency_key="banditroute-gateway")
+        self.background(self._feedback(d.decision_id, fb))
+        if judged:
+            self.judge.submit(d.decision_id, req.routing_text(), text)
+
+    async def _feedback(self, decision_id: str, fb: Feedback) -> None:
+        try:
+            await self.service.feedback(decision_id, fb)
+        except Exception as err:  # noqa: BLE001 - logged; the call's row keeps its tokens and cost regardless
+            log.warning("usage of %s not learned: %s", decision_id, err)
+
+    @staticmethod
+    def answer_text(body: dict[str, Any]) -> str:
+        """The first choice's text of a non-streamed answer ('' when it has none, e.g. tool calls only)."""
+        try:
+            content = body["choices"][0]["message"].get("content")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return ""
+        return content if isinstance(content, str) else ""
+
+    # -- views ---------------------------------------------------------------------------------------
+    def model_view(self, model: str) -> dict:
+        """What ``GET /models`` adds for a model: callable, health and latency."""
+        expected = self.service.config.policy.expected_output_tokens
+        return {"callable": self.specs[model].callable, "health": self.health.view(model),
+                "latency": self.latency.view(model, expected)}

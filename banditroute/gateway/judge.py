@@ -1,0 +1,102 @@
+"""Judge sampling: a configured judge model scores a random fraction of the gateway's answers after
+they have been returned, and its score reaches the policy as ``judge`` feedback.
+
+Each answered call is sent to the judge with probability ``gateway.judge.sample_rate``, drawn
+independently of everything else and logged with the call (``calls.judge_rate``), so an estimate
+that uses judged answers only can weight them by the inverse of that probability. The judge grades
+one answer on a 1-10 scale in the single-answer grading format of MT-Bench (Zheng et al., 2023,
+"Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", appendix: the rating is written as
+``[[N]]``). Judge calls run in the background with a bounded queue and concurrency, never delaying an
+answer; their cost is counted apart (``banditroute_judge_cost_usd_total`` and ``calls`` rows of kind
+``judge``), not as the judged decision's cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+
+from banditroute.config import JudgeConfig
+from banditroute.core.reward import Feedback, Signal
+from banditroute.gateway.upstream import UpstreamFailure
+
+log = logging.getLogger("banditroute")
+
+INSTRUCTIONS = (
+    "You are an impartial judge. Rate how well the assistant's answer below serves the user's request: "
+    "correctness first, then helpfulness, relevance and completeness. Reply with a one-sentence reason "
+    "followed by the rating from 1 (useless or wrong) to 10 (excellent) in exactly this format: [[7]]"
+)
+RATING = re.compile(r"\[\[\s*(10|[1-9])(?:\.\d+)?\s*\]\]")
+MAX_CHARS = 12_000  # of question and answer each sent to the judge
+
+
+def parse_rating(text: str) -> int | None:
+    """The last ``[[N]]`` rating in a judge's reply, or None."""
+    found = RATING.findall(text or "")
+    return int(found[-1]) if found else None
+
+
+class Judge:
+    """Samples answers and has them judged in the background (see the module's docstring)."""
+
+    def __init__(self, gateway, config: JudgeConfig, rng: random.Random | None = None):
+        self.gateway = gateway
+        self.config = config
+        self.rng = rng or random.Random()
+        self._slots = asyncio.Semaphore(config.max_concurrent)
+        self.queued = 0
+
+    @property
+    def rate(self) -> float:
+        return self.config.sample_rate if self.config.model is not None else 0.0
+
+    def sample(self) -> bool:
+        """Whether the answer just returned goes to the judge (probability :attr:`rate`)."""
+        return self.rate > 0.0 and self.rng.random() < self.rate
+
+    def submit(self, decision_id: str, question: str, answer: str) -> None:
+        if self.queued >= self.config.max_queued:
+            self.gateway.metrics.judge_dropped.inc()
+            return
+        self.queued += 1
+        self.gateway.background(self._judge(decision_id, question, answer))
+
+    async def _judge(self, decision_id: str, question: str, answer: str) -> None:
+        try:
+            async with self._slots:
+                await self._grade(decision_id, question, answer)
+        finally:
+            self.queued -= 1
+
+    async def _grade(self, decision_id: str, question: str, answer: str) -> None:
+        gw = self.gateway
+        spec = gw.specs[self.config.model]
+        body = {"model": spec.upstream_name or spec.name, "temperature": 0, "max_tokens": 200,
+                "messages": [{"role": "system", "content": INSTRUCTIONS},
+                             {"role": "user", "content": f"[User request]\n{question[:MAX_CHARS]}\n\n"
+                                                         f"[Assistant's answer]\n{answer[:MAX_CHARS]}"}]}
+        call = gw.begin_call(spec, decision_id, "judge", 1, None, False)
+        try:
+            reply = await gw.upstreams.complete(spec, body)
+        except UpstreamFailure as failure:
+            gw.end_call(call, failure.outcome, failure.status, str(failure))
+            log.info("judge call for %s failed: %s", decision_id, failure)
+            return
+        usage = reply.body.get("usage") or {}
+        text = gw.answer_text(reply.body)
+        row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        if row["cost_usd"]:
+            gw.metrics.judge_cost.inc(row["cost_usd"])
+        rating = parse_rating(text)
+        if rating is None:
+            log.info("judge gave no [[rating]] for %s: %r", decision_id, text[:200])
+            return
+        fb = Feedback(signals=[Signal(source="judge", kind="score", value=float(rating), scale="1-10")],
+                      idempotency_key="banditroute-judge")
+        try:
+            await gw.service.feedback(decision_id, fb)
+        except Exception as err:  # noqa: BLE001 - a lost judgement is logged, never raised into the loop
+            log.warning("judge feedback for %s not recorded: %s", decision_id, err)

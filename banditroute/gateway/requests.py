@@ -1,0 +1,135 @@
+"""What the gateway reads from an OpenAI chat-completions request: the routing options, the text it
+routes on, what the request needs of a model (capabilities, context) and its estimated size.
+
+The body is OpenAI's wire format (https://platform.openai.com/docs/api-reference/chat/create); only
+the fields below are interpreted, every other field is passed upstream untouched. Routing options
+ride in an optional ``banditroute`` object, which the OpenAI SDK sends with
+``extra_body={"banditroute": {...}}``; it is removed before the call goes upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from banditroute.config import NonNegFloat, PositiveFloat
+from banditroute.core.router import RouteOptions
+
+ROUTED = "banditroute"  # the model name that asks the gateway to choose
+# tokens counted for one image part: OpenAI's base charge per image at low detail (its vision guide);
+# high-detail tiles cost more, so this is a lower bound, and the context check errs towards allowing
+IMAGE_TOKENS = 85
+MESSAGE_OVERHEAD_TOKENS = 4  # role and delimiters per message (OpenAI's cookbook on counting tokens)
+
+
+class GatewayOptions(BaseModel):
+    """The ``banditroute`` object of a chat-completions body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    cost_weight: NonNegFloat | None = None
+    max_cost_usd: PositiveFloat | None = None
+    models: list[str] | None = Field(default=None, min_length=1)
+    require: list[str] = Field(default_factory=list)
+    max_latency_ms: PositiveFloat | None = Field(default=None, description="only models predicted to answer "
+                                                 "within this many milliseconds")
+    metadata: dict[str, Any] | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """The interpreted part of a chat-completions body (extra fields are kept for the upstream)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    user: str | None = Field(default=None, max_length=256)
+    banditroute: GatewayOptions | None = None
+
+    @property
+    def options(self) -> GatewayOptions:
+        return self.banditroute or GatewayOptions()
+
+    @property
+    def max_output_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def wants_usage(self) -> bool:
+        """The client asked for the usage chunk at the end of a stream."""
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def needs(self) -> list[str]:
+        """The capabilities a model must have to serve this request."""
+        need = []
+        if self.tools or self.functions:
+            need.append("tools")
+        if any(part.get("type") in ("image_url", "input_image") for m in self.messages if isinstance(m.content, list)
+               for part in m.content):
+            need.append("vision")
+        if (self.response_format or {}).get("type") in ("json_object", "json_schema"):
+            need.append("json")
+        return need
+
+    def routing_text(self) -> str:
+        """The text the router's features see: the last user message (the question being asked), or the
+        last message with text when there is no user message."""
+        for want_user in (True, False):
+            for m in reversed(self.messages):
+                if want_user and m.role != "user":
+                    continue
+                text = _text(m.content)
+                if text.strip():
+                    return text
+        return ""
+
+    def prompt_tokens(self, tokens_of) -> float:
+        """Estimated prompt tokens: ``tokens_of(text)`` per message plus a fixed overhead per message
+        and per image, and the tool definitions as text."""
+        total = 0.0
+        for m in self.messages:
+            total += MESSAGE_OVERHEAD_TOKENS + tokens_of(_text(m.content))
+            if isinstance(m.content, list):
+                total += IMAGE_TOKENS * sum(p.get("type") in ("image_url", "input_image") for p in m.content)
+        for defs in (self.tools, self.functions):
+            if defs:
+                total += tokens_of(str(defs))
+        return total
+
+    def upstream_body(self, upstream_name: str, include_usage: bool) -> dict:
+        """The body sent upstream: the client's, with the upstream's model name, without the
+        ``banditroute`` options, and asking a stream for its usage."""
+        body = self.model_dump(exclude={"banditroute"}, exclude_unset=True, by_alias=True)
+        body["model"] = upstream_name
+        if self.stream and include_usage:
+            body["stream_options"] = {**(self.stream_options or {}), "include_usage": True}
+        return body
+
+
+def _text(content) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+
+def route_options(req: ChatRequest) -> RouteOptions:
+    """The :class:`RouteOptions` of a chat request's ``banditroute`` object and ``user``."""
+    o = req.options
+    return RouteOptions(models=o.models, cost_weight=o.cost_weight, max_cost_usd=o.max_cost_usd,
+                        require=o.require, user=req.user, metadata=o.metadata)

@@ -1,0 +1,190 @@
+"""Calling OpenAI-compatible upstreams: one pooled keep-alive session per API root, and every way a
+call can fail sorted into what the gateway does next.
+
+A failure before the first byte of the answer is an :class:`UpstreamFailure` whose ``retry`` says
+whether another model may take the call (connect errors, timeouts, 429, 5xx, and 401/403/404, which
+the client cannot fix) or whether it is the request's own fault and goes back to the client as is
+(other 4xx: the upstream's status and body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from banditroute.config import GatewayConfig, ModelSpec
+
+PROVIDER_STATUSES = {401, 403, 404, 408, 409, 429}  # 4xx that say nothing about the request itself
+
+
+@dataclass
+class UpstreamFailure(Exception):
+    """A call that produced no answer: ``outcome`` (timeout, connect_error, rate_limited,
+    upstream_error, rejected, stream_error, too_large), the upstream's status and body when it
+    answered, and the seconds its ``Retry-After`` asked for."""
+
+    outcome: str
+    message: str
+    status: int | None = None
+    body: bytes | None = None
+    retry_after: float | None = None
+
+    @property
+    def retry(self) -> bool:
+        """Another model may take the call (the provider failed, not the request)."""
+        return self.outcome != "rejected"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds of a ``Retry-After`` header (delta-seconds only; an HTTP date is ignored)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class Answer:
+    """A non-streamed answer: the upstream's JSON body and when its first byte came."""
+
+    body: dict
+    ttft_ms: float
+
+
+class Upstreams:
+    """One ``aiohttp.ClientSession`` per API root (HTTP keep-alive, a bounded connection pool), created on
+    first use on the running loop and closed by :meth:`close`."""
+
+    def __init__(self, config: GatewayConfig, environ=os.environ):
+        self.config = config
+        self.environ = environ
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+
+    def _session(self, base_url: str) -> aiohttp.ClientSession:
+        s = self._sessions.get(base_url)
+        if s is None or s.closed:
+            connector = aiohttp.TCPConnector(limit=self.config.connections_per_upstream, keepalive_timeout=60)
+            s = aiohttp.ClientSession(connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(),
+                                      auto_decompress=True)
+            self._sessions[base_url] = s
+        return s
+
+    async def close(self) -> None:
+        for s in self._sessions.values():
+            await s.close()
+        self._sessions.clear()
+
+    def _headers(self, spec: ModelSpec) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if spec.api_key_env:
+            key = self.environ.get(spec.api_key_env)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _timeout(self, spec: ModelSpec) -> float:
+        return spec.timeout_s or self.config.timeout_s
+
+    async def _open(self, spec: ModelSpec, body: dict, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """Send the request; the response once its status is in, or an :class:`UpstreamFailure`."""
+        url = spec.base_url.rstrip("/") + "/chat/completions"
+        try:
+            resp = await self._session(spec.base_url).post(url, data=orjson.dumps(body), headers=self._headers(spec),
+                                                           timeout=timeout)
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"{spec.name}: no answer within {self._timeout(spec):g} s") from None
+        except aiohttp.ClientError as err:
+            raise UpstreamFailure("connect_error", f"{spec.name}: {type(err).__name__}: {err}") from None
+        if resp.status < 400:
+            return resp
+        try:
+            data = await asyncio.wait_for(resp.content.read(64 << 10), self._timeout(spec))
+        except (TimeoutError, aiohttp.ClientError):
+            data = b""
+        finally:
+            resp.release()
+        retry_after = _retry_after(resp.headers.get("Retry-After"))
+        outcome = ("rate_limited" if resp.status == 429 else "upstream_error" if resp.status >= 500 or
+                   resp.status in PROVIDER_STATUSES else "rejected")
+        raise UpstreamFailure(outcome, f"{spec.name}: upstream answered {resp.status}: {data[:300].decode(errors='replace')}",
+                              resp.status, data, retry_after)
+
+    async def complete(self, spec: ModelSpec, body: dict) -> Answer:
+        """A non-streamed call: the upstream's JSON answer."""
+        t0 = time.perf_counter()
+        total = self._timeout(spec)
+        resp = await self._open(spec, body, aiohttp.ClientTimeout(total=total, connect=self.config.connect_timeout_s))
+        try:
+            limit = self.config.max_response_bytes
+            data = await resp.content.read(limit + 1)
+            ttft = (time.perf_counter() - t0) * 1000.0
+            if len(data) > limit:
+                raise UpstreamFailure("too_large", f"{spec.name}: answer larger than {limit} bytes "
+                                      "(gateway.max_response_bytes)", resp.status)
+        except TimeoutError:
+            raise UpstreamFailure("timeout", f"{spec.name}: answer not complete within {total:g} s") from None
+        except aiohttp.ClientError as err:
+            raise UpstreamFailure("connect_error", f"{spec.name}: {type(err).__name__}: {err}") from None
+        finally:
+            resp.release()
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is not JSON", resp.status) from None
+        if not isinstance(answer, dict) or "error" in answer and "choices" not in answer:
+            raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is an error: {str(answer)[:300]}",
+                                  resp.status)
+        return Answer(answer, ttft)
+
+    async def stream(self, spec: ModelSpec, body: dict) -> AsyncIterator[dict]:
+        """A streamed call: its events (the JSON of each ``data:`` line) until ``[DONE]``.
+
+        Failures raise :class:`UpstreamFailure` (before the first event the gateway can still take the
+        call elsewhere; after it, it ends the client's stream with an error event). Each event must
+        arrive within the model's timeout of the previous one.
+        """
+        timeout = self._timeout(spec)
+        resp = await self._open(spec, body, aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
+                                                                  sock_read=timeout))
+        received, limit, done = 0, self.config.max_response_bytes, False
+        try:
+            while True:
+                try:
+                    line = await resp.content.readline()
+                except TimeoutError:
+                    raise UpstreamFailure("timeout", f"{spec.name}: no event within {timeout:g} s") from None
+                except (aiohttp.ClientError, ValueError) as err:  # ValueError: a line over the reader's limit
+                    raise UpstreamFailure("stream_error", f"{spec.name}: {type(err).__name__}: {err}") from None
+                if not line:
+                    raise UpstreamFailure("stream_error", f"{spec.name}: the stream ended without [DONE]")
+                received += len(line)
+                if received > limit:
+                    raise UpstreamFailure("too_large", f"{spec.name}: stream larger than {limit} bytes "
+                                          "(gateway.max_response_bytes)")
+                if not line.startswith(b"data:"):
+                    continue  # blank separators, comments, event names
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    return
+                try:
+                    event = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise UpstreamFailure("stream_error", f"{spec.name}: an event is not JSON") from None
+                if isinstance(event, dict) and "error" in event and "choices" not in event:
+                    raise UpstreamFailure("stream_error", f"{spec.name}: error event: {str(event['error'])[:300]}")
+                yield event
+        finally:
+            if done:
+                resp.release()
+            else:
+                resp.close()  # an unfinished stream's connection must not go back to the pool

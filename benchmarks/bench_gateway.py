@@ -1,0 +1,282 @@
+"""The gateway's added latency and sustainable rate against a fake upstream, beside LiteLLM's proxy.
+
+Three targets on loopback, all in front of the same fake OpenAI-compatible upstream
+(``banditroute.gateway.fake_upstream``, one process, answers at once with 16 output tokens):
+
+- ``direct``: the upstream itself;
+- ``banditroute``: ``banditroute serve`` (one process, logging on: every call in DuckDB) routing among
+  three models of that upstream (``model: banditroute``);
+- ``litellm``: LiteLLM's proxy (one worker) with one model on that upstream. It is installed into a
+  separate virtual environment (``--litellm-venv``, created with ``pip install 'litellm[proxy]'`` when
+  missing); ``--no-litellm`` leaves it out.
+
+The load generator (this process) sends requests open-loop at a fixed rate, each at its scheduled time
+whether or not earlier ones have answered, so a slow server cannot slow the load down (no coordinated
+omission); a request's latency is measured from its scheduled time. For each target, non-streamed and
+streamed (latency = time to the first event):
+
+1. **added latency at 500 requests/s**: p50 and p99 through the target minus the direct call's, over
+   ``--seconds`` of load, median of ``--runs`` runs;
+2. **highest sustained rate with p99 under 50 ms** (and no error): rates tried in increasing steps until
+   one fails.
+
+Everything (upstream, targets and load generator) shares this 2-core machine, so the direct rate is
+also bounded by the load generator; the comparison is within one run. Then the log is checked: every
+answered call is in ``calls`` with tokens, cost and latency. Results go to
+``benchmarks/results/gateway.json``; progress to stderr.
+
+    python benchmarks/bench_gateway.py                # about 10 minutes with LiteLLM
+    python benchmarks/bench_gateway.py --runs 1 --seconds 5 --no-litellm
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import duckdb
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
+RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
+P99_LIMIT_MS = 50.0
+BODY = {"messages": [{"role": "user", "content": "Write a haiku about the sea."}], "max_tokens": 32}
+
+
+def log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_up(url: str, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.time() < deadline:
+            try:
+                async with s.get(url) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def start(cmd: list[str], logfile: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=logfile.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def ensure_litellm(venv: Path) -> Path:
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        log(f"installing litellm[proxy] into {venv} (once)")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    return exe
+
+
+async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool, t_sched: float,
+              out: list, errors: list) -> None:
+    try:
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+            if r.status != 200:
+                errors.append(r.status)
+                await r.read()
+                return
+            if stream:
+                async for line in r.content:
+                    if line.startswith(b"data:"):
+                        out.append(time.perf_counter() - t_sched)
+                        break
+                await r.read()
+            else:
+                await r.read()
+                out.append(time.perf_counter() - t_sched)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+        errors.append(type(err).__name__)
+
+
+async def load(url: str, model: str, rate: float, seconds: float, stream: bool) -> dict:
+    """Open-loop load at ``rate`` requests/s for ``seconds``: latency percentiles in ms, errors, achieved rate."""
+    body = json.dumps({**BODY, "model": model, "stream": stream}).encode()
+    connector = aiohttp.TCPConnector(limit=2000)
+    timeout = aiohttp.ClientTimeout(total=30)
+    out: list[float] = []
+    errors: list = []
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        for _ in range(20):  # warm the connection pool and the server
+            await one(session, url, body, stream, time.perf_counter(), [], [])
+        n = int(rate * seconds)
+        t0 = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            t_sched = t0 + i / rate
+            delay = t_sched - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(session, url, body, stream, t_sched, out, errors)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+    ms = np.array(out) * 1000.0
+    return {"rate": rate, "sent": n, "answered": len(out), "errors": len(errors),
+            "achieved_rate": round(len(out) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 3) if len(ms) else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 3) if len(ms) else None}
+
+
+async def max_rate(url: str, model: str, stream: bool, seconds: float) -> dict:
+    best, tried = None, []
+    for rate in RATES:
+        r = await load(url, model, rate, seconds, stream)
+        tried.append(r)
+        ok = r["errors"] == 0 and r["p99_ms"] is not None and r["p99_ms"] < P99_LIMIT_MS
+        log(f"    {rate:>5}/s: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
+            f"{'' if ok else '  <- over'}")
+        if not ok:
+            break
+        best = rate
+    return {"max_rate": best, "steps": tried}
+
+
+def check_log(db: Path) -> dict:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.sql("""SELECT count(*) AS ok, count(*) FILTER (WHERE input_tokens IS NULL OR output_tokens IS NULL
+                         OR cost_usd IS NULL OR latency_ms IS NULL) AS incomplete
+                         FROM calls WHERE outcome = 'ok'""").fetchone()
+        decisions = con.sql("SELECT count(*) FROM decisions").fetchone()[0]
+    finally:
+        con.close()
+    return {"calls_ok": row[0], "calls_incomplete": row[1], "decisions": decisions}
+
+
+def gateway_config(path: Path, upstream: str, db: Path) -> None:
+    models = "".join(f"""
+[[models]]
+name = "{name}"
+input_price_per_mtok = {pin}
+output_price_per_mtok = {pout}
+base_url = "{upstream}"
+upstream_name = "{name}-upstream"
+""" for name, pin, pout in (("small", 0.15, 0.6), ("medium", 1.0, 4.0), ("large", 5.0, 15.0)))
+    path.write_text(f'[policy]\nwarm_start = "none"\n[storage]\ndb = "{db}"\n{models}')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs of the 500 requests/s measurement (median)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds of load per measurement")
+    ap.add_argument("--max-seconds", type=float, default=5.0, help="seconds of load per step of the rate search")
+    ap.add_argument("--litellm-venv", default=os.path.join(tempfile.gettempdir(), "banditroute-bench-litellm"))
+    ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="banditroute-bench-gateway-"))
+    up_port, gw_port, lt_port = free_port(), free_port(), free_port()
+    upstream = f"http://127.0.0.1:{up_port}/v1"
+    db = work / "router.duckdb"
+    gateway_config(work / "pool.toml", upstream, db)
+    procs = [start([sys.executable, "-m", "banditroute.gateway.fake_upstream", "--port", str(up_port), "--no-record"],
+                   work / "upstream.log"),
+             start([sys.executable, "-m", "banditroute.cli.main", "serve", "--config", str(work / "pool.toml"),
+                    "--port", str(gw_port)], work / "gateway.log")]
+    targets = {"direct": (f"{upstream}/chat/completions", "small-upstream"),
+               "banditroute": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "banditroute")}
+    litellm_version = None
+    if not args.no_litellm:
+        exe = ensure_litellm(Path(args.litellm_venv))
+        (work / "litellm.yaml").write_text(
+            "model_list:\n  - model_name: fake\n    litellm_params:\n      model: openai/fake\n"
+            f"      api_base: {upstream}\n      api_key: sk-fake\nlitellm_settings:\n  telemetry: false\n")
+        procs.append(start([str(exe), "--config", str(work / "litellm.yaml"), "--host", "127.0.0.1", "--port",
+                            str(lt_port), "--num_workers", "1"], work / "litellm.log",
+                           {"LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}))
+        targets["litellm"] = (f"http://127.0.0.1:{lt_port}/v1/chat/completions", "fake")
+        litellm_version = subprocess.run([str(Path(args.litellm_venv) / "bin" / "python"), "-c",
+                                          "import importlib.metadata as m; print(m.version('litellm'))"],
+                                         capture_output=True, text=True).stdout.strip()
+    try:
+        asyncio.run(wait_up(f"http://127.0.0.1:{up_port}/v1/models"))
+        asyncio.run(wait_up(f"http://127.0.0.1:{gw_port}/healthz"))
+        if "litellm" in targets:
+            asyncio.run(wait_up(f"http://127.0.0.1:{lt_port}/health/liveliness"))
+        results: dict = {"added_latency_at_500": {}, "max_rate_p99_under_50ms": {}}
+        for stream in (False, True):
+            mode = "streaming_ttft" if stream else "non_streaming"
+            log(f"{mode}: 500 requests/s, {args.runs} runs of {args.seconds:g} s")
+            per_target: dict[str, list[dict]] = {t: [] for t in targets}
+            for run in range(args.runs):
+                for name, (url, model) in targets.items():
+                    r = asyncio.run(load(url, model, 500, args.seconds, stream))
+                    per_target[name].append(r)
+                    log(f"  run {run + 1} {name}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}")
+            summary = {}
+            for name, runs in per_target.items():
+                summary[name] = {"p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                                 "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                                 "errors": sum(r["errors"] for r in runs), "runs": runs}
+            for name in targets:
+                if name != "direct":
+                    summary[name]["added_p50_ms"] = round(summary[name]["p50_ms"] - summary["direct"]["p50_ms"], 3)
+                    summary[name]["added_p99_ms"] = round(summary[name]["p99_ms"] - summary["direct"]["p99_ms"], 3)
+            results["added_latency_at_500"][mode] = summary
+            log(f"{mode}: highest rate with p99 < {P99_LIMIT_MS:g} ms")
+            rates = {}
+            for name, (url, model) in targets.items():
+                log(f"  {name}")
+                rates[name] = asyncio.run(max_rate(url, model, stream, args.max_seconds))
+            for name in targets:
+                if name != "direct" and rates["direct"]["max_rate"]:
+                    rates[name]["ratio_to_direct"] = round((rates[name]["max_rate"] or 0) / rates["direct"]["max_rate"], 3)
+            if "litellm" in rates and rates["litellm"]["max_rate"]:
+                rates["banditroute"]["ratio_to_litellm"] = round(
+                    (rates["banditroute"]["max_rate"] or 0) / rates["litellm"]["max_rate"], 3)
+            results["max_rate_p99_under_50ms"][mode] = rates
+    finally:
+        for p in reversed(procs):
+            stop(p)
+    results["log"] = check_log(db)
+    results["setup"] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                        "litellm": litellm_version, "runs": args.runs, "seconds": args.seconds,
+                        "max_seconds": args.max_seconds, "rates_tried": RATES,
+                        "date": time.strftime("%Y-%m-%d", time.gmtime())}
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    short = {mode: {n: {k: v for k, v in s.items() if k != "runs"} for n, s in m.items()}
+             for mode, m in results["added_latency_at_500"].items()}
+    print(json.dumps({"added_latency_at_500": short,
+                      "max_rate": {mode: {n: {k: v for k, v in r.items() if k != "steps"} for n, r in m.items()}
+                                   for mode, m in results["max_rate_p99_under_50ms"].items()},
+                      "log": results["log"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,510 @@
+"""The OpenAI-compatible gateway, end to end: the official ``openai`` client against banditroute, which
+calls a fake OpenAI-compatible upstream (:mod:`banditroute.gateway.fake_upstream`) with injected faults.
+
+Both servers run on one event loop in a background thread, so a test can inject faults and read the
+log while its client blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+from typing import Self
+
+import numpy as np
+import openai
+import pytest
+from aiohttp import web
+
+from banditroute.config import GatewayConfig, parse_settings
+from banditroute.core.reward import Feedback
+from banditroute.gateway.fake_upstream import FakeUpstream
+from banditroute.gateway.health import Health
+from banditroute.gateway.judge import parse_rating
+from banditroute.gateway.requests import ChatRequest
+from banditroute.http.app import _Runner, create_app
+from banditroute.http.handlers import GATEWAY, SERVICE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pool(upstream: str, closed: str | None, **gateway) -> dict:
+    """Three models on the fake upstream (``cheap``, ``mid``, ``strong``), one that cannot be called
+    (``offline``), and, with ``closed``, one on a port nobody listens on (``gone``)."""
+    data = {
+        "policy": {"warm_start": "none", "floor": 0.05},
+        "storage": {"flush_interval_ms": 20},
+        "gateway": {"cooldown_s": 30.0, **gateway},
+        "models": [
+            {"name": "cheap", "input_price_per_mtok": 0.1, "output_price_per_mtok": 0.4, "base_url": upstream,
+             "capabilities": ["json"], "context_window": 1000, "upstream_name": "cheap-v1", "timeout_s": 1.0},
+            {"name": "mid", "input_price_per_mtok": 1.0, "output_price_per_mtok": 4.0, "base_url": upstream,
+             "capabilities": ["json", "tools"], "api_key_env": "MID_KEY"},
+            {"name": "strong", "input_price_per_mtok": 5.0, "output_price_per_mtok": 15.0, "base_url": upstream,
+             "capabilities": ["json", "tools", "vision"]},
+            {"name": "offline", "input_price_per_mtok": 0.05, "output_price_per_mtok": 0.2},
+        ],
+    }
+    if closed is not None:
+        data["models"].append({"name": "gone", "input_price_per_mtok": 0.05, "output_price_per_mtok": 0.2,
+                               "base_url": closed})
+    return data
+
+
+class Stack:
+    """The fake upstream and banditroute, served from one loop in a thread."""
+
+    def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, **gateway):
+        self.fake = FakeUpstream()
+        self.fake_port, self.port = free_port(), free_port()
+        data = pool(f"http://127.0.0.1:{self.fake_port}/v1", f"http://127.0.0.1:{free_port()}/v1" if gone else None,
+                    **gateway)
+        data["storage"]["db"] = str(tmp_path / "router.duckdb")
+        if judge is not None:
+            data["models"].append({"name": "judge", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0,
+                                   "base_url": f"http://127.0.0.1:{self.fake_port}/v1"})
+            data["gateway"]["judge"] = judge
+        self.config = parse_settings(data)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        self.run(self._start())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.run(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def run(self, coro, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        self.fake_runner = web.AppRunner(self.fake.app(), handler_cancellation=True)
+        await self.fake_runner.setup()
+        await web.TCPSite(self.fake_runner, "127.0.0.1", self.fake_port).start()
+        os.environ["MID_KEY"] = "sk-mid-secret"
+        self.app = create_app(self.config, seed=3)
+        self.runner = _Runner(self.app, handler_cancellation=True)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def _stop(self) -> None:
+        await self.runner.cleanup()
+        await self.fake_runner.cleanup()
+
+    @property
+    def service(self):
+        return self.app[SERVICE]
+
+    @property
+    def gateway(self):
+        return self.app[GATEWAY]
+
+    def client(self, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="unused", max_retries=0, **kw)
+
+    def fault(self, model: str, **fault) -> None:
+        """Inject ``fault`` into the fake's answers for pool model ``model`` (none: clear it)."""
+        model = self.config.spec(model).upstream_name or model
+        if fault:
+            self.fake.faults[model] = fault
+        else:
+            self.fake.faults.pop(model, None)
+
+    def query(self, sql: str) -> list[dict]:
+        async def q():
+            await asyncio.wrap_future(self.service.store.flush())
+            return self.service.store.query(sql).to_pylist()
+
+        return self.run(q())
+
+    def wait_for(self, sql: str, n: int, timeout: float = 10.0) -> list[dict]:
+        """Rows of ``sql`` once there are at least ``n`` (the gateway logs in the background)."""
+        deadline = time.time() + timeout
+        while True:
+            rows = self.query(sql)
+            if len(rows) >= n or time.time() > deadline:
+                return rows
+            time.sleep(0.05)
+
+
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def only(*models: str) -> dict:
+    return {"banditroute": {"models": list(models)}}
+
+
+def test_a_routed_call_answers_names_the_model_logs_everything_and_learns_from_feedback(tmp_path):
+    with Stack(tmp_path) as s:
+        raw = s.client().chat.completions.with_raw_response.create(model="banditroute", messages=ASK)
+        answer = raw.parse()
+        model, decision_id = raw.headers["x-banditroute-model"], raw.headers["x-banditroute-decision-id"]
+        assert model in ("cheap", "mid", "strong") and answer.model == model  # offline cannot be called
+        assert answer.choices[0].message.content.startswith("answer from ")
+        assert 0 < float(raw.headers["x-banditroute-propensity"]) <= 1
+        decision = s.query(f"SELECT * FROM decisions WHERE decision_id = '{decision_id}'")[0]
+        assert decision["chosen"] == model and decision["policy"] == "lints"
+        assert sorted(decision["eligible"]) == ["cheap", "mid", "strong"]
+        assert decision["propensity"] == float(raw.headers["x-banditroute-propensity"])
+        call = s.wait_for("SELECT * FROM calls", 1)[0]
+        spec = s.config.spec(model)
+        assert call["decision_id"] == decision_id and call["outcome"] == "ok" and call["kind"] == "routed"
+        assert call["input_tokens"] == answer.usage.prompt_tokens and call["output_tokens"] == 16
+        assert call["cost_usd"] == pytest.approx(spec.price_usd(answer.usage.prompt_tokens, 16))
+        assert call["latency_ms"] > 0 and call["ttft_ms"] > 0
+        usage = s.wait_for("SELECT * FROM feedback", 1)[0]  # the gateway's own feedback: tokens, cost, latency
+        assert usage["decision_id"] == decision_id and usage["cost_usd"] == pytest.approx(call["cost_usd"])
+        assert json.loads(usage["reported"])["latency_ms"] == pytest.approx(call["latency_ms"])
+        # the upstream got its own model name, the key from the environment only where configured, no options
+        sent = s.fake.received[-1]
+        assert sent["model"] == s.config.spec(model).upstream_name or model and not sent["has_banditroute"]
+        assert sent["authorization"] == ("Bearer sk-mid-secret" if model == "mid" else None)
+        # feedback with the header's decision id reaches the model that answered
+        thumbs = Feedback.model_validate({"signals": [{"source": "user", "kind": "thumbs", "value": True}]})
+        ack = s.run(s.service.feedback(decision_id, thumbs))
+        assert ack.applied_signals == 1 and ack.model == model and ack.quality == 1.0
+        assert "sk-mid-secret" not in (tmp_path / "router.duckdb").read_bytes().decode("latin-1")
+
+
+def test_feedback_over_http_with_the_header_decision_id_moves_the_models_prediction(tmp_path):
+    with Stack(tmp_path) as s:
+        c = s.client()
+        raw = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=only("mid"))
+        decision_id = raw.headers["x-banditroute-decision-id"]
+        route = {"prompt": ASK[0]["content"], "models": ["mid"]}
+
+        def post(path, body):
+            req = urllib.request.Request(f"http://127.0.0.1:{s.port}{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())
+
+        q0 = post("/route", route)["scores"]["mid"]["quality"]
+        post("/feedback", {"decision_id": decision_id, "signals": [{"source": "user", "kind": "thumbs", "value": True}]})
+        q1 = post("/route", route)["scores"]["mid"]["quality"]
+        assert q1 > q0
+
+
+def test_streaming_relays_events_with_headers_first_and_usage_only_when_asked(tmp_path):
+    with Stack(tmp_path) as s:
+        c = s.client()
+        with c.chat.completions.with_streaming_response.create(model="banditroute", messages=ASK, stream=True,
+                                                               extra_body=only("cheap")) as raw:
+            assert raw.headers["x-banditroute-model"] == "cheap"
+            chunks = list(raw.parse())
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        assert text.startswith("answer from cheap-v1: the quick brown fox")
+        assert all(ch.model == "cheap" for ch in chunks) and all(ch.choices for ch in chunks)  # no usage chunk
+        assert s.fake.received[-1]["stream_options"] == {"include_usage": True}  # asked upstream regardless
+        chunks = list(c.chat.completions.create(model="banditroute", messages=ASK, stream=True,
+                                                stream_options={"include_usage": True}, extra_body=only("cheap")))
+        assert chunks[-1].usage.completion_tokens == 16 and chunks[-1].choices == []
+        calls = s.wait_for("SELECT * FROM calls WHERE stream ORDER BY ts", 2)
+        assert [c["outcome"] for c in calls] == ["ok", "ok"]
+        assert all(c["output_tokens"] == 16 and c["ttft_ms"] <= c["latency_ms"] for c in calls)
+
+
+def test_tools_images_json_and_context_decide_eligibility(tmp_path):
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    image = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                          {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]
+    with Stack(tmp_path) as s:
+        c = s.client()
+        for _ in range(5):
+            r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK, tools=[tool])
+            assert r.headers["x-banditroute-model"] in ("mid", "strong")
+            assert r.parse().choices[0].message.tool_calls[0].function.name == "lookup"
+            r = c.chat.completions.with_raw_response.create(model="banditroute", messages=image)
+            assert r.headers["x-banditroute-model"] == "strong"
+        long = [{"role": "user", "content": "word " * 1000}]  # about 1,250 tokens: over cheap's 1,000
+        for _ in range(5):
+            r = c.chat.completions.with_raw_response.create(model="banditroute", messages=long,
+                                                            extra_body=only("cheap", "mid"))
+            assert r.headers["x-banditroute-model"] == "mid"
+        with pytest.raises(openai.UnprocessableEntityError) as err:
+            c.chat.completions.create(model="banditroute", messages=image, extra_body=only("cheap", "mid"))
+        assert "lacks vision" in err.value.message
+        with pytest.raises(openai.UnprocessableEntityError) as err:
+            c.chat.completions.create(model="banditroute", messages=long, max_tokens=10, extra_body=only("cheap"))
+        assert "context_window 1000" in err.value.message
+        with pytest.raises(openai.UnprocessableEntityError) as err:
+            c.chat.completions.create(model="cheap", messages=ASK, tools=[tool])
+        assert "lacks tools" in err.value.message
+        with pytest.raises(openai.NotFoundError):
+            c.chat.completions.create(model="gpt-nonexistent", messages=ASK)
+        with pytest.raises(openai.UnprocessableEntityError) as err:
+            c.chat.completions.create(model="banditroute", messages=ASK, extra_body={"banditroute": {"budget": 1}})
+        assert err.value.body["code"] == "validation_error" and "banditroute.budget" in err.value.message
+        assert [m.id for m in c.models.list()][:2] == ["banditroute", "cheap"]
+
+
+def test_extra_body_options_reach_the_decision_and_a_direct_call_is_logged_as_direct(tmp_path):
+    with Stack(tmp_path) as s:
+        c = s.client()
+        r = c.chat.completions.with_raw_response.create(
+            model="banditroute", messages=ASK, user="alice",
+            extra_body={"banditroute": {"cost_weight": 0.0, "models": ["mid", "strong"], "metadata": {"team": "a"}}})
+        d = s.query(f"SELECT * FROM decisions WHERE decision_id = '{r.headers['x-banditroute-decision-id']}'")[0]
+        assert d["cost_weight"] == 0.0 and sorted(d["eligible"]) == ["mid", "strong"]
+        assert d["user"] == "alice" and json.loads(d["metadata"]) == {"team": "a"}
+        r = c.chat.completions.with_raw_response.create(model="mid", messages=ASK)
+        assert r.headers["x-banditroute-model"] == "mid" and r.headers["x-banditroute-propensity"] == "1.0"
+        d = s.query(f"SELECT * FROM decisions WHERE decision_id = '{r.headers['x-banditroute-decision-id']}'")[0]
+        assert d["policy"] == "direct" and d["eligible"] == ["mid"]
+        assert s.wait_for("SELECT kind FROM calls WHERE kind = 'direct'", 1)
+
+
+@pytest.mark.parametrize("fault", [
+    {"status": 500},
+    {"status": 429, "retry_after": 7},
+    {"hang": True},  # cheap's timeout_s is 1
+    {"drop": True},
+    {"status": 401},
+])
+def test_a_failed_provider_falls_back_to_a_decision_of_its_own(tmp_path, fault):
+    with Stack(tmp_path) as s:
+        s.fault("cheap", **fault)
+        c = s.client()
+        t0 = time.perf_counter()
+        served = set()
+        for _ in range(40):
+            r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
+                                                            extra_body=only("cheap", "mid", "strong"))
+            served.add(r.headers["x-banditroute-model"])
+            if r.headers["x-banditroute-attempt"] == "2":
+                break
+        else:
+            pytest.fail("the failing model was never chosen")
+        assert time.perf_counter() - t0 < 10
+        calls = s.wait_for("SELECT * FROM calls ORDER BY ts", 1)
+        failed = [c for c in calls if c["outcome"] != "ok"]
+        assert len(failed) == 1 and failed[0]["model"] == "cheap"
+        assert failed[0]["outcome"] == {500: "upstream_error", 429: "rate_limited", 401: "upstream_error"}.get(
+            fault.get("status"), "timeout" if "hang" in fault else "connect_error")
+        fallback = next(c for c in calls if c["replaces"] == failed[0]["decision_id"])
+        assert fallback["attempt"] == 2 and fallback["outcome"] == "ok"
+        assert fallback["decision_id"] == r.headers["x-banditroute-decision-id"]
+        first, second = (s.query(f"SELECT * FROM decisions WHERE decision_id = '{i}'")[0]
+                         for i in (failed[0]["decision_id"], fallback["decision_id"]))
+        # the fallback's probabilities are the first decision's, renormalised over the models left
+        p = dict(zip(first["eligible"], first["probabilities"]))
+        left = [m for m in first["eligible"] if m != "cheap"]
+        assert second["eligible"] == left
+        assert second["probabilities"] == pytest.approx([p[m] / sum(p[m] for m in left) for m in left])
+        assert second["propensity"] == pytest.approx(p[second["chosen"]] / sum(p[m] for m in left))
+        health = s.gateway.health.view("cheap")
+        if fault.get("status") == 429:  # Retry-After opens the circuit at once, for that long
+            assert health["state"] == "open" and 6 < health["retry_in_s"] <= 7
+        else:
+            assert health["consecutive_failures"] == 1 and health["state"] == "closed"
+        # the outage taught the quality model nothing: no feedback for the failed decision
+        assert not s.query(f"SELECT * FROM feedback WHERE decision_id = '{failed[0]['decision_id']}'")
+
+
+def test_connection_refused_falls_back_and_all_failing_is_a_502_listing_each_attempt(tmp_path):
+    with Stack(tmp_path, gone=True) as s:
+        c = s.client()
+        r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=only("gone", "mid"))
+        assert r.headers["x-banditroute-model"] == "mid"
+        s.fault("cheap", status=503)
+        s.fault("mid", status=500)
+        with pytest.raises(openai.APIStatusError) as err:
+            c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("cheap", "mid"))
+        assert err.value.status_code == 502
+        attempts = err.value.body["detail"]
+        assert sorted(a["model"] for a in attempts) == ["cheap", "mid"]
+        assert {a["status"] for a in attempts} == {500, 503}
+        with pytest.raises(openai.BadRequestError):  # the request's own fault goes back as it is, no fallback
+            s.fault("mid", status=400)
+            c.chat.completions.create(model="mid", messages=ASK)
+
+
+def test_the_circuit_opens_after_consecutive_failures_and_a_trial_closes_it():
+    now = [0.0]
+    h = Health(["a"], GatewayConfig(failures_to_open=2, cooldown_s=10, max_cooldown_s=25), clock=lambda: now[0])
+    h.failure("a")
+    assert h.available("a")
+    h.failure("a")
+    assert not h.available("a") and h.view("a")["state"] == "open"
+    now[0] = 10.0
+    assert h.available("a") and h.view("a")["state"] == "half_open"
+    h.begin("a")
+    assert not h.available("a")  # one trial at a time
+    h.failure("a")  # the trial failed: open for twice as long
+    assert h.view("a")["retry_in_s"] == 20.0
+    now[0] = 30.0
+    h.begin("a")
+    h.failure("a")
+    assert h.view("a")["retry_in_s"] == 25.0  # capped
+    now[0] = 55.0
+    h.begin("a")
+    h.success("a")
+    assert h.view("a") == {"state": "closed", "consecutive_failures": 0, "retry_in_s": 0.0, "times_opened": 3}
+
+
+def test_an_open_circuit_keeps_calls_away_until_its_cooldown_ends(tmp_path):
+    with Stack(tmp_path, failures_to_open=1, cooldown_s=1.0) as s:
+        s.fault("strong", status=500)
+        c = s.client()
+        for _ in range(30):
+            r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
+                                                            extra_body=only("mid", "strong"))
+            if r.headers["x-banditroute-attempt"] == "2":
+                break
+        assert s.gateway.health.view("strong")["state"] == "open"
+        n = len(s.fake.received)
+        for _ in range(20):  # strong is skipped: every call goes straight to mid
+            r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
+                                                            extra_body=only("mid", "strong"))
+            assert r.headers["x-banditroute-model"] == "mid" and r.headers["x-banditroute-attempt"] == "1"
+        assert [x["model"] for x in s.fake.received[n:]] == ["mid"] * 20
+        s.fault("strong")
+        time.sleep(1.1)
+        for _ in range(60):  # half-open: strong is tried again, and its success closes the circuit
+            c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("mid", "strong"))
+            if s.gateway.health.view("strong")["state"] == "closed":
+                break
+        assert s.gateway.health.view("strong")["state"] == "closed"
+
+
+def test_a_stream_that_dies_after_its_first_event_ends_with_an_error_event(tmp_path):
+    with Stack(tmp_path) as s:
+        s.fault("cheap", die_after_events=2)
+        s.fault("mid", die_after_events=2)
+        stream = s.client().chat.completions.create(model="banditroute", messages=ASK, stream=True,
+                                                    extra_body=only("cheap", "mid"))
+        got = []
+        with pytest.raises(openai.APIError) as err:
+            for ch in stream:
+                got.append(ch.choices[0].delta.content)
+        assert len(got) == 2 and "the upstream stream failed" in str(err.value)
+        assert [c["outcome"] for c in s.wait_for("SELECT outcome FROM calls", 1)] == ["stream_error"]
+        assert len(s.fake.received) == 1  # no silent switch to another model mid-answer
+
+
+def test_a_client_that_disconnects_cancels_the_upstream_call_and_the_call_is_marked(tmp_path):
+    with Stack(tmp_path) as s:
+        s.fault("mid", delay_ms=3000)
+        with pytest.raises(openai.APITimeoutError):
+            s.client(timeout=0.5).chat.completions.create(model="banditroute", messages=ASK, extra_body=only("mid"))
+        rows = s.wait_for("SELECT * FROM calls", 1, timeout=5)
+        assert [r["outcome"] for r in rows] == ["cancelled"]
+        deadline = time.time() + 5
+        while s.fake.cancelled < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert s.fake.cancelled == 1  # the upstream saw its request go away, well before its 3 s answer
+        assert s.gateway.health.view("mid")["consecutive_failures"] == 0  # the client's doing, not the provider's
+
+
+def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(tmp_path):
+    with Stack(tmp_path, judge={"model": "judge", "sample_rate": 0.5}) as s:
+        s.fault("judge", reply="Accurate and complete. [[9]]")
+        c = s.client()
+        n = 40
+        for _ in range(n):
+            c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("cheap", "mid"))
+        routed = s.wait_for("SELECT * FROM calls WHERE kind = 'routed'", n)
+        assert {r["judge_rate"] for r in routed} == {0.5}
+        time.sleep(0.5)
+        judged = s.wait_for("SELECT * FROM calls WHERE kind = 'judge'", 1)
+        assert 8 <= len(judged) <= 32  # Binomial(40, 0.5): outside this with probability < 1e-4
+        assert all(j["outcome"] == "ok" and j["cost_usd"] > 0 for j in judged)
+        scores = s.wait_for("SELECT * FROM feedback WHERE idempotency_key = 'banditroute-judge'", len(judged))
+        assert len(scores) == len(judged)
+        assert {r["decision_id"] for r in scores} == {j["decision_id"] for j in judged}
+        assert all(r["qualities"] == [pytest.approx(8 / 9)] and r["cost_usd"] is None for r in scores)
+        # the judge's cost is its own: the judged decisions' cost is their own call's
+        for j in judged:
+            own = s.query(f"SELECT cost_usd FROM calls WHERE kind = 'routed' AND decision_id = '{j['decision_id']}'")
+            fb = s.query(f"SELECT sum(cost_usd) AS c FROM feedback WHERE decision_id = '{j['decision_id']}'")
+            assert fb[0]["c"] == pytest.approx(own[0]["cost_usd"])
+        metric = s.gateway.metrics.judge_cost._value.get()
+        assert metric == pytest.approx(sum(j["cost_usd"] for j in judged))
+
+
+def test_judge_ratings_are_read_from_the_mt_bench_format():
+    assert parse_rating("Good answer. [[8]]") == 8
+    assert parse_rating("Rating: [[10]]") == 10
+    assert parse_rating("[[3]] no wait [[6]]") == 6
+    assert parse_rating("I give it 7/10") is None
+    assert parse_rating("[[0]]") is None and parse_rating("[[11]]") is None
+
+
+def test_what_a_request_needs_and_its_size_are_read_from_the_openai_body():
+    req = ChatRequest.model_validate({
+        "model": "banditroute", "max_tokens": 50, "response_format": {"type": "json_object"},
+        "messages": [{"role": "system", "content": "be brief"},
+                     {"role": "user", "content": [{"type": "text", "text": "describe"},
+                                                  {"type": "image_url", "image_url": {"url": "x"}}]},
+                     {"role": "assistant", "content": None, "tool_calls": []}],
+        "functions": [{"name": "f"}], "temperature": 0.2})
+    assert req.needs() == ["tools", "vision", "json"]
+    assert req.routing_text() == "describe"
+    tokens = req.prompt_tokens(lambda t: len(t) / 4)
+    assert tokens == pytest.approx(3 * 4 + len("be brief") / 4 + len("describe") / 4 + 85 + len(str([{"name": "f"}])) / 4)
+    body = req.upstream_body("up", include_usage=True)
+    assert body["model"] == "up" and body["temperature"] == 0.2 and "banditroute" not in body
+    assert body["messages"][2] == {"role": "assistant", "content": None, "tool_calls": []}
+
+
+def test_latency_is_learned_per_model_and_max_latency_ms_excludes_the_slow_ones(tmp_path):
+    with Stack(tmp_path) as s:
+        s.fault("strong", delay_ms=300)
+        c = s.client()
+        for _ in range(6):
+            for m in ("mid", "strong"):
+                c.chat.completions.create(model=m, messages=ASK)
+        slow = s.gateway.latency.predict("strong", 10, 16)
+        fast = s.gateway.latency.predict("mid", 10, 16)
+        assert slow > 250 and fast < 100
+        for _ in range(10):
+            r = c.chat.completions.with_raw_response.create(
+                model="banditroute", messages=ASK, extra_body={"banditroute": {"models": ["mid", "strong"],
+                                                                               "max_latency_ms": 200}})
+            assert r.headers["x-banditroute-model"] == "mid"
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/models", timeout=10) as resp:
+            view = {m["model"]: m for m in json.loads(resp.read())["models"]}
+        assert view["strong"]["latency"]["calls"] >= 6 and view["strong"]["latency"]["predicted_ms"] > 250
+        assert view["offline"]["callable"] is False and view["strong"]["health"]["state"] == "closed"
+
+
+def test_latency_survives_a_restart_from_the_calls_log(tmp_path):
+    with Stack(tmp_path) as s:
+        s.fault("strong", delay_ms=200)
+        for _ in range(6):
+            s.client().chat.completions.create(model="strong", messages=ASK)
+        before = s.gateway.latency.predict("strong", 10, 16)
+        s.wait_for("SELECT * FROM calls", 6)
+    with Stack(tmp_path) as s:
+        assert s.gateway.latency.predict("strong", 10, 16) == pytest.approx(before)
+
+
+def test_fallback_probabilities_are_exact_for_a_router_decision():
+    from banditroute.config import load_settings
+    from banditroute.core.router import Router
+
+    router = Router(load_settings(), seed=1)
+    d = router.route("Prove that there are infinitely many primes.")
+    counts = {}
+    for _ in range(4000):
+        f = router.fallback(d, {d.model})
+        counts[f.model] = counts.get(f.model, 0) + 1
+        assert f.propensity == pytest.approx(f.probabilities[f.eligible.index(f.model)])
+    p = dict(zip(d.eligible, d.probabilities))
+    rest = sum(v for m, v in p.items() if m != d.model)
+    for m, n in counts.items():
+        assert abs(n / 4000 - p[m] / rest) < 4 * np.sqrt(p[m] / rest / 4000) + 1e-3
+    assert router.fallback(d, set(d.eligible)) is None
