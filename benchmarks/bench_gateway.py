@@ -51,7 +51,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
-RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
+RATES = (25, 50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
 P99_LIMIT_MS = 50.0
 BODY = {"messages": [{"role": "user", "content": "Write a haiku about the sea."}], "max_tokens": 32}
 
@@ -169,10 +169,10 @@ async def max_rate(url: str, model: str, stream: bool, seconds: float) -> dict:
 def check_log(db: Path) -> dict:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        row = con.sql("""SELECT count(*) AS ok, count(*) FILTER (WHERE input_tokens IS NULL OR output_tokens IS NULL
+        row = con.execute("""SELECT count(*) AS ok, count(*) FILTER (WHERE input_tokens IS NULL OR output_tokens IS NULL
                          OR cost_usd IS NULL OR latency_ms IS NULL) AS incomplete
                          FROM calls WHERE outcome = 'ok'""").fetchone()
-        decisions = con.sql("SELECT count(*) FROM decisions").fetchone()[0]
+        decisions = con.execute("SELECT count(*) FROM decisions").fetchone()[0]
     finally:
         con.close()
     return {"calls_ok": row[0], "calls_incomplete": row[1], "decisions": decisions}

@@ -19,7 +19,7 @@ import time
 import orjson
 from aiohttp import web
 
-WORDS = "the quick brown fox jumps over the lazy dog".split()
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
 
 
 class FakeUpstream:

@@ -209,10 +209,10 @@ class Gateway:
     async def _stream(self, request: web.Request, req: ChatRequest, d: Decision, spec: ModelSpec, call: dict,
                       tokens: float) -> web.StreamResponse:
         """Relay a stream; raises :class:`UpstreamFailure` only before its first event (so it can fall back)."""
-        events = self.upstreams.stream(spec, req.upstream_body(spec.upstream_name or spec.name, include_usage=True))
+        batches = self.upstreams.stream(spec, req.upstream_body(spec.upstream_name or spec.name, include_usage=True))
         try:
             try:
-                event = await events.__anext__()
+                batch = await batches.__anext__()
             except StopAsyncIteration:
                 raise UpstreamFailure("stream_error", f"{spec.name}: the stream had no events") from None
             ttft = (time.perf_counter() - call["t0"]) * 1000.0
@@ -222,18 +222,22 @@ class Gateway:
             keep_usage, usage, parts = req.wants_usage(), {}, []
             try:
                 while True:
-                    event["model"] = d.model
-                    if event.get("usage"):
-                        usage = event["usage"]
-                    choices = event.get("choices") or []
-                    for c in choices[:1]:
-                        content = (c.get("delta") or {}).get("content")
-                        if isinstance(content, str):
-                            parts.append(content)
-                    if choices or keep_usage:
-                        await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+                    out = []
+                    for event in batch:
+                        event["model"] = d.model
+                        if event.get("usage"):
+                            usage = event["usage"]
+                        choices = event.get("choices") or []
+                        for c in choices[:1]:
+                            content = (c.get("delta") or {}).get("content")
+                            if isinstance(content, str):
+                                parts.append(content)
+                        if choices or keep_usage:
+                            out.append(b"data: " + orjson.dumps(event) + b"\n\n")
+                    if out:
+                        await response.write(b"".join(out))
                     try:
-                        event = await events.__anext__()
+                        batch = await batches.__anext__()
                     except StopAsyncIteration:
                         break
             except UpstreamFailure as failure:  # after the first event: end the stream with an error event
@@ -244,8 +248,7 @@ class Gateway:
                 await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
                 await response.write_eof()
                 return response
-            await response.write(b"data: [DONE]\n\n")
-            await response.write_eof()
+            await response.write_eof(b"data: [DONE]\n\n")
             self._served(call, d, req, ttft, usage, "".join(parts), tokens)
             return response
         except (ConnectionResetError, asyncio.CancelledError) as err:
@@ -255,7 +258,7 @@ class Gateway:
                 raise
             return web.Response(status=499)  # never sent: the connection is gone
         finally:
-            await events.aclose()
+            await batches.aclose()
 
     # -- accounting ----------------------------------------------------------------------------------
     def begin_call(self, spec: ModelSpec, decision_id: str, kind: str, attempt: int, replaces: str | None,
@@ -299,7 +302,8 @@ class Gateway:
         limit = self.service.config.feedback.max_tokens
         fb = Feedback(input_tokens=min(tokens_in, limit), output_tokens=min(tokens_out, limit),
                       latency_ms=row["latency_ms"], idempotency_key="banditroute-gateway")
-        self.background(self._feedback(d.decision_id, fb))
+        if not self.service.feedback_nowait(d.decision_id, fb):
+            self.background(self._feedback(d.decision_id, fb))
         if judged:
             self.judge.submit(d.decision_id, req.routing_text(), text)
 

@@ -145,44 +145,56 @@ class Upstreams:
                                   resp.status)
         return Answer(answer, ttft)
 
-    async def stream(self, spec: ModelSpec, body: dict) -> AsyncIterator[dict]:
-        """A streamed call: its events (the JSON of each ``data:`` line) until ``[DONE]``.
+    async def stream(self, spec: ModelSpec, body: dict) -> AsyncIterator[list[dict]]:
+        """A streamed call: its events (the JSON of each ``data:`` line) until ``[DONE]``, in batches of
+        the events that arrived together (one write to the client per batch, not per event).
 
-        Failures raise :class:`UpstreamFailure` (before the first event the gateway can still take the
-        call elsewhere; after it, it ends the client's stream with an error event). Each event must
-        arrive within the model's timeout of the previous one.
+        Failures raise :class:`UpstreamFailure` (before the first batch the gateway can still take the
+        call elsewhere; after it, it ends the client's stream with an error event). Each read must
+        return within the model's timeout.
         """
         timeout = self._timeout(spec)
         resp = await self._open(spec, body, aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                                                   sock_read=timeout))
-        received, limit, done = 0, self.config.max_response_bytes, False
+        received, limit, done, tail = 0, self.config.max_response_bytes, False, b""
         try:
             while True:
                 try:
-                    line = await resp.content.readline()
+                    chunk = await resp.content.readany()
                 except TimeoutError:
                     raise UpstreamFailure("timeout", f"{spec.name}: no event within {timeout:g} s") from None
-                except (aiohttp.ClientError, ValueError) as err:  # ValueError: a line over the reader's limit
+                except aiohttp.ClientError as err:
                     raise UpstreamFailure("stream_error", f"{spec.name}: {type(err).__name__}: {err}") from None
-                if not line:
+                if not chunk:
                     raise UpstreamFailure("stream_error", f"{spec.name}: the stream ended without [DONE]")
-                received += len(line)
+                received += len(chunk)
                 if received > limit:
                     raise UpstreamFailure("too_large", f"{spec.name}: stream larger than {limit} bytes "
                                           "(gateway.max_response_bytes)")
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, event names
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    done = True
+                *lines, tail = (tail + chunk).split(b"\n")
+                batch, failure = [], None
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue  # blank separators, comments, event names
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        event = orjson.loads(payload)
+                    except orjson.JSONDecodeError:
+                        failure = UpstreamFailure("stream_error", f"{spec.name}: an event is not JSON")
+                        break
+                    if isinstance(event, dict) and "error" in event and "choices" not in event:
+                        failure = UpstreamFailure("stream_error", f"{spec.name}: error event: {str(event['error'])[:300]}")
+                        break
+                    batch.append(event)
+                if batch:
+                    yield batch
+                if failure is not None:
+                    raise failure
+                if done:
                     return
-                try:
-                    event = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise UpstreamFailure("stream_error", f"{spec.name}: an event is not JSON") from None
-                if isinstance(event, dict) and "error" in event and "choices" not in event:
-                    raise UpstreamFailure("stream_error", f"{spec.name}: error event: {str(event['error'])[:300]}")
-                yield event
         finally:
             if done:
                 resp.release()

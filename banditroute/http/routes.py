@@ -14,11 +14,11 @@ from banditroute.http.metrics import CONTENT_TYPE
 from banditroute.http.schemas import (
     ChatCompletionRequest,
     ErrorResponse,
-    OpenAIErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
     HealthResponse,
     ModelsResponse,
+    OpenAIErrorResponse,
     PolicyUpdate,
     PolicyView,
     RouteRequest,

@@ -245,8 +245,9 @@ class Store:
                 self._rows["decisions"].append(decision_table(self._decisions))
                 self._decisions = []
 
-    def add_feedback(self, row: dict) -> tuple[int, concurrent.futures.Future]:
-        """Queue a feedback row; returns its ``seq`` and the future of its commit (due at once)."""
+    def add_feedback(self, row: dict, commit_now: bool = True) -> tuple[int, concurrent.futures.Future]:
+        """Queue a feedback row; returns its ``seq`` and the future of its commit (due at once, or with the
+        next flush interval when not ``commit_now``)."""
         with self._lock:
             self.seq += 1
             row["seq"] = self.seq
@@ -254,7 +255,7 @@ class Store:
             if row["decision_id"] in self._queued_ids:
                 self._take_decisions = True
             fut = self._future
-        if self.group_commit:
+        if self.group_commit and commit_now:
             self._wake.set()
         return self.seq, fut
 

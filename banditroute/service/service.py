@@ -304,15 +304,38 @@ class Service:
         if result is None:
             await self._durable(asyncio.wrap_future(self.store.flush()))  # the first one is durable before we say so
             return FeedbackAck(decision_id, d.model, 0, d.quality, None, True, late)
-        self.feedback_since_snapshot += 1
-        if self.feedback_since_snapshot >= self.config.storage.snapshot_every and self._snapshotting is None:
-            self._snapshotting = asyncio.ensure_future(self.snapshot())
+        self._count_for_snapshot()
         await self._durable(self._committed(committed))
         return FeedbackAck(decision_id, d.model, len(result.qualities), result.quality, result.cost_usd, False, late)
 
-    def record_feedback(self, d: Pending, feedback: Feedback, late: bool = False):
+    def _count_for_snapshot(self) -> None:
+        self.feedback_since_snapshot += 1
+        if self.feedback_since_snapshot >= self.config.storage.snapshot_every and self._snapshotting is None:
+            self._snapshotting = asyncio.ensure_future(self.snapshot())
+
+    def feedback_nowait(self, decision_id: str, feedback: Feedback) -> bool:
+        """Learn from feedback that no client waits for (the gateway's own usage reports) and queue its
+        row for the next group commit instead of committing it at once; False when that cannot be done
+        synchronously (the decision is not in memory, a policy swap holds the learning, the log is
+        failing), in which case :meth:`feedback` must be awaited instead.
+
+        Nothing changes in the order of events: the policy learns in log order, and a commit that fails
+        puts the service in the failed state, whose recovery rebuilds the state from the log.
+        """
+        if self.unavailable is not None or self._learning.locked():
+            return False
+        d = self.pending.get(decision_id)
+        if d is None:
+            return False
+        result, _ = self.record_feedback(d, feedback, commit_now=False)
+        if result is not None:
+            self._count_for_snapshot()
+        return True
+
+    def record_feedback(self, d: Pending, feedback: Feedback, late: bool = False, commit_now: bool = True):
         """Learn from ``feedback`` about ``d`` and queue its log row: ``(result, commit future)``, or
-        ``(None, None)`` for an idempotency key seen before (nothing is applied again)."""
+        ``(None, None)`` for an idempotency key seen before (nothing is applied again). ``commit_now``:
+        wake the writer for it (group commit), else it waits for the next flush interval."""
         key = feedback.idempotency_key
         if key is not None:
             pairs = feedback.weighted_qualities(self.config.signal_weights)
@@ -330,7 +353,7 @@ class Service:
         self.stats.feedback(d.model, result.qualities, result.cost_usd)
         if key is not None:
             d.keys = {**(d.keys or {}), key: mark}
-        _, committed = self.store.add_feedback(feedback_row(result, feedback, time.time_ns() // 1000))
+        _, committed = self.store.add_feedback(feedback_row(result, feedback, time.time_ns() // 1000), commit_now)
         return result, committed
 
     async def _durable(self, commit: asyncio.Future) -> None:
