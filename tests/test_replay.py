@@ -12,7 +12,7 @@ from banditroute.core.features import Featurizer
 from banditroute.log.schema import LOG_SCHEMA
 from banditroute.offline.candidates import candidate_probabilities
 from banditroute.offline.estimators import IPS, SNIPS, bootstrap_ci, effective_sample_size, estimate
-from banditroute.offline.evaluate import evaluate, replay
+from banditroute.offline.evaluate import chain_weights, evaluate, replay
 from banditroute.offline.logs import LogError, load_log
 
 F = Featurizer()
@@ -371,3 +371,96 @@ def test_grouped_bootstrap_matches_the_sampling_distribution_of_a_large_log():
     se_ratio = np.sqrt(((terms - ratio * w) ** 2).mean() / n) / w.mean()
     low, high = bootstrap_ci(terms, w, n_boot=400, rng=rng, groups=groups)
     assert (high - low) == pytest.approx(2 * 1.96 * se_ratio, rel=0.15)
+
+
+def _gateway_log_with_fallbacks(tmp_path, n=3000, fail=0.4, seed=5):
+    """A simulated gateway: three models, ``A`` failing a fraction ``fail`` of its calls (the gateway then
+    falls back with Service.fallback, as in production); thumbs from a known quality per prompt kind.
+    Returns the exported log, the prompts' kinds and the true quality table."""
+    from banditroute.config import parse_settings
+    from banditroute.core.reward import Feedback
+    from banditroute.core.router import RouteRequest
+    from banditroute.log.store import Store
+    from banditroute.service.service import Service
+
+    truth = {"A": (0.9, 0.3), "B": (0.5, 0.7), "C": (0.4, 0.4)}  # quality on math, on writing prompts
+    pool = parse_settings({"policy": {"warm_start": "none", "floor": 0.05},
+                           "models": [{"name": m, "input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0}
+                                      for m in truth]})
+    service = Service(pool, Store(":memory:", flush_interval=3600.0, group_commit=False), seed=seed)
+    rng = np.random.default_rng(seed)
+    kinds = []
+
+    def call(d, replaces, outcome):
+        service.store.add_call({"decision_id": d.decision_id, "ts": 0, "kind": "routed", "model": d.model,
+                                "attempt": 1 if replaces is None else 2, "replaces": replaces, "stream": False,
+                                "outcome": outcome, "status": 500 if outcome != "ok" else 200, "error": None,
+                                "ttft_ms": 1.0, "latency_ms": 1.0, "input_tokens": 10, "output_tokens": 10,
+                                "cost_usd": None, "judge_rate": 0.0})
+
+    for i in range(n):
+        kind = int(rng.random() < 0.5)
+        prompt = (f"Solve {i} + {i * 7} and show the steps." if kind == 0
+                  else f"Write a short poem about autumn number {i}.")
+        (d,) = service.route_many([RouteRequest(prompt=prompt)])
+        kinds.append(kind)
+        if d.model == "A" and rng.random() < fail:
+            call(d, None, "upstream_error")
+            nxt = service.fallback(d, {"A"}, None, None)
+            call(nxt, d.decision_id, "ok")
+            d = nxt
+        else:
+            call(d, None, "ok")
+        good = bool(rng.random() < truth[d.model][kind])
+        service.record_feedback(service.pending.get(d.decision_id),
+                                Feedback(signals=[{"source": "user", "kind": "thumbs", "value": good}]))
+    service.store.flush().result()
+    path = tmp_path / "gateway.parquet"
+    service.store.export(path)
+    service.store.close()
+    return path, np.array(kinds), truth
+
+
+def test_replay_of_a_gateway_log_with_fallbacks_covers_the_candidates_value_per_request(tmp_path):
+    """Each fallback chain is one request weighted by the product of its decisions' weights; IPS and SNIPS
+    intervals cover the candidate's true quality per request (with the candidate falling back, as the
+    gateway does, over the models left)."""
+    path, kinds, truth = _gateway_log_with_fallbacks(tmp_path)
+    log = load_log(path)
+    assert log.replaces is not None and (log.replaces >= 0).sum() > 100
+    first = log.replaces < 0
+    assert first.sum() == len(kinds)
+    fail = {"A": 0.4, "B": 0.0, "C": 0.0}
+    for name in ("random", "fixed:A"):
+        pi = candidate_probabilities(log, name, 0.0)
+        value = 0.0
+        for r, kind in zip(np.flatnonzero(first), kinds):  # the candidate's quality per request, exactly
+            p = dict(zip(log.models, pi[r].astype(float)))
+            q = {m: truth[m][kind] for m in truth}
+            for m in truth:
+                rest = sum(p[o] for o in truth if o != m)
+                others = [o for o in truth if o != m]
+                fallback = (sum(p[o] / rest * q[o] for o in others) if rest > 0
+                            else sum(q[o] for o in others) / len(others))  # uniform, as Router.fallback
+                value += p[m] * ((1 - fail[m]) * q[m] + fail[m] * fallback)
+        value /= len(kinds)
+        out = evaluate(log, pi, 0.0, ("ips", "snips"), n_boot=300)
+        for est in ("ips", "snips"):
+            q = out["estimates"][est]["quality"]
+            assert q["low"] <= value <= q["high"], (name, est, q, value)
+
+
+def test_chain_weights_multiply_along_a_fallback_chain_and_renormalise_the_candidate():
+    class Chain(list):  # what chain_weights reads of a Log: three decisions, each replacing the one before
+        replaces = np.array([-1, 0, 1])
+        eligible = np.array([[1, 1, 1], [0, 1, 1], [0, 0, 1]], dtype=bool)
+        chosen = np.array([0, 1, 2])
+        propensity = np.array([0.5, 0.4, 1.0])
+
+    log = Chain([0, 1, 2])
+    pi = np.array([[0.2, 0.6, 0.2], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
+    pi2, w, prefix = chain_weights(pi, log)
+    assert pi2[1] == pytest.approx([0.0, 0.75, 0.25])  # the first decision's 0.6 and 0.2, renormalised
+    assert pi2[2] == pytest.approx([0.0, 0.0, 1.0])
+    assert w == pytest.approx([0.2 / 0.5, 0.4 * 0.75 / 0.4, 0.4 * 0.75 / 0.4 * 1.0])
+    assert prefix == pytest.approx([1.0, 0.4, 0.75])

@@ -269,14 +269,16 @@ class Router:
 
     def fallback(self, d: Decision, exclude: set[str]) -> Decision | None:
         """The decision that takes over ``d``'s call after its model failed: a model sampled from ``d``'s
-        probabilities renormalised over its eligible models not in ``exclude``, with that exact
-        propensity, so the fallback is a logged decision like any other; None when none is left.
+        probabilities renormalised over its eligible models not in ``exclude`` (uniform over them when
+        ``d`` gave them no probability at all, as a fixed policy does), with that exact propensity, so
+        the fallback is a logged decision like any other; None when none is left.
         """
         keep = [i for i, m in enumerate(d.eligible) if m not in exclude]
         if not keep:
             return None
         p = d.probabilities[keep]
-        p = p / p.sum()
+        total = p.sum()
+        p = p / total if total > 0 else np.full(len(keep), 1.0 / len(keep))
         k = int(sample(p[None, :], self.rng)[0])
         model = d.eligible[keep[k]]
         return Decision(decision_id=f"{self._ids.getrandbits(128):032x}", ts=time.time(), model=model,

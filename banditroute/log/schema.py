@@ -24,6 +24,8 @@ pred_cost             list<float64>             predicted cost in USD, aligned w
 quality               float64 (nullable)        weighted mean of the normalised feedback signals
 cost_usd              float64 (nullable)        reported or derived cost of the call
 n_signals             int32                     number of quality signals received
+replaces              string (nullable)         a gateway fallback: the decision whose failed call
+                                                this decision's call took over
 ====================  ========================  =================================================
 
 The stored tables: ``decisions`` (the columns above but the joined feedback, plus ``user`` and
@@ -63,12 +65,14 @@ LOG_SCHEMA = pa.schema(
         ("quality", pa.float64()),
         ("cost_usd", pa.float64()),
         ("n_signals", pa.int32()),
+        ("replaces", pa.string()),
     ]
 )
 COLUMNS = tuple(LOG_SCHEMA.names)
+OUTCOME_COLUMNS = ("quality", "cost_usd", "n_signals", "replaces")  # joined from feedback and calls
 
 DECISION_SCHEMA = pa.schema(
-    [f for f in LOG_SCHEMA if f.name not in ("quality", "cost_usd", "n_signals")]
+    [f for f in LOG_SCHEMA if f.name not in OUTCOME_COLUMNS]
     + [pa.field("user", pa.string()), pa.field("metadata", pa.string())]
 )
 FEEDBACK_SCHEMA = pa.schema(
@@ -182,10 +186,12 @@ FROM feedback GROUP BY decision_id
 """
 
 JOINED_LOG_SQL = f"""
-WITH fb AS ({OUTCOMES_SQL})
-SELECT {", ".join(f"d.{c}" for c in COLUMNS[:-3])},
+WITH fb AS ({OUTCOMES_SQL}),
+     fallbacks AS (SELECT decision_id, any_value(replaces) AS replaces FROM calls
+                   WHERE replaces IS NOT NULL GROUP BY decision_id)
+SELECT {", ".join(f"d.{c}" for c in COLUMNS if c not in OUTCOME_COLUMNS)},
        CASE WHEN fb.w > 0 THEN fb.qw / fb.w END AS quality, fb.cost_usd,
-       coalesce(fb.n_signals, 0)::INTEGER AS n_signals
-FROM decisions d LEFT JOIN fb USING (decision_id)
+       coalesce(fb.n_signals, 0)::INTEGER AS n_signals, fallbacks.replaces
+FROM decisions d LEFT JOIN fb USING (decision_id) LEFT JOIN fallbacks USING (decision_id)
 ORDER BY d.ts, d.rowid
 """

@@ -6,6 +6,16 @@ candidate yields pi(. | x_i) over the same eligible models (:mod:`.candidates`).
 reward = quality - cost_weight * cost, each with a bootstrap 95% interval. Decisions without a
 quality (or cost) are left out of that outcome's estimate and counted in ``missing``.
 
+Gateway fallbacks: a decision whose call failed has no outcome, and the decision that took its call
+over was drawn from the first one's probabilities renormalised over the models left. Each such chain
+is one request, and its importance weight is the product of the weights of its decisions,
+W = prod_t pi(a_t | x, E_t) / mu(a_t | x, E_t) (the failure's own probability is the same under both
+policies and cancels), with the candidate also falling back over the models left, as the gateway
+does (:func:`chain_weights`). IPS and SNIPS are then unbiased for the candidate's quality per
+request; DR scales its direct term by the weight of the chain before the last decision. DM and DR
+assume the candidate's choices are served: where it puts probability on a failing provider they
+count that model's predicted quality, not the fallback's.
+
 Small logs: where the bootstrap cannot see the variance (an effective sample under
 :data:`SMALL_ESS`, constant outcomes, or models the candidate needs chosen fewer than
 :data:`FEW_OUTCOMES` times) the interval is widened to contain Wilson's interval for a bounded
@@ -51,7 +61,7 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
     candidates; they are fitted here only when an estimator needs them (DM, DR).
     """
     n = len(log)
-    w = pi[np.arange(n), log.chosen] / log.propensity
+    pi, w, prefix = chain_weights(pi, log)
     rng = np.random.default_rng(seed)
     chosen = [IPS(clip=clip) if name == "ips" else ESTIMATORS[name]() for name in estimators]
     direct = None
@@ -87,6 +97,8 @@ def evaluate(log: Log, pi: np.ndarray, cost_weight: float, estimators=("ips", "s
             dm_pi = dm_logged = None
             if est.needs_model:
                 dm_pi, dm_logged = (v[keep] for v in direct[outcome])
+                if prefix is not None and est.name == "dr":
+                    dm_pi = dm_pi * prefix[keep]
             terms, denom = est.terms(w[keep], y[keep], dm_pi, dm_logged)
             value = estimate(terms, denom)
             low, high = bootstrap_ci(terms, denom, n_boot=n_boot, rng=rng,
@@ -133,6 +145,34 @@ def _direct_terms(log: Log, pi: np.ndarray, models: RewardModels, cost_weight: f
 def _mass(pi: np.ndarray, mask: np.ndarray, rows: int = 1 << 16) -> float:
     """sum of pi where mask is set, a block of rows at a time (no (n, K) temporary)."""
     return float(sum((pi[i:i + rows] * mask[i:i + rows]).sum() for i in range(0, len(pi), rows)))
+
+
+def chain_weights(pi: np.ndarray, log: Log) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The candidate's probabilities and importance weights on a log with gateway fallbacks.
+
+    At a fallback the candidate, like the gateway, takes its probabilities at the chain's first
+    decision renormalised over the models left (``log.eligible`` of the fallback's row; uniform when it
+    gave them none, as :meth:`Router.fallback` does); a fallback's
+    weight is its own times that of the chain of decisions it took over (``log.replaces``), which is
+    also returned alone as the prefix (1 without fallback). Without fallbacks: ``(pi, w, None)``.
+    """
+    n = len(log)
+    if log.replaces is None:
+        return pi, pi[np.arange(n), log.chosen] / log.propensity, None
+    pi = pi.copy()
+    rows = np.flatnonzero(log.replaces >= 0)
+    root = np.arange(n)
+    for i in rows.tolist():  # rows are in time order: a chain's earlier links come first
+        root[i] = root[log.replaces[i]]
+        p = np.where(log.eligible[i], pi[root[i]], 0.0)
+        total = p.sum()
+        pi[i] = p / total if total > 0 else log.eligible[i] / log.eligible[i].sum()
+    w = pi[np.arange(n), log.chosen] / log.propensity
+    prefix = np.ones(n)
+    for i in rows.tolist():
+        prefix[i] = w[log.replaces[i]]
+        w[i] *= prefix[i]
+    return pi, w, prefix
 
 
 def _bounds(outcome: str, log: Log, cost_weight: float) -> tuple[float, float] | None:

@@ -61,6 +61,8 @@ class Log:
     featurizer: Featurizer
     path: Path | None = None
     recompute: bool = False  # features from the logged prompts rather than the logged x
+    # a gateway fallback's row: the row of the decision whose failed call it took over (-1: none)
+    replaces: np.ndarray | None = None
     X_memory: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -150,11 +152,46 @@ def load_log(path: str | Path, featurizer: Featurizer | None = None, rows: int =
         del chunks
     log = Log(models, whole["tokens"], whole["eligible"], whole["rare"], whole["chosen"], whole["prop"], whole["cw"],
               whole["q"], whole["c"], policy or "unknown", f, path=path, recompute=recompute)
+    if "replaces" in names:
+        log.replaces = _fallback_rows(path, rows, n)
     if n * f.dim * 8 <= IN_MEMORY_BYTES:  # small enough: read (or recompute) the features once, keep them
         log.X_memory = log.X
     elif not recompute:  # the features' shape is checked up front; later batches are checked as they stream
         next(log.feature_chunks(min(rows, 1024)))
     return log
+
+
+def _fallback_rows(path: Path, rows: int, n: int) -> np.ndarray | None:
+    """For each decision, the row of the decision its call replaced (gateway fallbacks), else -1; None
+    when the log has no fallback. Two passes over two narrow columns; the ids kept in memory are
+    only those of replaced decisions."""
+    replacing: dict[int, str] = {}
+    start = 0
+    for batch in _batches(path, ("replaces",), rows):
+        col = batch.column(0)
+        if col.null_count < len(col):
+            for i in np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False)).tolist():
+                replacing[start + i] = col[i].as_py()
+        start += len(col)
+    if not replacing:
+        return None
+    wanted = set(replacing.values())
+    row_of: dict[str, int] = {}
+    start = 0
+    for batch in _batches(path, ("decision_id",), rows):
+        mask = pc.is_in(batch.column(0), value_set=pa.array(list(wanted), pa.string()))
+        for i in np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist():
+            row_of[batch.column(0)[i].as_py()] = start + i
+        start += batch.num_rows
+    out = np.full(n, -1, dtype=np.int64)
+    for row, replaced in replacing.items():
+        j = row_of.get(replaced)
+        if j is None:
+            raise LogError(f"{path}: row {row} replaces decision {replaced!r}, which is not in the log")
+        if j >= row:
+            raise LogError(f"{path}: row {row} replaces decision {replaced!r} logged after it")
+        out[row] = j
+    return out
 
 
 def _validate_batch(batch: pa.RecordBatch, offset: int, path: Path, models: list[str], index: dict[str, int],
