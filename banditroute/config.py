@@ -67,6 +67,9 @@ class ModelSpec(_Strict):
                                                                 "answer together; none: not checked")
     timeout_s: PositiveFloat | None = Field(default=None, description="this model's upstream timeout "
                                             "(default: gateway.timeout_s)")
+    stream_usage: bool = Field(default=True, description="the upstream accepts stream_options.include_usage "
+                               "(the gateway asks a stream for its token usage); false: a stream's tokens are "
+                               "estimated from its text")
 
     @property
     def callable(self) -> bool:

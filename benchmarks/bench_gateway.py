@@ -12,7 +12,8 @@ Three targets on loopback, all in front of the same fake OpenAI-compatible upstr
 
 The load generator (this process) sends requests open-loop at a fixed rate, each at its scheduled time
 whether or not earlier ones have answered, so a slow server cannot slow the load down (no coordinated
-omission); a request's latency is measured from its scheduled time. For each target, non-streamed and
+omission); a request's latency is measured from its scheduled time. Before each measurement it waits
+until the servers are idle (an overloaded server goes on working off its queue after the load stops). For each target, non-streamed and
 streamed (latency = time to the first event):
 
 1. **added latency at 500 requests/s**: p50 and p99 through the target minus the direct call's, over
@@ -94,6 +95,36 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time used so far by every process of group ``pgid`` (from /proc)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def settle(procs: list[subprocess.Popen], timeout: float = 180.0) -> None:
+    """Wait until the servers are idle (a server still working off an earlier overload, as LiteLLM's
+    does after its rate is exceeded, would take CPU from the next measurement)."""
+    deadline = time.time() + timeout
+    before = sum(group_cpu_seconds(p.pid) for p in procs)
+    while time.time() < deadline:
+        time.sleep(0.5)
+        now = sum(group_cpu_seconds(p.pid) for p in procs)
+        if now - before < 0.05:
+            return
+        before = now
+    log("  (servers still busy after the settling timeout)")
+
+
 def ensure_litellm(venv: Path) -> Path:
     exe = venv / "bin" / "litellm"
     if not exe.exists():
@@ -120,7 +151,7 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: boo
             else:
                 await r.read()
                 out.append(time.perf_counter() - t_sched)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+    except (TimeoutError, aiohttp.ClientError) as err:
         errors.append(type(err).__name__)
 
 
@@ -152,10 +183,11 @@ async def load(url: str, model: str, rate: float, seconds: float, stream: bool) 
             "p99_ms": round(float(np.percentile(ms, 99)), 3) if len(ms) else None}
 
 
-async def max_rate(url: str, model: str, stream: bool, seconds: float) -> dict:
+def max_rate(url: str, model: str, stream: bool, seconds: float, procs: list[subprocess.Popen]) -> dict:
     best, tried = None, []
     for rate in RATES:
-        r = await load(url, model, rate, seconds, stream)
+        settle(procs)
+        r = asyncio.run(load(url, model, rate, seconds, stream))
         tried.append(r)
         ok = r["errors"] == 0 and r["p99_ms"] is not None and r["p99_ms"] < P99_LIMIT_MS
         log(f"    {rate:>5}/s: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
@@ -223,7 +255,7 @@ def main() -> None:
         targets["litellm"] = (f"http://127.0.0.1:{lt_port}/v1/chat/completions", "fake")
         litellm_version = subprocess.run([str(Path(args.litellm_venv) / "bin" / "python"), "-c",
                                           "import importlib.metadata as m; print(m.version('litellm'))"],
-                                         capture_output=True, text=True).stdout.strip()
+                                         check=True, capture_output=True, text=True).stdout.strip()
     try:
         asyncio.run(wait_up(f"http://127.0.0.1:{up_port}/v1/models"))
         asyncio.run(wait_up(f"http://127.0.0.1:{gw_port}/healthz"))
@@ -236,6 +268,7 @@ def main() -> None:
             per_target: dict[str, list[dict]] = {t: [] for t in targets}
             for run in range(args.runs):
                 for name, (url, model) in targets.items():
+                    settle(procs)
                     r = asyncio.run(load(url, model, 500, args.seconds, stream))
                     per_target[name].append(r)
                     log(f"  run {run + 1} {name}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}")
@@ -253,7 +286,7 @@ def main() -> None:
             rates = {}
             for name, (url, model) in targets.items():
                 log(f"  {name}")
-                rates[name] = asyncio.run(max_rate(url, model, stream, args.max_seconds))
+                rates[name] = max_rate(url, model, stream, args.max_seconds, procs)
             for name in targets:
                 if name != "direct" and rates["direct"]["max_rate"]:
                     rates[name]["ratio_to_direct"] = round((rates[name]["max_rate"] or 0) / rates["direct"]["max_rate"], 3)

@@ -50,7 +50,7 @@ def pool(upstream: str, closed: str | None, **gateway) -> dict:
             {"name": "mid", "input_price_per_mtok": 1.0, "output_price_per_mtok": 4.0, "base_url": upstream,
              "capabilities": ["json", "tools"], "api_key_env": "MID_KEY"},
             {"name": "strong", "input_price_per_mtok": 5.0, "output_price_per_mtok": 15.0, "base_url": upstream,
-             "capabilities": ["json", "tools", "vision"]},
+             "capabilities": ["json", "tools", "vision"], "stream_usage": False},
             {"name": "offline", "input_price_per_mtok": 0.05, "output_price_per_mtok": 0.2},
         ],
     }
@@ -215,6 +215,12 @@ def test_streaming_relays_events_with_headers_first_and_usage_only_when_asked(tm
         calls = s.wait_for("SELECT * FROM calls WHERE stream ORDER BY ts", 2)
         assert [c["outcome"] for c in calls] == ["ok", "ok"]
         assert all(c["output_tokens"] == 16 and c["ttft_ms"] <= c["latency_ms"] for c in calls)
+        # an upstream that does not take stream_options is not sent them; its tokens are estimated
+        text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model="strong", messages=ASK, stream=True) if ch.choices)
+        assert s.fake.received[-1]["stream_options"] is None
+        row = s.wait_for("SELECT * FROM calls WHERE model = 'strong'", 1)[0]
+        assert row["output_tokens"] == round(len(text) / 4) and row["cost_usd"] > 0
 
 
 def test_tools_images_json_and_context_decide_eligibility(tmp_path):

@@ -209,7 +209,8 @@ class Gateway:
     async def _stream(self, request: web.Request, req: ChatRequest, d: Decision, spec: ModelSpec, call: dict,
                       tokens: float) -> web.StreamResponse:
         """Relay a stream; raises :class:`UpstreamFailure` only before its first event (so it can fall back)."""
-        batches = self.upstreams.stream(spec, req.upstream_body(spec.upstream_name or spec.name, include_usage=True))
+        body = req.upstream_body(spec.upstream_name or spec.name, include_usage=spec.stream_usage)
+        batches = self.upstreams.stream(spec, body)
         try:
             try:
                 batch = await batches.__anext__()
