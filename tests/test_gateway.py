@@ -439,6 +439,14 @@ def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(
             assert fb[0]["c"] == pytest.approx(own[0]["cost_usd"])
         metric = s.gateway.metrics.judge_cost._value.get()
         assert metric == pytest.approx(sum(j["cost_usd"] for j in judged))
+        # a judge whose provider fails: the answers are still served, the judge's health hears of it
+        s.fault("judge", status=500)
+        for _ in range(20):
+            c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("cheap", "mid"))
+        time.sleep(1.0)
+        failed = s.query("SELECT * FROM calls WHERE kind = 'judge' AND outcome <> 'ok'")
+        assert 1 <= len(failed) <= 3  # the third consecutive failure opens the judge's circuit: no more calls
+        assert s.gateway.health.view("judge")["consecutive_failures"] == len(failed)
 
 
 def test_judge_ratings_are_read_from_the_mt_bench_format():

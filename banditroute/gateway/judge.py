@@ -7,7 +7,8 @@ that uses judged answers only can weight them by the inverse of that probability
 one answer on a 1-10 scale in the single-answer grading format of MT-Bench (Zheng et al., 2023,
 "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", appendix: the rating is written as
 ``[[N]]``). Judge calls run in the background with a bounded queue and concurrency, never delaying an
-answer; their cost is counted apart (``banditroute_judge_cost_usd_total`` and ``calls`` rows of kind
+answer (a full queue, or the judge's provider cooling down, drops the judgement: counted in
+``banditroute_judge_dropped_total``); their cost is counted apart (``banditroute_judge_cost_usd_total`` and ``calls`` rows of kind
 ``judge``), not as the judged decision's cost.
 """
 
@@ -58,7 +59,9 @@ class Judge:
         return self.rate > 0.0 and self.rng.random() < self.rate
 
     def submit(self, decision_id: str, question: str, answer: str) -> None:
-        if self.queued >= self.config.max_queued:
+        """Judge this answer in the background, unless the judge's queue is full or its provider's
+        circuit is open (then the judgement is dropped and counted)."""
+        if self.queued >= self.config.max_queued or not self.gateway.health.available(self.config.model):
             self.gateway.metrics.judge_dropped.inc()
             return
         self.queued += 1
@@ -83,8 +86,17 @@ class Judge:
             reply = await gw.upstreams.complete(spec, body)
         except UpstreamFailure as failure:
             gw.end_call(call, failure.outcome, failure.status, str(failure))
+            if failure.retry:
+                gw.health.failure(spec.name, failure.retry_after)
+            else:
+                gw.health.release(spec.name)
             log.info("judge call for %s failed: %s", decision_id, failure)
             return
+        except asyncio.CancelledError:  # shutting down
+            gw.health.release(spec.name)
+            gw.end_call(call, "cancelled", None, "cancelled")
+            raise
+        gw.health.success(spec.name)
         usage = reply.body.get("usage") or {}
         text = gw.answer_text(reply.body)
         row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, usage.get("prompt_tokens"), usage.get("completion_tokens"))

@@ -90,7 +90,7 @@ class Metrics:
         self.judge_cost = Counter("banditroute_judge_cost_usd", "USD spent on judge calls (apart from routed calls)",
                                   registry=r)
         self.judge_dropped = Counter("banditroute_judge_dropped", "sampled answers not judged because the judge "
-                                     "queue was full", registry=r)
+                                     "queue was full or its provider's circuit was open", registry=r)
         # labels() costs a lock and a dict lookup of the label tuple; the few combinations seen are kept
         self._children: dict[tuple, object] = {}
 
