@@ -17,7 +17,8 @@ until the servers are idle (an overloaded server goes on working off its queue a
 streamed (latency = time to the first event):
 
 1. **added latency at 500 requests/s**: p50 and p99 through the target minus the direct call's, over
-   ``--seconds`` of load, median of ``--runs`` runs;
+   ``--seconds`` of load, median of ``--runs`` runs; and the CPU time the serving process (all its
+   threads and workers) spent per answered request;
 2. **highest sustained rate with p99 under 50 ms** (and no error): rates tried in increasing steps until
    one fails.
 
@@ -243,6 +244,7 @@ def main() -> None:
                     "--port", str(gw_port)], work / "gateway.log")]
     targets = {"direct": (f"{upstream}/chat/completions", "small-upstream"),
                "banditroute": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "banditroute")}
+    server_of = {"direct": procs[0], "banditroute": procs[1]}  # whose CPU time a target's requests cost
     litellm_version = None
     if not args.no_litellm:
         exe = ensure_litellm(Path(args.litellm_venv))
@@ -253,6 +255,7 @@ def main() -> None:
                             str(lt_port), "--num_workers", "1"], work / "litellm.log",
                            {"LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}))
         targets["litellm"] = (f"http://127.0.0.1:{lt_port}/v1/chat/completions", "fake")
+        server_of["litellm"] = procs[-1]
         litellm_version = subprocess.run([str(Path(args.litellm_venv) / "bin" / "python"), "-c",
                                           "import importlib.metadata as m; print(m.version('litellm'))"],
                                          check=True, capture_output=True, text=True).stdout.strip()
@@ -269,13 +272,20 @@ def main() -> None:
             for run in range(args.runs):
                 for name, (url, model) in targets.items():
                     settle(procs)
+                    cpu0 = group_cpu_seconds(server_of[name].pid)
                     r = asyncio.run(load(url, model, 500, args.seconds, stream))
+                    settle(procs)
+                    r["server_cpu_ms_per_request"] = round(
+                        (group_cpu_seconds(server_of[name].pid) - cpu0) * 1000.0 / max(r["answered"], 1), 3)
                     per_target[name].append(r)
-                    log(f"  run {run + 1} {name}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}")
+                    log(f"  run {run + 1} {name}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}, "
+                        f"server CPU {r['server_cpu_ms_per_request']} ms a request")
             summary = {}
             for name, runs in per_target.items():
                 summary[name] = {"p50_ms": statistics.median(r["p50_ms"] for r in runs),
                                  "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                                 "server_cpu_ms_per_request": statistics.median(
+                                     r["server_cpu_ms_per_request"] for r in runs),
                                  "errors": sum(r["errors"] for r in runs), "runs": runs}
             for name in targets:
                 if name != "direct":
