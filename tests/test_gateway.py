@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from typing import Self
 
@@ -318,6 +319,47 @@ def test_a_failed_provider_falls_back_to_a_decision_of_its_own(tmp_path, fault):
             assert health["consecutive_failures"] == 1 and health["state"] == "closed"
         # the outage taught the quality model nothing: no feedback for the failed decision
         assert not s.query(f"SELECT * FROM feedback WHERE decision_id = '{failed[0]['decision_id']}'")
+
+
+def test_an_answer_that_is_not_json_or_too_large_is_a_provider_failure(tmp_path):
+    with Stack(tmp_path, max_response_bytes=2000) as s:
+        c = s.client()
+        s.fault("mid", garbage=True)
+        s.fault("strong", reply="x" * 5000)  # over gateway.max_response_bytes
+        for model in ("mid", "strong"):
+            with pytest.raises(openai.APIStatusError) as err:
+                c.chat.completions.create(model=model, messages=ASK)
+            assert err.value.status_code == 502
+        with pytest.raises(openai.APIError):  # streamed, the limit holds too
+            list(c.chat.completions.create(model="strong", messages=ASK, stream=True))
+        outcomes = [r["outcome"] for r in s.wait_for("SELECT outcome FROM calls ORDER BY ts", 3)]
+        assert outcomes[:2] == ["upstream_error", "too_large"] and outcomes[2] in ("too_large", "stream_error")
+        r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
+                                                        extra_body=only("mid", "cheap"))
+        assert r.headers["x-banditroute-model"] == "cheap"  # mid's garbage moved the call on
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "banditroute", "messages": []},
+    {"model": "banditroute", "messages": [{"role": "user", "content": 42}]},
+    {"model": "banditroute", "messages": [{"content": "no role"}]},
+    {"model": "banditroute", "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
+    {"model": "banditroute", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+    {"model": "banditroute", "messages": [{"role": "user", "content": "x"}], "banditroute": {"cost_weight": -1}},
+    {"model": "banditroute", "messages": [{"role": "user", "content": "x"}], "banditroute": {"models": ["nope"]}},
+    {"messages": [{"role": "user", "content": "x"}]},
+    [1, 2, 3],
+])
+def test_hostile_chat_bodies_get_a_4xx_in_openai_shape_and_reach_no_upstream(tmp_path, body):
+    with Stack(tmp_path) as s:
+        req = urllib.request.Request(f"http://127.0.0.1:{s.port}/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert 400 <= err.value.code < 500
+        error = json.loads(err.value.read())["error"]
+        assert error["message"] and error["type"] in ("validation_error", "routing_error", "malformed_json")
+        assert s.fake.received == [] and s.query("SELECT * FROM decisions") == []
 
 
 def test_connection_refused_falls_back_and_all_failing_is_a_502_listing_each_attempt(tmp_path):

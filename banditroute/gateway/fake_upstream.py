@@ -5,7 +5,8 @@ and not) and ``GET /v1/models``. Every answer says which model was asked; its us
 prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion tokens. Faults are set per
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
-"delay_ms": d, "hang": true, "die_after_events": k, "drop": true, "reply": text}`` (``{"model": M}`` alone
+"delay_ms": d, "hang": true, "die_after_events": k, "drop": true, "garbage": true, "reply": text}``
+(``garbage``: a 200 whose body is not JSON) (``{"model": M}`` alone
 clears M's fault; ``reply`` replaces the answer's text); ``GET /control`` returns the requests received,
 and ``cancelled``, the number of requests whose client (the gateway) went away before the answer.
 """
@@ -89,6 +90,8 @@ class FakeUpstream:
             request.transport.close()
             await asyncio.sleep(1)
             return web.Response()
+        if fault.get("garbage"):
+            return web.Response(text="<html>upstream proxy error</html>", content_type="text/html")
         if "status" in fault:
             headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
             return web.json_response({"error": {"message": f"injected {fault['status']}", "type": "fake"}},
