@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -184,6 +185,39 @@ class StorageConfig(_Strict):
     min_free_bytes: Annotated[int, Field(ge=0)] = 16 << 20
 
 
+class RuleCondition(_Strict):
+    """When a rule applies: every condition given must hold (none given: always)."""
+
+    users: list[str] | None = Field(default=None, min_length=1, description="the request's user is one of these")
+    metadata: dict[str, str | int | float | bool] | None = Field(default=None, description="each of these "
+                                                                 "metadata fields has exactly this value")
+    api_key_env: str | None = Field(default=None, min_length=1, description="the request's bearer key equals the "
+                                    "value of this environment variable (keys never in the file)")
+    prompt_regex: str | None = Field(default=None, min_length=1, description="a regular expression found in the "
+                                     "prompt (Python syntax, re.search)")
+
+    @field_validator("prompt_regex")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as err:
+                raise ValueError(f"not a regular expression: {err}") from None
+        return v
+
+
+class Rule(_Strict):
+    """A routing rule, evaluated before the policy; the first rule whose conditions hold applies."""
+
+    name: str = Field(min_length=1, max_length=100)
+    when: RuleCondition = Field(default_factory=RuleCondition)
+    models: list[str] | None = Field(default=None, min_length=1, description="only these models are eligible")
+    model: str | None = Field(default=None, description="this model, always (probability 1)")
+    require: list[str] = Field(default_factory=list, description="only models with these capabilities")
+    cost_weight: NonNegFloat | None = Field(default=None, description="this cost weight, whatever the request asks")
+
+
 class JudgeConfig(_Strict):
     """An LLM judge that scores a sampled fraction of the gateway's answers after they are returned."""
 
@@ -220,6 +254,8 @@ class Settings(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    rules: list[Rule] = Field(default_factory=list, description="evaluated in order before the policy; the first "
+                              "that matches applies")
 
     @field_validator("models")
     @classmethod
@@ -229,6 +265,21 @@ class Settings(_Strict):
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
         return models
+
+    @model_validator(mode="after")
+    def _rules_name_pool_models(self) -> Settings:
+        names = set(self.names)
+        seen = set()
+        for i, rule in enumerate(self.rules):
+            if rule.name in seen:
+                raise ValueError(f"rules.{i}: a second rule named {rule.name!r}")
+            seen.add(rule.name)
+            unknown = [m for m in [*(rule.models or []), *([rule.model] if rule.model else [])] if m not in names]
+            if unknown:
+                raise ValueError(f"rules.{i} ({rule.name}): unknown models {', '.join(unknown)}")
+            if rule.model is not None and rule.models is not None and rule.model not in rule.models:
+                raise ValueError(f"rules.{i} ({rule.name}): model {rule.model!r} is not among its models")
+        return self
 
     @model_validator(mode="after")
     def _judge_callable(self) -> Settings:

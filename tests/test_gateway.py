@@ -64,12 +64,13 @@ def pool(upstream: str, closed: str | None, **gateway) -> dict:
 class Stack:
     """The fake upstream and banditroute, served from one loop in a thread."""
 
-    def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, **gateway):
+    def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, rules: list | None = None, **gateway):
         self.fake = FakeUpstream()
         self.fake_port, self.port = free_port(), free_port()
         data = pool(f"http://127.0.0.1:{self.fake_port}/v1", f"http://127.0.0.1:{free_port()}/v1" if gone else None,
                     **gateway)
         data["storage"]["db"] = str(tmp_path / "router.duckdb")
+        data["rules"] = rules or []
         if judge is not None:
             data["models"].append({"name": "judge", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0,
                                    "base_url": f"http://127.0.0.1:{self.fake_port}/v1"})
@@ -564,3 +565,20 @@ def test_fallback_probabilities_are_exact_for_a_router_decision():
     for m, n in counts.items():
         assert abs(n / 4000 - p[m] / rest) < 4 * np.sqrt(p[m] / rest / 4000) + 1e-3
     assert router.fallback(d, set(d.eligible)) is None
+
+
+def test_rules_apply_to_gateway_calls_on_the_clients_key_and_are_logged(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEAM_A_KEY", "sk-team-a")
+    rules = [{"name": "team a pays little", "when": {"api_key_env": "TEAM_A_KEY"}, "models": ["cheap"]},
+             {"name": "vip", "when": {"users": ["vip"]}, "model": "strong"}]
+    with Stack(tmp_path, rules=rules) as s:
+        team_a = openai.OpenAI(base_url=f"http://127.0.0.1:{s.port}/v1", api_key="sk-team-a", max_retries=0)
+        for _ in range(5):
+            r = team_a.chat.completions.with_raw_response.create(model="banditroute", messages=ASK)
+            assert r.headers["x-banditroute-model"] == "cheap"
+        r = s.client().chat.completions.with_raw_response.create(model="banditroute", messages=ASK, user="vip")
+        assert r.headers["x-banditroute-model"] == "strong" and r.headers["x-banditroute-propensity"] == "1.0"
+        logged = s.query("SELECT rule, count(*) AS n FROM decisions GROUP BY rule ORDER BY rule")
+        assert logged == [{"rule": "team a pays little", "n": 5}, {"rule": "vip", "n": 1}]
+        metric = s.gateway.metrics.rule_matches.labels("team a pays little")._value.get()
+        assert metric == 5

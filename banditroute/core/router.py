@@ -18,12 +18,13 @@ import time
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from banditroute.config import NonNegFloat, PositiveFloat, Settings
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback, fingerprint
+from banditroute.core.rules import Rules, narrow
 from banditroute.core.types import Context, Decision, FeedbackResult, Pending
 from banditroute.errors import RoutingError, ValidationFailed
 
@@ -59,6 +60,8 @@ class RouteOptions(BaseModel):
     metadata: dict[str, Any] | None = Field(
         default=None, description=f"free-form JSON kept in the log: at most {METADATA_MAX_DEPTH} levels of nesting "
                                   f"and {METADATA_MAX_BYTES} bytes as JSON")
+    # the request's bearer key, for rules that match on it: set by the HTTP layer, never read from a body
+    _api_key: str | None = PrivateAttr(default=None)
 
     @field_validator("metadata")
     @classmethod
@@ -131,6 +134,7 @@ class Router:
         self.store_prompts = store_prompts
         self.hash_key = hash_key
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
+        self.rules = Rules(pool.rules)
         self._index_arms()
 
     def _check_policy(self, policy: Policy) -> None:
@@ -221,15 +225,22 @@ class Router:
         tokens = np.array([self.featurizer.input_tokens(p) for p in texts])
         capped = any(options[i].max_cost_usd is not None for i in valid)
         cost = self.policy.cost_model.predict(X, tokens) if capped else None
-        rows, masks, weights = [], [], []
+        rows, masks, weights, matched = [], [], [], []
         for j, i in enumerate(valid):
             opts = options[i]
+            rule = self.rules.match(prompts[i], opts.user, opts.metadata, opts._api_key) if self.rules else None
             try:
+                if rule is not None:
+                    try:
+                        opts = narrow(rule, opts)
+                    except ValueError as err:
+                        raise RoutingError(str(err)) from None
                 masks.append(self.eligible(opts, None if cost is None else cost[j]))
             except RoutingError as err:
                 out[i] = err
                 continue
             rows.append(j)
+            matched.append(None if rule is None else rule.name)
             weights.append(self.cost_weight if opts.cost_weight is None else opts.cost_weight)
         if not rows:
             return out
@@ -240,7 +251,7 @@ class Router:
         models = self.policy.models
         version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
         direct = [getattr(options[valid[j]], "direct", False) for j in rows]
-        for r, (j, mask, cw, k, own) in enumerate(zip(rows, masks, weights, picks.tolist(), direct)):
+        for r, (j, mask, cw, k, own, rule) in enumerate(zip(rows, masks, weights, picks.tolist(), direct, matched)):
             i = valid[j]
             if mask is self._pool_mask:
                 idx, eligible = self._pool_arms, self._names
@@ -264,6 +275,7 @@ class Router:
                 context=Context(X[j], float(tokens[j])),
                 prompt_hash=self.prompt_hash(prompt),
                 prompt=prompt if self.store_prompts else None,
+                rule=rule,
             )
         return out
 
@@ -285,7 +297,7 @@ class Router:
                         arm=self._arm[model], propensity=float(p[k]), eligible=[d.eligible[i] for i in keep],
                         probabilities=p, pred_quality=d.pred_quality[keep], pred_cost=d.pred_cost[keep],
                         cost_weight=d.cost_weight, policy=d.policy, feature_version=d.feature_version,
-                        context=d.context, prompt_hash=d.prompt_hash, prompt=d.prompt)
+                        context=d.context, prompt_hash=d.prompt_hash, prompt=d.prompt, rule=d.rule)
 
     def prompt_hash(self, prompt: str) -> str:
         """The prompt's hash as logged: HMAC-SHA256 under :attr:`hash_key`, or SHA-256 without one (hex)."""

@@ -83,6 +83,7 @@ class Decision:
     context: Context
     prompt_hash: str
     prompt: str | None = None
+    rule: str | None = None  # the configured rule that shaped it
 
     def pending(self) -> Pending:
         """What learning from this decision's feedback needs."""

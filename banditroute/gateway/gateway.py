@@ -121,8 +121,9 @@ class Gateway:
             f"{', '.join(ms)}: {why}" for why, ms in reasons.items()))
 
     # -- the call ------------------------------------------------------------------------------------
-    async def chat(self, request: web.Request, req: ChatRequest) -> web.StreamResponse:
-        """Serve one chat-completions request (the module's steps 1-4)."""
+    async def chat(self, request: web.Request, req: ChatRequest, api_key: str | None = None) -> web.StreamResponse:
+        """Serve one chat-completions request (the module's steps 1-4); ``api_key``: the client's bearer
+        key, for the rules that match on it."""
         svc = self.service
         svc.check_available()
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
@@ -141,10 +142,12 @@ class Gateway:
         else:
             models = self.eligible(req, tokens)
         opts = route_options(req)
-        d = await svc.route(GatewayRoute(prompt=req.routing_text() or NO_TEXT, models=models,
-                                         cost_weight=opts.cost_weight, max_cost_usd=opts.max_cost_usd,
-                                         user=opts.user, metadata=opts.metadata, direct=direct))
-        self.metrics.decision(d.model)
+        routed = GatewayRoute(prompt=req.routing_text() or NO_TEXT, models=models, cost_weight=opts.cost_weight,
+                              max_cost_usd=opts.max_cost_usd, require=opts.require, user=opts.user,
+                              metadata=opts.metadata, direct=direct)
+        routed._api_key = api_key
+        d = await svc.route(routed)
+        self.metrics.decision(d.model, d.rule)
         attempts: list[dict] = []
         tried: set[str] = set()
         replaces = None
@@ -172,7 +175,7 @@ class Gateway:
                 if nxt is None:
                     break
                 self.metrics.fallbacks.inc()
-                self.metrics.decision(nxt.model)
+                self.metrics.decision(nxt.model, nxt.rule)
                 replaces, d = d.decision_id, nxt
                 continue
             except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us

@@ -60,9 +60,17 @@ async def parse(request: web.Request, model: type[BaseModel]):
         raise ValidationFailed("; ".join(f"{d['field']}: {d['message']}" for d in detail), detail) from None
 
 
+def bearer_key(request: web.Request) -> str | None:
+    """The request's bearer key (``Authorization: Bearer <key>``, the scheme in any case), for rules."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return (key.strip() or None) if scheme.lower() == "bearer" else None
+
+
 async def route(request: web.Request) -> web.Response:
-    d = await request.app[SERVICE].route(await parse(request, RouteRequest))
-    request.app[METRICS].decision(d.model)
+    req = await parse(request, RouteRequest)
+    req._api_key = bearer_key(request)
+    d = await request.app[SERVICE].route(req)
+    request.app[METRICS].decision(d.model, d.rule)
     return json_response(RouteResponse.body(d))
 
 
@@ -80,7 +88,7 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[GATEWAY].chat(request, await parse(request, ChatRequest))
+    return await request.app[GATEWAY].chat(request, await parse(request, ChatRequest), bearer_key(request))
 
 
 async def v1_models(request: web.Request) -> web.Response:

@@ -1,7 +1,7 @@
 """The service's Prometheus metrics, through ``prometheus_client`` (one registry per application).
 
 Per request (from the middleware): ``banditroute_requests_total{path,method,status}``,
-``banditroute_request_seconds{path}`` (histogram); per answer: ``banditroute_decisions_total{model}``,
+``banditroute_request_seconds{path}`` (histogram); per answer: ``banditroute_decisions_total{model}``, ``banditroute_rule_matches_total{rule}``,
 ``banditroute_feedback_total{duplicate,late}``; per gateway call: ``banditroute_upstream_calls_total{model,outcome}``,
 ``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. Read from the service at each scrape
 (:class:`ServiceCollector`): log positions, the writer's queue and last commit, idle checkpoints,
@@ -80,6 +80,8 @@ class Metrics:
         self.decisions = Counter("banditroute_decisions", "routing decisions by chosen model", ["model"], registry=r)
         self.feedback = Counter("banditroute_feedback", "accepted feedback requests (late: the decision was read "
                                 "back from the log)", ["duplicate", "late"], registry=r)
+        self.rule_matches = Counter("banditroute_rule_matches", "decisions shaped by each configured rule", ["rule"],
+                                    registry=r)
         self.calls = Counter("banditroute_upstream_calls", "gateway calls to upstream models by outcome",
                              ["model", "outcome"], registry=r)
         self.upstream_latency = Histogram("banditroute_upstream_seconds", "latency of answered upstream calls",
@@ -105,8 +107,10 @@ class Metrics:
         self._child(self.requests, path, method, str(status)).inc()
         self._child(self.latency, path).observe(seconds)
 
-    def decision(self, model: str) -> None:
+    def decision(self, model: str, rule: str | None = None) -> None:
         self._child(self.decisions, model).inc()
+        if rule is not None:
+            self._child(self.rule_matches, rule).inc()
 
     def feedback_ack(self, duplicate: bool, late: bool) -> None:
         self._child(self.feedback, "true" if duplicate else "false", "true" if late else "false").inc()

@@ -40,13 +40,14 @@ class RouteResponse(_Answer):
     scores: dict[str, ModelScore]
     cost_weight: float = Field(description="quality points per USD used for this decision")
     policy: str
+    rule: str | None = Field(description="the configured rule that shaped the decision, if one matched")
 
     @staticmethod
     def body(d: Decision) -> dict:
         return {
             "decision_id": d.decision_id, "model": d.model, "propensity": d.propensity,
             "probabilities": dict(zip(d.eligible, d.probabilities.tolist())), "scores": d.scores(),
-            "cost_weight": d.cost_weight, "policy": d.policy,
+            "cost_weight": d.cost_weight, "policy": d.policy, "rule": d.rule,
         }
 
 

@@ -21,6 +21,7 @@ propensity            float64                   probability of ``chosen`` (exact
 cost_weight           float64                   quality points per USD used for the decision
 pred_quality          list<float64>             predicted quality, aligned with eligible
 pred_cost             list<float64>             predicted cost in USD, aligned with eligible
+rule                  string (nullable)         the configured rule that shaped the decision
 quality               float64 (nullable)        weighted mean of the normalised feedback signals
 cost_usd              float64 (nullable)        reported or derived cost of the call
 n_signals             int32                     number of quality signals received
@@ -62,6 +63,7 @@ LOG_SCHEMA = pa.schema(
         ("cost_weight", pa.float64()),
         ("pred_quality", pa.list_(pa.float64())),
         ("pred_cost", pa.list_(pa.float64())),
+        ("rule", pa.string()),
         ("quality", pa.float64()),
         ("cost_usd", pa.float64()),
         ("n_signals", pa.int32()),
@@ -71,9 +73,11 @@ LOG_SCHEMA = pa.schema(
 COLUMNS = tuple(LOG_SCHEMA.names)
 OUTCOME_COLUMNS = ("quality", "cost_usd", "n_signals", "replaces")  # joined from feedback and calls
 
+# ``rule`` goes last, where ALTER TABLE ... ADD COLUMN puts it in a log written before rules existed
+# (decisions are appended by position)
 DECISION_SCHEMA = pa.schema(
-    [f for f in LOG_SCHEMA if f.name not in OUTCOME_COLUMNS]
-    + [pa.field("user", pa.string()), pa.field("metadata", pa.string())]
+    [f for f in LOG_SCHEMA if f.name not in OUTCOME_COLUMNS and f.name != "rule"]
+    + [pa.field("user", pa.string()), pa.field("metadata", pa.string()), pa.field("rule", pa.string())]
 )
 FEEDBACK_SCHEMA = pa.schema(
     [
@@ -148,13 +152,17 @@ def decision_table(items: list[tuple[Decision, str | None, str | None]]) -> pa.T
         "pred_cost": _list_array([d.pred_cost for d in ds]),
         "user": pa.array([u for _, u, _ in items], pa.string()),
         "metadata": pa.array([m for _, _, m in items], pa.string()),
+        "rule": pa.array([d.rule for d in ds], pa.string()),
     }
     return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
 
 
-def ddl(name: str, schema: pa.Schema) -> str:
+def ddl(name: str, schema: pa.Schema) -> list[str]:
+    """The statements that create table ``name``, or bring one written by an earlier version up to
+    ``schema`` (columns added since are appended, null in the old rows)."""
     cols = ", ".join(f'"{f.name}" {DUCK_TYPES[f.type]}' for f in schema)
-    return f"CREATE TABLE IF NOT EXISTS {name} ({cols})"
+    return [f"CREATE TABLE IF NOT EXISTS {name} ({cols})",
+            *(f'ALTER TABLE {name} ADD COLUMN IF NOT EXISTS "{f.name}" {DUCK_TYPES[f.type]}' for f in schema)]
 
 
 def feedback_row(result: FeedbackResult, feedback: Feedback, ts_us: int) -> dict:

@@ -180,7 +180,8 @@ class Store:
             raise LogOpenError(f"cannot open the log {path}: {_one_line(err)}") from None
         self._wal = path + ".wal" if path != ":memory:" else None
         for name, schema in TABLES.items():
-            self.con.execute(ddl(name, schema))
+            for statement in ddl(name, schema):
+                self.con.execute(statement)
         # Late feedback looks its decision up by id; without these ART indexes every lookup scans
         # the whole log.
         for name in ("decisions", "feedback"):
