@@ -92,6 +92,11 @@ class PolicyConfig(_Strict):
 
     name: str = "lints"
     cost_weight: NonNegFloat = 100.0
+    cost_preference: Fraction | None = Field(default=None, description="instead of cost_weight: 0 quality only, "
+                                             "1 the cheapest; the same trade-off in any pool (see "
+                                             "banditroute.core.preference)")
+    preference_scale: PositiveFloat = Field(default=0.1, description="the quality (0-1) that a request's whole "
+                                            "price spread is worth at cost_preference 0.5")
     floor: Floor = 0.01
     floor_decay: PositiveFloat | None = Field(default=500.0, description="n0 of the decaying floor "
                                               "max(floor_min, floor sqrt(n0 / (n0 + n))); none: a constant floor")
@@ -216,6 +221,8 @@ class Rule(_Strict):
     model: str | None = Field(default=None, description="this model, always (probability 1)")
     require: list[str] = Field(default_factory=list, description="only models with these capabilities")
     cost_weight: NonNegFloat | None = Field(default=None, description="this cost weight, whatever the request asks")
+    cost_preference: Fraction | None = Field(default=None, description="this cost preference, whatever the "
+                                             "request asks")
 
 
 class JudgeConfig(_Strict):

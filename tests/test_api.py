@@ -482,3 +482,24 @@ def test_the_log_refuses_a_repeated_key_on_one_decision(tmp_path):
         insert_rows(store.con, "feedback", [{**row, "seq": 2}])
     insert_rows(store.con, "feedback", [{**row, "seq": 3, "decision_id": "e"}])
     store.close()
+
+
+async def test_put_policy_cost_preference_is_the_default_until_a_weight_replaces_it_and_survives_a_restart(
+        aiohttp_client, tmp_path):
+    client = await aiohttp_client(create_app(make_config(tmp_path), seed=0))
+    view = await (await client.put("/policy", data=json.dumps({"cost_preference": 0.5}))).json()
+    assert view["cost_preference"] == 0.5
+    a = await post(client, "/route", {"prompt": "Explain photosynthesis."})
+    b = await post(client, "/route", {"prompt": "Explain photosynthesis.", "cost_preference": 0.5})
+    assert a["cost_weight"] == pytest.approx(b["cost_weight"]) and a["cost_weight"] != 100.0
+    both = await client.put("/policy", data=json.dumps({"cost_preference": 0.5, "cost_weight": 3.0}))
+    assert both.status == 422 and "not both" in (await both.json())["message"]
+    await client.close()
+    client = await aiohttp_client(create_app(make_config(tmp_path), seed=0))  # the same log, restarted
+    assert (await (await client.get("/policy")).json())["cost_preference"] == 0.5
+    view = await (await client.put("/policy", data=json.dumps({"cost_weight": 3.0}))).json()
+    assert view["cost_weight"] == 3.0 and view["cost_preference"] is None
+    assert (await post(client, "/route", {"prompt": "Explain photosynthesis."}))["cost_weight"] == 3.0
+    await client.close()
+    client = await aiohttp_client(create_app(make_config(tmp_path), seed=0))
+    assert (await (await client.get("/policy")).json())["cost_preference"] is None

@@ -582,3 +582,13 @@ def test_rules_apply_to_gateway_calls_on_the_clients_key_and_are_logged(tmp_path
         assert logged == [{"rule": "team a pays little", "n": 5}, {"rule": "vip", "n": 1}]
         metric = s.gateway.metrics.rule_matches.labels("team a pays little")._value.get()
         assert metric == 5
+
+
+def test_a_cost_preference_in_extra_body_becomes_the_decisions_weight(tmp_path):
+    with Stack(tmp_path) as s:
+        r = s.client().chat.completions.with_raw_response.create(
+            model="banditroute", messages=ASK, extra_body={"banditroute": {"cost_preference": 0.5,
+                                                                           "models": ["cheap", "strong"]}})
+        d = s.query(f"SELECT * FROM decisions WHERE decision_id = '{r.headers['x-banditroute-decision-id']}'")[0]
+        spread = max(d["pred_cost"]) - min(d["pred_cost"])
+        assert d["cost_weight"] == pytest.approx(s.config.policy.preference_scale / spread)

@@ -33,7 +33,8 @@ def cmd_simulate(args) -> int:
     pool = _pool(args)
     settings = _settings(args, pool)
     result = simulate(outcomes, settings.name, args.cost_weight, args.seed, state=args.state, pool=pool,
-                      settings=settings, progress=sys.stderr.isatty(), log=args.log)
+                      settings=settings, progress=sys.stderr.isatty(), log=args.log,
+                      cost_preference=args.cost_preference)
     print(json.dumps(result, allow_nan=False) if args.json else report.simulate_table(result))
     return 0
 
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("outcomes", help="full-information outcome table (Parquet or JSONL)")
     s.add_argument("--policy", help=pol_help)
     s.add_argument("--cost-weight", type=float, help="quality points per USD (default from the pool file, else 100)")
+    s.add_argument("--cost-preference", type=float, help="route by a cost preference in [0, 1] instead of the weight "
+                   "(0: quality only, 1: the cheapest)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--state", help="start from a saved policy state (see pretrain)")
     s.add_argument("--log", help="write the decision log here (.parquet or .jsonl)")

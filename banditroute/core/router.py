@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from banditroute.config import NonNegFloat, PositiveFloat, Settings
+from banditroute.config import Fraction, NonNegFloat, PositiveFloat, Settings
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
+from banditroute.core.preference import preference_weights
 from banditroute.core.reward import Feedback, fingerprint
 from banditroute.core.rules import Rules, narrow
 from banditroute.core.types import Context, Decision, FeedbackResult, Pending
@@ -54,6 +55,8 @@ class RouteOptions(BaseModel):
 
     models: list[str] | None = Field(default=None, min_length=1)
     cost_weight: NonNegFloat | None = None
+    cost_preference: Fraction | None = Field(default=None, description="instead of cost_weight: 0 quality only, 1 "
+                                             "the cheapest, measured against this request's price spread")
     max_cost_usd: PositiveFloat | None = None
     require: list[str] = Field(default_factory=list)
     user: str | None = Field(default=None, max_length=256)
@@ -129,6 +132,7 @@ class Router:
         self._check_policy(policy)
         self.policy = policy
         self.cost_weight = pool.policy.cost_weight
+        self.cost_preference = pool.policy.cost_preference  # when set, the default instead of cost_weight
         self.rng = np.random.default_rng(seed)
         self._ids = random.Random(seed if seed is not None else int.from_bytes(np.random.bytes(16), "little"))
         self.store_prompts = store_prompts
@@ -225,7 +229,7 @@ class Router:
         tokens = np.array([self.featurizer.input_tokens(p) for p in texts])
         capped = any(options[i].max_cost_usd is not None for i in valid)
         cost = self.policy.cost_model.predict(X, tokens) if capped else None
-        rows, masks, weights, matched = [], [], [], []
+        rows, masks, weights, matched, prefs = [], [], [], [], []
         for j, i in enumerate(valid):
             opts = options[i]
             rule = self.rules.match(prompts[i], opts.user, opts.metadata, opts._api_key) if self.rules else None
@@ -241,17 +245,30 @@ class Router:
                 continue
             rows.append(j)
             matched.append(None if rule is None else rule.name)
-            weights.append(self.cost_weight if opts.cost_weight is None else opts.cost_weight)
+            pref = None if opts.cost_weight is not None else (
+                opts.cost_preference if opts.cost_preference is not None else self.cost_preference)
+            prefs.append(pref)
+            weights.append(opts.cost_weight if opts.cost_weight is not None else
+                           self.cost_weight if pref is None else np.nan)
         if not rows:
             return out
+        weights = np.array(weights)
+        by_pref = np.flatnonzero(np.isnan(weights))
+        if by_pref.size:
+            if cost is None:
+                cost = self.policy.cost_model.predict(X, tokens)
+            weights[by_pref] = preference_weights(
+                np.array([prefs[r] for r in by_pref]), cost[[rows[r] for r in by_pref]],
+                np.stack([masks[r] for r in by_pref]), self.pool.policy.preference_scale)
         every_model = isinstance(self._pool_arms, slice) and all(m is self._pool_mask for m in masks)
         eligible = None if every_model else np.stack(masks)
-        s = self.policy.probabilities(X[rows], tokens[rows], eligible, np.array(weights), self.rng)
+        s = self.policy.probabilities(X[rows], tokens[rows], eligible, weights, self.rng)
         picks = sample(s.probabilities, self.rng)
         models = self.policy.models
         version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
         direct = [getattr(options[valid[j]], "direct", False) for j in rows]
-        for r, (j, mask, cw, k, own, rule) in enumerate(zip(rows, masks, weights, picks.tolist(), direct, matched)):
+        for r, (j, mask, cw, k, own, rule) in enumerate(zip(rows, masks, weights.tolist(), picks.tolist(), direct,
+                                                             matched)):
             i = valid[j]
             if mask is self._pool_mask:
                 idx, eligible = self._pool_arms, self._names

@@ -5,8 +5,8 @@ applies (no condition: it always applies). Conditions: the request's ``user`` is
 ``metadata`` field has the given value; the request's bearer key equals the value of the environment
 variable ``api_key_env``; ``prompt_regex`` is found in the prompt. Actions narrow what the policy may
 choose, and win over the request's own options: ``models`` (intersected with the request's),
-``model`` (that model, with probability 1), ``require`` (added to the request's), ``cost_weight``
-(replaces the request's). The decision logs the rule's name (``rule``), and its eligible models are the
+``model`` (that model, with probability 1), ``require`` (added to the request's), ``cost_weight`` or
+``cost_preference`` (replaces the request's). The decision logs the rule's name (``rule``), and its eligible models are the
 ones the rule allowed, so replay evaluates a candidate only over those.
 
 Example::
@@ -75,7 +75,9 @@ def narrow(rule: Rule, options):
     if rule.require:
         update["require"] = sorted(set(options.require) | set(rule.require))
     if rule.cost_weight is not None:
-        update["cost_weight"] = rule.cost_weight
+        update["cost_weight"], update["cost_preference"] = rule.cost_weight, None
+    elif rule.cost_preference is not None:
+        update["cost_weight"], update["cost_preference"] = None, rule.cost_preference
     return options.model_copy(update=update) if update else options
 
 

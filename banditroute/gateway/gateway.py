@@ -143,8 +143,8 @@ class Gateway:
             models = self.eligible(req, tokens)
         opts = route_options(req)
         routed = GatewayRoute(prompt=req.routing_text() or NO_TEXT, models=models, cost_weight=opts.cost_weight,
-                              max_cost_usd=opts.max_cost_usd, require=opts.require, user=opts.user,
-                              metadata=opts.metadata, direct=direct)
+                              cost_preference=opts.cost_preference, max_cost_usd=opts.max_cost_usd,
+                              require=opts.require, user=opts.user, metadata=opts.metadata, direct=direct)
         routed._api_key = api_key
         d = await svc.route(routed)
         self.metrics.decision(d.model, d.rule)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from banditroute.config import NonNegFloat, PositiveFloat
+from banditroute.config import Fraction, NonNegFloat, PositiveFloat
 from banditroute.core.router import RouteOptions
 
 ROUTED = "banditroute"  # the model name that asks the gateway to choose
@@ -29,6 +29,7 @@ class GatewayOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     cost_weight: NonNegFloat | None = None
+    cost_preference: Fraction | None = None
     max_cost_usd: PositiveFloat | None = None
     models: list[str] | None = Field(default=None, min_length=1)
     require: list[str] = Field(default_factory=list)
@@ -131,5 +132,6 @@ def _text(content) -> str:
 def route_options(req: ChatRequest) -> RouteOptions:
     """The :class:`RouteOptions` of a chat request's ``banditroute`` object and ``user``."""
     o = req.options
-    return RouteOptions(models=o.models, cost_weight=o.cost_weight, max_cost_usd=o.max_cost_usd,
+    return RouteOptions(models=o.models, cost_weight=o.cost_weight, cost_preference=o.cost_preference,
+                        max_cost_usd=o.max_cost_usd,
                         require=o.require, user=req.user, metadata=o.metadata)

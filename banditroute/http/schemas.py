@@ -108,6 +108,7 @@ class ModelsResponse(_Answer):
 class PolicyView(_Answer):
     policy: str
     cost_weight: float
+    cost_preference: float | None = Field(description="when set, the default instead of cost_weight")
     exploration: float | None
     floor: float = Field(description="the floor the policy started from (and keeps, without floor_decay)")
     floor_decay: float | None = Field(description="n0 of the decaying floor; null: a constant floor")
@@ -123,7 +124,10 @@ class PolicyUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     policy: str | None = Field(default=None, description="lints | linucb | egreedy | random | fixed:MODEL")
-    cost_weight: NonNegFloat | None = None
+    cost_weight: NonNegFloat | None = Field(default=None, description="the default cost weight (clears "
+                                            "cost_preference)")
+    cost_preference: Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)] | None = Field(
+        default=None, description="the default cost preference, in [0, 1], instead of a weight")
     exploration: NonNegFloat | None = None
     floor: Annotated[float, Field(gt=0, le=0.5, strict=True, allow_inf_nan=False,
                                   description="minimum probability of every eligible model, in (0, 1 / models]; "

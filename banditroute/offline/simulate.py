@@ -19,6 +19,7 @@ from banditroute.config import PolicyConfig, Settings, pool_from_names
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.policies.bayes_linear import single_threaded_blas
+from banditroute.core.preference import preference_weights
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import load_state
@@ -114,19 +115,23 @@ def online_regret(rewards: np.ndarray, chosen: np.ndarray, models: list[str], po
 
 
 def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress: bool = False) -> list[dict]:
-    """Expected test quality, total cost and model shares of the greedy policy, per cost weight."""
-    cost_weights = [router.cost_weight] if cost_weights is None else list(cost_weights)
+    """Expected test quality, total cost and model shares of the greedy policy, per cost weight (by
+    default the router's own: its cost preference, a weight per prompt, when it has one)."""
     col = np.array([test.models.index(m) for m in router.policy.models])
     quality, cost = test.quality[:, col], test.cost[:, col]
     X = router.featurizer.transform_many(test.prompts)
     tokens = np.array([router.featurizer.input_tokens(p) for p in test.prompts])
+    if cost_weights is None:
+        cost_weights = [router.cost_weight if router.cost_preference is None else preference_weights(
+            np.full(len(X), router.cost_preference), router.policy.cost_model.predict(X, tokens), None,
+            router.pool.policy.preference_scale)]
     n = max(len(test), 1)
     out = []
     for cw in tqdm(cost_weights, "test", unit="cost weight", disable=not progress, leave=False):
         p = router.policy.greedy(X, tokens, None, cw).probabilities
         share = np.zeros(len(test.models))
         share[col] = p.sum(axis=0)
-        out.append({"cost_weight": float(cw), "n": len(test), "quality": float((p * quality).sum()) / n,
+        out.append({"cost_weight": float(np.median(cw)), "n": len(test), "quality": float((p * quality).sum()) / n,
                     "cost_usd": float((p * cost).sum()),
                     "share": {m: round(float(v / n), 6) for m, v in zip(test.models, share)}})
     return out
@@ -135,13 +140,16 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
 def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | None = None, seed: int = 0,
              state: str | None = None, pool: Settings | None = None, progress: bool = False,
              settings: PolicyConfig | None = None, log: str | None = None,
-             featurizer: Featurizer | None = None) -> dict:
+             featurizer: Featurizer | None = None, cost_preference: float | None = None) -> dict:
     """Learn online on the train split, evaluate greedily on the test split.
 
-    Returns the ``simulate --json`` result. With ``log`` (a ``.parquet`` or ``.jsonl`` path) the
+    Returns the ``simulate --json`` result. ``cost_preference`` (in [0, 1]) routes by preference instead
+    of the cost weight (:mod:`banditroute.core.preference`). With ``log`` (a ``.parquet`` or ``.jsonl`` path) the
     decision log is exported there, by the server's export; the result then says how many decisions.
     """
     settings = settings or (pool.policy if pool is not None else PolicyConfig())
+    if cost_preference is not None:
+        settings = settings.model_copy(update={"cost_preference": float(cost_preference)})
     cw = settings.cost_weight if cost_weight is None else float(cost_weight)
     start: str | Policy = load_state(state) if state else policy
     service = build_service(outcomes, start, cw, seed, pool, featurizer=featurizer, settings=settings)
@@ -155,6 +163,7 @@ def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | Non
         result = {
             "policy": router.policy.describe(),
             "cost_weight": cw,
+            "cost_preference": router.cost_preference,
             "seed": seed,
             "feature_version": router.featurizer.version,
             "online": online,

@@ -168,6 +168,8 @@ class Service:
     def _apply_settings(self, settings: dict) -> None:
         if settings.get("cost_weight") is not None:
             self.router.cost_weight = float(settings["cost_weight"])
+        if "cost_preference" in settings:  # a PUT of either knob logs both: null means the weight is in force
+            self.router.cost_preference = settings["cost_preference"]
         pol = self.router.policy
         if settings.get("exploration") is not None and hasattr(pol, "exploration"):
             pol.exploration = float(settings["exploration"])
@@ -179,6 +181,7 @@ class Service:
         configured = self.config.policy
         changed = [f"{key} {configured_value} -> {settings[key]}"
                    for key, configured_value in (("policy", configured.name), ("cost_weight", configured.cost_weight),
+                                                 ("cost_preference", configured.cost_preference),
                                                  ("exploration", configured.exploration), ("floor", configured.floor))
                    if settings.get(key) is not None and settings[key] != configured_value]
         if changed:
@@ -385,6 +388,7 @@ class Service:
     def policy_view(self) -> dict:
         pol = self.router.policy
         return {"policy": pol.describe(), "cost_weight": self.router.cost_weight,
+                "cost_preference": self.router.cost_preference,
                 "exploration": getattr(pol, "exploration", None), "floor": pol.floor,
                 "floor_decay": pol.floor_decay, "floor_min": pol.floor_min, "current_floor": pol.current_floor(),
                 "feature_version": self.router.featurizer.version, "feedback_seq": self.store.seq}
@@ -392,6 +396,11 @@ class Service:
     async def update_policy(self, update: dict) -> dict:
         """Apply a ``PUT /policy``; a new policy class is rebuilt from the whole feedback log."""
         update = {k: v for k, v in update.items() if v is not None}
+        if "cost_weight" in update and "cost_preference" in update:
+            raise ValidationFailed("give cost_weight or cost_preference, not both",
+                                   [{"field": "cost_preference", "message": "cost_weight is given too"}])
+        if "cost_weight" in update:  # the weight asked for is the one in force from now
+            update["cost_preference"] = None
         k = len(self.router.policy.models)
         if update.get("floor") is not None and update["floor"] * k > 1.0 + 1e-12:
             raise ValidationFailed(f"floor: {update['floor']:g} times {k} models is more than 1; at most {1 / k:.6g}",
@@ -408,7 +417,7 @@ class Service:
                 self.replay_into(shadow, until)
                 self.router.set_policy(candidate)
         self._apply_settings(update)
-        event = {**self.policy_view(), "changed": sorted(update)}
+        event = {**self.policy_view(), "changed": sorted(k for k, v in update.items() if v is not None)}
         await asyncio.wrap_future(self.store.add_event(event))
         await self.snapshot()
         return self.policy_view()
