@@ -53,3 +53,20 @@ def test_a_request_weight_wins_over_its_preference_and_the_default_preference_ap
     low = router.route_many([prompt], [RouteRequest(prompt=prompt, cost_preference=0.1)])[0].cost_weight
     default = router.route_many([prompt], [RouteRequest(prompt=prompt)])[0].cost_weight
     assert default == pytest.approx(low * (0.9 / 0.1) / (0.1 / 0.9))
+
+
+def test_tune_on_a_log_reports_each_weight_as_a_preference_at_the_logs_price_spread():
+    from pathlib import Path
+
+    from banditroute.offline.logs import median_cost_spread
+    from banditroute.offline.tune import tune_on_log
+
+    path = next((Path(__file__).resolve().parents[1] / "replay_logs").glob("*.parquet"))
+    result = tune_on_log(str(path), "lints", [10.0, 100.0], estimator="snips", target_quality=0.0, n_boot=50)
+    spread = median_cost_spread(path)
+    assert result["median_cost_spread_usd"] == spread and spread > 0
+    for p in result["points"]:
+        pref = p["cost_preference"]
+        back = preference_weights(np.array([pref]), np.array([[0.0, spread]]), None, 0.1)[0]
+        assert back == pytest.approx(p["cost_weight"], rel=1e-3)  # the preference gives the weight back
+    assert result["recommendation"]["cost_preference"] is not None

@@ -70,14 +70,19 @@ def tune_log_table(result: dict) -> str:
     """``tune LOG``: the off-policy frontier with intervals, and the recommended weight."""
     out = []
     out.append(f"{result['estimator']} estimates on {result['n']} logged decisions, candidate {result['policy']}")
-    out.append(f"{'cost_weight':>12}{'quality [95% CI]':>28}{'cost USD / request [95% CI]':>36}")
+    out.append(f"{'cost_weight':>12}{'preference':>11}{'quality [95% CI]':>28}{'cost USD / request [95% CI]':>36}")
     for p in result["points"]:
         q, c = p["quality"], p["cost_usd"]
-        out.append(f"{p['cost_weight']:>12.4g}{q['value']:>10.4f} [{q['low']:.4f}, {q['high']:.4f}]"
+        pref = "-" if p.get("cost_preference") is None else f"{p['cost_preference']:.3f}"
+        out.append(f"{p['cost_weight']:>12.4g}{pref:>11}{q['value']:>10.4f} [{q['low']:.4f}, {q['high']:.4f}]"
               f"{c['value']:>14.3g} [{c['low']:.3g}, {c['high']:.3g}]")
     rec = result["recommendation"]
     if rec is None:
         out.append("no cost weight meets the target on the conservative end of its interval")
     else:
-        out.append(f"recommended cost weight: {rec['cost_weight']:g} ({rec['reason']})")
+        pref = "" if rec.get("cost_preference") is None else f", about cost_preference {rec['cost_preference']:.3f}"
+        out.append(f"recommended cost weight: {rec['cost_weight']:g}{pref} ({rec['reason']})")
+    if result.get("median_cost_spread_usd") is not None:
+        out.append(f"preference: the same trade-off at the log's median price spread of "
+                   f"{result['median_cost_spread_usd']:.3g} USD per request")
     return "\n".join(out)

@@ -161,6 +161,27 @@ def load_log(path: str | Path, featurizer: Featurizer | None = None, rows: int =
     return log
 
 
+def median_cost_spread(path: str | Path) -> float | None:
+    """The median over a log's decisions of the predicted price spread of their eligible models
+    (``pred_cost``: most expensive minus cheapest), the spread that :mod:`banditroute.core.preference`
+    measures a cost preference against; None when the log has no predicted costs."""
+    path = Path(path)
+    if "pred_cost" not in _column_names(path):
+        return None
+    spreads = []
+    for batch in _batches(path, ("pred_cost",), 65_536):
+        col = batch.column(0)
+        if col.null_count:
+            return None
+        lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+        values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(float)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        keep = lengths > 0
+        spreads.append(np.maximum.reduceat(values, starts[keep]) - np.minimum.reduceat(values, starts[keep]))
+    spread = float(np.median(np.concatenate(spreads))) if spreads else 0.0
+    return spread if spread > 0 else None
+
+
 def _fallback_rows(path: Path, rows: int, n: int) -> np.ndarray | None:
     """For each decision, the row of the decision its call replaced (gateway fallbacks), else -1; None
     when the log has no fallback. Two passes over two narrow columns; the ids kept in memory are

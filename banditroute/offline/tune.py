@@ -23,11 +23,12 @@ import numpy as np
 from tqdm import tqdm
 
 from banditroute.config import PolicyConfig, Settings
+from banditroute.core.preference import preference_for_weight
 from banditroute.offline.candidates import candidate_probabilities
 from banditroute.offline.estimators import ESTIMATORS
 from banditroute.offline.evaluate import evaluate, logged_value
 from banditroute.offline.frontier import frontier_summary
-from banditroute.offline.logs import Log, load_log
+from banditroute.offline.logs import Log, load_log, median_cost_spread
 from banditroute.offline.outcomes import Outcomes
 from banditroute.offline.reward_models import reward_models
 from banditroute.offline.simulate import simulate
@@ -139,7 +140,14 @@ def tune_on_log(path: str, policy: str = "lints", cost_weights=None, state: str 
             best = max(ok, key=lambda p: p["quality"]["value"])
             rec = {"cost_weight": best["cost_weight"],
                    "reason": f"best quality whose cost 95% interval ends at or below {budget} USD per request"}
+    spread = median_cost_spread(path)
+    scale = PolicyConfig().preference_scale
+    for p in points:  # the same trade-off as a cost_preference, at the log's typical price spread
+        p["cost_preference"] = None if spread is None else round(preference_for_weight(p["cost_weight"], spread, scale), 4)
+    if rec is not None:
+        rec["cost_preference"] = None if spread is None else round(preference_for_weight(rec["cost_weight"], spread,
+                                                                                          scale), 4)
     return {"policy": policy if state is None else f"state:{state}", "estimator": estimator, "n": len(log),
             "points": points, "target_quality": target_quality, "budget_usd_per_request": budget,
-            "recommendation": rec,
+            "recommendation": rec, "median_cost_spread_usd": spread,
             "logged": {k: v for k, v in logged_value(log, 0.0).items() if k != "reward"}}
