@@ -55,9 +55,11 @@ def tune_table(result: dict) -> str:
     """``tune TABLE``: the frontier, one line per cost weight, and its summary."""
     out = []
     base = result["reference"]["best_cost_usd"]
-    out.append(f"{'cost_weight':>12}{'quality':>10}{'cost USD':>12}{'cost %':>9}")
+    out.append(f"{'cost_weight':>12}{'preference':>11}{'quality':>10}{'cost USD':>12}{'cost %':>9}")
     for p in result["points"]:
-        out.append(f"{p['cost_weight']:>12.4g}{p['quality']:>10.4f}{p['cost_usd']:>12.4f}{100 * p['cost_usd'] / base:>8.1f}%")
+        pref = "-" if p.get("cost_preference") is None else f"{p['cost_preference']:.3f}"
+        out.append(f"{p['cost_weight']:>12.4g}{pref:>11}{p['quality']:>10.4f}{p['cost_usd']:>12.4f}"
+                   f"{100 * p['cost_usd'] / base:>8.1f}%")
     out.append(f"cost_at_95 {_percent(result['cost_at_95'])}  quality_at_25 {_percent(result['quality_at_25'])}"
                f"  qauc {_percent(result['qauc'])}  aiq {result['aiq']:.4f}  (best model {result['reference']['best_model']})")
     out.append("cost_at_95: the cost, as % of the best model's, of the cheapest point with 95% of its quality (over "

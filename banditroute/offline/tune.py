@@ -111,7 +111,13 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
     summary = frontier_summary(ordered, ref["best_quality"], ref["best_cost_usd"])
     models = {m: {"quality": float(test.quality[:, k].mean()), "cost_usd": float(test.cost[:, k].sum())}
               for k, m in enumerate(test.models)}
-    return {"policy": name, "seed": seed, "points": ordered, **summary, "reference": ref, "models": models}
+    # the same trade-off as a cost_preference, at the table's median price spread per prompt
+    spread = float(np.median(test.cost.max(axis=1) - test.cost.min(axis=1))) if len(test) else 0.0
+    scale = (settings or (pool.policy if pool is not None else PolicyConfig())).preference_scale
+    for p in ordered:
+        p["cost_preference"] = round(preference_for_weight(p["cost_weight"], spread, scale), 4) if spread > 0 else None
+    return {"policy": name, "seed": seed, "points": ordered, **summary, "reference": ref, "models": models,
+            "median_cost_spread_usd": spread}
 
 
 def tune_on_log(path: str, policy: str = "lints", cost_weights=None, state: str | None = None,
