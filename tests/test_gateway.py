@@ -458,6 +458,23 @@ def test_a_client_that_disconnects_cancels_the_upstream_call_and_the_call_is_mar
         assert s.gateway.health.view("mid")["consecutive_failures"] == 0  # the client's doing, not the provider's
 
 
+def test_a_client_that_leaves_a_stream_midway_closes_the_upstream_stream_and_the_call_is_marked(tmp_path):
+    with Stack(tmp_path) as s:
+        s.fault("mid", event_delay_ms=200)
+        with s.client().chat.completions.with_streaming_response.create(
+                model="banditroute", messages=ASK, stream=True, extra_body=only("mid")) as raw:
+            for line in raw.iter_lines():
+                if line.startswith("data:"):
+                    break  # the first event, then the client goes away
+        rows = s.wait_for("SELECT * FROM calls WHERE outcome = 'cancelled'", 1, timeout=5)
+        assert len(rows) == 1 and 0 < rows[0]["ttft_ms"] <= rows[0]["latency_ms"]
+        deadline = time.time() + 5
+        while s.fake.cancelled < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert s.fake.cancelled == 1  # the upstream's stream was closed, not read to its end
+        assert s.gateway.health.view("mid")["consecutive_failures"] == 0
+
+
 def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(tmp_path):
     with Stack(tmp_path, judge={"model": "judge", "sample_rate": 0.5}) as s:
         s.fault("judge", reply="Accurate and complete. [[9]]")

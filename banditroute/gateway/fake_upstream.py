@@ -5,7 +5,8 @@ and not) and ``GET /v1/models``. Every answer says which model was asked; its us
 prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion tokens. Faults are set per
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
-"delay_ms": d, "hang": true, "die_after_events": k, "drop": true, "garbage": true, "reply": text}``
+"delay_ms": d, "event_delay_ms": e, "hang": true, "die_after_events": k, "drop": true, "garbage": true,
+"reply": text}`` (``event_delay_ms``: a pause between a stream's events)
 (``garbage``: a 200 whose body is not JSON) (``{"model": M}`` alone
 clears M's fault; ``reply`` replaces the answer's text); ``GET /control`` returns the requests received,
 and ``cancelled``, the number of requests whose client (the gateway) went away before the answer.
@@ -118,13 +119,20 @@ class FakeUpstream:
         step = -(-len(text) // self.events)
         pieces = [text[i:i + step] for i in range(0, len(text), step)]
         die = fault.get("die_after_events")
+        pause = fault.get("event_delay_ms", 0) / 1000.0
         for i, piece in enumerate(pieces):
             if die is not None and i >= die:
                 request.transport.close()
                 return response
             chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
                      "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            try:
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if pause:
+                    await asyncio.sleep(pause)
+            except (asyncio.CancelledError, ConnectionResetError):
+                self.cancelled += 1
+                raise
         if (body.get("stream_options") or {}).get("include_usage"):
             chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
                      "choices": [], "usage": usage}

@@ -214,6 +214,7 @@ class Gateway:
         """Relay a stream; raises :class:`UpstreamFailure` only before its first event (so it can fall back)."""
         body = req.upstream_body(spec.upstream_name or spec.name, include_usage=spec.stream_usage)
         batches = self.upstreams.stream(spec, body)
+        response = None
         try:
             try:
                 batch = await batches.__anext__()
@@ -257,10 +258,10 @@ class Gateway:
             return response
         except (ConnectionResetError, asyncio.CancelledError) as err:
             self.health.release(d.model)
-            self.end_call(call, "cancelled", None, "the client disconnected")
-            if isinstance(err, asyncio.CancelledError):
+            self.end_call(call, "cancelled", None, "the client disconnected", None if response is None else ttft)
+            if isinstance(err, asyncio.CancelledError) or response is None:
                 raise
-            return web.Response(status=499)  # never sent: the connection is gone
+            return response  # a write found the connection gone: nothing more can be sent
         finally:
             await batches.aclose()
 
