@@ -160,13 +160,11 @@ class Gateway:
                     return await self._stream(request, req, d, spec, call, tokens)
                 answer = await self.upstreams.complete(spec, req.upstream_body(spec.upstream_name or spec.name, False))
             except UpstreamFailure as failure:
-                self.end_call(call, failure.outcome, failure.status, str(failure))
+                self.fail_call(call, failure)
                 attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": failure.outcome,
                                  "status": failure.status, "message": str(failure)})
                 if not failure.retry:  # the request's own fault: the upstream's answer, as it is
-                    self.health.release(d.model)
                     return self._passthrough(failure, d, attempt)
-                self.health.failure(d.model, failure.retry_after)
                 tried.add(d.model)
                 if direct:
                     break
@@ -179,8 +177,7 @@ class Gateway:
                 replaces, d = d.decision_id, nxt
                 continue
             except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us
-                self.health.release(d.model)
-                self.end_call(call, "cancelled", None, "the client disconnected")
+                self.cancel_call(call)
                 raise
             body = answer.body
             body["model"] = d.model
@@ -246,8 +243,7 @@ class Gateway:
                     except StopAsyncIteration:
                         break
             except UpstreamFailure as failure:  # after the first event: end the stream with an error event
-                self.end_call(call, failure.outcome, failure.status, str(failure), ttft)
-                self.health.failure(d.model, failure.retry_after)
+                self.fail_call(call, failure, ttft)
                 error = {"error": {"message": f"the upstream stream failed: {failure}", "type": "upstream_error",
                                    "code": failure.outcome, "param": None}}
                 await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
@@ -257,8 +253,7 @@ class Gateway:
             self._served(call, d, req, ttft, usage, "".join(parts), tokens)
             return response
         except (ConnectionResetError, asyncio.CancelledError) as err:
-            self.health.release(d.model)
-            self.end_call(call, "cancelled", None, "the client disconnected", None if response is None else ttft)
+            self.cancel_call(call, None if response is None else ttft)
             if isinstance(err, asyncio.CancelledError) or response is None:
                 raise
             return response  # a write found the connection gone: nothing more can be sent
@@ -289,6 +284,19 @@ class Gateway:
         self.metrics.call(call["model"], outcome, seconds if outcome == "ok" else None)
         self.service.store.add_call(call)
         return call
+
+    def fail_call(self, call: dict, failure: UpstreamFailure, ttft_ms: float | None = None) -> None:
+        """Log a call that failed; its provider's health hears of it unless the request was at fault."""
+        self.end_call(call, failure.outcome, failure.status, str(failure), ttft_ms)
+        if failure.retry:
+            self.health.failure(call["model"], failure.retry_after)
+        else:
+            self.health.release(call["model"])
+
+    def cancel_call(self, call: dict, ttft_ms: float | None = None, why: str = "the client disconnected") -> None:
+        """Log a call given up on our side: nothing learned about its provider."""
+        self.health.release(call["model"])
+        self.end_call(call, "cancelled", None, why, ttft_ms)
 
     def _served(self, call: dict, d: Decision, req: ChatRequest, ttft_ms: float, usage: dict, text: str,
                 prompt_tokens: float) -> None:

@@ -85,16 +85,11 @@ class Judge:
         try:
             reply = await gw.upstreams.complete(spec, body)
         except UpstreamFailure as failure:
-            gw.end_call(call, failure.outcome, failure.status, str(failure))
-            if failure.retry:
-                gw.health.failure(spec.name, failure.retry_after)
-            else:
-                gw.health.release(spec.name)
+            gw.fail_call(call, failure)
             log.info("judge call for %s failed: %s", decision_id, failure)
             return
         except asyncio.CancelledError:  # shutting down
-            gw.health.release(spec.name)
-            gw.end_call(call, "cancelled", None, "cancelled")
+            gw.cancel_call(call, why="cancelled")
             raise
         gw.health.success(spec.name)
         usage = reply.body.get("usage") or {}

@@ -264,20 +264,23 @@ class Service:
                 except (TypeError, ValueError, RecursionError) as err:
                     out[i] = RoutingError(f"metadata cannot be stored as JSON: {err}")
                     continue
-                self.pending.remember(d.pending())
-                self.stats.decision(d.model)
                 logged.append((d, r.user, metadata))
-        self.store.add_decisions(logged)
+        self._keep(logged)
         return out
+
+    def _keep(self, logged: list[tuple[Decision, str | None, str | None]]) -> None:
+        """Hold ``(decision, user, metadata as JSON)`` items for their feedback, count and log them."""
+        for d, _, _ in logged:
+            self.pending.remember(d.pending())
+            self.stats.decision(d.model)
+        self.store.add_decisions(logged)
 
     def fallback(self, d: Decision, exclude: set[str], user: str | None, metadata: dict | None) -> Decision | None:
         """Take ``d``'s call to another model (:meth:`Router.fallback`), remembered and logged like a route."""
         self.check_available()
         out = self.router.fallback(d, exclude)
         if out is not None:
-            self.pending.remember(out.pending())
-            self.stats.decision(out.model)
-            self.store.add_decisions([(out, user, json.dumps(metadata) if metadata is not None else None)])
+            self._keep([(out, user, json.dumps(metadata) if metadata is not None else None)])
         return out
 
     async def route(self, request: RouteRequest) -> Decision:
