@@ -28,7 +28,7 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -223,6 +223,40 @@ class Rule(_Strict):
     cost_weight: NonNegFloat | None = Field(default=None, description="this cost weight, whatever the request asks")
     cost_preference: Fraction | None = Field(default=None, description="this cost preference, whatever the "
                                              "request asks")
+    budget: str | None = Field(default=None, description="charge the request to this budget (by name) instead of "
+                               "the first budget whose tenant it has")
+
+
+TENANT_KEY = re.compile(r"user|api_key|metadata\.[A-Za-z0-9_\-]{1,64}")
+
+
+class BudgetConfig(_Strict):
+    """A spending budget per tenant and period, kept by pacing the tenant's cost weight
+    (:mod:`banditroute.core.budget`)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    tenant: str = Field(default="user", description="what tells tenants apart: user (the request's user), api_key "
+                        "(the bearer key, kept as a hash), or metadata.FIELD")
+    period: Literal["hour", "day", "month"] = "day"
+    usd: PositiveFloat = Field(description="what each tenant may spend per period, in USD")
+    tenants: dict[str, PositiveFloat] = Field(default_factory=dict, description="amounts for named tenants, "
+                                              "instead of usd")
+    when_exhausted: Literal["cheapest", "refuse"] = Field(
+        default="cheapest", description="when nothing fits what is left: serve the cheapest eligible model, or "
+                                        "refuse with 429")
+    pacing: bool = Field(default=True, description="pace spend over the period; false: the budget is only a cap "
+                         "(requests are served as usual until it is spent)")
+    pacing_step: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05, description="step of the pacing controller (the multiplicative update of the cost weight)")
+    max_tenants: Annotated[int, Field(gt=0)] = Field(default=100_000, description="tenants tracked at once; a new "
+                                                     "one beyond this is refused")
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_key(cls, v: str) -> str:
+        if not TENANT_KEY.fullmatch(v):
+            raise ValueError("tenant must be user, api_key or metadata.FIELD (FIELD: letters, digits, _ or -)")
+        return v
 
 
 class JudgeConfig(_Strict):
@@ -263,6 +297,8 @@ class Settings(_Strict):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     rules: list[Rule] = Field(default_factory=list, description="evaluated in order before the policy; the first "
                               "that matches applies")
+    budgets: list[BudgetConfig] = Field(default_factory=list, description="spending budgets per tenant; a request "
+                                        "is charged to the first whose tenant it has (or to its rule's budget)")
 
     @field_validator("models")
     @classmethod
@@ -286,6 +322,16 @@ class Settings(_Strict):
                 raise ValueError(f"rules.{i} ({rule.name}): unknown models {', '.join(unknown)}")
             if rule.model is not None and rule.models is not None and rule.model not in rule.models:
                 raise ValueError(f"rules.{i} ({rule.name}): model {rule.model!r} is not among its models")
+            if rule.budget is not None and rule.budget not in {b.name for b in self.budgets}:
+                raise ValueError(f"rules.{i} ({rule.name}): no budget named {rule.budget!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_budgets(self) -> Settings:
+        names = [b.name for b in self.budgets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate budget names: {', '.join(dupes)}")
         return self
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ class                           status  ``error``
 :class:`BodyTooLarge`           413     ``body_too_large``
 :class:`ValidationFailed`       422     ``validation_error``
 :class:`RoutingError`           422     ``routing_error``
+:class:`BudgetExhausted`        429     ``budget_exhausted``
 :class:`Unavailable`            503     ``unavailable``
 :class:`UpstreamFailed`         502     ``upstream_error``
 ==============================  ======  =========================
@@ -121,6 +122,21 @@ class RoutingError(ClientError, ValueError):
     """A request the router cannot serve as asked (unknown model, nothing eligible, bad prompt)."""
 
     status, kind = 422, "routing_error"
+
+
+class BudgetExhausted(RoutingError):
+    """The tenant's budget cannot pay for any eligible model and it refuses (``when_exhausted = "refuse"``);
+    ``Retry-After`` says when its period ends."""
+
+    status, kind = 429, "budget_exhausted"
+    log_level = logging.INFO
+
+    def __init__(self, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class Unavailable(ClientError):

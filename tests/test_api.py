@@ -316,6 +316,7 @@ async def test_every_answer_validates_against_its_response_model(client):
     first, dup = await post(client, "/feedback", keyed), await post(client, "/feedback", keyed)
     answers = {("POST", "/route"): [r], ("POST", "/feedback"): [f, first, dup]}
     for method, path, body in [("GET", "/models", None), ("GET", "/policy", None), ("GET", "/healthz", None),
+                               ("GET", "/budgets", None),
                                ("GET", "/readyz", None), ("PUT", "/policy", {"cost_weight": 5.0, "floor": 0.02})]:
         resp = await client.request(method, path, data=None if body is None else json.dumps(body))
         assert resp.status == 200
@@ -327,7 +328,7 @@ async def test_every_answer_validates_against_its_response_model(client):
         for answer in answers[route.method, route.path]:
             route.response.model_validate(answer)
             checked += 1
-    assert checked == 9 and dup["duplicate"] and not first["duplicate"]
+    assert checked == 10 and dup["duplicate"] and not first["duplicate"]
     for method, path, body in [("POST", "/route", "{"), ("POST", "/feedback", '{"decision_id": "nope"}'),
                                ("GET", "/nowhere", None), ("PUT", "/policy", '{"floor": 0.9}')]:
         resp = await client.request(method, path, data=body)

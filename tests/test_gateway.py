@@ -64,13 +64,15 @@ def pool(upstream: str, closed: str | None, **gateway) -> dict:
 class Stack:
     """The fake upstream and banditroute, served from one loop in a thread."""
 
-    def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, rules: list | None = None, **gateway):
+    def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, rules: list | None = None,
+                 budgets: list | None = None, **gateway):
         self.fake = FakeUpstream()
         self.fake_port, self.port = free_port(), free_port()
         data = pool(f"http://127.0.0.1:{self.fake_port}/v1", f"http://127.0.0.1:{free_port()}/v1" if gone else None,
                     **gateway)
         data["storage"]["db"] = str(tmp_path / "router.duckdb")
         data["rules"] = rules or []
+        data["budgets"] = budgets or []
         if judge is not None:
             data["models"].append({"name": "judge", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0,
                                    "base_url": f"http://127.0.0.1:{self.fake_port}/v1"})
@@ -609,3 +611,30 @@ def test_a_cost_preference_in_extra_body_becomes_the_decisions_weight(tmp_path):
         d = s.query(f"SELECT * FROM decisions WHERE decision_id = '{r.headers['x-banditroute-decision-id']}'")[0]
         spread = max(d["pred_cost"]) - min(d["pred_cost"])
         assert d["cost_weight"] == pytest.approx(s.config.policy.preference_scale / spread)
+
+
+def test_a_budget_is_refunded_for_failed_calls_charged_what_answers_cost_and_refuses_in_openai_shape(tmp_path):
+    budget = {"name": "daily", "usd": 0.01, "when_exhausted": "refuse"}
+    with Stack(tmp_path, budgets=[budget]) as s:
+        c = s.client()
+        pacer = lambda: s.service.router.budgets.pacers["daily", "acme"]
+        s.fault("cheap", status=503)
+        s.fault("mid", status=500)
+        with pytest.raises(openai.APIStatusError) as err:
+            c.chat.completions.create(model="banditroute", messages=ASK, user="acme", extra_body=only("cheap", "mid"))
+        assert err.value.status_code == 502
+        assert pacer().spent == 0.0 and pacer().requests == 1  # both failed calls were refunded
+        s.fault("cheap")
+        s.fault("mid")
+        r = c.chat.completions.create(model="banditroute", messages=ASK, user="acme", extra_body=only("cheap"))
+        calls = s.wait_for("SELECT cost_usd FROM calls WHERE outcome = 'ok'", 1)
+        deadline = time.time() + 5
+        while pacer().reported_cost == 0.0 and time.time() < deadline:  # the usage feedback is queued
+            time.sleep(0.02)
+        assert r.model == "cheap" and pacer().spent == pytest.approx(calls[0]["cost_usd"])
+        pacer().amount = pacer().spent  # as if the rest of the budget had been spent
+        with pytest.raises(openai.RateLimitError) as err:
+            c.chat.completions.create(model="banditroute", messages=ASK, user="acme", extra_body=only("cheap"))
+        body = err.value.body
+        assert body["code"] == "budget_exhausted" and "acme" in body["message"]
+        assert int(err.value.response.headers["retry-after"]) > 0

@@ -11,7 +11,7 @@ from banditroute.config import ConfigError, parse_settings
 from banditroute.core.router import RouteRequest, Router
 from banditroute.core.rules import Rules
 from banditroute.errors import RoutingError
-from banditroute.log.schema import DECISION_SCHEMA, DUCK_TYPES
+from banditroute.log.schema import ADDED_COLUMNS, DECISION_SCHEMA, DUCK_TYPES
 from banditroute.log.store import Store
 from banditroute.offline.candidates import candidate_probabilities
 from banditroute.offline.logs import load_log
@@ -109,11 +109,11 @@ def test_the_rule_is_logged_and_replay_keeps_a_candidate_to_the_models_it_allowe
 def test_a_log_written_before_rules_and_calls_existed_opens_and_gains_the_columns(tmp_path):
     path = str(tmp_path / "old.duckdb")
     con = duckdb.connect(path)
-    old = [f for f in DECISION_SCHEMA if f.name != "rule"]
+    old = [f for f in DECISION_SCHEMA if f.name not in ADDED_COLUMNS]
     con.execute(f"CREATE TABLE decisions ({', '.join(f'{chr(34)}{f.name}{chr(34)} {DUCK_TYPES[f.type]}' for f in old)})")
     con.close()
     service = Service(pool(), Store(path, flush_interval=3600.0, group_commit=False), seed=1)
-    (d,) = service.route_many([RouteRequest(prompt="hello", user="alice")])
+    service.route_many([RouteRequest(prompt="hello", user="alice")])
     service.store.flush().result()
     assert service.store.query("SELECT rule FROM decisions").column(0).to_pylist() == ["premium"]
     assert service.store.query("SELECT count(*) FROM calls").column(0).to_pylist() == [0]

@@ -32,9 +32,14 @@ def cmd_simulate(args) -> int:
     outcomes = load_outcomes(args.outcomes)
     pool = _pool(args)
     settings = _settings(args, pool)
+    budget = None
+    if args.budget_usd_per_request is not None:
+        from banditroute.offline.simulate import budget_per_request
+
+        budget = budget_per_request(args.budget_usd_per_request, args.when_exhausted, not args.no_pacing)
     result = simulate(outcomes, settings.name, args.cost_weight, args.seed, state=args.state, pool=pool,
                       settings=settings, progress=sys.stderr.isatty(), log=args.log,
-                      cost_preference=args.cost_preference)
+                      cost_preference=args.cost_preference, budget=budget)
     print(json.dumps(result, allow_nan=False) if args.json else report.simulate_table(result))
     return 0
 
@@ -141,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cost-weight", type=float, help="quality points per USD (default from the pool file, else 100)")
     s.add_argument("--cost-preference", type=float, help="route by a cost preference in [0, 1] instead of the weight "
                    "(0: quality only, 1: the cheapest)")
+    s.add_argument("--budget-usd-per-request", type=float, metavar="B", help="run the online stream under a budget "
+                   "of B USD per request on average, paced over the stream")
+    s.add_argument("--when-exhausted", choices=("cheapest", "refuse"), default="cheapest",
+                   help="with a budget: what happens once it cannot pay for any model")
+    s.add_argument("--no-pacing", action="store_true", help="with a budget: no pacing, only a cap (serve as usual "
+                   "until it is spent)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--state", help="start from a saved policy state (see pretrain)")
     s.add_argument("--log", help="write the decision log here (.parquet or .jsonl)")

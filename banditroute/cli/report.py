@@ -18,6 +18,11 @@ def simulate_table(result: dict) -> str:
     out.append(f"{'best model (test)':18}{te['n']:>7}{ref['best_quality']:>10.4f}{ref['best_cost_usd']:>12.4f}  {ref['best_model']}")
     out.append(f"{'oracle (test)':18}{te['n']:>7}{ref['oracle_quality']:>10.4f}")
     out.append("test share: " + ", ".join(f"{m} {s:.1%}" for m, s in sorted(te["share"].items(), key=lambda kv: -kv[1]) if s > 0))
+    if "budget" in result:
+        b = result["budget"]
+        out.append(f"budget: {b['spent_usd']:.4f} of {b['usd']:.4f} USD spent online ({b['spent_share']:.1%}; "
+                   f"{b['spent_per_request']:.3g} per request for {b['usd_per_request']:.3g}); "
+                   f"{b['exhausted_requests']} requests found it exhausted, {b['refused']} refused")
     if "log" in result:
         out.append(f"decision log: {result['log']['path']} ({result['log']['decisions']} decisions)")
     return "\n".join(out)

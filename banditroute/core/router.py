@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import random
 import time
 from typing import Any
@@ -21,13 +22,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from banditroute.config import Fraction, NonNegFloat, PositiveFloat, Settings
+from banditroute.core.budget import Budgets, Pacer
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.preference import preference_weights
 from banditroute.core.reward import Feedback, fingerprint
 from banditroute.core.rules import Rules, narrow
 from banditroute.core.types import Context, Decision, FeedbackResult, Pending
-from banditroute.errors import RoutingError, ValidationFailed
+from banditroute.errors import BudgetExhausted, RoutingError, ValidationFailed
 
 METADATA_MAX_DEPTH = 8  # levels of nested objects and arrays below the metadata object itself
 METADATA_MAX_BYTES = 16_384  # as compact JSON, which is how the log stores it
@@ -120,10 +122,13 @@ class Router:
         The secret of the prompt hash, HMAC-SHA256(key, prompt) (RFC 2104): without the key nobody can
         confirm a guessed prompt against the log. ``None`` (offline tools, whose prompts come from
         public tables) hashes with plain SHA-256.
+    budgets
+        The tenants' budgets and their pacing; by default ``Budgets(pool.budgets)`` on the wall clock.
     """
 
     def __init__(self, pool: Settings, policy: Policy | None = None, featurizer: Featurizer | None = None,
-                 seed: int | None = None, store_prompts: bool = False, hash_key: bytes | None = None):
+                 seed: int | None = None, store_prompts: bool = False, hash_key: bytes | None = None,
+                 budgets: Budgets | None = None):
         self.pool = pool
         self.featurizer = featurizer or Featurizer()
         if policy is None:
@@ -139,6 +144,7 @@ class Router:
         self.hash_key = hash_key
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
         self.rules = Rules(pool.rules)
+        self.budgets = budgets if budgets is not None else Budgets(pool.budgets)
         self._index_arms()
 
     def _check_policy(self, policy: Policy) -> None:
@@ -201,6 +207,27 @@ class Router:
             mask = fits
         return mask
 
+    def _refuses(self, pacer: Pacer) -> bool:
+        return self.budgets.configs[pacer.budget].when_exhausted == "refuse"
+
+    def _within_budget(self, pacer: Pacer, mask: np.ndarray, cost: np.ndarray, now: float) -> np.ndarray:
+        """``mask`` narrowed to the models ``pacer``'s budget can pay for at the budget's ``cost``
+        (:meth:`Pacer.affordable`); when it is exhausted, the cheapest eligible model, or
+        :class:`BudgetExhausted` if the budget refuses."""
+        out = pacer.affordable(now, cost, mask, self.policy.current_floor())
+        if out is not None:
+            return out
+        pacer.exhausted += 1
+        cheapest = int(np.argmin(np.where(mask, cost, np.inf)))
+        if self._refuses(pacer):
+            raise BudgetExhausted(
+                f"budget {pacer.budget!r} of tenant {pacer.tenant!r} is spent: {pacer.left:.6g} of {pacer.amount:g} USD "
+                f"left, the cheapest eligible model ({self.policy.models[cheapest]}) is predicted to cost "
+                f"{float(cost[cheapest]):.6g} USD", retry_after=max(1, math.ceil(pacer.end - now)))
+        out = np.zeros_like(mask)
+        out[cheapest] = True
+        return out
+
     def route(self, prompt: str, options: RouteOptions | None = None) -> Decision:
         """Choose a model for ``prompt``; the decision is logged and kept for its feedback."""
         out = self.route_many([prompt], [options or RouteOptions()])[0]
@@ -227,9 +254,11 @@ class Router:
         texts = [prompts[i] for i in valid]
         X = self.featurizer.transform_many(texts)
         tokens = np.array([self.featurizer.input_tokens(p) for p in texts])
-        capped = any(options[i].max_cost_usd is not None for i in valid)
+        budgets = self.budgets
+        now = budgets.clock() if budgets else 0.0
+        capped = budgets or any(options[i].max_cost_usd is not None for i in valid)
         cost = self.policy.cost_model.predict(X, tokens) if capped else None
-        rows, masks, weights, matched, prefs = [], [], [], [], []
+        rows, masks, weights, matched, prefs, pacers = [], [], [], [], [], []
         for j, i in enumerate(valid):
             opts = options[i]
             rule = self.rules.match(prompts[i], opts.user, opts.metadata, opts._api_key) if self.rules else None
@@ -239,17 +268,27 @@ class Router:
                         opts = narrow(rule, opts)
                     except ValueError as err:
                         raise RoutingError(str(err)) from None
-                masks.append(self.eligible(opts, None if cost is None else cost[j]))
+                mask = self.eligible(opts, None if cost is None else cost[j])
+                pacer = budgets.pacer(opts, None if rule is None else rule.budget, now) if budgets else None
+                bcost = None
+                if pacer is not None:
+                    bcost = cost[j]
+                    mask = self._within_budget(pacer, mask, bcost, now)
             except RoutingError as err:
                 out[i] = err
                 continue
             rows.append(j)
+            masks.append(mask)
+            pacers.append((pacer, bcost))
             matched.append(None if rule is None else rule.name)
+            explicit = opts.cost_weight is not None or opts.cost_preference is not None
             pref = None if opts.cost_weight is not None else (
                 opts.cost_preference if opts.cost_preference is not None else self.cost_preference)
             prefs.append(pref)
             weights.append(opts.cost_weight if opts.cost_weight is not None else
                            self.cost_weight if pref is None else np.nan)
+            if pacer is not None and pacer.pacing and not explicit:  # the budget's weight replaces the default
+                prefs[-1], weights[-1] = None, 0.0
         if not rows:
             return out
         weights = np.array(weights)
@@ -260,25 +299,36 @@ class Router:
             weights[by_pref] = preference_weights(
                 np.array([prefs[r] for r in by_pref]), cost[[rows[r] for r in by_pref]],
                 np.stack([masks[r] for r in by_pref]), self.pool.policy.preference_scale)
+        paced = [r for r, (pacer, _) in enumerate(pacers) if pacer is not None and pacer.pacing]
+        if paced:  # the higher of the request's weight and its budget's
+            weights[paced] = np.maximum(weights[paced], preference_weights(
+                np.array([pacers[r][0].preference for r in paced]), np.stack([pacers[r][1] for r in paced]),
+                np.stack([masks[r] for r in paced]), self.pool.policy.preference_scale))
         every_model = isinstance(self._pool_arms, slice) and all(m is self._pool_mask for m in masks)
         eligible = None if every_model else np.stack(masks)
         s = self.policy.probabilities(X[rows], tokens[rows], eligible, weights, self.rng)
         picks = sample(s.probabilities, self.rng)
         models = self.policy.models
-        version, policy_name, now = self.featurizer.version, self.policy.describe(), time.time()
+        version, policy_name, ts = self.featurizer.version, self.policy.describe(), time.time()
         direct = [getattr(options[valid[j]], "direct", False) for j in rows]
-        for r, (j, mask, cw, k, own, rule) in enumerate(zip(rows, masks, weights.tolist(), picks.tolist(), direct,
-                                                             matched)):
+        for r, (j, mask, cw, k, own, rule, (pacer, bcost)) in enumerate(zip(rows, masks, weights.tolist(),
+                                                                             picks.tolist(), direct, matched, pacers)):
             i = valid[j]
+            if pacer is not None and pacer.left < bcost[k] * pacer.calibration and self._refuses(pacer):
+                # an earlier request of the same batch took what this one was allowed
+                pacer.exhausted += 1
+                out[i] = BudgetExhausted(f"budget {pacer.budget!r} of tenant {pacer.tenant!r} is spent",
+                                         retry_after=max(1, math.ceil(pacer.end - now)))
+                continue
             if mask is self._pool_mask:
                 idx, eligible = self._pool_arms, self._names
             else:
                 idx = np.flatnonzero(mask)
                 eligible = [models[a] for a in idx.tolist()]
             prompt = prompts[i]
-            out[i] = Decision(
+            d = out[i] = Decision(
                 decision_id=f"{self._ids.getrandbits(128):032x}",
-                ts=now,
+                ts=ts,
                 model=models[k],
                 arm=k,
                 propensity=float(s.probabilities[r, k]),
@@ -294,6 +344,11 @@ class Router:
                 prompt=prompt if self.store_prompts else None,
                 rule=rule,
             )
+            if pacer is not None:
+                d.charged = float(bcost[k])
+                pacer.charge(now, float(s.probabilities[r] @ bcost), d.charged, cw)
+                d.budget, d.tenant, d.pacer = pacer.budget, pacer.tenant, pacer
+                d.pace = pacer.preference if pacer.pacing else None
         return out
 
     def fallback(self, d: Decision, exclude: set[str]) -> Decision | None:
@@ -310,11 +365,24 @@ class Router:
         p = p / total if total > 0 else np.full(len(keep), 1.0 / len(keep))
         k = int(sample(p[None, :], self.rng)[0])
         model = d.eligible[keep[k]]
-        return Decision(decision_id=f"{self._ids.getrandbits(128):032x}", ts=time.time(), model=model,
-                        arm=self._arm[model], propensity=float(p[k]), eligible=[d.eligible[i] for i in keep],
-                        probabilities=p, pred_quality=d.pred_quality[keep], pred_cost=d.pred_cost[keep],
-                        cost_weight=d.cost_weight, policy=d.policy, feature_version=d.feature_version,
-                        context=d.context, prompt_hash=d.prompt_hash, prompt=d.prompt, rule=d.rule)
+        out = Decision(decision_id=f"{self._ids.getrandbits(128):032x}", ts=time.time(), model=model,
+                       arm=self._arm[model], propensity=float(p[k]), eligible=[d.eligible[i] for i in keep],
+                       probabilities=p, pred_quality=d.pred_quality[keep], pred_cost=d.pred_cost[keep],
+                       cost_weight=d.cost_weight, policy=d.policy, feature_version=d.feature_version,
+                       context=d.context, prompt_hash=d.prompt_hash, prompt=d.prompt, rule=d.rule,
+                       budget=d.budget, tenant=d.tenant, pace=d.pace, pacer=d.pacer)
+        if d.pacer is not None:  # charged like a routed decision, without moving the multiplier
+            self.refund(d)
+            out.charged = float(d.pred_cost[keep[k]])
+            d.pacer.spent += out.charged
+        return out
+
+    @staticmethod
+    def refund(d: Decision) -> None:
+        """Take back what ``d`` was charged to its budget: its call failed and cost nothing."""
+        if d.pacer is not None:
+            d.pacer.refund(d.charged)
+            d.charged = 0.0
 
     def prompt_hash(self, prompt: str) -> str:
         """The prompt's hash as logged: HMAC-SHA256 under :attr:`hash_key`, or SHA-256 without one (hex)."""
@@ -368,6 +436,8 @@ class Router:
         if cost is not None and d.cost_usd is None:
             self.policy.update(d.context, d.arm, cost_usd=cost)
             d.cost_usd = cost
+            if d.pacer is not None:  # the budget was charged the predicted cost
+                d.pacer.report(d.charged, cost)
 
     def restore(self, row: dict) -> Pending:
         """A logged decision (a ``decisions`` row) rebuilt for learning from late feedback."""
@@ -380,6 +450,9 @@ class Router:
         if d is None:
             raise RoutingError(f"decision {row['decision_id']} chose {row['chosen']!r}, not in the policy's models")
         d.cost_usd = row.get("applied_cost")  # set when earlier feedback already gave the cost
+        pacer = self.budgets.find(row.get("budget"), row.get("tenant"), row["ts"].timestamp()) if self.budgets else None
+        if pacer is not None and d.cost_usd is None:
+            d.pacer, d.charged = pacer, float(row["charged"])
         d.signals.extend(zip(row.get("applied_qualities") or (), row.get("applied_weights") or ()))
         if row.get("applied_keys"):
             d.keys = {k["key"]: fingerprint(k["qualities"], k["weights"], k["reported"]) for k in row["applied_keys"]}

@@ -14,6 +14,7 @@ weight in quality points per USD.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,8 @@ class Pending:
     cost_usd: float | None = None
     signals: list[tuple[float, float]] = field(default_factory=list)
     keys: dict[str, str] | None = None  # idempotency key -> payload fingerprint of its feedback
+    pacer: Any = None  # the tenant budget (a core.budget.Pacer) charged ``charged`` USD for it
+    charged: float = 0.0
 
     @property
     def quality(self) -> float | None:
@@ -84,10 +87,15 @@ class Decision:
     prompt_hash: str
     prompt: str | None = None
     rule: str | None = None  # the configured rule that shaped it
+    budget: str | None = None  # the budget and tenant it was charged to, and the tenant's cost preference after
+    tenant: str | None = None
+    pace: float | None = None
+    pacer: Any = None  # that budget's core.budget.Pacer, and what it was charged (the predicted cost)
+    charged: float = 0.0
 
     def pending(self) -> Pending:
         """What learning from this decision's feedback needs."""
-        return Pending(self.decision_id, self.model, self.arm, self.context)
+        return Pending(self.decision_id, self.model, self.arm, self.context, pacer=self.pacer, charged=self.charged)
 
     def scores(self) -> dict[str, dict[str, float]]:
         """``{model: {quality, cost_usd, score}}`` behind the choice."""

@@ -161,6 +161,7 @@ class Gateway:
                 answer = await self.upstreams.complete(spec, req.upstream_body(spec.upstream_name or spec.name, False))
             except UpstreamFailure as failure:
                 self.fail_call(call, failure)
+                svc.router.refund(d)
                 attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": failure.outcome,
                                  "status": failure.status, "message": str(failure)})
                 if not failure.retry:  # the request's own fault: the upstream's answer, as it is

@@ -18,6 +18,7 @@ from banditroute.gateway.gateway import Gateway
 from banditroute.gateway.requests import ROUTED, ChatRequest
 from banditroute.http.metrics import CONTENT_TYPE, Metrics
 from banditroute.http.schemas import (
+    BudgetsResponse,
     FeedbackRequest,
     FeedbackResponse,
     ModelsResponse,
@@ -96,6 +97,10 @@ async def v1_models(request: web.Request) -> web.Response:
     names = [ROUTED, *request.app[SERVICE].config.names]
     return json_response({"object": "list", "data": [{"id": n, "object": "model", "created": 0,
                                                        "owned_by": "banditroute"} for n in names]})
+
+
+async def budgets(request: web.Request) -> web.Response:
+    return json_response(BudgetsResponse(budgets=request.app[SERVICE].router.budgets.view()).model_dump())
 
 
 async def get_policy(request: web.Request) -> web.Response:

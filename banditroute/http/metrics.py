@@ -5,7 +5,8 @@ Per request (from the middleware): ``banditroute_requests_total{path,method,stat
 ``banditroute_feedback_total{duplicate,late}``; per gateway call: ``banditroute_upstream_calls_total{model,outcome}``,
 ``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. Read from the service at each scrape
 (:class:`ServiceCollector`): log positions, the writer's queue and last commit, idle checkpoints,
-pending and recalled decisions, micro-batches and each model's share of decisions. Process and
+pending and recalled decisions, micro-batches, each model's share of decisions, and per budget and
+tenant its amount, spend, remaining, pace, cost weight and preference (``banditroute_budget_*``). Process and
 platform metrics (CPU, memory, open files, GC) come with the registry.
 """
 
@@ -62,6 +63,27 @@ class ServiceCollector:
         for row in s.stats.table():
             share.add_metric([row["model"]], row["share"])
         yield share
+        yield from budget_metrics(s.router.budgets.view())
+
+
+def budget_metrics(tenants: list[dict]):
+    """Gauges per budget and tenant (one series per tenant with decisions in its current period)."""
+    families = [
+        ("banditroute_budget_amount_usd", "what the tenant may spend in the current period", "amount_usd"),
+        ("banditroute_budget_spent_usd", "what the tenant has spent in the current period", "spent_usd"),
+        ("banditroute_budget_remaining_usd", "what the tenant has left in the current period", "remaining_usd"),
+        ("banditroute_budget_pace", "spend over the even pace for the share of the period gone", "pace"),
+        ("banditroute_budget_cost_weight", "the cost weight of the tenant's last decision", "cost_weight"),
+        ("banditroute_budget_cost_preference", "the cost preference the pacing sets", "cost_preference"),
+        ("banditroute_budget_exhausted_requests", "requests that found the budget exhausted this period",
+         "exhausted_requests"),
+    ]
+    for name, doc, key in families:
+        g = GaugeMetricFamily(name, doc, labels=["budget", "tenant"])
+        for t in tenants:
+            if t[key] is not None:
+                g.add_metric([t["budget"], t["tenant"]], t[key])
+        yield g
 
 
 class Metrics:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from banditroute.http import handlers
 from banditroute.http.metrics import CONTENT_TYPE
 from banditroute.http.schemas import (
+    BudgetsResponse,
     ChatCompletionRequest,
     ErrorResponse,
     FeedbackRequest,
@@ -44,14 +45,16 @@ class Route:
 
 ROUTES = (
     Route("POST", "/route", handlers.route, "Choose a model for a prompt", RouteRequest, RouteResponse,
-          (400, 401, 408, 413, 422, 503)),
+          (400, 401, 408, 413, 422, 429, 503)),
     Route("POST", "/feedback", handlers.feedback, "Report outcomes of a decision", FeedbackRequest,
           FeedbackResponse, (400, 401, 404, 408, 409, 413, 422, 503)),
     Route("POST", "/v1/chat/completions", handlers.chat_completions, "OpenAI-compatible chat completions: routes "
           "(model banditroute) or calls a pool model, falls back on provider failures, streams with stream: true",
-          ChatCompletionRequest, None, (400, 401, 404, 408, 413, 422, 502, 503)),
+          ChatCompletionRequest, None, (400, 401, 404, 408, 413, 422, 429, 502, 503)),
     Route("GET", "/v1/models", handlers.v1_models, "OpenAI-compatible model list: banditroute and the pool"),
     Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
+    Route("GET", "/budgets", handlers.budgets, "Spend, remaining budget, pace and cost weight per tenant",
+          response=BudgetsResponse),
     Route("GET", "/policy", handlers.get_policy, "The active policy and its settings", response=PolicyView),
     Route("PUT", "/policy", handlers.put_policy, "Change the policy or its settings (logged)", PolicyUpdate,
           PolicyView, (400, 401, 408, 413, 422)),

@@ -118,6 +118,29 @@ class PolicyView(_Answer):
     feedback_seq: int = Field(description="position in the feedback log the state covers")
 
 
+class TenantBudget(_Answer):
+    budget: str
+    tenant: str = Field(description="the request's user, metadata field, or key:HASH for an API key")
+    period_start: str
+    period_end: str
+    amount_usd: float = Field(description="what the tenant may spend in the period")
+    spent_usd: float = Field(description="charged so far: reported costs, and predicted costs until reported")
+    remaining_usd: float
+    requests: int = Field(description="decisions charged to the budget in the period")
+    pace: float | None = Field(description="spend over the even pace (the budget times the share of the period "
+                               "gone): above 1, ahead of it")
+    target_usd_per_request: float | None = Field(description="what each request expected in the rest of the "
+                                                 "period may cost on average (paced budgets)")
+    cost_preference: float | None = Field(description="the preference the pacing controller sets now")
+    cost_weight: float | None = Field(description="the cost weight of the tenant's last decision")
+    exhausted_requests: int = Field(description="requests that found the budget exhausted (served by the "
+                                    "cheapest model, or refused)")
+
+
+class BudgetsResponse(_Answer):
+    budgets: list[TenantBudget] = Field(description="every tenant with decisions in its current period")
+
+
 class PolicyUpdate(BaseModel):
     """``PUT /policy``: any subset; a new ``policy`` is rebuilt from the whole feedback log."""
 

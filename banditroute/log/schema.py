@@ -22,6 +22,9 @@ cost_weight           float64                   quality points per USD used for 
 pred_quality          list<float64>             predicted quality, aligned with eligible
 pred_cost             list<float64>             predicted cost in USD, aligned with eligible
 rule                  string (nullable)         the configured rule that shaped the decision
+budget                string (nullable)         the budget the decision was charged to...
+tenant                string (nullable)         ...for this tenant (an API key appears as its hash)
+pace                  float64 (nullable)        the tenant's cost preference after the decision
 quality               float64 (nullable)        weighted mean of the normalised feedback signals
 cost_usd              float64 (nullable)        reported or derived cost of the call
 n_signals             int32                     number of quality signals received
@@ -64,6 +67,9 @@ LOG_SCHEMA = pa.schema(
         ("pred_quality", pa.list_(pa.float64())),
         ("pred_cost", pa.list_(pa.float64())),
         ("rule", pa.string()),
+        ("budget", pa.string()),
+        ("tenant", pa.string()),
+        ("pace", pa.float64()),
         ("quality", pa.float64()),
         ("cost_usd", pa.float64()),
         ("n_signals", pa.int32()),
@@ -73,11 +79,13 @@ LOG_SCHEMA = pa.schema(
 COLUMNS = tuple(LOG_SCHEMA.names)
 OUTCOME_COLUMNS = ("quality", "cost_usd", "n_signals", "replaces")  # joined from feedback and calls
 
-# ``rule`` goes last, where ALTER TABLE ... ADD COLUMN puts it in a log written before rules existed
-# (decisions are appended by position)
+# columns added since the first release go last, where ALTER TABLE ... ADD COLUMN puts them in a log
+# written before they existed (decisions are appended by position)
+ADDED_COLUMNS = ("rule", "budget", "tenant", "pace")
 DECISION_SCHEMA = pa.schema(
-    [f for f in LOG_SCHEMA if f.name not in OUTCOME_COLUMNS and f.name != "rule"]
-    + [pa.field("user", pa.string()), pa.field("metadata", pa.string()), pa.field("rule", pa.string())]
+    [f for f in LOG_SCHEMA if f.name not in OUTCOME_COLUMNS and f.name not in ADDED_COLUMNS]
+    + [pa.field("user", pa.string()), pa.field("metadata", pa.string())]
+    + [LOG_SCHEMA.field(name) for name in ADDED_COLUMNS]
 )
 FEEDBACK_SCHEMA = pa.schema(
     [
@@ -153,6 +161,9 @@ def decision_table(items: list[tuple[Decision, str | None, str | None]]) -> pa.T
         "user": pa.array([u for _, u, _ in items], pa.string()),
         "metadata": pa.array([m for _, _, m in items], pa.string()),
         "rule": pa.array([d.rule for d in ds], pa.string()),
+        "budget": pa.array([d.budget for d in ds], pa.string()),
+        "tenant": pa.array([d.tenant for d in ds], pa.string()),
+        "pace": pa.array([d.pace for d in ds], pa.float64()),
     }
     return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
 
@@ -202,4 +213,28 @@ SELECT {", ".join(f"d.{c}" for c in COLUMNS if c not in OUTCOME_COLUMNS)},
        coalesce(fb.n_signals, 0)::INTEGER AS n_signals, fallbacks.replaces
 FROM decisions d LEFT JOIN fb USING (decision_id) LEFT JOIN fallbacks USING (decision_id)
 ORDER BY d.ts, d.rowid
+"""
+
+# Per tenant of one budget (``$budget``): its decisions and spend since ``$start`` (a decision costs what
+# its feedback reported, else its model's predicted cost; nothing when every call the gateway made for it
+# failed), what was charged for those whose cost was reported and what they cost (the calibration),
+# its decisions in the period before (``$previous`` to ``$start``), and the cost preference after
+# its last decision. What :meth:`banditroute.core.budget.Budgets.restore` rebuilds the pacers from.
+BUDGET_STATE_SQL = """
+WITH costs AS (SELECT decision_id, max(cost_usd) AS cost FROM feedback GROUP BY decision_id),
+     unpaid AS (SELECT decision_id FROM calls WHERE kind <> 'judge' GROUP BY decision_id
+                HAVING bool_and(outcome NOT IN ('ok', 'cancelled')))
+SELECT d.budget, d.tenant,
+       count(*) FILTER (WHERE d.ts >= $start) AS requests,
+       sum(CASE WHEN unpaid.decision_id IS NOT NULL THEN 0.0
+                ELSE coalesce(costs.cost, d.pred_cost[list_position(d.eligible, d.chosen)]) END)
+           FILTER (WHERE d.ts >= $start) AS spent,
+       sum(d.pred_cost[list_position(d.eligible, d.chosen)]) FILTER (WHERE d.ts >= $start AND costs.cost IS NOT NULL)
+           AS reported_charged,
+       sum(costs.cost) FILTER (WHERE d.ts >= $start) AS reported_cost,
+       count(*) FILTER (WHERE d.ts >= $previous AND d.ts < $start) AS previous,
+       arg_max(d.pace, d.ts) AS preference
+FROM decisions d LEFT JOIN costs USING (decision_id) LEFT JOIN unpaid USING (decision_id)
+WHERE d.budget = $budget
+GROUP BY d.budget, d.tenant
 """

@@ -450,14 +450,17 @@ class Store:
         Each row holds what learning needs (:meth:`Router.restore`): ``decision_id``,
         ``feature_version``, ``x``, ``input_tokens``, ``chosen``, and what earlier feedback applied:
         ``applied_cost`` (null when none), ``applied_qualities`` and ``applied_weights`` (its signals),
-        ``applied_keys`` (its idempotency keys with their payloads). The other list columns (eligible models,
-        probabilities, predictions) are left out: fetching list values is most of a lookup's work.
+        ``applied_keys`` (its idempotency keys with their payloads), and for a budget's correction ``ts``,
+        ``budget``, ``tenant`` and ``charged`` (the chosen model's predicted cost). The other list columns
+        (eligible models, probabilities, predictions) are left out: fetching list values is most of a
+        lookup's work.
         """
         cur = self.con.cursor()
         try:  # execute and fetchall: fewer GIL round trips than the relational API, which a busy loop slows
             cur.execute(
                 "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS decision_id), "
-                "found AS (SELECT d.decision_id, d.feature_version, d.x, d.input_tokens, d.chosen "
+                "found AS (SELECT d.decision_id, d.feature_version, d.x, d.input_tokens, d.chosen, d.ts, d.budget, d.tenant, "
+                "d.pred_cost[list_position(d.eligible, d.chosen)] AS charged "
                 "FROM decisions d SEMI JOIN wanted USING (decision_id)), "
                 "costs AS (SELECT decision_id, max(cost_usd) AS applied_cost, "
                 "flatten(list(qualities ORDER BY seq)) AS applied_qualities, "

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from banditroute.config import PolicyConfig, Settings, pool_from_names
+from banditroute.config import BudgetConfig, PolicyConfig, Settings, pool_from_names
+from banditroute.core.budget import Budgets
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.policies.bayes_linear import single_threaded_blas
@@ -24,9 +25,18 @@ from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import load_state
 from banditroute.core.types import net_score
+from banditroute.errors import BudgetExhausted
 from banditroute.log.store import Store
 from banditroute.offline.outcomes import Outcomes
 from banditroute.service.service import Service
+
+
+def budget_per_request(usd: float, when_exhausted: str = "cheapest", pacing: bool = True,
+                       pacing_step: float | None = None) -> BudgetConfig:
+    """A budget of ``usd`` per request on average for :func:`simulate` (its total is ``usd`` times the
+    train split's size)."""
+    extra = {} if pacing_step is None else {"pacing_step": pacing_step}
+    return BudgetConfig(name="simulate", tenant="user", usd=usd, when_exhausted=when_exhausted, pacing=pacing, **extra)
 
 
 def pool_for(outcomes: Outcomes, pool: Settings | None, settings: PolicyConfig | None = None) -> Settings:
@@ -43,7 +53,7 @@ def pool_for(outcomes: Outcomes, pool: Settings | None, settings: PolicyConfig |
 
 def build_service(outcomes: Outcomes, policy: str | Policy, cost_weight: float, seed: int,
                   pool: Settings | None = None, featurizer: Featurizer | None = None,
-                  settings: PolicyConfig | None = None) -> Service:
+                  settings: PolicyConfig | None = None, budgets: Budgets | None = None) -> Service:
     """The service over the outcome table's models, logging to an in-memory DuckDB (close its store)."""
     if not (np.isfinite(cost_weight) and cost_weight >= 0):
         raise ValueError(f"cost weight must be a finite number >= 0, got {cost_weight}")
@@ -53,26 +63,45 @@ def build_service(outcomes: Outcomes, policy: str | Policy, cost_weight: float, 
     if isinstance(policy, str):
         prices = [(m.input_price_per_mtok, m.output_price_per_mtok) for m in p.models]
         policy = make_policy(policy, p.names, featurizer.dim, prices, p.policy)
-    router = Router(p, policy=policy, featurizer=featurizer, seed=seed)
+    router = Router(p, policy=policy, featurizer=featurizer, seed=seed, budgets=budgets)
     # rows wait for the end of the run: a simulation acknowledges nothing, so it needs no group commit
     store = Store(":memory:", flush_interval=3600.0, group_commit=False)
     return Service(p, store, router=router)
 
 
+class StepClock:
+    """The simulator's clock for budgets: the number of requests routed so far."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def run_online(service: Service, train: Outcomes, seed: int, progress: bool = False,
-               every: int = 0, on_step=None) -> dict:
+               every: int = 0, on_step=None, clock: StepClock | None = None) -> dict:
     """Stream ``train`` through the service with bandit feedback; returns online totals and regret.
 
     Each prompt is a request routed as a batch of one, then its feedback (the chosen model's quality
     as a judge's score and its cost) is learned and logged, as the server does.
     With ``every > 0``, ``on_step(n_seen)`` is called after every ``every`` prompts (learning curves).
-    The regret figures are :func:`online_regret` of the choices.
+    The regret figures are :func:`online_regret` of the choices. Under a budget (``clock`` set, the
+    requests of tenant ``simulate``) a refused request counts as quality 0 at no cost; ``refused``
+    says how many.
     """
     order = np.random.default_rng(seed).permutation(len(train))
     col = {m: k for k, m in enumerate(train.models)}
     chosen = np.empty(len(order), dtype=np.intp)
+    answered = np.ones(len(order), dtype=bool)
+    user = "simulate" if clock is not None else None
     for step, i in enumerate(tqdm(order, "online", unit="prompt", disable=not progress, leave=False), start=1):
-        (d,) = service.route_many([RouteRequest(prompt=train.prompts[i])])
+        if clock is not None:
+            clock.now = float(step - 1)
+        (d,) = service.route_many([RouteRequest(prompt=train.prompts[i], user=user)])
+        if isinstance(d, BudgetExhausted):
+            answered[step - 1], chosen[step - 1] = False, 0
+            continue
         if isinstance(d, Exception):
             raise d
         k = chosen[step - 1] = col[d.model]
@@ -83,10 +112,14 @@ def run_online(service: Service, train: Outcomes, seed: int, progress: bool = Fa
             on_step(step)
     n = len(order)
     rows = order[np.arange(n)]
-    quality, cost = train.quality[rows, chosen], train.cost[rows, chosen]
-    return {"n": n, "quality": float(quality.sum()) / n if n else 0.0, "cost_usd": float(cost.sum()),
-            "regret": online_regret(net_score(train.quality[rows], train.cost[rows], service.router.cost_weight),
-                                    chosen, train.models)}
+    quality = np.where(answered, train.quality[rows, chosen], 0.0)
+    cost = np.where(answered, train.cost[rows, chosen], 0.0)
+    out = {"n": n, "quality": float(quality.sum()) / n if n else 0.0, "cost_usd": float(cost.sum()),
+           "regret": online_regret(net_score(train.quality[rows], train.cost[rows], service.router.cost_weight),
+                                   chosen, train.models)}
+    if clock is not None:
+        out["refused"] = int((~answered).sum())
+    return out
 
 
 def online_regret(rewards: np.ndarray, chosen: np.ndarray, models: list[str], points: int = 20) -> dict:
@@ -140,23 +173,33 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
 def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | None = None, seed: int = 0,
              state: str | None = None, pool: Settings | None = None, progress: bool = False,
              settings: PolicyConfig | None = None, log: str | None = None,
-             featurizer: Featurizer | None = None, cost_preference: float | None = None) -> dict:
+             featurizer: Featurizer | None = None, cost_preference: float | None = None,
+             budget: BudgetConfig | None = None) -> dict:
     """Learn online on the train split, evaluate greedily on the test split.
 
     Returns the ``simulate --json`` result. ``cost_preference`` (in [0, 1]) routes by preference instead
     of the cost weight (:mod:`banditroute.core.preference`). With ``log`` (a ``.parquet`` or ``.jsonl`` path) the
     decision log is exported there, by the server's export; the result then says how many decisions.
+
+    ``budget`` (see :func:`budget_per_request`): the online stream runs under it, as one tenant whose
+    period is the stream (its clock counts requests); the result gains ``budget``: what was allowed
+    and spent, per request and in total, the share spent, and the requests that found it exhausted.
     """
     settings = settings or (pool.policy if pool is not None else PolicyConfig())
     if cost_preference is not None:
         settings = settings.model_copy(update={"cost_preference": float(cost_preference)})
     cw = settings.cost_weight if cost_weight is None else float(cost_weight)
     start: str | Policy = load_state(state) if state else policy
-    service = build_service(outcomes, start, cw, seed, pool, featurizer=featurizer, settings=settings)
+    train, test = outcomes.subset("train"), outcomes.subset("test")
+    clock = budgets = None
+    if budget is not None:
+        clock = StepClock()
+        budget = budget.model_copy(update={"usd": budget.usd * len(train)})
+        budgets = Budgets([budget], clock=clock, window=(0.0, float(len(train))), rate=1.0)
+    service = build_service(outcomes, start, cw, seed, pool, featurizer=featurizer, settings=settings, budgets=budgets)
     try:
-        train, test = outcomes.subset("train"), outcomes.subset("test")
         with single_threaded_blas():
-            online = run_online(service, train, seed, progress)
+            online = run_online(service, train, seed, progress, clock=clock)
         router = service.router
         (test_result,) = evaluate_greedy(router, test, progress=progress)
         test_result.pop("cost_weight")
@@ -170,6 +213,15 @@ def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | Non
             "test": test_result,
             "reference": test.reference(),
         }
+        if budget is not None:
+            (pacer,) = budgets.pacers.values()
+            n = max(len(train), 1)
+            result["budget"] = {
+                "usd_per_request": budget.usd / n, "usd": budget.usd, "spent_usd": online["cost_usd"],
+                "spent_per_request": online["cost_usd"] / n, "spent_share": online["cost_usd"] / budget.usd,
+                "pacing": budget.pacing, "when_exhausted": budget.when_exhausted,
+                "exhausted_requests": pacer.exhausted, "refused": online.pop("refused"),
+                "final_cost_preference": pacer.preference if budget.pacing else None}
         if log is not None:
             service.store.flush().result()
             result["log"] = {"path": str(log), "decisions": service.store.export(log)}

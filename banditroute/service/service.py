@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from banditroute.config import Settings
@@ -39,12 +40,16 @@ from banditroute.core.state import StateError, dumps_state, load_state, loads_st
 from banditroute.core.stats import ModelStats
 from banditroute.core.types import Decision, Pending
 from banditroute.errors import IdempotencyConflict, RoutingError, Unavailable, UnknownDecision, ValidationFailed
-from banditroute.log.schema import QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
+from banditroute.log.schema import BUDGET_STATE_SQL, QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
 from banditroute.log.store import StorageError, Store, prompt_hash_key
 from banditroute.service.batcher import MicroBatcher
 from banditroute.service.pending import LateLookups, PendingDecisions
 
 log = logging.getLogger("banditroute")
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,7 @@ class Service:
         replayed = self.replay_into(self.router, seq)
         self.snapshot_seq = seq
         self._load_stats()
+        self._restore_budgets()
         info = {"snapshot_seq": seq, "replayed": replayed, "seconds": round(time.perf_counter() - t0, 3),
                 "policy": self.router.policy.describe()}
         log.info("recovered: %s", info)
@@ -199,6 +205,19 @@ class Service:
             router.learn(d, list(zip(row["qualities"], row["weights"])), row["cost_usd"])
             n += 1
         return n
+
+    def _restore_budgets(self) -> None:
+        """Each tenant's spend in the current period and its pacing, from the log."""
+        budgets = self.router.budgets
+        if not budgets:
+            return
+        now, rows = budgets.clock(), []
+        for config in budgets.order:
+            start, _ = budgets.bounds(config, now)
+            previous, _ = budgets.bounds(config, start - 1.0)
+            rows += self.store.query(BUDGET_STATE_SQL, {"budget": config.name, "start": _utc(start),
+                                                        "previous": _utc(previous)}).to_pylist()
+        budgets.restore(rows, now)
 
     def _load_stats(self) -> None:
         stats = self.stats

@@ -1,0 +1,309 @@
+"""Budgets that route instead of refusing: each tenant's spend paced to its budget over a period.
+
+A budget (``[[budgets]]``) gives each tenant B USD per period (a calendar hour, day or month, UTC).
+One controller per tenant (:class:`Pacer`) sets the cost preference p of the tenant's requests (the
+scale-free knob of :mod:`banditroute.core.preference`, so the weight it gives is relative to each
+request's own price spread) from the gap between what the tenant spends and what it may spend:
+
+* the target per request is the budget left spread over the requests the rest of the period is
+  expected to bring (adaptive pacing; Balseiro & Gur, "Learning in Repeated Auctions with Budgets",
+  Management Science 65(9), 2019)::
+
+      rho_t = (B - S_t) / R_t,   R_t = max(1, r_t (T_end - t)),
+      r_t = (n_t + r_0 T / 100) / (t - T_start + T / 100)
+
+  with S_t the spend and n_t the requests of the period so far, and r_0 the tenant's request rate in
+  the previous period (the rate seen so far is shrunk towards it for about a hundredth of the period);
+  a tenant's first period has no r_0 and uses (n_t + 1) / max(t - T_start, T / 100) instead;
+* the cost weight is the Lagrange multiplier of the budget constraint, updated by dual mirror descent
+  with the entropic mirror map, i.e. multiplicatively (Balseiro, Lu & Mirrokni, "Dual Mirror Descent
+  for Online Allocation Problems", ICML 2020). Kept as the log-odds u of p, since w ∝ p / (1 - p) =
+  exp(u)::
+
+      u_{t+1} = clip(u_t + eta min((z_t - rho_t) / rho_t, G), -U, U),   p_t = 1 / (1 + exp(-u_t))
+
+  where z_t is the decision's expected predicted cost (each eligible model's probability times its
+  predicted cost), which is less noisy than the cost of the model drawn, and eta is ``pacing_step``.
+  Summed over requests, u_t - u_0 = eta sum_s (z_s - rho_s) / rho_s: integral control of the
+  overspend counted in requests' worth of budget (G = 10 bounds one request's push);
+* a reserve keeps the rest of the period affordable: a model is eligible only when its predicted cost
+  fits what is left after the cheapest model is paid for every other request expected,
+  c_k <= (B - S_t) - (R_t - 1) c_min (never below c_min, the request's cheapest eligible model, so
+  that one fits while anything is left). When less than c_min is left the budget is exhausted: the
+  request goes to its cheapest eligible model, or is refused with 429 (``when_exhausted``);
+* exploration is paid from the slack: the policy's floor forces probability onto every eligible model,
+  which no multiplier can move, so the dearest models are left out of a request while the floor's
+  forced spend on them would take more than half the slack per request (:meth:`Pacer.affordable`).
+
+Spend is charged when the decision is taken, at the chosen model's predicted cost, and corrected when
+the call's cost is reported (a gateway call that failed is refunded). A request's own cost knob still
+counts: the higher of its weight and the budget's applies (a request may save more than its budget
+needs, never less). With ``pacing = false`` the budget is only a cap (no weight control, no reserve),
+the behaviour of gateways that refuse once a budget is spent.
+
+Decisions log the budget, the tenant and p after the update, so the state of every tenant in the
+current period is rebuilt from the log at start (:meth:`Budgets.restore`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from banditroute.config import BudgetConfig
+from banditroute.errors import BudgetExhausted
+
+MAX_LOG_ODDS = 12.0  # |u| bound: p within about 6e-6 of 0 or 1
+WARMUP = 0.01  # share of the period before the request rate seen so far is trusted
+EXPLORATION_SHARE = 0.5  # of the budget's slack per request, what the policy's floor may spend
+MAX_GAP = 10.0  # a step's relative overspend is counted up to this (one dear call moves the weight at most e^(eta MAX_GAP))
+CALIBRATION_PRIOR = 0.01  # of the budget: the pseudo-spend that shrinks the calibration towards 1
+
+
+def period_bounds(period: str, now: float) -> tuple[float, float]:
+    """The calendar period (UTC) that contains ``now``: ``(start, end)`` in Unix seconds."""
+    t = datetime.fromtimestamp(now, UTC)
+    if period == "hour":
+        start = t.replace(minute=0, second=0, microsecond=0)
+        return start.timestamp(), start.timestamp() + 3600.0
+    if period == "day":
+        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.timestamp(), start.timestamp() + 86400.0
+    if period == "month":
+        start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        days = calendar.monthrange(t.year, t.month)[1]
+        return start.timestamp(), start.timestamp() + 86400.0 * days
+    raise ValueError(f"unknown period {period!r}")
+
+
+@dataclass
+class Pacer:
+    """One tenant's budget over one period, and the controller that paces its spend."""
+
+    budget: str
+    tenant: str
+    amount: float
+    start: float
+    end: float
+    step: float
+    pacing: bool = True
+    spent: float = 0.0
+    requests: int = 0
+    log_odds: float = 0.0
+    weight: float | None = None  # the cost weight of the tenant's last decision
+    exhausted: int = 0  # requests that found the budget exhausted (served by the cheapest, or refused)
+    prior_rate: float | None = None  # r_0, requests per second in the tenant's previous period
+    reported_charged: float = 0.0  # what was charged for the decisions whose cost was reported since...
+    reported_cost: float = 0.0  # ...and what they cost
+    _warmup: float = field(init=False)
+
+    def __post_init__(self):
+        self._warmup = WARMUP * (self.end - self.start)
+
+    @property
+    def preference(self) -> float:
+        return 1.0 / (1.0 + math.exp(-self.log_odds))
+
+    @property
+    def left(self) -> float:
+        return max(self.amount - self.spent, 0.0)
+
+    def expected_requests(self, now: float) -> float:
+        """R_t: the requests expected in the rest of the period, this one included."""
+        elapsed = max(now - self.start, 0.0)
+        if self.prior_rate is None:
+            rate = (self.requests + 1) / max(elapsed, self._warmup)
+        else:
+            rate = (self.requests + self.prior_rate * self._warmup) / (elapsed + self._warmup)
+        return max(1.0, rate * (self.end - now))
+
+    def target(self, now: float) -> float:
+        """rho_t: what each of the rest of the period's requests may cost on average."""
+        return self.left / self.expected_requests(now)
+
+    def affordable(self, now: float, cost: np.ndarray, mask: np.ndarray, floor: float) -> np.ndarray | None:
+        """The models of ``mask`` this budget can pay for at predicted costs ``cost`` (K,), for a policy
+        that gives each eligible model at least ``floor``; None when the budget is exhausted (less
+        than the cheapest eligible model's cost is left).
+
+        Paced, two limits apply: the reserve (a model fits what is left after the cheapest model is
+        paid for every other request expected), and exploration paid from the slack: the floor's
+        forced spend on models dearer than the cheapest, ``floor * sum_k (c_k - c_min)``, may take at
+        most half the slack per request expected, ``(B - S_t - R_t c_min) / R_t``, so the dearest
+        models are left out while the budget is tight (the multiplier cannot move what the floor
+        forces).
+        """
+        cost = cost * self.calibration
+        cheapest = float(np.min(cost[mask]))
+        left = self.left
+        if left < cheapest or left <= 0.0:
+            return None
+        if not self.pacing:
+            return mask & (cost <= left)
+        expected = self.expected_requests(now)
+        out = mask & (cost <= max(left - (expected - 1.0) * cheapest, cheapest))
+        if floor > 0.0:
+            allowance = EXPLORATION_SHARE * max(left - expected * cheapest, 0.0) / expected
+            idx = np.flatnonzero(out)
+            order = idx[np.argsort(cost[idx], kind="stable")]
+            forced = floor * np.cumsum(cost[order] - cheapest)
+            out = np.zeros_like(out)
+            out[order[forced <= allowance]] = True
+            out[order[0]] = True
+        return out
+
+    def charge(self, now: float, expected: float, cost: float, weight: float) -> None:
+        """Count a decision predicted to cost ``cost`` (``expected`` under its probabilities), and
+        move the multiplier towards the spend that keeps to the budget (at calibrated costs)."""
+        if self.pacing:
+            rho, expected = self.target(now), expected * self.calibration
+            gap = min((expected - rho) / rho, MAX_GAP) if rho > 0 else MAX_GAP
+            self.log_odds = min(max(self.log_odds + self.step * gap, -MAX_LOG_ODDS), MAX_LOG_ODDS)
+        self.spent += cost
+        self.requests += 1
+        self.weight = weight
+
+    def report(self, charged: float, cost: float) -> None:
+        """A decision charged ``charged`` (its predicted cost) turned out to cost ``cost``."""
+        self.spent = max(self.spent + cost - charged, 0.0)
+        self.reported_charged += charged
+        self.reported_cost += cost
+
+    def refund(self, charged: float) -> None:
+        """A decision charged ``charged`` cost nothing (its call failed)."""
+        self.spent = max(self.spent - charged, 0.0)
+
+    @property
+    def calibration(self) -> float:
+        """kappa: reported costs over what was charged for them, shrunk to 1 while they are few (the
+        cost model's predictions for this tenant are scaled by it, so that a bias does not break
+        the budget)."""
+        prior = CALIBRATION_PRIOR * self.amount
+        return (self.reported_cost + prior) / (self.reported_charged + prior)
+
+    def view(self, now: float) -> dict:
+        """What ``GET /budgets`` shows of this tenant."""
+        elapsed = min(max(now - self.start, 0.0), self.end - self.start)
+        on_pace = self.amount * elapsed / (self.end - self.start)
+        return {
+            "budget": self.budget, "tenant": self.tenant,
+            "period_start": datetime.fromtimestamp(self.start, UTC).isoformat(),
+            "period_end": datetime.fromtimestamp(self.end, UTC).isoformat(),
+            "amount_usd": self.amount, "spent_usd": round(self.spent, 9), "remaining_usd": round(self.left, 9),
+            "requests": self.requests,
+            "pace": round(self.spent / on_pace, 4) if on_pace > 0 else None,
+            "target_usd_per_request": self.target(now) if self.pacing else None,
+            "cost_preference": round(self.preference, 6) if self.pacing else None,
+            "cost_weight": self.weight, "exhausted_requests": self.exhausted,
+        }
+
+
+class Budgets:
+    """The configured budgets and a :class:`Pacer` per (budget, tenant) in the current period.
+
+    ``clock`` gives the time (Unix seconds); ``window``, when given, is the one period every budget
+    covers instead of calendar periods (the simulator's: its clock counts requests, and ``rate``, its
+    requests per unit of time, is known).
+    """
+
+    def __init__(self, configs: list[BudgetConfig], clock: Callable[[], float] = time.time,
+                 window: tuple[float, float] | None = None, rate: float | None = None):
+        self.configs = {b.name: b for b in configs}
+        self.order = list(configs)
+        self.clock = clock
+        self.window = window
+        self.rate = rate
+        self.pacers: dict[tuple[str, str], Pacer] = {}
+        # carried from a tenant's period to the next: the multiplier (log-odds) and the request rate
+        self.carried: dict[tuple[str, str], tuple[float, float | None]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.order)
+
+    def bounds(self, config: BudgetConfig, now: float) -> tuple[float, float]:
+        return self.window if self.window is not None else period_bounds(config.period, now)
+
+    def tenant(self, config: BudgetConfig, options) -> str | None:
+        """The request's tenant under ``config`` (``options``: a RouteOptions), or None when it has none."""
+        key = config.tenant
+        if key == "user":
+            return options.user
+        if key == "api_key":
+            api_key = options._api_key
+            return None if api_key is None else "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+        value = (options.metadata or {}).get(key.removeprefix("metadata."))
+        return None if value is None or isinstance(value, dict | list) else str(value)
+
+    def pacer(self, options, rule_budget: str | None, now: float) -> Pacer | None:
+        """The pacer a request is charged to: its rule's budget, else the first budget whose tenant it has."""
+        configs = [self.configs[rule_budget]] if rule_budget is not None else self.order
+        for config in configs:
+            tenant = self.tenant(config, options)
+            if tenant is not None:
+                return self.get(config, tenant, now)
+        return None
+
+    def get(self, config: BudgetConfig, tenant: str, now: float) -> Pacer:
+        key = (config.name, tenant)
+        p = self.pacers.get(key)
+        if p is not None and p.start <= now < p.end:
+            return p
+        if p is not None:  # a new period: the multiplier and the rate carry over, the spend does not
+            self.carried[key] = (p.log_odds, p.requests / (p.end - p.start))
+        elif len(self.pacers) >= config.max_tenants * len(self.order):
+            self._prune(now)
+            if sum(1 for b, _ in self.pacers if b == config.name) >= config.max_tenants:
+                raise BudgetExhausted(f"budget {config.name!r} tracks {config.max_tenants} tenants already "
+                                      "(budgets.max_tenants); a new tenant cannot be admitted this period")
+        start, end = self.bounds(config, now)
+        log_odds, rate = self.carried.pop(key, (0.0, self.rate))
+        p = self.pacers[key] = Pacer(config.name, tenant, config.tenants.get(tenant, config.usd), start, end,
+                                     config.pacing_step, config.pacing, log_odds=log_odds, prior_rate=rate)
+        return p
+
+    def _prune(self, now: float) -> None:
+        for key, p in list(self.pacers.items()):
+            if not p.start <= now < p.end:
+                self.carried[key] = (p.log_odds, p.requests / (p.end - p.start))
+                del self.pacers[key]
+
+    def find(self, budget: str | None, tenant: str | None, ts: float) -> Pacer | None:
+        """The live pacer of a logged decision, if its period is the current one."""
+        p = self.pacers.get((budget, tenant)) if budget is not None else None
+        return p if p is not None and p.start <= ts < p.end else None
+
+    def restore(self, rows: list[dict], now: float) -> None:
+        """Rebuild the pacers from the log: rows of ``budget, tenant, requests, spent, reported_charged,
+        reported_cost, previous, preference`` (the current period's decisions, their cost and calibration,
+        the previous period's decisions, and the preference after the tenant's last decision)."""
+        self.pacers.clear()
+        self.carried.clear()
+        for r in rows:
+            config = self.configs.get(r["budget"])
+            if config is None:  # a budget no longer configured
+                continue
+            key = (config.name, r["tenant"])
+            pref = r.get("preference")
+            log_odds = math.log(pref / (1.0 - pref)) if pref is not None and 0.0 < pref < 1.0 else 0.0
+            rate = None
+            if r.get("previous"):
+                start, end = period_bounds(config.period, self.bounds(config, now)[0] - 1.0)
+                rate = r["previous"] / (end - start)
+            self.carried[key] = (log_odds, rate)
+            if r.get("requests"):
+                p = self.get(config, r["tenant"], now)
+                p.requests, p.spent = int(r["requests"]), float(r["spent"] or 0.0)
+                p.reported_charged = float(r.get("reported_charged") or 0.0)
+                p.reported_cost = float(r.get("reported_cost") or 0.0)
+
+    def view(self) -> list[dict]:
+        now = self.clock()
+        return [p.view(now) for p in sorted(self.pacers.values(), key=lambda p: (p.budget, p.tenant))
+                if p.start <= now < p.end]

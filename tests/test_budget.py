@@ -1,0 +1,210 @@
+"""Budgets with pacing: the controller, the router's eligibility under a budget, the server (burst,
+restart, /budgets, metrics, 429), rules that name a budget, the gateway's refunds and simulate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from banditroute.config import ConfigError, parse_settings
+from banditroute.core.budget import Budgets, Pacer, period_bounds
+from banditroute.core.reward import Feedback
+from banditroute.core.router import Router, RouteRequest
+from banditroute.errors import BudgetExhausted
+from banditroute.http.app import create_app
+from banditroute.http.handlers import SERVICE
+from banditroute.log.store import Store
+from banditroute.offline.outcomes import load_outcomes
+from banditroute.offline.simulate import budget_per_request, simulate
+from banditroute.service.service import Service
+
+MODELS = [{"name": m, "input_price_per_mtok": p, "output_price_per_mtok": 4 * p}
+          for m, p in (("big", 10.0), ("mid", 1.0), ("small", 0.1))]
+
+
+def settings(budgets: list[dict], rules: list | None = None, **extra) -> dict:
+    return {"policy": {"warm_start": "none"}, "models": MODELS, "budgets": budgets, "rules": rules or [], **extra}
+
+
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_calendar_periods_are_utc_hours_days_and_months():
+    t = datetime(2026, 2, 14, 13, 45, 7, tzinfo=UTC).timestamp()
+    assert period_bounds("hour", t) == (datetime(2026, 2, 14, 13, tzinfo=UTC).timestamp(),
+                                        datetime(2026, 2, 14, 14, tzinfo=UTC).timestamp())
+    assert period_bounds("day", t)[1] - period_bounds("day", t)[0] == 86400
+    assert period_bounds("month", t) == (datetime(2026, 2, 1, tzinfo=UTC).timestamp(),
+                                         datetime(2026, 3, 1, tzinfo=UTC).timestamp())
+
+
+@pytest.mark.parametrize("budget, message", [
+    ({"name": "b", "usd": 0}, "budgets.0.usd"),
+    ({"name": "b", "usd": 1, "tenant": "header.x"}, "tenant must be user, api_key or metadata.FIELD"),
+    ({"name": "b", "usd": 1, "period": "week"}, "budgets.0.period"),
+])
+def test_a_bad_budget_fails_the_configuration_with_its_place_named(budget, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_settings(settings([budget]))
+    with pytest.raises(ConfigError, match="no budget named 'nope'"):
+        parse_settings(settings([], [{"name": "r", "budget": "nope"}]))
+
+
+def test_the_multiplier_rises_while_spend_runs_ahead_and_falls_while_behind():
+    p = Pacer("b", "t", amount=100.0, start=0.0, end=100.0, step=0.05, prior_rate=1.0)
+    for t in range(10):  # each request expected to cost 3 while 1 is the pace
+        p.charge(float(t), expected=3.0, cost=3.0, weight=1.0)
+    assert p.preference > 0.5 and p.spent == 30.0
+    high = p.preference
+    for t in range(10, 20):
+        p.charge(float(t), expected=0.1, cost=0.1, weight=1.0)
+    assert p.preference < high
+    p.report(charged=0.1, cost=0.3)  # a reported cost corrects the spend and the calibration
+    assert p.spent == pytest.approx(31.2) and p.calibration > 1.0
+
+
+def test_the_reserve_and_the_floor_leave_out_what_the_budget_cannot_pay_for():
+    cost = np.array([1.0, 0.1, 0.01])
+    mask = np.ones(3, dtype=bool)
+    roomy = Pacer("b", "t", amount=1000.0, start=0.0, end=100.0, step=0.05, prior_rate=1.0)
+    assert roomy.affordable(0.0, cost, mask, floor=0.01).tolist() == [True, True, True]
+    tight = Pacer("b", "t", amount=1.2, start=0.0, end=100.0, step=0.05, prior_rate=1.0)  # 0.012 per request
+    assert tight.affordable(0.0, cost, mask, floor=0.01).tolist() == [False, True, True]
+    assert tight.affordable(0.0, cost, mask, floor=0.0).tolist() == [False, True, True]  # the reserve alone
+    tight.spent = 1.195
+    assert tight.affordable(99.0, cost, mask, 0.01) is None  # less than the cheapest is left
+
+
+def test_a_router_under_a_budget_spends_what_it_is_given_and_logs_budget_tenant_and_pace():
+    clock = Clock(0.0)
+    cfg = parse_settings(settings([{"name": "b", "usd": 0.05, "tenant": "user"}]))
+    router = Router(cfg, seed=1, budgets=Budgets(cfg.budgets, clock=clock, window=(0.0, 400.0), rate=1.0))
+    spent = 0.0
+    for t in range(400):
+        clock.now = float(t)
+        d = router.route("Summarise the following report in three bullet points.", RouteRequest(
+            prompt="x", user="alice"))
+        cost = float(d.pred_cost[d.eligible.index(d.model)])
+        router.apply(d.pending(), Feedback(cost_usd=cost))
+        spent += cost
+        assert (d.budget, d.tenant) == ("b", "alice") and 0.0 < d.pace < 1.0
+    assert 0.9 * 0.05 <= spent <= 0.05 * 1.0001
+    # another user and a request without one are charged to their own budget and to none
+    assert router.route("hi", RouteRequest(prompt="x", user="bob")).tenant == "bob"
+    assert router.route("hi", RouteRequest(prompt="x")).budget is None
+
+
+def test_refuse_says_429_with_retry_after_and_cheapest_serves_the_cheapest():
+    clock = Clock(0.0)
+    for mode in ("refuse", "cheapest"):
+        cfg = parse_settings(settings([{"name": "b", "usd": 1e-9, "when_exhausted": mode}]))
+        router = Router(cfg, seed=1, budgets=Budgets(cfg.budgets, clock=clock, window=(0.0, 50.0), rate=1.0))
+        if mode == "refuse":
+            with pytest.raises(BudgetExhausted) as err:
+                router.route("hello", RouteRequest(prompt="x", user="u"))
+            assert err.value.status == 429 and err.value.headers() == {"Retry-After": "50"}
+            assert err.value.body()["error"] == "budget_exhausted"
+        else:
+            d = router.route("hello", RouteRequest(prompt="x", user="u"))
+            assert d.model == "small" and d.propensity == 1.0 and d.eligible == ["small"]
+        assert router.budgets.view()[0]["exhausted_requests"] == 1
+
+
+def test_a_rule_charges_its_requests_to_the_budget_it_names():
+    cfg = parse_settings(settings(
+        [{"name": "per-user", "usd": 1.0}, {"name": "team", "usd": 5.0, "tenant": "metadata.team"}],
+        [{"name": "teams pay as teams", "when": {"metadata": {"billing": "team"}}, "budget": "team"}]))
+    router = Router(cfg, seed=1)
+    d = router.route("hi", RouteRequest(prompt="x", user="alice", metadata={"billing": "team", "team": "red"}))
+    assert (d.budget, d.tenant, d.rule) == ("team", "red", "teams pay as teams")
+    d = router.route("hi", RouteRequest(prompt="x", user="alice", metadata={"team": "red"}))
+    assert (d.budget, d.tenant) == ("per-user", "alice")
+
+
+def test_a_new_period_starts_from_zero_and_keeps_the_multiplier():
+    clock = Clock(datetime(2026, 3, 1, 10, 59, tzinfo=UTC).timestamp())
+    cfg = parse_settings(settings([{"name": "b", "usd": 0.001, "period": "hour"}]))
+    router = Router(cfg, seed=1, budgets=Budgets(cfg.budgets, clock=clock))
+    for _ in range(20):
+        router.route("Explain quantum computing in detail.", RouteRequest(prompt="x", user="u"))
+    before = router.budgets.pacers["b", "u"]
+    assert before.spent > 0
+    clock.now += 120.0  # 11:01, the next hour
+    router.route("hi", RouteRequest(prompt="x", user="u"))
+    after = router.budgets.pacers["b", "u"]
+    assert after is not before and after.requests == 1 and after.start == before.end
+    assert after.prior_rate == pytest.approx(20 / 3600)
+
+
+def test_budget_state_survives_a_restart(tmp_path):
+    path = str(tmp_path / "r.duckdb")
+    cfg = parse_settings(settings([{"name": "b", "usd": 10.0, "period": "month"}]))
+    service = Service(cfg, Store(path, flush_interval=3600.0, group_commit=False), seed=1)
+    for i in range(30):
+        (d,) = service.route_many([RouteRequest(prompt=f"question {i}", user="alice" if i % 3 else "bob")])
+        if i % 2:  # half report a cost, the others stay charged at their prediction
+            service.record_feedback(service.pending.get(d.decision_id), Feedback(cost_usd=0.002))
+    before = {(v["tenant"]): v for v in service.router.budgets.view()}
+    service.store.flush().result()
+    service.store.close()
+    again = Service(cfg, Store(path, flush_interval=3600.0, group_commit=False), seed=2)
+    again.recover()
+    after = {(v["tenant"]): v for v in again.router.budgets.view()}
+    assert set(after) == {"alice", "bob"}
+    for tenant in after:
+        assert after[tenant]["spent_usd"] == pytest.approx(before[tenant]["spent_usd"], rel=1e-9)
+        assert after[tenant]["requests"] == before[tenant]["requests"]
+        assert after[tenant]["cost_preference"] == pytest.approx(before[tenant]["cost_preference"], rel=1e-9)
+    again.store.close()
+
+
+async def test_a_burst_in_a_running_server_stays_within_the_budget_and_shows_in_budgets_and_metrics(
+        aiohttp_client, tmp_path):
+    cfg = parse_settings(settings([{"name": "daily", "usd": 0.01, "when_exhausted": "refuse"}],
+                                  storage={"db": str(tmp_path / "r.duckdb")}))
+    client = await aiohttp_client(create_app(cfg, seed=0))
+    prompt = "Write a detailed essay about the history of the printing press. " * 5
+    resps = await asyncio.gather(*(client.post("/route", data=json.dumps({"prompt": prompt, "user": "acme"}))
+                                   for _ in range(300)))
+    answered = [await r.json() for r in resps if r.status == 200]
+    refused = [r for r in resps if r.status == 429]
+    assert len(answered) + len(refused) == 300 and refused and answered
+    body = await refused[0].json()
+    assert body["error"] == "budget_exhausted" and "acme" in body["message"] and "Retry-After" in refused[0].headers
+    predicted = sum(a["scores"][a["model"]]["cost_usd"] for a in answered)
+    assert predicted <= 0.01 + 1e-12
+    view = (await (await client.get("/budgets")).json())["budgets"]
+    assert len(view) == 1 and view[0]["tenant"] == "acme" and view[0]["requests"] == len(answered)
+    assert view[0]["spent_usd"] == pytest.approx(predicted) and view[0]["exhausted_requests"] >= len(refused)
+    text = await (await client.get("/metrics")).text()
+    samples = {(s.name, s.labels.get("tenant")): s.value for f in text_string_to_metric_families(text)
+               for s in f.samples}
+    assert samples["banditroute_budget_spent_usd", "acme"] == pytest.approx(predicted)
+    assert samples["banditroute_budget_amount_usd", "acme"] == 0.01
+    service = client.app[SERVICE]
+    await asyncio.wrap_future(service.store.flush())
+    logged = service.store.query("SELECT count(*) AS n FROM decisions WHERE budget = 'daily' AND tenant = 'acme'")
+    assert logged.to_pylist() == [{"n": len(answered)}]
+
+
+def test_simulate_under_a_budget_reports_it_and_spends_close_to_it(outcomes_path):
+    outcomes = load_outcomes(outcomes_path)
+    unconstrained = simulate(outcomes, seed=1, cost_weight=0.0)
+    per_request = 0.3 * unconstrained["online"]["cost_usd"] / unconstrained["online"]["n"]
+    r = simulate(outcomes, seed=1, budget=budget_per_request(per_request))
+    b = r["budget"]
+    assert b["usd_per_request"] == pytest.approx(per_request) and b["refused"] == 0
+    assert 0.9 <= b["spent_share"] <= 1.02
+    assert r["online"]["cost_usd"] == pytest.approx(b["spent_usd"])
+    refused = simulate(outcomes, seed=1, cost_weight=0.0, budget=budget_per_request(per_request, "refuse", pacing=False))
+    assert refused["budget"]["refused"] > 0 and refused["budget"]["spent_share"] <= 1.0
