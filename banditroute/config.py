@@ -225,6 +225,49 @@ class Rule(_Strict):
                                              "request asks")
     budget: str | None = Field(default=None, description="charge the request to this budget (by name) instead of "
                                "the first budget whose tenant it has")
+    cascade: str | None = Field(default=None, description="gateway calls: serve through this cascade (by name)")
+    ensemble: str | None = Field(default=None, description="gateway calls: serve through this ensemble (by name)")
+
+
+class CheckConfig(_Strict):
+    """What a cascade's answer must satisfy to stop the cascade (every check given must pass)."""
+
+    is_json: bool = Field(default=False, alias="json", description="the answer is a JSON object or array (a fenced "
+                          "```json block counts)")
+    json_keys: list[str] | None = Field(default=None, description="the answer is a JSON object with these keys")
+    regex: str | None = Field(default=None, description="a regular expression found in the answer (re.search)")
+    min_length: Annotated[int, Field(gt=0)] | None = Field(default=None, description="characters of answer")
+    min_logprob: float | None = Field(default=None, le=0, description="the mean token log-probability of the answer "
+                                      "(the upstream is asked for logprobs; one that gives none passes)")
+    judge_min: Fraction | None = Field(default=None, description="the judge's rating (1-10, as (r - 1) / 9) is at "
+                                       "least this; needs gateway.judge.model")
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as err:
+                raise ValueError(f"not a regular expression: {err}") from None
+        return v
+
+
+class CascadeConfig(_Strict):
+    """Confidence-based escalation: the router picks the model to start at; an answer that fails the check
+    goes on to the next model of ``escalate_to``; the last answer is final."""
+
+    name: str = Field(min_length=1, max_length=100)
+    escalate_to: list[str] = Field(min_length=1, description="the tiers after the start, in order")
+    check: CheckConfig
+
+
+class EnsembleConfig(_Strict):
+    """Several models answer in parallel; the judge picks one, or the most common answer wins."""
+
+    name: str = Field(min_length=1, max_length=100)
+    models: list[str] = Field(min_length=2, max_length=8)
+    pick: Literal["judge", "majority"] = "majority"
 
 
 TENANT_KEY = re.compile(r"user|api_key|metadata\.[A-Za-z0-9_\-]{1,64}")
@@ -299,6 +342,8 @@ class Settings(_Strict):
                               "that matches applies")
     budgets: list[BudgetConfig] = Field(default_factory=list, description="spending budgets per tenant; a request "
                                         "is charged to the first whose tenant it has (or to its rule's budget)")
+    cascades: list[CascadeConfig] = Field(default_factory=list)
+    ensembles: list[EnsembleConfig] = Field(default_factory=list)
 
     @field_validator("models")
     @classmethod
@@ -322,8 +367,30 @@ class Settings(_Strict):
                 raise ValueError(f"rules.{i} ({rule.name}): unknown models {', '.join(unknown)}")
             if rule.model is not None and rule.models is not None and rule.model not in rule.models:
                 raise ValueError(f"rules.{i} ({rule.name}): model {rule.model!r} is not among its models")
-            if rule.budget is not None and rule.budget not in {b.name for b in self.budgets}:
-                raise ValueError(f"rules.{i} ({rule.name}): no budget named {rule.budget!r}")
+            for kind, configured in (("budget", self.budgets), ("cascade", self.cascades),
+                                     ("ensemble", self.ensembles)):
+                wanted = getattr(rule, kind)
+                if wanted is not None and wanted not in {x.name for x in configured}:
+                    raise ValueError(f"rules.{i} ({rule.name}): no {kind} named {wanted!r}")
+            if rule.cascade is not None and rule.ensemble is not None:
+                raise ValueError(f"rules.{i} ({rule.name}): a cascade or an ensemble, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _strategies_name_callable_models(self) -> Settings:
+        callable_models = {m.name for m in self.models if m.callable}
+        for kind, items, field in (("cascades", self.cascades, "escalate_to"), ("ensembles", self.ensembles, "models")):
+            names = [x.name for x in items]
+            if len(set(names)) != len(names):
+                raise ValueError(f"{kind}: duplicate names")
+            for i, x in enumerate(items):
+                bad = [m for m in getattr(x, field) if m not in callable_models]
+                if bad:
+                    raise ValueError(f"{kind}.{i} ({x.name}): {', '.join(bad)} not pool models with a base_url")
+        needs_judge = [c.name for c in self.cascades if c.check.judge_min is not None] + [
+            e.name for e in self.ensembles if e.pick == "judge"]
+        if needs_judge and self.gateway.judge.model is None:
+            raise ValueError(f"{', '.join(needs_judge)} need a judge: set gateway.judge.model")
         return self
 
     @model_validator(mode="after")

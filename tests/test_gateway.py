@@ -65,7 +65,8 @@ class Stack:
     """The fake upstream and banditroute, served from one loop in a thread."""
 
     def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, rules: list | None = None,
-                 budgets: list | None = None, **gateway):
+                 budgets: list | None = None, cascades: list | None = None, ensembles: list | None = None,
+                 **gateway):
         self.fake = FakeUpstream()
         self.fake_port, self.port = free_port(), free_port()
         data = pool(f"http://127.0.0.1:{self.fake_port}/v1", f"http://127.0.0.1:{free_port()}/v1" if gone else None,
@@ -73,6 +74,8 @@ class Stack:
         data["storage"]["db"] = str(tmp_path / "router.duckdb")
         data["rules"] = rules or []
         data["budgets"] = budgets or []
+        data["cascades"] = cascades or []
+        data["ensembles"] = ensembles or []
         if judge is not None:
             data["models"].append({"name": "judge", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0,
                                    "base_url": f"http://127.0.0.1:{self.fake_port}/v1"})
@@ -638,3 +641,93 @@ def test_a_budget_is_refunded_for_failed_calls_charged_what_answers_cost_and_ref
         body = err.value.body
         assert body["code"] == "budget_exhausted" and "acme" in body["message"]
         assert int(err.value.response.headers["retry-after"]) > 0
+
+
+CASCADE = [{"name": "json first", "escalate_to": ["strong"], "check": {"json": True, "json_keys": ["answer"]}}]
+
+
+def test_a_cascade_escalates_on_a_failing_check_stops_on_a_passing_one_and_logs_every_step(tmp_path):
+    with Stack(tmp_path, cascades=CASCADE) as s:
+        c = s.client()
+        opts = {"banditroute": {"cascade": "json first", "models": ["cheap"]}}
+        s.fault("cheap", reply="Sure! The answer is 4.")
+        s.fault("strong", reply='{"answer": 4}')
+        r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=opts)
+        first = r.headers["x-banditroute-decision-id"]
+        assert r.headers["x-banditroute-model"] == "strong" and r.headers["x-banditroute-cascade"] == "cheap,strong"
+        assert r.parse().choices[0].message.content == '{"answer": 4}' and r.parse().model == "strong"
+        s.fault("cheap", reply='```json\n{"answer": 4}\n```')  # a fenced block passes
+        r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=opts)
+        second = r.headers["x-banditroute-decision-id"]
+        assert r.headers["x-banditroute-model"] == "cheap" and r.headers["x-banditroute-cascade"] == "cheap"
+        calls = s.wait_for("SELECT decision_id, model, attempt, kind, cost_usd FROM calls ORDER BY ts", 3)
+        assert [(x["decision_id"], x["model"], x["attempt"], x["kind"]) for x in calls] == [
+            (first, "cheap", 1, "cascade"), (first, "strong", 2, "cascade"), (second, "cheap", 1, "cascade")]
+        decisions = s.query("SELECT decision_id, chosen, propensity FROM decisions ORDER BY ts")
+        assert [(d["decision_id"], d["chosen"]) for d in decisions] == [(first, "cheap"), (second, "cheap")]
+        total = calls[0]["cost_usd"] + calls[1]["cost_usd"]
+        fb = s.wait_for(f"SELECT cost_usd FROM feedback WHERE decision_id = '{first}'", 1)
+        assert fb[0]["cost_usd"] == pytest.approx(total)  # learning sees the cascade's total cost
+        # streamed: the final answer as one event, after the check
+        stream = c.chat.completions.create(model="banditroute", messages=ASK, extra_body=opts, stream=True)
+        assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices) == '```json\n{"answer": 4}\n```'
+
+
+def test_a_rule_sends_requests_through_a_cascade_and_a_start_inside_the_chain_goes_on_from_there(tmp_path):
+    cascades = [{"name": "tiers", "escalate_to": ["mid", "strong"], "check": {"min_length": 30}}]
+    rules = [{"name": "everything cascades", "cascade": "tiers"}]
+    with Stack(tmp_path, cascades=cascades, rules=rules) as s:
+        s.fault("mid", reply="too short")
+        r = s.client().chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
+                                                                 extra_body=only("mid"))
+        assert r.headers["x-banditroute-cascade"] == "mid,strong"
+        with pytest.raises(openai.UnprocessableEntityError, match="no cascade named 'nope'"):
+            s.client().chat.completions.create(model="banditroute", messages=ASK,
+                                               extra_body={"banditroute": {"cascade": "nope"}})
+
+
+def test_an_ensemble_calls_every_member_logs_each_call_and_returns_the_majority(tmp_path):
+    ensembles = [{"name": "vote", "models": ["cheap", "mid", "strong"], "pick": "majority"}]
+    with Stack(tmp_path, ensembles=ensembles) as s:
+        s.fault("cheap", reply="41")
+        s.fault("mid", reply="42")
+        s.fault("strong", reply=" 42. ")
+        r = s.client().chat.completions.with_raw_response.create(
+            model="banditroute", messages=ASK, extra_body={"banditroute": {"ensemble": "vote"}})
+        assert r.parse().choices[0].message.content == "42" and r.headers["x-banditroute-ensemble"] == "cheap,mid,strong"
+        calls = s.wait_for("SELECT model, kind, cost_usd FROM calls ORDER BY model", 3)
+        assert [(x["model"], x["kind"]) for x in calls] == [("cheap", "ensemble"), ("mid", "ensemble"),
+                                                             ("strong", "ensemble")]
+        assert all(x["cost_usd"] > 0 for x in calls)
+        rows = s.wait_for("SELECT d.chosen, d.policy, d.propensity, f.qualities FROM decisions d "
+                          "JOIN feedback f USING (decision_id) ORDER BY d.chosen", 3)
+        assert [(x["chosen"], x["policy"], x["propensity"], x["qualities"]) for x in rows] == [
+            ("cheap", "ensemble:vote", 1.0, [0.0]), ("mid", "ensemble:vote", 1.0, [1.0]),
+            ("strong", "ensemble:vote", 1.0, [1.0])]
+
+
+def test_an_ensemble_judged_by_the_judge_returns_the_answer_it_picks(tmp_path):
+    ensembles = [{"name": "best of two", "models": ["cheap", "mid"], "pick": "judge"}]
+    with Stack(tmp_path, ensembles=ensembles, judge={"model": "judge", "sample_rate": 0.0}) as s:
+        s.fault("cheap", reply="Paris")
+        s.fault("mid", reply="Paris is the capital of France.")
+        s.fault("judge", reply="The second is complete. [[2]]")
+        r = s.client().chat.completions.create(model="banditroute", messages=ASK,
+                                               extra_body={"banditroute": {"ensemble": "best of two"}})
+        assert r.choices[0].message.content == "Paris is the capital of France." and r.model == "mid"
+        judged = s.wait_for("SELECT kind FROM calls WHERE kind = 'judge'", 1)
+        assert len(judged) == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"cascades": [{"name": "c", "escalate_to": ["offline"], "check": {"json": True}}]},
+     "cascades.0 \\(c\\): offline not pool models with a base_url"),
+    ({"ensembles": [{"name": "e", "models": ["cheap", "mid"], "pick": "judge"}]}, "e need a judge"),
+    ({"rules": [{"name": "r", "cascade": "nope"}]}, "no cascade named 'nope'"),
+    ({"cascades": [{"name": "c", "escalate_to": ["mid"], "check": {"regex": "("}}]}, "not a regular expression"),
+])
+def test_a_bad_cascade_or_ensemble_fails_the_configuration(extra, message):
+    from banditroute.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_settings({**pool("http://127.0.0.1:1/v1", None), **extra})

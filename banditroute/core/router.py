@@ -89,9 +89,15 @@ class RouteRequest(RouteOptions):
 
 class GatewayRoute(RouteRequest):
     """A request routed by the gateway; ``direct``: the client named the model (logged as policy ``direct``,
-    so that replay can tell explicit calls from routed ones)."""
+    so that replay can tell explicit calls from routed ones); ``label``: another name to log as the policy
+    (an ensemble's member calls: ``ensemble:NAME``)."""
 
     direct: bool = False
+    label: str | None = None
+
+    @property
+    def policy_label(self) -> str | None:
+        return "direct" if self.direct else self.label
 
 
 def sample(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -310,9 +316,9 @@ class Router:
         picks = sample(s.probabilities, self.rng)
         models = self.policy.models
         version, policy_name, ts = self.featurizer.version, self.policy.describe(), time.time()
-        direct = [getattr(options[valid[j]], "direct", False) for j in rows]
-        for r, (j, mask, cw, k, own, rule, (pacer, bcost)) in enumerate(zip(rows, masks, weights.tolist(),
-                                                                             picks.tolist(), direct, matched, pacers)):
+        labels = [getattr(options[valid[j]], "policy_label", None) for j in rows]
+        for r, (j, mask, cw, k, label, rule, (pacer, bcost)) in enumerate(zip(rows, masks, weights.tolist(),
+                                                                               picks.tolist(), labels, matched, pacers)):
             i = valid[j]
             if pacer is not None and pacer.left < bcost[k] * pacer.calibration and self._refuses(pacer):
                 # an earlier request of the same batch took what this one was allowed
@@ -337,7 +343,7 @@ class Router:
                 pred_quality=s.quality[r, idx],
                 pred_cost=s.cost[r, idx],
                 cost_weight=cw,
-                policy="direct" if own else policy_name,
+                policy=label or policy_name,
                 feature_version=version,
                 context=Context(X[j], float(tokens[j])),
                 prompt_hash=self.prompt_hash(prompt),

@@ -18,6 +18,9 @@ One request, step by step:
 4. The answer goes back with ``model`` set to the pool name and the ``x-banditroute-*`` headers; then,
    in the background, a ``calls`` row and a feedback with the upstream's token usage and the latency
    (so the cost model learns the call's cost), and possibly a judge's score (:mod:`.judge`).
+
+A routed request can instead go through a cascade or an ensemble (:mod:`.strategies`), named in its
+``banditroute`` options or by the first rule that matches it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from banditroute.gateway.health import Health
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.requests import ROUTED, ChatRequest, route_options
+from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import UpstreamFailure, Upstreams
 
 log = logging.getLogger("banditroute")
@@ -59,6 +63,7 @@ class Gateway:
         self.health = Health(cfg.names, cfg.gateway, clock)
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
+        self.strategies = Strategies(self, cfg.cascades, cfg.ensembles, cfg.gateway.judge.model)
         self._tasks: set[asyncio.Task] = set()
 
     def load(self) -> None:
@@ -120,6 +125,25 @@ class Gateway:
         raise RoutingError("no model can serve this request: " + "; ".join(
             f"{', '.join(ms)}: {why}" for why, ms in reasons.items()))
 
+    def strategy(self, route: GatewayRoute, req: ChatRequest):
+        """``(cascade, ensemble)`` configurations for a routed request (at most one is set): the one its
+        ``banditroute`` options name, else the one of the first rule that matches it."""
+        opts = req.options
+        name_c, name_e = opts.cascade, opts.ensemble
+        if name_c is None and name_e is None:
+            rules = self.service.router.rules
+            rule = rules.match(route.prompt, route.user, route.metadata, route._api_key) if rules else None
+            if rule is not None:
+                name_c, name_e = rule.cascade, rule.ensemble
+        if name_c is not None and name_e is not None:
+            raise RoutingError("ask for a cascade or an ensemble, not both")
+        for name, known, kind in ((name_c, self.strategies.cascades, "cascade"),
+                                  (name_e, self.strategies.ensembles, "ensemble")):
+            if name is not None and name not in known:
+                raise RoutingError(f"no {kind} named {name!r}; configured: {', '.join(known) or 'none'}")
+        return (None if name_c is None else self.strategies.cascades[name_c],
+                None if name_e is None else self.strategies.ensembles[name_e])
+
     # -- the call ------------------------------------------------------------------------------------
     async def chat(self, request: web.Request, req: ChatRequest, api_key: str | None = None) -> web.StreamResponse:
         """Serve one chat-completions request (the module's steps 1-4); ``api_key``: the client's bearer
@@ -146,8 +170,13 @@ class Gateway:
                               cost_preference=opts.cost_preference, max_cost_usd=opts.max_cost_usd,
                               require=opts.require, user=opts.user, metadata=opts.metadata, direct=direct)
         routed._api_key = api_key
+        cascade, ensemble = (None, None) if direct else self.strategy(routed, req)
+        if ensemble is not None:
+            return await self.strategies.ensemble(request, req, routed, models, ensemble)
         d = await svc.route(routed)
         self.metrics.decision(d.model, d.rule)
+        if cascade is not None:
+            return await self.strategies.cascade(request, req, d, cascade)
         attempts: list[dict] = []
         tried: set[str] = set()
         replaces = None

@@ -30,6 +30,12 @@ INSTRUCTIONS = (
     "correctness first, then helpfulness, relevance and completeness. Reply with a one-sentence reason "
     "followed by the rating from 1 (useless or wrong) to 10 (excellent) in exactly this format: [[7]]"
 )
+PICK_INSTRUCTIONS = (
+    "You are an impartial judge. Several assistants answered the user's request below. Pick the answer that "
+    "serves the request best: correctness first, then helpfulness, relevance and completeness; ignore the "
+    "order and the length of the answers. Reply with a one-sentence reason followed by the number of the best "
+    "answer in exactly this format: [[2]]"
+)
 RATING = re.compile(r"\[\[\s*(10|[1-9])(?:\.\d+)?\s*\]\]")
 MAX_CHARS = 12_000  # of question and answer each sent to the judge
 
@@ -75,35 +81,55 @@ class Judge:
             self.queued -= 1
 
     async def _grade(self, decision_id: str, question: str, answer: str) -> None:
-        gw = self.gateway
-        spec = gw.specs[self.config.model]
-        body = {"model": spec.upstream_name or spec.name, "temperature": 0, "max_tokens": 200,
-                "messages": [{"role": "system", "content": INSTRUCTIONS},
-                             {"role": "user", "content": f"[User request]\n{question[:MAX_CHARS]}\n\n"
-                                                         f"[Assistant's answer]\n{answer[:MAX_CHARS]}"}]}
-        call = gw.begin_call(spec, decision_id, "judge", 1, None, False)
-        try:
-            reply = await gw.upstreams.complete(spec, body)
-        except UpstreamFailure as failure:
-            gw.fail_call(call, failure)
-            log.info("judge call for %s failed: %s", decision_id, failure)
-            return
-        except asyncio.CancelledError:  # shutting down
-            gw.cancel_call(call, why="cancelled")
-            raise
-        gw.health.success(spec.name)
-        usage = reply.body.get("usage") or {}
-        text = gw.answer_text(reply.body)
-        row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, usage.get("prompt_tokens"), usage.get("completion_tokens"))
-        if row["cost_usd"]:
-            gw.metrics.judge_cost.inc(row["cost_usd"])
-        rating = parse_rating(text)
+        rating, _ = await ask_judge(self.gateway, self.config.model, decision_id, grading_messages(question, answer))
         if rating is None:
-            log.info("judge gave no [[rating]] for %s: %r", decision_id, text[:200])
             return
         fb = Feedback(signals=[Signal(source="judge", kind="score", value=float(rating), scale="1-10")],
                       idempotency_key="banditroute-judge")
         try:
-            await gw.service.feedback(decision_id, fb)
+            await self.gateway.service.feedback(decision_id, fb)
         except Exception as err:  # noqa: BLE001 - a lost judgement is logged, never raised into the loop
             log.warning("judge feedback for %s not recorded: %s", decision_id, err)
+
+
+def grading_messages(question: str, answer: str) -> list[dict]:
+    """The judge's prompt for rating one answer (MT-Bench's single-answer grading)."""
+    return [{"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content": f"[User request]\n{question[:MAX_CHARS]}\n\n"
+                                        f"[Assistant's answer]\n{answer[:MAX_CHARS]}"}]
+
+
+def picking_messages(question: str, answers: list[str]) -> list[dict]:
+    """The judge's prompt for picking the best of several answers (MT-Bench's pairwise format, widened
+    to N answers: the verdict is the number of the best one, ``[[N]]``)."""
+    shown = "\n\n".join(f"[Answer {i}]\n{a[:MAX_CHARS // len(answers)]}" for i, a in enumerate(answers, 1))
+    return [{"role": "system", "content": PICK_INSTRUCTIONS},
+            {"role": "user", "content": f"[User request]\n{question[:MAX_CHARS]}\n\n{shown}"}]
+
+
+async def ask_judge(gw, model: str, decision_id: str, messages: list[dict]) -> tuple[int | None, float]:
+    """Send ``messages`` to the judge ``model`` (a ``calls`` row of kind ``judge`` for ``decision_id``,
+    its cost counted apart); the ``[[N]]`` in its reply, or None, and what the call cost."""
+    spec = gw.specs[model]
+    body = {"model": spec.upstream_name or spec.name, "temperature": 0, "max_tokens": 200, "messages": messages}
+    call = gw.begin_call(spec, decision_id, "judge", 1, None, False)
+    try:
+        reply = await gw.upstreams.complete(spec, body)
+    except UpstreamFailure as failure:
+        gw.fail_call(call, failure)
+        log.info("judge call for %s failed: %s", decision_id, failure)
+        return None, 0.0
+    except asyncio.CancelledError:  # shutting down, or the client left
+        gw.cancel_call(call, why="cancelled")
+        raise
+    gw.health.success(spec.name)
+    usage = reply.body.get("usage") or {}
+    text = gw.answer_text(reply.body)
+    row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    cost = row["cost_usd"] or 0.0
+    if cost:
+        gw.metrics.judge_cost.inc(cost)
+    rating = parse_rating(text)
+    if rating is None:
+        log.info("judge gave no [[N]] for %s: %r", decision_id, text[:200])
+    return rating, cost

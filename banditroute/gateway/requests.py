@@ -36,6 +36,8 @@ class GatewayOptions(BaseModel):
     max_latency_ms: PositiveFloat | None = Field(default=None, description="only models predicted to answer "
                                                  "within this many milliseconds")
     metadata: dict[str, Any] | None = None
+    cascade: str | None = Field(default=None, description="serve through this configured cascade")
+    ensemble: str | None = Field(default=None, description="serve through this configured ensemble")
 
 
 class Message(BaseModel):
