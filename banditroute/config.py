@@ -200,6 +200,7 @@ class RuleCondition(_Strict):
                                     "value of this environment variable (keys never in the file)")
     prompt_regex: str | None = Field(default=None, min_length=1, description="a regular expression found in the "
                                      "prompt (Python syntax, re.search)")
+    semantic_route: str | None = Field(default=None, description="the prompt matches this semantic route (by name)")
 
     @field_validator("prompt_regex")
     @classmethod
@@ -273,6 +274,15 @@ class EnsembleConfig(_Strict):
 TENANT_KEY = re.compile(r"user|api_key|metadata\.[A-Za-z0-9_\-]{1,64}")
 
 
+class SemanticRoute(_Strict):
+    """A named intent, defined by example prompts (:mod:`banditroute.core.semantic`)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    examples: list[str] = Field(min_length=1, max_length=1000)
+    threshold: Annotated[float, Field(ge=-1, le=1)] | None = Field(default=None, description="the least similarity "
+                                                                   "to an example that matches (default 0.25)")
+
+
 class BudgetConfig(_Strict):
     """A spending budget per tenant and period, kept by pacing the tenant's cost weight
     (:mod:`banditroute.core.budget`)."""
@@ -343,6 +353,8 @@ class Settings(_Strict):
     budgets: list[BudgetConfig] = Field(default_factory=list, description="spending budgets per tenant; a request "
                                         "is charged to the first whose tenant it has (or to its rule's budget)")
     cascades: list[CascadeConfig] = Field(default_factory=list)
+    semantic_routes: list[SemanticRoute] = Field(default_factory=list, description="intents by example prompts, "
+                                                 "for rules' semantic_route condition")
     ensembles: list[EnsembleConfig] = Field(default_factory=list)
 
     @field_validator("models")
@@ -372,6 +384,9 @@ class Settings(_Strict):
                 wanted = getattr(rule, kind)
                 if wanted is not None and wanted not in {x.name for x in configured}:
                     raise ValueError(f"rules.{i} ({rule.name}): no {kind} named {wanted!r}")
+            wanted = rule.when.semantic_route
+            if wanted is not None and wanted not in {r.name for r in self.semantic_routes}:
+                raise ValueError(f"rules.{i} ({rule.name}): no semantic route named {wanted!r}")
             if rule.cascade is not None and rule.ensemble is not None:
                 raise ValueError(f"rules.{i} ({rule.name}): a cascade or an ensemble, not both")
         return self

@@ -44,7 +44,8 @@ async def post(client, path, body, status=200, raw=False):
 async def test_route_and_feedback_contract(client):
     r = await post(client, "/route", {"prompt": "Write a Python function that sorts a list", "user": "u1",
                                       "metadata": {"app": "test"}})
-    assert set(r) == {"decision_id", "model", "propensity", "probabilities", "scores", "cost_weight", "policy", "rule"}
+    assert set(r) == {"decision_id", "model", "propensity", "probabilities", "scores", "cost_weight", "policy", "rule",
+                      "budget", "tenant"}
     assert r["rule"] is None
     assert r["probabilities"][r["model"]] == r["propensity"]
     assert abs(sum(r["probabilities"].values()) - 1) < 1e-9

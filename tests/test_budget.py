@@ -208,3 +208,14 @@ def test_simulate_under_a_budget_reports_it_and_spends_close_to_it(outcomes_path
     assert r["online"]["cost_usd"] == pytest.approx(b["spent_usd"])
     refused = simulate(outcomes, seed=1, cost_weight=0.0, budget=budget_per_request(per_request, "refuse", pacing=False))
     assert refused["budget"]["refused"] > 0 and refused["budget"]["spent_share"] <= 1.0
+
+
+def test_simulate_cli_runs_a_budget_and_a_cascade(capsys, outcomes_path):
+    from banditroute.cli.main import main
+
+    assert main(["simulate", str(outcomes_path), "--seed", "2", "--budget-usd-per-request", "0.001", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["budget"]["usd_per_request"] == 0.001 and out["budget"]["spent_share"] <= 1.05
+    assert main(["simulate", str(outcomes_path), "--cascade-to", "big", "--false-pass", "0.2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["n"] > 0
+    assert main(["simulate", str(outcomes_path), "--cascade-to", "nope"]) != 0

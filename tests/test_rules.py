@@ -118,3 +118,38 @@ def test_a_log_written_before_rules_and_calls_existed_opens_and_gains_the_column
     assert service.store.query("SELECT rule FROM decisions").column(0).to_pylist() == ["premium"]
     assert service.store.query("SELECT count(*) FROM calls").column(0).to_pylist() == [0]
     service.store.close()
+
+
+SEMANTIC = [{"name": "translate", "examples": ["Translate this into French: good morning",
+                                               "How do you say 'thank you' in Spanish?",
+                                               "Translate the following paragraph to German."]},
+            {"name": "code", "examples": ["Write a Python function that sorts a list of numbers.",
+                                          "Fix the bug in this JavaScript loop.",
+                                          "Write a SQL query that counts the orders per customer."]}]
+
+
+def test_a_semantic_route_matches_paraphrases_of_its_examples_and_leaves_other_prompts_alone():
+    from banditroute.config import SemanticRoute
+    from banditroute.core.semantic import SemanticRoutes
+
+    routes = SemanticRoutes([SemanticRoute(**r) for r in SEMANTIC])
+    assert routes.match("Translate this into Italian: where is the station?") == "translate"
+    assert routes.match("Write a Python function that merges two dictionaries") == "code"
+    assert routes.match("Who won the football world cup in 1998?") is None
+    strict = SemanticRoutes([SemanticRoute(**SEMANTIC[0], threshold=0.99)])
+    assert strict.match("Translate this into Italian: where is the station?") is None
+    scores = routes.scores("Translate this into French: good morning")
+    assert scores[0] == pytest.approx(1.0) and scores[1] < 0.5  # an example is its own nearest
+
+
+def test_rules_route_by_semantic_route_and_a_rule_naming_an_unknown_one_fails():
+    rules = [{"name": "code to big", "when": {"semantic_route": "code"}, "model": "big"},
+             {"name": "translations stay small", "when": {"semantic_route": "translate"}, "model": "small"}]
+    router = Router(pool(rules, semantic_routes=SEMANTIC), seed=1)
+    d = router.route("Write a Python function that merges two dictionaries", RouteRequest(prompt="x"))
+    assert (d.model, d.rule) == ("big", "code to big")
+    d = router.route("Translate 'see you tomorrow' into German", RouteRequest(prompt="x"))
+    assert (d.model, d.rule) == ("small", "translations stay small")
+    assert router.route("What is the boiling point of water?", RouteRequest(prompt="x")).rule is None
+    with pytest.raises(ConfigError, match="no semantic route named 'poetry'"):
+        pool([{"name": "x", "when": {"semantic_route": "poetry"}}], semantic_routes=SEMANTIC)

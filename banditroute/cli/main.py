@@ -30,6 +30,10 @@ def cmd_simulate(args) -> int:
     from banditroute.offline.simulate import simulate
 
     outcomes = load_outcomes(args.outcomes)
+    if args.cascade_to is not None:
+        from banditroute.offline.cascade import cascade_outcomes
+
+        outcomes = cascade_outcomes(outcomes, args.cascade_to, args.false_pass, seed=args.seed)
     pool = _pool(args)
     settings = _settings(args, pool)
     budget = None
@@ -152,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a budget: what happens once it cannot pay for any model")
     s.add_argument("--no-pacing", action="store_true", help="with a budget: no pacing, only a cap (serve as usual "
                    "until it is spent)")
+    s.add_argument("--cascade-to", metavar="MODEL", help="route the start of a cascade that escalates to MODEL when "
+                   "a simulated check fails (the table's quality < 0.5)")
+    s.add_argument("--false-pass", type=float, default=0.0, help="with --cascade-to: probability that the check "
+                   "lets a bad answer through")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--state", help="start from a saved policy state (see pretrain)")
     s.add_argument("--log", help="write the decision log here (.parquet or .jsonl)")

@@ -149,7 +149,7 @@ class Router:
         self.store_prompts = store_prompts
         self.hash_key = hash_key
         self._caps = {m.name: set(m.capabilities) for m in pool.models}
-        self.rules = Rules(pool.rules)
+        self.rules = Rules(pool.rules, semantic_routes=pool.semantic_routes)
         self.budgets = budgets if budgets is not None else Budgets(pool.budgets)
         self._index_arms()
 

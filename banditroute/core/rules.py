@@ -3,7 +3,8 @@
 Rules (``[[rules]]`` in the configuration) are tried in order and the first whose conditions all hold
 applies (no condition: it always applies). Conditions: the request's ``user`` is one of ``users``; each
 ``metadata`` field has the given value; the request's bearer key equals the value of the environment
-variable ``api_key_env``; ``prompt_regex`` is found in the prompt. Actions narrow what the policy may
+variable ``api_key_env``; ``prompt_regex`` is found in the prompt; the prompt matches the semantic
+route ``semantic_route`` (:mod:`banditroute.core.semantic`). Actions narrow what the policy may
 choose, and win over the request's own options: ``models`` (intersected with the request's),
 ``model`` (that model, with probability 1), ``require`` (added to the request's), ``cost_weight`` or
 ``cost_preference`` (replaces the request's). The decision logs the rule's name (``rule``), and its eligible models are the
@@ -29,14 +30,18 @@ import os
 import re
 from collections.abc import Mapping
 
-from banditroute.config import Rule
+from banditroute.config import Rule, SemanticRoute
+from banditroute.core.semantic import SemanticRoutes
 
 
 class Rules:
     """The configured rules, compiled; :meth:`match` finds the one that applies to a request."""
 
-    def __init__(self, rules: list[Rule], environ: Mapping[str, str] | None = None):
+    def __init__(self, rules: list[Rule], environ: Mapping[str, str] | None = None,
+                 semantic_routes: list[SemanticRoute] | None = None):
         self.rules = rules
+        used = any(r.when.semantic_route for r in rules)
+        self.semantic = SemanticRoutes(semantic_routes) if used and semantic_routes else None
         self._regex = [re.compile(r.when.prompt_regex) if r.when.prompt_regex else None for r in rules]
         env = os.environ if environ is None else environ
         self._keys = [env.get(r.when.api_key_env) if r.when.api_key_env else None for r in rules]
@@ -46,6 +51,7 @@ class Rules:
 
     def match(self, prompt: str, user: str | None, metadata: dict | None, api_key: str | None) -> Rule | None:
         """The first rule whose conditions all hold for this request, or None."""
+        intent = _UNSET
         for rule, regex, key in zip(self.rules, self._regex, self._keys):
             when = rule.when
             if when.users is not None and user not in when.users:
@@ -57,6 +63,11 @@ class Rules:
                 continue
             if regex is not None and regex.search(prompt) is None:
                 continue
+            if when.semantic_route is not None:
+                if intent is _UNSET:  # matched once per request, and only when a rule gets this far
+                    intent = self.semantic.match(prompt)
+                if intent != when.semantic_route:
+                    continue
             return rule
         return None
 
@@ -93,3 +104,4 @@ def _has_fields(metadata: dict | None, wanted: dict) -> bool:
 
 
 _MISSING = object()
+_UNSET = object()

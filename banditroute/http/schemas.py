@@ -41,13 +41,16 @@ class RouteResponse(_Answer):
     cost_weight: float = Field(description="quality points per USD used for this decision")
     policy: str
     rule: str | None = Field(description="the configured rule that shaped the decision, if one matched")
+    budget: str | None = Field(description="the budget the decision was charged to, if any")
+    tenant: str | None = Field(description="the tenant of that budget")
 
     @staticmethod
     def body(d: Decision) -> dict:
         return {
             "decision_id": d.decision_id, "model": d.model, "propensity": d.propensity,
             "probabilities": dict(zip(d.eligible, d.probabilities.tolist())), "scores": d.scores(),
-            "cost_weight": d.cost_weight, "policy": d.policy, "rule": d.rule,
+            "cost_weight": d.cost_weight, "policy": d.policy, "rule": d.rule, "budget": d.budget,
+            "tenant": d.tenant,
         }
 
 
