@@ -300,7 +300,7 @@ class BudgetConfig(_Strict):
     pacing: bool = Field(default=True, description="pace spend over the period; false: the budget is only a cap "
                          "(requests are served as usual until it is spent)")
     pacing_step: Annotated[float, Field(gt=0, le=1)] = Field(
-        default=0.05, description="step of the pacing controller (the multiplicative update of the cost weight)")
+        default=0.2, description="step of the pacing controller (the multiplicative update of the cost weight)")
     max_tenants: Annotated[int, Field(gt=0)] = Field(default=100_000, description="tenants tracked at once; a new "
                                                      "one beyond this is refused")
 

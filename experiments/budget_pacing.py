@@ -40,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TABLES = ("routellm_gsm8k", "routellm_mmlu", "routellm_mt_bench", "routerbench_subset", "zeroeval_gsm_math_crux")
 WEIGHTS = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5, 1e6)
 STEPS = (0.01, 0.05, 0.2)
-DEFAULT_STEP = 0.05
+DEFAULT_STEP = 0.2
 LEVELS = 5
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 
@@ -46,7 +47,7 @@ DEFAULT_THRESHOLD = 0.25  # the least similarity to an example that matches its 
 def terms(text: str) -> Counter:
     """Words and word bigrams of ``text``, counted."""
     words = words_of(text)
-    return Counter(words + [f"{a} {b}" for a, b in zip(words, words[1:])])
+    return Counter(words + [f"{a} {b}" for a, b in pairwise(words)])
 
 
 class SemanticRoutes:
