@@ -219,3 +219,16 @@ def test_simulate_cli_runs_a_budget_and_a_cascade(capsys, outcomes_path):
     assert main(["simulate", str(outcomes_path), "--cascade-to", "big", "--false-pass", "0.2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test"]["n"] > 0
     assert main(["simulate", str(outcomes_path), "--cascade-to", "nope"]) != 0
+
+
+def test_tenants_come_from_the_api_key_as_a_hash_or_from_a_metadata_field():
+    cfg = parse_settings(settings([{"name": "keys", "usd": 1.0, "tenant": "api_key"},
+                                   {"name": "teams", "usd": 1.0, "tenant": "metadata.team"}]))
+    router = Router(cfg, seed=1)
+    keyed = RouteRequest(prompt="x", metadata={"team": "red"})
+    keyed._api_key = "sk-secret-key"
+    d = router.route("hi", keyed)
+    assert d.budget == "keys" and d.tenant.startswith("key:") and "sk-secret" not in d.tenant
+    d = router.route("hi", RouteRequest(prompt="x", metadata={"team": 7}))
+    assert (d.budget, d.tenant) == ("teams", "7")
+    assert router.route("hi", RouteRequest(prompt="x", metadata={"team": {"nested": 1}})).budget is None

@@ -731,3 +731,33 @@ def test_a_bad_cascade_or_ensemble_fails_the_configuration(extra, message):
 
     with pytest.raises(ConfigError, match=message):
         parse_settings({**pool("http://127.0.0.1:1/v1", None), **extra})
+
+
+def test_checks_read_json_keys_regex_length_and_logprobs():
+    from banditroute.config import CheckConfig
+    from banditroute.gateway.strategies import check_answer
+
+    body = {"choices": [{"logprobs": {"content": [{"logprob": -0.1}, {"logprob": -2.9}]}}]}
+    cases = [({"json": True}, '{"a": 1}', True), ({"json": True}, "```json\n[1, 2]\n```", True),
+             ({"json": True}, "Here: {", False), ({"json_keys": ["answer"]}, '{"answer": 3}', True),
+             ({"json_keys": ["answer"]}, '["answer"]', False), ({"regex": r"\bA\b"}, "The answer is A.", True),
+             ({"regex": r"\bA\b"}, "The answer is B.", False), ({"min_length": 10}, " short  ", False),
+             ({"min_logprob": -1.0}, "x", False), ({"min_logprob": -2.0}, "x", True)]
+    for check, text, passed in cases:
+        assert check_answer(CheckConfig.model_validate(check), text, body)[0] is passed, (check, text)
+    # an upstream that returns no logprobs cannot fail that check
+    assert check_answer(CheckConfig(min_logprob=-0.01), "x", {"choices": [{}]})[0] is True
+
+
+def test_a_cascade_with_a_judge_check_escalates_when_the_rating_is_low(tmp_path):
+    cascades = [{"name": "judged", "escalate_to": ["strong"], "check": {"judge_min": 0.6}}]
+    with Stack(tmp_path, cascades=cascades, judge={"model": "judge", "sample_rate": 0.0}) as s:
+        s.fault("judge", reply="Wrong answer. [[3]]")
+        r = s.client().chat.completions.with_raw_response.create(
+            model="banditroute", messages=ASK, extra_body={"banditroute": {"cascade": "judged", "models": ["cheap"]}})
+        assert r.headers["x-banditroute-cascade"] == "cheap,strong"
+        d = r.headers["x-banditroute-decision-id"]
+        calls = s.wait_for(f"SELECT kind, model, cost_usd FROM calls WHERE decision_id = '{d}' ORDER BY ts", 3)
+        assert [(c["kind"], c["model"]) for c in calls] == [("cascade", "cheap"), ("judge", "judge"), ("cascade", "strong")]
+        fb = s.wait_for(f"SELECT cost_usd FROM feedback WHERE decision_id = '{d}'", 1)
+        assert fb[0]["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in calls))  # the check's cost counts
