@@ -12,12 +12,17 @@ bandit feedback, the train split in a seeded order) runs:
 * at fixed cost weights from 0 to 1e6 with no budget: the best fixed weight in hindsight for a budget
   is the one with the highest online quality among those whose online spend fits it.
 
+With ``--priced`` every run is given list prices: each model's mean cost per request on the train
+split as its price (an output price that makes 256 tokens cost that much), standing in for the list
+prices a user configures; without it the models have no price, as the tables come, and their costs
+are known only once they have been tried.
+
 Reported per table and budget (median over seeds): spend as a share of the budget, online quality of
 the paced budget, of the best fitting fixed weight and of refusing when exhausted. Quality is the
 mean over all requests of the stream (a refused request counts 0). Writes
 ``experiments/results/budget_pacing.json`` and ``.md``; progress on stderr.
 
-    python experiments/budget_pacing.py [--seeds 1 2 3 4 5] [--workers 2]
+    python experiments/budget_pacing.py [--seeds 1 2 3 4 5] [--workers 2] [--priced]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banditroute.config import pool_from_names
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.simulate import budget_per_request, simulate
 
@@ -52,13 +58,20 @@ def budgets_for(outcomes) -> list[float]:
     return np.geomspace(cost.min(), cost[best], LEVELS).tolist()
 
 
-def run(job: tuple[str, int]) -> list[dict]:
-    table, seed = job
+def priced_pool(outcomes):
+    """The table's models priced at their mean train cost per request (for 256 output tokens)."""
+    mean = outcomes.subset("train").cost.mean(axis=0)
+    return pool_from_names(outcomes.models, {m: (0.0, float(c) * 1e6 / 256) for m, c in zip(outcomes.models, mean)})
+
+
+def run(job: tuple[str, int, bool]) -> list[dict]:
+    table, seed, priced = job
     outcomes = load_outcomes(DATA / f"{table}.parquet")
+    pool = priced_pool(outcomes) if priced else None
     out = []
 
     def online(**kw) -> dict:
-        r = simulate(outcomes, "lints", seed=seed, **kw)
+        r = simulate(outcomes, "lints", seed=seed, pool=pool, **kw)
         row = {"table": table, "seed": seed, "quality": r["online"]["quality"],
                "spent_per_request": r["online"]["cost_usd"] / max(r["online"]["n"], 1)}
         if "budget" in r:
@@ -128,10 +141,14 @@ def summarise(rows: list[dict], seeds: list[int], tables_run: list[str]) -> dict
     return {"tables": tables, "median_rank": {s: statistics.median(r) for s, r in ranks.items()}}
 
 
-def markdown(summary: dict, seeds: list[int], seconds: float) -> str:
-    lines = ["# Budget pacing on the shared tables", "",
+def markdown(summary: dict, seeds: list[int], seconds: float, priced: bool = False) -> str:
+    lines = ["# Budget pacing on the shared tables" + (", with list prices" if priced else ""), "",
              f"Online stream of `simulate` (lints, bandit feedback), seeds {', '.join(map(str, seeds))}, medians "
-             f"over seeds; `python experiments/budget_pacing.py` ({seconds / 60:.0f} min on 2 cores). Budgets per "
+             f"over seeds; `python experiments/budget_pacing.py{' --priced' if priced else ''}` "
+             f"({seconds / 60:.0f} min on 2 cores). "
+             + ("Every model is priced at its mean train cost per request (standing in for configured list "
+                "prices). " if priced else "The models have no list prices: a cost is known once tried. ")
+             + "Budgets per "
              "request run geometrically from the cheapest model's mean cost to the best model's. Spend is the "
              "share of the budget spent online (min-max over seeds); quality is the online mean quality over "
              "every request (refused: 0). Best fixed: the highest online quality among fixed cost weights "
@@ -160,9 +177,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tables", nargs="+", default=list(TABLES))
+    ap.add_argument("--priced", action="store_true", help="give every model a list price (see above)")
     args = ap.parse_args()
     t0 = time.time()
-    jobs = [(t, s) for t in args.tables for s in args.seeds]
+    jobs = [(t, s, args.priced) for t in args.tables for s in args.seeds]
     # the largest table first, so that both workers stay busy to the end
     jobs.sort(key=lambda j: j[0] != "routellm_mmlu")
     print(f"{len(jobs)} runs", file=sys.stderr, flush=True)
@@ -170,10 +188,12 @@ def main() -> None:
         rows = [row for part in pool.imap_unordered(run, jobs) for row in part]
     summary = summarise(rows, args.seeds, args.tables)
     seconds = time.time() - t0
+    name = "budget_pacing_priced" if args.priced else "budget_pacing"
+    text = markdown(summary, args.seeds, seconds, args.priced)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "budget_pacing.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    (RESULTS / "budget_pacing.md").write_text(markdown(summary, args.seeds, seconds))
-    print(markdown(summary, args.seeds, seconds))
+    (RESULTS / f"{name}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    (RESULTS / f"{name}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
