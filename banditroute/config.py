@@ -190,6 +190,16 @@ class StorageConfig(_Strict):
     min_free_bytes: Annotated[int, Field(ge=0)] = 16 << 20
 
 
+def _regex(v: str | None) -> str | None:
+    """``v`` unchanged if it is a regular expression Python compiles (or None)."""
+    if v is not None:
+        try:
+            re.compile(v)
+        except re.error as err:
+            raise ValueError(f"not a regular expression: {err}") from None
+    return v
+
+
 class RuleCondition(_Strict):
     """When a rule applies: every condition given must hold (none given: always)."""
 
@@ -205,12 +215,7 @@ class RuleCondition(_Strict):
     @field_validator("prompt_regex")
     @classmethod
     def _compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as err:
-                raise ValueError(f"not a regular expression: {err}") from None
-        return v
+        return _regex(v)
 
 
 class Rule(_Strict):
@@ -246,12 +251,7 @@ class CheckConfig(_Strict):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as err:
-                raise ValueError(f"not a regular expression: {err}") from None
-        return v
+        return _regex(v)
 
 
 class CascadeConfig(_Strict):
