@@ -36,8 +36,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp: Path, snapshot_every: int, body_timeout_s: float = 10.0, token: str | None = None) -> Path:
-    text = (Path(__import__("banditroute").__file__).parent / "data" / "pool.example.toml").read_text()
+def write_config(tmp: Path, snapshot_every: int, body_timeout_s: float = 10.0, token: str | None = None,
+                 extra: str = "") -> Path:
+    text = (Path(__import__("banditroute").__file__).parent / "data" / "pool.example.toml").read_text() + extra
     text += f"\n[storage]\nflush_interval_ms = 20\nsnapshot_every = {snapshot_every}\n"
     text += f"\n[server]\nbody_timeout_s = {body_timeout_s}\n" + (f'token = "{token}"\n' if token else "")
     path = tmp / "config.toml"
@@ -60,9 +61,10 @@ def _no_server_outlives_its_test():
 
 
 class Server:
-    def __init__(self, tmp: Path, snapshot_every: int = 1000, body_timeout_s: float = 10.0, token: str | None = None):
+    def __init__(self, tmp: Path, snapshot_every: int = 1000, body_timeout_s: float = 10.0, token: str | None = None,
+                 extra: str = ""):
         self.db = tmp / "router.duckdb"
-        self.config = write_config(tmp, snapshot_every, body_timeout_s, token)
+        self.config = write_config(tmp, snapshot_every, body_timeout_s, token, extra)
         self.port = free_port()
         self.proc = None
         self.log = tmp / "server.log"  # a file, not a pipe: a pipe nobody reads fills and blocks the server
@@ -285,3 +287,21 @@ def test_a_request_aiohttp_cannot_parse_is_a_json_400_and_one_info_line(tmp_path
         assert all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in text.splitlines()), text  # one line each
     finally:
         srv.stop()
+
+
+def test_a_budget_keeps_its_spend_and_pace_across_kill_9(tmp_path):
+    budget = '\n[[budgets]]\nname = "daily"\ntenant = "user"\nperiod = "day"\nusd = 0.5\n'
+    srv = Server(tmp_path, extra=budget).start()
+    for i in range(30):
+        r = srv.post("/route", {"prompt": PROMPTS[i % 4] + f" #{i}", "user": "acme"})
+        assert (r["budget"], r["tenant"]) == ("daily", "acme")
+        srv.post("/feedback", {"decision_id": r["decision_id"], "cost_usd": 0.0005 * (1 + i % 3)})
+    before = srv.get("/budgets")["budgets"]
+    srv.stop(signal.SIGKILL)
+    srv.start()
+    after = srv.get("/budgets")["budgets"]
+    assert len(after) == 1 and after[0]["tenant"] == "acme" and after[0]["requests"] == 30
+    assert abs(after[0]["spent_usd"] - before[0]["spent_usd"]) < 1e-12
+    assert abs(after[0]["spent_usd"] - sum(0.0005 * (1 + i % 3) for i in range(30))) < 1e-12
+    assert abs(after[0]["cost_preference"] - before[0]["cost_preference"]) < 1e-12
+    srv.stop()
