@@ -232,3 +232,18 @@ def test_tenants_come_from_the_api_key_as_a_hash_or_from_a_metadata_field():
     d = router.route("hi", RouteRequest(prompt="x", metadata={"team": 7}))
     assert (d.budget, d.tenant) == ("teams", "7")
     assert router.route("hi", RouteRequest(prompt="x", metadata={"team": {"nested": 1}})).budget is None
+
+
+def test_tenants_are_bounded_new_ones_beyond_the_bound_are_refused_until_old_periods_end():
+    clock = Clock(datetime(2026, 3, 1, 10, 0, tzinfo=UTC).timestamp())
+    cfg = parse_settings(settings([{"name": "b", "usd": 1.0, "period": "hour", "max_tenants": 3,
+                                    "when_exhausted": "refuse"}]))
+    router = Router(cfg, seed=1, budgets=Budgets(cfg.budgets, clock=clock))
+    for user in ("u1", "u2", "u3"):
+        router.route("hi", RouteRequest(prompt="x", user=user))
+    with pytest.raises(BudgetExhausted, match="tracks 3 tenants"):
+        router.route("hi", RouteRequest(prompt="x", user="u4"))
+    clock.now += 3600.0  # the next hour: the old periods are pruned, their multipliers carried (bounded too)
+    for user in ("u4", "u5", "u6"):
+        router.route("hi", RouteRequest(prompt="x", user=user))
+    assert len(router.budgets.pacers) == 3 and len(router.budgets.carried) <= 3

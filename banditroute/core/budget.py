@@ -256,7 +256,7 @@ class Budgets:
         if p is not None and p.start <= now < p.end:
             return p
         if p is not None:  # a new period: the multiplier and the rate carry over, the spend does not
-            self.carried[key] = (p.log_odds, p.requests / (p.end - p.start))
+            self._carry(key, p)
         elif len(self.pacers) >= config.max_tenants * len(self.order):
             self._prune(now)
             if sum(1 for b, _ in self.pacers if b == config.name) >= config.max_tenants:
@@ -271,8 +271,17 @@ class Budgets:
     def _prune(self, now: float) -> None:
         for key, p in list(self.pacers.items()):
             if not p.start <= now < p.end:
-                self.carried[key] = (p.log_odds, p.requests / (p.end - p.start))
+                self._carry(key, p)
                 del self.pacers[key]
+
+    def _carry(self, key: tuple[str, str], p: Pacer) -> None:
+        """Keep what a tenant's next period starts from; the tenants gone longest are forgotten first, so
+        that this stays within the same bound as the pacers."""
+        self.carried.pop(key, None)
+        self.carried[key] = (p.log_odds, p.requests / (p.end - p.start))
+        limit = sum(c.max_tenants for c in self.order)
+        while len(self.carried) > limit:
+            del self.carried[next(iter(self.carried))]
 
     def find(self, budget: str | None, tenant: str | None, ts: float) -> Pacer | None:
         """The live pacer of a logged decision, if its period is the current one."""
