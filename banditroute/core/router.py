@@ -68,6 +68,11 @@ class RouteOptions(BaseModel):
     # the request's bearer key, for rules that match on it: set by the HTTP layer, never read from a body
     _api_key: str | None = PrivateAttr(default=None)
 
+    @property
+    def policy_label(self) -> str | None:
+        """The name its decision logs instead of the policy's (a gateway call's; none here)."""
+        return None
+
     @field_validator("metadata")
     @classmethod
     def _bounded(cls, metadata: dict | None) -> dict | None:
@@ -316,7 +321,7 @@ class Router:
         picks = sample(s.probabilities, self.rng)
         models = self.policy.models
         version, policy_name, ts = self.featurizer.version, self.policy.describe(), time.time()
-        labels = [getattr(options[valid[j]], "policy_label", None) for j in rows]
+        labels = [options[valid[j]].policy_label for j in rows]
         for r, (j, mask, cw, k, label, rule, (pacer, bcost)) in enumerate(zip(rows, masks, weights.tolist(),
                                                                                picks.tolist(), labels, matched, pacers)):
             i = valid[j]
