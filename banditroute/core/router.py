@@ -281,16 +281,14 @@ class Router:
                         raise RoutingError(str(err)) from None
                 mask = self.eligible(opts, None if cost is None else cost[j])
                 pacer = budgets.pacer(opts, None if rule is None else rule.budget, now) if budgets else None
-                bcost = None
                 if pacer is not None:
-                    bcost = cost[j]
-                    mask = self._within_budget(pacer, mask, bcost, now)
+                    mask = self._within_budget(pacer, mask, cost[j], now)
             except RoutingError as err:
                 out[i] = err
                 continue
             rows.append(j)
             masks.append(mask)
-            pacers.append((pacer, bcost))
+            pacers.append(pacer)
             matched.append(None if rule is None else rule.name)
             explicit = opts.cost_weight is not None or opts.cost_preference is not None
             pref = None if opts.cost_weight is not None else (
@@ -310,10 +308,10 @@ class Router:
             weights[by_pref] = preference_weights(
                 np.array([prefs[r] for r in by_pref]), cost[[rows[r] for r in by_pref]],
                 np.stack([masks[r] for r in by_pref]), self.pool.policy.preference_scale)
-        paced = [r for r, (pacer, _) in enumerate(pacers) if pacer is not None and pacer.pacing]
+        paced = [r for r, pacer in enumerate(pacers) if pacer is not None and pacer.pacing]
         if paced:  # the higher of the request's weight and its budget's
             weights[paced] = np.maximum(weights[paced], preference_weights(
-                np.array([pacers[r][0].preference for r in paced]), np.stack([pacers[r][1] for r in paced]),
+                np.array([pacers[r].preference for r in paced]), cost[[rows[r] for r in paced]],
                 np.stack([masks[r] for r in paced]), self.pool.policy.preference_scale))
         every_model = isinstance(self._pool_arms, slice) and all(m is self._pool_mask for m in masks)
         eligible = None if every_model else np.stack(masks)
@@ -322,10 +320,10 @@ class Router:
         models = self.policy.models
         version, policy_name, ts = self.featurizer.version, self.policy.describe(), time.time()
         labels = [options[valid[j]].policy_label for j in rows]
-        for r, (j, mask, cw, k, label, rule, (pacer, bcost)) in enumerate(zip(rows, masks, weights.tolist(),
+        for r, (j, mask, cw, k, label, rule, pacer) in enumerate(zip(rows, masks, weights.tolist(),
                                                                                picks.tolist(), labels, matched, pacers)):
             i = valid[j]
-            if pacer is not None and pacer.left < bcost[k] * pacer.calibration and self._refuses(pacer):
+            if pacer is not None and pacer.left < cost[j, k] * pacer.calibration and self._refuses(pacer):
                 # an earlier request of the same batch took what this one was allowed
                 pacer.exhausted += 1
                 out[i] = BudgetExhausted(f"budget {pacer.budget!r} of tenant {pacer.tenant!r} is spent",
@@ -356,8 +354,8 @@ class Router:
                 rule=rule,
             )
             if pacer is not None:
-                d.charged = float(bcost[k])
-                pacer.charge(now, float(s.probabilities[r] @ bcost), d.charged, cw)
+                d.charged = float(cost[j, k])
+                pacer.charge(now, float(s.probabilities[r] @ cost[j]), d.charged, cw)
                 d.budget, d.tenant, d.pacer = pacer.budget, pacer.tenant, pacer
                 d.pace = pacer.preference if pacer.pacing else None
         return out
