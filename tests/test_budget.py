@@ -197,6 +197,30 @@ async def test_a_burst_in_a_running_server_stays_within_the_budget_and_shows_in_
     assert logged.to_pylist() == [{"n": len(answered)}]
 
 
+async def test_budgets_lists_narrow_by_budget_and_tenant_and_reject_what_is_not_configured(aiohttp_client, tmp_path):
+    cfg = parse_settings(settings([{"name": "daily", "usd": 1.0}, {"name": "team", "usd": 5.0,
+                                                                   "tenant": "metadata.team"}],
+                                  storage={"db": str(tmp_path / "r.duckdb")}))
+    client = await aiohttp_client(create_app(cfg, seed=0))
+    for body in ({"prompt": "hi", "user": "alice"}, {"prompt": "hi", "user": "bob"},
+                 {"prompt": "hi", "metadata": {"team": "red"}}):
+        assert (await client.post("/route", data=json.dumps(body))).status == 200
+
+    async def listed(query: str) -> list[tuple[str, str]]:
+        r = await client.get("/budgets" + query)
+        assert r.status == 200
+        return [(b["budget"], b["tenant"]) for b in (await r.json())["budgets"]]
+
+    assert await listed("") == [("daily", "alice"), ("daily", "bob"), ("team", "red")]
+    assert await listed("?budget=daily") == [("daily", "alice"), ("daily", "bob")]
+    assert await listed("?budget=daily&tenant=bob") == [("daily", "bob")]
+    assert await listed("?tenant=red") == [("team", "red")]
+    assert await listed("?tenant=nobody") == []
+    for query, named in (("?budget=weekly", "weekly"), ("?tenants=bob", "tenants")):
+        r = await client.get("/budgets" + query)
+        assert r.status == 422 and named in (await r.json())["message"]
+
+
 def test_simulate_under_a_budget_reports_it_and_spends_close_to_it(outcomes_path):
     outcomes = load_outcomes(outcomes_path)
     unconstrained = simulate(outcomes, seed=1, cost_weight=0.0)

@@ -312,7 +312,12 @@ class Budgets:
                 p.reported_charged = float(r.get("reported_charged") or 0.0)
                 p.reported_cost = float(r.get("reported_cost") or 0.0)
 
-    def view(self) -> list[dict]:
+    @property
+    def names(self) -> list[str]:
+        return [b.name for b in self.order]
+
+    def view(self, budget: str | None = None, tenant: str | None = None) -> list[dict]:
+        """Every tenant with decisions in its current period (of ``budget`` and ``tenant`` only, when given)."""
         now = self.clock()
         return [p.view(now) for p in sorted(self.pacers.values(), key=lambda p: (p.budget, p.tenant))
-                if p.start <= now < p.end]
+                if p.start <= now < p.end and budget in (None, p.budget) and tenant in (None, p.tenant)]

@@ -100,7 +100,15 @@ async def v1_models(request: web.Request) -> web.Response:
 
 
 async def budgets(request: web.Request) -> web.Response:
-    return json_response(BudgetsResponse(budgets=request.app[SERVICE].router.budgets.view()).model_dump())
+    """Every tenant's budget in its current period; ``?budget=`` and ``?tenant=`` narrow the list."""
+    unknown = sorted(set(request.query) - {"budget", "tenant"})
+    if unknown:
+        raise ValidationFailed(f"unknown query parameter {unknown[0]!r}; use budget or tenant")
+    budgets = request.app[SERVICE].router.budgets
+    name, tenant = request.query.get("budget"), request.query.get("tenant")
+    if name is not None and name not in budgets.names:
+        raise ValidationFailed(f"budget {name!r} is not configured; configured: {', '.join(budgets.names) or 'none'}")
+    return json_response(BudgetsResponse(budgets=budgets.view(name, tenant)).model_dump())
 
 
 async def get_policy(request: web.Request) -> web.Response:

@@ -40,7 +40,7 @@ class Route:
     errors: tuple[int, ...] = (401,)
     content_type: str = "application/json"  # of a response without a model
     public: bool = False  # answered without the bearer token
-    query: tuple[tuple[str, str, list[str]], ...] = ()  # (name, description, allowed values)
+    query: tuple[tuple[str, str, list[str] | None], ...] = ()  # (name, description, allowed values; None: any)
 
 
 ROUTES = (
@@ -54,7 +54,9 @@ ROUTES = (
     Route("GET", "/v1/models", handlers.v1_models, "OpenAI-compatible model list: banditroute and the pool"),
     Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
     Route("GET", "/budgets", handlers.budgets, "Spend, remaining budget, pace and cost weight per tenant",
-          response=BudgetsResponse),
+          response=BudgetsResponse, errors=(401, 422),
+          query=(("budget", "only this budget (its name in the configuration)", None),
+                 ("tenant", "only this tenant, as the list shows it (an API key as key: and its SHA-256 prefix)", None))),
     Route("GET", "/policy", handlers.get_policy, "The active policy and its settings", response=PolicyView),
     Route("PUT", "/policy", handlers.put_policy, "Change the policy or its settings (logged)", PolicyUpdate,
           PolicyView, (400, 401, 408, 413, 422)),
@@ -102,7 +104,8 @@ def openapi_document(version: str) -> dict:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(r.request)}}}
         if r.query:
             op["parameters"] = [{"name": n, "in": "query", "required": False, "description": d,
-                                 "schema": {"type": "string", "enum": values}} for n, d, values in r.query]
+                                 "schema": {"type": "string"} | ({"enum": values} if values else {})}
+                                for n, d, values in r.query]
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
