@@ -158,8 +158,8 @@ def markdown(summary: dict, seeds: list[int], seconds: float, priced: bool = Fal
              f"Pacing step default: {DEFAULT_STEP}; median rank over tables of each candidate (score: mean "
              "|spend share - 1| at binding budgets plus the mean quality gap to the best fixed weight): "
              + ", ".join(f"{s}: {r}" for s, r in summary["median_rank"].items()), "",
-             "| table | budget USD/request | binding | paced spend (min-max) | paced quality | best fixed quality "
-             "(weight) | refuse quality (spend) | exhausted |",
+             ("| table | budget USD/request | binding | paced spend (min-max) | paced quality | best fixed quality "
+             "(weight) | refuse quality (spend) | exhausted |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for t, levels in summary["tables"].items():
         for lv in levels:

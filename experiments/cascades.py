@@ -76,14 +76,14 @@ def run(job: tuple[str, int]) -> list[dict]:
 def markdown(rows: list[dict], seeds: list[int], tables: list[str], seconds: float) -> str:
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     lines = ["# Cascades against direct routing", "",
-             f"`python experiments/cascades.py` ({seconds / 60:.0f} min on 2 cores); seeds "
+             (f"`python experiments/cascades.py` ({seconds / 60:.0f} min on 2 cores); seeds "
              f"{', '.join(map(str, seeds))}, medians. Frontier over cost preferences "
              f"{', '.join(map(str, PREFERENCES))} (test split, greedy after online learning on the train split), "
              "against the best single model of the test split: qauc (higher is better), cost_at_95 (% of the "
              "best model's cost to reach 95% of its quality; lower is better; - when never reached), "
              "quality_at_25 (% of its quality at 25% of its cost). A cascade escalates to the best model of "
              "the train split when its simulated check fails (the table's quality < 0.5, let through by mistake "
-             "with the false-pass probability).", ""]
+             "with the false-pass probability)."), ""]
     for metric in METRICS:
         lines += [f"## {metric}", "", "| setting | " + " | ".join(tables) + " |",
                   "| --- | " + " | ".join("---" for _ in tables) + " |"]

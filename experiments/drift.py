@@ -87,11 +87,11 @@ def main() -> None:
             runs[name][seed] = stream(train, seed, th)
     command = "python experiments/drift.py " + " ".join(sys.argv[1:])
     lines = ["# Drift: a model starts failing halfway through the stream", "",
-             f"Command: `{command.strip()}`. Table {args.table}, train split streamed twice ({len(train)} prompts a "
+             (f"Command: `{command.strip()}`. Table {args.table}, train split streamed twice ({len(train)} prompts a "
              "pass); at the start of the second pass the model chosen most in the first starts answering like the "
              "pool's worst model on each prompt. `adapt`: decisions after the change until that model's share "
              f"over the last {WINDOW} decisions falls below a quarter of its share before (`never`: not within "
-             "the pass). Quality: mean over the second pass.", "",
+             "the pass). Quality: mean over the second pass."), "",
              "| router | changed model | share before | adapt, per seed | median | quality, 2nd pass (median) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name, per in runs.items():

@@ -93,10 +93,10 @@ def main() -> None:
                         key=lambda t: t["table"])
     command = "python experiments/feature_alternatives.py " + " ".join(sys.argv[1:])
     rows = ["TF-IDF ridge", *variants]
-    lines = ["# Feature sets with full information", "", f"Command: `{command.strip()}`. Each feature set fitted "
+    lines = ["# Feature sets with full information", "", (f"Command: `{command.strip()}`. Each feature set fitted "
              "as banditroute's quality and cost models on every train outcome (`pretrain`), swept over cost weights "
              "on the test split; qauc (higher is better) / cost_at_95 (lower is better), in % of the best single "
-             "model. The last columns rank the feature sets (not TF-IDF) by qauc on each table and take the median.",
+             "model. The last columns rank the feature sets (not TF-IDF) by qauc on each table and take the median."),
              "", "| features | dim | " + " | ".join(t["table"] for t in tables) + " | median rank |",
              "| --- | --- | " + " | ".join("---" for _ in tables) + " | --- |"]
     ranks = {v: [] for v in variants}

@@ -78,10 +78,10 @@ def main() -> None:
         for dim, seed, c95 in pool.map(online, [(d, s) for d in args.dims for s in args.seeds]):
             rows[dim].setdefault("online_cost_at_95", {})[seed] = c95
     lines = ["# Hash dimension: speed against learning quality (RouterBench subset, test split)", "",
-             f"Command: `python experiments/feature_dimension.py --dims {' '.join(map(str, args.dims))} "
-             f"--seeds {' '.join(map(str, args.seeds))}`", "",
-             "| hash buckets D | vector length | featurise p50 (us) | full-information cost_at_95 (%) | "
-             "online lints cost_at_95 (%), per seed | median | MMLU full-information APGR |",
+             (f"Command: `python experiments/feature_dimension.py --dims {' '.join(map(str, args.dims))} "
+             f"--seeds {' '.join(map(str, args.seeds))}`"), "",
+             ("| hash buckets D | vector length | featurise p50 (us) | full-information cost_at_95 (%) | "
+             "online lints cost_at_95 (%), per seed | median | MMLU full-information APGR |"),
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for dim, r in rows.items():
         vals = [r["online_cost_at_95"][s] for s in args.seeds]

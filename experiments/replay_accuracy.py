@@ -126,9 +126,9 @@ def main() -> None:
         "",
         f"Command: `python experiments/replay_accuracy.py --seeds {args.seeds}`",
         "",
-        f"{args.seeds} logs of the default policy (lints, cost weight 30, 2,212 decisions each); seven candidates; "
+        (f"{args.seeds} logs of the default policy (lints, cost weight 30, 2,212 decisions each); seven candidates; "
         "95% Poisson-bootstrap intervals (400 replicates). Coverage = share of seeds whose interval contains "
-        "the true value; RMSE over seeds.",
+        "the true value; RMSE over seeds."),
         "",
         "## Quality: coverage and RMSE per candidate",
         "",

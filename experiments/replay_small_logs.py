@@ -168,11 +168,11 @@ def main() -> None:
     (RESULTS / "replay_small_logs.json").write_text(json.dumps(result) + "\n")
     lines = ["# Off-policy intervals on small logs (ZeroEval, first 15 models, 200 decisions)", "",
              f"Command: `{result['command']}`", "",
-             f"{args.seeds} logs of {args.decisions} decisions each by cold `lints` at cost weight {COST_WEIGHT:g} over "
+             (f"{args.seeds} logs of {args.decisions} decisions each by cold `lints` at cost weight {COST_WEIGHT:g} over "
              f"{args.models} models ({', '.join(o.models)}); 95% intervals (Poisson bootstrap with 400 replicates, "
              "widened to Wilson's interval at the effective sample size where the sample is small). Coverage: share of "
              "estimable seeds whose interval holds the true value; `n/e`: seeds where the candidate was not estimable "
-             "(it needs a model the log never observed); zero-width intervals counted.", "",
+             "(it needs a model the log never observed); zero-width intervals counted."), "",
              ]
     lines += ["## With the small-sample widening (what replay reports)", "", *table(summary["estimates"]), "",
               "## Bootstrap intervals alone (before)", "", *table(summary["bootstrap_only"]), "",

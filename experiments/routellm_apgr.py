@@ -103,18 +103,18 @@ def main() -> None:
     lines = [
         "# RouteLLM benchmarks: APGR and CPT (test split)",
         "",
-        f"Command: `python experiments/routellm_apgr.py --seeds {' '.join(map(str, args.seeds))} "
-        f"--cost-weights {' '.join(f'{c:g}' for c in args.cost_weights)}`",
+        (f"Command: `python experiments/routellm_apgr.py --seeds {' '.join(map(str, args.seeds))} "
+        f"--cost-weights {' '.join(f'{c:g}' for c in args.cost_weights)}`"),
         "",
-        "Online rows: `lints` learned from scratch over the train split with partial feedback at the given "
+        ("Online rows: `lints` learned from scratch over the train split with partial feedback at the given "
         "training cost weight; medians (min-max) over seeds. CPT(x%) = % of calls to GPT-4 needed to recover "
         "x% of the GPT-4 / Mixtral quality gap (lower is better); APGR = average performance gap recovered "
-        "(higher is better; random is 0.5).",
+        "(higher is better; random is 0.5)."),
         "",
-        "**Not the same setting as RouteLLM's published figures**: RouteLLM trains its routers on Chatbot Arena "
+        ("**Not the same setting as RouteLLM's published figures**: RouteLLM trains its routers on Chatbot Arena "
         "data (optionally augmented) and evaluates on the whole benchmark minus prompts it flags as contaminated; "
         "here the router learns online from the benchmark's own train split and is evaluated on its test split, "
-        "keeping every prompt.",
+        "keeping every prompt."),
         "",
         "| data | router | APGR | CPT(50%) | CPT(80%) |",
         "| --- | --- | --- | --- | --- |",

@@ -108,10 +108,10 @@ def main() -> None:
         "",
         f"Command: `python experiments/routerbench_frontier.py --seeds {' '.join(map(str, args.seeds))}`",
         "",
-        f"Best single model: {ref['best_model']}, quality {base_q:.3f}, cost {base_c:.3f} USD; "
-        f"oracle quality {ref['oracle_quality']:.3f}.",
-        "`cost_at_95`: cost (% of the best model's) of the cheapest frontier point reaching 95% of its quality. "
-        "`quality_at_25`: best quality (% of the best model's) among points costing at most 25% of it.",
+        (f"Best single model: {ref['best_model']}, quality {base_q:.3f}, cost {base_c:.3f} USD; "
+        f"oracle quality {ref['oracle_quality']:.3f}."),
+        ("`cost_at_95`: cost (% of the best model's) of the cheapest frontier point reaching 95% of its quality. "
+        "`quality_at_25`: best quality (% of the best model's) among points costing at most 25% of it."),
         "",
         "| router | seed | cost_at_95 (%) | quality_at_25 (%) |",
         "| --- | --- | --- | --- |",

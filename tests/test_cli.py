@@ -131,8 +131,8 @@ def test_online_regret_against_the_best_fixed_model_and_the_oracle(outcomes_path
 
 
 def _serve(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "banditroute.cli.main", "serve", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "banditroute.cli.main", "serve", *args], check=False,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _one_line_error(res, *needles):
@@ -180,7 +180,7 @@ def test_serve_on_a_read_only_file_system_is_a_one_line_error(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a read-only tmpfs needs root")
     where = tempfile.mkdtemp(prefix="banditroute-ro-")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", where], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", where], check=False, capture_output=True).returncode:
         os.rmdir(where)
         pytest.skip("cannot mount a tmpfs here")
     try:

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from banditroute.config import ConfigError, parse_settings
-from banditroute.core.router import RouteRequest, Router
+from banditroute.core.router import Router, RouteRequest
 from banditroute.core.rules import Rules
 from banditroute.errors import RoutingError
 from banditroute.log.schema import ADDED_COLUMNS, DECISION_SCHEMA, DUCK_TYPES
@@ -46,7 +46,7 @@ def test_a_bad_rule_fails_the_configuration_with_its_place_named(rules, message)
 
 def test_rules_match_in_order_on_every_condition():
     r = Rules(pool().rules, environ={"PARTNER_KEY": "sk-partner"})
-    name = lambda *a: (m.name if (m := r.match(*a)) else None)  # noqa: E731
+    name = lambda *a: (m.name if (m := r.match(*a)) else None)
     assert name("hello", None, None, None) is None
     assert name("hello", "alice", {"confidential": True}, None) == "confidential"  # the first that matches
     assert name("hello", "alice", {"confidential": 1}, None) == "premium"  # a JSON 1 is not true
