@@ -101,6 +101,10 @@ class PolicyConfig(_Strict):
     floor_decay: PositiveFloat | None = Field(default=500.0, description="n0 of the decaying floor "
                                               "max(floor_min, floor sqrt(n0 / (n0 + n))); none: a constant floor")
     floor_min: Floor = 0.001
+    floor_share: Fraction | None = Field(default=0.05, description="the most of the traffic the floor may take "
+                                         "over all K models: floor and floor_min are scaled by "
+                                         "min(1, floor_share / (K floor)), so a large pool does not spend K times "
+                                         "the floor on exploration; none: the floor applies per model as given")
     exploration: NonNegFloat = 0.5
     prior_strength: PositiveFloat = 10.0
     prior_quality: Fraction = 0.5

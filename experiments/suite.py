@@ -46,7 +46,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("qauc", "cost_at_95", "quality_at_25", "aiq")
 # Candidate configurations: a policy name and PolicyConfig fields over the defaults.
-FORMER = {"pooled": False, "floor_decay": None, "exploration": 1.0}  # the defaults before issue 11's suite
+FORMER = {"pooled": False, "floor_decay": None, "exploration": 1.0, "floor_share": None}  # before issue 11's suite
 CONFIGS = {
     "default": {"policy": "lints"},
     "former_default": {"policy": "lints", **FORMER},
@@ -59,6 +59,8 @@ CONFIGS = {
     "former_default_drift": {"policy": "lints", **FORMER, "drift_threshold": 15.0},
     "pooled_constant_floor_drift": {"policy": "lints", **FORMER, "pooled": True, "drift_threshold": 15.0},
     "default_drift": {"policy": "lints", "drift_threshold": 15.0},
+    "pooled_decaying_floor_per_model": {"policy": "lints", "floor_share": None},  # the default before floor_share
+    "default_exploration_0.25": {"policy": "lints", "exploration": 0.25},
 }
 
 
@@ -134,18 +136,18 @@ def fmt(v, digits: int = 1) -> str:
 
 def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: str) -> str:
     lines = ["# Evaluation suite: every configuration on every shared table", "",
-             f"Command: `{command}` ({', '.join(str(s) for s in seeds)} as seeds). Online: learned from scratch "
+             (f"Command: `{command}` ({', '.join(str(s) for s in seeds)} as seeds). Online: learned from scratch "
              "over the train split with bandit feedback, greedy on the test split, over the default sweep of cost "
              "weights; medians over seeds, per-seed values in brackets. Quality and cost in % of the best single "
              "model's on the test split; qauc: mean best quality within budgets of 5-100% of its cost; cost_at_95: "
              "the cost of 95% of its quality (`never`: not reached); quality_at_25: the best quality within 25% of "
              "its cost; AIQ: RouterBench's area under the frontier's hull. Full-information routers see every "
              "model's outcome on the train split. Defaults are chosen by their median rank over all tables, never "
-             "on one table.", ""]
+             "on one table."), ""]
     for t in tables:
         ref = t["reference"]
-        lines += [f"## {t['table']} ({t['prompts']} prompts x {t['models']} models; best model {ref['best_model']}, "
-                  f"quality {ref['best_quality']:.3f}; oracle {ref['oracle_quality']:.3f})", "",
+        lines += [(f"## {t['table']} ({t['prompts']} prompts x {t['models']} models; best model {ref['best_model']}, "
+                  f"quality {ref['best_quality']:.3f}; oracle {ref['oracle_quality']:.3f})"), "",
                   "| router | qauc | cost_at_95 | quality_at_25 | AIQ |", "| --- | --- | --- | --- | --- |"]
         for name in configs:
             c = t["configs"][name]
@@ -189,16 +191,20 @@ def regret_section(tables: list[dict], configs: list[str], seeds: list[int]) -> 
                 continue
             cells = ", ".join(fmt(per[s]["passes_best_fixed_at"], 0) if per[s]["passes_best_fixed_at"] is not None
                               else "never" for s in seeds)
+            regret = [per[s]["regret_vs_best_fixed"] for s in seeds]
             rows.append(f"| {t['table']} | {name} | {t['train']} | {per[seeds[0]]['best_fixed']} | "
-                        f"{fmt(t['configs'][name]['median']['passes_best_fixed_at'] or float('inf'), 0)} [{cells}] |")
+                        f"{fmt(t['configs'][name]['median']['passes_best_fixed_at'] or float('inf'), 0)} [{cells}] | "
+                        f"{fmt(statistics.median(regret))} [{', '.join(fmt(r) for r in regret)}] |")
     if not rows:
         return []
     return ["## Online reward against the best fixed model in hindsight", "",
-            f"At the default cost weight ({PolicyConfig().cost_weight:g} quality points per USD), one pass over the "
+            (f"At the default cost weight ({PolicyConfig().cost_weight:g} quality points per USD), one pass over the "
             "train split from scratch: the decision from which the router's cumulative reward (quality minus "
             "weight times cost) stays at or above the best single model's to the end of the pass (`never`: it "
-            "ends below).", "", "| table | configuration | train prompts | best fixed model | passes it at |",
-            "| --- | --- | --- | --- | --- |", *rows, ""]
+            "ends below), and the regret at the end of the pass: the best fixed model's cumulative reward minus "
+            "the router's (negative: the router is ahead)."), "",
+            "| table | configuration | train prompts | best fixed model | passes it at | regret at the end |",
+            "| --- | --- | --- | --- | --- | --- |", *rows, ""]
 
 
 def main() -> None:
@@ -216,6 +222,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.render:
         saved = [json.loads(Path(path).read_text()) for path in args.render]
+        relabel = dict(r.split("=", 1) for r in args.relabel)
+        for s in saved:  # each file's names are renamed once, before the files are merged
+            for t in s["tables"]:
+                t["configs"] = {relabel.get(k, k): v for k, v in t["configs"].items()}
         tables = {t["table"]: t for t in saved[0]["tables"]}
         for other in saved[1:]:
             for t in other["tables"]:
@@ -223,9 +233,6 @@ def main() -> None:
         for t in tables.values():
             for c in t["configs"].values():
                 c["per_seed"] = {int(seed): run for seed, run in c["per_seed"].items()}  # JSON keys are text
-        for old, new in (r.split("=", 1) for r in args.relabel):
-            for t in tables.values():
-                t["configs"] = {new if k == old else k: v for k, v in t["configs"].items()}
         configs = list(next(iter(tables.values()))["configs"])
         command = " + ".join(s["command"].strip() for s in saved)
         if args.relabel:

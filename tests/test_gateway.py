@@ -42,7 +42,7 @@ def pool(upstream: str, closed: str | None, **gateway) -> dict:
     """Three models on the fake upstream (``cheap``, ``mid``, ``strong``), one that cannot be called
     (``offline``), and, with ``closed``, one on a port nobody listens on (``gone``)."""
     data = {
-        "policy": {"warm_start": "none", "floor": 0.05},
+        "policy": {"warm_start": "none", "floor": 0.05, "floor_share": None},  # a floor per model as given
         "storage": {"flush_interval_ms": 20},
         "gateway": {"cooldown_s": 30.0, **gateway},
         "models": [

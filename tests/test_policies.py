@@ -37,7 +37,8 @@ def one(pol: Policy, prompt: str, arms, cost_weight: float, rng=None, greedy: bo
 
 
 def trained(name: str, floor: float = 0.05, n: int = 60) -> Policy:
-    pol = make_policy(name, MODELS, F.dim, PRICES, PolicyConfig(floor=floor, floor_decay=None))  # a constant floor
+    pol = make_policy(name, MODELS, F.dim, PRICES,  # a constant floor, per model as given
+                      PolicyConfig(floor=floor, floor_decay=None, floor_share=None))
     rng = np.random.default_rng(0)
     for i in range(n):
         c = ctx(f"Write a Python function number {i}")
@@ -351,7 +352,7 @@ def test_regret_of_default_policy_on_synthetic_contexts():
 
 def test_a_decaying_floor_shrinks_with_evidence_to_its_minimum_and_survives_a_state_round_trip():
     pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(floor=0.05, floor_decay=100.0, floor_min=0.002,
-                                                                    pooled=False))
+                                                                    pooled=False, floor_share=None))
     assert pol.current_floor() == 0.05
     c = ctx("Write a Python function")
     for _ in range(300):
@@ -363,6 +364,22 @@ def test_a_decaying_floor_shrinks_with_evidence_to_its_minimum_and_survives_a_st
     assert pol.current_floor() == 0.002  # the documented minimum propensity
     again = loads_state(dumps_state(pol))[1]
     assert again.current_floor() == 0.002 and again.params() == pol.params()
+
+
+@pytest.mark.parametrize("n_models", [2, 4, 11, 28])
+def test_the_floor_takes_at_most_its_share_of_traffic_however_large_the_pool(n_models):
+    models = [f"m{i}" for i in range(n_models)]
+    settings = PolicyConfig(floor=0.01, floor_min=0.001, floor_share=0.05)
+    pol = make_policy("lints", models, F.dim, None, settings)
+    scale = min(1.0, 0.05 / (0.01 * n_models))
+    assert pol.floor == pytest.approx(0.01 * scale) and pol.floor_min == pytest.approx(0.001 * scale)
+    c = ctx("Translate this sentence into French")
+    p = pol.probabilities(c.x[None], [c.input_tokens], None, 0.0, np.random.default_rng(0)).probabilities[0]
+    assert p.min() >= pol.floor - 1e-12 and n_models * pol.current_floor() <= 0.05 + 1e-12
+    pol.quality_observations[:] += 10_000_000
+    assert pol.current_floor() == pytest.approx(0.001 * scale)  # the minimum scales with it
+    per_model = make_policy("lints", models, F.dim, None, settings.model_copy(update={"floor_share": None}))
+    assert per_model.floor == 0.01 and per_model.floor_min == 0.001
 
 
 def test_pooled_learning_lets_one_models_feedback_move_every_model():

@@ -384,7 +384,7 @@ def _gateway_log_with_fallbacks(tmp_path, n=3000, fail=0.4, seed=5):
     from banditroute.service.service import Service
 
     truth = {"A": (0.9, 0.3), "B": (0.5, 0.7), "C": (0.4, 0.4)}  # quality on math, on writing prompts
-    pool = parse_settings({"policy": {"warm_start": "none", "floor": 0.05},
+    pool = parse_settings({"policy": {"warm_start": "none", "floor": 0.05, "floor_share": None},
                            "models": [{"name": m, "input_price_per_mtok": 1.0, "output_price_per_mtok": 1.0}
                                       for m in truth]})
     service = Service(pool, Store(":memory:", flush_interval=3600.0, group_commit=False), seed=seed)

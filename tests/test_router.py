@@ -127,7 +127,8 @@ def test_route_many_serves_each_request_on_its_own_terms(router):
         assert d.probabilities.sum() == pytest.approx(1.0)
         np.testing.assert_array_equal(d.context.x, router.featurizer.transform(prompts[out.index(d)]))
     cheapest = min(out[5].eligible, key=lambda m: out[5].pred_cost[out[5].eligible.index(m)])
-    assert out[5].probabilities[out[5].eligible.index(cheapest)] == pytest.approx(0.9)  # all but the floors
+    floors = (len(out[5].eligible) - 1) * router.policy.floor
+    assert out[5].probabilities[out[5].eligible.index(cheapest)] == pytest.approx(1.0 - floors)  # all but the floors
 
 
 def test_route_is_a_batch_of_one():

@@ -18,8 +18,22 @@ POLICY_CLASSES = {cls.name: cls for cls in (LinTS, LinUCB, EpsilonGreedy, Random
 
 __all__ = [
     "POLICY_CLASSES", "POLICY_NAMES", "BayesLinear", "CostModel", "EpsilonGreedy", "FixedPolicy", "LinTS",
-    "LinUCB", "Policy", "RandomPolicy", "apply_floor", "make_policy",
+    "LinUCB", "Policy", "RandomPolicy", "apply_floor", "floors", "make_policy",
 ]
+
+
+def floors(settings: PolicyConfig, n_models: int) -> tuple[float, float]:
+    """The per-model ``(floor, floor_min)`` of a pool of ``n_models``: the configured ones, both scaled by
+    ``min(1, floor_share / (K floor))`` so that the floor takes at most ``floor_share`` of the traffic
+    however many models the pool has (the exploration an epsilon-greedy rule spreads as epsilon / K).
+
+    >>> floors(PolicyConfig(), 2), floors(PolicyConfig(), 10)
+    ((0.01, 0.001), (0.005, 0.0005))
+    """
+    if settings.floor_share is None or settings.floor <= 0 or n_models <= 0:
+        return settings.floor, settings.floor_min
+    scale = min(1.0, settings.floor_share / (n_models * settings.floor))
+    return settings.floor * scale, settings.floor_min * scale
 
 
 def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig | None = None) -> Policy:
@@ -29,8 +43,9 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
     list prices per model (``(input, output)`` USD per 1M tokens, or ``None``).
     """
     settings = settings or PolicyConfig()
-    common = {"prices": prices, "floor": settings.floor, "expected_output_tokens": settings.expected_output_tokens,
-              "floor_decay": settings.floor_decay, "floor_min": settings.floor_min}
+    floor, floor_min = floors(settings, len(models))
+    common = {"prices": prices, "floor": floor, "expected_output_tokens": settings.expected_output_tokens,
+              "floor_decay": settings.floor_decay, "floor_min": floor_min}
     linear = {"exploration": settings.exploration, "prior_strength": settings.prior_strength,
               "prior_mean": settings.prior_quality, "pooled": settings.pooled,
               "drift_threshold": settings.drift_threshold, "drift_delta": settings.drift_delta,

@@ -17,7 +17,9 @@ sums to one. With ``floor_decay = n0`` the floor shrinks as the policy learns, t
 
 so that exploration beyond what the posterior asks for ends, while every eligible model keeps at least
 ``floor_min``: the smallest propensity a log then holds, which bounds the importance weights of
-off-policy estimates by ``1 / floor_min``.
+off-policy estimates by ``1 / floor_min``. The configured ``floor`` and ``floor_min`` are per model;
+:func:`banditroute.core.policies.floors` scales both so that the floor takes at most ``floor_share``
+of the traffic over the pool's K models.
 """
 
 from __future__ import annotations
