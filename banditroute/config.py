@@ -307,6 +307,9 @@ class BudgetConfig(_Strict):
         default=0.2, description="step of the pacing controller (the multiplicative update of the cost weight)")
     max_tenants: Annotated[int, Field(gt=0)] = Field(default=100_000, description="tenants tracked at once; a new "
                                                      "one beyond this is refused")
+    metrics_tenants: Annotated[int, Field(ge=0)] = Field(
+        default=100, description="tenants with their own Prometheus series (those that spent the most this "
+                                 "period); the rest are summed under the tenant label _other")
 
     @field_validator("tenant")
     @classmethod

@@ -221,6 +221,28 @@ async def test_budgets_lists_narrow_by_budget_and_tenant_and_reject_what_is_not_
         assert r.status == 422 and named in (await r.json())["message"]
 
 
+async def test_budget_metrics_keep_a_series_for_the_biggest_spenders_and_sum_the_rest(aiohttp_client, tmp_path):
+    cfg = parse_settings(settings([{"name": "daily", "usd": 1.0, "metrics_tenants": 1}],
+                                  storage={"db": str(tmp_path / "r.duckdb")}))
+    client = await aiohttp_client(create_app(cfg, seed=0))
+    long_prompt = "Write a detailed essay about the history of the printing press. " * 20
+    for user, prompt, n in (("alice", long_prompt, 3), ("bob", "hi", 1), ("carol", "hi", 1)):
+        for _ in range(n):
+            assert (await client.post("/route", data=json.dumps({"prompt": prompt, "user": user}))).status == 200
+    view = {b["tenant"]: b for b in (await (await client.get("/budgets")).json())["budgets"]}
+    text = await (await client.get("/metrics")).text()
+    samples = {(s.name, s.labels.get("tenant")): s.value for f in text_string_to_metric_families(text)
+               for s in f.samples if s.name.startswith("banditroute_budget")}
+    tenants = {t for (_, t) in samples if t is not None}
+    assert tenants == {"alice", "_other"}  # alice spent the most; bob and carol are summed
+    assert samples["banditroute_budget_spent_usd", "alice"] == pytest.approx(view["alice"]["spent_usd"])
+    assert samples["banditroute_budget_spent_usd", "_other"] == pytest.approx(
+        view["bob"]["spent_usd"] + view["carol"]["spent_usd"])
+    assert samples["banditroute_budget_amount_usd", "_other"] == pytest.approx(2.0)
+    assert ("banditroute_budget_pace", "_other") not in samples
+    assert samples["banditroute_budget_tenants", None] == 3
+
+
 def test_simulate_under_a_budget_reports_it_and_spends_close_to_it(outcomes_path):
     outcomes = load_outcomes(outcomes_path)
     unconstrained = simulate(outcomes, seed=1, cost_weight=0.0)

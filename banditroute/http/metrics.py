@@ -63,11 +63,31 @@ class ServiceCollector:
         for row in s.stats.table():
             share.add_metric([row["model"]], row["share"])
         yield share
-        yield from budget_metrics(s.router.budgets.view())
+        budgets = s.router.budgets
+        yield from budget_metrics(budgets.view(), {b.name: b.metrics_tenants for b in budgets.order})
 
 
-def budget_metrics(tenants: list[dict]):
-    """Gauges per budget and tenant (one series per tenant with decisions in its current period)."""
+OTHER_TENANTS = "_other"
+
+
+def budget_metrics(tenants: list[dict], limits: dict[str, int]):
+    """Gauges per budget and tenant, for the tenants with decisions in their current period.
+
+    A budget with many tenants would make one series per tenant (Prometheus' cardinality problem): the
+    ``limits[budget]`` tenants that spent the most keep their own series, and the others' amounts, spend,
+    remaining and exhausted requests are summed under the tenant ``_other`` (their pace, weight and
+    preference, which do not add up, are left out). ``banditroute_budget_tenants`` counts them all.
+    """
+    summed = ("amount_usd", "spent_usd", "remaining_usd", "exhausted_requests")
+    shown, other, count = [], {}, {}
+    for t in tenants:
+        count[t["budget"]] = count.get(t["budget"], 0) + 1
+    for budget in count:
+        mine = sorted((t for t in tenants if t["budget"] == budget), key=lambda t: (-t["spent_usd"], t["tenant"]))
+        keep = limits.get(budget, len(mine))
+        shown += mine[:keep]
+        if len(mine) > keep:
+            other[budget] = {k: sum(t[k] for t in mine[keep:]) for k in summed}
     families = [
         ("banditroute_budget_amount_usd", "what the tenant may spend in the current period", "amount_usd"),
         ("banditroute_budget_spent_usd", "what the tenant has spent in the current period", "spent_usd"),
@@ -80,10 +100,18 @@ def budget_metrics(tenants: list[dict]):
     ]
     for name, doc, key in families:
         g = GaugeMetricFamily(name, doc, labels=["budget", "tenant"])
-        for t in tenants:
+        for t in shown:
             if t[key] is not None:
                 g.add_metric([t["budget"], t["tenant"]], t[key])
+        if key in summed:
+            for budget, sums in other.items():
+                g.add_metric([budget, OTHER_TENANTS], sums[key])
         yield g
+    g = GaugeMetricFamily("banditroute_budget_tenants", "tenants with decisions in the current period",
+                          labels=["budget"])
+    for budget, n in count.items():
+        g.add_metric([budget], n)
+    yield g
 
 
 class Metrics:
