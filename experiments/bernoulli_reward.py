@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions
-from suite import DATA, RESULTS, fine_grid
+from suite import DATA, RESULTS, fine_grid, fmt, mean_ranks
 
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
@@ -47,6 +47,11 @@ from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
 
 C_VALUES = (0.1, 1.0)
+
+
+def never(v: float | None) -> float:
+    """A cost_at_95 that is never reached, as :func:`suite.fmt` prints it."""
+    return float("inf") if v is None else v
 
 
 def logistic_quality(Xtr: np.ndarray, Ytr: np.ndarray, Xte: np.ndarray, C: float) -> np.ndarray:
@@ -91,10 +96,6 @@ def one_table(path: str) -> dict:
     return {"table": Path(path).stem, "binary_share": binary, "rows": rows}
 
 
-def fmt(v) -> str:
-    return "never" if v is None or not np.isfinite(v) else f"{v:.1f}"
-
-
 def markdown(results: list[dict], command: str) -> str:
     names = list(results[0]["rows"])
     lines = ["# A Bernoulli-aware quality model, with full information", "",
@@ -106,13 +107,11 @@ def markdown(results: list[dict], command: str) -> str:
              "| quality model | " + " | ".join(r["table"] for r in results) + " | median rank |",
              "| --- |" + " --- |" * (len(results) + 1)]
     ranks = {n: [] for n in names}
-    for r in results:  # ties share their mean rank
-        for n in names:
-            q = r["rows"][n]["qauc"]
-            ranks[n].append(1 + sum(r["rows"][m]["qauc"] > q for m in names)
-                            + 0.5 * (sum(r["rows"][m]["qauc"] == q for m in names) - 1))
+    for r in results:
+        for n, rank in mean_ranks({n: r["rows"][n]["qauc"] for n in names}).items():
+            ranks[n].append(rank)
     for n in names:
-        cells = [f"{fmt(r['rows'][n]['qauc'])} / {fmt(r['rows'][n]['cost_at_95'])}, {r['rows'][n]['brier']:.4f}"
+        cells = [f"{fmt(r['rows'][n]['qauc'])} / {fmt(never(r['rows'][n]['cost_at_95']))}, {r['rows'][n]['brier']:.4f}"
                  for r in results]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {statistics.median(ranks[n]):g} |")
     lines += ["", "Share of 0/1 outcomes in the train split: " + ", ".join(

@@ -126,6 +126,12 @@ def _median(values: list) -> float | None:
     return statistics.median([float("inf") if v is None else v for v in values])
 
 
+def mean_ranks(score: dict[str, float]) -> dict[str, float]:
+    """Rank of each name by its score (1 is the highest); ties share the mean of their ranks."""
+    return {c: sum(o > v for o in score.values()) + (sum(o == v for o in score.values()) + 1) / 2
+            for c, v in score.items()}
+
+
 def fmt(v, digits: int = 1) -> str:
     if v is None:
         return "-"
@@ -168,11 +174,8 @@ def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: 
                   "| --- | --- | --- |"]
         ranks = {c: [] for c in configs}
         for t in tables:
-            score = {c: t["configs"][c]["median"]["qauc"] or 0.0 for c in configs}
-            for c in configs:  # ties share the mean of their ranks
-                better = sum(score[o] > score[c] for o in configs)
-                tied = sum(score[o] == score[c] for o in configs)
-                ranks[c].append(better + (tied + 1) / 2)
+            for c, r in mean_ranks({c: t["configs"][c]["median"]["qauc"] or 0.0 for c in configs}).items():
+                ranks[c].append(r)
         for c in sorted(configs, key=lambda c: statistics.median(ranks[c])):
             lines.append(f"| {c} | {', '.join(map(str, ranks[c]))} | {statistics.median(ranks[c])} |")
         lines.append("")

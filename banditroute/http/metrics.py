@@ -79,11 +79,12 @@ def budget_metrics(tenants: list[dict], limits: dict[str, int]):
     preference, which do not add up, are left out). ``banditroute_budget_tenants`` counts them all.
     """
     summed = ("amount_usd", "spent_usd", "remaining_usd", "exhausted_requests")
-    shown, other, count = [], {}, {}
+    by_budget: dict[str, list[dict]] = {}
     for t in tenants:
-        count[t["budget"]] = count.get(t["budget"], 0) + 1
-    for budget in count:
-        mine = sorted((t for t in tenants if t["budget"] == budget), key=lambda t: (-t["spent_usd"], t["tenant"]))
+        by_budget.setdefault(t["budget"], []).append(t)
+    shown, other = [], {}
+    for budget, mine in by_budget.items():
+        mine.sort(key=lambda t: (-t["spent_usd"], t["tenant"]))
         keep = limits.get(budget, len(mine))
         shown += mine[:keep]
         if len(mine) > keep:
@@ -109,8 +110,8 @@ def budget_metrics(tenants: list[dict], limits: dict[str, int]):
         yield g
     g = GaugeMetricFamily("banditroute_budget_tenants", "tenants with decisions in the current period",
                           labels=["budget"])
-    for budget, n in count.items():
-        g.add_metric([budget], n)
+    for budget, mine in by_budget.items():
+        g.add_metric([budget], len(mine))
     yield g
 
 
