@@ -61,6 +61,7 @@ CONFIGS = {
     "default_drift": {"policy": "lints", "drift_threshold": 15.0},
     "pooled_decaying_floor_per_model": {"policy": "lints", "floor_share": None},  # the default before floor_share
     "default_exploration_0.25": {"policy": "lints", "exploration": 0.25},
+    "default_prior_30": {"policy": "lints", "prior_strength": 30.0},
 }
 
 
