@@ -76,7 +76,7 @@ def test_a_full_word_cache_starts_over_without_changing_any_vector(monkeypatch):
     emb = StaticEmbedding()
     for _ in range(3):
         np.testing.assert_array_equal(emb.encode_many(PROMPTS), reference)
-    assert len(emb._row) <= 600
+    assert len(emb._cache) <= 600
 
 
 def test_same_embedding_in_every_process():
@@ -102,3 +102,37 @@ def test_topics_are_closer_within_than_across():
 def test_long_prompts_keep_their_head_and_tail():
     words = words_of("start " + "filler " * 10_000 + "end")
     assert len(words) == embedding.MAX_WORDS and words[0] == "start" and words[-1] == "end"
+
+
+@pytest.mark.parametrize("cache_type", [embedding._DictCache, embedding._NativeCache])
+def test_the_word_cache_hands_out_rows_in_order_and_refuses_to_overflow(cache_type):
+    cache = cache_type(4, 512)
+    table = np.arange(12.0).reshape(4, 3)
+    out = np.empty(3)
+    assert cache.sum(["b", "a", "b"], table, out, True) == ["b", "a", "b"]  # nothing summed
+    assert cache.insert(["b", "a", "b"]) == [0, 1, -1]
+    assert cache.sum(["b", "a", "b"], table, out, False) is None
+    np.testing.assert_array_equal(out, table[0] + table[1] + table[0])
+    assert cache.sum(["c", "a"], table, out, True) == ["c"] and len(cache) == 2  # fits: nothing forgotten
+    assert cache.insert(["c", "d"]) == [2, 3] and len(cache) == 4
+    with pytest.raises(OverflowError):
+        cache.insert(["e"])
+    assert cache.sum(["a"], table, out, True) == ["a"] and len(cache) == 0  # would not fit: starts over
+
+
+def test_the_c_word_cache_splits_ascii_prompts_as_words_of_does():
+    table, out = np.zeros((1000, 1)), np.zeros(1)
+    for prompt in ["Hello, World!  a-b_c.d", "\x1c\x1dfoo\x0bbar\tbaz\r\nqux", "UPPER lower MiXeD 42", "", "  ...  ",
+                   " ".join(f"w{i}" for i in range(40))]:
+        cache = embedding._NativeCache(1000, 6)
+        assert (cache.sum(prompt, table, out, True) or []) == words_of(prompt)[:3] + words_of(prompt)[3:][-3:]
+    assert cache.sum("caf\u00e9", table, out, True) is False  # not ASCII: words_of's job
+
+
+def test_a_hostile_prompt_costs_bounded_work_and_changes_nothing_else():
+    emb = StaticEmbedding()
+    before = emb.encode_many(PROMPTS)
+    hostile = ["x" * 1_000_000, " ".join(f"w{i}" for i in range(200_000)), "!" * 100_000]
+    v = emb.encode_many(hostile)
+    assert np.isfinite(v).all()
+    np.testing.assert_array_equal(emb.encode_many(PROMPTS), before)

@@ -104,19 +104,19 @@ def _python_path(prompts):
     from banditroute.core import embedding, features
 
     native, features._native = features._native, None
-    summer, embedding._sum_rows = embedding._sum_rows, None
+    cache, embedding._NativeCache = embedding._NativeCache, None
     try:
         return Featurizer(embedding=embedding.StaticEmbedding()).transform_many(prompts)
     finally:
         features._native = native
-        embedding._sum_rows = summer
+        embedding._NativeCache = cache
 
 
 def test_c_core_is_built():
     """The C counting core ships with the package (setup.py); without it every prompt takes the slower Python path."""
     from banditroute.core import embedding, features
 
-    assert features._native is not None and embedding._sum_rows is not None
+    assert features._native is not None and embedding._NativeCache is not None
 
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data not present")

@@ -1,5 +1,6 @@
 /*
- * The counting core of banditroute.features, in C.
+ * The counting core of banditroute.features, in C, with the signals' formulas (features._signals) and
+ * the word cache of the static embedding (embedding._DictCache is its reference).
  *
  * features.py is the specification: for each prompt it computes a vector of counts (layout in
  * features.COUNTS) and the signed hashed bucket counts of its words and bigrams, then turns them
@@ -22,6 +23,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -475,65 +477,324 @@ done:
     return left;
 }
 
-/* sum_rows(words, index, table, out) -> list of the words not in index (nothing summed then), or None
- * after out = sum over words, in order, of table[index[word]] (out is overwritten). The embedding's word
- * cache (banditroute.core.embedding): the same sums, in the same order, as the Python path. */
-static PyObject *sum_rows(PyObject *self, PyObject *args) {
-    PyObject *words, *index, *table_obj, *out_obj;
-    if (!PyArg_ParseTuple(args, "O!O!OO", &PyList_Type, &words, &PyDict_Type, &index, &table_obj, &out_obj))
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(words);
-    Py_ssize_t *rows = PyMem_Malloc((n ? n : 1) * sizeof(Py_ssize_t));
-    if (rows == NULL) return PyErr_NoMemory();
-    PyObject *missing = NULL, *result = NULL;
+/* ---- The signals (features._signals is the specification) -------------------------------------------
+ *
+ * Each signal j is a function of a numerator, the sum of some counts plus the number of some other
+ * counts that are positive (exact: small integers), by its kind: log1p of the count over a divisor
+ * capped at 1 (the two lengths), squash n / (n + a), presence n > 0, share min(n / max(chars, 1) * a, b),
+ * options min(n / 5, 1), or n == 2. The same operations in the same order as the numpy reference, so
+ * the same doubles. */
+enum { K_LOG, K_SQUASH, K_PRESENT, K_SHARE, K_OPTIONS, K_TWO };
+#define MAX_SIGNALS 64
+#define MAX_TERMS 16
+static int n_signals = 0, chars_col = 0;
+static int sig_kind[MAX_SIGNALS], sig_n_add[MAX_SIGNALS], sig_n_pos[MAX_SIGNALS];
+static int sig_add[MAX_SIGNALS][MAX_TERMS], sig_pos[MAX_SIGNALS][MAX_TERMS];
+static double sig_a[MAX_SIGNALS], sig_b[MAX_SIGNALS];
+
+static int int_list(PyObject *seq, int *out, int limit, const char *what) {
+    PyObject *f = PySequence_Fast(seq, what);
+    if (f == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(f);
+    if (n > limit) {
+        Py_DECREF(f);
+        PyErr_Format(PyExc_ValueError, "too many %s", what);
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *row = PyDict_GetItemWithError(index, PyList_GET_ITEM(words, i));
-        if (row == NULL) {
-            if (PyErr_Occurred() || (missing == NULL && (missing = PyList_New(0)) == NULL) ||
-                PyList_Append(missing, PyList_GET_ITEM(words, i)) < 0) {
-                Py_CLEAR(missing);
-                PyMem_Free(rows);
-                return NULL;
-            }
-            continue;
+        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(f, i));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(f);
+            return -1;
         }
-        rows[i] = PyLong_AsSsize_t(row);
-        if (rows[i] == -1 && PyErr_Occurred()) {
-            Py_XDECREF(missing);
-            PyMem_Free(rows);
+        out[i] = (int)v;
+    }
+    Py_DECREF(f);
+    return (int)n;
+}
+
+/* configure_signals(chars_col, [(kind, added columns, positive columns, a, b), ...]) */
+static PyObject *configure_signals(PyObject *self, PyObject *args) {
+    PyObject *specs;
+    int col;
+    if (!PyArg_ParseTuple(args, "iO", &col, &specs)) return NULL;
+    PyObject *f = PySequence_Fast(specs, "signals must be a sequence");
+    if (f == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(f);
+    n_signals = 0;
+    if (n > MAX_SIGNALS) {
+        Py_DECREF(f);
+        PyErr_SetString(PyExc_ValueError, "too many signals");
+        return NULL;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *add, *pos;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(f, j), "iOOdd", &sig_kind[j], &add, &pos, &sig_a[j], &sig_b[j]) ||
+            (sig_n_add[j] = int_list(add, sig_add[j], MAX_TERMS, "added columns")) < 0 ||
+            (sig_n_pos[j] = int_list(pos, sig_pos[j], MAX_TERMS, "positive columns")) < 0) {
+            Py_DECREF(f);
             return NULL;
         }
     }
-    if (missing != NULL) {
-        PyMem_Free(rows);
-        return missing;
-    }
-    Py_buffer tb, ob;
-    if (PyObject_GetBuffer(table_obj, &tb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyMem_Free(rows);
+    Py_DECREF(f);
+    chars_col = col;
+    n_signals = (int)n;
+    Py_RETURN_NONE;
+}
+
+/* signals(counts (n, width) float64, out (n, dim) float64, first column): the signals into out's columns. */
+static PyObject *signals(PyObject *self, PyObject *args) {
+    PyObject *counts_obj, *out_obj;
+    Py_ssize_t first;
+    if (!PyArg_ParseTuple(args, "OOn", &counts_obj, &out_obj, &first)) return NULL;
+    Py_buffer cb, ob;
+    if (PyObject_GetBuffer(counts_obj, &cb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (PyObject_GetBuffer(out_obj, &ob, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&cb);
         return NULL;
     }
+    PyObject *result = NULL;
+    if (!n_signals || cb.ndim != 2 || ob.ndim != 2 || strcmp(cb.format, "d") || strcmp(ob.format, "d") ||
+        cb.shape[0] != ob.shape[0] || first < 0 || first + n_signals > ob.shape[1] || chars_col >= cb.shape[1]) {
+        PyErr_SetString(PyExc_ValueError, "configure_signals() first; counts (n, width) and out (n, dim) float64");
+        goto done;
+    }
+    for (int j = 0; j < n_signals; j++)
+        for (int t = 0; t < sig_n_add[j] + sig_n_pos[j]; t++)
+            if ((t < sig_n_add[j] ? sig_add[j][t] : sig_pos[j][t - sig_n_add[j]]) >= cb.shape[1]) {
+                PyErr_SetString(PyExc_ValueError, "a signal names a column outside the counts");
+                goto done;
+            }
+    for (Py_ssize_t r = 0; r < cb.shape[0]; r++) {
+        const double *c = (const double *)cb.buf + r * cb.shape[1];
+        double *o = (double *)ob.buf + r * ob.shape[1] + first;
+        double chars = c[chars_col] > 1.0 ? c[chars_col] : 1.0;
+        for (int j = 0; j < n_signals; j++) {
+            double v = 0.0;
+            for (int t = 0; t < sig_n_add[j]; t++) v += c[sig_add[j][t]];
+            for (int t = 0; t < sig_n_pos[j]; t++) v += c[sig_pos[j][t]] > 0.0;
+            switch (sig_kind[j]) {
+            case K_LOG: v = log1p(v) / sig_a[j]; o[j] = v < 1.0 ? v : 1.0; break;
+            case K_SQUASH: o[j] = v / (v + sig_a[j]); break;
+            case K_PRESENT: o[j] = v > 0.0; break;
+            case K_SHARE: v = v / chars * sig_a[j]; o[j] = v < sig_b[j] ? v : sig_b[j]; break;
+            case K_OPTIONS: v = v / 5.0; o[j] = v < 1.0 ? v : 1.0; break;
+            default: o[j] = v == 2.0; break;
+            }
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&ob);
+    return result;
+}
+
+/* ---- The embedding's word cache (banditroute.core.embedding) ------------------------------------------
+ *
+ * WordCache(capacity, max_words) maps a word (its UTF-8 bytes) to a row of the caller's table of word
+ * vectors, rows handed out in insertion order 0, 1, 2, ...; the caller fills a row when its word is
+ * inserted. sum() adds a prompt's rows in word order, as embedding.words_of splits it: for an ASCII
+ * prompt the words are found here (lower-cased, ASCII punctuation as space, split on str.isspace, the
+ * first and last max_words / 2 of a longer prompt); for other text the caller passes words_of's list.
+ * The same rows in the same order as the Python dict it replaces, so the same sums to the bit.
+ */
+typedef struct {
+    uint64_t hash;
+    Py_ssize_t off, len; /* the word's bytes in the arena */
+} CacheKey;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t capacity, size, max_words;
+    uint32_t slot_mask;
+    int32_t *slots; /* row + 1 per slot, 0 = empty; open addressing with linear probing */
+    CacheKey *keys;  /* by row */
+    char *arena;
+    Py_ssize_t arena_len, arena_cap;
+    Py_ssize_t *rows, rows_cap;            /* scratch: the row of each word of one sum */
+    Py_ssize_t *spans, spans_cap;          /* scratch: (start, length) of each word of an ASCII prompt */
+    char *low;
+    Py_ssize_t low_cap;
+} WordCache;
+
+#define ARENA_LIMIT ((Py_ssize_t)64 << 20) /* bytes of cached words before the cache starts over */
+
+static uint64_t fnv1a(const char *s, Py_ssize_t n) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static int grow(void **buf, Py_ssize_t *cap, Py_ssize_t need, size_t item) {
+    if (need <= *cap) return 0;
+    Py_ssize_t c = need > 2 * *cap ? need : 2 * *cap;
+    void *p = PyMem_Realloc(*buf, c * item);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+static void wc_clear(WordCache *c) {
+    memset(c->slots, 0, sizeof(int32_t) * ((size_t)c->slot_mask + 1));
+    c->size = 0;
+    c->arena_len = 0;
+}
+
+/* The row of word w, or -1. */
+static Py_ssize_t wc_find(const WordCache *c, const char *w, Py_ssize_t n, uint64_t h) {
+    for (uint32_t slot = (uint32_t)h & c->slot_mask;; slot = (slot + 1) & c->slot_mask) {
+        int32_t r = c->slots[slot];
+        if (r == 0) return -1;
+        const CacheKey *k = &c->keys[r - 1];
+        if (k->hash == h && k->len == n && memcmp(c->arena + k->off, w, n) == 0) return r - 1;
+    }
+}
+
+static int wc_init(WordCache *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"capacity", "max_words", NULL};
+    Py_ssize_t capacity, max_words;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nn", kw, &capacity, &max_words)) return -1;
+    if (capacity < 1 || capacity > (1 << 28) || max_words < 2) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be in [1, 2^28] and max_words at least 2");
+        return -1;
+    }
+    uint32_t slots = 1;
+    while (slots < 2 * (uint64_t)capacity) slots <<= 1;
+    PyMem_Free(self->slots);
+    PyMem_Free(self->keys);
+    self->slots = PyMem_Calloc(slots, sizeof(int32_t));
+    self->keys = PyMem_Malloc(sizeof(CacheKey) * capacity);
+    if (self->slots == NULL || self->keys == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->slot_mask = slots - 1;
+    self->capacity = capacity;
+    self->max_words = max_words;
+    self->size = self->arena_len = 0;
+    return 0;
+}
+
+static void wc_dealloc(WordCache *self) {
+    PyMem_Free(self->slots);
+    PyMem_Free(self->keys);
+    PyMem_Free(self->arena);
+    PyMem_Free(self->rows);
+    PyMem_Free(self->spans);
+    PyMem_Free(self->low);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* The words of an ASCII prompt as (start, length) spans of self->low; returns their number or -1. */
+static Py_ssize_t ascii_words(WordCache *c, const char *src, Py_ssize_t n) {
+    if (grow((void **)&c->low, &c->low_cap, n + 1, 1) < 0) return -1;
+    Py_ssize_t count = 0, i = 0;
+    char *low = c->low;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char ch = (unsigned char)src[k];
+        low[k] = (char)((ch >= 'A' && ch <= 'Z') ? ch + 32 : is_punct(ch) ? ' ' : ch);
+    }
+    while (i < n) {
+        while (i < n && IS_SPACE((Py_UCS4)(unsigned char)low[i])) i++;
+        if (i >= n) break;
+        Py_ssize_t start = i;
+        while (i < n && !IS_SPACE((Py_UCS4)(unsigned char)low[i])) i++;
+        if (grow((void **)&c->spans, &c->spans_cap, 2 * (count + 1), sizeof(Py_ssize_t)) < 0) return -1;
+        c->spans[2 * count] = start;
+        c->spans[2 * count + 1] = i - start;
+        count++;
+    }
+    if (count > c->max_words) { /* keep the first and the last max_words / 2 */
+        Py_ssize_t half = c->max_words / 2;
+        memmove(c->spans + 2 * half, c->spans + 2 * (count - half), sizeof(Py_ssize_t) * 2 * half);
+        count = 2 * half;
+    }
+    return count;
+}
+
+/* The bytes of word i: from the prompt's spans, or from the list of words. */
+static const char *word_at(WordCache *c, PyObject *list, Py_ssize_t i, Py_ssize_t *n) {
+    if (list == NULL) {
+        *n = c->spans[2 * i + 1];
+        return c->low + c->spans[2 * i];
+    }
+    PyObject *w = PyList_GET_ITEM(list, i);
+    if (!PyUnicode_Check(w)) {
+        PyErr_SetString(PyExc_TypeError, "words must be strings");
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(w, n);
+}
+
+/* sum(text, table, out, make_room) -> None after out = the sum, in word order, of table[row(w)]; or the
+ * list of words not cached (nothing summed); or False for a non-ASCII str (the caller passes its words).
+ * text: an ASCII prompt or a list of words. make_room: first start the cache over if the text's words
+ * might not fit in it. */
+static PyObject *wc_sum(WordCache *self, PyObject *args) {
+    PyObject *text, *table_obj, *out_obj;
+    int make_room;
+    if (!PyArg_ParseTuple(args, "OOOp", &text, &table_obj, &out_obj, &make_room)) return NULL;
+    PyObject *list = NULL;
+    Py_ssize_t n;
+    if (PyUnicode_Check(text)) {
+        if (!PyUnicode_IS_ASCII(text)) Py_RETURN_FALSE;
+        n = ascii_words(self, (const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text));
+        if (n < 0) return NULL;
+    } else if (PyList_Check(text)) {
+        list = text;
+        n = PyList_GET_SIZE(list);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "text must be a str or a list of words");
+        return NULL;
+    }
+    if (make_room && (self->size + n > self->capacity || self->arena_len > ARENA_LIMIT)) wc_clear(self);
+    if (grow((void **)&self->rows, &self->rows_cap, n ? n : 1, sizeof(Py_ssize_t)) < 0) return NULL;
+    PyObject *missing = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len;
+        const char *w = word_at(self, list, i, &len);
+        if (w == NULL) {
+            Py_XDECREF(missing);
+            return NULL;
+        }
+        self->rows[i] = wc_find(self, w, len, fnv1a(w, len));
+        if (self->rows[i] < 0) {
+            PyObject *word = list ? Py_NewRef(PyList_GET_ITEM(list, i)) : PyUnicode_FromStringAndSize(w, len);
+            if (word == NULL || (missing == NULL && (missing = PyList_New(0)) == NULL) ||
+                PyList_Append(missing, word) < 0) {
+                Py_XDECREF(word);
+                Py_XDECREF(missing);
+                return NULL;
+            }
+            Py_DECREF(word);
+        }
+    }
+    if (missing != NULL) return missing;
+    Py_buffer tb, ob;
+    if (PyObject_GetBuffer(table_obj, &tb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (PyObject_GetBuffer(out_obj, &ob, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
         PyBuffer_Release(&tb);
-        PyMem_Free(rows);
         return NULL;
     }
-    if (tb.ndim != 2 || ob.ndim != 1 || strcmp(tb.format, "d") || strcmp(ob.format, "d") || tb.shape[1] != ob.shape[0]) {
-        PyErr_SetString(PyExc_ValueError, "expected a float64 table (rows, dims) and a float64 vector (dims,)");
+    PyObject *result = NULL;
+    if (tb.ndim != 2 || ob.ndim != 1 || strcmp(tb.format, "d") || strcmp(ob.format, "d") || tb.shape[1] != ob.shape[0] ||
+        tb.shape[0] < self->size) {
+        PyErr_SetString(PyExc_ValueError, "expected a float64 table (at least the cached rows, dims) and a float64 (dims,)");
         goto done;
     }
     Py_ssize_t dims = ob.shape[0];
     double *out = (double *)ob.buf;
     const double *table = (const double *)tb.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (rows[i] < 0 || rows[i] >= tb.shape[0]) {
-            PyErr_Format(PyExc_IndexError, "row %zd outside the table", rows[i]);
-            goto done;
-        }
-    }
     for (Py_ssize_t j = 0; j < dims; j++) out[j] = 0.0;
     for (Py_ssize_t i = 0; i < n; i++) { /* the first row is copied, not added to zeros: -0.0 stays -0.0 */
-        const double *v = table + rows[i] * dims;
+        const double *v = table + self->rows[i] * dims;
         if (i == 0)
             for (Py_ssize_t j = 0; j < dims; j++) out[j] = v[j];
         else
@@ -543,19 +804,85 @@ static PyObject *sum_rows(PyObject *self, PyObject *args) {
 done:
     PyBuffer_Release(&tb);
     PyBuffer_Release(&ob);
-    PyMem_Free(rows);
     return result;
 }
+
+/* insert(words) -> the row given to each word, -1 for a word cached already (or earlier in the list). */
+static PyObject *wc_insert(WordCache *self, PyObject *words) {
+    if (!PyList_Check(words)) {
+        PyErr_SetString(PyExc_TypeError, "words must be a list");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(words);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len;
+        const char *w = word_at(self, words, i, &len);
+        if (w == NULL) goto fail;
+        uint64_t h = fnv1a(w, len);
+        Py_ssize_t row = -1;
+        if (wc_find(self, w, len, h) < 0) {
+            if (self->size >= self->capacity) {
+                PyErr_SetString(PyExc_OverflowError, "the word cache is full: sum(..., make_room=True) first");
+                goto fail;
+            }
+            if (grow((void **)&self->arena, &self->arena_cap, self->arena_len + len + 1, 1) < 0) goto fail;
+            memcpy(self->arena + self->arena_len, w, len);
+            row = self->size++;
+            self->keys[row] = (CacheKey){h, self->arena_len, len};
+            self->arena_len += len;
+            uint32_t slot = (uint32_t)h & self->slot_mask;
+            while (self->slots[slot]) slot = (slot + 1) & self->slot_mask;
+            self->slots[slot] = (int32_t)(row + 1);
+        }
+        PyObject *r = PyLong_FromSsize_t(row);
+        if (r == NULL) goto fail;
+        PyList_SET_ITEM(out, i, r);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *wc_clear_method(WordCache *self, PyObject *Py_UNUSED(ignored)) {
+    wc_clear(self);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t wc_len(WordCache *self) { return self->size; }
+
+static PyMethodDef wc_methods[] = {
+    {"sum", (PyCFunction)wc_sum, METH_VARARGS,
+     "sum(text, table, out, make_room) -> None (out = the rows' sum), the words not cached, or False for "
+     "a non-ASCII str."},
+    {"insert", (PyCFunction)wc_insert, METH_O, "insert(words) -> the row of each new word, -1 for one cached already."},
+    {"clear", (PyCFunction)wc_clear_method, METH_NOARGS, "Forget every word."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot wc_slots[] = {
+    {Py_tp_init, wc_init},
+    {Py_tp_dealloc, wc_dealloc},
+    {Py_tp_methods, wc_methods},
+    {Py_sq_length, wc_len},
+    {Py_tp_doc, "WordCache(capacity, max_words): word -> row of the embedding's word table (see the C source)."},
+    {0, NULL},
+};
+
+static PyType_Spec wc_spec = {"banditroute.core._featurize.WordCache", sizeof(WordCache), 0, Py_TPFLAGS_DEFAULT,
+                              wc_slots};
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(groups, first_word_group, phrases) -> row width: the vocabulary groups (distinct words "
      "counted), the group whose membership of the first word is reported, and the phrases counted."},
+    {"configure_signals", configure_signals, METH_VARARGS,
+     "configure_signals(chars_col, [(kind, added columns, positive columns, a, b), ...]): the signals' formulas."},
+    {"signals", signals, METH_VARARGS, "signals(counts, out, first): the signals of each row into out[:, first:]."},
     {"count_many", count_many, METH_VARARGS,
      "count_many(prompts, counts, buckets) -> indices left to the Python path (non-ASCII, non-str)."},
-    {"sum_rows", sum_rows, METH_VARARGS,
-     "sum_rows(words, index, table, out) -> the words missing from index (nothing summed), or None after "
-     "out = the sum, in order, of table[index[w]] over words."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -564,5 +891,13 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_featurize", "Counti
 
 PyMODINIT_FUNC PyInit__featurize(void) {
     crc_init();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    PyObject *wc = PyType_FromSpec(&wc_spec);
+    if (wc == NULL || PyModule_AddObject(m, "WordCache", wc) < 0) {
+        Py_XDECREF(wc);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

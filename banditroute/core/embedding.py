@@ -47,10 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # the C core sums a prompt's cached word rows; without it numpy does (the same sums, in the same order)
-    from banditroute.core._featurize import sum_rows as _sum_rows
+try:  # the C word cache; without it a dict and numpy do the same (the same rows summed in the same order)
+    from banditroute.core._featurize import WordCache as _NativeCache
 except ImportError:  # pragma: no cover - a build without a C compiler
-    _sum_rows = None
+    _NativeCache = None
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "data" / "embedding"
 MAX_WORDS = 512
@@ -86,6 +86,46 @@ def words_of(prompt: str) -> list[str]:
     return words
 
 
+class _DictCache:
+    """The word cache in Python: ``word -> row`` of the caller's table of word vectors, rows handed out in
+    insertion order. The reference for the C core's ``WordCache``, which has the same methods and finds
+    an ASCII prompt's words itself (here :func:`words_of` does)."""
+
+    def __init__(self, capacity: int, max_words: int):
+        self.capacity = capacity
+        self._row: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def clear(self) -> None:
+        self._row.clear()
+
+    def sum(self, text: str | list[str], table: np.ndarray, out: np.ndarray, make_room: bool):
+        """``out`` = the sum, in word order, of the rows of ``text``'s words (a prompt or its words) and
+        None; or the words not cached (nothing summed). ``make_room``: first start over if they might not fit."""
+        words = words_of(text) if isinstance(text, str) else text
+        if make_room and len(self._row) + len(words) > self.capacity:
+            self._row.clear()
+        rows = list(map(self._row.get, words))
+        if None in rows:
+            return [w for w, r in zip(words, rows) if r is None]
+        out[:] = np.add.reduce(table[rows], axis=0) if rows else 0.0
+        return None
+
+    def insert(self, words: list[str]) -> list[int]:
+        """The row given to each word, -1 for a word cached already (or earlier in the list)."""
+        out = []
+        for w in words:
+            if w in self._row:
+                out.append(-1)
+            else:
+                if len(self._row) >= self.capacity:
+                    raise OverflowError("the word cache is full: sum(..., make_room=True) first")
+                out.append(self._row.setdefault(w, len(self._row)))
+        return out
+
+
 class StaticEmbedding:
     """The token table and vocabulary of ``directory``, verified against its manifest.
 
@@ -117,7 +157,7 @@ class StaticEmbedding:
         self._max_chars = int(wordpiece["max_input_chars_per_word"])
         self._vectors = vectors.astype(np.float64)
         # the word cache: word -> row of _sums, its pieces' vector sum (the mean's 1/n cancels in normalise)
-        self._row: dict[str, int] = {}
+        self._cache = (_NativeCache or _DictCache)(WORD_CACHE, MAX_WORDS)
         self._sums = np.zeros((WORD_CACHE, self.dims))
 
     @classmethod
@@ -146,28 +186,12 @@ class StaticEmbedding:
             start = end
         return tuple(ids)
 
-    def _make_room(self, words: list[str]) -> None:
-        """Start the word cache over if ``words`` might not fit in it."""
-        if len(self._row) + len(words) > WORD_CACHE:
-            self._row.clear()
-
-    def _add(self, words) -> None:
-        """Cache the row sums of the words not cached yet (after :meth:`_make_room`)."""
-        row = self._row
-        for w in words:
-            if w not in row:
+    def _add(self, words: list[str]) -> None:
+        """Cache the row sums of the words not cached yet (after a ``sum`` that made room for them)."""
+        for w, r in zip(words, self._cache.insert(words)):
+            if r >= 0:
                 ids = self._wordpiece(w)
-                r = row[w] = len(row)
                 self._sums[r] = np.add.reduce(self._vectors[list(ids)], axis=0) if ids else 0.0
-
-    def _word_rows(self, words: list[str]) -> list[int]:
-        """Each word's row in the word cache, adding the words not there yet."""
-        self._make_room(words)
-        out = list(map(self._row.get, words))
-        if None in out:
-            self._add(words)
-            out = list(map(self._row.get, words))
-        return out
 
     def pieces(self, prompt: str) -> list[str]:
         """The tokens ``prompt`` is embedded from, as text (for inspection)."""
@@ -176,17 +200,14 @@ class StaticEmbedding:
     def encode_many(self, prompts: list[str]) -> np.ndarray:
         """The unit-length embeddings of ``prompts``, one row each: (B, dims) float64."""
         out = np.zeros((len(prompts), self.dims))
-        for b, prompt in enumerate(prompts):  # one prompt at a time: a batch may restart the cache
-            words = words_of(prompt)
-            if not words:
-                continue
-            if _sum_rows is None:
-                out[b] = np.add.reduce(self._sums[self._word_rows(words)], axis=0)
-                continue
-            self._make_room(words)
-            missing = _sum_rows(words, self._row, self._sums, out[b])
-            if missing is not None:
+        cache, sums = self._cache, self._sums
+        for b, prompt in enumerate(prompts):  # one prompt at a time: a prompt may restart the cache
+            missing = cache.sum(prompt, sums, out[b], True)
+            if missing is False:  # not ASCII: words_of splits it (Unicode word characters, CJK)
+                prompt = words_of(prompt)
+                missing = cache.sum(prompt, sums, out[b], True)
+            if missing:
                 self._add(missing)
-                _sum_rows(words, self._row, self._sums, out[b])
+                cache.sum(prompt, sums, out[b], False)
         norm = np.sqrt(np.einsum("ij,ij->i", out, out))
         return np.divide(out, norm[:, None], out=out, where=norm[:, None] > 0)

@@ -23,9 +23,9 @@ vectors of a few prompts to a digest).
 
 Two stages: each prompt is reduced to counts (:data:`COUNTS`: characters, words, keyword groups,
 phrases, options, ...) and signed bucket counts; numpy turns a batch of those into features. The
-counting is done by the C core ``banditroute.core._featurize`` when it is built and by
-:meth:`Featurizer._count` / :meth:`Featurizer._bucket_counts` otherwise (the reference); tests
-check both give identical vectors.
+counting, and the signals' formulas, are done by the C core ``banditroute.core._featurize`` when it
+is built and by :meth:`Featurizer._count` / :meth:`Featurizer._bucket_counts` /
+:meth:`Featurizer._signals` otherwise (the reference); tests check both give identical vectors.
 
 Example
 -------
@@ -154,10 +154,25 @@ _SHARE_MULT = np.array([v[2][1] for v in _NUMERATORS.values() if v[2][0] == "sha
 _SHARE_CAP = np.array([v[2][2] for v in _NUMERATORS.values() if v[2][0] == "share"])
 _OPTIONS = SIGNALS.index("choice_options")  # and binary_choice right after it
 
+
+def _signal_formulas() -> list[tuple]:
+    """What :meth:`Featurizer._signals` computes, signal by signal, for the C core: (kind, columns added,
+    columns counted when positive, a, b), the kinds numbered as in ``_featurize.c``."""
+    kinds = {"log": 0, "squash": 1, "present": 2, "share": 3, "options": 4, "two_options": 5}
+    out = [(kinds["log"], [_COL["chars"]], [], 10.0, 0.0), (kinds["log"], [_COL["words"]], [], 8.0, 0.0)]
+    for name in SIGNALS[2:]:
+        counts, present, (kind, *params) = _NUMERATORS[name]
+        kind = "two_options" if name == "binary_choice" else kind
+        a, b = (*params, 0.0, 0.0)[:2]
+        out.append((kinds[kind], [_COL[c] for c in counts], [_COL[c] for c in present], a, b))
+    return out
+
+
 try:  # the C counting core; without it (no C compiler at install) every prompt takes the Python path
     from banditroute.core import _featurize as _native
 
     _native.configure([sorted(_VOCAB[g]) for g in _GROUPS], list(_GROUPS).index("wh_words"), list(_PHRASE_LIST))
+    _native.configure_signals(_COL["chars"], _signal_formulas())
 except ImportError:  # pragma: no cover - a build without a C compiler
     _native = None
 
@@ -332,7 +347,10 @@ class Featurizer:
         scale = np.divide(self.hash_scale, norm, out=np.zeros(n), where=norm > 0)
         out = np.empty((n, self.dim))
         out[:, 0] = 1.0
-        out[:, 1 : 1 + len(SIGNALS)] = self._signals(counts)
+        if _native is None:
+            out[:, 1 : 1 + len(SIGNALS)] = self._signals(counts)
+        else:
+            _native.signals(counts, out, 1)
         end = 1 + len(SIGNALS) + self.hash_dim
         out[:, 1 + len(SIGNALS) : end] = buckets * scale[:, None]
         if self.embedding:
