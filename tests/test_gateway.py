@@ -461,6 +461,8 @@ def test_a_client_that_disconnects_cancels_the_upstream_call_and_the_call_is_mar
             time.sleep(0.05)
         assert s.fake.cancelled == 1  # the upstream saw its request go away, well before its 3 s answer
         assert s.gateway.health.view("mid")["consecutive_failures"] == 0  # the client's doing, not the provider's
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{s.port}/metrics", timeout=5).read().decode()
+        assert 'banditroute_requests_total{method="POST",path="/v1/chat/completions",status="499"} 1.0' in metrics
 
 
 def test_a_client_that_leaves_a_stream_midway_closes_the_upstream_stream_and_the_call_is_marked(tmp_path):

@@ -1,6 +1,7 @@
 """The service's Prometheus metrics, through ``prometheus_client`` (one registry per application).
 
-Per request (from the middleware): ``banditroute_requests_total{path,method,status}``,
+Per request (from the middleware): ``banditroute_requests_total{path,method,status}`` (status 499: the
+client went away before its answer, which may still have been logged),
 ``banditroute_request_seconds{path}`` (histogram); per answer: ``banditroute_decisions_total{model}``, ``banditroute_rule_matches_total{rule}``,
 ``banditroute_feedback_total{duplicate,late}``; per gateway call: ``banditroute_upstream_calls_total{model,outcome}``,
 ``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. Read from the service at each scrape

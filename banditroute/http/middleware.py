@@ -8,6 +8,7 @@ the same kinds; anything else is a bug: 500 ``internal_error``, logged with its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -65,6 +66,9 @@ def make_middleware(public: set[str]):
             response.headers.update(err.headers())
             if isinstance(err, RequestTimeout):  # the rest of the body may never come: do not wait for it
                 response.force_close()
+        except asyncio.CancelledError:  # the client went away before its answer: nginx's 499, "client closed request"
+            request.app[METRICS].request(path, request.method, 499, time.perf_counter() - t0)
+            raise
         except Exception:  # a bug must still answer JSON, and be logged
             log.exception("unhandled error on %s %s", request.method, request.path)
             response = json_response({"error": "internal_error", "message": "internal error (logged on the server)"},
