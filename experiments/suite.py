@@ -62,6 +62,9 @@ CONFIGS = {
     "pooled_decaying_floor_per_model": {"policy": "lints", "floor_share": None},  # the default before floor_share
     "default_exploration_0.25": {"policy": "lints", "exploration": 0.25},
     "default_prior_30": {"policy": "lints", "prior_strength": 30.0},
+    "squarecb": {"policy": "squarecb"},
+    "squarecb_exploration_1": {"policy": "squarecb", "exploration": 1.0},
+    "squarecb_exploration_0.25": {"policy": "squarecb", "exploration": 0.25},
 }
 
 

@@ -32,7 +32,7 @@ def test_same_seed_same_json(outcomes_path):
     assert a == b and json.loads(a)["seed"] == 4
 
 
-@pytest.mark.parametrize("policy", ["linucb", "egreedy", "random", "fixed:tiny"])
+@pytest.mark.parametrize("policy", ["linucb", "squarecb", "egreedy", "random", "fixed:tiny"])
 def test_simulate_other_policies(capsys, outcomes_path, policy):
     out = run_json(capsys, "simulate", str(outcomes_path), "--policy", policy, "--json")
     assert out["policy"] == policy

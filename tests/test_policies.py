@@ -12,7 +12,7 @@ from banditroute.core.types import Context
 
 MODELS = ["big", "coder", "mathy", "tiny"]
 PRICES = [(10.0, 30.0), (1.0, 2.0), (1.0, 2.0), (0.2, 0.2)]
-NAMES = ["lints", "linucb", "egreedy", "random", "fixed:coder"]
+NAMES = ["lints", "linucb", "squarecb", "egreedy", "random", "fixed:coder"]
 F = Featurizer()
 
 
@@ -117,6 +117,38 @@ def test_linucb_softmax_rule_orders_probabilities_by_optimistic_score():
     assert p[0] / p[1] == pytest.approx(np.exp((u[0] - u[1]) / 0.05), rel=1e-6)
     with pytest.raises(ValueError, match="rule"):
         LinUCB(MODELS, F.dim, rule="boltzmann")
+
+
+def test_squarecb_weights_each_model_by_its_gap_to_the_best_mean_score():
+    """p_k = 1 / (K + gamma (net_b - net_k)) on the eligible models, the rest on the best, then the floor."""
+    pol = trained("squarecb", floor=0.01)
+    c = ctx("Write a Python function number 3")
+    for arms in ([0, 1, 2, 3], [0, 2, 3], [1, 3]):
+        p, s = one(pol, "Write a Python function number 3", arms, 50.0)
+        net = s.quality[0] - 50.0 * s.cost[0]
+        best = arms[int(np.argmax(net[arms]))]
+        gamma = 10.0 * np.sqrt(pol.quality_observations.sum() + 1.0) / (2.0 * pol.exploration)
+        raw = {k: 1.0 / (len(arms) + gamma * (net[best] - net[k])) for k in arms if k != best}
+        raw[best] = 1.0 - sum(raw.values())
+        for k in range(len(MODELS)):
+            want = 0.01 + (1 - len(arms) * 0.01) * raw[k] if k in arms else 0.0
+            assert p[k] == pytest.approx(want, rel=1e-9, abs=1e-15)
+    assert pol.params()["gamma_scale"] == 10.0 and c.x.shape == (F.dim,)
+
+
+def test_squarecb_explores_less_as_it_learns_and_not_at_all_without_exploration():
+    from banditroute.core.policies import SquareCB
+
+    net = np.array([[0.8, 0.7, 0.2]])
+    pol = SquareCB(["a", "b", "c"], dim=3, floor=0.0, exploration=0.5)
+    early = pol._raw_probabilities(None, net, None, None)[0]
+    pol.quality_observations[:] = [300, 300, 299]  # n = 899: gamma grows 30-fold
+    late = pol._raw_probabilities(None, net, None, None)[0]
+    assert early[1] > early[2] and late[1] > late[2]  # the closer call gets more of the exploration
+    assert late[1] == pytest.approx(1.0 / (3 + 300.0 * 0.1)) and late[1] < early[1] / 8
+    assert late[0] > early[0] > 0.5
+    greedy = SquareCB(["a", "b", "c"], dim=3, floor=0.0, exploration=0.0)
+    assert greedy._raw_probabilities(None, net, None, None)[0].tolist() == [1.0, 0.0, 0.0]
 
 
 def test_fixed_policy_is_always_its_model_and_falls_back_when_ineligible():
@@ -316,11 +348,12 @@ def test_sampled_frequencies_match_logged_propensities():
     assert probs.min() >= 0.05 - 1e-12
 
 
-def test_regret_of_default_policy_on_synthetic_contexts():
+@pytest.mark.parametrize("name", ["lints", "squarecb"])
+def test_regret_on_synthetic_contexts(name):
     """Three kinds of prompt, each with a different best model; Bernoulli rewards, cost weight 0.
 
     The best model wins by 0.25-0.5 quality in every context. Over 1,500 rounds, uniform random
-    play has expected regret of about 0.33 per round (~500); we require the default policy's
+    play has expected regret of about 0.33 per round (~500); we require the policy's (default settings)
     cumulative expected regret to stay under 150 and under 0.06 per round over the last 500.
     """
     quality = {"code": [0.3, 0.85, 0.35, 0.3], "math": [0.4, 0.3, 0.9, 0.2], "chat": [0.6, 0.35, 0.3, 0.3]}
@@ -330,7 +363,7 @@ def test_regret_of_default_policy_on_synthetic_contexts():
         "chat": "Tell me a nice story about {}",
     }
     words = ["sorts", "apples", "dragons", "filters", "pears", "kings"]
-    pool = parse_settings({"models": [{"name": m} for m in MODELS], "policy": {"cost_weight": 0}})
+    pool = parse_settings({"models": [{"name": m} for m in MODELS], "policy": {"name": name, "cost_weight": 0}})
     router = Router(pool, seed=7)
     rng = np.random.default_rng(7)
     regret = []

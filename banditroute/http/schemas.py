@@ -149,7 +149,7 @@ class PolicyUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    policy: str | None = Field(default=None, description="lints | linucb | egreedy | random | fixed:MODEL")
+    policy: str | None = Field(default=None, description="lints | linucb | squarecb | egreedy | random | fixed:MODEL")
     cost_weight: NonNegFloat | None = Field(default=None, description="the default cost weight (clears "
                                             "cost_preference)")
     cost_preference: Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)] | None = Field(

@@ -5,10 +5,10 @@ Every candidate is asked through the same :meth:`~banditroute.core.policies.base
 
 * ``fixed:MODEL``, ``random`` and a saved state (``--state``, frozen): their own probabilities, in
   batches (``greedy=True``: the greedy rule, all mass on the best mean score for a learning policy);
-* ``lints`` / ``linucb`` / ``egreedy`` from scratch: progressive validation (Blum, Kalai & Langford,
-  1999, "Beating the Hold-Out: Bounds for K-fold and Progressive Cross-Validation"): decision i is
-  scored by the candidate, as a batch of one, *before* it learns from the logged outcome of i, so it
-  never peeks at what it is evaluated on.
+* ``lints`` / ``linucb`` / ``squarecb`` / ``egreedy`` from scratch: progressive validation (Blum,
+  Kalai & Langford, 1999, "Beating the Hold-Out: Bounds for K-fold and Progressive Cross-Validation"):
+  decision i is scored by the candidate, as a batch of one, *before* it learns from the logged outcome
+  of i, so it never peeks at what it is evaluated on.
 """
 
 from __future__ import annotations

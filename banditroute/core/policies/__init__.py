@@ -1,6 +1,6 @@
 """Routing policies and the names they go by on the command line.
 
-``lints`` (default), ``linucb``, ``egreedy``, ``random`` and ``fixed:MODEL``.
+``lints`` (default), ``linucb``, ``squarecb``, ``egreedy``, ``random`` and ``fixed:MODEL``.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from banditroute.core.policies.base import Policy, apply_floor
 from banditroute.core.policies.baselines import EpsilonGreedy, FixedPolicy, RandomPolicy
 from banditroute.core.policies.bayes_linear import BayesLinear
 from banditroute.core.policies.cost import CostModel
-from banditroute.core.policies.linear import LinTS, LinUCB
+from banditroute.core.policies.linear import LinTS, LinUCB, SquareCB
 
-POLICY_NAMES = ("lints", "linucb", "egreedy", "random", "fixed:MODEL")
+POLICY_NAMES = ("lints", "linucb", "squarecb", "egreedy", "random", "fixed:MODEL")
 #: policy classes by their ``name`` (``fixed:MODEL`` is ``fixed`` with its target)
-POLICY_CLASSES = {cls.name: cls for cls in (LinTS, LinUCB, EpsilonGreedy, RandomPolicy, FixedPolicy)}
+POLICY_CLASSES = {cls.name: cls for cls in (LinTS, LinUCB, SquareCB, EpsilonGreedy, RandomPolicy, FixedPolicy)}
 
 __all__ = [
     "POLICY_CLASSES", "POLICY_NAMES", "BayesLinear", "CostModel", "EpsilonGreedy", "FixedPolicy", "LinTS",
-    "LinUCB", "Policy", "RandomPolicy", "apply_floor", "floors", "make_policy",
+    "LinUCB", "Policy", "RandomPolicy", "SquareCB", "apply_floor", "floors", "make_policy",
 ]
 
 
@@ -50,7 +50,7 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
               "prior_mean": settings.prior_quality, "pooled": settings.pooled,
               "drift_threshold": settings.drift_threshold, "drift_delta": settings.drift_delta,
               "drift_keep": settings.drift_keep}
-    if name in ("lints", "linucb"):
+    if name in ("lints", "linucb", "squarecb"):
         return POLICY_CLASSES[name](models, dim, **common, **linear)
     if name == "egreedy":
         return EpsilonGreedy(models, dim, epsilon=min(0.1 * settings.exploration, 1.0), **common)
