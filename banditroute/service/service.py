@@ -386,7 +386,8 @@ class Service:
         the failed state too (its learning may be ahead of the log)."""
         timeout = self.config.storage.commit_timeout_s
         try:
-            await asyncio.wait_for(commit, timeout)
+            async with asyncio.timeout(timeout):
+                await commit
         except StorageError as err:
             self.storage_failed(str(err))
             raise Unavailable(f"feedback not stored: {err}",
