@@ -201,7 +201,9 @@ class Router:
             unknown = [m for m in options.models if m not in self._arm or m not in self._caps]
             if unknown:
                 raise RoutingError(f"unknown models: {', '.join(unknown)}; known: {', '.join(self._names)}")
-            mask &= np.isin(self.policy.models, options.models)
+            listed = np.zeros_like(mask)
+            listed[[self._arm[m] for m in options.models]] = True
+            mask &= listed
         if options.require:
             need = set(options.require)
             mask &= np.array([need <= self._caps.get(m, set()) for m in self.policy.models])
