@@ -16,6 +16,7 @@ against the best fixed model in hindsight is reported as in the suite. banditrou
 
     python experiments/vw_peer.py                       # about 11 minutes on 2 cores
     python experiments/vw_peer.py --tables routellm_mt_bench --seeds 1
+    python experiments/vw_peer.py --our-features       # also VW on banditroute's features
 
 Needs ``pip install -e '.[experiments]'`` (vowpalwabbit). Results: ``experiments/results/vw_peer.md``
 and ``.json``; progress on stderr.
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import Outcomes, load_outcomes
 from banditroute.offline.simulate import simulate
@@ -43,6 +45,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 VW_ARGS = "--cb_explore_adf --squarecb -q SA --quiet"
 DEFAULT_WEIGHT = 100.0
+OURS_IN_VW = "vw squarecb, banditroute features"
 METRICS = ("qauc", "cost_at_95", "quality_at_25", "aiq")
 _NOT_WORD = re.compile(r"[^0-9a-z_]+")
 
@@ -50,6 +53,11 @@ _NOT_WORD = re.compile(r"[^0-9a-z_]+")
 def words(prompt: str) -> str:
     """The prompt as VW features: lowercase words, without VW's separators (``|``, ``:``, spaces)."""
     return " ".join(w for w in _NOT_WORD.sub(" ", prompt.lower()).split() if w)
+
+
+def dense(x: np.ndarray) -> str:
+    """banditroute's feature vector as VW features (``f<i>:<value>``, zeros left out)."""
+    return " ".join(f"f{i}:{v:.6g}" for i, v in enumerate(x) if v != 0.0)
 
 
 def examples(text: str, k: int) -> list[str]:
@@ -95,11 +103,17 @@ def regret(outcomes: Outcomes, order: np.ndarray, rewards: np.ndarray, weight: f
     return {"vs_best_fixed": float(-gap[-1]), "passes_best_fixed_at": passes, "best_fixed": train.models[best]}
 
 
-def vw_frontier(outcomes: Outcomes, seed: int) -> dict:
-    """VW's frontier over the default grid, extended upward as ``tune`` extends it, and its regret."""
+def vw_frontier(outcomes: Outcomes, seed: int, features: str = "words") -> dict:
+    """VW's frontier over the default grid, extended upward as ``tune`` extends it, and its regret;
+    ``features``: the prompt's words, or banditroute's own feature vector (``ours``)."""
     train = outcomes.subset("train")
     order = np.random.default_rng(seed).permutation(len(train))
-    texts = {split: [words(p) for p in outcomes.subset(split).prompts] for split in ("train", "test")}
+    if features == "ours":
+        f = Featurizer()
+        texts = {split: [dense(x) for x in f.transform_many(outcomes.subset(split).prompts)]
+                 for split in ("train", "test")}
+    else:
+        texts = {split: [words(p) for p in outcomes.subset(split).prompts] for split in ("train", "test")}
     cheapest = float(outcomes.subset("test").cost.sum(axis=0).min())
     points = {w: run_weight(outcomes, texts, order, w, seed) for w in default_grid(outcomes)}
     top = max(points)
@@ -116,16 +130,16 @@ def vw_frontier(outcomes: Outcomes, seed: int) -> dict:
 
 
 def one_table(job) -> dict:
-    path, seeds = job
+    path, seeds, routers = job
     t0 = time.time()
     outcomes = load_outcomes(path)
     out = {"table": path.stem, "prompts": len(outcomes), "models": len(outcomes.models), "routers": {}}
-    for name in ("vw squarecb", "banditroute default"):
+    for name in routers:
         runs = {}
         for seed in seeds:
             print(f"{path.stem}: {name} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-            if name == "vw squarecb":
-                runs[seed] = vw_frontier(outcomes, seed)
+            if name.startswith("vw squarecb"):
+                runs[seed] = vw_frontier(outcomes, seed, "ours" if name == OURS_IN_VW else "words")
             else:
                 res = tune(outcomes, "lints", seed)
                 runs[seed] = {m: res[m] for m in METRICS} | {
@@ -181,14 +195,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="vw_peer")
+    ap.add_argument("--our-features", action="store_true",
+                    help="also VW on banditroute's feature vector instead of words (learner against features)")
     args = ap.parse_args()
+    routers = ["vw squarecb", *([OURS_IN_VW] if args.our_features else []), "banditroute default"]
     paths = sorted(DATA.glob("*.parquet"))
     if args.tables:
         paths = [p for p in paths if p.stem in args.tables]
     # the largest table first, so that the other worker takes the rest meanwhile
     paths.sort(key=lambda p: -p.stat().st_size)
     with Pool(args.workers) as pool:
-        tables = pool.map(one_table, [(p, args.seeds) for p in paths], chunksize=1)
+        tables = pool.map(one_table, [(p, args.seeds, routers) for p in paths], chunksize=1)
     tables.sort(key=lambda t: t["table"])
     command = "python experiments/vw_peer.py" + "".join(f" {a}" for a in sys.argv[1:])
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "seeds": args.seeds,
