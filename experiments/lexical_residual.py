@@ -61,27 +61,40 @@ def hashed(prompt: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Sparse:
-    """Per-model sparse linear models over hashed words, trained by AdaGrad."""
+    """Per-model sparse linear models over hashed words: AdaGrad with step ``eta``, or (``prior`` set) a
+    diagonal Gaussian posterior per weight, prior ``N(0, 1/prior)``, unit noise:
 
-    def __init__(self, k: int, eta: float):
+        lambda_j += h_j^2,    s_j += h_j r / lambda_j    (r: the residual before the update),
+
+    so a word's weight moves only as its evidence outweighs the prior (recursive least squares with the
+    off-diagonal terms dropped)."""
+
+    def __init__(self, k: int, eta: float, prior: float | None = None):
         self.w = np.zeros((k, 1 << BITS))
-        self.g2 = np.full((k, 1 << BITS), 1e-8)
+        self.g2 = np.full((k, 1 << BITS), 1e-8 if prior is None else prior)
         self.eta = eta
+        self.prior = prior
 
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         return self.w[:, idx] @ val
 
     def update(self, arm: int, idx: np.ndarray, val: np.ndarray, residual: float) -> None:
+        if self.prior is not None:
+            self.g2[arm, idx] += val * val
+            self.w[arm, idx] += val * residual / self.g2[arm, idx]
+            return
         g = -residual * val
         self.g2[arm, idx] += g * g
         self.w[arm, idx] -= self.eta * g / np.sqrt(self.g2[arm, idx])
 
 
-def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int, eta: float) -> dict:
+def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int, eta: float,
+               prior: float | None = None) -> dict:
     train, test = outcomes.subset("train"), outcomes.subset("test")
     k = len(outcomes.models)
     pol: LinTS = make_policy("lints", outcomes.models, feats["dim"], None, PolicyConfig())
-    sparse = Sparse(k, eta)
+    sparse = Sparse(k, eta, prior)
+    learns = eta > 0 or prior is not None
     rng = np.random.default_rng(seed)
     base = pol._predict_quality
     for i in order:
@@ -94,8 +107,8 @@ def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float
         q, c = float(train.quality[i, a]), float(train.cost[i, a])
         dense = float(base(x[None])[0, a])
         ctx = Context(x, tokens)
-        pol.update(ctx, a, quality=q - s[a] if eta > 0 else q, cost_usd=c)
-        if eta > 0:
+        pol.update(ctx, a, quality=q - s[a] if learns else q, cost_usd=c)
+        if learns:
             sparse.update(a, idx, val, q - dense - s[a])
     Xt, tt = feats["test"][0], feats["test"][1]
     q_pred = base(Xt) + np.stack([sparse.predict(idx, val) for idx, val in feats["test"][2]])
@@ -106,15 +119,15 @@ def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float
             "cost_usd": float(test.cost[rows, picks].sum())}
 
 
-def frontier(outcomes: Outcomes, feats: dict, seed: int, eta: float) -> dict:
+def frontier(outcomes: Outcomes, feats: dict, seed: int, eta: float, prior: float | None = None) -> dict:
     order = np.random.default_rng(seed).permutation(len(outcomes.subset("train")))
-    points = [run_weight(outcomes, feats, order, w, seed, eta) for w in default_grid(outcomes)]
+    points = [run_weight(outcomes, feats, order, w, seed, eta, prior) for w in default_grid(outcomes)]
     ref = outcomes.subset("test").reference()
     return frontier_summary(points, ref["best_quality"], ref["best_cost_usd"])
 
 
 def one_table(job) -> dict:
-    path, seeds, etas = job
+    path, seeds, etas, priors = job
     t0 = time.time()
     outcomes = load_outcomes(path)
     f = Featurizer()
@@ -124,12 +137,13 @@ def one_table(job) -> dict:
         feats[split] = (f.transform_many(prompts), np.array([f.input_tokens(p) for p in prompts]),
                         [hashed(p) for p in prompts])
     out = {"table": path.stem, "routers": {}}
-    for eta in etas:
+    for eta, prior in [(e, None) for e in etas] + [(0.0, p) for p in priors]:
+        name = f"eta {eta:g}" if prior is None else f"diagonal posterior, prior {prior:g}"
         runs = {}
         for seed in seeds:
-            print(f"{path.stem}: eta {eta:g} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-            runs[seed] = frontier(outcomes, feats, seed, eta)
-        out["routers"][f"eta {eta:g}"] = {"per_seed": runs, "median": {
+            print(f"{path.stem}: {name} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            runs[seed] = frontier(outcomes, feats, seed, eta, prior)
+        out["routers"][name] = {"per_seed": runs, "median": {
             m: statistics.median([float("inf") if r[m] is None else r[m] for r in runs.values()]) for m in METRICS}}
     return out
 
@@ -158,6 +172,8 @@ def main() -> None:
     ap.add_argument("--tables", nargs="+", default=None)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.1, 0.3])
+    ap.add_argument("--priors", type=float, nargs="*", default=[],
+                    help="also the diagonal-posterior word model with these prior precisions")
     ap.add_argument("--name", default="lexical_residual")
     ap.add_argument("--render", help="only re-render this results JSON into the markdown")
     args = ap.parse_args()
@@ -169,7 +185,7 @@ def main() -> None:
     if args.tables:
         paths = [p for p in paths if p.stem in args.tables]
     with Pool(2) as pool:
-        tables = sorted(pool.map(one_table, [(p, args.seeds, args.etas) for p in paths], chunksize=1),
+        tables = sorted(pool.map(one_table, [(p, args.seeds, args.etas, args.priors) for p in paths], chunksize=1),
                         key=lambda t: t["table"])
     command = "python experiments/lexical_residual.py" + "".join(f" {a}" for a in sys.argv[1:])
     md = markdown(tables, command)
