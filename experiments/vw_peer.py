@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+from suite import _median, fmt
 
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
@@ -144,24 +144,11 @@ def one_table(job) -> dict:
                 res = tune(outcomes, "lints", seed)
                 runs[seed] = {m: res[m] for m in METRICS} | {
                     "regret": simulate(outcomes, "lints", DEFAULT_WEIGHT, seed)["online"]["regret"]}
-        out["routers"][name] = {"per_seed": runs, "median": {m: median([r[m] for r in runs.values()]) for m in METRICS}
-                                | {"regret": median([r["regret"]["vs_best_fixed"] for r in runs.values()])}}
+        out["routers"][name] = {"per_seed": runs, "median": {m: _median([r[m] for r in runs.values()]) for m in METRICS}
+                                | {"regret": _median([r["regret"]["vs_best_fixed"] for r in runs.values()])}}
     out["seconds"] = round(time.time() - t0)
     print(f"{path.stem}: done in {out['seconds']} s", file=sys.stderr, flush=True)
     return out
-
-
-def median(values: list) -> float | None:
-    """The median, a missing value (cost_at_95 never reached) counting as the worst."""
-    if all(v is None for v in values):
-        return None
-    return statistics.median([float("inf") if v is None else v for v in values])
-
-
-def fmt(v, digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    return "never" if v == float("inf") else f"{v:.{digits}f}"
 
 
 def markdown(tables: list[dict], seeds: list[int], command: str) -> str:
