@@ -9,18 +9,23 @@ dense model, while the dense model learns the residual of the sparse one (online
     q_k(x) = dense_k(x) + s_k . h(x),    s_k,j -= eta g_j / sqrt(G_j),  g_j = -(q - q_k(x)) h_j(x).
 
 Decisions are sampled from ``lints``' probabilities with the sparse part added to its mean quality
-(the exploration is the dense posterior's), so only the prediction changes. Learned online from
-scratch over the train split with bandit feedback (the same seed's order as ``simulate``), one learner
-per cost weight over :func:`banditroute.offline.tune.default_grid`, greedy on test; frontier
-summarised as in the suite. ``eta = 0`` is the default policy alone, run by the same loop.
+(the exploration is the dense posterior's unless ``--explore``), so only the prediction changes.
+Learned online from scratch over the train split with bandit feedback (the same seed's order as
+``simulate``), one learner per cost weight over :func:`banditroute.offline.tune.default_grid`
+extended upward as ``tune`` extends it (no midpoint refinement), greedy on test; frontier summarised
+as in the suite. ``eta = 0`` is the default policy alone, run by the same loop.
+
+The word model is AdaGrad (``--etas``), a diagonal Gaussian posterior (``--priors``), its assumed
+density filtering form (``--adf-priors``), or that with a block shared by every model plus per-model
+deviations (``--shared-ratios``, :class:`SharedSparse`).
 
     python experiments/lexical_residual.py --tables routellm_gsm8k routellm_mt_bench routerbench_subset \
-        zeroeval_gsm_math_crux --seeds 1 2 3 --etas 0 0.1          # the recorded run, about 25 minutes
+        zeroeval_gsm_math_crux --seeds 1 2 3 --etas 0 0.1          # lexical_residual.md, about 25 minutes
     python experiments/lexical_residual.py --tables routellm_gsm8k --seeds 1 2
 
-The grid is the default grid only (not extended to the cheap end as ``tune`` extends it): on tables
-where that grid stops short (RouterBench, ZeroEval) the figures are below the suite's, and only the
-rows of one run compare.
+Recordings made before the grid was extended (lexical_residual.md, lexical_residual_small_eta.md,
+lexical_residual_diagonal*.md) say so; their RouterBench and ZeroEval rows compare only with each
+other.
 
 Results: ``experiments/results/lexical_residual.md`` and ``.json``; progress on stderr.
 """
@@ -45,7 +50,7 @@ from banditroute.core.policies import LinTS, make_policy
 from banditroute.core.types import Context
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import Outcomes, load_outcomes
-from banditroute.offline.tune import default_grid
+from banditroute.offline.tune import EXTEND, default_grid
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,23 +67,40 @@ def hashed(prompt: str) -> tuple[np.ndarray, np.ndarray]:
 
 class Sparse:
     """Per-model sparse linear models over hashed words: AdaGrad with step ``eta``, or (``prior`` set) a
-    diagonal Gaussian posterior per weight, prior ``N(0, 1/prior)``, unit noise:
+    diagonal Gaussian posterior per weight, prior ``N(0, 1/prior)``, unit noise. ``adf=False``:
 
         lambda_j += h_j^2,    s_j += h_j r / lambda_j    (r: the residual before the update),
 
     so a word's weight moves only as its evidence outweighs the prior (recursive least squares with the
-    off-diagonal terms dropped)."""
+    off-diagonal terms dropped; the words of one prompt together absorb nearly all of ``r``).
+    ``adf=True``: the Kalman update of the whole block, its covariance then projected back to a
+    diagonal (assumed density filtering; Opper, 1998), with ``v = sum_j h_j^2 / lambda_j``:
 
-    def __init__(self, k: int, eta: float, prior: float | None = None):
+        s_j += (h_j / lambda_j) r / (1 + v),    1/lambda_j -= (h_j / lambda_j)^2 / (1 + v),
+
+    so one prompt moves the prediction by ``r v / (1 + v)`` only."""
+
+    def __init__(self, k: int, eta: float, prior: float | None = None, adf: bool = False):
         self.w = np.zeros((k, 1 << BITS))
         self.g2 = np.full((k, 1 << BITS), 1e-8 if prior is None else prior)
         self.eta = eta
         self.prior = prior
+        self.adf = adf
 
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         return self.w[:, idx] @ val
 
+    def variance(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        """``sum_j h_j^2 / lambda_j`` per model (posterior modes only)."""
+        return (val * val) @ (1.0 / self.g2[:, idx]).T
+
     def update(self, arm: int, idx: np.ndarray, val: np.ndarray, residual: float) -> None:
+        if self.prior is not None and self.adf:
+            cov = val / self.g2[arm, idx]
+            denom = 1.0 + float(val @ cov)
+            self.w[arm, idx] += cov * residual / denom
+            self.g2[arm, idx] = 1.0 / (1.0 / self.g2[arm, idx] - cov * cov / denom)
+            return
         if self.prior is not None:
             self.g2[arm, idx] += val * val
             self.w[arm, idx] += val * residual / self.g2[arm, idx]
@@ -88,26 +110,61 @@ class Sparse:
         self.w[arm, idx] -= self.eta * g / np.sqrt(self.g2[arm, idx])
 
 
-def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int, eta: float,
-               prior: float | None = None) -> dict:
+class SharedSparse(Sparse):
+    """The ADF word model with a block shared by every model: ``s_k(x) = (u + w_k) . h(x)``, ``u`` with
+    prior ``N(0, 1/prior)`` and each ``w_k`` with prior ``N(0, 1/(prior * ratio))`` (a hierarchical prior:
+    what a word says about every model, plus each model's own deviation; Li et al., 2010, hybrid
+    LinUCB). One feedback updates ``u`` and the chosen model's ``w`` jointly, by the ADF step of
+    :class:`Sparse` over both, so every feedback moves every model's prediction."""
+
+    def __init__(self, k: int, prior: float, ratio: float):
+        super().__init__(k, 0.0, prior * ratio, adf=True)
+        self.u = np.zeros(1 << BITS)
+        self.u_prec = np.full(1 << BITS, prior)
+
+    def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        return super().predict(idx, val) + float(self.u[idx] @ val)
+
+    def variance(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        return super().variance(idx, val) + float((val * val) @ (1.0 / self.u_prec[idx]))
+
+    def update(self, arm: int, idx: np.ndarray, val: np.ndarray, residual: float) -> None:
+        cov_w, cov_u = val / self.g2[arm, idx], val / self.u_prec[idx]
+        denom = 1.0 + float(val @ cov_w) + float(val @ cov_u)
+        self.w[arm, idx] += cov_w * residual / denom
+        self.u[idx] += cov_u * residual / denom
+        self.g2[arm, idx] = 1.0 / (1.0 / self.g2[arm, idx] - cov_w * cov_w / denom)
+        self.u_prec[idx] = 1.0 / (1.0 / self.u_prec[idx] - cov_u * cov_u / denom)
+
+
+def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int, variant: dict) -> dict:
+    """One learner at one cost weight: online over the train split, then greedy on test."""
     train, test = outcomes.subset("train"), outcomes.subset("test")
     k = len(outcomes.models)
     pol: LinTS = make_policy("lints", outcomes.models, feats["dim"], None, PolicyConfig())
-    sparse = Sparse(k, eta, prior)
+    eta, prior, adf = variant.get("eta", 0.0), variant.get("prior"), variant.get("adf", False)
+    sparse = (SharedSparse(k, prior, variant["ratio"]) if variant.get("ratio")
+              else Sparse(k, eta, prior, adf))
     learns = eta > 0 or prior is not None
     rng = np.random.default_rng(seed)
-    base = pol._predict_quality
+    base, base_scale = pol._predict_quality, pol.exploration_scale
     for i in order:
         x, tokens, (idx, val) = feats["train"][0][i], feats["train"][1][i], feats["train"][2][i]
         s = sparse.predict(idx, val)
         pol._predict_quality = lambda X, s=s: base(X) + s  # the sparse part joins the mean quality
+        if variant.get("explore"):  # and its posterior variance the exploration scale
+            v = sparse.variance(idx, val)
+            pol.exploration_scale = lambda X, v=v: pol.exploration * pol.noise_sd * np.sqrt(
+                np.maximum(pol.quality.variance(X), 0.0) + v)
         p = pol.probabilities(x[None], [tokens], None, weight, rng).probabilities[0]
-        pol._predict_quality = base
+        pol._predict_quality, pol.exploration_scale = base, base_scale
         a = int(rng.choice(k, p=p / p.sum()))
         q, c = float(train.quality[i, a]), float(train.cost[i, a])
         dense = float(base(x[None])[0, a])
         ctx = Context(x, tokens)
         pol.update(ctx, a, quality=q - s[a] if learns else q, cost_usd=c)
+        if adf:  # Gauss-Seidel: the word block fits what the updated dense model leaves
+            dense = float(base(x[None])[0, a])
         if learns:
             sparse.update(a, idx, val, q - dense - s[a])
     Xt, tt = feats["test"][0], feats["test"][1]
@@ -119,15 +176,33 @@ def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float
             "cost_usd": float(test.cost[rows, picks].sum())}
 
 
-def frontier(outcomes: Outcomes, feats: dict, seed: int, eta: float, prior: float | None = None) -> dict:
+def frontier(outcomes: Outcomes, feats: dict, seed: int, variant: dict) -> dict:
+    """The default grid, extended upward as ``tune`` extends it (no midpoint refinement)."""
     order = np.random.default_rng(seed).permutation(len(outcomes.subset("train")))
-    points = [run_weight(outcomes, feats, order, w, seed, eta, prior) for w in default_grid(outcomes)]
-    ref = outcomes.subset("test").reference()
-    return frontier_summary(points, ref["best_quality"], ref["best_cost_usd"])
+    points = {w: run_weight(outcomes, feats, order, w, seed, variant) for w in default_grid(outcomes)}
+    test = outcomes.subset("test")
+    cheapest = float(test.cost.sum(axis=0).min())
+    top = max(points)
+    for _ in range(EXTEND):
+        if top <= 0 or points[top]["cost_usd"] <= 1.05 * cheapest:
+            break
+        top = float(f"{3 * top:.4g}")
+        points[top] = run_weight(outcomes, feats, order, top, seed, variant)
+    ref = test.reference()
+    return frontier_summary([points[w] for w in sorted(points)], ref["best_quality"], ref["best_cost_usd"])
+
+
+def variant_name(v: dict) -> str:
+    if v.get("prior") is None:
+        return f"eta {v.get('eta', 0.0):g}"
+    name = f"{'ADF' if v.get('adf') else 'diagonal'} posterior, prior {v['prior']:g}"
+    if v.get("ratio"):
+        name += f", shared block, per-model prior x{v['ratio']:g}"
+    return name + (", explored" if v.get("explore") else "")
 
 
 def one_table(job) -> dict:
-    path, seeds, etas, priors = job
+    path, seeds, variants = job
     t0 = time.time()
     outcomes = load_outcomes(path)
     f = Featurizer()
@@ -137,25 +212,29 @@ def one_table(job) -> dict:
         feats[split] = (f.transform_many(prompts), np.array([f.input_tokens(p) for p in prompts]),
                         [hashed(p) for p in prompts])
     out = {"table": path.stem, "routers": {}}
-    for eta, prior in [(e, None) for e in etas] + [(0.0, p) for p in priors]:
-        name = f"eta {eta:g}" if prior is None else f"diagonal posterior, prior {prior:g}"
+    for variant in variants:
+        name = variant_name(variant)
         runs = {}
         for seed in seeds:
             print(f"{path.stem}: {name} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-            runs[seed] = frontier(outcomes, feats, seed, eta, prior)
+            runs[seed] = frontier(outcomes, feats, seed, variant)
         out["routers"][name] = {"per_seed": runs, "median": {
             m: statistics.median([float("inf") if r[m] is None else r[m] for r in runs.values()]) for m in METRICS}}
     return out
 
 
-def markdown(tables: list[dict], command: str) -> str:
+def markdown(tables: list[dict], command: str, extended: bool = True) -> str:
     lines = ["# A sparse word model on the default policy's residual (design probe)", "",
              (f"Command: `{command}`. Online from scratch over the train split, bandit feedback, greedy on test, one "
              "learner per cost weight of the default grid; medians over seeds, per-seed values in brackets; qauc "
              "and quality_at_25 higher is better, cost_at_95 lower (% of the best single model). eta 0 is the "
-             "default policy alone, run by the same loop. The grid is the default grid only, not extended to "
-             "the cheap end as `tune` extends it, so on RouterBench and ZeroEval the frontier stops short and "
-             "the figures are below the suite's: compare the rows with each other, not with suite.md."), ""]
+             "default policy alone, run by the same loop. ") + (
+             "The grid is the default grid extended upward as `tune` extends it (no midpoint refinement): "
+             "compare the rows with each other; the suite's figures refine the grid and use seeds 1-5."
+             if extended else
+             "The grid is the default grid only, not extended to the cheap end as `tune` extends it, so on "
+             "RouterBench and ZeroEval the frontier stops short and the figures are below the suite's: "
+             "compare the rows with each other, not with suite.md."), ""]
     for t in tables:
         lines += [f"## {t['table']}", "", "| router | qauc | cost_at_95 | quality_at_25 |", "| --- | --- | --- | --- |"]
         for name, r in t["routers"].items():
@@ -171,25 +250,39 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tables", nargs="+", default=None)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    ap.add_argument("--etas", type=float, nargs="+", default=[0.0, 0.1, 0.3])
+    ap.add_argument("--etas", type=float, nargs="*", default=[0.0, 0.1, 0.3])
     ap.add_argument("--priors", type=float, nargs="*", default=[],
                     help="also the diagonal-posterior word model with these prior precisions")
+    ap.add_argument("--adf-priors", type=float, nargs="*", default=[],
+                    help="also the assumed-density-filtering word model with these prior precisions")
+    ap.add_argument("--shared-ratios", type=float, nargs="*", default=[],
+                    help="also, for each ADF prior, a shared word block plus per-model deviations whose prior "
+                         "precision is this many times the shared block's")
+    ap.add_argument("--shared-only", action="store_true",
+                    help="with --shared-ratios: leave out the ADF word model without the shared block")
+    ap.add_argument("--explore", action="store_true",
+                    help="the ADF word model's posterior variance joins the exploration scale")
     ap.add_argument("--name", default="lexical_residual")
     ap.add_argument("--render", help="only re-render this results JSON into the markdown")
     args = ap.parse_args()
     if args.render:
         saved = json.loads(Path(args.render).read_text())
-        (RESULTS / f"{args.name}.md").write_text(markdown(saved["tables"], saved["command"]) + "\n")
+        (RESULTS / f"{args.name}.md").write_text(markdown(saved["tables"], saved["command"], saved.get("grid") == "extended") + "\n")
         return
     paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)
     if args.tables:
         paths = [p for p in paths if p.stem in args.tables]
     with Pool(2) as pool:
-        tables = sorted(pool.map(one_table, [(p, args.seeds, args.etas, args.priors) for p in paths], chunksize=1),
+        variants = ([{"eta": e} for e in args.etas] + [{"prior": p} for p in args.priors]
+                    + [{"prior": p, "adf": True, "explore": args.explore} for p in args.adf_priors
+                       if not args.shared_only]
+                    + [{"prior": p, "adf": True, "explore": args.explore, "ratio": r}
+                       for p in args.adf_priors for r in args.shared_ratios])
+        tables = sorted(pool.map(one_table, [(p, args.seeds, variants) for p in paths], chunksize=1),
                         key=lambda t: t["table"])
     command = "python experiments/lexical_residual.py" + "".join(f" {a}" for a in sys.argv[1:])
     md = markdown(tables, command)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "tables": tables}, indent=1) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "grid": "extended", "tables": tables}, indent=1) + "\n")
     (RESULTS / f"{args.name}.md").write_text(md + "\n")
     print(md)
 
