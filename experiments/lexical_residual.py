@@ -55,6 +55,7 @@ from banditroute.offline.tune import EXTEND, default_grid
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 BITS = 18
+CLIP = 3.0  # |L| bound of the mixed variant, so that evidence against the word model early can be outweighed later
 METRICS = ("qauc", "cost_at_95", "quality_at_25", "aiq")
 _WORD = re.compile(r"[0-9a-z]+")
 
@@ -139,6 +140,8 @@ class SharedSparse(Sparse):
 
 def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int, variant: dict) -> dict:
     """One learner at one cost weight: online over the train split, then greedy on test."""
+    if variant.get("mix"):
+        return run_weight_mixed(outcomes, feats, order, weight, seed, variant)
     train, test = outcomes.subset("train"), outcomes.subset("test")
     k = len(outcomes.models)
     pol: LinTS = make_policy("lints", outcomes.models, feats["dim"], None, PolicyConfig())
@@ -176,6 +179,51 @@ def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float
             "cost_usd": float(test.cost[rows, picks].sum())}
 
 
+def run_weight_mixed(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int,
+                     variant: dict) -> dict:
+    """:func:`run_weight` with the word model used only as far as it earns its place: the default
+    policy alone (``a``) and the dense-plus-words model (``b``: its own dense part fitted on the word
+    model's residual) both predict each outcome before learning it, and their predictions are mixed by
+    the posterior probability of ``b`` under Gaussian noise ``sigma = noise_sd`` (Bayesian model
+    averaging, prequential form; Dawid, 1984):
+
+        alpha = 1 / (1 + exp(-L)),    L = clip(L + ((q - a)^2 - (q - b)^2) / (2 sigma^2), -CLIP, CLIP)
+
+    Decisions are sampled from ``a``'s probabilities with the mean ``(1 - alpha) a + alpha b``."""
+    train, test = outcomes.subset("train"), outcomes.subset("test")
+    k = len(outcomes.models)
+    alone: LinTS = make_policy("lints", outcomes.models, feats["dim"], None, PolicyConfig())
+    resid: LinTS = make_policy("lints", outcomes.models, feats["dim"], None, PolicyConfig())
+    sparse = (SharedSparse(k, variant["prior"], variant["ratio"]) if variant.get("ratio")
+              else Sparse(k, 0.0, variant["prior"], adf=True))
+    rng = np.random.default_rng(seed)
+    base = alone._predict_quality
+    log_odds, two_var = 0.0, 2 * alone.noise_sd ** 2
+    for i in order:
+        x, tokens, (idx, val) = feats["train"][0][i], feats["train"][1][i], feats["train"][2][i]
+        sw = sparse.predict(idx, val)
+        qa, qb = base(x[None])[0], resid._predict_quality(x[None])[0] + sw
+        alpha = 1.0 / (1.0 + np.exp(-log_odds))
+        alone._predict_quality = lambda X, m=(1 - alpha) * qa + alpha * qb: m[None]
+        p = alone.probabilities(x[None], [tokens], None, weight, rng).probabilities[0]
+        alone._predict_quality = base
+        a = int(rng.choice(k, p=p / p.sum()))
+        q, c = float(train.quality[i, a]), float(train.cost[i, a])
+        log_odds = float(np.clip(log_odds + ((q - qa[a]) ** 2 - (q - qb[a]) ** 2) / two_var, -CLIP, CLIP))
+        ctx = Context(x, tokens)
+        alone.update(ctx, a, quality=q, cost_usd=c)
+        resid.update(ctx, a, quality=q - sw[a])
+        sparse.update(a, idx, val, q - float(resid._predict_quality(x[None])[0, a]) - sw[a])
+    Xt, tt = feats["test"][0], feats["test"][1]
+    alpha = 1.0 / (1.0 + np.exp(-log_odds))
+    words = np.stack([sparse.predict(idx, val) for idx, val in feats["test"][2]])
+    q_pred = (1 - alpha) * base(Xt) + alpha * (resid._predict_quality(Xt) + words)
+    picks = np.argmax(q_pred - weight * alone.cost_model.predict(Xt, tt), axis=1)
+    rows = np.arange(len(test))
+    return {"cost_weight": weight, "quality": float(test.quality[rows, picks].mean()),
+            "cost_usd": float(test.cost[rows, picks].sum()), "alpha": float(alpha)}
+
+
 def frontier(outcomes: Outcomes, feats: dict, seed: int, variant: dict) -> dict:
     """The default grid, extended upward as ``tune`` extends it (no midpoint refinement)."""
     order = np.random.default_rng(seed).permutation(len(outcomes.subset("train")))
@@ -198,6 +246,8 @@ def variant_name(v: dict) -> str:
     name = f"{'ADF' if v.get('adf') else 'diagonal'} posterior, prior {v['prior']:g}"
     if v.get("ratio"):
         name += f", shared block, per-model prior x{v['ratio']:g}"
+    if v.get("mix"):
+        name += ", mixed with the default by its evidence"
     return name + (", explored" if v.get("explore") else "")
 
 
@@ -260,6 +310,8 @@ def main() -> None:
                          "precision is this many times the shared block's")
     ap.add_argument("--shared-only", action="store_true",
                     help="with --shared-ratios: leave out the ADF word model without the shared block")
+    ap.add_argument("--mix", action="store_true",
+                    help="the ADF and shared word models mixed with the default policy alone by their evidence")
     ap.add_argument("--explore", action="store_true",
                     help="the ADF word model's posterior variance joins the exploration scale")
     ap.add_argument("--name", default="lexical_residual")
@@ -274,9 +326,9 @@ def main() -> None:
         paths = [p for p in paths if p.stem in args.tables]
     with Pool(2) as pool:
         variants = ([{"eta": e} for e in args.etas] + [{"prior": p} for p in args.priors]
-                    + [{"prior": p, "adf": True, "explore": args.explore} for p in args.adf_priors
+                    + [{"prior": p, "adf": True, "explore": args.explore, "mix": args.mix} for p in args.adf_priors
                        if not args.shared_only]
-                    + [{"prior": p, "adf": True, "explore": args.explore, "ratio": r}
+                    + [{"prior": p, "adf": True, "explore": args.explore, "ratio": r, "mix": args.mix}
                        for p in args.adf_priors for r in args.shared_ratios])
         tables = sorted(pool.map(one_table, [(p, args.seeds, variants) for p in paths], chunksize=1),
                         key=lambda t: t["table"])
