@@ -9,7 +9,7 @@ dense model, while the dense model learns the residual of the sparse one (online
     q_k(x) = dense_k(x) + s_k . h(x),    s_k,j -= eta g_j / sqrt(G_j),  g_j = -(q - q_k(x)) h_j(x).
 
 Decisions are sampled from ``lints``' probabilities with the sparse part added to its mean quality
-(the exploration is the dense posterior's unless ``--explore``), so only the prediction changes.
+(the exploration is the dense posterior's), so only the prediction changes.
 Learned online from scratch over the train split with bandit feedback (the same seed's order as
 ``simulate``), one learner per cost weight over :func:`banditroute.offline.tune.default_grid`
 extended upward as ``tune`` extends it (no midpoint refinement), greedy on test; frontier summarised
@@ -50,7 +50,7 @@ from banditroute.core.policies import LinTS, make_policy
 from banditroute.core.types import Context
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import Outcomes, load_outcomes
-from banditroute.offline.tune import EXTEND, default_grid
+from banditroute.offline.tune import default_grid, extend_upward
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,6 +64,13 @@ def hashed(prompt: str) -> tuple[np.ndarray, np.ndarray]:
     """The prompt's distinct lowercase words as (bucket indices, values), L2-normalised."""
     idx = np.unique([zlib.crc32(w.encode()) & ((1 << BITS) - 1) for w in _WORD.findall(prompt.lower())] or [0])
     return idx, np.full(len(idx), 1.0 / np.sqrt(len(idx)))
+
+
+def adf_step(w: np.ndarray, prec: np.ndarray, idx: np.ndarray, cov: np.ndarray, residual: float,
+             denom: float) -> None:
+    """In place: ``w_j += cov_j r / denom``, ``1/prec_j -= cov_j^2 / denom`` over ``idx``."""
+    w[idx] += cov * residual / denom
+    prec[idx] = 1.0 / (1.0 / prec[idx] - cov * cov / denom)
 
 
 class Sparse:
@@ -91,16 +98,10 @@ class Sparse:
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         return self.w[:, idx] @ val
 
-    def variance(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        """``sum_j h_j^2 / lambda_j`` per model (posterior modes only)."""
-        return (val * val) @ (1.0 / self.g2[:, idx]).T
-
     def update(self, arm: int, idx: np.ndarray, val: np.ndarray, residual: float) -> None:
         if self.prior is not None and self.adf:
             cov = val / self.g2[arm, idx]
-            denom = 1.0 + float(val @ cov)
-            self.w[arm, idx] += cov * residual / denom
-            self.g2[arm, idx] = 1.0 / (1.0 / self.g2[arm, idx] - cov * cov / denom)
+            adf_step(self.w[arm], self.g2[arm], idx, cov, residual, 1.0 + float(val @ cov))
             return
         if self.prior is not None:
             self.g2[arm, idx] += val * val
@@ -126,16 +127,11 @@ class SharedSparse(Sparse):
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
         return super().predict(idx, val) + float(self.u[idx] @ val)
 
-    def variance(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        return super().variance(idx, val) + float((val * val) @ (1.0 / self.u_prec[idx]))
-
     def update(self, arm: int, idx: np.ndarray, val: np.ndarray, residual: float) -> None:
         cov_w, cov_u = val / self.g2[arm, idx], val / self.u_prec[idx]
         denom = 1.0 + float(val @ cov_w) + float(val @ cov_u)
-        self.w[arm, idx] += cov_w * residual / denom
-        self.u[idx] += cov_u * residual / denom
-        self.g2[arm, idx] = 1.0 / (1.0 / self.g2[arm, idx] - cov_w * cov_w / denom)
-        self.u_prec[idx] = 1.0 / (1.0 / self.u_prec[idx] - cov_u * cov_u / denom)
+        adf_step(self.w[arm], self.g2[arm], idx, cov_w, residual, denom)
+        adf_step(self.u, self.u_prec, idx, cov_u, residual, denom)
 
 
 def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int, variant: dict) -> dict:
@@ -150,25 +146,20 @@ def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float
               else Sparse(k, eta, prior, adf))
     learns = eta > 0 or prior is not None
     rng = np.random.default_rng(seed)
-    base, base_scale = pol._predict_quality, pol.exploration_scale
+    base = pol._predict_quality
     for i in order:
         x, tokens, (idx, val) = feats["train"][0][i], feats["train"][1][i], feats["train"][2][i]
         s = sparse.predict(idx, val)
         pol._predict_quality = lambda X, s=s: base(X) + s  # the sparse part joins the mean quality
-        if variant.get("explore"):  # and its posterior variance the exploration scale
-            v = sparse.variance(idx, val)
-            pol.exploration_scale = lambda X, v=v: pol.exploration * pol.noise_sd * np.sqrt(
-                np.maximum(pol.quality.variance(X), 0.0) + v)
         p = pol.probabilities(x[None], [tokens], None, weight, rng).probabilities[0]
-        pol._predict_quality, pol.exploration_scale = base, base_scale
+        pol._predict_quality = base
         a = int(rng.choice(k, p=p / p.sum()))
         q, c = float(train.quality[i, a]), float(train.cost[i, a])
-        dense = float(base(x[None])[0, a])
-        ctx = Context(x, tokens)
-        pol.update(ctx, a, quality=q - s[a] if learns else q, cost_usd=c)
-        if adf:  # Gauss-Seidel: the word block fits what the updated dense model leaves
-            dense = float(base(x[None])[0, a])
+        # Gauss-Seidel for ADF (the word block fits what the updated dense model leaves), Jacobi otherwise
+        dense = None if adf else float(base(x[None])[0, a])
+        pol.update(Context(x, tokens), a, quality=q - s[a] if learns else q, cost_usd=c)
         if learns:
+            dense = float(base(x[None])[0, a]) if adf else dense
             sparse.update(a, idx, val, q - dense - s[a])
     Xt, tt = feats["test"][0], feats["test"][1]
     q_pred = base(Xt) + np.stack([sparse.predict(idx, val) for idx, val in feats["test"][2]])
@@ -227,15 +218,17 @@ def run_weight_mixed(outcomes: Outcomes, feats: dict, order: np.ndarray, weight:
 def frontier(outcomes: Outcomes, feats: dict, seed: int, variant: dict) -> dict:
     """The default grid, extended upward as ``tune`` extends it (no midpoint refinement)."""
     order = np.random.default_rng(seed).permutation(len(outcomes.subset("train")))
-    points = {w: run_weight(outcomes, feats, order, w, seed, variant) for w in default_grid(outcomes)}
+    points: dict[float, dict] = {}
+
+    def run(w: float) -> dict:
+        if w not in points:
+            points[w] = run_weight(outcomes, feats, order, w, seed, variant)
+        return points[w]
+
+    for w in default_grid(outcomes):
+        run(w)
     test = outcomes.subset("test")
-    cheapest = float(test.cost.sum(axis=0).min())
-    top = max(points)
-    for _ in range(EXTEND):
-        if top <= 0 or points[top]["cost_usd"] <= 1.05 * cheapest:
-            break
-        top = float(f"{3 * top:.4g}")
-        points[top] = run_weight(outcomes, feats, order, top, seed, variant)
+    extend_upward(run, max(points), float(test.cost.sum(axis=0).min()))
     ref = test.reference()
     return frontier_summary([points[w] for w in sorted(points)], ref["best_quality"], ref["best_cost_usd"])
 
@@ -248,7 +241,7 @@ def variant_name(v: dict) -> str:
         name += f", shared block, per-model prior x{v['ratio']:g}"
     if v.get("mix"):
         name += ", mixed with the default by its evidence"
-    return name + (", explored" if v.get("explore") else "")
+    return name
 
 
 def one_table(job) -> dict:
@@ -312,8 +305,6 @@ def main() -> None:
                     help="with --shared-ratios: leave out the ADF word model without the shared block")
     ap.add_argument("--mix", action="store_true",
                     help="the ADF and shared word models mixed with the default policy alone by their evidence")
-    ap.add_argument("--explore", action="store_true",
-                    help="the ADF word model's posterior variance joins the exploration scale")
     ap.add_argument("--name", default="lexical_residual")
     ap.add_argument("--render", help="only re-render this results JSON into the markdown")
     args = ap.parse_args()
@@ -326,9 +317,9 @@ def main() -> None:
         paths = [p for p in paths if p.stem in args.tables]
     with Pool(2) as pool:
         variants = ([{"eta": e} for e in args.etas] + [{"prior": p} for p in args.priors]
-                    + [{"prior": p, "adf": True, "explore": args.explore, "mix": args.mix} for p in args.adf_priors
+                    + [{"prior": p, "adf": True, "mix": args.mix} for p in args.adf_priors
                        if not args.shared_only]
-                    + [{"prior": p, "adf": True, "explore": args.explore, "ratio": r, "mix": args.mix}
+                    + [{"prior": p, "adf": True, "ratio": r, "mix": args.mix}
                        for p in args.adf_priors for r in args.shared_ratios])
         tables = sorted(pool.map(one_table, [(p, args.seeds, variants) for p in paths], chunksize=1),
                         key=lambda t: t["table"])

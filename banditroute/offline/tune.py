@@ -58,6 +58,16 @@ def log_grid(log: Log, n_points: int = 16) -> list[float]:
                              if np.any(log.chosen == k)], n_points)
 
 
+def extend_upward(run, top: float, cheapest_cost: float) -> None:
+    """Triple the cost weight past ``top`` (at most :data:`EXTEND` times) until ``run(weight)["cost_usd"]``
+    is within 5% of ``cheapest_cost``, the cheapest single model's; ``run`` must cache its points."""
+    for _ in range(EXTEND):
+        if top <= 0 or run(top)["cost_usd"] <= 1.05 * cheapest_cost:
+            return
+        top = float(f"{3 * top:.4g}")
+        run(top)
+
+
 def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=None,
          pool: Settings | None = None, settings: PolicyConfig | None = None, progress: bool = False,
          featurizer=None) -> dict:
@@ -89,12 +99,7 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
     for cw in default_grid(outcomes) if cost_weights is None else list(cost_weights):
         run(float(cw))
     if cost_weights is None:
-        top = max(points)
-        for _ in range(EXTEND):
-            if top <= 0 or points[top]["cost_usd"] <= 1.05 * cheapest:
-                break
-            top = float(f"{3 * top:.4g}")
-            run(top)
+        extend_upward(run, max(points), cheapest)
         for _ in range(REFINE):
             ws = sorted(points)
             crossings = [(a, b) for a, b in pairwise(ws)
