@@ -107,6 +107,9 @@ class PolicyConfig(_Strict):
                                          "the floor on exploration; none: the floor applies per model as given")
     exploration: NonNegFloat = 0.5
     prior_strength: PositiveFloat = 10.0
+    importance_cap: PositiveFloat | None = Field(default=1.5, description="learning weights each quality "
+                                                 "observation by its inverse propensity over the model's mean, "
+                                                 "capped here (importance-weighted regression); none: unweighted")
     prior_quality: Fraction = 0.5
     pooled: bool = Field(default=True, description="linear policies: every model's quality weights shrink towards "
                          "a fit of all models together, so each feedback informs every model")

@@ -46,9 +46,15 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("qauc", "cost_at_95", "quality_at_25", "aiq")
 # Candidate configurations: a policy name and PolicyConfig fields over the defaults.
-FORMER = {"pooled": False, "floor_decay": None, "exploration": 1.0, "floor_share": None}  # before issue 11's suite
+FORMER = {"pooled": False, "floor_decay": None, "exploration": 1.0, "floor_share": None,
+          "importance_cap": None}  # before issue 11's suite
+UNWEIGHTED = {"importance_cap": None}  # the default before importance-weighted learning
 CONFIGS = {
     "default": {"policy": "lints"},
+    "importance_cap_1.5": {"policy": "lints", "importance_cap": 1.5},  # the default, named for its own run
+    "importance_cap_3": {"policy": "lints", "importance_cap": 3.0},
+    "importance_cap_10": {"policy": "lints", "importance_cap": 10.0},
+    "unweighted": {"policy": "lints", **UNWEIGHTED},
     "former_default": {"policy": "lints", **FORMER},
     "linucb": {"policy": "linucb", **FORMER},
     "lints_floor_0.002": {"policy": "lints", **FORMER, "floor": 0.002},
@@ -58,13 +64,14 @@ CONFIGS = {
     "linucb_pooled": {"policy": "linucb", **FORMER, "pooled": True},
     "former_default_drift": {"policy": "lints", **FORMER, "drift_threshold": 15.0},
     "pooled_constant_floor_drift": {"policy": "lints", **FORMER, "pooled": True, "drift_threshold": 15.0},
-    "default_drift": {"policy": "lints", "drift_threshold": 15.0},
-    "pooled_decaying_floor_per_model": {"policy": "lints", "floor_share": None},  # the default before floor_share
-    "default_exploration_0.25": {"policy": "lints", "exploration": 0.25},
-    "default_prior_30": {"policy": "lints", "prior_strength": 30.0},
-    "squarecb": {"policy": "squarecb"},
-    "squarecb_exploration_1": {"policy": "squarecb", "exploration": 1.0},
-    "squarecb_exploration_0.25": {"policy": "squarecb", "exploration": 0.25},
+    "unweighted_drift": {"policy": "lints", **UNWEIGHTED, "drift_threshold": 15.0},
+    # the default before floor_share
+    "pooled_decaying_floor_per_model": {"policy": "lints", **UNWEIGHTED, "floor_share": None},
+    "unweighted_exploration_0.25": {"policy": "lints", **UNWEIGHTED, "exploration": 0.25},
+    "unweighted_prior_30": {"policy": "lints", **UNWEIGHTED, "prior_strength": 30.0},
+    "squarecb": {"policy": "squarecb", **UNWEIGHTED},
+    "squarecb_exploration_1": {"policy": "squarecb", **UNWEIGHTED, "exploration": 1.0},
+    "squarecb_exploration_0.25": {"policy": "squarecb", **UNWEIGHTED, "exploration": 0.25},
 }
 
 
@@ -174,14 +181,16 @@ def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: 
         lines.append("")
     lines += regret_section(tables, configs, seeds)
     if len(configs) > 1:
-        lines += ["## Median rank over tables (by qauc; 1 is best)", "", "| configuration | ranks | median |",
-                  "| --- | --- | --- |"]
+        lines += ["## Median rank over tables (by qauc; 1 is best)", "",
+                  "Ties in the median are broken by the mean rank.", "",
+                  "| configuration | ranks | median | mean |", "| --- | --- | --- | --- |"]
         ranks = {c: [] for c in configs}
         for t in tables:
             for c, r in mean_ranks({c: t["configs"][c]["median"]["qauc"] or 0.0 for c in configs}).items():
                 ranks[c].append(r)
-        for c in sorted(configs, key=lambda c: statistics.median(ranks[c])):
-            lines.append(f"| {c} | {', '.join(map(str, ranks[c]))} | {statistics.median(ranks[c])} |")
+        for c in sorted(configs, key=lambda c: (statistics.median(ranks[c]), statistics.mean(ranks[c]))):
+            lines.append(f"| {c} | {', '.join(map(str, ranks[c]))} | {statistics.median(ranks[c])} "
+                         f"| {statistics.mean(ranks[c]):.1f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -43,7 +43,8 @@ def trained(name: str, floor: float = 0.05, n: int = 60) -> Policy:
     for i in range(n):
         c = ctx(f"Write a Python function number {i}")
         for arm in range(len(MODELS)):
-            pol.update(c, arm, quality=float(rng.random() < 0.3 + 0.15 * arm), cost_usd=0.001 * (4 - arm))
+            pol.update(c, arm, quality=float(rng.random() < 0.3 + 0.15 * arm), cost_usd=0.001 * (4 - arm),
+                       propensity=float(rng.uniform(0.05, 1.0)))
     return pol
 
 
@@ -296,8 +297,8 @@ def test_state_round_trip_gives_the_same_policy(tmp_path, name):
         np.testing.assert_array_equal(sa.quality, sb.quality)
         np.testing.assert_array_equal(sa.cost, sb.cost)
     c = ctx("next")  # and they go on learning alike
-    pol.update(c, 1, quality=0.3, cost_usd=0.002)
-    again.update(c, 1, quality=0.3, cost_usd=0.002)
+    pol.update(c, 1, quality=0.3, cost_usd=0.002, propensity=0.05)
+    again.update(c, 1, quality=0.3, cost_usd=0.002, propensity=0.05)
     np.testing.assert_array_equal(one(pol, "next", [0, 1, 2, 3], 5.0)[0], one(again, "next", [0, 1, 2, 3], 5.0)[0])
 
 
@@ -480,3 +481,46 @@ def test_a_model_added_to_a_pooled_pool_starts_from_what_the_pool_learned():
     unpooled.feature_version = F.version
     transfer(source, unpooled)
     assert unpooled.predict(hard.x[None], [10.0])[0][0, 2] == pytest.approx(0.5)  # the prior, as before
+
+
+def test_importance_weights_are_inverse_propensities_over_their_running_mean_capped():
+    pol = make_policy("lints", ["a", "b"], 2, settings=PolicyConfig(importance_cap=3.0))
+    got = [pol.importance(0, p) for p in (0.5, 0.1, 0.5, 0.01)]
+    inv = np.array([2.0, 10.0, 2.0, 100.0])
+    expected = [min(3.0, inv[t] / inv[:t + 1].mean()) for t in range(4)]
+    np.testing.assert_allclose(got, expected)
+    assert pol.importance(1, None) == 1.0 and pol.weighted_observations[1] == 0  # no propensity: weight one
+    unweighted = make_policy("lints", ["a", "b"], 2, settings=PolicyConfig(importance_cap=None))
+    assert unweighted.importance(0, 0.01) == 1.0
+
+
+def test_importance_weighted_learning_fits_the_whole_population_where_plain_learning_fits_where_it_chose():
+    """A linear fit of a curved quality, logged mostly where the curve is low: the weighted fit agrees with
+    the fit over every prompt (what a full-information router learns), the unweighted one does not."""
+    rng = np.random.default_rng(0)
+    z = rng.random(4000)
+    x = np.column_stack([np.ones_like(z), z])
+    quality = z ** 2
+    propensity = np.where(z < 0.5, 0.9, 0.1)
+    chosen = rng.random(len(z)) < propensity
+    population = np.linalg.lstsq(x, quality, rcond=None)[0]
+    fits = {}
+    for cap in (None, 20.0):
+        pol = make_policy("lints", ["a", "b"], 2, settings=PolicyConfig(importance_cap=cap, pooled=False,
+                                                                        prior_strength=1e-3, prior_quality=0.0))
+        for i in np.flatnonzero(chosen):
+            pol.update(Context(x[i], 1.0), 0, quality=float(quality[i]), propensity=float(propensity[i]))
+        fits[cap] = pol.quality.theta[0]
+    assert np.abs(fits[20.0] - population).max() < 0.03
+    assert np.abs(fits[None] - population).max() > 0.1
+
+
+def test_a_state_saved_before_importance_weights_loads_and_starts_their_means_afresh(tmp_path):
+    pol = trained("lints")
+    state = pol.arrays()
+    del state["weighted_observations"], state["inverse_propensity_sum"]
+    again = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(floor=0.05, floor_decay=None, floor_share=None))
+    again.load_arrays(state)
+    assert not again.weighted_observations.any()
+    assert again.importance(0, 0.25) == 1.0  # the first weighted observation is its own mean
+    np.testing.assert_array_equal(again.quality.theta, pol.quality.theta)

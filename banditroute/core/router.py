@@ -442,7 +442,7 @@ class Router:
         the log at start-up all come through here, in log order, so they build the same state.
         """
         for q, w in pairs:
-            self.policy.update(d.context, d.arm, quality=q, weight=w)
+            self.policy.update(d.context, d.arm, quality=q, weight=w, propensity=d.propensity)
         d.signals.extend(pairs)
         if cost is not None and d.cost_usd is None:
             self.policy.update(d.context, d.arm, cost_usd=cost)
@@ -476,4 +476,5 @@ class Router:
         if arm is None:
             return None
         return Pending(row["decision_id"], row["chosen"], arm,
-                       Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])))
+                       Context(np.asarray(row["x"], dtype=float), float(row["input_tokens"])),
+                       propensity=row.get("propensity"))

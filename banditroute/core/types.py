@@ -60,6 +60,7 @@ class Pending:
     keys: dict[str, str] | None = None  # idempotency key -> payload fingerprint of its feedback
     pacer: Any = None  # the tenant budget (a core.budget.Pacer) charged ``charged`` USD for it
     charged: float = 0.0
+    propensity: float | None = None  # the probability it was chosen with (importance weights of learning)
 
     @property
     def quality(self) -> float | None:
@@ -95,7 +96,8 @@ class Decision:
 
     def pending(self) -> Pending:
         """What learning from this decision's feedback needs."""
-        return Pending(self.decision_id, self.model, self.arm, self.context, pacer=self.pacer, charged=self.charged)
+        return Pending(self.decision_id, self.model, self.arm, self.context, pacer=self.pacer, charged=self.charged,
+                       propensity=self.propensity)
 
     def scores(self) -> dict[str, dict[str, float]]:
         """``{model: {quality, cost_usd, score}}`` behind the choice."""

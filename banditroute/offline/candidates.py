@@ -67,7 +67,7 @@ def candidate_probabilities(log: Log, name: str, cost_weight: float, state: str 
                 pi[i] = score(i, X[j:j + 1])[0]
                 q, c = log.quality[i], log.cost[i]
                 policy.update(log.context(i, X[j]), arm_of[log.chosen[i]], None if np.isnan(q) else float(q),
-                              None if np.isnan(c) else float(c))
+                              None if np.isnan(c) else float(c), propensity=float(log.propensity[i]))
             bar.update(len(X))
     bar.close()
     return pi

@@ -20,6 +20,21 @@ so that exploration beyond what the posterior asks for ends, while every eligibl
 off-policy estimates by ``1 / floor_min``. The configured ``floor`` and ``floor_min`` are per model;
 :func:`banditroute.core.policies.floors` scales both so that the floor takes at most ``floor_share``
 of the traffic over the pool's K models.
+
+Learning from bandit feedback sees model k's outcome only where the policy chose k, mostly where it
+already expected k to win, so an unweighted regression fits k to that region and extrapolates
+elsewhere. With ``importance_cap = c`` each quality observation of model k taken with propensity
+``p_t`` is weighted by its self-normalised inverse propensity
+
+    w_t = min(c, (1 / p_t) / ((1 / n_k) sum_{s <= t, a_s = k} 1 / p_s)),
+
+so that the weighted fit targets model k's quality over all prompts (importance-weighted regression,
+the reduction that did best in Bietti, Agarwal & Langford, 2021, "A Contextual Bandit Bake-off",
+JMLR 22(133)). Dividing by the running mean of ``1 / p`` over k's own observations keeps their weights
+near one on average, so the posterior's precision still counts observations (with raw ``1 / p`` a
+rarely chosen model would look as certain as if it had seen every prompt); the cap bounds what one
+exploratory observation can do. Observations without a propensity (full-information pretraining, a
+state loaded without it) are weighted one.
 """
 
 from __future__ import annotations
@@ -80,6 +95,9 @@ class Policy:
         ``n0`` and the lower bound of the decaying floor (module docstring); ``None``: a constant floor.
     expected_output_tokens
         Output length assumed by list-price cost estimates.
+    importance_cap
+        Cap ``c`` of the importance weights of quality observations (module docstring); ``None``:
+        every observation weighs one.
     """
 
     name = "base"
@@ -88,7 +106,7 @@ class Policy:
     learns_probabilities = True
 
     def __init__(self, models, dim: int, prices=None, floor: float = 0.01, expected_output_tokens: float = 256.0,
-                 floor_decay: float | None = None, floor_min: float = 0.001):
+                 floor_decay: float | None = None, floor_min: float = 0.001, importance_cap: float | None = None):
         self.models = list(models)
         self.dim = int(dim)
         self.floor = float(floor)
@@ -96,6 +114,10 @@ class Policy:
         self.floor_min = float(floor_min)
         self.cost_model = CostModel(self.models, prices, expected_output_tokens)
         self.quality_observations = np.zeros(len(self.models), dtype=np.int64)
+        self.importance_cap = None if importance_cap is None else float(importance_cap)
+        # per model: the observations with a propensity and the sum of their 1 / p (the weights' normaliser)
+        self.weighted_observations = np.zeros(len(self.models), dtype=np.int64)
+        self.inverse_propensity_sum = np.zeros(len(self.models))
         self.feature_version: str | None = None
 
     # -- subclass hooks -------------------------------------------------------------------------
@@ -170,30 +192,47 @@ class Policy:
         return Scores(self._greedy_probabilities(X, net, mask), quality, cost)
 
     def update(self, ctx: Context, arm: int, quality: float | None = None, cost_usd: float | None = None,
-               weight: float = 1.0) -> None:
-        """Learn from one outcome of model ``arm``; either part may be missing."""
+               weight: float = 1.0, propensity: float | None = None) -> None:
+        """Learn from one outcome of model ``arm``, chosen with probability ``propensity`` (None: not
+        known, as in full-information pretraining); either part may be missing."""
         if quality is not None:
-            self._update_quality(ctx, arm, float(quality), float(weight))
+            self._update_quality(ctx, arm, float(quality), float(weight) * self.importance(arm, propensity))
             self.quality_observations[arm] += 1
         if cost_usd is not None:
             self.cost_model.update(ctx, arm, float(cost_usd))
+
+    def importance(self, arm: int, propensity: float | None) -> float:
+        """The importance weight ``w_t`` of a quality observation of ``arm`` (module docstring), after
+        counting it in the running mean of ``1 / p``; 1 without a cap or a propensity."""
+        if self.importance_cap is None or propensity is None or not propensity > 0:
+            return 1.0
+        inverse = 1.0 / float(propensity)
+        self.weighted_observations[arm] += 1
+        self.inverse_propensity_sum[arm] += inverse
+        mean = self.inverse_propensity_sum[arm] / self.weighted_observations[arm]
+        return min(self.importance_cap, inverse / mean)
 
     # -- state (see banditroute.core.state) -----------------------------------------------------
     def params(self) -> dict:
         """The constructor's keyword arguments that rebuild this policy (JSON values)."""
         return {"floor": self.floor, "floor_decay": self.floor_decay, "floor_min": self.floor_min,
                 "expected_output_tokens": self.cost_model.expected_output_tokens,
-                "prices": self.cost_model.prices()}
+                "prices": self.cost_model.prices(), "importance_cap": self.importance_cap}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What the policy learned, as named arrays."""
-        out = {"quality_observations": self.quality_observations}
+        out = {"quality_observations": self.quality_observations,
+               "weighted_observations": self.weighted_observations,
+               "inverse_propensity_sum": self.inverse_propensity_sum}
         out.update({f"cost.{k}": v for k, v in self.cost_model.arrays().items()})
         return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Replace what the policy learned with :meth:`arrays` of the same policy."""
         self.quality_observations = np.array(arrays["quality_observations"], dtype=np.int64)
+        k = len(self.models)  # a state saved before importance weights: their running means start afresh
+        self.weighted_observations = np.array(arrays.get("weighted_observations", np.zeros(k)), dtype=np.int64)
+        self.inverse_propensity_sum = np.array(arrays.get("inverse_propensity_sum", np.zeros(k)), dtype=float)
         self.cost_model.load_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("cost.")})
 
     def describe(self) -> str:

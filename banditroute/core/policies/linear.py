@@ -36,8 +36,8 @@ class _LinearPolicy(Policy):
                  prior_strength: float = 10.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
                  expected_output_tokens: float = 256.0, floor_decay: float | None = None, floor_min: float = 0.001,
                  pooled: bool = False, drift_threshold: float | None = None, drift_delta: float = 0.1,
-                 drift_keep: float = 0.0):
-        super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min)
+                 drift_keep: float = 0.0, importance_cap: float | None = None):
+        super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min, importance_cap)
         self.exploration = float(exploration)
         self.noise_sd = float(noise_sd)
         self.quality = BayesLinear(len(self.models), dim, prior_strength, prior_mean, pooled=pooled)
