@@ -567,8 +567,8 @@ def test_latency_survives_a_restart_from_the_calls_log(tmp_path):
         s.fault("strong", delay_ms=200)
         for _ in range(6):
             s.client().chat.completions.create(model="strong", messages=ASK)
+        s.wait_for("SELECT * FROM calls", 6)  # the accounting follows the answer: wait for all of it
         before = s.gateway.latency.predict("strong", 10, 16)
-        s.wait_for("SELECT * FROM calls", 6)
     with Stack(tmp_path) as s:
         assert s.gateway.latency.predict("strong", 10, 16) == pytest.approx(before)
 

@@ -59,6 +59,7 @@ class Gateway:
         self.metrics = metrics
         self.config = cfg.gateway
         self.specs: dict[str, ModelSpec] = {m.name: m for m in cfg.models}
+        self.pool = list(cfg.names)
         self.upstreams = Upstreams(cfg.gateway, os.environ if environ is None else environ)
         self.health = Health(cfg.names, cfg.gateway, clock)
         self.latency = LatencyModel(cfg.names)
@@ -166,7 +167,9 @@ class Gateway:
         else:
             models = self.eligible(req, tokens)
         opts = route_options(req)
-        routed = GatewayRoute(prompt=req.routing_text() or NO_TEXT, models=models, cost_weight=opts.cost_weight,
+        # every model of the pool: the router's path for an unrestricted request (no per-request mask)
+        routed = GatewayRoute(prompt=req.routing_text() or NO_TEXT, models=None if models == self.pool else models,
+                              cost_weight=opts.cost_weight,
                               cost_preference=opts.cost_preference, max_cost_usd=opts.max_cost_usd,
                               require=opts.require, user=opts.user, metadata=opts.metadata, direct=direct)
         routed._api_key = api_key
@@ -211,9 +214,9 @@ class Gateway:
                 raise
             body = answer.body
             body["model"] = d.model
-            usage = body.get("usage") or {}
-            text = self.answer_text(body)
-            self._served(call, d, req, answer.ttft_ms, usage, text, tokens)
+            # the accounting runs on the loop's next turn, once this task has written the answer out
+            asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
+                                                 self.answer_text(body), tokens, time.perf_counter())
             response = web.Response(body=orjson.dumps(body), content_type="application/json")
             response.headers.update(self.headers(d, attempt))
             return response
@@ -302,11 +305,12 @@ class Gateway:
                 "output_tokens": None, "cost_usd": None, "judge_rate": None, "t0": time.perf_counter()}
 
     def end_call(self, call: dict, outcome: str, status: int | None, error: str | None, ttft_ms: float | None = None,
-                 input_tokens: int | None = None, output_tokens: int | None = None) -> dict:
-        """Complete and log a call's row (once: a later call for the same row changes nothing); returns it."""
+                 input_tokens: int | None = None, output_tokens: int | None = None, end: float | None = None) -> dict:
+        """Complete and log a call's row (once: a later call for the same row changes nothing); returns it.
+        ``end``: the ``perf_counter`` time the call ended, when that was before now."""
         if "t0" not in call:
             return call
-        seconds = time.perf_counter() - call.pop("t0")
+        seconds = (time.perf_counter() if end is None else end) - call.pop("t0")
         call.update(outcome=outcome, status=status, error=error, ttft_ms=ttft_ms, latency_ms=seconds * 1000.0,
                     input_tokens=input_tokens, output_tokens=output_tokens)
         if outcome == "ok" and (input_tokens is not None or output_tokens is not None):
@@ -329,8 +333,9 @@ class Gateway:
         self.end_call(call, "cancelled", None, why, ttft_ms)
 
     def _served(self, call: dict, d: Decision, req: ChatRequest, ttft_ms: float, usage: dict, text: str,
-                prompt_tokens: float) -> None:
-        """An answer went back: health, latency, the call's row, its cost feedback and perhaps the judge."""
+                prompt_tokens: float, end: float | None = None) -> None:
+        """An answer went back: health, latency, the call's row, its cost feedback and perhaps the judge
+        (``end``: when the upstream's answer was complete, if before now)."""
         self.health.success(d.model)
         tokens_in = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
         tokens_out = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
@@ -340,8 +345,10 @@ class Gateway:
             tokens_out = round(self.service.router.featurizer.input_tokens(text))
         judged = d.policy != "direct" and self.judge.sample()
         call["judge_rate"] = self.judge.rate if d.policy != "direct" else 0.0
-        row = self.end_call(call, "ok", 200, None, ttft_ms, tokens_in, tokens_out)
-        self.latency.observe(d.model, tokens_in, tokens_out, row["latency_ms"], ttft_ms)
+        end = time.perf_counter() if end is None else end
+        # learned before the row is queued: whoever sees the row in the log sees its latency learned
+        self.latency.observe(d.model, tokens_in, tokens_out, (end - call["t0"]) * 1000.0, ttft_ms)
+        row = self.end_call(call, "ok", 200, None, ttft_ms, tokens_in, tokens_out, end)
         limit = self.service.config.feedback.max_tokens
         fb = Feedback(input_tokens=min(tokens_in, limit), output_tokens=min(tokens_out, limit),
                       latency_ms=row["latency_ms"], idempotency_key="banditroute-gateway")
