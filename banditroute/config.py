@@ -119,6 +119,9 @@ class PolicyConfig(_Strict):
     drift_delta: NonNegFloat = Field(default=0.1, description="the shift in quality tolerated as noise by that test")
     drift_keep: Fraction = Field(default=0.0, description="the share of what was learned about a model kept when "
                                  "its quality is found to have changed")
+    price_prior: bool = Field(default=False, description="linear policies with pooled: a model's prior "
+                              "quality follows its list price, at the slope the pool's evidence shows across "
+                              "models (a model with little evidence expects what models at its price do)")
     expected_output_tokens: NonNegFloat = 256.0
     warm_start: str | None = Field(default=None, description="a state written by `banditroute pretrain`: the "
                                    "policy starts from it (model by model where names match) instead of its prior; "

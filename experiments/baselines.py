@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from banditroute.config import Settings, pool_from_names
 from banditroute.core.features import Featurizer
 from banditroute.core.types import net_score
 from banditroute.offline.outcomes import Outcomes
@@ -69,3 +70,10 @@ def uniform_point(test: Outcomes) -> dict:
 def single_models(test: Outcomes) -> dict[str, dict]:
     return {m: {"quality": float(test.quality[:, k].mean()), "cost_usd": float(test.cost[:, k].sum())}
             for k, m in enumerate(test.models)}
+
+
+def priced_pool(outcomes: Outcomes) -> Settings:
+    """The table's models priced at their mean train cost per request (for 256 output tokens), standing in
+    for configured list prices (the tables carry costs, not prices)."""
+    mean = outcomes.subset("train").cost.mean(axis=0)
+    return pool_from_names(outcomes.models, {m: (0.0, float(c) * 1e6 / 256) for m, c in zip(outcomes.models, mean)})

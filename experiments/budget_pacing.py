@@ -37,7 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from banditroute.config import pool_from_names
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baselines import priced_pool
+
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.simulate import budget_per_request, simulate
 
@@ -56,12 +59,6 @@ def budgets_for(outcomes) -> list[float]:
     cost = train.cost.mean(axis=0)
     best = int(np.argmax(train.quality.mean(axis=0)))
     return np.geomspace(cost.min(), cost[best], LEVELS).tolist()
-
-
-def priced_pool(outcomes):
-    """The table's models priced at their mean train cost per request (for 256 output tokens)."""
-    mean = outcomes.subset("train").cost.mean(axis=0)
-    return pool_from_names(outcomes.models, {m: (0.0, float(c) * 1e6 / 256) for m, c in zip(outcomes.models, mean)})
 
 
 def run(job: tuple[str, int, bool]) -> list[dict]:

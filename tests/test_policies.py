@@ -524,3 +524,44 @@ def test_a_state_saved_before_importance_weights_loads_and_starts_their_means_af
     assert not again.weighted_observations.any()
     assert again.importance(0, 0.25) == 1.0  # the first weighted observation is its own mean
     np.testing.assert_array_equal(again.quality.theta, pol.quality.theta)
+
+
+def test_a_price_prior_makes_a_model_with_no_evidence_expect_what_models_at_its_price_do():
+    """Six models whose quality rises with log price; five are observed, the sixth (the dearest) never:
+    with the price prior it is predicted near the trend, without it near the pool's mean."""
+    models = [f"m{i}" for i in range(6)]
+    prices = [(0.1 * 3.0 ** i, 0.4 * 3.0 ** i) for i in range(6)]
+    prompts = [ctx(f"Explain topic number {i}") for i in range(40)]
+    rng = np.random.default_rng(0)
+    got = {}
+    for price_prior in (False, True):
+        pol = make_policy("lints", models, F.dim, prices, PolicyConfig(price_prior=price_prior))
+        for c in prompts:
+            for arm in range(5):
+                pol.update(c, arm, quality=float(rng.random() < 0.15 + 0.15 * arm))
+        got[price_prior] = pol.predict(np.stack([c.x for c in prompts]), [10.0] * len(prompts))[0].mean(axis=0)
+    truth = 0.15 + 0.15 * np.arange(6)
+    assert got[True][5] > got[True][0] + 0.3  # the unobserved model follows the trend upwards
+    assert got[True][5] > got[False][5] + 0.2 and abs(got[True][5] - truth[5]) < abs(got[False][5] - truth[5])
+    np.testing.assert_allclose(got[True][:5], got[False][:5], atol=0.1)  # the observed keep to their evidence
+    plain = make_policy("lints", models, F.dim, prices, PolicyConfig(price_prior=True, pooled=False))
+    assert not plain.quality.pooled  # the price prior sits on the pooled fit: nothing without it
+
+
+def test_a_price_prior_needs_two_distinct_prices_and_survives_a_state_round_trip():
+    from banditroute.core.policies.linear import price_covariate
+
+    assert not price_covariate(CostModel(["a", "b"], [(1.0, 2.0), None])).any()
+    assert not price_covariate(CostModel(["a", "b"], [(1.0, 2.0), (1.0, 2.0)])).any()
+    pol = make_policy("lints", MODELS, F.dim, PRICES, PolicyConfig(price_prior=True))
+    for i in range(64):
+        pol.update(ctx(f"question {i}"), i % 3, quality=float(i % 3 == 0))
+    assert pol.quality._gamma != 0.0
+    _, back = loads_state(dumps_state(pol))
+    X = F.transform_many(["question 3", "another prompt"])
+    np.testing.assert_array_equal(back.predict(X, [10.0, 10.0])[0], pol.predict(X, [10.0, 10.0])[0])
+    for i in range(64, 80):  # learning goes on identically after the reload (the slope is recomputed)
+        for p in (pol, back):
+            p.update(ctx(f"question {i}"), i % 4, quality=float(i % 2 == 0))
+    assert back.quality._gamma == pol.quality._gamma
+    np.testing.assert_array_equal(back.predict(X, [10.0, 10.0])[0], pol.predict(X, [10.0, 10.0])[0])

@@ -28,6 +28,19 @@ for all), an arm with few observations predicts what the pool predicts, and a mo
 starts from the pool's fit rather than from nothing. ``beta`` is plugged in (empirical Bayes): its own
 uncertainty is not added to the arms' variances. It is recomputed every :data:`POOL_EVERY` updates.
 
+With an arm covariate ``z_k`` (the policies pass the model's standardised log list price) the prior
+mean of arm k's intercept (the weight of the first feature, the constant 1) moves with it:
+``theta_k ~ N(beta + gamma z_k e_1, lambda^{-1} I)``, so an arm with little evidence predicts what the
+pool predicts for a model at its price. ``gamma`` is the slope, across arms, of each arm's mean
+residual from the pooled fit on its covariate, each arm weighted by its reliability
+``s_k = n_k / (n_k + lambda)`` (``n_k`` its summed observation weights), with one pseudo-arm of slope
+zero:
+
+    r_k = (1 / n_k) sum_{i in k} w_i (y_i - mu0 - x_i . beta),    gamma = sum_k s_k z_k r_k / (1 + sum_k s_k z_k^2)
+
+(a second level of the hierarchy regressed on an arm-level predictor, as group-level predictors in
+Gelman & Hill, 2007, sec. 12.6; fitted by moments, empirical Bayes again). It is recomputed with ``beta``.
+
 Example
 -------
 >>> import numpy as np
@@ -82,10 +95,13 @@ class BayesLinear:
         Exact re-inversion period, in updates of one arm.
     pooled
         Shrink every arm towards the pooled fit of all arms (module docstring) instead of towards zero.
+    arm_covariate
+        With ``pooled``: one number per arm that moves its prior intercept (module docstring); None or
+        all zeros: no such effect.
     """
 
     def __init__(self, n_arms: int, dim: int, prior_strength: float = 1.0, prior_mean: float = 0.5,
-                 refresh_every: int = 2000, pooled: bool = False):
+                 refresh_every: int = 2000, pooled: bool = False, arm_covariate=None):
         self.prior_strength = float(prior_strength)
         self.prior_mean = float(prior_mean)
         self.refresh_every = int(refresh_every)
@@ -110,6 +126,13 @@ class BayesLinear:
             self.pool_b = np.zeros(dim)
             self.pool_updates = 0
             self._beta = np.zeros(dim)  # recomputed every POOL_EVERY updates (a function of them alone)
+            self.covariate = np.zeros(n_arms) if arm_covariate is None else np.array(arm_covariate, dtype=float)
+            if self.covariate.shape != (n_arms,):
+                raise ValueError(f"arm_covariate needs one value per arm ({n_arms}), got {self.covariate.shape}")
+            self._gamma = 0.0  # the covariate's slope, recomputed with beta
+            # per arm: the first column of A_k, lambda e_1 + sum w x (the first feature is the constant 1),
+            # kept with the same operations in the same order as A itself, for the arms' residuals
+            self._col = eye[0] * self.prior_strength + np.zeros((n_arms, 1))
 
     # -- state ----------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -117,7 +140,8 @@ class BayesLinear:
         out = {"A": self.A, "A_inv": self.A_inv, "b": self.b, "updates": self.updates}
         if self.pooled:
             out |= {"pool_A": self.pool_A, "pool_A_inv": self.pool_A_inv, "pool_b": self.pool_b,
-                    "pool_updates": np.array([self.pool_updates], dtype=np.int64), "pool_beta": self._beta}
+                    "pool_updates": np.array([self.pool_updates], dtype=np.int64), "pool_beta": self._beta,
+                    "pool_gamma": np.array([self._gamma])}
         return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -131,6 +155,7 @@ class BayesLinear:
         self.updates = np.array(arrays["updates"], dtype=np.int64)
         self._unfolded = [[] for _ in range(len(self.b))]
         if self.pooled:
+            self._col = self._A[:, :, 0].copy()
             if "pool_A" in arrays:
                 self.pool_A = np.array(arrays["pool_A"], dtype=float)
                 self.pool_A_inv = np.array(arrays["pool_A_inv"], dtype=float)
@@ -138,6 +163,8 @@ class BayesLinear:
                 self.pool_updates = int(arrays["pool_updates"][0])
                 self._beta = (np.array(arrays["pool_beta"], dtype=float) if "pool_beta" in arrays
                               else self._pooled_beta())
+                self._gamma = (float(arrays["pool_gamma"][0]) if "pool_gamma" in arrays
+                               else self._covariate_slope())
             else:  # a state learned without pooling: pool what the arms learned
                 lam = self.prior_strength * np.eye(len(self.pool_b))
                 self.pool_A = lam + (self._A - lam).sum(axis=0)
@@ -145,12 +172,33 @@ class BayesLinear:
                 self.pool_b = self.b.sum(axis=0)
                 self.pool_updates = int(self.updates.sum())
                 self._beta = self._pooled_beta()
+                self._gamma = self._covariate_slope()
         self._stale[:] = True
 
     def _pooled_beta(self) -> np.ndarray:
         """beta from the current pooled arrays, for a state saved without ``pool_beta`` (the value at the
         last multiple of POOL_EVERY updates cannot be recovered from them); none before POOL_EVERY updates."""
         return self.pool_A_inv @ self.pool_b if self.pool_updates >= POOL_EVERY else np.zeros_like(self.pool_b)
+
+    def _covariate_slope(self) -> float:
+        """``gamma`` from the current arrays and ``beta`` (module docstring); 0 without a covariate."""
+        z = self.covariate
+        if not z.any():
+            return 0.0
+        lam = self.prior_strength
+        n = self._col[:, 0] - lam  # the first feature is the constant 1: the summed weights
+        residual = self.b[:, 0] - (self._col @ self._beta - lam * self._beta[0])
+        r = np.divide(residual, n, out=np.zeros_like(n), where=n > 0)
+        s = n / (n + lam)
+        return float((s * z * r).sum() / (1.0 + (s * z * z).sum()))
+
+    def prior_means(self) -> np.ndarray:
+        """The prior mean of each arm's weights: ``beta + gamma z_k e_1`` pooled, zeros otherwise: (K, d)."""
+        if not self.pooled:
+            return np.zeros_like(self.b)
+        m = np.repeat(self._beta[None], len(self.b), axis=0)
+        m[:, 0] += self._gamma * self.covariate
+        return m
 
     def _refresh(self) -> None:
         """Bring theta and the float32 inverse up to date for the arms updated since they were read (and
@@ -159,7 +207,11 @@ class BayesLinear:
             return
         for arm in np.flatnonzero(self._stale):
             self._A_inv32[arm] = self.A_inv[arm]
-            b = self.b[arm] + self.prior_strength * self._beta if self.pooled else self.b[arm]
+            if self.pooled:
+                b = self.b[arm] + self.prior_strength * self._beta
+                b[0] += self.prior_strength * self._gamma * self.covariate[arm]
+            else:
+                b = self.b[arm]
             self._theta[arm] = self.A_inv[arm] @ b
         self._stale[:] = False
         self.version += 1
@@ -213,6 +265,8 @@ class BayesLinear:
         self._A[arm] = prior + keep * (self._A[arm] - prior)
         self.A_inv[arm] = np.linalg.inv(self._A[arm])
         self.b[arm] *= keep
+        if self.pooled:
+            self._col[arm] = prior[0] + keep * (self._col[arm] - prior[0])
         self._stale[arm] = True
 
     def update(self, x: np.ndarray, arm: int, y: float, weight: float = 1.0) -> None:
@@ -237,11 +291,13 @@ class BayesLinear:
             add_rank1(self.pool_A_inv, -weight / (1.0 + weight * (x @ u)), u)
             add_rank1(self.pool_A, weight, x)
             self.pool_b += weight * (y - self.prior_mean) * x
+            self._col[arm] += weight * x
             self.pool_updates += 1
             if self.pool_updates % self.refresh_every == 0:
                 self.pool_A_inv[:] = np.linalg.inv(self.pool_A)
             if self.pool_updates % POOL_EVERY == 0:  # here, not at decision time: the state depends on the
                 self._beta = self.pool_A_inv @ self.pool_b  # updates alone, so a rebuild from the log equals it
+                self._gamma = self._covariate_slope()
                 self._stale[:] = True
         if self.updates[arm] % self.refresh_every == 0:
             self._fold(arm)

@@ -5,7 +5,9 @@ scale at ``x`` is ``s_k(x) = v sqrt(x^T A_k^{-1} x)`` with ``v = exploration * n
 ``pooled=True`` the models' weights shrink towards a fit of all of them together, so each feedback
 informs every model (:mod:`.bayes_linear`). With ``drift_threshold`` set, a Page-Hinkley test on each
 model's residuals (:mod:`banditroute.core.drift`) detects a model whose quality changed (a provider
-update) and the policy keeps only ``drift_keep`` of what it had learned about it.
+update) and the policy keeps only ``drift_keep`` of what it had learned about it. With ``price_prior``
+(and ``pooled``) a model's prior intercept follows its list price (:func:`price_covariate`): a model
+with little evidence is expected to do what the pool's evidence says models at its price do.
 
 * :class:`LinTS`, linear Thompson sampling (Agrawal & Goyal, 2013, "Thompson Sampling for
   Contextual Bandits with Linear Payoffs"): the score of model k is Gaussian,
@@ -36,11 +38,14 @@ class _LinearPolicy(Policy):
                  prior_strength: float = 10.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
                  expected_output_tokens: float = 256.0, floor_decay: float | None = None, floor_min: float = 0.001,
                  pooled: bool = False, drift_threshold: float | None = None, drift_delta: float = 0.1,
-                 drift_keep: float = 0.0, importance_cap: float | None = None):
+                 drift_keep: float = 0.0, importance_cap: float | None = None, price_prior: bool = False):
         super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min, importance_cap)
         self.exploration = float(exploration)
         self.noise_sd = float(noise_sd)
-        self.quality = BayesLinear(len(self.models), dim, prior_strength, prior_mean, pooled=pooled)
+        self.price_prior = bool(price_prior)
+        covariate = price_covariate(self.cost_model) if self.price_prior else None
+        self.quality = BayesLinear(len(self.models), dim, prior_strength, prior_mean, pooled=pooled,
+                                   arm_covariate=covariate)
         self.drift_keep = float(drift_keep)
         self.drift = None if drift_threshold is None else PageHinkley(len(self.models), drift_threshold, drift_delta)
 
@@ -61,7 +66,7 @@ class _LinearPolicy(Policy):
     def params(self) -> dict:
         return {**super().params(), "exploration": self.exploration, "noise_sd": self.noise_sd,
                 "prior_strength": self.quality.prior_strength, "prior_mean": self.quality.prior_mean,
-                "pooled": self.quality.pooled, "drift_keep": self.drift_keep,
+                "pooled": self.quality.pooled, "drift_keep": self.drift_keep, "price_prior": self.price_prior,
                 "drift_threshold": None if self.drift is None else self.drift.threshold,
                 "drift_delta": 0.1 if self.drift is None else self.drift.delta}
 
@@ -204,6 +209,31 @@ class SquareCB(_LinearPolicy):
 
     def _raw_probabilities(self, X, net, eligible, rng) -> np.ndarray:
         return inverse_gap_weights(net, self.gamma())
+
+
+#: the input length at which list prices are compared across models (with the expected output length)
+PRICE_INPUT_TOKENS = 500.0
+
+
+def price_covariate(cost_model) -> np.ndarray:
+    """Each model's standardised log list price for a request of :data:`PRICE_INPUT_TOKENS` in and the
+    expected output out, over the priced models (mean 0, standard deviation 1); 0 for a model without
+    a price, and for every model when fewer than two prices differ.
+
+    >>> from banditroute.core.policies.cost import CostModel
+    >>> price_covariate(CostModel(["a", "b", "c", "d"], [(0.1, 0.4), (1.0, 4.0), (10.0, 40.0), None])).round(3)
+    array([-1.225,  0.   ,  1.225,  0.   ])
+    """
+    price = cost_model.list_price(np.array([PRICE_INPUT_TOKENS]))[0]
+    priced = price > 0
+    z = np.zeros(len(price))
+    if priced.sum() < 2:
+        return z
+    log_price = np.log(price[priced])
+    sd = log_price.std()
+    if sd > 0:
+        z[priced] = (log_price - log_price.mean()) / sd
+    return z
 
 
 def inverse_gap_weights(net: np.ndarray, gamma: float) -> np.ndarray:
