@@ -106,6 +106,10 @@ class PolicyConfig(_Strict):
                                          "min(1, floor_share / (K floor)), so a large pool does not spend K times "
                                          "the floor on exploration; none: the floor applies per model as given")
     exploration: NonNegFloat = 0.5
+    exploration_pool_scaling: bool = Field(default=False, description="multiply exploration by sqrt(ln 2 / ln K) "
+                                           "for a pool of K models: the largest of K posterior draws grows "
+                                           "like sqrt(2 ln K), so without it Thompson sampling explores more "
+                                           "the more models the pool has")
     prior_strength: PositiveFloat = 10.0
     importance_cap: PositiveFloat | None = Field(default=1.5, description="learning weights each quality "
                                                  "observation by its inverse propensity over the model's mean, "

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import full_information, oracle_point, tfidf_ridge, uniform_point
+from baselines import full_information, oracle_point, priced_pool, tfidf_ridge, uniform_point
 
 from banditroute.config import PolicyConfig
 from banditroute.offline.frontier import frontier_summary
@@ -55,6 +55,13 @@ CONFIGS = {
     "importance_cap_3": {"policy": "lints", "importance_cap": 3.0},
     "importance_cap_10": {"policy": "lints", "importance_cap": 10.0},
     "unweighted": {"policy": "lints", **UNWEIGHTED},
+    "exploration_0.75": {"policy": "lints", "exploration": 0.75},
+    "exploration_1": {"policy": "lints", "exploration": 1.0},
+    "floor_0.02": {"policy": "lints", "floor": 0.02},
+    # with list prices (each model's mean train cost per request, as budget_pacing --priced)
+    "priced": {"policy": "lints", "priced": True},
+    "priced_price_prior": {"policy": "lints", "priced": True, "price_prior": True},
+    "exploration_pool_scaling": {"policy": "lints", "exploration_pool_scaling": True},
     "former_default": {"policy": "lints", **FORMER},
     "linucb": {"policy": "linucb", **FORMER},
     "lints_floor_0.002": {"policy": "lints", **FORMER, "floor": 0.002},
@@ -111,12 +118,14 @@ def one_table(job) -> dict:
     for name in configs:
         spec = dict(CONFIGS[name])
         policy = spec.pop("policy")
+        pool = priced_pool(outcomes) if spec.pop("priced", False) else None
         settings = PolicyConfig(name=policy, **spec)
         runs = {}
         for seed in seeds:
             print(f"{path.stem}: {name} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-            res = tune(outcomes, policy, seed, settings=settings)
-            regret = simulate(outcomes, policy, settings.cost_weight, seed, settings=settings)["online"]["regret"]
+            res = tune(outcomes, policy, seed, settings=settings, pool=pool)
+            regret = simulate(outcomes, policy, settings.cost_weight, seed, settings=settings,
+                              pool=pool)["online"]["regret"]
             runs[seed] = {m: res[m] for m in METRICS} | {"points": len(res["points"]),
                                                          "passes_best_fixed_at": regret["passes_best_fixed_at"],
                                                          "regret_vs_best_fixed": regret["vs_best_fixed"],

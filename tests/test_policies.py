@@ -565,3 +565,23 @@ def test_a_price_prior_needs_two_distinct_prices_and_survives_a_state_round_trip
             p.update(ctx(f"question {i}"), i % 4, quality=float(i % 2 == 0))
     assert back.quality._gamma == pol.quality._gamma
     np.testing.assert_array_equal(back.predict(X, [10.0, 10.0])[0], pol.predict(X, [10.0, 10.0])[0])
+
+
+def test_pool_scaled_exploration_leaves_two_models_alone_and_narrows_the_posterior_draws_of_many():
+    from banditroute.core.policies import exploration_for
+
+    scaled = PolicyConfig(exploration_pool_scaling=True)
+    assert exploration_for(scaled, 2) == scaled.exploration == exploration_for(PolicyConfig(), 28)
+    many = [f"m{i}" for i in range(28)]
+    pol = make_policy("lints", many, F.dim, None, scaled)
+    assert pol.exploration == pytest.approx(scaled.exploration * np.sqrt(np.log(2) / np.log(28)))
+    plain = make_policy("lints", many, F.dim, None, PolicyConfig())
+    c = ctx("What is the capital of France?")
+    for p in (pol, plain):  # one model clearly ahead: the narrower draws leave it more of the traffic
+        for _ in range(3):
+            p.update(c, 0, quality=0.8)
+            for arm in range(1, 28):
+                p.update(c, arm, quality=0.7)
+    lead = [p.probabilities(c.x[None], [c.input_tokens], None, 0.0, np.random.default_rng(0)).probabilities[0, 0]
+            for p in (pol, plain)]
+    assert lead[0] > lead[1]

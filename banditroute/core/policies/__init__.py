@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from banditroute.config import PolicyConfig
 from banditroute.core.policies.base import Policy, apply_floor
 from banditroute.core.policies.baselines import EpsilonGreedy, FixedPolicy, RandomPolicy
@@ -18,7 +20,7 @@ POLICY_CLASSES = {cls.name: cls for cls in (LinTS, LinUCB, SquareCB, EpsilonGree
 
 __all__ = [
     "POLICY_CLASSES", "POLICY_NAMES", "BayesLinear", "CostModel", "EpsilonGreedy", "FixedPolicy", "LinTS",
-    "LinUCB", "Policy", "RandomPolicy", "SquareCB", "apply_floor", "floors", "make_policy",
+    "LinUCB", "Policy", "RandomPolicy", "SquareCB", "apply_floor", "exploration_for", "floors", "make_policy",
 ]
 
 
@@ -36,6 +38,22 @@ def floors(settings: PolicyConfig, n_models: int) -> tuple[float, float]:
     return settings.floor * scale, settings.floor_min * scale
 
 
+def exploration_for(settings: PolicyConfig, n_models: int) -> float:
+    """The exploration scale of a pool of ``n_models``: ``exploration``, times ``sqrt(ln 2 / ln K)`` with
+    ``exploration_pool_scaling`` (1 for two models). The expected largest of K independent standard
+    normal draws grows like ``sqrt(2 ln K)`` (the extreme-value limit of normal maxima; Leadbetter,
+    Lindgren & Rootzen, 1983, "Extremes and Related Properties of Random Sequences and Processes", ch. 1), so the best of K-1 other models' Thompson draws beats a leader by a margin that grows
+    with K; the factor holds that margin to what it is for two models.
+
+    >>> s = PolicyConfig(exploration_pool_scaling=True)
+    >>> round(exploration_for(s, 2), 3), round(exploration_for(s, 11), 3), round(exploration_for(s, 28), 3)
+    (0.5, 0.269, 0.228)
+    """
+    if not settings.exploration_pool_scaling or n_models <= 2:
+        return settings.exploration
+    return settings.exploration * float(np.sqrt(np.log(2.0) / np.log(n_models)))
+
+
 def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig | None = None) -> Policy:
     """Build a fresh policy from its command-line name.
 
@@ -46,7 +64,7 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
     floor, floor_min = floors(settings, len(models))
     common = {"prices": prices, "floor": floor, "expected_output_tokens": settings.expected_output_tokens,
               "floor_decay": settings.floor_decay, "floor_min": floor_min, "importance_cap": settings.importance_cap}
-    linear = {"exploration": settings.exploration, "prior_strength": settings.prior_strength,
+    linear = {"exploration": exploration_for(settings, len(models)), "prior_strength": settings.prior_strength,
               "prior_mean": settings.prior_quality, "pooled": settings.pooled,
               "drift_threshold": settings.drift_threshold, "drift_delta": settings.drift_delta,
               "drift_keep": settings.drift_keep, "price_prior": settings.price_prior}
