@@ -192,14 +192,6 @@ class BayesLinear:
         s = n / (n + lam)
         return float((s * z * r).sum() / (1.0 + (s * z * z).sum()))
 
-    def prior_means(self) -> np.ndarray:
-        """The prior mean of each arm's weights: ``beta + gamma z_k e_1`` pooled, zeros otherwise: (K, d)."""
-        if not self.pooled:
-            return np.zeros_like(self.b)
-        m = np.repeat(self._beta[None], len(self.b), axis=0)
-        m[:, 0] += self._gamma * self.covariate
-        return m
-
     def _refresh(self) -> None:
         """Bring theta and the float32 inverse up to date for the arms updated since they were read (and
         every arm's pooled term when beta is recomputed)."""
