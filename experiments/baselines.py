@@ -13,6 +13,8 @@ Each router is summarised by a frontier: for every cost weight w, the test promp
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 
 from banditroute.config import Settings, pool_from_names
@@ -77,3 +79,9 @@ def priced_pool(outcomes: Outcomes) -> Settings:
     for configured list prices (the tables carry costs, not prices)."""
     mean = outcomes.subset("train").cost.mean(axis=0)
     return pool_from_names(outcomes.models, {m: (0.0, float(c) * 1e6 / 256) for m, c in zip(outcomes.models, mean)})
+
+
+def median_present(values) -> float | None:
+    """The median of the values that are not None (None if none is)."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from multiprocessing import Pool
@@ -28,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from baselines import median_present
 from suite import DATA, RESULTS
 
 from banditroute.config import PolicyConfig
@@ -67,11 +67,6 @@ def run(job: tuple[str, str, int]) -> dict:
             "regret_vs_best_fixed": res["online"]["regret"]["vs_best_fixed"], "quarters": quarters}
 
 
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def markdown(runs: list[dict], seeds: list[int]) -> str:
     lines = ["# Exploration on the large pools: its share of the traffic and what it earns", "",
              (f"Command: `python experiments/exploration_share.py --seeds {' '.join(map(str, seeds))}`. One pass over "
@@ -87,11 +82,11 @@ def markdown(runs: list[dict], seeds: list[int]) -> str:
         for config in CONFIGS:
             rs = [r for r in mine if r["config"] == config]
             for k in range(QUARTERS):
-                share = _median([r["quarters"][k]["non_greedy_share"] for r in rs])
-                g = _median([r["quarters"][k]["greedy_reward"] for r in rs])
-                o = _median([r["quarters"][k]["non_greedy_reward"] for r in rs])
+                share = median_present([r["quarters"][k]["non_greedy_share"] for r in rs])
+                g = median_present([r["quarters"][k]["greedy_reward"] for r in rs])
+                o = median_present([r["quarters"][k]["non_greedy_reward"] for r in rs])
                 lines.append(f"| {config} | {k + 1} | {share:.2f} | {g:.3f} | {o:.3f} |")
-            regret = _median([r["regret_vs_best_fixed"] for r in rs])
+            regret = median_present([r["regret_vs_best_fixed"] for r in rs])
             lines.append(f"| {config} | regret at the end | {regret:.1f} | | |")
         lines.append("")
     return "\n".join(lines)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from multiprocessing import Pool
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from baselines import priced_pool
+from baselines import median_present, priced_pool
 from suite import DATA, RESULTS
 
 from banditroute.config import PolicyConfig
@@ -89,11 +88,6 @@ def run(job: tuple[str, str, bool, int]) -> dict:
             "test_cost_pct": 100.0 * test["cost_usd"] / ref["best_cost_usd"]}
 
 
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def markdown(runs: list[dict], seeds: list[int]) -> str:
     lines = ["# A model added to a pool that has already learned", "",
              (f"Command: `python experiments/new_model.py --seeds {' '.join(map(str, seeds))}`. Priced pools; the "
@@ -110,10 +104,10 @@ def markdown(runs: list[dict], seeds: list[int]) -> str:
         lines += [f"## {table}", "", header, "| --- | --- | --- | --- | --- |"]
         per = {}
         for newcomer in dict.fromkeys(r["newcomer"] for r in mine):
-            per[newcomer] = {pp: {k: _median([r[k] for r in mine if r["newcomer"] == newcomer
+            per[newcomer] = {pp: {k: median_present([r[k] for r in mine if r["newcomer"] == newcomer
                                               and r["price_prior"] == pp]) for k in keys + ("newcomer_mean_reward",)}
                              for pp in (False, True)}
-        overall = {pp: {k: _median([per[n][pp][k] for n in per]) for k in keys} for pp in (False, True)}
+        overall = {pp: {k: median_present([per[n][pp][k] for n in per]) for k in keys} for pp in (False, True)}
         cells = [overall[False], overall[True]]
         lines.append(f"| every newcomer (median) | | {cells[0][keys[0]]:.1f} / {cells[1][keys[0]]:.1f} | "
                      f"{cells[0][keys[1]]:.3f} / {cells[1][keys[1]]:.3f} | {cells[0][keys[2]]:.1f} / "
