@@ -85,6 +85,24 @@ def test_the_reserve_and_the_floor_leave_out_what_the_budget_cannot_pay_for():
     assert tight.affordable(99.0, cost, mask, 0.01) is None  # less than the cheapest is left
 
 
+def test_a_model_with_no_cost_estimate_neither_skews_the_calibration_nor_makes_the_reserve_free():
+    p = Pacer("b", "t", amount=1.2, start=0.0, end=100.0, step=0.05, prior_rate=1.0)  # 0.012 per request
+    p.charge(0.0, expected=0.0, cost=0.0, weight=1.0)  # an untried, unpriced model: predicted 0
+    p.report(charged=0.0, cost=0.5)  # the call cost 0.5: the spend counts it, the calibration does not
+    assert p.spent == pytest.approx(0.5) and p.calibration == 1.0
+    p.report(charged=0.01, cost=0.02)
+    assert p.calibration > 1.0
+    # 0.7 left for 99 requests: reckoned at the cheapest estimated cost (0.01) the reserve keeps only that
+    # model and the untried one (reckoned at the untried model's 0, the rest of the period would look
+    # free), and with no slack left to explore with, the floor may only go to the untried model
+    cost, mask = np.array([0.3, 0.01, 0.0]), np.ones(3, dtype=bool)
+    q = Pacer("b", "t", amount=1.2, start=0.0, end=100.0, step=0.05, prior_rate=1.0, spent=0.5, requests=1)
+    assert q.affordable(1.0, cost, mask, floor=0.0).tolist() == [False, True, True]  # the reserve alone
+    assert q.affordable(1.0, cost, mask, floor=0.01).tolist() == [False, False, True]
+    roomy = Pacer("b", "t", amount=100.0, start=0.0, end=100.0, step=0.05, prior_rate=1.0)
+    assert roomy.affordable(0.0, cost, mask, floor=0.01).tolist() == [True, True, True]
+
+
 def test_a_router_under_a_budget_spends_what_it_is_given_and_logs_budget_tenant_and_pace():
     clock = Clock(0.0)
     cfg = parse_settings(settings([{"name": "b", "usd": 0.05, "tenant": "user"}]))
@@ -146,15 +164,18 @@ def test_a_new_period_starts_from_zero_and_keeps_the_multiplier():
     assert after.prior_rate == pytest.approx(20 / 3600)
 
 
-def test_budget_state_survives_a_restart(tmp_path):
+@pytest.mark.parametrize("priced", [True, False])
+def test_budget_state_survives_a_restart(tmp_path, priced):
     path = str(tmp_path / "r.duckdb")
-    cfg = parse_settings(settings([{"name": "b", "usd": 10.0, "period": "month"}]))
+    models = MODELS if priced else [{"name": m["name"]} for m in MODELS]  # unpriced: first predictions are 0
+    cfg = parse_settings(settings([{"name": "b", "usd": 10.0, "period": "month"}], models=models))
     service = Service(cfg, Store(path, flush_interval=3600.0, group_commit=False), seed=1)
     for i in range(30):
         (d,) = service.route_many([RouteRequest(prompt=f"question {i}", user="alice" if i % 3 else "bob")])
         if i % 2:  # half report a cost, the others stay charged at their prediction
             service.record_feedback(service.pending.get(d.decision_id), Feedback(cost_usd=0.002))
     before = {(v["tenant"]): v for v in service.router.budgets.view()}
+    calibration = {key[1]: p.calibration for key, p in service.router.budgets.pacers.items()}
     service.store.flush().result()
     service.store.close()
     again = Service(cfg, Store(path, flush_interval=3600.0, group_commit=False), seed=2)
@@ -165,6 +186,9 @@ def test_budget_state_survives_a_restart(tmp_path):
         assert after[tenant]["spent_usd"] == pytest.approx(before[tenant]["spent_usd"], rel=1e-9)
         assert after[tenant]["requests"] == before[tenant]["requests"]
         assert after[tenant]["cost_preference"] == pytest.approx(before[tenant]["cost_preference"], rel=1e-9)
+    assert {key[1]: p.calibration for key, p in again.router.budgets.pacers.items()} == pytest.approx(calibration)
+    if not priced:  # a cost reported for a decision predicted at 0 corrected the spend, not the calibration
+        assert any(c != 1.0 for c in calibration.values())
     again.store.close()
 
 

@@ -28,15 +28,19 @@ request's own price spread) from the gap between what the tenant spends and what
   overspend counted in requests' worth of budget (G = 10 bounds one request's push);
 * a reserve keeps the rest of the period affordable: a model is eligible only when its predicted cost
   fits what is left after the cheapest model is paid for every other request expected,
-  c_k <= (B - S_t) - (R_t - 1) c_min (never below c_min, the request's cheapest eligible model, so
-  that one fits while anything is left). When less than c_min is left the budget is exhausted: the
-  request goes to its cheapest eligible model, or is refused with 429 (``when_exhausted``);
+  c_k <= (B - S_t) - (R_t - 1) c_min (never below c_min, the request's cheapest eligible model with a
+  cost estimate, so that one fits while anything is left; a model without one, untried and unpriced,
+  stays eligible so that its cost is learned). When less than the cheapest eligible model's predicted
+  cost is left the budget is exhausted: the request goes to that model, or is refused with 429
+  (``when_exhausted``);
 * exploration is paid from the slack: the policy's floor forces probability onto every eligible model,
   which no multiplier can move, so the dearest models are left out of a request while the floor's
   forced spend on them would take more than half the slack per request (:meth:`Pacer.affordable`).
 
 Spend is charged when the decision is taken, at the chosen model's predicted cost, and corrected when
-the call's cost is reported (a gateway call that failed is refunded). A request's own cost knob still
+the call's cost is reported (a gateway call that failed is refunded). Predicted costs are scaled by a
+calibration, the ratio of reported costs to what was charged for them, over the decisions charged a
+positive predicted cost (:attr:`Pacer.calibration`). A request's own cost knob still
 counts: the higher of its weight and the budget's applies (a request may save more than its budget
 needs, never less). With ``pacing = false`` the budget is only a cap (no weight control, no reserve),
 the behaviour of gateways that refuse once a budget is spent.
@@ -139,6 +143,13 @@ class Pacer:
         most half the slack per request expected, ``(B - S_t - R_t c_min) / R_t``, so the dearest
         models are left out while the budget is tight (the multiplier cannot move what the floor
         forces).
+
+        A model predicted to cost nothing (no price, no cost seen yet) has no estimate: it stays
+        eligible, so that its cost gets learned, but the reserve and the slack are reckoned at the
+        cheapest model that has one (``c_min`` is the cheapest positive prediction, while there is
+        one): otherwise a pool's untried models would make the rest of the period look free. With no
+        slack left, the floor's forced spend leaves only the cheapest predictions eligible, untried
+        models among them, whose cost is learned by trying them.
         """
         cost = cost * self.calibration
         cheapest = float(np.min(cost[mask]))
@@ -147,10 +158,12 @@ class Pacer:
             return None
         if not self.pacing:
             return mask & (cost <= left)
+        estimated = cost[mask][cost[mask] > 0.0]
+        c_min = float(estimated.min()) if estimated.size else cheapest
         expected = self.expected_requests(now)
-        out = mask & (cost <= max(left - (expected - 1.0) * cheapest, cheapest))
+        out = mask & (cost <= max(left - (expected - 1.0) * c_min, c_min))
         if floor > 0.0:
-            allowance = EXPLORATION_SHARE * max(left - expected * cheapest, 0.0) / expected
+            allowance = EXPLORATION_SHARE * max(left - expected * c_min, 0.0) / expected
             idx = np.flatnonzero(out)
             order = idx[np.argsort(cost[idx], kind="stable")]
             forced = floor * np.cumsum(cost[order] - cheapest)
@@ -171,10 +184,17 @@ class Pacer:
         self.weight = weight
 
     def report(self, charged: float, cost: float) -> None:
-        """A decision charged ``charged`` (its predicted cost) turned out to cost ``cost``."""
+        """A decision charged ``charged`` (its predicted cost) turned out to cost ``cost``.
+
+        The spend is corrected either way; the calibration counts the decision only when something was
+        predicted: a model with no price and no cost seen yet is predicted to cost nothing, which is
+        no estimate at all rather than a bias of the cost model (counted, the first call of an unpriced
+        model would inflate every later prediction many times over).
+        """
         self.spent = max(self.spent + cost - charged, 0.0)
-        self.reported_charged += charged
-        self.reported_cost += cost
+        if charged > 0.0:
+            self.reported_charged += charged
+            self.reported_cost += cost
 
     def refund(self, charged: float) -> None:
         """A decision charged ``charged`` cost nothing (its call failed)."""
@@ -182,9 +202,9 @@ class Pacer:
 
     @property
     def calibration(self) -> float:
-        """kappa: reported costs over what was charged for them, shrunk to 1 while they are few (the
-        cost model's predictions for this tenant are scaled by it, so that a bias does not break
-        the budget)."""
+        """kappa: reported costs over what was charged for them (decisions charged a positive predicted
+        cost), shrunk to 1 while they are few (the cost model's predictions for this tenant are scaled
+        by it, so that a bias does not break the budget)."""
         prior = CALIBRATION_PRIOR * self.amount
         return (self.reported_cost + prior) / (self.reported_charged + prior)
 

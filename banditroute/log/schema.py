@@ -217,7 +217,8 @@ ORDER BY d.ts, d.rowid
 
 # Per tenant of one budget (``$budget``): its decisions and spend since ``$start`` (a decision costs what
 # its feedback reported, else its model's predicted cost; nothing when every call the gateway made for it
-# failed), what was charged for those whose cost was reported and what they cost (the calibration),
+# failed), what was charged for those whose cost was reported and what they cost (the calibration; only
+# decisions charged a positive predicted cost count there),
 # its decisions in the period before (``$previous`` to ``$start``), and the cost preference after
 # its last decision. What :meth:`banditroute.core.budget.Budgets.restore` rebuilds the pacers from.
 BUDGET_STATE_SQL = """
@@ -229,9 +230,11 @@ SELECT d.budget, d.tenant,
        sum(CASE WHEN unpaid.decision_id IS NOT NULL THEN 0.0
                 ELSE coalesce(costs.cost, d.pred_cost[list_position(d.eligible, d.chosen)]) END)
            FILTER (WHERE d.ts >= $start) AS spent,
-       sum(d.pred_cost[list_position(d.eligible, d.chosen)]) FILTER (WHERE d.ts >= $start AND costs.cost IS NOT NULL)
+       sum(d.pred_cost[list_position(d.eligible, d.chosen)])
+           FILTER (WHERE d.ts >= $start AND costs.cost IS NOT NULL AND d.pred_cost[list_position(d.eligible, d.chosen)] > 0)
            AS reported_charged,
-       sum(costs.cost) FILTER (WHERE d.ts >= $start) AS reported_cost,
+       sum(costs.cost) FILTER (WHERE d.ts >= $start AND d.pred_cost[list_position(d.eligible, d.chosen)] > 0)
+           AS reported_cost,
        count(*) FILTER (WHERE d.ts >= $previous AND d.ts < $start) AS previous,
        arg_max(d.pace, d.ts) AS preference
 FROM decisions d LEFT JOIN costs USING (decision_id) LEFT JOIN unpaid USING (decision_id)
