@@ -68,9 +68,9 @@ def test_tune_json_contract_and_plot(tmp_path, capsys, outcomes_path):
     assert plot.stat().st_size > 10_000
 
 
-def test_default_tune_grid_spans_to_the_cheap_end_and_refines_the_95_crossing(outcomes_path):
+def test_default_tune_grid_spans_to_the_cheap_end_refines_the_95_crossing_and_fills_cost_gaps(outcomes_path):
     from banditroute.offline.outcomes import load_outcomes
-    from banditroute.offline.tune import default_grid, tune
+    from banditroute.offline.tune import FILL_GAP, default_grid, tune
 
     outcomes = load_outcomes(outcomes_path)
     out = tune(outcomes, "lints", seed=1)
@@ -84,6 +84,10 @@ def test_default_tune_grid_spans_to_the_cheap_end_and_refines_the_95_crossing(ou
     crossings = [i for i in range(len(above) - 1) if above[i] != above[i + 1]]
     for i in crossings:  # refined: the weights around a crossing are close together
         assert weights[i + 1] / max(weights[i], 1e-12) < 1.16 or weights[i] == 0  # 3 halvings of log-gaps
+    costs = [p["cost_usd"] for p in out["points"]]
+    gaps = [i for i in range(len(costs) - 1) if abs(costs[i + 1] - costs[i]) > FILL_GAP * out["reference"]["best_cost_usd"]]
+    for i in gaps:  # filled: where neighbouring points' costs are far apart, their weights are close
+        assert weights[i + 1] / max(weights[i], 1e-12) < 1.16 or weights[i] == 0
 
 
 def test_pretrain_then_simulate_from_state(tmp_path, capsys, outcomes_path):

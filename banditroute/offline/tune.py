@@ -35,6 +35,8 @@ from banditroute.offline.simulate import simulate
 
 EXTEND = 6  # at most this many tripled weights past the default grid
 REFINE = 3  # rounds of midpoints where the frontier crosses 95% of the best model's quality
+FILL = 3  # rounds of midpoints where neighbouring points' costs are far apart
+FILL_GAP = 0.05  # ... more than this share of the best model's cost (qauc's budget step) apart
 
 
 def cost_weight_grid(mean_costs, n_points: int) -> list[float]:
@@ -68,6 +70,12 @@ def extend_upward(run, top: float, cheapest_cost: float) -> None:
         run(top)
 
 
+def midpoint(a: float, b: float) -> float:
+    """The weight between ``a < b`` that a refinement tries: their geometric mean (half of ``b`` when
+    ``a`` is 0)."""
+    return float(f"{(np.sqrt(a * b) if a > 0 else b / 2):.6g}")
+
+
 def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=None,
          pool: Settings | None = None, settings: PolicyConfig | None = None, progress: bool = False,
          featurizer=None) -> dict:
@@ -75,7 +83,10 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
 
     Without ``cost_weights`` the sweep spans the whole frontier: :func:`default_grid`, extended upward
     (:data:`EXTEND`) until the router spends little more than the cheapest model, then refined
-    (:data:`REFINE` geometric midpoints) where quality crosses 95% of the best model's.
+    (:data:`REFINE` rounds of geometric midpoints) where quality crosses 95% of the best model's, and
+    filled (:data:`FILL` rounds) wherever two neighbouring weights' test costs are more than
+    :data:`FILL_GAP` of the best model's cost apart: a budget that falls in such a gap would otherwise
+    get the cheaper point's quality, and the frontier would show a step where the router has a slope.
     """
     test = outcomes.subset("test")
     ref = test.reference()
@@ -107,7 +118,16 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
             if not crossings:
                 break
             for a, b in crossings:
-                run(float(f"{(np.sqrt(a * b) if a > 0 else b / 2):.6g}"))
+                run(midpoint(a, b))
+        for _ in range(FILL):
+            ws = sorted(points)
+            gaps = [(a, b) for a, b in pairwise(ws)
+                    if abs(points[a]["cost_usd"] - points[b]["cost_usd"]) > FILL_GAP * ref["best_cost_usd"]
+                    and midpoint(a, b) not in points]
+            if not gaps:
+                break
+            for a, b in gaps:
+                run(midpoint(a, b))
     bar.close()
     ordered = [points[w] for w in sorted(points)]
     name = ordered[0].pop("policy")
