@@ -152,13 +152,14 @@ class Pacer:
         models among them, whose cost is learned by trying them.
         """
         cost = cost * self.calibration
-        cheapest = float(np.min(cost[mask]))
+        eligible = cost[mask]
+        cheapest = float(eligible.min())
         left = self.left
         if left < cheapest or left <= 0.0:
             return None
         if not self.pacing:
             return mask & (cost <= left)
-        estimated = cost[mask][cost[mask] > 0.0]
+        estimated = eligible[eligible > 0.0]
         c_min = float(estimated.min()) if estimated.size else cheapest
         expected = self.expected_requests(now)
         out = mask & (cost <= max(left - (expected - 1.0) * c_min, c_min))
