@@ -202,6 +202,9 @@ class StorageConfig(_Strict):
     retry_interval_s: Annotated[float, Field(gt=0, le=600)] = 1.0
     # the log counts as failing while its file system has less free space than this (0: only on errors)
     min_free_bytes: Annotated[int, Field(ge=0)] = 16 << 20
+    # the log writer thread's nice value (Linux; 0 leaves it at the process's priority): its commits come
+    # in bursts of CPU, and on a busy machine they should wait rather than the event loop
+    writer_niceness: Annotated[int, Field(ge=0, le=19)] = 10
 
 
 def _regex(v: str | None) -> str | None:

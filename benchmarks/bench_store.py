@@ -166,6 +166,8 @@ def synthetic_decisions(n: int, rng: np.random.Generator) -> pa.Table:
         "pred_quality": lists(k), "pred_cost": lists(k), "user": pa.nulls(n, pa.string()),
         "metadata": pa.nulls(n, pa.string()),
     }
+    for f in DECISION_SCHEMA:  # the columns routing options fill (rule, budget, ...): null, as without them
+        columns.setdefault(f.name, pa.nulls(n, f.type))
     return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
 
 

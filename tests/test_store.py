@@ -1,6 +1,8 @@
 """The DuckDB log writer: what goes in comes back exactly, whichever insert path a commit takes."""
 
 import os
+import sys
+import threading
 import time
 
 import pytest
@@ -83,3 +85,23 @@ def test_feedback_commits_alone_unless_its_decision_is_still_queued(tmp_path):
         assert logged("decisions") == 9
     finally:
         store.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_writer_thread_runs_at_lower_priority_than_the_loop(tmp_path):
+    """The writer's CPU bursts must yield to the event loop: its own thread's nice value is raised, the
+    calling thread's is not."""
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    store = Store(str(tmp_path / "log.duckdb"), writer_niceness=5)
+    try:
+        store.flush().result(10)  # the writer has started and done a step
+        assert os.getpriority(os.PRIO_PROCESS, store._thread.native_id) == min(base + 5, 19)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    finally:
+        store.close()
+    plain = Store(str(tmp_path / "plain.duckdb"))
+    try:
+        plain.flush().result(10)
+        assert os.getpriority(os.PRIO_PROCESS, plain._thread.native_id) == base
+    finally:
+        plain.close()

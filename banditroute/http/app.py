@@ -45,7 +45,7 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
 
     async def lifecycle(app: web.Application):
         store = Store(config.storage.db, config.storage.flush_interval_ms / 1000.0, config.storage.memory_limit,
-                      min_free_bytes=config.storage.min_free_bytes)
+                      min_free_bytes=config.storage.min_free_bytes, writer_niceness=config.storage.writer_niceness)
         service = Service(config, store, seed=seed)
         service.recover()
         service.watch_storage()

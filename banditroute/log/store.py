@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -102,6 +103,24 @@ _INSERTS = {name: f"INSERT INTO {name} ({', '.join(schema.names)}) SELECT {', '.
             for name, schema in TABLES.items() if name != "decisions"}
 
 
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux only, where nice values are per
+    thread, ``setpriority(2)`` on the thread id; elsewhere a no-op, as is 0).
+
+    A commit is a burst of CPU (converting rows, maintaining the ``decision_id`` indexes, DuckDB's
+    worker threads), and on a machine whose cores are all busy the kernel would share them with the
+    event loop, which then answers late. At a lower priority the writer takes the CPU the loop leaves;
+    nothing waits on a decision's commit, and a feedback's commit waits in any case.
+    """
+    if niceness <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+    except OSError as err:  # a sandbox that forbids it: the writer runs at the loop's priority
+        log.warning("could not lower the log writer's priority: %s", err)
+
+
 def insert_rows(cur, name: str, rows: list[dict]) -> None:
     """Append row dicts to table ``name`` (feedback or events) in one statement, each column bound
     as one list parameter."""
@@ -161,13 +180,17 @@ class Store:
         A commit fails (and the store with it) while the log's file system has less free space than
         this: the service stops before the disk is full rather than when a write fails half-way,
         and a probe succeeds only once there is room again, so it does not flap on the last bytes.
+    writer_niceness
+        How much to lower the writer thread's scheduling priority (:func:`lower_thread_priority`);
+        the server uses ``storage.writer_niceness``.
     """
 
     def __init__(self, path: str, flush_interval: float = 0.2, memory_limit: str = "128MB",
-                 group_commit: bool = True, min_free_bytes: int = 0):
+                 group_commit: bool = True, min_free_bytes: int = 0, writer_niceness: int = 0):
         self.path = path
         self.group_commit = group_commit
         self.min_free_bytes = int(min_free_bytes) if path != ":memory:" else 0
+        self.writer_niceness = int(writer_niceness)
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -284,6 +307,7 @@ class Store:
 
     # -- writer thread -----------------------------------------------------------------------------
     def _run(self) -> None:
+        lower_thread_priority(self.writer_niceness)
         cur = self.con.cursor()
         while True:
             self._wake.wait(self.flush_interval)
