@@ -107,7 +107,7 @@ def test_long_prompts_keep_their_head_and_tail():
 @pytest.mark.parametrize("cache_type", [embedding._DictCache, embedding._NativeCache])
 def test_the_word_cache_hands_out_rows_in_order_and_refuses_to_overflow(cache_type):
     cache = cache_type(4, 512)
-    table = np.arange(12.0).reshape(4, 3)
+    table = np.arange(12.0, dtype=np.float32).reshape(4, 3)
     out = np.empty(3)
     assert cache.sum(["b", "a", "b"], table, out, True) == ["b", "a", "b"]  # nothing summed
     assert cache.insert(["b", "a", "b"]) == [0, 1, -1]
@@ -121,7 +121,7 @@ def test_the_word_cache_hands_out_rows_in_order_and_refuses_to_overflow(cache_ty
 
 
 def test_the_c_word_cache_splits_ascii_prompts_as_words_of_does():
-    table, out = np.zeros((1000, 1)), np.zeros(1)
+    table, out = np.zeros((1000, 1), dtype=np.float32), np.zeros(1)
     for prompt in ["Hello, World!  a-b_c.d", "\x1c\x1dfoo\x0bbar\tbaz\r\nqux", "UPPER lower MiXeD 42", "", "  ...  ",
                    " ".join(f"w{i}" for i in range(40))]:
         cache = embedding._NativeCache(1000, 6)

@@ -735,8 +735,8 @@ static const char *word_at(WordCache *c, PyObject *list, Py_ssize_t i, Py_ssize_
 
 /* sum(text, table, out, make_room) -> None after out = the sum, in word order, of table[row(w)]; or the
  * list of words not cached (nothing summed); or False for a non-ASCII str (the caller passes its words).
- * text: an ASCII prompt or a list of words. make_room: first start the cache over if the text's words
- * might not fit in it. */
+ * text: an ASCII prompt or a list of words. table: float32 (rows, dims); out: float64 (dims,), summed in
+ * float64. make_room: first start the cache over if the text's words might not fit in it. */
 static PyObject *wc_sum(WordCache *self, PyObject *args) {
     PyObject *text, *table_obj, *out_obj;
     int make_room;
@@ -784,17 +784,17 @@ static PyObject *wc_sum(WordCache *self, PyObject *args) {
         return NULL;
     }
     PyObject *result = NULL;
-    if (tb.ndim != 2 || ob.ndim != 1 || strcmp(tb.format, "d") || strcmp(ob.format, "d") || tb.shape[1] != ob.shape[0] ||
+    if (tb.ndim != 2 || ob.ndim != 1 || strcmp(tb.format, "f") || strcmp(ob.format, "d") || tb.shape[1] != ob.shape[0] ||
         tb.shape[0] < self->size) {
-        PyErr_SetString(PyExc_ValueError, "expected a float64 table (at least the cached rows, dims) and a float64 (dims,)");
+        PyErr_SetString(PyExc_ValueError, "expected a float32 table (at least the cached rows, dims) and a float64 (dims,)");
         goto done;
     }
     Py_ssize_t dims = ob.shape[0];
     double *out = (double *)ob.buf;
-    const double *table = (const double *)tb.buf;
+    const float *table = (const float *)tb.buf;
     for (Py_ssize_t j = 0; j < dims; j++) out[j] = 0.0;
     for (Py_ssize_t i = 0; i < n; i++) { /* the first row is copied, not added to zeros: -0.0 stays -0.0 */
-        const double *v = table + self->rows[i] * dims;
+        const float *v = table + self->rows[i] * dims;
         if (i == 0)
             for (Py_ssize_t j = 0; j < dims; j++) out[j] = v[j];
         else
