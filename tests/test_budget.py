@@ -122,6 +122,26 @@ def test_a_router_under_a_budget_spends_what_it_is_given_and_logs_budget_tenant_
     assert router.route("hi", RouteRequest(prompt="x")).budget is None
 
 
+def test_the_budget_prices_every_request_of_a_tenant_alike_whatever_its_length():
+    """The multiplier is one price per USD (a Lagrange multiplier of total spend): a prompt far
+    longer, whose models' predicted costs spread more than twice as wide, gets the same cost weight from the
+    budget, not a fraction of it (a weight relative to each request's own spread would let long prompts
+    take the budget whatever they gain)."""
+    clock = Clock(0.0)
+    cfg = parse_settings(settings([{"name": "b", "usd": 1000.0, "tenant": "user"}]))
+    router = Router(cfg, seed=1, budgets=Budgets(cfg.budgets, clock=clock, window=(0.0, 1000.0), rate=1.0))
+    short, long = "Name a prime number.", "Name a prime number. " * 300
+    def spread(d):
+        return float(d.pred_cost.max() - d.pred_cost.min())
+
+    first = router.route(short, RouteRequest(prompt="x", user="u"))  # the period's first sets the reference
+    pacer = router.budgets.pacers["b", "u"]
+    a, b = router.route_many([short, long], [RouteRequest(prompt="x", user="u")] * 2)
+    assert spread(b) > 2 * spread(a)
+    assert a.cost_weight == b.cost_weight > 0
+    assert pacer.requests == 3 and pacer.spread_sum == pytest.approx(spread(first) + spread(a) + spread(b))
+
+
 def test_refuse_says_429_with_retry_after_and_cheapest_serves_the_cheapest():
     clock = Clock(0.0)
     for mode in ("refuse", "cheapest"):
@@ -176,6 +196,7 @@ def test_budget_state_survives_a_restart(tmp_path, priced):
             service.record_feedback(service.pending.get(d.decision_id), Feedback(cost_usd=0.002))
     before = {(v["tenant"]): v for v in service.router.budgets.view()}
     calibration = {key[1]: p.calibration for key, p in service.router.budgets.pacers.items()}
+    spreads = {key[1]: p.spread_sum for key, p in service.router.budgets.pacers.items()}
     service.store.flush().result()
     service.store.close()
     again = Service(cfg, Store(path, flush_interval=3600.0, group_commit=False), seed=2)
@@ -187,6 +208,7 @@ def test_budget_state_survives_a_restart(tmp_path, priced):
         assert after[tenant]["requests"] == before[tenant]["requests"]
         assert after[tenant]["cost_preference"] == pytest.approx(before[tenant]["cost_preference"], rel=1e-9)
     assert {key[1]: p.calibration for key, p in again.router.budgets.pacers.items()} == pytest.approx(calibration)
+    assert {key[1]: p.spread_sum for key, p in again.router.budgets.pacers.items()} == pytest.approx(spreads)
     if not priced:  # a cost reported for a decision predicted at 0 corrected the spend, not the calibration
         assert any(c != 1.0 for c in calibration.values())
     again.store.close()

@@ -17,8 +17,13 @@ request's own price spread) from the gap between what the tenant spends and what
   a tenant's first period has no r_0 and uses (n_t + 1) / max(t - T_start, T / 100) instead;
 * the cost weight is the Lagrange multiplier of the budget constraint, updated by dual mirror descent
   with the entropic mirror map, i.e. multiplicatively (Balseiro, Lu & Mirrokni, "Dual Mirror Descent
-  for Online Allocation Problems", ICML 2020). Kept as the log-odds u of p, since w ∝ p / (1 - p) =
-  exp(u)::
+  for Online Allocation Problems", ICML 2020). The multiplier is one price per USD for all of the
+  tenant's requests at a given moment, as the Lagrangian of a constraint on total spend has it:
+  w_t = s p_t / (1 - p_t) / mean Delta c, the preference formula of :mod:`banditroute.core.preference`
+  with the mean price spread of the period's decisions in place of each request's own (measured
+  against its own spread, a long prompt's dollars would be priced lower than a short one's, and the
+  budget would go on the long prompts whatever they gain). Kept as the log-odds u of p, since
+  w ∝ p / (1 - p) = exp(u)::
 
       u_{t+1} = clip(u_t + eta min((z_t - rho_t) / rho_t, G), -U, U),   p_t = 1 / (1 + exp(-u_t))
 
@@ -106,6 +111,7 @@ class Pacer:
     prior_rate: float | None = None  # r_0, requests per second in the tenant's previous period
     reported_charged: float = 0.0  # what was charged for the decisions whose cost was reported since...
     reported_cost: float = 0.0  # ...and what they cost
+    spread_sum: float = 0.0  # the price spreads (dearest minus cheapest eligible prediction) of the period's decisions
     _warmup: float = field(init=False)
 
     def __post_init__(self):
@@ -173,14 +179,22 @@ class Pacer:
             out[order[0]] = True
         return out
 
-    def charge(self, now: float, expected: float, cost: float, weight: float) -> None:
-        """Count a decision predicted to cost ``cost`` (``expected`` under its probabilities), and
-        move the multiplier towards the spend that keeps to the budget (at calibrated costs)."""
+    def reference_spread(self, spread: float) -> float:
+        """The price spread the multiplier is measured against: the mean over the period's decisions so
+        far (the request's own ``spread`` for the period's first), so that every request of the tenant
+        pays the same price per USD at a given moment."""
+        return self.spread_sum / self.requests if self.requests and self.spread_sum > 0.0 else spread
+
+    def charge(self, now: float, expected: float, cost: float, weight: float, spread: float = 0.0) -> None:
+        """Count a decision predicted to cost ``cost`` (``expected`` under its probabilities) among
+        models whose predictions span ``spread``, and move the multiplier towards the spend that keeps
+        to the budget (at calibrated costs)."""
         if self.pacing:
             rho, expected = self.target(now), expected * self.calibration
             gap = min((expected - rho) / rho, MAX_GAP) if rho > 0 else MAX_GAP
             self.log_odds = min(max(self.log_odds + self.step * gap, -MAX_LOG_ODDS), MAX_LOG_ODDS)
         self.spent += cost
+        self.spread_sum += spread
         self.requests += 1
         self.weight = weight
 
@@ -311,8 +325,9 @@ class Budgets:
 
     def restore(self, rows: list[dict], now: float) -> None:
         """Rebuild the pacers from the log: rows of ``budget, tenant, requests, spent, reported_charged,
-        reported_cost, previous, preference`` (the current period's decisions, their cost and calibration,
-        the previous period's decisions, and the preference after the tenant's last decision)."""
+        reported_cost, spread_sum, previous, preference`` (the current period's decisions, their cost,
+        calibration and price spreads, the previous period's decisions, and the preference after the
+        tenant's last decision)."""
         self.pacers.clear()
         self.carried.clear()
         for r in rows:
@@ -332,6 +347,7 @@ class Budgets:
                 p.requests, p.spent = int(r["requests"]), float(r["spent"] or 0.0)
                 p.reported_charged = float(r.get("reported_charged") or 0.0)
                 p.reported_cost = float(r.get("reported_cost") or 0.0)
+                p.spread_sum = float(r.get("spread_sum") or 0.0)
 
     @property
     def names(self) -> list[str]:

@@ -22,13 +22,19 @@ import numpy as np
 MAX_PREFERENCE = 1.0 - 1e-9
 
 
-def preference_weights(preference: np.ndarray, cost: np.ndarray, mask: np.ndarray | None, scale: float) -> np.ndarray:
-    """Cost weights (B,) for preferences (B,) given predicted costs (B, K) and eligible masks (B, K)."""
-    p = np.minimum(np.asarray(preference, dtype=float), MAX_PREFERENCE)
+def price_spread(cost: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Delta c per row: the dearest minus the cheapest predicted cost (B, K) among the eligible models."""
     if mask is None:
-        spread = cost.max(axis=1) - cost.min(axis=1)
-    else:
-        spread = np.where(mask, cost, -np.inf).max(axis=1) - np.where(mask, cost, np.inf).min(axis=1)
+        return cost.max(axis=1) - cost.min(axis=1)
+    return np.where(mask, cost, -np.inf).max(axis=1) - np.where(mask, cost, np.inf).min(axis=1)
+
+
+def preference_weights(preference: np.ndarray, cost: np.ndarray, mask: np.ndarray | None, scale: float,
+                       spread: np.ndarray | None = None) -> np.ndarray:
+    """Cost weights (B,) for preferences (B,) given predicted costs (B, K) and eligible masks (B, K);
+    ``spread`` (B,), when given, replaces each request's own :func:`price_spread` as the reference."""
+    p = np.minimum(np.asarray(preference, dtype=float), MAX_PREFERENCE)
+    spread = price_spread(cost, mask) if spread is None else np.asarray(spread, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = scale * p / (1.0 - p) / spread
     return np.where(spread > 0, w, 0.0)

@@ -25,7 +25,7 @@ from banditroute.config import Fraction, NonNegFloat, PositiveFloat, Settings
 from banditroute.core.budget import Budgets, Pacer
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
-from banditroute.core.preference import preference_weights
+from banditroute.core.preference import preference_weights, price_spread
 from banditroute.core.reward import Feedback, fingerprint
 from banditroute.core.rules import Rules, narrow
 from banditroute.core.types import Context, Decision, FeedbackResult, Pending
@@ -310,11 +310,15 @@ class Router:
             weights[by_pref] = preference_weights(
                 np.array([prefs[r] for r in by_pref]), cost[[rows[r] for r in by_pref]],
                 np.stack([masks[r] for r in by_pref]), self.pool.policy.preference_scale)
-        paced = [r for r, pacer in enumerate(pacers) if pacer is not None and pacer.pacing]
-        if paced:  # the higher of the request's weight and its budget's
+        budgeted = [r for r, pacer in enumerate(pacers) if pacer is not None]
+        spreads = price_spread(cost[[rows[r] for r in budgeted]], np.stack([masks[r] for r in budgeted])) \
+            if budgeted else None
+        spread_of = dict(zip(budgeted, spreads.tolist())) if budgeted else {}
+        paced = [r for r in budgeted if pacers[r].pacing]
+        if paced:  # the higher of the request's weight and its budget's (one USD price per tenant)
             weights[paced] = np.maximum(weights[paced], preference_weights(
-                np.array([pacers[r].preference for r in paced]), cost[[rows[r] for r in paced]],
-                np.stack([masks[r] for r in paced]), self.pool.policy.preference_scale))
+                np.array([pacers[r].preference for r in paced]), cost[[rows[r] for r in paced]], None,
+                self.pool.policy.preference_scale, [pacers[r].reference_spread(spread_of[r]) for r in paced]))
         every_model = isinstance(self._pool_arms, slice) and all(m is self._pool_mask for m in masks)
         eligible = None if every_model else np.stack(masks)
         s = self.policy.probabilities(X[rows], tokens[rows], eligible, weights, self.rng)
@@ -357,7 +361,7 @@ class Router:
             )
             if pacer is not None:
                 d.charged = float(cost[j, k])
-                pacer.charge(now, float(s.probabilities[r] @ cost[j]), d.charged, cw)
+                pacer.charge(now, float(s.probabilities[r] @ cost[j]), d.charged, cw, spread_of[r])
                 d.budget, d.tenant, d.pacer = pacer.budget, pacer.tenant, pacer
                 d.pace = pacer.preference if pacer.pacing else None
         return out

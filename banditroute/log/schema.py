@@ -218,7 +218,7 @@ ORDER BY d.ts, d.rowid
 # Per tenant of one budget (``$budget``): its decisions and spend since ``$start`` (a decision costs what
 # its feedback reported, else its model's predicted cost; nothing when every call the gateway made for it
 # failed), what was charged for those whose cost was reported and what they cost (the calibration; only
-# decisions charged a positive predicted cost count there),
+# decisions charged a positive predicted cost count there), the sum of their price spreads,
 # its decisions in the period before (``$previous`` to ``$start``), and the cost preference after
 # its last decision. What :meth:`banditroute.core.budget.Budgets.restore` rebuilds the pacers from.
 BUDGET_STATE_SQL = """
@@ -235,6 +235,7 @@ SELECT d.budget, d.tenant,
            AS reported_charged,
        sum(costs.cost) FILTER (WHERE d.ts >= $start AND d.pred_cost[list_position(d.eligible, d.chosen)] > 0)
            AS reported_cost,
+       sum(list_max(d.pred_cost) - list_min(d.pred_cost)) FILTER (WHERE d.ts >= $start) AS spread_sum,
        count(*) FILTER (WHERE d.ts >= $previous AND d.ts < $start) AS previous,
        arg_max(d.pace, d.ts) AS preference
 FROM decisions d LEFT JOIN costs USING (decision_id) LEFT JOIN unpaid USING (decision_id)
