@@ -67,6 +67,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from banditroute.config import BudgetConfig
+from banditroute.core.preference import spread_weights
 from banditroute.errors import BudgetExhausted
 
 MAX_LOG_ODDS = 12.0  # |u| bound: p within about 6e-6 of 0 or 1
@@ -179,11 +180,13 @@ class Pacer:
             out[order[0]] = True
         return out
 
-    def reference_spread(self, spread: float) -> float:
-        """The price spread the multiplier is measured against: the mean over the period's decisions so
-        far (the request's own ``spread`` for the period's first), so that every request of the tenant
-        pays the same price per USD at a given moment."""
-        return self.spread_sum / self.requests if self.requests and self.spread_sum > 0.0 else spread
+    def cost_weight(self, spread: float, scale: float) -> float:
+        """The budget's cost weight for a request whose eligible models' predictions span ``spread``:
+        the preference measured against the mean spread of the period's decisions so far (the
+        request's own for the period's first), so that every request of the tenant pays the same
+        price per USD at a given moment."""
+        reference = self.spread_sum / self.requests if self.requests and self.spread_sum > 0.0 else spread
+        return float(spread_weights(self.preference, reference, scale))
 
     def charge(self, now: float, expected: float, cost: float, weight: float, spread: float = 0.0) -> None:
         """Count a decision predicted to cost ``cost`` (``expected`` under its probabilities) among

@@ -29,15 +29,18 @@ def price_spread(cost: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return np.where(mask, cost, -np.inf).max(axis=1) - np.where(mask, cost, np.inf).min(axis=1)
 
 
-def preference_weights(preference: np.ndarray, cost: np.ndarray, mask: np.ndarray | None, scale: float,
-                       spread: np.ndarray | None = None) -> np.ndarray:
-    """Cost weights (B,) for preferences (B,) given predicted costs (B, K) and eligible masks (B, K);
-    ``spread`` (B,), when given, replaces each request's own :func:`price_spread` as the reference."""
+def spread_weights(preference, spread, scale: float) -> np.ndarray:
+    """w(p) = s p / (1 - p) / Delta c for preferences and price spreads (B,); 0 where Delta c is 0."""
     p = np.minimum(np.asarray(preference, dtype=float), MAX_PREFERENCE)
-    spread = price_spread(cost, mask) if spread is None else np.asarray(spread, dtype=float)
+    spread = np.asarray(spread, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = scale * p / (1.0 - p) / spread
     return np.where(spread > 0, w, 0.0)
+
+
+def preference_weights(preference: np.ndarray, cost: np.ndarray, mask: np.ndarray | None, scale: float) -> np.ndarray:
+    """Cost weights (B,) for preferences (B,) given predicted costs (B, K) and eligible masks (B, K)."""
+    return spread_weights(preference, price_spread(cost, mask), scale)
 
 
 def preference_for_weight(weight: float, spread: float, scale: float) -> float:

@@ -311,14 +311,14 @@ class Router:
                 np.array([prefs[r] for r in by_pref]), cost[[rows[r] for r in by_pref]],
                 np.stack([masks[r] for r in by_pref]), self.pool.policy.preference_scale)
         budgeted = [r for r, pacer in enumerate(pacers) if pacer is not None]
-        spreads = price_spread(cost[[rows[r] for r in budgeted]], np.stack([masks[r] for r in budgeted])) \
-            if budgeted else None
-        spread_of = dict(zip(budgeted, spreads.tolist())) if budgeted else {}
+        spread_of = {}
+        if budgeted:
+            spreads = price_spread(cost[[rows[r] for r in budgeted]], np.stack([masks[r] for r in budgeted]))
+            spread_of = dict(zip(budgeted, spreads.tolist()))
         paced = [r for r in budgeted if pacers[r].pacing]
-        if paced:  # the higher of the request's weight and its budget's (one USD price per tenant)
-            weights[paced] = np.maximum(weights[paced], preference_weights(
-                np.array([pacers[r].preference for r in paced]), cost[[rows[r] for r in paced]], None,
-                self.pool.policy.preference_scale, [pacers[r].reference_spread(spread_of[r]) for r in paced]))
+        if paced:  # the higher of the request's weight and its budget's
+            scale = self.pool.policy.preference_scale
+            weights[paced] = np.maximum(weights[paced], [pacers[r].cost_weight(spread_of[r], scale) for r in paced])
         every_model = isinstance(self._pool_arms, slice) and all(m is self._pool_mask for m in masks)
         eligible = None if every_model else np.stack(masks)
         s = self.policy.probabilities(X[rows], tokens[rows], eligible, weights, self.rng)
