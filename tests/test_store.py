@@ -105,3 +105,18 @@ def test_writer_thread_runs_at_lower_priority_than_the_loop(tmp_path):
         assert os.getpriority(os.PRIO_PROCESS, plain._thread.native_id) == base
     finally:
         plain.close()
+
+
+def test_a_writer_that_may_not_lower_its_priority_still_commits(tmp_path, monkeypatch, caplog):
+    """A sandbox that forbids setpriority(2) (injected: it raises EPERM) costs a warning, not the log."""
+    def forbidden(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(store_module.os, "setpriority", forbidden)
+    store = Store(str(tmp_path / "log.duckdb"), writer_niceness=5)
+    try:
+        _, committed = store.add_feedback(feedback_row(1, time.time_ns() // 1000))
+        assert committed.result(10) >= 1 and store.writer_alive and store.failure is None
+    finally:
+        store.close()
+    assert sys.platform != "linux" or "could not lower the log writer's priority" in caplog.text
