@@ -4,6 +4,7 @@ Usage (needs wrk: ``apt-get install wrk``; about 5 minutes)::
 
     python benchmarks/bench_server.py [--runs 3] [--seconds 10] [--connections 32]
     python benchmarks/bench_server.py --memory 1000000     # RSS after a million decisions (~10 min)
+    python benchmarks/bench_server.py --baseline PATH      # and another checkout's /route in the same runs
 
 Per run, each on a fresh database:
 
@@ -19,6 +20,11 @@ Per run, each on a fresh database:
    counts them;
 6. ``/route`` and ``/feedback`` at once, half the connections each (the service's usual traffic):
    new prompts, and feedback round robin over the last ``MIXED_RECENT`` decisions of 2.
+
+With ``--baseline PATH`` (any checkout with its C core built, e.g. a ``git worktree``), that checkout's
+server also runs phase 2 alone on a fresh database of its own, right after this one's or right before it
+(alternating from run to run), within the same trivial-handler bracket; ``baseline.this_vs_baseline``
+is the median over runs of the ratio of requests/s.
 
 wrk runs one thread (two in phase 6), so the server has the other core. Prompts are every distinct prompt of
 ../shared/data (RouterBench, MMLU, GSM8K, MT Bench), shuffled. After each banditroute run the server
@@ -144,9 +150,11 @@ def server_counts(port: int) -> dict[str, int]:
     return counts
 
 
-def start_banditroute(tmp: Path, port: int) -> subprocess.Popen:
+def start_banditroute(tmp: Path, port: int, checkout: str | None = None) -> subprocess.Popen:
+    """``banditroute serve`` on a fresh database in ``tmp``; from ``checkout`` (first on the path) if given."""
+    env = os.environ | ({"PYTHONPATH": checkout} if checkout else {})
     proc = subprocess.Popen([sys.executable, "-m", "banditroute.cli.main", "serve", "--db", str(tmp / "router.duckdb"),
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wait_up(port)
     return proc
 
@@ -179,23 +187,40 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def one_run(seconds: int, connections: int, bodies: Path) -> dict:
+def baseline_route(checkout: str, seconds: int, connections: int, bodies: Path) -> dict:
+    """The ``/route`` phase alone, served by another checkout on its own fresh database."""
+    with tempfile.TemporaryDirectory() as d:
+        port = free_port()
+        proc = start_banditroute(Path(d), port, checkout)
+        try:
+            return phase(proc.pid, lambda: wrk(port, "route.lua", seconds, connections, bodies))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def one_run(seconds: int, connections: int, bodies: Path, baseline: str | None = None, baseline_first: bool = False) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         port = free_port()
         proc = start_banditroute(tmp, port)
         try:
-            # the baseline runs just before and just after /route, both servers up and the idle one
-            # waiting: its mean is the run's trivial figure, which follows the machine's drift
+            # the trivial handler runs just before and just after /route (and the baseline checkout's
+            # /route, in alternating order from run to run), both servers up and the idle one waiting:
+            # its mean is the run's trivial figure, which follows the machine's drift
             trivial_port = free_port()
             trivial = subprocess.Popen([sys.executable, str(HERE / "trivial_app.py"), str(trivial_port)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 wait_up(trivial_port, "/route", "POST")
                 out["trivial"] = phase(trivial.pid, lambda: wrk(trivial_port, "route.lua", seconds, connections, bodies))
+                if baseline and baseline_first:
+                    out["baseline_route"] = baseline_route(baseline, seconds, connections, bodies)
                 out["route"] = phase(proc.pid, lambda: wrk(port, "route.lua", seconds, connections, bodies,
                                                            IDS_OUT=tmp / "ids.txt"))
+                if baseline and not baseline_first:
+                    out["baseline_route"] = baseline_route(baseline, seconds, connections, bodies)
                 out["trivial_after"] = phase(trivial.pid, lambda: wrk(trivial_port, "route.lua", seconds, connections,
                                                                       bodies))
             finally:
@@ -284,7 +309,23 @@ def summarise(runs: list[dict], info: dict, args) -> dict:
             for r in runs
         ),
         "raw": runs,
-    }
+    } | (baseline_summary(runs, args.baseline, route_rps, trivial_rps) if args.baseline else {})
+
+
+def baseline_summary(runs: list[dict], checkout: str, route_rps, trivial_rps) -> dict:
+    """The baseline checkout's ``/route`` beside this one's, from the same runs."""
+    base_rps = lambda r: r["baseline_route"]["ok"] / r["baseline_route"]["seconds"]
+    return {"baseline": {
+        "checkout": checkout, "commit": git_commit(Path(checkout)),
+        "route_rps": round(statistics.median(base_rps(r) for r in runs), 1),
+        "route_vs_trivial": round(statistics.median(base_rps(r) / trivial_rps(r) for r in runs), 3),
+        "route_loop_cpu_us": statistics.median(r["baseline_route"]["loop_cpu_us_per_request"] for r in runs),
+        "route_p99_ms": statistics.median(r["baseline_route"]["p99_ms"] for r in runs),
+        "this_vs_baseline": round(statistics.median(route_rps(r) / base_rps(r) for r in runs), 3),
+        "per_run": {"route_vs_trivial": [round(base_rps(r) / trivial_rps(r), 3) for r in runs],
+                    "this_vs_baseline": [round(route_rps(r) / base_rps(r), 3) for r in runs],
+                    "route_loop_cpu_us": [r["baseline_route"]["loop_cpu_us_per_request"] for r in runs]},
+    }}
 
 
 def memory_run(n: int, bodies: Path) -> dict:
@@ -316,7 +357,10 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--memory", type=int, default=0, help="instead: RSS after this many decisions")
     ap.add_argument("--out", default=str(HERE / "results" / "server.json"))
+    ap.add_argument("--baseline", help="another checkout (its C core built) whose /route runs in the same runs")
     args = ap.parse_args()
+    if args.baseline:
+        args.baseline = str(Path(args.baseline).resolve())
     commit = git_commit()  # before the results files change
     with tempfile.TemporaryDirectory() as d:
         bodies, info = bodies_file(Path(d))
@@ -324,7 +368,11 @@ def main() -> None:
             result = memory_run(args.memory, bodies)
             out = Path(args.out).with_name("server_memory.json")
         else:
-            result = summarise([one_run(args.seconds, args.connections, bodies) for _ in range(args.runs)], info, args)
+            runs = []
+            for i in range(args.runs):
+                print(f"run {i + 1}/{args.runs}", file=sys.stderr, flush=True)
+                runs.append(one_run(args.seconds, args.connections, bodies, args.baseline, baseline_first=i % 2 == 1))
+            result = summarise(runs, info, args)
             out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -335,14 +383,14 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
 
 
-def git_commit() -> str | None:
-    """The commit the benchmark ran at (with ``+dirty`` when the tree had changes other than recorded
-    results), if in a git clone."""
+def git_commit(where: Path = HERE) -> str | None:
+    """The commit of the clone at ``where`` (this one by default; with ``+dirty`` when the tree had
+    changes other than recorded results), if a git clone."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True,
                               check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
-                                ":(exclude,top)benchmarks/results"], cwd=HERE,
+                                ":(exclude,top)benchmarks/results"], cwd=where,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

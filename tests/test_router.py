@@ -1,3 +1,5 @@
+import hashlib
+import hmac
 import math
 
 import numpy as np
@@ -27,6 +29,26 @@ def test_route_returns_a_complete_decision(router):
     assert d.prompt is None and len(d.prompt_hash) == 64
     p = d.pending()
     assert (p.decision_id, p.model, p.arm, p.quality) == (d.decision_id, d.model, router.policy.models.index(d.model), None)
+
+
+@pytest.mark.parametrize("key", [b"", b"k", b"team-secret", bytes(range(64)), bytes(range(200))])
+def test_prompt_hash_is_rfc_2104_hmac_sha256(key):
+    """The precomputed pads give HMAC-SHA256 exactly, for keys shorter than, equal to and longer than
+    SHA-256's 64-byte block (hashed first), and on repeated use."""
+    router = Router(load_settings(), seed=1, hash_key=key)
+    for prompt in ["", "hello", "é" * 500, "x" * 10_000, "hello"]:
+        assert router.prompt_hash(prompt) == hmac.new(key, prompt.encode(), hashlib.sha256).hexdigest()
+
+
+def test_the_api_key_is_never_read_from_a_body_and_survives_copies():
+    with pytest.raises(ValidationError):
+        RouteOptions.model_validate({"api_key": "stolen"})
+    with pytest.raises(ValidationError):
+        RouteOptions.model_validate({"_api_key": "stolen"})
+    opts = RouteOptions.model_validate({"user": "u"})
+    assert opts.api_key is None
+    opts.api_key = "sk-1"
+    assert opts.model_copy(update={"models": ["a"]}).api_key == "sk-1" and "api_key" not in opts.model_dump()
 
 
 def test_options_restrict_the_choice(router):

@@ -274,7 +274,7 @@ class Budgets:
         if key == "user":
             return options.user
         if key == "api_key":
-            api_key = options._api_key
+            api_key = options.api_key
             return None if api_key is None else "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
         value = (options.metadata or {}).get(key.removeprefix("metadata."))
         return None if value is None or isinstance(value, dict | list) else str(value)

@@ -133,7 +133,7 @@ class Gateway:
         name_c, name_e = opts.cascade, opts.ensemble
         if name_c is None and name_e is None:
             rules = self.service.router.rules
-            rule = rules.match(route.prompt, route.user, route.metadata, route._api_key) if rules else None
+            rule = rules.match(route.prompt, route.user, route.metadata, route.api_key) if rules else None
             if rule is not None:
                 name_c, name_e = rule.cascade, rule.ensemble
         if name_c is not None and name_e is not None:
@@ -172,7 +172,7 @@ class Gateway:
                               cost_weight=opts.cost_weight,
                               cost_preference=opts.cost_preference, max_cost_usd=opts.max_cost_usd,
                               require=opts.require, user=opts.user, metadata=opts.metadata, direct=direct)
-        routed._api_key = api_key
+        routed.api_key = api_key
         cascade, ensemble = (None, None) if direct else self.strategy(routed, req)
         if ensemble is not None:
             return await self.strategies.ensemble(request, req, routed, models, ensemble)

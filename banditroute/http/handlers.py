@@ -42,12 +42,16 @@ def json_response(body, status: int = 200) -> web.Response:
 
 async def parse(request: web.Request, model: type[BaseModel]):
     """The body validated by ``model``; :class:`MalformedJSON` or :class:`ValidationFailed` otherwise."""
-    timeout = request.app[SERVICE].config.server.body_timeout_s
-    try:
-        async with asyncio.timeout(timeout):  # no task per request, as asyncio.wait_for would make
-            raw = await request.read()
-    except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s (server.body_timeout_s)") from None
+    if request.content.is_eof():  # the whole body came with the headers: nothing to wait for, no timer
+        raw = await request.read()
+    else:
+        timeout = request.app[SERVICE].config.server.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout):  # no task per request, as asyncio.wait_for would make
+                raw = await request.read()
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {timeout:g} s "
+                                 "(server.body_timeout_s)") from None
     try:
         data = orjson.loads(raw)  # strict RFC 8259: NaN, Infinity and overflowing numbers are errors
     except orjson.JSONDecodeError as err:
@@ -70,7 +74,7 @@ def bearer_key(request: web.Request) -> str | None:
 
 async def route(request: web.Request) -> web.Response:
     req = await parse(request, RouteRequest)
-    req._api_key = bearer_key(request)
+    req.api_key = bearer_key(request)
     d = await request.app[SERVICE].route(req)
     request.app[METRICS].decision(d.model, d.rule)
     return json_response(RouteResponse.body(d))
