@@ -192,6 +192,10 @@ async def test_metrics_openapi_and_export(client):
     m = samples(await resp.text())
     assert m["banditroute_requests_total", frozenset({"method": "POST", "path": "/route", "status": "200"}.items())] == 1
     assert m["banditroute_request_seconds_count", frozenset({"path": "/route"}.items())] == 1
+    buckets = sorted((float(le), v) for (name, labels), v in m.items() if name == "banditroute_request_seconds_bucket"
+                     and ("path", "/route") in labels for k, le in labels if k == "le")
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets) and buckets[-1] == (float("inf"), 1)
+    assert m["banditroute_fallbacks_total", frozenset()] == 0  # a counter without labels reads 0 from the start
     assert m["banditroute_committed_seq", frozenset()] == 1 and m["banditroute_route_batches_total", frozenset()] == 1
     assert m["banditroute_model_share", frozenset({"model": r["model"]}.items())] == 1.0
     assert m["process_resident_memory_bytes", frozenset()] > 0

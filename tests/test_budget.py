@@ -318,7 +318,7 @@ def test_tenants_come_from_the_api_key_as_a_hash_or_from_a_metadata_field():
                                    {"name": "teams", "usd": 1.0, "tenant": "metadata.team"}]))
     router = Router(cfg, seed=1)
     keyed = RouteRequest(prompt="x", metadata={"team": "red"})
-    keyed._api_key = "sk-secret-key"
+    keyed.set_api_key("sk-secret-key")
     d = router.route("hi", keyed)
     assert d.budget == "keys" and d.tenant.startswith("key:") and "sk-secret" not in d.tenant
     d = router.route("hi", RouteRequest(prompt="x", metadata={"team": 7}))

@@ -504,7 +504,7 @@ def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(
             own = s.query(f"SELECT cost_usd FROM calls WHERE kind = 'routed' AND decision_id = '{j['decision_id']}'")
             fb = s.query(f"SELECT sum(cost_usd) AS c FROM feedback WHERE decision_id = '{j['decision_id']}'")
             assert fb[0]["c"] == pytest.approx(own[0]["cost_usd"])
-        metric = s.gateway.metrics.judge_cost._value.get()
+        metric = s.gateway.metrics.judge_cost.value()
         assert metric == pytest.approx(sum(j["cost_usd"] for j in judged))
         # a judge whose provider fails: the answers are still served, the judge's health hears of it
         s.fault("judge", status=500)
@@ -604,7 +604,7 @@ def test_rules_apply_to_gateway_calls_on_the_clients_key_and_are_logged(tmp_path
         assert r.headers["x-banditroute-model"] == "strong" and r.headers["x-banditroute-propensity"] == "1.0"
         logged = s.query("SELECT rule, count(*) AS n FROM decisions GROUP BY rule ORDER BY rule")
         assert logged == [{"rule": "team a pays little", "n": 5}, {"rule": "vip", "n": 1}]
-        metric = s.gateway.metrics.rule_matches.labels("team a pays little")._value.get()
+        metric = s.gateway.metrics.rule_matches.value("team a pays little")
         assert metric == 5
 
 

@@ -47,7 +47,7 @@ def test_the_api_key_is_never_read_from_a_body_and_survives_copies():
         RouteOptions.model_validate({"_api_key": "stolen"})
     opts = RouteOptions.model_validate({"user": "u"})
     assert opts.api_key is None
-    opts.api_key = "sk-1"
+    opts.set_api_key("sk-1")
     assert opts.model_copy(update={"models": ["a"]}).api_key == "sk-1" and "api_key" not in opts.model_dump()
 
 

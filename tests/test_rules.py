@@ -73,7 +73,7 @@ def test_a_rule_narrows_the_choice_and_names_itself_on_the_decision():
     d = route(router)
     assert len(d.eligible) == 4 and d.rule is None
     req = RouteRequest(prompt="Tell me a joke.")
-    req._api_key = "sk-partner"
+    req.set_api_key("sk-partner")
     router = Router(pool(), seed=0)
     router.rules = Rules(pool().rules, environ={"PARTNER_KEY": "sk-partner"})
     d = router.route_many([req.prompt], [req])[0]

@@ -65,21 +65,24 @@ class RouteOptions(BaseModel):
         default=None, description=f"free-form JSON kept in the log: at most {METADATA_MAX_DEPTH} levels of nesting "
                                   f"and {METADATA_MAX_BYTES} bytes as JSON")
     # The request's bearer key, for rules that match on it: set by the HTTP layer, never read from a
-    # body. A slot rather than a pydantic private attribute, which pydantic initialises on every
-    # validation at a cost larger than validating the rest of the body.
+    # body. A plain slot, read and written past pydantic's __getattr__ and __setattr__: a pydantic
+    # private attribute is initialised on every validation, and either hook costs more than
+    # validating the rest of the body.
     __slots__ = ("_api_key",)
 
     @property
     def api_key(self) -> str | None:
-        return getattr(self, "_api_key", None)
+        try:
+            return object.__getattribute__(self, "_api_key")
+        except AttributeError:  # never set
+            return None
 
-    @api_key.setter
-    def api_key(self, key: str | None) -> None:
-        self._api_key = key
+    def set_api_key(self, key: str | None) -> None:
+        object.__setattr__(self, "_api_key", key)
 
     def __copy__(self):
         new = super().__copy__()  # pydantic copies its fields, not the slot
-        new.api_key = self.api_key
+        new.set_api_key(self.api_key)
         return new
 
     @property

@@ -172,7 +172,7 @@ class Gateway:
                               cost_weight=opts.cost_weight,
                               cost_preference=opts.cost_preference, max_cost_usd=opts.max_cost_usd,
                               require=opts.require, user=opts.user, metadata=opts.metadata, direct=direct)
-        routed.api_key = api_key
+        routed.set_api_key(api_key)
         cascade, ensemble = (None, None) if direct else self.strategy(routed, req)
         if ensemble is not None:
             return await self.strategies.ensemble(request, req, routed, models, ensemble)

@@ -128,7 +128,7 @@ async def ask_judge(gw, model: str, decision_id: str, messages: list[dict]) -> t
     row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, usage.get("prompt_tokens"), usage.get("completion_tokens"))
     cost = row["cost_usd"] or 0.0
     if cost:
-        gw.metrics.judge_cost.inc(cost)
+        gw.metrics.judge_cost.inc(amount=cost)
     rating = parse_rating(text)
     if rating is None:
         log.info("judge gave no [[N]] for %s: %r", decision_id, text[:200])

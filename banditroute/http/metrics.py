@@ -1,5 +1,9 @@
 """The service's Prometheus metrics, through ``prometheus_client`` (one registry per application).
 
+The request, answer and call metrics are updated on the event loop's thread only, every request: they
+are plain counts (:class:`LoopCounter`, :class:`LoopHistogram`) turned into metric families at scrape
+time, without the lock and the calls a ``prometheus_client`` child takes per update.
+
 Per request (from the middleware): ``banditroute_requests_total{path,method,status}`` (status 499: the
 client went away before its answer, which may still have been logged),
 ``banditroute_request_seconds{path}`` (histogram); per answer: ``banditroute_decisions_total{model}``, ``banditroute_rule_matches_total{rule}``,
@@ -13,20 +17,81 @@ platform metrics (CPU, memory, open files, GC) come with the registry.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class LoopCounter:
+    """A counter family whose series are updated from one thread (the event loop's): a dict of floats.
+
+    >>> c = LoopCounter("demo_events", "events by kind", ["kind"])
+    >>> c.inc("a"); c.inc("a"); c.inc("b", amount=0.5)
+    >>> c.value("a"), c.value("b"), c.value("c")
+    (2.0, 0.5, 0.0)
+    """
+
+    def __init__(self, name: str, doc: str, labels: list[str] | tuple = ()):
+        self.name, self.doc, self.labels = name, doc, list(labels)
+        self.values: dict[tuple, float] = {}
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def value(self, *labels: str) -> float:
+        return self.values.get(labels, 0.0)
+
+    def collect(self):
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        values = self.values or ({} if self.labels else {(): 0.0})  # a counter without labels reads 0 from the start
+        for labels, value in list(values.items()):
+            family.add_metric(list(labels), value)
+        yield family
+
+
+class LoopHistogram:
+    """A histogram family with one label, updated from one thread: per series the count of
+    observations in each bucket (``bounds[i-1] < v <= bounds[i]``, Prometheus' ``le``; the last one
+    above every bound) and their sum, made cumulative at scrape time.
+
+    >>> h = LoopHistogram("demo_seconds", "durations", "path", (0.1, 1.0))
+    >>> for v in (0.05, 0.1, 0.5, 3.0): h.observe("/x", v)
+    >>> [(s.name, s.labels.get("le"), s.value) for s in next(h.collect()).samples]  # doctest: +NORMALIZE_WHITESPACE
+    [('demo_seconds_bucket', '0.1', 2.0), ('demo_seconds_bucket', '1.0', 3.0),
+     ('demo_seconds_bucket', '+Inf', 4.0), ('demo_seconds_count', None, 4.0), ('demo_seconds_sum', None, 3.65)]
+    """
+
+    def __init__(self, name: str, doc: str, label: str, bounds: tuple[float, ...]):
+        self.name, self.doc, self.label, self.bounds = name, doc, label, tuple(float(b) for b in bounds)
+        self.series: dict[str, list[float]] = {}  # label value -> bucket counts, then the sum
+
+    def observe(self, label: str, value: float) -> None:
+        counts = self.series.get(label)
+        if counts is None:
+            counts = self.series[label] = [0.0] * (len(self.bounds) + 2)
+        counts[bisect_left(self.bounds, value)] += 1
+        counts[-1] += value
+
+    def collect(self):
+        family = HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+        for label, counts in list(self.series.items()):
+            cumulative, buckets = 0.0, []
+            for bound, n in zip((*(str(b) for b in self.bounds), "+Inf"), counts[:-1]):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            family.add_metric([label], buckets, counts[-1])
+        yield family
 
 
 class ServiceCollector:
@@ -117,60 +182,49 @@ def budget_metrics(tenants: list[dict], limits: dict[str, int]):
 
 
 class Metrics:
-    """The application's registry, its request and answer metrics, with label children cached."""
+    """The application's registry and its request, answer and call metrics (see the module docstring)."""
 
     def __init__(self):
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        r = self.registry
-        self.requests = Counter("banditroute_requests", "HTTP requests by path, method and status",
-                                ["path", "method", "status"], registry=r)
-        self.latency = Histogram("banditroute_request_seconds", "HTTP request latency in seconds", ["path"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.decisions = Counter("banditroute_decisions", "routing decisions by chosen model", ["model"], registry=r)
-        self.feedback = Counter("banditroute_feedback", "accepted feedback requests (late: the decision was read "
-                                "back from the log)", ["duplicate", "late"], registry=r)
-        self.rule_matches = Counter("banditroute_rule_matches", "decisions shaped by each configured rule", ["rule"],
-                                    registry=r)
-        self.calls = Counter("banditroute_upstream_calls", "gateway calls to upstream models by outcome",
-                             ["model", "outcome"], registry=r)
-        self.upstream_latency = Histogram("banditroute_upstream_seconds", "latency of answered upstream calls",
-                                          ["model"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-                                          registry=r)
-        self.fallbacks = Counter("banditroute_fallbacks", "gateway calls moved to another model after a failure",
-                                 registry=r)
-        self.judge_cost = Counter("banditroute_judge_cost_usd", "USD spent on judge calls (apart from routed calls)",
-                                  registry=r)
-        self.judge_dropped = Counter("banditroute_judge_dropped", "sampled answers not judged because the judge "
-                                     "queue was full or its provider's circuit was open", registry=r)
-        # labels() costs a lock and a dict lookup of the label tuple; the few combinations seen are kept
-        self._children: dict[tuple, object] = {}
-
-    def _child(self, metric, *labels):
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self.requests = LoopCounter("banditroute_requests", "HTTP requests by path, method and status",
+                                    ["path", "method", "status"])
+        self.latency = LoopHistogram("banditroute_request_seconds", "HTTP request latency in seconds", "path",
+                                     LATENCY_BUCKETS)
+        self.decisions = LoopCounter("banditroute_decisions", "routing decisions by chosen model", ["model"])
+        self.feedback = LoopCounter("banditroute_feedback", "accepted feedback requests (late: the decision was "
+                                    "read back from the log)", ["duplicate", "late"])
+        self.rule_matches = LoopCounter("banditroute_rule_matches", "decisions shaped by each configured rule", ["rule"])
+        self.calls = LoopCounter("banditroute_upstream_calls", "gateway calls to upstream models by outcome",
+                                 ["model", "outcome"])
+        self.upstream_latency = LoopHistogram("banditroute_upstream_seconds", "latency of answered upstream calls",
+                                              "model", (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.fallbacks = LoopCounter("banditroute_fallbacks", "gateway calls moved to another model after a failure")
+        self.judge_cost = LoopCounter("banditroute_judge_cost_usd", "USD spent on judge calls (apart from routed calls)")
+        self.judge_dropped = LoopCounter("banditroute_judge_dropped", "sampled answers not judged because the judge "
+                                         "queue was full or its provider's circuit was open")
+        for family in (self.requests, self.latency, self.decisions, self.feedback, self.rule_matches, self.calls,
+                       self.upstream_latency, self.fallbacks, self.judge_cost, self.judge_dropped):
+            self.registry.register(family)
 
     def request(self, path: str, method: str, status: int, seconds: float) -> None:
-        self._child(self.requests, path, method, str(status)).inc()
-        self._child(self.latency, path).observe(seconds)
+        self.requests.inc(path, method, str(status))
+        self.latency.observe(path, seconds)
 
     def decision(self, model: str, rule: str | None = None) -> None:
-        self._child(self.decisions, model).inc()
+        self.decisions.inc(model)
         if rule is not None:
-            self._child(self.rule_matches, rule).inc()
+            self.rule_matches.inc(rule)
 
     def feedback_ack(self, duplicate: bool, late: bool) -> None:
-        self._child(self.feedback, "true" if duplicate else "false", "true" if late else "false").inc()
+        self.feedback.inc("true" if duplicate else "false", "true" if late else "false")
 
     def call(self, model: str, outcome: str, seconds: float | None) -> None:
-        self._child(self.calls, model, outcome).inc()
+        self.calls.inc(model, outcome)
         if seconds is not None:
-            self._child(self.upstream_latency, model).observe(seconds)
+            self.upstream_latency.observe(model, seconds)
 
     def watch(self, service) -> None:
         """Expose ``service``'s own figures (:class:`ServiceCollector`)."""
