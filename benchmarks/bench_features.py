@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from bench_server import checkout_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -33,7 +34,7 @@ BATCH = 23
 CHILD = """
 import json, sys, time
 import numpy as np
-sys.path.insert(0, {here!r})
+sys.path.insert(1, {here!r})
 from bench_server import bodies_file
 from pathlib import Path
 from banditroute.core.features import Featurizer
@@ -52,10 +53,10 @@ print(json.dumps({{"cold": cold / len(prompts) * 1e6, "warm": warm / len(prompts
 """
 
 
-def one(pythonpath: str, tmp: Path, out: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": pythonpath}
+def one(checkout: str, tmp: Path, out: Path) -> dict:
+    env, cwd = checkout_env(checkout)
     code = CHILD.format(here=str(HERE), batch=BATCH)
-    done = subprocess.run([sys.executable, "-c", code, str(tmp), str(out)], env=env, check=True,
+    done = subprocess.run([sys.executable, "-c", code, str(tmp), str(out)], env=env, cwd=cwd, check=True,
                           capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -150,11 +150,25 @@ def server_counts(port: int) -> dict[str, int]:
     return counts
 
 
+def checkout_env(checkout: str | None) -> tuple[dict, str]:
+    """Environment and working directory that make a child interpreter import ``banditroute`` from
+    ``checkout`` (this one when None). ``python -m`` and ``-c`` put the working directory first on the
+    path, ahead of PYTHONPATH, so the child runs in the checkout itself; checked by importing."""
+    root = checkout or str(HERE.parent)
+    env = os.environ | {"PYTHONPATH": root}
+    found = subprocess.run([sys.executable, "-c", "import banditroute; print(banditroute.__file__)"], cwd=root,
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(found).resolve().is_relative_to(Path(root).resolve()):
+        raise RuntimeError(f"a child in {root} imports banditroute from {found}")
+    return env, root
+
+
 def start_banditroute(tmp: Path, port: int, checkout: str | None = None) -> subprocess.Popen:
-    """``banditroute serve`` on a fresh database in ``tmp``; from ``checkout`` (first on the path) if given."""
-    env = os.environ | ({"PYTHONPATH": checkout} if checkout else {})
+    """``banditroute serve`` on a fresh database in ``tmp``, from ``checkout`` (this one when None)."""
+    env, cwd = checkout_env(checkout)
     proc = subprocess.Popen([sys.executable, "-m", "banditroute.cli.main", "serve", "--db", str(tmp / "router.duckdb"),
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            cwd=cwd)
     wait_up(port)
     return proc
 
