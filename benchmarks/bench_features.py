@@ -88,6 +88,7 @@ def main() -> None:
         if args.baseline:
             a, b = np.load(tmp / "this.npy"), np.load(tmp / "baseline.npy")
             result["identical_rows"] = float((a == b).all(axis=1).mean()) if a.shape == b.shape else 0.0
+            result["max_abs_difference"] = float(np.abs(a - b).max()) if a.shape == b.shape else None
             result["baseline"] = args.baseline
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
