@@ -28,6 +28,11 @@ from __future__ import annotations
 import numpy as np
 
 from banditroute.core.drift import PageHinkley
+
+try:  # the C core of thompson_wins, built where a compiler was available at install
+    from banditroute.core.policies import _thompson as _native
+except ImportError:
+    _native = None
 from banditroute.core.policies.base import Policy
 from banditroute.core.policies.bayes_linear import BayesLinear
 from banditroute.core.types import Context
@@ -83,6 +88,25 @@ class _LinearPolicy(Policy):
             self.drift.load_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("drift.")})
 
 
+def thompson_wins(scale: np.ndarray, net: np.ndarray, z: np.ndarray, native: bool = True) -> np.ndarray:
+    """``wins[b, k]``: the draws ``s`` for which model k has the highest sampled score
+    ``scale[b, k] * z[s, k] + net[b, k]`` (B, K) (numpy's argmax: the first maximum wins a tie).
+
+    The C core computes the same counts without the (B, S, K) temporary (``native=False``: numpy,
+    the specification).
+    """
+    if native and _native is not None:
+        wins = np.empty_like(net)
+        _native.wins(np.ascontiguousarray(scale), np.ascontiguousarray(net), np.ascontiguousarray(z), wins)
+        return wins
+    b, k = net.shape
+    draws = scale[:, None, :] * z
+    draws += net[:, None, :]
+    winners = np.argmax(draws, axis=2)
+    winners += k * np.arange(b)[:, None]
+    return np.bincount(winners.ravel(), minlength=b * k).reshape(b, k).astype(float)
+
+
 class LinTS(_LinearPolicy):
     """Linear Thompson sampling with Monte Carlo propensities (the default policy).
 
@@ -123,12 +147,9 @@ class LinTS(_LinearPolicy):
         return {**super().params(), "n_samples": self.n_samples}
 
     def _raw_probabilities(self, X, net, eligible, rng) -> np.ndarray:
-        b, k = net.shape
-        draws = self.exploration_scale(X)[:, None, :] * rng.standard_normal((self.n_samples, k))
-        draws += net[:, None, :]  # ineligible models carry -inf and never win
-        winners = np.argmax(draws, axis=2)
-        winners += k * np.arange(b)[:, None]
-        return np.bincount(winners.ravel(), minlength=b * k).reshape(b, k) / self.n_samples
+        # ineligible models carry net = -inf and never win
+        z = rng.standard_normal((self.n_samples, net.shape[1]))
+        return thompson_wins(self.exploration_scale(X), net, z) / self.n_samples
 
 
 class LinUCB(_LinearPolicy):
