@@ -5,6 +5,7 @@ Usage (needs wrk: ``apt-get install wrk``; about 5 minutes)::
     python benchmarks/bench_server.py [--runs 3] [--seconds 10] [--connections 32]
     python benchmarks/bench_server.py --memory 1000000     # RSS after a million decisions (~10 min)
     python benchmarks/bench_server.py --baseline PATH      # and another checkout's /route in the same runs
+    python benchmarks/bench_server.py --baseline PATH --pairs 16 --seconds 4   # only /route, A/B in short phases
 
 Per run, each on a fresh database:
 
@@ -25,6 +26,12 @@ With ``--baseline PATH`` (any checkout with its C core built, e.g. a ``git workt
 server also runs phase 2 alone on a fresh database of its own, right after this one's or right before it
 (alternating from run to run), within the same trivial-handler bracket; ``baseline.this_vs_baseline``
 is the median over runs of the ratio of requests/s.
+
+With ``--pairs N`` as well, only ``/route`` is measured: both servers stay up, and N pairs of short
+phases (``--seconds`` each, in alternating order) give the median and quartiles of this checkout's
+requests/s and loop CPU per request over the baseline's, pair by pair (``results/server_pairs.json``):
+on a shared machine whose speed moves by a fifth between runs, this resolves differences of a few
+percent that the full runs cannot.
 
 wrk runs one thread (two in phase 6), so the server has the other core. Prompts are every distinct prompt of
 ../shared/data (RouterBench, MMLU, GSM8K, MT Bench), shuffled. After each banditroute run the server
@@ -342,6 +349,46 @@ def baseline_summary(runs: list[dict], checkout: str, route_rps, trivial_rps) ->
     }}
 
 
+def paired_run(checkout: str, pairs: int, seconds: int, connections: int, bodies: Path) -> dict:
+    """This checkout's ``/route`` against ``checkout``'s in many short phases: both servers up at
+    once, each pair of phases in alternating order, and the per-pair ratios' median and quartiles.
+    Adjacent short phases see nearly the same machine, so small differences show through drift that
+    would swamp them across runs of several minutes."""
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "this").mkdir()
+        (tmp / "baseline").mkdir()
+        servers = {"this": (start_banditroute(tmp / "this", port := free_port()), port),
+                   "baseline": (start_banditroute(tmp / "baseline", port := free_port(), checkout), port)}
+        phases = []
+        try:
+            for proc, port in servers.values():  # every word of the prompts into both caches
+                wrk(port, "route.lua", 3, connections, bodies)
+            for i in range(pairs):
+                order = ["this", "baseline"] if i % 2 == 0 else ["baseline", "this"]
+                pair = {name: phase(servers[name][0].pid, lambda p=servers[name][1]: wrk(p, "route.lua", seconds,
+                                                                                      connections, bodies))
+                        for name in order}
+                phases.append(pair)
+                print(f"pair {i + 1}/{pairs}: {pair['this']['ok'] / pair['this']['seconds']:.0f} against "
+                      f"{pair['baseline']['ok'] / pair['baseline']['seconds']:.0f} requests/s", file=sys.stderr, flush=True)
+        finally:
+            for proc, _ in servers.values():
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+    rps = lambda r: r["ok"] / r["seconds"]
+    ratios = [rps(p["this"]) / rps(p["baseline"]) for p in phases]
+    cpu = [p["this"]["loop_cpu_us_per_request"] / p["baseline"]["loop_cpu_us_per_request"] for p in phases]
+    quartiles = lambda xs: [round(q, 3) for q in statistics.quantiles(xs, n=4)]
+    return {"baseline": {"checkout": checkout, "commit": git_commit(Path(checkout))}, "pairs": pairs,
+            "seconds_per_phase": seconds, "connections": connections,
+            "this_vs_baseline_rps": {"median": round(statistics.median(ratios), 3), "quartiles": quartiles(ratios)},
+            "this_vs_baseline_loop_cpu": {"median": round(statistics.median(cpu), 3), "quartiles": quartiles(cpu)},
+            "this_rps": round(statistics.median(rps(p["this"]) for p in phases)),
+            "baseline_rps": round(statistics.median(rps(p["baseline"]) for p in phases)),
+            "raw": phases}
+
+
 def memory_run(n: int, bodies: Path) -> dict:
     """Route ``n`` decisions through a live server (with feedback on every tenth) and read its RSS."""
     with tempfile.TemporaryDirectory() as d:
@@ -372,6 +419,8 @@ def main() -> None:
     ap.add_argument("--memory", type=int, default=0, help="instead: RSS after this many decisions")
     ap.add_argument("--out", default=str(HERE / "results" / "server.json"))
     ap.add_argument("--baseline", help="another checkout (its C core built) whose /route runs in the same runs")
+    ap.add_argument("--pairs", type=int, default=0, help="with --baseline, instead: this many short /route phases "
+                    "of each, alternating (--seconds each)")
     args = ap.parse_args()
     if args.baseline:
         args.baseline = str(Path(args.baseline).resolve())
@@ -381,6 +430,11 @@ def main() -> None:
         if args.memory:
             result = memory_run(args.memory, bodies)
             out = Path(args.out).with_name("server_memory.json")
+        elif args.pairs:
+            if not args.baseline:
+                ap.error("--pairs needs --baseline")
+            result = paired_run(args.baseline, args.pairs, args.seconds, args.connections, bodies)
+            out = Path(args.out).with_name("server_pairs.json")
         else:
             runs = []
             for i in range(args.runs):
