@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import hmac
 import math
@@ -49,6 +50,7 @@ def test_the_api_key_is_never_read_from_a_body_and_survives_copies():
     assert opts.api_key is None
     opts.set_api_key("sk-1")
     assert opts.model_copy(update={"models": ["a"]}).api_key == "sk-1" and "api_key" not in opts.model_dump()
+    assert opts.model_copy(deep=True).api_key == "sk-1" and copy.deepcopy(opts).api_key == "sk-1"
 
 
 def test_options_restrict_the_choice(router):

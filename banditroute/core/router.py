@@ -85,6 +85,11 @@ class RouteOptions(BaseModel):
         new.set_api_key(self.api_key)
         return new
 
+    def __deepcopy__(self, memo: dict | None = None):
+        new = super().__deepcopy__(memo)
+        new.set_api_key(self.api_key)
+        return new
+
     @property
     def policy_label(self) -> str | None:
         """The name its decision logs instead of the policy's (a gateway call's; none here)."""
