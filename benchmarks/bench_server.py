@@ -358,11 +358,12 @@ def paired_run(checkout: str, pairs: int, seconds: int, connections: int, bodies
         tmp = Path(d)
         (tmp / "this").mkdir()
         (tmp / "baseline").mkdir()
-        servers = {"this": (start_banditroute(tmp / "this", port := free_port()), port),
-                   "baseline": (start_banditroute(tmp / "baseline", port := free_port(), checkout), port)}
+        ports = {"this": free_port(), "baseline": free_port()}
+        servers = {"this": (start_banditroute(tmp / "this", ports["this"]), ports["this"]),
+                   "baseline": (start_banditroute(tmp / "baseline", ports["baseline"], checkout), ports["baseline"])}
         phases = []
         try:
-            for proc, port in servers.values():  # every word of the prompts into both caches
+            for port in ports.values():  # every word of the prompts into both caches
                 wrk(port, "route.lua", 3, connections, bodies)
             for i in range(pairs):
                 order = ["this", "baseline"] if i % 2 == 0 else ["baseline", "this"]

@@ -22,10 +22,9 @@ The files ship inside the package (``banditroute/data/embedding``): ``vectors.np
 ``vocab.txt`` and ``manifest.json``, which records the SHA-256 of the other two; a file whose digest
 differs is refused (:class:`EmbeddingError`), so a damaged install cannot route on garbage. Sums run
 in float64, over a word's pieces and then over the prompt's words in order, so a prompt gets the
-same vector in any process, alone or in a batch. The cache keeps each word's sum in float32: half
-the memory traffic of the gather, and exact whenever the pieces' float16 values are within 2^12 of
-each other in magnitude (on every prompt of the shared tables the features are bit for bit those of
-float64 sums).
+same vector in any process, alone or in a batch. The cache keeps each word's sum in float32, half
+the memory of float64: a word's sum is rounded to float32 when its pieces' float16 values need more
+than float32's 24 bits together (on about 1% of the shared tables' prompts, by at most 5e-9).
 
 Example
 -------

@@ -18,6 +18,7 @@ platform metrics (CPU, memory, open files, GC) come with the registry.
 from __future__ import annotations
 
 from bisect import bisect_left
+from itertools import accumulate
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -85,12 +86,9 @@ class LoopHistogram:
 
     def collect(self):
         family = HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+        bounds = [*(str(b) for b in self.bounds), "+Inf"]
         for label, counts in list(self.series.items()):
-            cumulative, buckets = 0.0, []
-            for bound, n in zip((*(str(b) for b in self.bounds), "+Inf"), counts[:-1]):
-                cumulative += n
-                buckets.append((bound, cumulative))
-            family.add_metric([label], buckets, counts[-1])
+            family.add_metric([label], list(zip(bounds, accumulate(counts[:-1]))), counts[-1])
         yield family
 
 

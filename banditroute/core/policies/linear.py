@@ -28,14 +28,14 @@ from __future__ import annotations
 import numpy as np
 
 from banditroute.core.drift import PageHinkley
+from banditroute.core.policies.base import Policy
+from banditroute.core.policies.bayes_linear import BayesLinear
+from banditroute.core.types import Context
 
 try:  # the C core of thompson_wins, built where a compiler was available at install
     from banditroute.core.policies import _thompson as _native
 except ImportError:
     _native = None
-from banditroute.core.policies.base import Policy
-from banditroute.core.policies.bayes_linear import BayesLinear
-from banditroute.core.types import Context
 
 
 class _LinearPolicy(Policy):
