@@ -120,6 +120,22 @@ def test_the_word_cache_hands_out_rows_in_order_and_refuses_to_overflow(cache_ty
     assert cache.sum(["a"], table, out, True) == ["a"] and len(cache) == 0  # would not fit: starts over
 
 
+@pytest.mark.parametrize("cache_type", [embedding._DictCache, embedding._NativeCache])
+def test_the_word_cache_tells_apart_words_that_share_a_long_head(cache_type):
+    """The C cache keeps a word's first 16 bytes in its slot and the rest in an arena: words that
+    differ only after the 16th byte, or only in length, are different words."""
+    head = "abcdefghijklmnop"  # 16 bytes
+    words = [head[:15], head, head + "q", head + "r", head + "qq", head * 3, head * 3 + "s", "é" * 9, "é" * 8 + "e"]
+    cache = cache_type(64, 512)
+    table = np.arange(len(words), dtype=np.float32)[:, None] * np.ones((1, 2), dtype=np.float32)
+    out = np.empty(2)
+    assert cache.sum(words, table, out, True) == words
+    assert cache.insert(words) == list(range(len(words)))
+    for i, w in enumerate(words):
+        assert cache.sum([w], table, out, False) is None and out[0] == i
+    assert cache.sum([head + "z"], table, out, False) == [head + "z"]
+
+
 def test_the_c_word_cache_splits_ascii_prompts_as_words_of_does():
     table, out = np.zeros((1000, 1), dtype=np.float32), np.zeros(1)
     for prompt in ["Hello, World!  a-b_c.d", "\x1c\x1dfoo\x0bbar\tbaz\r\nqux", "UPPER lower MiXeD 42", "", "  ...  ",

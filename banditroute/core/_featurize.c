@@ -600,23 +600,38 @@ done:
  * The same rows in the same order as the Python dict it replaces, so the same sums to the bit.
  */
 typedef struct {
-    uint64_t hash;
     Py_ssize_t off, len; /* the word's bytes in the arena */
 } CacheKey;
+
+/* A slot of the open-addressing table: the word's hash, row and length, and its first SLOT_HEAD bytes,
+ * so that most words are found by reading one slot (one cache line), not the key and the arena too. */
+#define SLOT_HEAD 16
+typedef struct {
+    uint64_t hash;
+    int32_t row1; /* row + 1; 0 = empty */
+    int32_t len;
+    char head[SLOT_HEAD];
+} Slot;
 
 typedef struct {
     PyObject_HEAD
     Py_ssize_t capacity, size, max_words;
     uint32_t slot_mask;
-    int32_t *slots; /* row + 1 per slot, 0 = empty; open addressing with linear probing */
+    Slot *slots; /* linear probing; aligned to its size (slot_mem is the allocation) */
+    void *slot_mem;
     CacheKey *keys;  /* by row */
     char *arena;
     Py_ssize_t arena_len, arena_cap;
     Py_ssize_t *rows, rows_cap;            /* scratch: the row of each word of one sum */
+    uint64_t *hashes;                      /* scratch: the hash of each word of one sum */
+    Py_ssize_t hashes_cap;
     Py_ssize_t *spans, spans_cap;          /* scratch: (start, length) of each word of an ASCII prompt */
     char *low;
     Py_ssize_t low_cap;
 } WordCache;
+
+/* How many words ahead sum() asks for the memory it will read (the lookups are cache misses). */
+#define PREFETCH_AHEAD 8
 
 #define ARENA_LIMIT ((Py_ssize_t)64 << 20) /* bytes of cached words before the cache starts over */
 
@@ -640,18 +655,24 @@ static int grow(void **buf, Py_ssize_t *cap, Py_ssize_t need, size_t item) {
 }
 
 static void wc_clear(WordCache *c) {
-    memset(c->slots, 0, sizeof(int32_t) * ((size_t)c->slot_mask + 1));
+    memset(c->slots, 0, sizeof(Slot) * ((size_t)c->slot_mask + 1));
     c->size = 0;
     c->arena_len = 0;
+}
+
+static int slot_holds(const WordCache *c, const Slot *s, const char *w, Py_ssize_t n, uint64_t h) {
+    if (s->hash != h || s->len != n) return 0;
+    if (n <= SLOT_HEAD) return memcmp(s->head, w, n) == 0;
+    return memcmp(s->head, w, SLOT_HEAD) == 0 &&
+           memcmp(c->arena + c->keys[s->row1 - 1].off + SLOT_HEAD, w + SLOT_HEAD, n - SLOT_HEAD) == 0;
 }
 
 /* The row of word w, or -1. */
 static Py_ssize_t wc_find(const WordCache *c, const char *w, Py_ssize_t n, uint64_t h) {
     for (uint32_t slot = (uint32_t)h & c->slot_mask;; slot = (slot + 1) & c->slot_mask) {
-        int32_t r = c->slots[slot];
-        if (r == 0) return -1;
-        const CacheKey *k = &c->keys[r - 1];
-        if (k->hash == h && k->len == n && memcmp(c->arena + k->off, w, n) == 0) return r - 1;
+        const Slot *s = &c->slots[slot];
+        if (s->row1 == 0) return -1;
+        if (slot_holds(c, s, w, n, h)) return s->row1 - 1;
     }
 }
 
@@ -665,14 +686,16 @@ static int wc_init(WordCache *self, PyObject *args, PyObject *kwds) {
     }
     uint32_t slots = 1;
     while (slots < 2 * (uint64_t)capacity) slots <<= 1;
-    PyMem_Free(self->slots);
+    PyMem_Free(self->slot_mem);
     PyMem_Free(self->keys);
-    self->slots = PyMem_Calloc(slots, sizeof(int32_t));
+    self->slot_mem = PyMem_Calloc((size_t)slots + 1, sizeof(Slot));
     self->keys = PyMem_Malloc(sizeof(CacheKey) * capacity);
-    if (self->slots == NULL || self->keys == NULL) {
+    if (self->slot_mem == NULL || self->keys == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    /* one slot per half cache line: align the table to a slot's size */
+    self->slots = (Slot *)(((uintptr_t)self->slot_mem + sizeof(Slot) - 1) & ~(uintptr_t)(sizeof(Slot) - 1));
     self->slot_mask = slots - 1;
     self->capacity = capacity;
     self->max_words = max_words;
@@ -681,10 +704,11 @@ static int wc_init(WordCache *self, PyObject *args, PyObject *kwds) {
 }
 
 static void wc_dealloc(WordCache *self) {
-    PyMem_Free(self->slots);
+    PyMem_Free(self->slot_mem);
     PyMem_Free(self->keys);
     PyMem_Free(self->arena);
     PyMem_Free(self->rows);
+    PyMem_Free(self->hashes);
     PyMem_Free(self->spans);
     PyMem_Free(self->low);
     PyTypeObject *tp = Py_TYPE(self);
@@ -755,16 +779,22 @@ static PyObject *wc_sum(WordCache *self, PyObject *args) {
         return NULL;
     }
     if (make_room && (self->size + n > self->capacity || self->arena_len > ARENA_LIMIT)) wc_clear(self);
-    if (grow((void **)&self->rows, &self->rows_cap, n ? n : 1, sizeof(Py_ssize_t)) < 0) return NULL;
+    if (grow((void **)&self->rows, &self->rows_cap, n ? n : 1, sizeof(Py_ssize_t)) < 0 ||
+        grow((void **)&self->hashes, &self->hashes_cap, n ? n : 1, sizeof(uint64_t)) < 0)
+        return NULL;
+    /* Hash every word first, asking for each one's slot, so that the lookups' cache misses overlap. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len;
+        const char *w = word_at(self, list, i, &len);
+        if (w == NULL) return NULL;
+        self->hashes[i] = fnv1a(w, len);
+        __builtin_prefetch(&self->slots[(uint32_t)self->hashes[i] & self->slot_mask]);
+    }
     PyObject *missing = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t len;
         const char *w = word_at(self, list, i, &len);
-        if (w == NULL) {
-            Py_XDECREF(missing);
-            return NULL;
-        }
-        self->rows[i] = wc_find(self, w, len, fnv1a(w, len));
+        self->rows[i] = wc_find(self, w, len, self->hashes[i]);
         if (self->rows[i] < 0) {
             PyObject *word = list ? Py_NewRef(PyList_GET_ITEM(list, i)) : PyUnicode_FromStringAndSize(w, len);
             if (word == NULL || (missing == NULL && (missing = PyList_New(0)) == NULL) ||
@@ -793,7 +823,11 @@ static PyObject *wc_sum(WordCache *self, PyObject *args) {
     double *out = (double *)ob.buf;
     const float *table = (const float *)tb.buf;
     for (Py_ssize_t j = 0; j < dims; j++) out[j] = 0.0;
+    for (Py_ssize_t i = 0; i < n && i < PREFETCH_AHEAD; i++)
+        for (Py_ssize_t j = 0; j < dims; j += 16) __builtin_prefetch(table + self->rows[i] * dims + j);
     for (Py_ssize_t i = 0; i < n; i++) { /* the first row is copied, not added to zeros: -0.0 stays -0.0 */
+        if (i + PREFETCH_AHEAD < n)
+            for (Py_ssize_t j = 0; j < dims; j += 16) __builtin_prefetch(table + self->rows[i + PREFETCH_AHEAD] * dims + j);
         const float *v = table + self->rows[i] * dims;
         if (i == 0)
             for (Py_ssize_t j = 0; j < dims; j++) out[j] = v[j];
@@ -820,6 +854,10 @@ static PyObject *wc_insert(WordCache *self, PyObject *words) {
         Py_ssize_t len;
         const char *w = word_at(self, words, i, &len);
         if (w == NULL) goto fail;
+        if (len > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "a word longer than 2^31 - 1 bytes");
+            goto fail;
+        }
         uint64_t h = fnv1a(w, len);
         Py_ssize_t row = -1;
         if (wc_find(self, w, len, h) < 0) {
@@ -830,11 +868,13 @@ static PyObject *wc_insert(WordCache *self, PyObject *words) {
             if (grow((void **)&self->arena, &self->arena_cap, self->arena_len + len + 1, 1) < 0) goto fail;
             memcpy(self->arena + self->arena_len, w, len);
             row = self->size++;
-            self->keys[row] = (CacheKey){h, self->arena_len, len};
+            self->keys[row] = (CacheKey){self->arena_len, len};
             self->arena_len += len;
             uint32_t slot = (uint32_t)h & self->slot_mask;
-            while (self->slots[slot]) slot = (slot + 1) & self->slot_mask;
-            self->slots[slot] = (int32_t)(row + 1);
+            while (self->slots[slot].row1) slot = (slot + 1) & self->slot_mask;
+            Slot *s = &self->slots[slot];
+            *s = (Slot){h, (int32_t)(row + 1), (int32_t)len, {0}};
+            memcpy(s->head, w, len < SLOT_HEAD ? len : SLOT_HEAD);
         }
         PyObject *r = PyLong_FromSsize_t(row);
         if (r == NULL) goto fail;
