@@ -20,7 +20,7 @@ streamed (latency = time to the first event):
    ``--seconds`` of load, median of ``--runs`` runs; and the CPU time the serving process (all its
    threads and workers) spent per answered request;
 2. **highest sustained rate with p99 under 50 ms** (and no error): rates tried in increasing steps until
-   one fails.
+   one fails, then three bisection steps between the last rate that passed and the first that failed.
 
 Everything (upstream, targets and load generator) shares this 2-core machine, so the direct rate is
 also bounded by the load generator; the comparison is within one run. Then the log is checked: every
@@ -184,19 +184,39 @@ async def load(url: str, model: str, rate: float, seconds: float, stream: bool) 
             "p99_ms": round(float(np.percentile(ms, 99)), 3) if len(ms) else None}
 
 
-def max_rate(url: str, model: str, stream: bool, seconds: float, procs: list[subprocess.Popen]) -> dict:
-    best, tried = None, []
-    for rate in RATES:
+def max_rate(url: str, model: str, stream: bool, seconds: float, procs: list[subprocess.Popen],
+             refine: int = 3) -> dict:
+    """The highest rate with p99 under the limit and no error: up the :data:`RATES` ladder until a step
+    fails, then ``refine`` bisection steps between the last rate that passed and the first that failed
+    (so that a ratio between two targets does not hinge on the ladder's coarse steps)."""
+    tried = []
+
+    def passes(rate: float) -> bool:
         settle(procs)
         r = asyncio.run(load(url, model, rate, seconds, stream))
         tried.append(r)
         ok = r["errors"] == 0 and r["p99_ms"] is not None and r["p99_ms"] < P99_LIMIT_MS
-        log(f"    {rate:>5}/s: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
+        log(f"    {rate:>5g}/s: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
             f"{'' if ok else '  <- over'}")
-        if not ok:
+        return ok
+
+    best, failed = None, None
+    for rate in RATES:
+        if not passes(rate):
+            failed = rate
             break
         best = rate
-    return {"max_rate": best, "steps": tried}
+    if failed is not None:
+        low = best or 0
+        for _ in range(refine):
+            mid = round((low + failed) / 2)
+            if mid in (low, failed):
+                break
+            if passes(mid):
+                low = best = mid
+            else:
+                failed = mid
+    return {"max_rate": best, "first_failed": failed, "steps": tried}
 
 
 def check_log(db: Path) -> dict:
