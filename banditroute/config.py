@@ -106,6 +106,9 @@ class PolicyConfig(_Strict):
                                          "min(1, floor_share / (K floor)), so a large pool does not spend K times "
                                          "the floor on exploration; none: the floor applies per model as given")
     exploration: NonNegFloat = 0.5
+    exploration_decay: PositiveFloat | None = Field(default=None, description="linear Thompson sampling and LinUCB: "
+                                                    "n0 of the annealed exploration scale exploration sqrt(n0 / "
+                                                    "(n0 + n)) after n quality observations; none: constant")
     exploration_pool_scaling: bool = Field(default=False, description="multiply exploration by sqrt(ln 2 / ln K) "
                                            "for a pool of K models: the largest of K posterior draws grows "
                                            "like sqrt(2 ln K), so without it Thompson sampling explores more "

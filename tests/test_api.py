@@ -242,6 +242,7 @@ async def test_the_policy_view_shows_the_floor_decaying_with_feedback(client):
     assert before["floor"] == pytest.approx(0.05 / 11) and before["floor_min"] == pytest.approx(0.005 / 11)
     assert before["floor_decay"] == 500.0
     assert before["floor_min"] <= before["current_floor"] <= before["floor"]
+    assert before["exploration_decay"] is None and before["current_exploration"] == before["exploration"] == 0.5
     for i in range(30):
         now = (await (await client.get("/policy")).json())["current_floor"]
         r = await post(client, "/route", {"prompt": f"What is {i} + {i}?"})

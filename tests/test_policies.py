@@ -400,6 +400,22 @@ def test_a_decaying_floor_shrinks_with_evidence_to_its_minimum_and_survives_a_st
     assert again.current_floor() == 0.002 and again.params() == pol.params()
 
 
+@pytest.mark.parametrize("name", ["lints", "linucb"])
+def test_annealed_exploration_narrows_the_scale_by_its_schedule_and_survives_a_state_round_trip(name):
+    settings = PolicyConfig(exploration=0.5, exploration_decay=100.0, floor_share=None)
+    pol = make_policy(name, MODELS, F.dim, PRICES, settings)
+    constant = make_policy(name, MODELS, F.dim, PRICES, settings.model_copy(update={"exploration_decay": None}))
+    X = F.transform_many(["Write a Python function", "What is the capital of France?"])
+    np.testing.assert_array_equal(pol.exploration_scale(X), constant.exploration_scale(X))  # n = 0: the same
+    for p in (pol, constant):
+        for _ in range(300):
+            p.update(ctx("Write a Python function"), 0, quality=1.0)
+    assert pol.current_exploration() == pytest.approx(0.5 * (100 / 400) ** 0.5)
+    np.testing.assert_allclose(pol.exploration_scale(X), 0.5 * constant.exploration_scale(X), rtol=1e-12)
+    again = loads_state(dumps_state(pol))[1]
+    assert again.params() == pol.params() and again.current_exploration() == pol.current_exploration()
+
+
 @pytest.mark.parametrize("n_models", [2, 4, 11, 28])
 def test_the_floor_takes_at_most_its_share_of_traffic_however_large_the_pool(n_models):
     models = [f"m{i}" for i in range(n_models)]

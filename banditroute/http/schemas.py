@@ -113,6 +113,9 @@ class PolicyView(_Answer):
     cost_weight: float
     cost_preference: float | None = Field(description="when set, the default instead of cost_weight")
     exploration: float | None
+    exploration_decay: float | None = Field(description="n0 of the annealed exploration scale; null: constant")
+    current_exploration: float | None = Field(description="the exploration scale in force now (linear Thompson "
+                                              "sampling and LinUCB)")
     floor: float = Field(description="the floor the policy started from (and keeps, without floor_decay)")
     floor_decay: float | None = Field(description="n0 of the decaying floor; null: a constant floor")
     floor_min: float = Field(description="the least the decaying floor falls to")

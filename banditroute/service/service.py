@@ -412,7 +412,10 @@ class Service:
         pol = self.router.policy
         return {"policy": pol.describe(), "cost_weight": self.router.cost_weight,
                 "cost_preference": self.router.cost_preference,
-                "exploration": getattr(pol, "exploration", None), "floor": pol.floor,
+                "exploration": getattr(pol, "exploration", None),
+                "exploration_decay": getattr(pol, "exploration_decay", None),
+                "current_exploration": pol.current_exploration() if hasattr(pol, "current_exploration") else None,
+                "floor": pol.floor,
                 "floor_decay": pol.floor_decay, "floor_min": pol.floor_min, "current_floor": pol.current_floor(),
                 "feature_version": self.router.featurizer.version, "feedback_seq": self.store.seq}
 

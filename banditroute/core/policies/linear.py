@@ -43,9 +43,11 @@ class _LinearPolicy(Policy):
                  prior_strength: float = 10.0, prior_mean: float = 0.5, noise_sd: float = 0.5,
                  expected_output_tokens: float = 256.0, floor_decay: float | None = None, floor_min: float = 0.001,
                  pooled: bool = False, drift_threshold: float | None = None, drift_delta: float = 0.1,
-                 drift_keep: float = 0.0, importance_cap: float | None = None, price_prior: bool = False):
+                 drift_keep: float = 0.0, importance_cap: float | None = None, price_prior: bool = False,
+                 exploration_decay: float | None = None):
         super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min, importance_cap)
         self.exploration = float(exploration)
+        self.exploration_decay = None if exploration_decay is None else float(exploration_decay)
         self.noise_sd = float(noise_sd)
         self.price_prior = bool(price_prior)
         covariate = price_covariate(self.cost_model) if self.price_prior else None
@@ -64,12 +66,22 @@ class _LinearPolicy(Policy):
         if self.drift is not None and self.drift.update(arm, residual):
             self.quality.forget(arm, self.drift_keep)
 
+    def current_exploration(self) -> float:
+        """``exploration``, or with ``exploration_decay = n0`` ``exploration sqrt(n0 / (n0 + n))`` after
+        ``n`` quality observations: the posterior's own shrinking plus a schedule that anneals its
+        inflation, as the floor's (SquareCB keeps its own schedule, ``gamma_n``)."""
+        if self.exploration_decay is None:
+            return self.exploration
+        n = float(self.quality_observations.sum())
+        return self.exploration * float(np.sqrt(self.exploration_decay / (self.exploration_decay + n)))
+
     def exploration_scale(self, X: np.ndarray) -> np.ndarray:
-        """``s_k(x_b) = exploration * noise_sd * sqrt(x_b^T A_k^{-1} x_b)``: (B, K)."""
-        return self.exploration * self.noise_sd * np.sqrt(np.maximum(self.quality.variance(X), 0.0))
+        """``s_k(x_b) = v * noise_sd * sqrt(x_b^T A_k^{-1} x_b)`` with ``v`` :meth:`current_exploration`: (B, K)."""
+        return self.current_exploration() * self.noise_sd * np.sqrt(np.maximum(self.quality.variance(X), 0.0))
 
     def params(self) -> dict:
-        return {**super().params(), "exploration": self.exploration, "noise_sd": self.noise_sd,
+        return {**super().params(), "exploration": self.exploration, "exploration_decay": self.exploration_decay,
+                "noise_sd": self.noise_sd,
                 "prior_strength": self.quality.prior_strength, "prior_mean": self.quality.prior_mean,
                 "pooled": self.quality.pooled, "drift_keep": self.drift_keep, "price_prior": self.price_prior,
                 "drift_threshold": None if self.drift is None else self.drift.threshold,
