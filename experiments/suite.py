@@ -63,7 +63,6 @@ CONFIGS = {
     "priced_price_prior": {"policy": "lints", "priced": True, "price_prior": True},
     "exploration_pool_scaling": {"policy": "lints", "exploration_pool_scaling": True},
     "exploration_decay_500": {"policy": "lints", "exploration_decay": 500.0},
-    "exploration_decay_2000": {"policy": "lints", "exploration_decay": 2000.0},
     "former_default": {"policy": "lints", **FORMER},
     "linucb": {"policy": "linucb", **FORMER},
     "lints_floor_0.002": {"policy": "lints", **FORMER, "floor": 0.002},
