@@ -178,12 +178,18 @@ class Policy:
         p = self._raw_probabilities(X, net, mask, rng)
         return Scores(apply_floor(p, mask, self.current_floor()), quality, cost)
 
+    def annealed(self, value: float, n0: float | None) -> float:
+        """``value sqrt(n0 / (n0 + n))`` after the ``n`` quality observations learned so far (``value``
+        itself when ``n0`` is None): the schedule of the decaying floor and of annealed exploration."""
+        if n0 is None:
+            return value
+        return value * np.sqrt(n0 / (n0 + float(self.quality_observations.sum())))
+
     def current_floor(self) -> float:
         """The floor now: ``floor``, or its decayed value after the observations learned so far."""
         if self.floor_decay is None:
             return self.floor
-        n = float(self.quality_observations.sum())
-        return max(min(self.floor_min, self.floor), self.floor * np.sqrt(self.floor_decay / (self.floor_decay + n)))
+        return max(min(self.floor_min, self.floor), self.annealed(self.floor, self.floor_decay))
 
     def greedy(self, X, input_tokens, eligible, cost_weights) -> Scores:
         """The exploitation rule, without the floor: all mass on the best mean score for a learning

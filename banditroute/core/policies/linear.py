@@ -70,10 +70,7 @@ class _LinearPolicy(Policy):
         """``exploration``, or with ``exploration_decay = n0`` ``exploration sqrt(n0 / (n0 + n))`` after
         ``n`` quality observations: the posterior's own shrinking plus a schedule that anneals its
         inflation, as the floor's (SquareCB keeps its own schedule, ``gamma_n``)."""
-        if self.exploration_decay is None:
-            return self.exploration
-        n = float(self.quality_observations.sum())
-        return self.exploration * float(np.sqrt(self.exploration_decay / (self.exploration_decay + n)))
+        return float(self.annealed(self.exploration, self.exploration_decay))
 
     def exploration_scale(self, X: np.ndarray) -> np.ndarray:
         """``s_k(x_b) = v * noise_sd * sqrt(x_b^T A_k^{-1} x_b)`` with ``v`` :meth:`current_exploration`: (B, K)."""
