@@ -7,7 +7,9 @@ Usage (about a minute; the baseline is any checkout with its C core built, e.g. 
 Every distinct prompt of ../shared/data (the prompts ``bench_server.py`` sends, shuffled the same way)
 goes through ``Featurizer.transform_many`` in batches of 23 (the server's mean micro-batch), in a
 fresh process: ``cold``, every word new to the embedding's cache as after a restart, then ``warm``,
-the same prompts again with every word cached (a server's steady state). Each run
+the same prompts again with every word cached (a server's steady state), then ``evicted``, warm but
+with the CPU caches flushed before each batch by a pass over 32 MB (untimed), as a server's other work
+flushes them between batches. Each run
 measures this checkout and, with ``--baseline``, the one at PATH (alternating, so that drift in the
 machine's speed hits both); the figure is the median over runs. With a baseline the features of both
 are also compared, prompt by prompt: ``identical_rows`` is the share of prompts whose vectors are the
@@ -48,8 +50,15 @@ t = time.perf_counter()
 for i in range(0, len(prompts), {batch}):
     f.transform_many(prompts[i:i + {batch}])
 warm = time.perf_counter() - t
+junk, evicted = np.ones(4 << 20), 0.0
+for i in range(0, len(prompts), {batch}):
+    junk += 1.0
+    t = time.perf_counter()
+    f.transform_many(prompts[i:i + {batch}])
+    evicted += time.perf_counter() - t
 np.save(sys.argv[2], X)
-print(json.dumps({{"cold": cold / len(prompts) * 1e6, "warm": warm / len(prompts) * 1e6, "prompts": len(prompts)}}))
+print(json.dumps({{"cold": cold / len(prompts) * 1e6, "warm": warm / len(prompts) * 1e6,
+                  "evicted": evicted / len(prompts) * 1e6, "prompts": len(prompts)}}))
 """
 
 
@@ -70,15 +79,15 @@ def main() -> None:
     import numpy as np
 
     targets = {"this": str(ROOT)} | ({"baseline": str(Path(args.baseline).resolve())} if args.baseline else {})
-    times: dict[str, dict[str, list[float]]] = {name: {"cold": [], "warm": []} for name in targets}
+    times: dict[str, dict[str, list[float]]] = {name: {"cold": [], "warm": [], "evicted": []} for name in targets}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for run in range(args.runs):
             for name, path in targets.items():
                 r = one(path, tmp, tmp / f"{name}.npy")
-                for phase in ("cold", "warm"):
+                for phase in ("cold", "warm", "evicted"):
                     times[name][phase].append(r[phase])
-                print(f"run {run + 1} {name}: {r['cold']:.2f} us a prompt cold, {r['warm']:.2f} warm "
+                print(f"run {run + 1} {name}: {r['cold']:.2f} us a prompt cold, {r['warm']:.2f} warm, {r['evicted']:.2f} evicted "
                       f"({r['prompts']} prompts)", file=sys.stderr, flush=True)
         result = {"batch": BATCH, "runs": args.runs, "prompts": r["prompts"],
                   "us_per_prompt": {name: {phase: round(statistics.median(t), 2) for phase, t in by.items()}
