@@ -130,9 +130,20 @@ class PolicyConfig(_Strict):
                               "quality follows its list price, at the slope the pool's evidence shows across "
                               "models (a model with little evidence expects what models at its price do)")
     expected_output_tokens: NonNegFloat = 256.0
+    features: str | None = Field(default=None, description="the feature version to route with: none (those of "
+                                 "the log's last decision, else of the warm start, else this installation's "
+                                 "default, so that an upgrade whose default features changed goes on from its own "
+                                 "log), `latest` (the default: feedback on decisions logged with other features "
+                                 "is then not learned), or a version such as `v1-d64`")
     warm_start: str | None = Field(default=None, description="a state written by `banditroute pretrain`: the "
                                    "policy starts from it (model by model where names match) instead of its prior; "
                                    "`bundled`: the state shipped for the bundled pool; `none`: a cold start")
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: str | None) -> str | None:
+        v = None if v is None else v.strip()
+        return None if not v or v.lower() == "auto" else v
 
     @field_validator("warm_start")
     @classmethod

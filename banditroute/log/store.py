@@ -506,7 +506,8 @@ class Store:
         cur = self.con.cursor()
         try:
             reader = cur.sql(
-                "SELECT f.seq, f.decision_id, f.qualities, f.weights, f.cost_usd, d.x, d.input_tokens, d.chosen, d.propensity "
+                "SELECT f.seq, f.decision_id, f.qualities, f.weights, f.cost_usd, d.feature_version, d.x, d.input_tokens, "
+                "d.chosen, d.propensity "
                 "FROM feedback f JOIN decisions d USING (decision_id) WHERE f.seq > ? ORDER BY f.seq",
                 params=[seq],
             ).to_arrow_reader(batch_rows)

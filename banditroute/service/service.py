@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from banditroute.config import Settings
+from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.reward import Feedback, fingerprint
 from banditroute.core.router import Router, RouteRequest
@@ -72,7 +73,8 @@ class Service:
         self.config = config
         self.store = store
         self.snapshot_path = Path(str(store.path) + ".snapshot") if store.path != ":memory:" else None
-        self.router = router or Router(config, seed=seed, store_prompts=config.storage.store_prompts,
+        self.router = router or Router(config, seed=seed, featurizer=self._featurizer(),
+                                       store_prompts=config.storage.store_prompts,
                                        hash_key=prompt_hash_key(store.path, config.storage.prompt_hash_key))
         self.pending = PendingDecisions(config.max_pending)
         self.stats = ModelStats(config.names)
@@ -89,6 +91,41 @@ class Service:
         self._resuming: asyncio.Task | None = None
 
     # -- start-up ----------------------------------------------------------------------------------
+    def _featurizer(self) -> Featurizer:
+        """The features this deployment routes with (``policy.features``).
+
+        Left unset, they are those of the log's last decision: the log holds feature vectors, and the
+        state is rebuilt from them, so a deployment whose log was written before an upgrade changed
+        the default features goes on with the features its log and snapshot were learned with
+        (instead of failing to rebuild its state from vectors of another length). A new log takes
+        the warm start's features, and without one this installation's default. ``latest`` forces
+        the default and ``vN-...`` a given version (feedback on decisions logged with other features
+        is then not learned, see :meth:`replay_into`).
+        """
+        wanted, default = self.config.policy.features, Featurizer()
+        source = "policy.features"
+        if wanted is None:
+            rows = self.store.query("SELECT feature_version FROM decisions ORDER BY ts DESC LIMIT 1").to_pylist()
+            wanted, source = (rows[0]["feature_version"], "the log") if rows else (None, "")
+        if wanted is None and self.config.policy.warm_start is not None:
+            try:
+                wanted, source = load_state(self.config.policy.warm_start).feature_version, "the warm start"
+            except StateError:  # reported with its reason when the warm start is loaded
+                wanted = None
+        if wanted in (None, "latest", default.version):
+            return default
+        try:
+            featurizer = Featurizer.from_version(wanted)
+        except ValueError as err:
+            raise StateError(f"{source}: {err}") from None
+        if source == "policy.features":
+            log.info("routing with features %s (policy.features)", featurizer.version)
+            return featurizer
+        log.warning("routing with features %s (%s), not this version's default %s: set policy.features = "
+                    "\"latest\" to switch (feedback on decisions logged with other features is then not "
+                    "learned), or start a new log", featurizer.version, source, default.version)
+        return featurizer
+
     def recover(self) -> dict:
         """Load the snapshot and replay later feedback from the log; returns what it did."""
         t0 = time.perf_counter()
@@ -195,15 +232,21 @@ class Service:
 
     def replay_into(self, router: Router, after_seq: int, until_seq: int | None = None) -> int:
         """Feed logged feedback with ``after_seq < seq <= until_seq`` to ``router``'s policy."""
-        n = 0
+        n = other = 0
+        version = router.featurizer.version
         for row in self.store.feedback_since(after_seq):
             if until_seq is not None and row["seq"] > until_seq:
                 break
+            if row["feature_version"] != version:  # vectors of another layout (policy.features changed)
+                other += 1
+                continue
             d = router.pending_from_row(row)
             if d is None:  # a model no longer in the policy
                 continue
             router.learn(d, list(zip(row["qualities"], row["weights"])), row["cost_usd"])
             n += 1
+        if other:
+            log.warning("%d feedbacks on decisions logged with features other than %s were not learned", other, version)
         return n
 
     def _restore_budgets(self) -> None:
