@@ -58,3 +58,16 @@ def cold_settings():
 
     cfg = load_settings()
     return cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"warm_start": None})})
+
+
+async def thumbs_traffic(service, n: int) -> None:
+    """Route ``n`` coding prompts through ``service`` and give each a thumb (60% up) and a cost."""
+    from banditroute.core.reward import Feedback, Signal
+    from banditroute.core.router import RouteRequest
+
+    rng = np.random.default_rng(2)
+    for i in range(n):
+        d = await service.route(RouteRequest(prompt=f"Write a Python function number {i} " + "word " * (i % 7)))
+        await service.feedback(d.decision_id, Feedback(
+            signals=[Signal(source="user", kind="thumbs", value=bool(rng.random() < 0.6))],
+            cost_usd=float(rng.uniform(0.0, 0.01))))

@@ -7,11 +7,10 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import cold_settings
+from conftest import cold_settings, thumbs_traffic
 
 from banditroute.config import PolicyConfig, StorageConfig
 from banditroute.core.features import Featurizer
-from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import Router, RouteRequest
 from banditroute.core.state import StateError, save_state
 from banditroute.log.store import Store
@@ -35,12 +34,7 @@ async def old_deployment(db: str, n: int = 60) -> dict:
     service = Service(config, Store(db, 0.005), seed=1,
                       router=Router(config, seed=1, featurizer=Featurizer.from_version(OLD)))
     service.recover()
-    rng = np.random.default_rng(3)
-    for i in range(n):
-        d = await service.route(RouteRequest(prompt=f"Write a Python function number {i} " + "word " * (i % 5)))
-        await service.feedback(d.decision_id, Feedback(
-            signals=[Signal(source="user", kind="thumbs", value=bool(rng.random() < 0.6))],
-            cost_usd=float(rng.uniform(0.0, 0.01))))
+    await thumbs_traffic(service, n)
     await service.snapshot()
     arrays = {k: v.copy() for k, v in service.router.policy.arrays().items()}
     service.store.close()

@@ -10,11 +10,9 @@ import pickle
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import cold_settings
+from conftest import cold_settings, thumbs_traffic
 
 from banditroute.config import PolicyConfig, StorageConfig
-from banditroute.core.reward import Feedback, Signal
-from banditroute.core.router import RouteRequest
 from banditroute.http.app import create_app
 from banditroute.log.schema import LOG_SCHEMA
 from banditroute.log.store import Store
@@ -77,12 +75,7 @@ async def _service_with_traffic(db: str, n: int = 300) -> tuple[Service, dict]:
     config = cold_settings().model_copy(update={"storage": StorageConfig(db=db, flush_interval_ms=5)})
     service = Service(config, Store(db, 0.005), seed=1)
     service.recover()
-    rng = np.random.default_rng(2)
-    for i in range(n):
-        d = await service.route(RouteRequest(prompt=f"Write a Python function number {i} " + "word " * (i % 7)))
-        await service.feedback(d.decision_id, Feedback(
-            signals=[Signal(source="user", kind="thumbs", value=bool(rng.random() < 0.6))],
-            cost_usd=float(rng.uniform(0.0, 0.01))))
+    await thumbs_traffic(service, n)
     await service.snapshot()
     return service, {k: v.copy() for k, v in service.router.policy.arrays().items()}
 
