@@ -29,6 +29,13 @@ answered call is in ``calls`` with tokens, cost and latency. Results go to
 
     python benchmarks/bench_gateway.py                # about 10 minutes with LiteLLM
     python benchmarks/bench_gateway.py --runs 1 --seconds 5 --no-litellm
+    python benchmarks/bench_gateway.py --no-litellm --baseline PATH --runs 9 --no-max-rate   # A/B of a change
+
+With ``--baseline PATH`` (another checkout with its C cores built, e.g. a ``git worktree`` of the commit
+before a change), that checkout's gateway is a fourth target, configured alike on the same upstream,
+measured in the same runs (which of the two goes first alternates from run to run); the results gain
+``this_vs_baseline``: per mode, the medians over runs of this gateway's server CPU per request over the
+baseline's and of the difference of their p50 and p99. ``--no-max-rate`` skips the rate search.
 """
 
 from __future__ import annotations
@@ -82,9 +89,9 @@ async def wait_up(url: str, timeout: float = 120.0) -> None:
     raise TimeoutError(f"{url} did not come up")
 
 
-def start(cmd: list[str], logfile: Path, env: dict | None = None) -> subprocess.Popen:
+def start(cmd: list[str], logfile: Path, env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=logfile.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                            start_new_session=True)
+                            start_new_session=True, cwd=cwd)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -250,8 +257,11 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=5.0, help="seconds of load per step of the rate search")
     ap.add_argument("--litellm-venv", default=os.path.join(tempfile.gettempdir(), "banditroute-bench-litellm"))
     ap.add_argument("--no-litellm", action="store_true")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", help=f"default: {RESULTS.relative_to(ROOT)}; with --baseline, gateway_ab.json beside it")
+    ap.add_argument("--baseline", help="another checkout (C cores built) whose gateway runs in the same runs")
+    ap.add_argument("--no-max-rate", action="store_true", help="measure at 500 requests/s only")
     args = ap.parse_args()
+    args.out = args.out or str(RESULTS.with_name("gateway_ab.json") if args.baseline else RESULTS)
 
     work = Path(tempfile.mkdtemp(prefix="banditroute-bench-gateway-"))
     up_port, gw_port, lt_port = free_port(), free_port(), free_port()
@@ -265,6 +275,14 @@ def main() -> None:
     targets = {"direct": (f"{upstream}/chat/completions", "small-upstream"),
                "banditroute": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "banditroute")}
     server_of = {"direct": procs[0], "banditroute": procs[1]}  # whose CPU time a target's requests cost
+    if args.baseline:
+        base_port, checkout = free_port(), str(Path(args.baseline).resolve())
+        gateway_config(work / "baseline.toml", upstream, work / "baseline.duckdb")
+        procs.append(start([sys.executable, "-m", "banditroute.cli.main", "serve", "--config",
+                            str(work / "baseline.toml"), "--port", str(base_port)], work / "baseline.log",
+                           {"PYTHONPATH": checkout}, cwd=checkout))
+        targets["baseline"] = (f"http://127.0.0.1:{base_port}/v1/chat/completions", "banditroute")
+        server_of["baseline"] = procs[-1]
     litellm_version = None
     if not args.no_litellm:
         exe = ensure_litellm(Path(args.litellm_venv))
@@ -284,13 +302,20 @@ def main() -> None:
         asyncio.run(wait_up(f"http://127.0.0.1:{gw_port}/healthz"))
         if "litellm" in targets:
             asyncio.run(wait_up(f"http://127.0.0.1:{lt_port}/health/liveliness"))
+        if "baseline" in targets:
+            asyncio.run(wait_up(targets["baseline"][0].replace("/v1/chat/completions", "/healthz")))
         results: dict = {"added_latency_at_500": {}, "max_rate_p99_under_50ms": {}}
         for stream in (False, True):
             mode = "streaming_ttft" if stream else "non_streaming"
             log(f"{mode}: 500 requests/s, {args.runs} runs of {args.seconds:g} s")
             per_target: dict[str, list[dict]] = {t: [] for t in targets}
             for run in range(args.runs):
-                for name, (url, model) in targets.items():
+                order = list(targets)
+                if "baseline" in targets and run % 2:  # the baseline before this gateway every other run
+                    i, j = order.index("banditroute"), order.index("baseline")
+                    order[i], order[j] = order[j], order[i]
+                for name in order:
+                    url, model = targets[name]
                     settle(procs)
                     cpu0 = group_cpu_seconds(server_of[name].pid)
                     r = asyncio.run(load(url, model, 500, args.seconds, stream))
@@ -312,6 +337,19 @@ def main() -> None:
                     summary[name]["added_p50_ms"] = round(summary[name]["p50_ms"] - summary["direct"]["p50_ms"], 3)
                     summary[name]["added_p99_ms"] = round(summary[name]["p99_ms"] - summary["direct"]["p99_ms"], 3)
             results["added_latency_at_500"][mode] = summary
+            if "baseline" in targets:
+                pairs = list(zip(per_target["banditroute"], per_target["baseline"]))
+                results.setdefault("this_vs_baseline", {})[mode] = {
+                    "baseline": args.baseline,
+                    "cpu_per_request_ratio": round(statistics.median(
+                        a["server_cpu_ms_per_request"] / b["server_cpu_ms_per_request"] for a, b in pairs), 3),
+                    "cpu_per_request_ratios": [round(a["server_cpu_ms_per_request"] / b["server_cpu_ms_per_request"], 3)
+                                               for a, b in pairs],
+                    "p50_difference_ms": round(statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in pairs), 3),
+                    "p99_difference_ms": round(statistics.median(a["p99_ms"] - b["p99_ms"] for a, b in pairs), 3)}
+                log(f"  this vs baseline: {results['this_vs_baseline'][mode]}")
+            if args.no_max_rate:
+                continue
             log(f"{mode}: highest rate with p99 < {P99_LIMIT_MS:g} ms")
             rates = {}
             for name, (url, model) in targets.items():
@@ -335,7 +373,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     short = {mode: {n: {k: v for k, v in s.items() if k != "runs"} for n, s in m.items()}
              for mode, m in results["added_latency_at_500"].items()}
-    print(json.dumps({"added_latency_at_500": short,
+    print(json.dumps({"added_latency_at_500": short, "this_vs_baseline": results.get("this_vs_baseline"),
                       "max_rate": {mode: {n: {k: v for k, v in r.items() if k != "steps"} for n, r in m.items()}
                                    for mode, m in results["max_rate_p99_under_50ms"].items()},
                       "log": results["log"]}, indent=1))
