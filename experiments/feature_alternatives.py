@@ -41,6 +41,9 @@ VARIANTS = {
     "v2, embedding x0.5": {"embed_scale": 0.5},
     "v2, 32 hashed": {"hash_dim": 32},
     "v2, 256 hashed": {"hash_dim": 256},
+    "v2, hashed x0.5": {"hash_scale": 0.5},
+    "v2, hashed x2": {"hash_scale": 2.0},
+    "v2, 128 hashed": {"hash_dim": 128},
     "v2, embedding 128": {"embedding": 128},
     "v2, embedding 256": {"embedding": 256},
 }
