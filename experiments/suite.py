@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import full_information, oracle_point, priced_pool, tfidf_ridge, uniform_point
 
 from banditroute.config import PolicyConfig
+from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.simulate import simulate
@@ -45,7 +46,8 @@ from banditroute.offline.tune import tune
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("qauc", "cost_at_95", "quality_at_25", "aiq")
-# Candidate configurations: a policy name and PolicyConfig fields over the defaults.
+# Candidate configurations: a policy name, PolicyConfig fields over the defaults, and "features": Featurizer
+# arguments (features other than the default; tune and simulate are given that featurizer).
 FORMER = {"pooled": False, "floor_decay": None, "exploration": 1.0, "floor_share": None,
           "importance_cap": None}  # before issue 11's suite
 UNWEIGHTED = {"importance_cap": None}  # the default before importance-weighted learning
@@ -63,6 +65,10 @@ CONFIGS = {
     "priced_price_prior": {"policy": "lints", "priced": True, "price_prior": True},
     "exploration_pool_scaling": {"policy": "lints", "exploration_pool_scaling": True},
     "exploration_decay_500": {"policy": "lints", "exploration_decay": 500.0},
+    # other features (Featurizer arguments under "features")
+    "hashed_half": {"policy": "lints", "features": {"hash_scale": 0.5}},  # the default (v3), named for its own run
+    "v2_features": {"policy": "lints", "features": {"hash_scale": 1.0}},  # the default before v3
+    "hashed_128": {"policy": "lints", "features": {"hash_dim": 128}},
     "former_default": {"policy": "lints", **FORMER},
     "linucb": {"policy": "linucb", **FORMER},
     "lints_floor_0.002": {"policy": "lints", **FORMER, "floor": 0.002},
@@ -120,13 +126,15 @@ def one_table(job) -> dict:
         spec = dict(CONFIGS[name])
         policy = spec.pop("policy")
         pool = priced_pool(outcomes) if spec.pop("priced", False) else None
+        features = spec.pop("features", None)
         settings = PolicyConfig(name=policy, **spec)
         runs = {}
         for seed in seeds:
             print(f"{path.stem}: {name} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-            res = tune(outcomes, policy, seed, settings=settings, pool=pool)
-            regret = simulate(outcomes, policy, settings.cost_weight, seed, settings=settings,
-                              pool=pool)["online"]["regret"]
+            featurizer = None if features is None else Featurizer(**features)
+            res = tune(outcomes, policy, seed, settings=settings, pool=pool, featurizer=featurizer)
+            regret = simulate(outcomes, policy, settings.cost_weight, seed, settings=settings, pool=pool,
+                              featurizer=featurizer)["online"]["regret"]
             runs[seed] = {m: res[m] for m in METRICS} | {"points": len(res["points"]),
                                                          "passes_best_fixed_at": regret["passes_best_fixed_at"],
                                                          "regret_vs_best_fixed": regret["vs_best_fixed"],

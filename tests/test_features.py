@@ -23,14 +23,15 @@ def test_vector_shape_bias_and_version():
     x = f.transform(PROMPTS[0])
     assert x.shape == (1 + len(SIGNALS) + 64 + 64,) == (f.dim,)
     assert x[0] == 1.0
-    assert f.version == "v2-d64-minilm-l6-m2v-64"
+    assert f.version == "v3-d64-minilm-l6-m2v-64"
     assert np.all(np.isfinite(x))
     assert np.all((x[1 : 1 + len(SIGNALS)] >= 0) & (x[1 : 1 + len(SIGNALS)] <= 1))
-    assert np.linalg.norm(x[1 + len(SIGNALS) : 1 + len(SIGNALS) + 64]) == pytest.approx(1.0)
+    assert np.linalg.norm(x[1 + len(SIGNALS) : 1 + len(SIGNALS) + 64]) == pytest.approx(0.5)  # v3: the hashed block at norm 0.5
     assert np.linalg.norm(x[1 + len(SIGNALS) + 64 :]) == pytest.approx(1.0)
     v1 = Featurizer(hash_dim=64, embedding=False)
     assert v1.version == "v1-d64" and v1.dim == 85
-    np.testing.assert_array_equal(v1.transform(PROMPTS[0]), x[:85])
+    np.testing.assert_array_equal(v1.transform(PROMPTS[0]), Featurizer.from_version("v2-d64-minilm-l6-m2v-64").transform(
+        PROMPTS[0])[:85])  # v2 is v1 with the embedding appended
 
 
 def test_a_version_string_rebuilds_its_featurizer():
@@ -89,14 +90,28 @@ def test_batch_equals_one_by_one():
     np.testing.assert_array_equal(batch[2:4], f.transform_many(prompts[2:4]))
 
 
-def test_v1_and_v2_features_are_frozen():
-    """Any change to what v1 or v2 computes must come with a new FEATURE_VERSION (logs and states record it)."""
+def test_every_feature_version_is_frozen():
+    """Any change to what a version computes must come with a new FEATURE_VERSION (logs and states record it)."""
     import hashlib
 
-    digest = hashlib.sha256(Featurizer(embedding=False).transform_many(PROMPTS).tobytes()).hexdigest()
-    assert digest == "7b26278173cd911943cdf81f14b07c78dc9fea118a13b3096da6815143657242"
-    digest = hashlib.sha256(Featurizer().transform_many(PROMPTS).tobytes()).hexdigest()
-    assert digest == "9845e799d952632a0c734b3e299d8dc0b354e80d3f271985dc48db9b8fba9a7f"
+    def digest(version: str) -> str:
+        return hashlib.sha256(Featurizer.from_version(version).transform_many(PROMPTS).tobytes()).hexdigest()
+
+    assert digest("v1-d64") == "7b26278173cd911943cdf81f14b07c78dc9fea118a13b3096da6815143657242"
+    assert digest("v2-d64-minilm-l6-m2v-64") == "9845e799d952632a0c734b3e299d8dc0b354e80d3f271985dc48db9b8fba9a7f"
+    assert digest("v3-d64-minilm-l6-m2v-64") == "41a6e075d78a2832720f9fb0ce9e348998d8ddc3841a138557ecf51592dc8473"
+    v2, v3 = (Featurizer.from_version(v).transform_many(PROMPTS) for v in ("v2-d64-minilm-l6-m2v-64",
+                                                                           "v3-d64-minilm-l6-m2v-64"))
+    hashed = slice(1 + len(SIGNALS), 1 + len(SIGNALS) + 64)  # v3 is v2 with the hashed block at half its norm
+    np.testing.assert_array_equal(v3[:, hashed], 0.5 * v2[:, hashed])
+    np.testing.assert_array_equal(np.delete(v3, hashed, axis=1), np.delete(v2, hashed, axis=1))
+
+
+def test_scales_no_version_has_are_named_and_not_rebuilt():
+    f = Featurizer(hash_scale=2.0)
+    assert f.version == "v3-d64-minilm-l6-m2v-64+hash_scale=2,embed_scale=1"
+    with pytest.raises(ValueError, match="unknown feature version"):
+        Featurizer.from_version(f.version)
 
 
 def _python_path(prompts):

@@ -8,7 +8,9 @@ A prompt becomes ``x = [1, s_1..s_S, h_1..h_D, e_1..e_E]``:
   format and brevity, writing and reasoning requests, script (non-ASCII, CJK, other non-Latin);
 * ``h`` are word unigrams and bigrams hashed into ``D`` buckets with a sign bit (the hashing trick,
   Weinberger et al., 2009, "Feature Hashing for Large Scale Multitask Learning"), L2-normalised and
-  multiplied by ``hash_scale``: lexical evidence;
+  multiplied by ``hash_scale``: lexical evidence. With the policies' isotropic ridge prior, the block's
+  norm is its prior weight: at 0.5 (v3) the words count for less, against the embedding and the
+  signals, until the evidence says otherwise;
 * ``e`` is the static sentence embedding of :mod:`banditroute.core.embedding` (unit length, times
   ``embed_scale``): what the prompt is about, which words alone cannot tell (a trivia question from a
   code task). Without it (``embedding=False``) the vector is the v1 feature set.
@@ -17,7 +19,8 @@ Words are hashed with CRC-32 (``zlib.crc32``), bigrams by mixing the two words' 
 odd multiplier, so the same prompt yields the same vector in any process, on any machine, in any
 year. Python's salted ``hash()`` is never used. Any change to the signals, the hashing or the
 embedding must bump :data:`FEATURE_VERSION`; logs and policy states record :attr:`Featurizer.version`
-(``v1-d64``; ``v2-d64-<embedding name>`` with the embedding) and refuse to mix versions, and
+(``v1-d64``: no embedding, hashed block at norm 1; ``v2-d64-<embedding name>``: with the embedding;
+``v3-d64-<embedding name>``: the hashed block at norm 0.5, the default) and refuse to mix versions, and
 :meth:`Featurizer.from_version` rebuilds the featurizer a log was written with (a test pins the
 vectors of a few prompts to a digest).
 
@@ -32,7 +35,7 @@ Example
 >>> f = Featurizer(hash_dim=64)
 >>> x = f.transform("Write a Python function that reverses a list.")
 >>> x.shape, f.version
-((149,), 'v2-d64-minilm-l6-m2v-64')
+((149,), 'v3-d64-minilm-l6-m2v-64')
 >>> Featurizer.from_version("v1-d64").dim
 85
 >>> bool(x[0] == 1.0)
@@ -51,8 +54,10 @@ import numpy as np
 from banditroute.core.embedding import StaticEmbedding
 from banditroute.core.types import Context
 
-FEATURE_VERSION = "v2"
-_VERSION = re.compile(r"v(?P<v>[12])-d(?P<d>\d+)(?:-(?P<emb>.+))?")
+FEATURE_VERSION = "v3"
+_VERSION = re.compile(r"v(?P<v>[123])-d(?P<d>\d+)(?:-(?P<emb>.+))?")
+# the hashed block's norm of each version (v1 has no embedding; v2 and v3 have one)
+_HASH_SCALE = {"1": 1.0, "2": 1.0, "3": 0.5}
 
 SIGNALS = (
     "log_chars",
@@ -190,7 +195,8 @@ class Featurizer:
     hash_dim
         Number of hashed n-gram buckets ``D`` (a power of two).
     hash_scale
-        L2 norm of the hashed block, relative to the hand-made signals.
+        L2 norm of the hashed block, relative to the hand-made signals; by default 0.5 with the
+        embedding (v3), 1 without (v1).
     embedding
         The static embedding appended to the vector: True for the shipped one, a
         :class:`StaticEmbedding`, or False for none (the v1 feature set).
@@ -198,29 +204,35 @@ class Featurizer:
         L2 norm of the embedding block.
 
     The output dimension is ``1 + len(SIGNALS) + hash_dim + E``; :attr:`version` names the feature
-    set, ``D`` and the embedding.
+    set, ``D`` and the embedding. Scales that no version has (experiments) are appended to the
+    version, ``+hash_scale=2,embed_scale=1``, which :meth:`from_version` does not rebuild.
     """
 
-    def __init__(self, hash_dim: int = 64, hash_scale: float = 1.0, embedding: bool | StaticEmbedding = True,
-                 embed_scale: float = 1.0):
+    def __init__(self, hash_dim: int = 64, hash_scale: float | None = None,
+                 embedding: bool | StaticEmbedding = True, embed_scale: float = 1.0):
         if hash_dim <= 0 or hash_dim & (hash_dim - 1):
             raise ValueError(f"hash_dim must be a positive power of two, got {hash_dim}")
         self.hash_dim = hash_dim
-        self.hash_scale = float(hash_scale)
         self.embedding = StaticEmbedding.default() if embedding is True else (embedding or None)
+        v = "3" if self.embedding else "1"
+        self.hash_scale = _HASH_SCALE[v] if hash_scale is None else float(hash_scale)
         self.embed_scale = float(embed_scale)
         embed_dim = self.embedding.dims if self.embedding else 0
         self.dim = 1 + len(SIGNALS) + hash_dim + embed_dim
-        self.version = f"v2-d{hash_dim}-{self.embedding.name}" if self.embedding else f"v1-d{hash_dim}"
+        if self.embedding and self.hash_scale == _HASH_SCALE["2"] and self.embed_scale == 1.0:
+            v = "2"
+        self.version = f"v{v}-d{hash_dim}" + (f"-{self.embedding.name}" if self.embedding else "")
+        if self.hash_scale != _HASH_SCALE[v] or self.embed_scale != 1.0:
+            self.version += f"+hash_scale={self.hash_scale:g},embed_scale={self.embed_scale:g}"
         self._crc: dict[str, int] = {}
 
     @classmethod
     def from_version(cls, version: str) -> Featurizer:
         """The featurizer that writes ``version`` (a log's or a state's), if this installation has it."""
         m = _VERSION.fullmatch(version or "")
-        if m is None or (m["v"] == "1") != (m["emb"] is None):
+        if m is None or (m["v"] == "1") != (m["emb"] is None) or "+" in version:
             raise ValueError(f"unknown feature version {version!r}")
-        f = cls(int(m["d"]), embedding=m["v"] == "2")
+        f = cls(int(m["d"]), hash_scale=_HASH_SCALE[m["v"]], embedding=m["v"] != "1")
         if f.version != version:
             raise ValueError(f"features {version!r} need an embedding this installation does not ship "
                              f"(it has {f.embedding.name})")
