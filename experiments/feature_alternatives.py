@@ -33,19 +33,20 @@ from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
 
 # name -> Featurizer keyword arguments; "embedding": an int names a table from --embedding-dir
+V2 = {"hash_scale": 1.0}  # the v2 features' hashed block; the variants below were measured on v2
 VARIANTS = {
     "v1 (signals + 64 hashed)": {"embedding": False},
     "v1, 256 hashed": {"embedding": False, "hash_dim": 256},
-    "v2 (v1 + embedding 64)": {},
-    "v2, embedding x2": {"embed_scale": 2.0},
-    "v2, embedding x0.5": {"embed_scale": 0.5},
-    "v2, 32 hashed": {"hash_dim": 32},
-    "v2, 256 hashed": {"hash_dim": 256},
-    "v2, hashed x0.5": {"hash_scale": 0.5},
+    "v2 (v1 + embedding 64)": V2,
+    "v2, embedding x2": {**V2, "embed_scale": 2.0},
+    "v2, embedding x0.5": {**V2, "embed_scale": 0.5},
+    "v2, 32 hashed": {**V2, "hash_dim": 32},
+    "v2, 256 hashed": {**V2, "hash_dim": 256},
+    "v2, hashed x0.5": {"hash_scale": 0.5},  # the v3 features
     "v2, hashed x2": {"hash_scale": 2.0},
-    "v2, 128 hashed": {"hash_dim": 128},
-    "v2, embedding 128": {"embedding": 128},
-    "v2, embedding 256": {"embedding": 256},
+    "v2, 128 hashed": {**V2, "hash_dim": 128},
+    "v2, embedding 128": {**V2, "embedding": 128},
+    "v2, embedding 256": {**V2, "embedding": 256},
 }
 EMBEDDINGS: dict[int, str] = {}
 

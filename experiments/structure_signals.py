@@ -1,4 +1,4 @@
-"""Design probe: signals of a problem's arithmetic structure beside the default features (issue 11).
+"""Design probe: signals of a problem's arithmetic structure beside the v2 features (issue 11).
 
 Usage::
 
@@ -7,7 +7,8 @@ Usage::
 
 Where the full-information TF-IDF router beats banditroute's features (GSM8K), its heaviest words are
 those of quantities and fractions ("one third", "the difference", numbers). This probe appends, to the
-default feature vector, signals that count that structure in any prompt, computed here in Python:
+v2 feature vector (the default when this probe ran; :data:`BASE`), signals that count that structure in
+any prompt, computed here in Python:
 
 * ``quantities``: log1p(distinct numbers) / 3, capped at 1 (numbers: ``\\d+([.,]\\d+)?``);
 * ``sentences``: log1p(sentence ends) / 3, capped at 1 (``.``, ``!`` or ``?`` before a space or the end);
@@ -51,6 +52,7 @@ from banditroute.offline.tune import tune
 
 NAMES = ("quantities", "sentences", "number_share", "percent", "fraction")
 VARIANTS = {"five": NAMES, "two": ("quantities", "fraction")}
+BASE = "v2-d64-minilm-l6-m2v-64"  # the default features when this probe ran, as in suite_fill.json
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _FRACTION = re.compile(r"\d/\d|half|third|quarter")
@@ -71,7 +73,7 @@ class WithStructure:
     """The default featurizer with the named structure signals appended (a stand-in with its interface)."""
 
     def __init__(self, names: tuple[str, ...]):
-        self.base, self.names = Featurizer(), names
+        self.base, self.names = Featurizer.from_version(BASE), names
         self.dim = self.base.dim + len(names)
         self.version = f"{self.base.version}+structure-{len(names)}"
 
@@ -101,7 +103,7 @@ def full_information_job(job) -> dict:
     print(f"{path.stem}: full information", file=sys.stderr, flush=True)
     out = {"TF-IDF ridge": frontier_summary(tfidf_ridge(outcomes, grid)[0], ref["best_quality"], ref["best_cost_usd"])}
     for name in ("default", *variants):
-        f = Featurizer() if name == "default" else WithStructure(VARIANTS[name])
+        f = Featurizer.from_version(BASE) if name == "default" else WithStructure(VARIANTS[name])
         pol = pretrain(outcomes, "lints", featurizer=f)
         q, c = pol.predict(f.transform_many(test.prompts), [f.input_tokens(p) for p in test.prompts])
         out[name] = frontier_summary(frontier_from_predictions(test, q, c, grid), ref["best_quality"],
