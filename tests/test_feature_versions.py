@@ -106,3 +106,20 @@ def test_an_explicit_version_is_used_and_an_unknown_one_refused(tmp_path):
         Service(settings(str(tmp_path / "b.duckdb"), features="v9-d64"), Store(str(tmp_path / "b.duckdb")), seed=1)
     assert cold_settings().policy.features is None
     assert PolicyConfig(features=" auto ").features is None and PolicyConfig(features="latest").features == "latest"
+
+
+async def test_a_log_of_older_features_outranks_a_warm_start_of_newer_ones(tmp_path, caplog):
+    """After an upgrade that rebuilt the bundled warm start with the new default features, a deployment
+    whose log (and no usable snapshot) holds the old ones rebuilds its state from the log instead of
+    failing on the warm start."""
+    db = str(tmp_path / "r.duckdb")
+    before = await old_deployment(db)
+    (tmp_path / "r.duckdb.snapshot").unlink()
+    with caplog.at_level(logging.WARNING, logger="banditroute"):
+        again = Service(settings(db, warm_start=PolicyConfig(warm_start="bundled").warm_start), Store(db), seed=1)
+        info = again.recover()
+    assert again.router.featurizer.version == OLD and info["replayed"] == 60
+    assert any("the policy starts from its priors and the log" in r.getMessage() for r in caplog.records)
+    for name, value in before.items():
+        np.testing.assert_allclose(again.router.policy.arrays()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    again.store.close()

@@ -73,6 +73,7 @@ class Service:
         self.config = config
         self.store = store
         self.snapshot_path = Path(str(store.path) + ".snapshot") if store.path != ":memory:" else None
+        self._features_from_log = False  # set by _featurizer: the features are the log's, not the default's
         self.router = router or Router(config, seed=seed, featurizer=self._featurizer(),
                                        store_prompts=config.storage.store_prompts,
                                        hash_key=prompt_hash_key(store.path, config.storage.prompt_hash_key))
@@ -107,6 +108,7 @@ class Service:
         if wanted is None:
             rows = self.store.query("SELECT feature_version FROM decisions ORDER BY ts DESC LIMIT 1").to_pylist()
             wanted, source = (rows[0]["feature_version"], "the log") if rows else (None, "")
+            self._features_from_log = wanted is not None
         if wanted is None and self.config.policy.warm_start is not None:
             try:
                 wanted, source = load_state(self.config.policy.warm_start).feature_version, "the warm start"
@@ -152,7 +154,10 @@ class Service:
         """A new policy before any feedback of the log: its priors, or the configured warm start.
 
         A warm start that does not fit the policy fails the start-up (``strict``); a policy swap goes
-        on from the priors, with a warning.
+        on from the priors, with a warning. So does a warm start learned with other features than a
+        log's that the service follows (:meth:`_featurizer`): after an upgrade that changed the default
+        features and rebuilt the bundled warm start with them, a deployment with an older log goes on
+        from its log.
         """
         prices = [(m.input_price_per_mtok, m.output_price_per_mtok) for m in self.config.models]
         policy = make_policy(name, self.config.names, self.router.featurizer.dim, prices, self.config.policy)
@@ -160,7 +165,13 @@ class Service:
         if path is not None:
             policy.feature_version = self.router.featurizer.version
             try:
-                copied = transfer(load_state(path), policy)
+                state = load_state(path)
+                if self._features_from_log and state.feature_version != policy.feature_version:
+                    log.warning("warm start %s was learned with features %s, this deployment routes with its "
+                                "log's (%s): the policy starts from its priors and the log", path,
+                                state.feature_version, policy.feature_version)
+                    return policy
+                copied = transfer(state, policy)
             except StateError as err:
                 if strict:
                     raise StateError(f"warm start {path}: {err}") from None
