@@ -24,12 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions, tfidf_ridge
-from suite import DATA, RESULTS, fine_grid
+from suite import DATA, RESULTS, full_information_setup
 
 from banditroute.core.embedding import StaticEmbedding
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
-from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
 
 # name -> Featurizer keyword arguments; "embedding": an int names a table from --embedding-dir
@@ -67,10 +66,7 @@ def featurizer(spec: dict) -> Featurizer:
 def one_table(job) -> dict:
     path, variants, embeddings = job
     EMBEDDINGS.update(embeddings)
-    outcomes = load_outcomes(path)
-    test = outcomes.subset("test")
-    ref = test.reference()
-    grid = fine_grid(outcomes.subset("train").cost.mean(axis=0))
+    outcomes, test, ref, grid = full_information_setup(path)
     out = {"table": path.stem, "TF-IDF ridge": frontier_summary(tfidf_ridge(outcomes, grid)[0], ref["best_quality"],
                                                                 ref["best_cost_usd"])}
     for name in variants:

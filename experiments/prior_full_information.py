@@ -21,21 +21,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions, tfidf_ridge
-from suite import DATA, RESULTS, fine_grid
+from suite import DATA, RESULTS, full_information_setup
 
 from banditroute.config import PolicyConfig
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
-from banditroute.offline.outcomes import load_outcomes
 from banditroute.offline.pretrain import pretrain
 
 
 def one_table(job) -> dict:
     path, priors = job
-    o = load_outcomes(path)
-    test = o.subset("test")
-    ref = test.reference()
-    grid = fine_grid(o.subset("train").cost.mean(axis=0))
+    o, test, ref, grid = full_information_setup(path)
     f = Featurizer()
     X, tokens = f.transform_many(test.prompts), [f.input_tokens(p) for p in test.prompts]
     out = {"table": path.stem,

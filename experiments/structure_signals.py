@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions, tfidf_ridge
-from suite import DATA, RESULTS, fine_grid, fmt, mean_ranks
+from suite import DATA, RESULTS, fmt, full_information_setup, mean_ranks
 
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
@@ -79,7 +79,7 @@ class WithStructure:
 
     def transform_many(self, prompts) -> np.ndarray:
         prompts = list(prompts)
-        extra = np.array([[structure(p)[n] for n in self.names] for p in prompts]).reshape(len(prompts), -1)
+        extra = np.array([[s[n] for n in self.names] for s in map(structure, prompts)]).reshape(len(prompts), -1)
         return np.hstack([self.base.transform_many(prompts), extra])
 
     def transform(self, prompt: str) -> np.ndarray:
@@ -96,10 +96,7 @@ class WithStructure:
 
 def full_information_job(job) -> dict:
     path, variants = job
-    outcomes = load_outcomes(path)
-    test = outcomes.subset("test")
-    ref = test.reference()
-    grid = fine_grid(outcomes.subset("train").cost.mean(axis=0))
+    outcomes, test, ref, grid = full_information_setup(path)
     print(f"{path.stem}: full information", file=sys.stderr, flush=True)
     out = {"TF-IDF ridge": frontier_summary(tfidf_ridge(outcomes, grid)[0], ref["best_quality"], ref["best_cost_usd"])}
     for name in ("default", *variants):

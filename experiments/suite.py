@@ -39,7 +39,7 @@ from baselines import full_information, oracle_point, priced_pool, tfidf_ridge, 
 from banditroute.config import PolicyConfig
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
-from banditroute.offline.outcomes import load_outcomes
+from banditroute.offline.outcomes import Outcomes, load_outcomes
 from banditroute.offline.simulate import simulate
 from banditroute.offline.tune import tune
 
@@ -96,6 +96,14 @@ def fine_grid(test_cost_means: np.ndarray) -> list[float]:
     return [0.0] + list(np.geomspace(1e-3 / gap, 1e3 / gap, 80))
 
 
+def full_information_setup(path: Path) -> tuple[Outcomes, Outcomes, dict, list[float]]:
+    """What a full-information comparison on one table starts from: its outcomes, the test split, the
+    test split's reference points (best model, oracle) and the :func:`fine_grid` of the train costs."""
+    outcomes = load_outcomes(path)
+    test = outcomes.subset("test")
+    return outcomes, test, test.reference(), fine_grid(outcomes.subset("train").cost.mean(axis=0))
+
+
 def point(p: dict, ref: dict) -> dict:
     """A fixed point as quality and cost in percent of the best single model's."""
     return {"quality_pct": 100.0 * p["quality"] / ref["best_quality"],
@@ -105,9 +113,7 @@ def point(p: dict, ref: dict) -> dict:
 def one_table(job) -> dict:
     path, configs, seeds = job
     t0 = time.time()
-    outcomes = load_outcomes(path)
-    test = outcomes.subset("test")
-    ref = test.reference()
+    outcomes, test, ref, grid = full_information_setup(path)
     out = {"table": path.stem, "prompts": len(outcomes), "models": len(outcomes.models), "reference": ref,
            "configs": {}, "full_information": {}}
     k_cheap = int(np.argmin(test.cost.sum(axis=0)))
@@ -118,7 +124,6 @@ def one_table(job) -> dict:
         "random": point(uniform_point(test), ref),
         "oracle": point(oracle_point(test), ref),
     }
-    grid = fine_grid(outcomes.subset("train").cost.mean(axis=0))
     for name, fit in (("TF-IDF ridge", tfidf_ridge), ("banditroute features", full_information)):
         points = fit(outcomes, grid)[0]
         out["full_information"][name] = frontier_summary(points, ref["best_quality"], ref["best_cost_usd"])

@@ -214,13 +214,11 @@ class Featurizer:
             raise ValueError(f"hash_dim must be a positive power of two, got {hash_dim}")
         self.hash_dim = hash_dim
         self.embedding = StaticEmbedding.default() if embedding is True else (embedding or None)
-        v = "3" if self.embedding else "1"
-        self.hash_scale = _HASH_SCALE[v] if hash_scale is None else float(hash_scale)
+        self.hash_scale = _HASH_SCALE["3" if self.embedding else "1"] if hash_scale is None else float(hash_scale)
         self.embed_scale = float(embed_scale)
         embed_dim = self.embedding.dims if self.embedding else 0
         self.dim = 1 + len(SIGNALS) + hash_dim + embed_dim
-        if self.embedding and self.hash_scale == _HASH_SCALE["2"] and self.embed_scale == 1.0:
-            v = "2"
+        v = "1" if not self.embedding else "2" if (self.hash_scale, self.embed_scale) == (_HASH_SCALE["2"], 1.0) else "3"
         self.version = f"v{v}-d{hash_dim}" + (f"-{self.embedding.name}" if self.embedding else "")
         if self.hash_scale != _HASH_SCALE[v] or self.embed_scale != 1.0:
             self.version += f"+hash_scale={self.hash_scale:g},embed_scale={self.embed_scale:g}"
