@@ -4,6 +4,7 @@ features does not break a running deployment (``policy.features``)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +124,23 @@ async def test_a_log_of_older_features_outranks_a_warm_start_of_newer_ones(tmp_p
     for name, value in before.items():
         np.testing.assert_allclose(again.router.policy.arrays()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
     again.store.close()
+
+
+def test_a_corrupted_warm_start_fails_the_start_up_with_its_reason(tmp_path):
+    """Injected fault: a flipped byte in the warm start. Choosing the features does not trip over it; the
+    start-up then refuses the state, naming the file and the checksum."""
+    path = tmp_path / "warm.state"
+    data = bytearray(Path(PolicyConfig(warm_start="bundled").warm_start).read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    db = str(tmp_path / "r.duckdb")
+    service = Service(settings(db, warm_start=str(path)), Store(db), seed=1)
+    assert service.router.featurizer.version == Featurizer().version
+    with pytest.raises(StateError, match=f"warm start {path}: .*checksum mismatch"):
+        service.recover()
+    service.store.close()
+    for hostile in ("v2-d63-minilm-l6-m2v-64", "v3-d64-minilm-l6-m2v-64+hash_scale=2,embed_scale=1", "x" * 10_000):
+        store = Store(str(tmp_path / "h.duckdb"))
+        with pytest.raises(StateError, match="policy.features"):
+            Service(settings(str(tmp_path / "h.duckdb"), features=hostile), store, seed=1)
+        store.close()
