@@ -475,22 +475,22 @@ async def test_idempotency_keys_are_scoped_to_their_decision_and_a_changed_paylo
     assert sorted(r["decision_id"] for r in rows) == sorted([a, b])
 
 
-def test_the_log_refuses_a_repeated_key_on_one_decision(tmp_path):
-    """The unique index is the last line: a duplicate that got past the service fails its commit."""
-    import duckdb
+async def test_a_repeated_key_sent_at_once_on_a_late_decision_is_applied_once(client):
+    """The service alone keeps keys unique (the log has no index to back it): copies of one late
+    feedback that arrive together are one lookup, one application and one row."""
+    import asyncio
 
-    from banditroute.log.store import Store
-
-    store = Store(str(tmp_path / "u.duckdb"))
-    row = {"seq": 1, "decision_id": "d", "ts": 0, "qualities": [], "weights": [], "cost_usd": None,
-           "reported": "{}", "idempotency_key": "k"}
-    from banditroute.log.store import insert_rows
-
-    insert_rows(store.con, "feedback", [row])
-    with pytest.raises(duckdb.ConstraintException):
-        insert_rows(store.con, "feedback", [{**row, "seq": 2}])
-    insert_rows(store.con, "feedback", [{**row, "seq": 3, "decision_id": "e"}])
-    store.close()
+    service = client.app[SERVICE]
+    r = await post(client, "/route", {"prompt": "a question asked long ago"})
+    await asyncio.wrap_future(service.store.flush())
+    service.pending.window.clear()
+    body = {"decision_id": r["decision_id"], "signals": THUMBS_UP, "idempotency_key": "once"}
+    resps = await asyncio.gather(*(client.post("/feedback", data=json.dumps(body)) for _ in range(6)))
+    acks = [await x.json() for x in resps]
+    assert [x.status for x in resps] == [200] * 6 and sum(not a["duplicate"] for a in acks) == 1
+    assert service.router.policy.quality_observations.sum() == 1
+    rows = service.store.query("SELECT idempotency_key FROM feedback").to_pylist()
+    assert rows == [{"idempotency_key": "once"}]
 
 
 async def test_put_policy_cost_preference_is_the_default_until_a_weight_replaces_it_and_survives_a_restart(

@@ -260,3 +260,113 @@ def test_storage_error_fails_later_batches_until_a_probe_succeeds(tmp_path, monk
     seq, fut = store.add_feedback(dict(row))
     assert fut.result(5) == seq == 1
     store.close()
+
+
+def legacy_log(path: str, decisions: int) -> list[str]:
+    """A log as versions before time-carrying ids wrote it: random ids and the in-memory ART indexes on
+    ``decision_id``, ``decisions`` decisions in it; returns a few of its ids."""
+    from banditroute.log.schema import TABLES, ddl
+
+    con = duckdb.connect(path, config={"memory_limit": "2GB"})
+    for name, schema in TABLES.items():
+        for statement in ddl(name, schema):
+            con.execute(statement)
+    con.execute("CREATE INDEX decisions_decision_id ON decisions (decision_id)")
+    con.execute("CREATE INDEX feedback_decision_id ON feedback (decision_id)")
+    con.execute("CREATE UNIQUE INDEX feedback_idempotency ON feedback (decision_id, idempotency_key)")
+    con.execute(
+        "INSERT INTO decisions (decision_id, ts, policy, feature_version, x, input_tokens, eligible, probabilities, "
+        "chosen, propensity, cost_weight, pred_quality, pred_cost) SELECT md5(i::VARCHAR), "
+        "now() - to_milliseconds(? - i), 'lints', 'v1-d64', [1.0, 0.5], 10.0, ['a', 'b'], [0.5, 0.5], 'a', 0.5, 100.0, "
+        "[0.5, 0.5], [0.001, 0.002] FROM range(?) t(i)", [decisions, decisions])
+    ids = [r[0] for r in con.execute("SELECT md5(i::VARCHAR) FROM range(0, ?, ?) t(i)",
+                                     [decisions, decisions // 3]).fetchall()]
+    con.close()
+    return ids
+
+
+def test_a_log_past_duckdbs_memory_limit_keeps_taking_writes(tmp_path):
+    """An ART index on ``decision_id`` lives in memory and grows with every decision: a long-running
+    server's commits all failed (out of memory) once it outgrew the log's memory limit. The indexes
+    of an older log are dropped at open, writes go on under the limit, and decisions old and new are
+    still found for their late feedback."""
+    from banditroute.config import load_settings
+    from banditroute.core.router import RouteOptions, Router
+
+    db = str(tmp_path / "old.duckdb")
+    old_ids = legacy_log(db, 600_000)  # about 40 MB of index, over the 32 MB limit below
+    store = Store(db, flush_interval=60, memory_limit="32MB")
+    try:
+        router = Router(load_settings(), seed=0)
+        new = []
+        for _ in range(20):
+            out = router.route_many([f"question {i}?" for i in range(200)], [RouteOptions()] * 200)
+            store.add_decisions([(d, None, None) for d in out])
+            store.flush().result(timeout=60)
+            new += [d.decision_id for d in out]
+        assert store.failure is None
+        found = store.decisions([new[0], new[-1], *old_ids, "7" * 32])
+        assert set(found) == {new[0], new[-1], *old_ids}
+        assert store.query("SELECT count(*) FROM decisions").column(0)[0].as_py() == 600_000 + 4_000
+        assert store.query("SELECT index_name FROM duckdb_indexes()").num_rows == 0
+    finally:
+        store.close()
+
+
+class _RolledBackOnCommit:
+    """A cursor whose COMMIT fails after DuckDB has already rolled the transaction back, as an
+    out-of-memory error does: a ROLLBACK after it fails with "no transaction is active"."""
+
+    def __init__(self, cur):
+        self.cur = cur
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            self.cur.execute("ROLLBACK")
+            raise duckdb.OutOfMemoryException("Out of Memory Error: injected")
+        return self.cur.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.cur, name)
+
+
+def test_a_transaction_duckdb_rolled_back_itself_reports_its_own_error(tmp_path):
+    store = Store(str(tmp_path / "r.duckdb"), flush_interval=60)
+    try:
+        rows = {"feedback": [{"seq": 1, "decision_id": "d", "ts": 0, "qualities": [], "weights": [], "cost_usd": None,
+                              "reported": "{}", "idempotency_key": None}],
+                "events": [{"ts": 0, "seq": 1, "event": "{}"}]}
+        with pytest.raises(duckdb.OutOfMemoryException, match="injected"):
+            store_module.write_batch(_RolledBackOnCommit(store.con.cursor()), rows)
+        assert store.query("SELECT count(*) FROM feedback").column(0)[0].as_py() == 0
+    finally:
+        store.close()
+
+
+async def test_a_rebuild_that_fails_once_the_log_is_back_is_tried_again(aiohttp_client, tmp_path, monkeypatch):
+    """The log takes writes again but reading it back fails (as an out-of-memory error did): the
+    service stays refusing and tries again at the next probe, instead of refusing for good."""
+    client = await aiohttp_client(create_app(config_for(str(tmp_path / "r.duckdb")), seed=0))
+    assert (await exchange(client, "a"))[1] == 200
+    service = client.server.app[SERVICE]
+    real_write, real_recover = store_module.write_batch, service.recover
+    writes = iter([RuntimeError("injected commit failure")])
+    rebuilds = iter([duckdb.OutOfMemoryException("Out of Memory Error: injected on rebuild")])
+
+    def flaky_write(cur, rows):
+        for err in writes:
+            raise err
+        return real_write(cur, rows)
+
+    def flaky_recover():
+        for err in rebuilds:
+            raise err
+        return real_recover()
+
+    monkeypatch.setattr(store_module, "write_batch", flaky_write)
+    monkeypatch.setattr(service, "recover", flaky_recover)
+    assert (await exchange(client, "b"))[1] == 503
+    await wait_ready(client)
+    assert next(rebuilds, None) is None  # the failing rebuild was tried, and then another
+    assert (await exchange(client, "c"))[1] == 200
+    await client.close()

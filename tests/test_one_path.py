@@ -13,6 +13,7 @@ import pytest
 from conftest import cold_settings, thumbs_traffic
 
 from banditroute.config import PolicyConfig, StorageConfig
+from banditroute.core.ids import id_time
 from banditroute.http.app import create_app
 from banditroute.log.schema import LOG_SCHEMA
 from banditroute.log.store import Store
@@ -24,7 +25,7 @@ from banditroute.service.service import Service
 @pytest.mark.parametrize("policy", ["fixed:coder", "random"])
 async def test_server_export_and_simulated_log_are_the_same_table(aiohttp_client, tmp_path, outcomes_path, policy):
     """The same prompts and outcomes, the same seed: simulate --log and a server's /export give the same
-    columns and types, and for a policy without learned probabilities the same rows (all but ts)."""
+    columns and types, and for a policy without learned probabilities the same rows (all but the times)."""
     outcomes = load_outcomes(outcomes_path)
     seed, cw = 3, 25.0
     simulated = tmp_path / "simulated.parquet"
@@ -49,8 +50,13 @@ async def test_server_export_and_simulated_log_are_the_same_table(aiohttp_client
     assert a.schema == b.schema == LOG_SCHEMA
     assert a.num_rows == b.num_rows == len(train)
     for name in a.column_names:
-        if name not in ("ts", "prompt_hash"):
+        if name not in ("ts", "prompt_hash", "decision_id"):
             assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
+    # ids carry their decision's time (which differs, as ts does) before the same random bits
+    assert [i[12:] for i in a.column("decision_id").to_pylist()] == [i[12:] for i in b.column("decision_id").to_pylist()]
+    for log in (a, b):
+        times = [id_time(i) for i in log.column("decision_id").to_pylist()]
+        assert times == pytest.approx([t.timestamp() for t in log.column("ts").to_pylist()], abs=1e-3)
     # the server keys its prompt hashes with the deployment's secret; the simulator's prompts are public
     key = bytes.fromhex((tmp_path / "r.duckdb.key").read_text())
     order = np.random.default_rng(seed).permutation(len(train))
@@ -67,8 +73,9 @@ def test_simulated_jsonl_log_has_the_rows_of_the_parquet_one(tmp_path, outcomes_
 
     a, b = pq.read_table(tmp_path / "log.parquet"), pj.read_json(tmp_path / "log.jsonl")
     assert a.column_names == b.column_names
-    for name in ("decision_id", "chosen", "propensity", "probabilities", "quality", "cost_usd", "n_signals"):
+    for name in ("chosen", "propensity", "probabilities", "quality", "cost_usd", "n_signals"):
         assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
+    assert [i[12:] for i in a.column("decision_id").to_pylist()] == [i[12:] for i in b.column("decision_id").to_pylist()]
 
 
 async def _service_with_traffic(db: str, n: int = 300) -> tuple[Service, dict]:

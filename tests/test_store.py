@@ -5,6 +5,7 @@ import sys
 import threading
 import time
 
+import duckdb
 import pytest
 
 from banditroute.config import load_settings
@@ -120,3 +121,53 @@ def test_a_writer_that_may_not_lower_its_priority_still_commits(tmp_path, monkey
     finally:
         store.close()
     assert sys.platform != "linux" or "could not lower the log writer's priority" in caplog.text
+
+
+def test_decision_ids_are_uuid7_carrying_the_decision_time():
+    import random
+    import uuid
+
+    from banditroute.core.ids import id_time, new_decision_id
+
+    router = Router(load_settings(), seed=0)
+    decisions = router.route_many(["a question?", "another"], [RouteOptions()] * 2)
+    for d in decisions:
+        u = uuid.UUID(d.decision_id)
+        assert (u.version, u.variant) == (7, uuid.RFC_4122) and d.decision_id == u.hex
+        assert id_time(d.decision_id) == pytest.approx(d.ts, abs=1e-3)
+    rng = random.Random(1)
+    ids = [new_decision_id(t, rng) for t in (1.7e9, 1.7e9 + 0.001, 1.7e9 + 86400.0)]
+    assert ids == sorted(ids) and len({i[12:] for i in ids}) == 3
+    assert [id_time(i) for i in ("f" * 32, "7" * 31, "0123456789ab7def0123456789abcdef", "")] == [None] * 4
+
+
+def test_late_lookups_find_timed_ids_by_their_time_and_untimed_ones_only_in_an_older_log(tmp_path):
+    """Lookups read only the second of the log that an id's time names; an id without a time is
+    looked for in the whole log only where ids once had none."""
+    router = Router(load_settings(), seed=0)
+    path = str(tmp_path / "log.duckdb")
+    store = Store(path, flush_interval=60)
+    try:
+        assert store.legacy_before == 0.0
+        out = router.route_many([f"question {i}?" for i in range(5)], [RouteOptions()] * 5)
+        store.add_decisions([(d, None, None) for d in out])
+        store.flush().result(timeout=30)
+        _, fut = store.add_feedback({**feedback_row(1, time.time_ns() // 1000), "decision_id": out[1].decision_id})
+        fut.result(timeout=30)
+        untimed = "f" * 32
+        store.con.execute("INSERT INTO decisions (decision_id, ts, chosen) VALUES (?, now(), 'x')", [untimed])
+        shifted = out[0].decision_id[:11] + ("0" if out[0].decision_id[10] != "0" else "1") + out[0].decision_id[12:]
+        found = store.decisions([d.decision_id for d in out] + [untimed, shifted])
+        assert set(found) == {d.decision_id for d in out}  # a new log holds no untimed ids: not searched
+        assert found[out[1].decision_id]["applied_qualities"] == feedback_row(1, 0)["qualities"]
+        assert found[out[2].decision_id]["applied_cost"] is None
+    finally:
+        store.close()
+    with duckdb.connect(path) as con:  # as if the log were older than time-carrying ids
+        con.execute("UPDATE meta SET value = ? WHERE key = 'timed_ids_since'", [repr(time.time() + 60)])
+    store = Store(path, flush_interval=60)
+    try:
+        assert untimed in store.decisions([untimed])
+        assert set(store.decisions([d.decision_id for d in out])) == {d.decision_id for d in out}
+    finally:
+        store.close()

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from banditroute.config import Fraction, NonNegFloat, PositiveFloat, Settings
 from banditroute.core.budget import Budgets, Pacer
 from banditroute.core.features import Featurizer
+from banditroute.core.ids import new_decision_id
 from banditroute.core.policies import Policy, make_policy
 from banditroute.core.preference import preference_weights, price_spread
 from banditroute.core.reward import Feedback, fingerprint
@@ -374,7 +375,7 @@ class Router:
                 eligible = [models[a] for a in idx.tolist()]
             prompt = prompts[i]
             d = out[i] = Decision(
-                decision_id=f"{self._ids.getrandbits(128):032x}",
+                decision_id=new_decision_id(ts, self._ids),
                 ts=ts,
                 model=models[k],
                 arm=k,
@@ -412,7 +413,8 @@ class Router:
         p = p / total if total > 0 else np.full(len(keep), 1.0 / len(keep))
         k = int(sample(p[None, :], self.rng)[0])
         model = d.eligible[keep[k]]
-        out = Decision(decision_id=f"{self._ids.getrandbits(128):032x}", ts=time.time(), model=model,
+        now = time.time()
+        out = Decision(decision_id=new_decision_id(now, self._ids), ts=now, model=model,
                        arm=self._arm[model], propensity=float(p[k]), eligible=[d.eligible[i] for i in keep],
                        probabilities=p, pred_quality=d.pred_quality[keep], pred_cost=d.pred_cost[keep],
                        cost_weight=d.cost_weight, policy=d.policy, feature_version=d.feature_version,

@@ -37,12 +37,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from banditroute.core.ids import id_time
 from banditroute.log.export import export_log
 from banditroute.log.schema import DUCK_TYPES, TABLES, ddl, decision_table
 
 log = logging.getLogger("banditroute")
 
 IDLE_CHECKPOINT_BYTES = 8 << 20  # log size at which the writer checkpoints when no feedback waits
+LOOKUP_SLACK_S = 1.0  # seconds either side of the time a decision's id carries, where its row is looked for
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop: a short pause, pyarrow's fixed cost shared
 
 
@@ -91,6 +93,22 @@ def _rows_in(queued: tuple[str, list]) -> int:
     """Rows in a queued ``(table, batch)``: decisions are queued as Arrow tables, the rest as rows."""
     name, batch = queued
     return sum(map(len, batch)) if name == "decisions" else len(batch)
+
+
+def _merged_spans(times: list[float], slack: float) -> list[tuple[float, float]]:
+    """``[t - slack, t + slack]`` around each of the sorted ``times``, overlapping spans merged."""
+    spans: list[list[float]] = []
+    for t in times:
+        if spans and t - slack <= spans[-1][1]:
+            spans[-1][1] = t + slack
+        else:
+            spans.append([t - slack, t + slack])
+    return [(a, b) for a, b in spans]
+
+
+def _utc_us(t: float) -> int:
+    """Seconds since the epoch as the integer microseconds a ``make_timestamptz`` parameter takes."""
+    return round(t * 1_000_000)
 
 
 def _unnest(f: pa.Field) -> str:
@@ -154,7 +172,10 @@ def write_batch(cur, rows: dict[str, list]) -> None:
                 insert_rows(cur, name, batch)
         cur.execute("COMMIT")
     except Exception:
-        cur.execute("ROLLBACK")
+        try:
+            cur.execute("ROLLBACK")
+        except duckdb.Error:  # DuckDB already rolled back (an out-of-memory error does): report the cause
+            pass
         raise
 
 
@@ -205,15 +226,7 @@ class Store:
         for name, schema in TABLES.items():
             for statement in ddl(name, schema):
                 self.con.execute(statement)
-        # Late feedback looks its decision up by id; without these ART indexes every lookup scans
-        # the whole log.
-        for name in ("decisions", "feedback"):
-            self.con.execute(f"CREATE INDEX IF NOT EXISTS {name}_decision_id ON {name} (decision_id)")
-        try:  # idempotency keys are scoped to their decision; the service checks, the index guarantees
-            self.con.execute("CREATE UNIQUE INDEX IF NOT EXISTS feedback_idempotency ON feedback "
-                             "(decision_id, idempotency_key)")
-        except duckdb.ConstraintException as err:  # a log written before keys were scoped
-            log.warning("idempotency keys in %s are not unique per decision; not enforced by an index: %s", path, err)
+        self.legacy_before = self._drop_indexes(path)
         self.flush_interval = float(flush_interval)
         # pyarrow imports pandas on its first conversion from numpy, which takes a while: do that
         # here, not on the event loop in the middle of the first requests.
@@ -238,6 +251,31 @@ class Store:
         self.on_failure = None  # called (from the writer thread) with the error of each failed commit
         self._probes: list[concurrent.futures.Future] = []
         self._thread = self._start_writer()
+
+    def _drop_indexes(self, path: str) -> float:
+        """Drop the ART indexes earlier versions kept on ``decision_id``, and return the time before which
+        the log may hold decisions whose ids carry no time (0 for a log that never had any).
+
+        An ART index lives in memory and grows with every row: past about a million decisions it
+        outgrew the log's memory limit and every commit failed. Decisions are now found by the time
+        their id carries (:meth:`decisions`). The time ids started is kept in the ``meta`` table.
+        """
+        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR, value VARCHAR)")
+        row = self.con.execute("SELECT value FROM meta WHERE key = 'timed_ids_since'").fetchone()
+        if row is None:
+            logged = self.con.execute("SELECT count(*) FROM (SELECT 1 FROM decisions LIMIT 1)").fetchone()[0]
+            since = time.time() if logged else 0.0
+            self.con.execute("INSERT INTO meta VALUES ('timed_ids_since', ?)", [repr(since)])
+            row = (repr(since),)
+        dropped = [name for (name,) in self.con.execute(
+            "SELECT index_name FROM duckdb_indexes() WHERE index_name IN "
+            "('decisions_decision_id', 'feedback_decision_id', 'feedback_idempotency')").fetchall()]
+        for name in dropped:
+            self.con.execute(f"DROP INDEX {name}")
+        if dropped:
+            log.info("dropped the in-memory indexes %s of %s: decisions are found by the time their id "
+                     "carries, and memory stays bounded however long the log grows", ", ".join(dropped), path)
+        return float(row[0])
 
     @staticmethod
     def _logged_seq(cur) -> int:
@@ -469,8 +507,13 @@ class Store:
     def decisions(self, decision_ids: list[str]) -> dict[str, dict]:
         """Logged decisions by id, for feedback that arrives after the in-memory pending window.
 
-        One query serves any number of ids (DuckDB joins them through the ``decision_id`` indexes),
-        so the service looks up together all the late feedback that waits at the same time.
+        One query serves any number of ids, so the service looks up together all the late feedback
+        that waits at the same time. There is no index on ``decision_id``: each id's own time
+        (:func:`~banditroute.core.ids.id_time`) restricts the decision to a second of the ``ts``
+        column and its feedback to what came after it, and DuckDB's min-max zone maps skip the row
+        groups outside. Ids without a time are looked for in the whole log, only in a log written
+        before ids had one (:attr:`legacy_before`); in any other log they are unknown.
+
         Each row holds what learning needs (:meth:`Router.restore`): ``decision_id``,
         ``feature_version``, ``x``, ``input_tokens``, ``chosen``, and what earlier feedback applied:
         ``applied_cost`` (null when none), ``applied_qualities`` and ``applied_weights`` (its signals),
@@ -479,22 +522,41 @@ class Store:
         (eligible models, probabilities, predictions) are left out: fetching list values is most of a
         lookup's work.
         """
+        timed, untimed = {}, []
+        for i in dict.fromkeys(decision_ids):
+            t = id_time(i)
+            if t is not None and t >= self.legacy_before:
+                timed[i] = t
+            elif self.legacy_before > 0:
+                untimed.append(i)
+        found = {}
+        if timed:
+            spans = _merged_spans(sorted(timed.values()), LOOKUP_SLACK_S)
+            where = " OR ".join("d.ts BETWEEN make_timestamptz(?::BIGINT) AND make_timestamptz(?::BIGINT)" for _ in spans)
+            found |= self._lookup(list(timed), f"({where})", [_utc_us(t) for span in spans for t in span],
+                                  "f.ts >= make_timestamptz(?::BIGINT)", [_utc_us(spans[0][0])])
+        if untimed:
+            found |= self._lookup(untimed, "TRUE", [], "TRUE", [])
+        return found
+
+    def _lookup(self, ids: list[str], decisions_where: str, decisions_params: list, feedback_where: str,
+                feedback_params: list) -> dict[str, dict]:
         cur = self.con.cursor()
         try:  # execute and fetchall: fewer GIL round trips than the relational API, which a busy loop slows
             cur.execute(
                 "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS decision_id), "
                 "found AS (SELECT d.decision_id, d.feature_version, d.x, d.input_tokens, d.chosen, d.ts, d.budget, d.tenant, "
                 "d.pred_cost[list_position(d.eligible, d.chosen)] AS charged "
-                "FROM decisions d SEMI JOIN wanted USING (decision_id)), "
+                f"FROM decisions d SEMI JOIN wanted USING (decision_id) WHERE {decisions_where}), "
                 "costs AS (SELECT decision_id, max(cost_usd) AS applied_cost, "
                 "flatten(list(qualities ORDER BY seq)) AS applied_qualities, "
                 "flatten(list(weights ORDER BY seq)) AS applied_weights, "
                 "list({'key': idempotency_key, 'qualities': qualities, 'weights': weights, 'reported': reported}) "
-                "FILTER (WHERE idempotency_key IS NOT NULL) AS applied_keys FROM feedback "
-                "SEMI JOIN wanted USING (decision_id) GROUP BY decision_id) "
+                "FILTER (WHERE idempotency_key IS NOT NULL) AS applied_keys FROM feedback f "
+                f"SEMI JOIN wanted USING (decision_id) WHERE {feedback_where} GROUP BY decision_id) "
                 "SELECT found.*, costs.applied_cost, costs.applied_qualities, costs.applied_weights, costs.applied_keys "
                 "FROM found LEFT JOIN costs USING (decision_id)",
-                [list(decision_ids)],
+                [ids, *decisions_params, *feedback_params],
             )
             names = [c[0] for c in cur.description]
             return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}

@@ -311,15 +311,24 @@ class Service:
             self._resuming = asyncio.ensure_future(self._resume())
 
     async def _resume(self) -> None:
+        """Probe the log every ``retry_interval_s``; once it takes a write, rebuild the state from it. A
+        rebuild that fails (the log fails again while it is read) waits for the next probe, so the
+        service never stays down after the log has recovered."""
         try:
             while True:
                 await asyncio.sleep(self.config.storage.retry_interval_s)
-                if await asyncio.wrap_future(self.store.probe()):
-                    break
-            async with self._learning:
-                if self._snapshotting is not None:  # its flush failed or will: let it finish
-                    await asyncio.shield(self._snapshotting)
-                info = self.recover()  # what was learned but not logged is thrown away here
+                if not await asyncio.wrap_future(self.store.probe()):
+                    continue
+                async with self._learning:
+                    if self._snapshotting is not None:  # its flush failed or will: let it finish
+                        await asyncio.shield(self._snapshotting)
+                    try:
+                        info = self.recover()  # what was learned but not logged is thrown away here
+                    except Exception as err:  # noqa: BLE001 - keep trying, as for a failed probe
+                        log.error("the log takes writes again but the state could not be rebuilt from it: %s; "
+                                  "retrying", err)
+                        continue
+                break
             self.unavailable = None
             log.warning("the log accepts writes again; state rebuilt from it (%d feedback replayed)", info["replayed"])
         finally:
