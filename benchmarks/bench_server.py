@@ -404,12 +404,15 @@ def memory_run(n: int, bodies: Path) -> dict:
                 res = wrk(port, "route.lua", 20, 32, bodies)
                 done += res["ok"]
                 samples.append({"decisions": done, "rss_mb": round(rss_mb(proc.pid), 1),
-                                "elapsed_s": round(time.time() - t0, 1)})
+                                "elapsed_s": round(time.time() - t0, 1), "not_ok": res["not_ok"]})
                 print(samples[-1], flush=True)
+                if res["not_ok"]:  # the server refused (its log failing): stop, and say so in the result
+                    break
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
-        return {"decisions": done, "rss_mb_final": samples[-1]["rss_mb"], "samples": samples}
+        return {"decisions": done, "rss_mb_final": samples[-1]["rss_mb"], "refused": sum(x["not_ok"] for x in samples),
+                "samples": samples}
 
 
 def main() -> None:

@@ -65,6 +65,8 @@ CONFIGS = {
     "priced_price_prior": {"policy": "lints", "priced": True, "price_prior": True},
     "exploration_pool_scaling": {"policy": "lints", "exploration_pool_scaling": True},
     "exploration_decay_500": {"policy": "lints", "exploration_decay": 500.0},
+    "prior_5": {"policy": "lints", "prior_strength": 5.0},
+    "prior_20": {"policy": "lints", "prior_strength": 20.0},
     # other features (Featurizer arguments under "features")
     "hashed_half": {"policy": "lints", "features": {"hash_scale": 0.5}},  # the default (v3), named for its own run
     "v2_features": {"policy": "lints", "features": {"hash_scale": 1.0}},  # the default before v3
