@@ -24,10 +24,12 @@ A group commit holds at most one feedback per open connection, so 32 rows is the
 case. The figure is the median over runs of the median commit time within a run.
 
 **Late lookups.** A log of ``--decisions`` synthetic decisions (85 features, 11 models, one
-feedback row per ten decisions) is written through the Store; then :meth:`Store.decisions` looks up
-20 random ids (a round of late feedback) ``--repeats`` times, first with the Store's
-``decision_id`` indexes (alone, then with the busy thread), and then, on the same database, after
-dropping them.
+feedback row per ten decisions, spread evenly over ``--log-days`` days with time-carrying ids) is
+written through the Store; then :meth:`Store.decisions` looks up 20 random ids (a round of late
+feedback) ``--repeats`` times: by the time their ids carry (the Store's way; alone, then with the
+busy thread), by a scan of the whole log (how a log written before ids carried a time finds its older
+decisions), and, for comparison, through ART indexes on ``decision_id`` created for the purpose (the
+way of versions before, whose memory grows with the log), with the memory limit raised for them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -46,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from banditroute.core.ids import new_decision_id
 from banditroute.log.schema import DECISION_SCHEMA, TABLES
 from banditroute.log.store import Store, write_batch
 
@@ -144,9 +148,11 @@ def one_run(sizes: list[int], repeats: int) -> dict:
     return out
 
 
-def synthetic_decisions(n: int, rng: np.random.Generator) -> pa.Table:
-    """``n`` rows of :data:`DECISION_SCHEMA` with random ids, features and probabilities."""
+def synthetic_decisions(n: int, rng: np.random.Generator, times: np.ndarray) -> pa.Table:
+    """``n`` rows of :data:`DECISION_SCHEMA` taken at ``times`` (seconds), with their ids, random features
+    and probabilities."""
     k, d = 11, 85
+    ids = random.Random(int(rng.integers(1 << 62)))
 
     def lists(width: int) -> pa.ListArray:
         offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
@@ -154,8 +160,8 @@ def synthetic_decisions(n: int, rng: np.random.Generator) -> pa.Table:
 
     models = [f"model-{i}" for i in range(k)]
     columns = {
-        "decision_id": pa.array([rng.bytes(16).hex() for _ in range(n)]),
-        "ts": pa.array(np.full(n, time.time_ns() // 1000)).cast(pa.timestamp("us", tz="UTC")),
+        "decision_id": pa.array([new_decision_id(t, ids) for t in times.tolist()]),
+        "ts": pa.array(np.round(times * 1e6).astype(np.int64)).cast(pa.timestamp("us", tz="UTC")),
         "policy": pa.array(["lints"] * n), "feature_version": pa.array(["v1"] * n),
         "x": lists(d), "input_tokens": pa.array(rng.random(n) * 1000), "prompt_hash": pa.array(["0" * 64] * n),
         "prompt": pa.nulls(n, pa.string()),
@@ -171,16 +177,19 @@ def synthetic_decisions(n: int, rng: np.random.Generator) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=DECISION_SCHEMA)
 
 
-def lookup_run(n: int, repeats: int) -> dict:
+def lookup_run(n: int, repeats: int, days: float) -> dict:
     rng = np.random.default_rng(0)
-    out = {"decisions": n}
+    out = {"decisions": n, "log_days": days}
+    start_ts = time.time() - days * 86400.0
     with tempfile.TemporaryDirectory() as d:
         store = Store(str(Path(d) / "bench.duckdb"), flush_interval=60)
         try:
             ids = []
             t0 = time.perf_counter()
             for start in range(0, n, 100_000):
-                table = synthetic_decisions(min(100_000, n - start), rng)
+                m = min(100_000, n - start)
+                times = start_ts + (start + np.arange(m)) * (days * 86400.0 / n)
+                table = synthetic_decisions(m, rng, times)
                 ids += table.column("decision_id").to_pylist()
                 cur = store.con.cursor()
                 write_batch(cur, {"decisions": [table], "feedback": [], "events": []})
@@ -201,20 +210,25 @@ def lookup_run(n: int, repeats: int) -> dict:
                     assert set(found) == set(wanted)
                 return round(statistics.median(times) * 1e3, 2)
 
-            out["lookup20_ms_indexed"] = lookups()
+            out["lookup20_ms_by_time"] = lookups()
             switch = sys.getswitchinterval()
             sys.setswitchinterval(SWITCH_INTERVAL)
             busy = BusyThread()
             busy.start()
             try:
-                out["lookup20_ms_indexed_contended"] = lookups()
+                out["lookup20_ms_by_time_contended"] = lookups()
             finally:
                 busy.stopped.set()
                 busy.join()
                 sys.setswitchinterval(switch)
-            for name in ("decisions", "feedback"):
-                store.con.execute(f"DROP INDEX {name}_decision_id")
+            store.legacy_before = float("inf")  # every id as if it carried no time: the whole log is read
             out["lookup20_ms_scan"] = lookups()
+            store.con.execute("SET memory_limit = '2GB'")
+            for name in ("decisions", "feedback"):
+                store.con.execute(f"CREATE INDEX {name}_decision_id ON {name} (decision_id)")
+            out["index_mb"] = round(store.con.execute(
+                "SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'ART_INDEX'").fetchone()[0] / 1e6, 1)
+            out["lookup20_ms_indexed"] = lookups()
         finally:
             store.close()
     return out
@@ -226,6 +240,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--sizes", default="1,8,32,64")
     ap.add_argument("--decisions", type=int, default=1_000_000, help="log size for the late-lookup test")
+    ap.add_argument("--log-days", type=float, default=7.0, help="the time the late-lookup log's decisions span")
     ap.add_argument("--out", default=str(HERE / "results" / "store.json"))
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -238,7 +253,7 @@ def main() -> None:
     table = [{"rows": n, **{f"{w}_ms": medians[f"{w}_{n}"] for w in names},
               **{f"{w}_cpu_ms": medians[f"{w}_{n}_cpu"] for w in names},
               **{f"{w}_contended_ms": medians[f"{w}_{n}_contended"] for w in names}} for n in sizes]
-    lookup = lookup_run(args.decisions, args.repeats)
+    lookup = lookup_run(args.decisions, args.repeats, args.log_days)
     result = {"unit": "ms per commit: wall (median of runs of medians), process CPU (median of runs of means), "
                       "and wall with a thread keeping the GIL busy (contended)",
               "switch_interval_s": SWITCH_INTERVAL,

@@ -44,7 +44,7 @@ from banditroute.log.schema import DUCK_TYPES, TABLES, ddl, decision_table
 log = logging.getLogger("banditroute")
 
 IDLE_CHECKPOINT_BYTES = 8 << 20  # log size at which the writer checkpoints when no feedback waits
-LOOKUP_SLACK_S = 1.0  # seconds either side of the time a decision's id carries, where its row is looked for
+LOOKUP_SLACK_S = 0.002  # seconds either side of the millisecond an id carries (its decision's ts, truncated)
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop: a short pause, pyarrow's fixed cost shared
 
 
@@ -541,25 +541,33 @@ class Store:
 
     def _lookup(self, ids: list[str], decisions_where: str, decisions_params: list, feedback_where: str,
                 feedback_params: list) -> dict[str, dict]:
+        """Two queries, each a filter with the ids as an ``IN`` list (cheaper here than a join): the
+        decisions, then what feedback already applied to them."""
         cur = self.con.cursor()
         try:  # execute and fetchall: fewer GIL round trips than the relational API, which a busy loop slows
             cur.execute(
-                "WITH wanted AS (SELECT unnest(?::VARCHAR[]) AS decision_id), "
-                "found AS (SELECT d.decision_id, d.feature_version, d.x, d.input_tokens, d.chosen, d.ts, d.budget, d.tenant, "
-                "d.pred_cost[list_position(d.eligible, d.chosen)] AS charged "
-                f"FROM decisions d SEMI JOIN wanted USING (decision_id) WHERE {decisions_where}), "
-                "costs AS (SELECT decision_id, max(cost_usd) AS applied_cost, "
+                "SELECT d.decision_id, d.feature_version, d.x, d.input_tokens, d.chosen, d.ts, d.budget, d.tenant, "
+                "d.pred_cost[list_position(d.eligible, d.chosen)] AS charged FROM decisions d "
+                f"WHERE {decisions_where} AND d.decision_id IN (SELECT unnest(?::VARCHAR[]))",
+                [*decisions_params, ids],
+            )
+            names = [c[0] for c in cur.description]
+            found = {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
+            if not found:
+                return found
+            cur.execute(
+                "SELECT decision_id, max(cost_usd) AS applied_cost, "
                 "flatten(list(qualities ORDER BY seq)) AS applied_qualities, "
                 "flatten(list(weights ORDER BY seq)) AS applied_weights, "
                 "list({'key': idempotency_key, 'qualities': qualities, 'weights': weights, 'reported': reported}) "
                 "FILTER (WHERE idempotency_key IS NOT NULL) AS applied_keys FROM feedback f "
-                f"SEMI JOIN wanted USING (decision_id) WHERE {feedback_where} GROUP BY decision_id) "
-                "SELECT found.*, costs.applied_cost, costs.applied_qualities, costs.applied_weights, costs.applied_keys "
-                "FROM found LEFT JOIN costs USING (decision_id)",
-                [ids, *decisions_params, *feedback_params],
+                f"WHERE {feedback_where} AND f.decision_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY decision_id",
+                [*feedback_params, list(found)],
             )
             names = [c[0] for c in cur.description]
-            return {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
+            applied = {row[0]: dict(zip(names[1:], row[1:])) for row in cur.fetchall()}
+            none = dict.fromkeys(names[1:])
+            return {i: {**row, **applied.get(i, none)} for i, row in found.items()}
         finally:
             cur.close()
 
