@@ -152,7 +152,8 @@ def test_late_lookups_find_timed_ids_by_their_time_and_untimed_ones_only_in_an_o
         out = router.route_many([f"question {i}?" for i in range(5)], [RouteOptions()] * 5)
         store.add_decisions([(d, None, None) for d in out])
         store.flush().result(timeout=30)
-        _, fut = store.add_feedback({**feedback_row(1, time.time_ns() // 1000), "decision_id": out[1].decision_id})
+        stepped_back = int((out[1].ts - 600.0) * 1e6)  # stamped before its decision: the clock was stepped back
+        _, fut = store.add_feedback({**feedback_row(1, stepped_back), "decision_id": out[1].decision_id})
         fut.result(timeout=30)
         untimed = "f" * 32
         store.con.execute("INSERT INTO decisions (decision_id, ts, chosen) VALUES (?, now(), 'x')", [untimed])

@@ -45,6 +45,8 @@ log = logging.getLogger("banditroute")
 
 IDLE_CHECKPOINT_BYTES = 8 << 20  # log size at which the writer checkpoints when no feedback waits
 LOOKUP_SLACK_S = 0.002  # seconds either side of the millisecond an id carries (its decision's ts, truncated)
+# how much earlier than its decision a feedback row may be stamped, should the clock be stepped back between them
+CLOCK_STEP_S = 3600.0
 CONVERT_EVERY = 512  # decisions per Arrow conversion on the event loop: a short pause, pyarrow's fixed cost shared
 
 
@@ -507,12 +509,13 @@ class Store:
     def decisions(self, decision_ids: list[str]) -> dict[str, dict]:
         """Logged decisions by id, for feedback that arrives after the in-memory pending window.
 
-        One query serves any number of ids, so the service looks up together all the late feedback
-        that waits at the same time. There is no index on ``decision_id``: each id's own time
-        (:func:`~banditroute.core.ids.id_time`) restricts the decision to a second of the ``ts``
-        column and its feedback to what came after it, and DuckDB's min-max zone maps skip the row
-        groups outside. Ids without a time are looked for in the whole log, only in a log written
-        before ids had one (:attr:`legacy_before`); in any other log they are unknown.
+        One round of queries serves any number of ids, so the service looks up together all the late
+        feedback that waits at the same time. There is no index on ``decision_id``: each id's own time
+        (:func:`~banditroute.core.ids.id_time`) restricts the decision to a few milliseconds of the
+        ``ts`` column and its feedback to what came after it (less :data:`CLOCK_STEP_S`), and DuckDB's
+        min-max zone maps skip the row groups outside. Ids without a time are looked for in the whole
+        log, only in a log written before ids had one (:attr:`legacy_before`); in any other log they
+        are unknown.
 
         Each row holds what learning needs (:meth:`Router.restore`): ``decision_id``,
         ``feature_version``, ``x``, ``input_tokens``, ``chosen``, and what earlier feedback applied:
@@ -534,7 +537,7 @@ class Store:
             spans = _merged_spans(sorted(timed.values()), LOOKUP_SLACK_S)
             where = " OR ".join("d.ts BETWEEN make_timestamptz(?::BIGINT) AND make_timestamptz(?::BIGINT)" for _ in spans)
             found |= self._lookup(list(timed), f"({where})", [_utc_us(t) for span in spans for t in span],
-                                  "f.ts >= make_timestamptz(?::BIGINT)", [_utc_us(spans[0][0])])
+                                  "f.ts >= make_timestamptz(?::BIGINT)", [_utc_us(spans[0][0] - CLOCK_STEP_S)])
         if untimed:
             found |= self._lookup(untimed, "TRUE", [], "TRUE", [])
         return found
