@@ -370,3 +370,35 @@ async def test_a_rebuild_that_fails_once_the_log_is_back_is_tried_again(aiohttp_
     assert next(rebuilds, None) is None  # the failing rebuild was tried, and then another
     assert (await exchange(client, "c"))[1] == 200
     await client.close()
+
+
+async def test_an_invalidated_database_fails_liveness_until_a_write_succeeds(aiohttp_client, tmp_path, monkeypatch):
+    """After a DuckDB fatal error no probe succeeds until the process reopens the database: /healthz says
+    so (503 naming the cause), so that a supervisor restarts the process; /readyz refuses as for any
+    failing log. Here the injected error goes away without a restart, and liveness comes back with it."""
+    client = await aiohttp_client(create_app(config_for(str(tmp_path / "r.duckdb")), seed=0))
+    assert (await exchange(client, "a"))[1] == 200
+    broken = {"on": True}
+
+    def failing(real):
+        def write(*args):
+            if broken["on"]:
+                raise duckdb.FatalException("FATAL Error: Failed: database has been invalidated because of a "
+                                            "previous fatal error (injected)")
+            return real(*args)
+        return write
+
+    monkeypatch.setattr(store_module, "write_batch", failing(store_module.write_batch))
+    monkeypatch.setattr(store_module, "insert_rows", failing(store_module.insert_rows))  # the probe's write
+    assert (await exchange(client, "b"))[1] == 503
+    for _ in range(100):  # the probes keep failing
+        await asyncio.sleep(0.02)
+    health = await client.get("/healthz")
+    body = await health.json()
+    assert health.status == 503 and body["error"] == "unavailable" and "invalidated" in body["message"]
+    assert (await client.get("/readyz")).status == 503
+    broken["on"] = False
+    await wait_ready(client)
+    assert (await client.get("/healthz")).status == 200
+    assert (await exchange(client, "c"))[1] == 200
+    await client.close()

@@ -97,6 +97,15 @@ def _rows_in(queued: tuple[str, list]) -> int:
     return sum(map(len, batch)) if name == "decisions" else len(batch)
 
 
+def _is_fatal(err: BaseException) -> bool:
+    """A DuckDB error after which the database refuses everything until it is opened again."""
+    while err is not None:
+        if isinstance(err, duckdb.FatalException) or "database has been invalidated" in str(err):
+            return True
+        err = err.__cause__
+    return False
+
+
 def _merged_spans(times: list[float], slack: float) -> list[tuple[float, float]]:
     """``[t - slack, t + slack]`` around each of the sorted ``times``, overlapping spans merged."""
     spans: list[list[float]] = []
@@ -250,6 +259,8 @@ class Store:
         self.checkpoints = 0
         self.failure: str | None = None  # why the last commit failed, until a probe succeeds
         self.failures = 0  # commits that failed since the store opened
+        # a DuckDB fatal error (the database invalidated): no probe can succeed before a restart
+        self.fatal: str | None = None
         self.on_failure = None  # called (from the writer thread) with the error of each failed commit
         self._probes: list[concurrent.futures.Future] = []
         self._thread = self._start_writer()
@@ -435,6 +446,10 @@ class Store:
         if self.failure is None:
             log.error("the log stopped accepting writes: %s", err)
         self.failure = str(err) or type(err).__name__
+        if _is_fatal(err):
+            self.fatal = self.failure
+            log.error("DuckDB invalidated the log's database; only a restart of the process reopens it "
+                      "(/healthz answers 503 until a write succeeds)")
         if self.on_failure is not None:
             self.on_failure(err)
 
@@ -448,11 +463,13 @@ class Store:
                                          "event": json.dumps(event)}])
         except Exception as err:  # noqa: BLE001 - still failing: say so to the prober
             self.failure = str(err) or type(err).__name__
+            if _is_fatal(err):
+                self.fatal = self.failure
             fut.set_result(False)
             return
         with self._lock:
             self.seq = self.committed_seq = self._logged_seq(cur)
-            self.failure = None
+            self.failure = self.fatal = None
         fut.set_result(True)
 
     def probe(self) -> concurrent.futures.Future:
