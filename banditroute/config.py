@@ -209,6 +209,8 @@ class StorageConfig(_Strict):
     prompt_hash_key: str | None = Field(default=None, repr=False)
     flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 200.0
     snapshot_every: Annotated[int, Field(gt=0)] = 10_000
+    # DuckDB's buffer memory (its default is 80% of RAM); the log keeps no in-memory index, so what it
+    # needs does not grow with the log
     memory_limit: str = "128MB"
     # a feedback whose commit takes longer is answered 503 and the log is treated as failing
     commit_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
