@@ -237,7 +237,8 @@ class Store:
         for name, schema in TABLES.items():
             for statement in ddl(name, schema):
                 self.con.execute(statement)
-        self.legacy_before = self._drop_indexes(path)
+        self.legacy_before = self._timed_ids_since()
+        self._drop_indexes(path)
         self.flush_interval = float(flush_interval)
         # pyarrow imports pandas on its first conversion from numpy, which takes a while: do that
         # here, not on the event loop in the middle of the first requests.
@@ -265,21 +266,25 @@ class Store:
         self._probes: list[concurrent.futures.Future] = []
         self._thread = self._start_writer()
 
-    def _drop_indexes(self, path: str) -> float:
-        """Drop the ART indexes earlier versions kept on ``decision_id``, and return the time before which
-        the log may hold decisions whose ids carry no time (0 for a log that never had any).
+    def _timed_ids_since(self) -> float:
+        """The time before which the log may hold decisions whose ids carry no time: 0 for a log that
+        never had any, else when this version first opened it (kept in the ``meta`` table)."""
+        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR, value VARCHAR)")
+        row = self.con.execute("SELECT value FROM meta WHERE key = 'timed_ids_since'").fetchone()
+        if row is not None:
+            return float(row[0])
+        logged = self.con.execute("SELECT count(*) FROM (SELECT 1 FROM decisions LIMIT 1)").fetchone()[0]
+        since = time.time() if logged else 0.0
+        self.con.execute("INSERT INTO meta VALUES ('timed_ids_since', ?)", [repr(since)])
+        return since
+
+    def _drop_indexes(self, path: str) -> None:
+        """Drop the ART indexes earlier versions kept on ``decision_id``.
 
         An ART index lives in memory and grows with every row: past about a million decisions it
         outgrew the log's memory limit and every commit failed. Decisions are now found by the time
-        their id carries (:meth:`decisions`). The time ids started is kept in the ``meta`` table.
+        their id carries (:meth:`decisions`).
         """
-        self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR, value VARCHAR)")
-        row = self.con.execute("SELECT value FROM meta WHERE key = 'timed_ids_since'").fetchone()
-        if row is None:
-            logged = self.con.execute("SELECT count(*) FROM (SELECT 1 FROM decisions LIMIT 1)").fetchone()[0]
-            since = time.time() if logged else 0.0
-            self.con.execute("INSERT INTO meta VALUES ('timed_ids_since', ?)", [repr(since)])
-            row = (repr(since),)
         dropped = [name for (name,) in self.con.execute(
             "SELECT index_name FROM duckdb_indexes() WHERE index_name IN "
             "('decisions_decision_id', 'feedback_decision_id', 'feedback_idempotency')").fetchall()]
@@ -288,7 +293,6 @@ class Store:
         if dropped:
             log.info("dropped the in-memory indexes %s of %s: decisions are found by the time their id "
                      "carries, and memory stays bounded however long the log grows", ", ".join(dropped), path)
-        return float(row[0])
 
     @staticmethod
     def _logged_seq(cur) -> int:
@@ -441,13 +445,19 @@ class Store:
             probes, self._probes = self._probes, []
         return probes
 
+    def _note_failure(self, err: Exception) -> bool:
+        """Keep why the log fails, and whether DuckDB invalidated the database (:attr:`fatal`); True if it did."""
+        self.failure = str(err) or type(err).__name__
+        if not _is_fatal(err):
+            return False
+        self.fatal = self.failure
+        return True
+
     def _failed(self, err: Exception) -> None:
         self.failures += 1
         if self.failure is None:
             log.error("the log stopped accepting writes: %s", err)
-        self.failure = str(err) or type(err).__name__
-        if _is_fatal(err):
-            self.fatal = self.failure
+        if self._note_failure(err):
             log.error("DuckDB invalidated the log's database; only a restart of the process reopens it "
                       "(/healthz answers 503 until a write succeeds)")
         if self.on_failure is not None:
@@ -462,9 +472,7 @@ class Store:
             insert_rows(cur, "events", [{"ts": time.time_ns() // 1000, "seq": self._logged_seq(cur),
                                          "event": json.dumps(event)}])
         except Exception as err:  # noqa: BLE001 - still failing: say so to the prober
-            self.failure = str(err) or type(err).__name__
-            if _is_fatal(err):
-                self.fatal = self.failure
+            self._note_failure(err)
             fut.set_result(False)
             return
         with self._lock:
