@@ -372,33 +372,102 @@ async def test_a_rebuild_that_fails_once_the_log_is_back_is_tried_again(aiohttp_
     await client.close()
 
 
-async def test_an_invalidated_database_fails_liveness_until_a_write_succeeds(aiohttp_client, tmp_path, monkeypatch):
-    """After a DuckDB fatal error no probe succeeds until the process reopens the database: /healthz says
-    so (503 naming the cause), so that a supervisor restarts the process; /readyz refuses as for any
-    failing log. Here the injected error goes away without a restart, and liveness comes back with it."""
+async def test_a_database_duckdb_invalidates_is_opened_again_without_a_restart(aiohttp_client, tiny_fs):
+    """A real fault, nothing injected: a checkpoint that runs out of disk makes DuckDB invalidate the
+    database, and every later statement fails. The service refuses, its probes open the database
+    again (once there is room to write, the write-ahead log replayed), and it answers again with
+    every acknowledged feedback in the log and the state rebuilt from it. Liveness stays ok
+    throughout: a restart would do nothing more."""
+    db = str(tiny_fs / "r.duckdb")
+    client = await aiohttp_client(create_app(config_for(db, min_free_bytes=0), seed=0))
+    service = client.server.app[SERVICE]
+    acked = {}
+    for i in range(40):
+        status, fb, decision_id, _ = await exchange(client, f"a{i}")
+        assert (status, fb) == (200, 200)
+        acked[f"a{i}"] = decision_id
+    filler = fill(tiny_fs, 0)
+    cur = service.store.con.cursor()
+    with pytest.raises(duckdb.FatalException):
+        cur.execute("CHECKPOINT")  # its rows need new blocks of the database file
+    assert 503 in (await exchange(client, "b"))[:2]  # the feedback's commit fails
+    for _ in range(20):  # the probes reopen the database but cannot write on the full disk
+        await asyncio.sleep(0.05)
+        assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 503
+    filler.unlink()
+    await wait_ready(client)
+    assert service.store.reopens >= 1 and service.store.fatal is None
+    status, fb, decision_id, _ = await exchange(client, "c")
+    assert (status, fb) == (200, 200)
+    acked["c"] = decision_id
+    assert "banditroute_log_reopens" in await (await client.get("/metrics")).text()
+    live = {k: v.copy() for k, v in service.router.policy.arrays().items()}
+    await client.close()
+    decisions, keys, _ = logged(db)
+    assert set(acked) <= keys and set(acked.values()) <= decisions
+    assert_same_state(live, rebuilt_from_log(db))
+
+
+async def test_liveness_fails_only_when_the_invalidated_database_cannot_be_opened_again(aiohttp_client, tmp_path,
+                                                                                      monkeypatch):
+    """Should opening the database again fail with a fatal error as well (DuckDB handing back the
+    invalidated database), only a restart can help: /healthz answers 503 naming the cause, so that a
+    supervisor restarts the process. Once the database opens again, liveness and readiness come back."""
     client = await aiohttp_client(create_app(config_for(str(tmp_path / "r.duckdb")), seed=0))
     assert (await exchange(client, "a"))[1] == 200
+    store = client.server.app[SERVICE].store
     broken = {"on": True}
+    invalidated = duckdb.FatalException("FATAL Error: Failed: database has been invalidated because of a previous "
+                                        "fatal error (injected)")
+    real_write, real_open = store_module.write_batch, store._open
 
-    def failing(real):
-        def write(*args):
-            if broken["on"]:
-                raise duckdb.FatalException("FATAL Error: Failed: database has been invalidated because of a "
-                                            "previous fatal error (injected)")
-            return real(*args)
-        return write
+    def write(*args):
+        if broken["on"]:
+            raise invalidated
+        return real_write(*args)
 
-    monkeypatch.setattr(store_module, "write_batch", failing(store_module.write_batch))
-    monkeypatch.setattr(store_module, "insert_rows", failing(store_module.insert_rows))  # the probe's write
+    def reopen():
+        if broken["on"]:
+            raise invalidated
+        return real_open()
+
+    monkeypatch.setattr(store_module, "write_batch", write)
+    monkeypatch.setattr(store, "_open", reopen)
     assert (await exchange(client, "b"))[1] == 503
     for _ in range(100):  # the probes keep failing
         await asyncio.sleep(0.02)
     health = await client.get("/healthz")
     body = await health.json()
-    assert health.status == 503 and body["error"] == "unavailable" and "invalidated" in body["message"]
+    assert health.status == 503 and body["error"] == "unavailable" and "opened again" in body["message"]
     assert (await client.get("/readyz")).status == 503
     broken["on"] = False
     await wait_ready(client)
     assert (await client.get("/healthz")).status == 200
     assert (await exchange(client, "c"))[1] == 200
     await client.close()
+
+def test_an_idle_checkpoint_waits_for_room_on_the_disk(tiny_fs, monkeypatch):
+    """A checkpoint copies the write-ahead log into the database file, and one that runs out of disk
+    makes DuckDB invalidate the database. The writer puts it off while the free space is under the WAL's
+    size: the log keeps taking (small) writes on a nearly full disk, and checkpoints once there is room.
+    (A commit's checkpoint runs after its future resolves: the next commit's result says it is done.)"""
+    monkeypatch.setattr(store_module, "IDLE_CHECKPOINT_BYTES", 256 * 1024)
+    store = Store(str(tiny_fs / "r.duckdb"), flush_interval=0.01)
+    try:
+        rng = np.random.default_rng(0)
+        for _ in range(2):  # incompressible rows, about 120 KB of WAL each: under the threshold
+            store.add_event({"pad": rng.bytes(60_000).hex()}).result(timeout=10)
+        filler = fill(tiny_fs, 64 * 1024)
+        store.add_event({"pad": rng.bytes(10_000).hex()}).result(timeout=10)  # past it
+        for i in range(3):
+            store.add_event({"small": i}).result(timeout=10)
+        assert os.path.getsize(store._wal) >= 256 * 1024
+        assert store.checkpoints == 0 and store.failure is None and not store.invalidated
+        filler.unlink()
+        for i in range(2):
+            store.add_event({"small": i}).result(timeout=10)
+        assert store.checkpoints == 1 and store.failure is None
+        assert store.query("SELECT count(*) FROM events").column(0)[0].as_py() == 8
+    finally:
+        store.close()

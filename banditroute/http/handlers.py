@@ -131,12 +131,13 @@ async def put_policy(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers, and its log can recover without a restart. After a DuckDB fatal
-    error (the database invalidated) nothing but a restart reopens the log: 503, so that a supervisor
-    restarts the process, which then rebuilds its state from the log."""
+    """Liveness: the process answers, and its log can recover without a restart. A database DuckDB
+    invalidated is opened again in the process; only when that fails with a fatal error too does this
+    answer 503, so that a supervisor restarts the process, which then rebuilds its state from the log."""
     service = request.app[SERVICE]
     if service.store.fatal is not None:
-        raise Unavailable(f"the log's database was invalidated ({service.store.fatal}); restart the process",
+        raise Unavailable(f"the log's database was invalidated and cannot be opened again in this process "
+                          f"({service.store.fatal}); restart the process",
                           retry_after=math.ceil(service.config.storage.retry_interval_s))
     return json_response({"status": "ok"})
 

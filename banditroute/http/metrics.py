@@ -119,6 +119,8 @@ class ServiceCollector:
                                   value=s.store.failures)
         yield CounterMetricFamily("banditroute_outages", "times requests were refused until the log took writes again",
                                   value=s.outages)
+        yield CounterMetricFamily("banditroute_log_reopens", "times the log's database was opened again after "
+                                  "DuckDB invalidated it", value=s.store.reopens)
         yield CounterMetricFamily("banditroute_idle_checkpoints", "checkpoints the log writer ran while no feedback "
                                   "waited", value=s.store.checkpoints)
         yield CounterMetricFamily("banditroute_route_batches", "micro-batches of /route requests routed together "

@@ -19,6 +19,12 @@ so no row written after a lost one can refer to it, until :meth:`Store.probe` su
 ``events`` row. The writer thread survives any exception in a step, and :meth:`Store.probe` starts a
 new one if it has died. The service stops answering while the store is failed and rebuilds its state
 from the log once a probe succeeds (:mod:`banditroute.service.service`).
+
+Some failures make DuckDB invalidate the database (a checkpoint that runs out of disk, an
+out-of-memory error during a commit): the connection then refuses everything, whatever the cause
+became. The probe then closes it and opens the file again, as a restart would; DuckDB replays its
+write-ahead log, so every committed row is back. Only when that reopening itself meets a fatal error
+does the process need a restart (:attr:`Store.fatal`).
 """
 
 from __future__ import annotations
@@ -223,20 +229,18 @@ class Store:
         self.group_commit = group_commit
         self.min_free_bytes = int(min_free_bytes) if path != ":memory:" else 0
         self.writer_niceness = int(writer_niceness)
+        # DuckDB checkpoints inside the commit that takes its log (WAL) past the threshold, and a
+        # checkpoint holds that commit for tens of milliseconds or more: feedback acknowledgements
+        # would wait. The writer checkpoints at idle moments instead (:meth:`_checkpoint_if_idle`);
+        # DuckDB's own threshold stays as a backstop, four times higher than its default.
+        self._duckdb_config = {"memory_limit": memory_limit, "checkpoint_threshold": "64MiB"}
         try:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # DuckDB checkpoints inside the commit that takes its log (WAL) past the threshold, and a
-            # checkpoint holds that commit for tens of milliseconds or more: feedback acknowledgements
-            # would wait. The writer checkpoints at idle moments instead (:meth:`_checkpoint_if_idle`);
-            # DuckDB's own threshold stays as a backstop, four times higher than its default.
-            self.con = duckdb.connect(path, config={"memory_limit": memory_limit, "checkpoint_threshold": "64MiB"})
+            self.con = self._open()
         except (OSError, duckdb.Error) as err:
             raise LogOpenError(f"cannot open the log {path}: {_one_line(err)}") from None
         self._wal = path + ".wal" if path != ":memory:" else None
-        for name, schema in TABLES.items():
-            for statement in ddl(name, schema):
-                self.con.execute(statement)
         self.legacy_before = self._timed_ids_since()
         self._drop_indexes(path)
         self.flush_interval = float(flush_interval)
@@ -260,11 +264,41 @@ class Store:
         self.checkpoints = 0
         self.failure: str | None = None  # why the last commit failed, until a probe succeeds
         self.failures = 0  # commits that failed since the store opened
-        # a DuckDB fatal error (the database invalidated): no probe can succeed before a restart
+        self.invalidated = False  # DuckDB invalidated the database: the next probe opens it again
+        self.reopens = 0  # times the database was opened again after DuckDB invalidated it
+        # why the database could not be opened again in this process: only a restart can recover
         self.fatal: str | None = None
         self.on_failure = None  # called (from the writer thread) with the error of each failed commit
         self._probes: list[concurrent.futures.Future] = []
+        self._cur = self.con.cursor()  # the writer thread's
         self._thread = self._start_writer()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """A connection to the log's file with every table in place (created where missing)."""
+        con = duckdb.connect(self.path, config=self._duckdb_config)
+        try:
+            for name, schema in TABLES.items():
+                for statement in ddl(name, schema):
+                    con.execute(statement)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _reopen(self) -> None:
+        """Close the invalidated database and open it again (writer thread).
+
+        Closing the connection closes every cursor made from it, readers' included (a read under way
+        fails), and with the last of them DuckDB lets go of the invalidated database: the next
+        ``connect`` reads the file afresh and replays its write-ahead log. Should DuckDB hand back
+        the invalidated database still, the error says so and :attr:`fatal` keeps it.
+        """
+        self.con.close()
+        self.con = self._open()
+        self._cur = self.con.cursor()
+        self.invalidated = False
+        self.reopens += 1
+        log.warning("the log's database was opened again after DuckDB invalidated it")
 
     def _timed_ids_since(self) -> float:
         """The time before which the log may hold decisions whose ids carry no time: 0 for a log that
@@ -363,18 +397,16 @@ class Store:
     # -- writer thread -----------------------------------------------------------------------------
     def _run(self) -> None:
         lower_thread_priority(self.writer_niceness)
-        cur = self.con.cursor()
         while True:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
-                stop = self._step(cur)
+                stop = self._step()
             except Exception as err:  # supervision: a step's bug must not end the writer
                 log.exception("log writer step failed")
                 self._failed(err)
                 stop = self._stop
             if stop:
-                cur.close()
                 return
 
     def _take(self) -> tuple[dict, concurrent.futures.Future, int, bool, Exception | None]:
@@ -400,19 +432,20 @@ class Store:
                 self._rows["decisions"], rows["decisions"] = rows["decisions"], []
         return rows, fut, seq, stop, error
 
-    def _step(self, cur) -> bool:
+    def _step(self) -> bool:
         """Commit one batch (or fail it), then answer the waiting probes; returns whether to stop."""
         rows, fut, seq, stop, error = self._take()
-        self._commit(cur, rows, fut, seq, error)
+        self._commit(rows, fut, seq, error)
         probes = self._take_probes()
         if probes and self.failure is not None:  # drop what was queued while failed, then probe
-            self._commit(cur, *self._take()[:3], StorageError("dropped: queued while the log was failing"))
+            self._commit(*self._take()[:3], StorageError("dropped: queued while the log was failing"))
         for probe in probes:
-            self._probe(cur, probe)
+            self._probe(probe)
         return stop
 
-    def _commit(self, cur, rows: dict, fut: concurrent.futures.Future, seq: int, error: Exception | None) -> None:
+    def _commit(self, rows: dict, fut: concurrent.futures.Future, seq: int, error: Exception | None) -> None:
         """Write ``rows`` and resolve ``fut`` with ``seq``, or fail it (and the store) on any error."""
+        cur = self._cur
         try:
             if error is not None:
                 raise error
@@ -431,7 +464,7 @@ class Store:
             if not isinstance(err, StorageError) or self.failure is None:
                 self._failed(err)
         else:
-            self._checkpoint_if_idle(cur)
+            self._checkpoint_if_idle()
 
     def _check_room(self) -> None:
         if self.min_free_bytes:
@@ -446,11 +479,12 @@ class Store:
         return probes
 
     def _note_failure(self, err: Exception) -> bool:
-        """Keep why the log fails, and whether DuckDB invalidated the database (:attr:`fatal`); True if it did."""
+        """Keep why the log fails, and whether DuckDB invalidated the database (:attr:`invalidated`);
+        True if it did."""
         self.failure = str(err) or type(err).__name__
         if not _is_fatal(err):
             return False
-        self.fatal = self.failure
+        self.invalidated = True
         return True
 
     def _failed(self, err: Exception) -> None:
@@ -458,15 +492,22 @@ class Store:
         if self.failure is None:
             log.error("the log stopped accepting writes: %s", err)
         if self._note_failure(err):
-            log.error("DuckDB invalidated the log's database; only a restart of the process reopens it "
-                      "(/healthz answers 503 until a write succeeds)")
+            log.error("DuckDB invalidated the log's database; the next probe opens it again")
         if self.on_failure is not None:
             self.on_failure(err)
 
-    def _probe(self, cur, fut: concurrent.futures.Future) -> None:
-        """Write one ``events`` row saying the log works again; on success leave the failed state and
-        take the feedback position back to the log's."""
+    def _probe(self, fut: concurrent.futures.Future) -> None:
+        """Write one ``events`` row saying the log works again (first opening the database again if DuckDB
+        invalidated it); on success leave the failed state and take the feedback position back to the log's."""
         try:
+            if self.invalidated:
+                try:
+                    self._reopen()
+                except Exception as err:
+                    if _is_fatal(err):  # DuckDB kept the invalidated database: nothing but a restart helps
+                        self.fatal = str(err) or type(err).__name__
+                    raise
+            cur = self._cur
             self._check_room()
             event = {"storage": "writable", "after": self.failure}
             insert_rows(cur, "events", [{"ts": time.time_ns() // 1000, "seq": self._logged_seq(cur),
@@ -497,22 +538,36 @@ class Store:
     def writer_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def _checkpoint_if_idle(self, cur) -> None:
+    def _checkpoint_if_idle(self) -> None:
         """Checkpoint when the log has grown past :data:`IDLE_CHECKPOINT_BYTES` and no feedback is
         queued, so that the checkpoint's pause falls on decisions (which nobody waits for) rather than
         on a feedback acknowledgement. Feedback that arrives meanwhile waits for it, as it would for
         DuckDB's own checkpoint; under continuous feedback DuckDB's threshold still applies.
+
+        A checkpoint writes the WAL's rows into the database file, and one that runs out of disk makes
+        DuckDB invalidate the database: it is put off while the free space is under the WAL's size plus
+        ``min_free_bytes`` (commits stop at ``min_free_bytes`` in any case), and should it fail with a
+        fatal error all the same, the store fails at once (:meth:`_failed`), not at the next commit.
         """
-        if self._wal is None or not os.path.exists(self._wal) or os.path.getsize(self._wal) < IDLE_CHECKPOINT_BYTES:
+        if self._wal is None or not os.path.exists(self._wal):
+            return
+        wal = os.path.getsize(self._wal)
+        if wal < IDLE_CHECKPOINT_BYTES:
             return
         with self._lock:
             if self._rows["feedback"]:
                 return
+        if shutil.disk_usage(Path(self.path).parent).free < wal + self.min_free_bytes:
+            log.debug("idle checkpoint put off: less free space than the WAL's %d bytes", wal)
+            return
         try:
-            cur.execute("CHECKPOINT")
+            self._cur.execute("CHECKPOINT")
             self.checkpoints += 1
-        except duckdb.Error as err:  # a read was running (a checkpoint needs none); the next idle moment will do
-            log.debug("idle checkpoint skipped: %s", err)
+        except duckdb.Error as err:
+            if _is_fatal(err):
+                self._failed(err)
+            else:  # a read was running (a checkpoint needs none); the next idle moment will do
+                log.debug("idle checkpoint skipped: %s", err)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the database."""
@@ -520,7 +575,7 @@ class Store:
             self._stop = True
         self._wake.set()
         self._thread.join()
-        self.con.close()
+        self.con.close()  # and the writer's cursor with it
         self.con = None  # let the binding object go now rather than at interpreter exit
 
     # -- reads (event loop, through their own cursor) ------------------------------------------------
