@@ -60,8 +60,8 @@ ROUTES = (
     Route("GET", "/policy", handlers.get_policy, "The active policy and its settings", response=PolicyView),
     Route("PUT", "/policy", handlers.put_policy, "Change the policy or its settings (logged)", PolicyUpdate,
           PolicyView, (400, 401, 408, 413, 422)),
-    Route("GET", "/healthz", handlers.healthz, "Liveness: 503 once the log's database is invalidated (a restart "
-          "reopens it)", response=HealthResponse, errors=(503,), public=True),
+    Route("GET", "/healthz", handlers.healthz, "Liveness: 503 when the log's database was invalidated and cannot "
+          "be opened again in the process (a restart is needed)", response=HealthResponse, errors=(503,), public=True),
     Route("GET", "/readyz", handlers.readyz, "Readiness: 503 while the log does not accept writes",
           response=HealthResponse, errors=(503,), public=True),
     Route("GET", "/metrics", handlers.metrics, "Prometheus metrics", content_type=CONTENT_TYPE),
