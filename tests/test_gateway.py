@@ -47,11 +47,12 @@ def pool(upstream: str, closed: str | None, **gateway) -> dict:
         "gateway": {"cooldown_s": 30.0, **gateway},
         "models": [
             {"name": "cheap", "input_price_per_mtok": 0.1, "output_price_per_mtok": 0.4, "base_url": upstream,
-             "capabilities": ["json"], "context_window": 1000, "upstream_name": "cheap-v1", "timeout_s": 1.0},
+             "capabilities": ["json", "responses"], "context_window": 1000, "upstream_name": "cheap-v1",
+             "timeout_s": 1.0},
             {"name": "mid", "input_price_per_mtok": 1.0, "output_price_per_mtok": 4.0, "base_url": upstream,
              "capabilities": ["json", "tools"], "api_key_env": "MID_KEY"},
             {"name": "strong", "input_price_per_mtok": 5.0, "output_price_per_mtok": 15.0, "base_url": upstream,
-             "capabilities": ["json", "tools", "vision"], "stream_usage": False},
+             "capabilities": ["json", "tools", "vision", "responses"], "stream_usage": False},
             {"name": "offline", "input_price_per_mtok": 0.05, "output_price_per_mtok": 0.2},
         ],
     }

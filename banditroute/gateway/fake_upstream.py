@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible upstream for tests, benchmarks and trying the gateway without keys.
 
-``python -m banditroute.gateway.fake_upstream --port 9000`` serves ``POST /v1/chat/completions`` (streamed
-and not) and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
+``python -m banditroute.gateway.fake_upstream --port 9000`` serves ``POST /v1/chat/completions`` and
+``POST /v1/responses`` (streamed and not) and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
 prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion tokens. Faults are set per
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import time
 
 import orjson
@@ -35,10 +36,12 @@ class FakeUpstream:
         self.faults: dict[str, dict] = {}
         self.received: list[dict] = []
         self.cancelled = 0
+        self._ids = itertools.count(1)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/control", self.control)
         app.router.add_get("/control", self.requests)
@@ -70,13 +73,16 @@ class FakeUpstream:
                 return None
         return fault
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
+    async def _receive(self, request: web.Request) -> tuple[dict, str, dict, web.StreamResponse | None]:
+        """The request's body, model and fault, after the fault's delay; or the fault's own answer."""
         body = orjson.loads(await request.read())
         model = body.get("model", "")
         if self.record:
-            self.received.append({"model": model, "authorization": request.headers.get("Authorization"),
+            self.received.append({"path": request.path, "model": model,
+                                  "authorization": request.headers.get("Authorization"),
                                   "stream": body.get("stream", False), "stream_options": body.get("stream_options"),
-                                  "has_banditroute": "banditroute" in body, "tools": "tools" in body})
+                                  "has_banditroute": "banditroute" in body, "tools": "tools" in body,
+                                  "previous_response_id": body.get("previous_response_id")})
         fault = self._fault(model) or {}
         delay = fault.get("delay_ms", self.delay_ms) / 1000.0
         try:
@@ -90,19 +96,29 @@ class FakeUpstream:
         if fault.get("drop"):
             request.transport.close()
             await asyncio.sleep(1)
-            return web.Response()
+            return body, model, fault, web.Response()
         if fault.get("garbage"):
-            return web.Response(text="<html>upstream proxy error</html>", content_type="text/html")
+            return body, model, fault, web.Response(text="<html>upstream proxy error</html>", content_type="text/html")
         if "status" in fault:
             headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
-            return web.json_response({"error": {"message": f"injected {fault['status']}", "type": "fake"}},
-                                     status=fault["status"], headers=headers)
+            return body, model, fault, web.json_response(
+                {"error": {"message": f"injected {fault['status']}", "type": "fake"}}, status=fault["status"],
+                headers=headers)
+        return body, model, fault, None
+
+    def _text(self, model: str, fault: dict) -> str:
+        return fault.get("reply") or f"answer from {model}: " + " ".join(WORDS[i % len(WORDS)]
+                                                                        for i in range(self.output_tokens))
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body, model, fault, early = await self._receive(request)
+        if early is not None:
+            return early
         prompt_chars = sum(len(m.get("content") or "") if isinstance(m.get("content"), str) else 0
                            for m in body.get("messages", []))
         usage = {"prompt_tokens": max(1, prompt_chars // 4), "completion_tokens": self.output_tokens,
                  "total_tokens": max(1, prompt_chars // 4) + self.output_tokens}
-        text = fault.get("reply") or f"answer from {model}: " + " ".join(WORDS[i % len(WORDS)]
-                                                                      for i in range(self.output_tokens))
+        text = self._text(model, fault)
         created = int(time.time())
         if not body.get("stream"):
             message = {"role": "assistant", "content": text}
@@ -140,6 +156,54 @@ class FakeUpstream:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's responses API: a response object, or its stream of named events (created, the output
+        text's deltas, completed with the usage)."""
+        body, model, fault, early = await self._receive(request)
+        if early is not None:
+            return early
+        items = [{"content": body["input"]}] if isinstance(body.get("input"), str) else body.get("input") or []
+        chars = sum(len(i["content"]) for i in items if isinstance(i, dict) and isinstance(i.get("content"), str))
+        usage = {"input_tokens": max(1, chars // 4), "output_tokens": self.output_tokens,
+                 "total_tokens": max(1, chars // 4) + self.output_tokens}
+        text = self._text(model, fault)
+        rid = f"resp_fake{next(self._ids)}"
+        message = {"type": "message", "id": f"msg_{rid}", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        if body.get("tools"):
+            message = {"type": "function_call", "id": f"fc_{rid}", "call_id": "call_1", "status": "completed",
+                       "name": body["tools"][0].get("name", "f"), "arguments": "{}"}
+
+        def response(status: str, output: list, usage: dict | None) -> dict:
+            return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status, "error": None,
+                    "incomplete_details": None, "model": model, "output": output, "usage": usage,
+                    "previous_response_id": body.get("previous_response_id")}
+
+        if not body.get("stream"):
+            return web.Response(body=orjson.dumps(response("completed", [message], usage)),
+                                content_type="application/json")
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        step = -(-len(text) // self.events)
+        events = [{"type": "response.created", "response": response("in_progress", [], None)}]
+        events += [{"type": "response.output_text.delta", "item_id": message["id"], "output_index": 0,
+                    "content_index": 0, "delta": text[i:i + step]} for i in range(0, len(text), step)]
+        events.append({"type": "response.completed", "response": response("completed", [message], usage)})
+        die = fault.get("die_after_events")
+        for n, event in enumerate(events):
+            if die is not None and n >= die:
+                request.transport.close()
+                return stream
+            event["sequence_number"] = n
+            try:
+                await stream.write(f"event: {event['type']}\n".encode() + b"data: " + orjson.dumps(event) + b"\n\n")
+            except (asyncio.CancelledError, ConnectionResetError):
+                self.cancelled += 1
+                raise
+        await stream.write_eof()
+        return stream
 
 
 def main(argv=None) -> None:

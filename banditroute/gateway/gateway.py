@@ -1,5 +1,6 @@
-"""The OpenAI-compatible gateway: route a chat-completions request, call the chosen model, fall back
-when its provider fails, answer in OpenAI's wire format, and report what the call cost by itself.
+"""The OpenAI-compatible gateway: route a chat-completions or responses request, call the chosen model,
+fall back when its provider fails, answer in OpenAI's wire format, and report what the call cost by
+itself.
 
 One request, step by step:
 
@@ -19,8 +20,14 @@ One request, step by step:
    in the background, a ``calls`` row and a feedback with the upstream's token usage and the latency
    (so the cost model learns the call's cost), and possibly a judge's score (:mod:`.judge`).
 
-A routed request can instead go through a cascade or an ensemble (:mod:`.strategies`), named in its
-``banditroute`` options or by the first rule that matches it.
+A routed chat-completions request can instead go through a cascade or an ensemble
+(:mod:`.strategies`), named in its ``banditroute`` options or by the first rule that matches it.
+
+A responses request (:class:`ResponsesRequest`) goes the same way to models with the ``responses``
+capability, and its stream is relayed event by event with each event's name. One that continues a
+stored response (``previous_response_id``) can only be served by the provider that stored it: while
+the gateway remembers which model served that response (the last :data:`STORED_RESPONSES` it served),
+only models of the same API root are eligible.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from collections import OrderedDict
 
 import orjson
 from aiohttp import web
@@ -42,12 +49,14 @@ from banditroute.errors import NotFound, RoutingError, UpstreamFailed
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
-from banditroute.gateway.requests import ROUTED, ChatRequest, route_options
+from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import UpstreamFailure, Upstreams
 
 log = logging.getLogger("banditroute")
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
+STORED_RESPONSES = 100_000  # response ids remembered with the model that served them
+GatewayRequest = ChatRequest | ResponsesRequest
 
 
 class Gateway:
@@ -62,6 +71,7 @@ class Gateway:
         self.pool = list(cfg.names)
         self.upstreams = Upstreams(cfg.gateway, os.environ if environ is None else environ)
         self.health = Health(cfg.names, cfg.gateway, clock)
+        self._stored: OrderedDict[str, str] = OrderedDict()  # response id -> the model that served it
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
         self.strategies = Strategies(self, cfg.cascades, cfg.ensembles, cfg.gateway.judge.model)
@@ -86,7 +96,7 @@ class Gateway:
     def callable_models(self) -> list[str]:
         return [m for m, s in self.specs.items() if s.callable]
 
-    def eligible(self, req: ChatRequest, prompt_tokens: float) -> list[str]:
+    def eligible(self, req: GatewayRequest, prompt_tokens: float) -> list[str]:
         """The models that may serve ``req`` (step 1 of the module's docstring); raises :class:`RoutingError`."""
         opts = req.options
         if opts.models is not None:
@@ -94,6 +104,7 @@ class Gateway:
             if unknown:
                 raise RoutingError(f"unknown models: {', '.join(unknown)}; known: {', '.join(self.specs)}")
         candidates = opts.models or list(self.specs)
+        stored_by = self._stored.get(req.previous_response_id) if isinstance(req, ResponsesRequest) else None
         need = set(req.needs()) | set(opts.require)
         out_tokens = req.max_output_tokens or 0
         expected_out = req.max_output_tokens or self.service.config.policy.expected_output_tokens
@@ -106,6 +117,8 @@ class Gateway:
                 why = "no base_url (routable by /route only)"
             elif not need <= set(spec.capabilities):
                 why = f"lacks {', '.join(sorted(need - set(spec.capabilities)))}"
+            elif stored_by is not None and spec.base_url != self.specs[stored_by].base_url:
+                why = f"previous_response_id is stored by the provider of {stored_by}"
             elif spec.context_window is not None and prompt_tokens + out_tokens > spec.context_window:
                 why = (f"context_window {spec.context_window} < about {prompt_tokens:.0f} prompt tokens"
                        + (f" + max_tokens {out_tokens}" if out_tokens else ""))
@@ -126,7 +139,7 @@ class Gateway:
         raise RoutingError("no model can serve this request: " + "; ".join(
             f"{', '.join(ms)}: {why}" for why, ms in reasons.items()))
 
-    def strategy(self, route: GatewayRoute, req: ChatRequest):
+    def strategy(self, route: GatewayRoute, req: GatewayRequest):
         """``(cascade, ensemble)`` configurations for a routed request (at most one is set): the one its
         ``banditroute`` options name, else the one of the first rule that matches it."""
         opts = req.options
@@ -138,6 +151,9 @@ class Gateway:
                 name_c, name_e = rule.cascade, rule.ensemble
         if name_c is not None and name_e is not None:
             raise RoutingError("ask for a cascade or an ensemble, not both")
+        if (name_c is not None or name_e is not None) and isinstance(req, ResponsesRequest):
+            raise RoutingError(f"{'cascade ' + repr(name_c) if name_c else 'ensemble ' + repr(name_e)}: cascades and "
+                               "ensembles serve /v1/chat/completions only")
         for name, known, kind in ((name_c, self.strategies.cascades, "cascade"),
                                   (name_e, self.strategies.ensembles, "ensemble")):
             if name is not None and name not in known:
@@ -146,9 +162,9 @@ class Gateway:
                 None if name_e is None else self.strategies.ensembles[name_e])
 
     # -- the call ------------------------------------------------------------------------------------
-    async def chat(self, request: web.Request, req: ChatRequest, api_key: str | None = None) -> web.StreamResponse:
-        """Serve one chat-completions request (the module's steps 1-4); ``api_key``: the client's bearer
-        key, for the rules that match on it."""
+    async def serve(self, request: web.Request, req: GatewayRequest, api_key: str | None = None) -> web.StreamResponse:
+        """Serve one chat-completions or responses request (the module's steps 1-4); ``api_key``: the
+        client's bearer key, for the rules that match on it."""
         svc = self.service
         svc.check_available()
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
@@ -190,7 +206,8 @@ class Gateway:
             try:
                 if req.stream:
                     return await self._stream(request, req, d, spec, call, tokens)
-                answer = await self.upstreams.complete(spec, req.upstream_body(spec.upstream_name or spec.name, False))
+                answer = await self.upstreams.complete(spec, req.upstream_body(spec.upstream_name or spec.name, False),
+                                                       req.PATH)
             except UpstreamFailure as failure:
                 self.fail_call(call, failure)
                 svc.router.refund(d)
@@ -214,9 +231,10 @@ class Gateway:
                 raise
             body = answer.body
             body["model"] = d.model
+            self._remember(req, body, d.model)
             # the accounting runs on the loop's next turn, once this task has written the answer out
             asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
-                                                 self.answer_text(body), tokens, time.perf_counter())
+                                                 req.answer_text(body), tokens, time.perf_counter())
             response = web.Response(body=orjson.dumps(body), content_type="application/json")
             response.headers.update(self.headers(d, attempt))
             return response
@@ -239,11 +257,47 @@ class Gateway:
         response.headers.update(self.headers(d, attempt))
         return response
 
-    async def _stream(self, request: web.Request, req: ChatRequest, d: Decision, spec: ModelSpec, call: dict,
+    def _remember(self, req: GatewayRequest, response: dict, model: str) -> None:
+        """Keep which model served a response, for the requests that continue it (``previous_response_id``)."""
+        if isinstance(req, ResponsesRequest) and isinstance(response.get("id"), str):
+            self._stored[response["id"]] = model
+            if len(self._stored) > STORED_RESPONSES:
+                self._stored.popitem(last=False)
+
+    def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str]) -> tuple[bytes | None, dict | None]:
+        """One upstream stream event as sent on to the client (None: not sent), and the usage it carries.
+
+        Chat completions: each chunk's ``model`` is the pool name; a usage chunk goes on only when the
+        client asked for it. Responses: the response object that some events carry gets the pool name,
+        and the event's name goes before its data (a name with a line break is left out).
+        """
+        if isinstance(req, ResponsesRequest):
+            inner = event.get("response")
+            usage = None
+            if isinstance(inner, dict):
+                inner["model"] = model
+                self._remember(req, inner, model)
+                usage = inner.get("usage") if isinstance(inner.get("usage"), dict) else None
+            kind = event.get("type")
+            if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+                parts.append(event["delta"])
+            name = (b"event: " + kind.encode() + b"\n" if isinstance(kind, str) and "\n" not in kind
+                    and "\r" not in kind else b"")
+            return name + b"data: " + orjson.dumps(event) + b"\n\n", usage
+        event["model"] = model
+        choices = event.get("choices") or []
+        for c in choices[:1]:
+            content = (c.get("delta") or {}).get("content") if isinstance(c, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+        usage = event["usage"] if isinstance(event.get("usage"), dict) and event["usage"] else None
+        return (b"data: " + orjson.dumps(event) + b"\n\n") if choices or req.wants_usage() else None, usage
+
+    async def _stream(self, request: web.Request, req: GatewayRequest, d: Decision, spec: ModelSpec, call: dict,
                       tokens: float) -> web.StreamResponse:
         """Relay a stream; raises :class:`UpstreamFailure` only before its first event (so it can fall back)."""
         body = req.upstream_body(spec.upstream_name or spec.name, include_usage=spec.stream_usage)
-        batches = self.upstreams.stream(spec, body)
+        batches = self.upstreams.stream(spec, body, req.PATH)
         response = None
         try:
             try:
@@ -254,21 +308,15 @@ class Gateway:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                    **self.headers(d, call["attempt"])})
             await response.prepare(request)
-            keep_usage, usage, parts = req.wants_usage(), {}, []
+            usage, parts, last = {}, [], None
             try:
                 while True:
                     out = []
                     for event in batch:
-                        event["model"] = d.model
-                        if event.get("usage"):
-                            usage = event["usage"]
-                        choices = event.get("choices") or []
-                        for c in choices[:1]:
-                            content = (c.get("delta") or {}).get("content")
-                            if isinstance(content, str):
-                                parts.append(content)
-                        if choices or keep_usage:
-                            out.append(b"data: " + orjson.dumps(event) + b"\n\n")
+                        data, carried = self._relay(req, event, d.model, parts)
+                        usage, last = carried or usage, event
+                        if data is not None:
+                            out.append(data)
                     if out:
                         await response.write(b"".join(out))
                     try:
@@ -277,12 +325,25 @@ class Gateway:
                         break
             except UpstreamFailure as failure:  # after the first event: end the stream with an error event
                 self.fail_call(call, failure, ttft)
-                error = {"error": {"message": f"the upstream stream failed: {failure}", "type": "upstream_error",
-                                   "code": failure.outcome, "param": None}}
-                await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                message = f"the upstream stream failed: {failure}"
+                if isinstance(req, ResponsesRequest):  # the responses API's own error event
+                    error = {"type": "error", "code": failure.outcome, "message": message, "param": None}
+                    await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+                else:
+                    error = {"error": {"message": message, "type": "upstream_error", "code": failure.outcome,
+                                       "param": None}}
+                    await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
                 await response.write_eof()
                 return response
-            await response.write_eof(b"data: [DONE]\n\n")
+            if isinstance(req, ResponsesRequest):
+                await response.write_eof()
+                if last.get("type") == "response.failed":  # relayed as it came; the provider failed it
+                    error = (last.get("response") or {}).get("error") if isinstance(last.get("response"), dict) else None
+                    self.fail_call(call, UpstreamFailure("upstream_error", f"{spec.name}: the response failed: "
+                                                         f"{str(error)[:300]}"), ttft)
+                    return response
+            else:
+                await response.write_eof(b"data: [DONE]\n\n")
             self._served(call, d, req, ttft, usage, "".join(parts), tokens)
             return response
         except (ConnectionResetError, asyncio.CancelledError) as err:
@@ -332,13 +393,12 @@ class Gateway:
         self.health.release(call["model"])
         self.end_call(call, "cancelled", None, why, ttft_ms)
 
-    def _served(self, call: dict, d: Decision, req: ChatRequest, ttft_ms: float, usage: dict, text: str,
+    def _served(self, call: dict, d: Decision, req: GatewayRequest, ttft_ms: float, usage: dict, text: str,
                 prompt_tokens: float, end: float | None = None) -> None:
         """An answer went back: health, latency, the call's row, its cost feedback and perhaps the judge
         (``end``: when the upstream's answer was complete, if before now)."""
         self.health.success(d.model)
-        tokens_in = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
-        tokens_out = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
+        tokens_in, tokens_out = req.usage_tokens(usage)
         if tokens_in is None:  # an upstream that reports no usage: the gateway's own estimates
             tokens_in = round(prompt_tokens)
         if tokens_out is None:
@@ -362,15 +422,6 @@ class Gateway:
             await self.service.feedback(decision_id, fb)
         except Exception as err:  # noqa: BLE001 - logged; the call's row keeps its tokens and cost regardless
             log.warning("usage of %s not learned: %s", decision_id, err)
-
-    @staticmethod
-    def answer_text(body: dict[str, Any]) -> str:
-        """The first choice's text of a non-streamed answer ('' when it has none, e.g. tool calls only)."""
-        try:
-            content = body["choices"][0]["message"].get("content")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            return ""
-        return content if isinstance(content, str) else ""
 
     # -- views ---------------------------------------------------------------------------------------
     def model_view(self, model: str) -> dict:

@@ -21,6 +21,7 @@ import re
 
 from banditroute.config import JudgeConfig
 from banditroute.core.reward import Feedback, Signal
+from banditroute.gateway.requests import ChatRequest
 from banditroute.gateway.upstream import UpstreamFailure
 
 log = logging.getLogger("banditroute")
@@ -124,7 +125,7 @@ async def ask_judge(gw, model: str, decision_id: str, messages: list[dict]) -> t
         raise
     gw.health.success(spec.name)
     usage = reply.body.get("usage") or {}
-    text = gw.answer_text(reply.body)
+    text = ChatRequest.answer_text(reply.body)
     row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, usage.get("prompt_tokens"), usage.get("completion_tokens"))
     cost = row["cost_usd"] or 0.0
     if cost:

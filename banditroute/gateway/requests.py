@@ -1,7 +1,10 @@
-"""What the gateway reads from an OpenAI chat-completions request: the routing options, the text it
-routes on, what the request needs of a model (capabilities, context) and its estimated size.
+"""What the gateway reads from an OpenAI request and its answer: the routing options, the text it
+routes on, what the request needs of a model (capabilities, context), its estimated size, and from
+the answer its text and token usage.
 
-The body is OpenAI's wire format (https://platform.openai.com/docs/api-reference/chat/create); only
+Two of OpenAI's APIs, each its own wire format: chat completions
+(https://platform.openai.com/docs/api-reference/chat/create, :class:`ChatRequest`) and responses
+(https://platform.openai.com/docs/api-reference/responses/create, :class:`ResponsesRequest`). Only
 the fields below are interpreted, every other field is passed upstream untouched. Routing options
 ride in an optional ``banditroute`` object, which the OpenAI SDK sends with
 ``extra_body={"banditroute": {...}}``; it is removed before the call goes upstream.
@@ -9,7 +12,7 @@ ride in an optional ``banditroute`` object, which the OpenAI SDK sends with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +55,8 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
+    PATH: ClassVar[str] = "/chat/completions"  # below the upstream's API root
+
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
@@ -71,6 +76,20 @@ class ChatRequest(BaseModel):
     @property
     def max_output_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @staticmethod
+    def usage_tokens(usage: dict) -> tuple[int | None, int | None]:
+        """(input, output) tokens of an answer's ``usage`` (None where it does not say)."""
+        return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+
+    @staticmethod
+    def answer_text(body: dict[str, Any]) -> str:
+        """The first choice's text of a non-streamed answer ('' when it has none, e.g. tool calls only)."""
+        try:
+            content = body["choices"][0]["message"].get("content")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return ""
+        return content if isinstance(content, str) else ""
 
     def wants_usage(self) -> bool:
         """The client asked for the usage chunk at the end of a stream."""
@@ -123,16 +142,112 @@ class ChatRequest(BaseModel):
         return body
 
 
+class ResponsesRequest(BaseModel):
+    """The interpreted part of a responses body (extra fields are kept for the upstream).
+
+    ``input`` is a string or a list of items: messages (``{"role", "content"}``, the content a string or
+    ``input_text`` / ``input_image`` / ``input_file`` parts), tool calls and their outputs, references.
+    A model serves this API only if it carries the ``responses`` capability (its provider answers
+    ``POST {base_url}/responses``); the gateway does not translate it into chat completions.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    PATH: ClassVar[str] = "/responses"
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] = Field(min_length=1)
+    instructions: str | None = None
+    stream: bool = False
+    tools: list[Any] | None = None
+    text: dict[str, Any] | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    previous_response_id: str | None = None
+    user: str | None = Field(default=None, max_length=256)
+    banditroute: GatewayOptions | None = None
+
+    @property
+    def options(self) -> GatewayOptions:
+        return self.banditroute or GatewayOptions()
+
+    def wants_usage(self) -> bool:
+        return True  # a responses stream carries its usage in its last event, asked for or not
+
+    def _items(self) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": self.input}] if isinstance(self.input, str) else self.input
+
+    def needs(self) -> list[str]:
+        need = ["responses"]
+        if self.tools:
+            need.append("tools")
+        if any(isinstance(part, dict) and part.get("type") == "input_image"
+               for item in self._items() if isinstance(item.get("content"), list) for part in item["content"]):
+            need.append("vision")
+        fmt = (self.text or {}).get("format")
+        if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+            need.append("json")
+        return need
+
+    def routing_text(self) -> str:
+        """As for chat completions: the last user message's text, or the last item's with text."""
+        items = self._items()
+        for want_user in (True, False):
+            for item in reversed(items):
+                if want_user and item.get("role") != "user":
+                    continue
+                text = _text(item.get("content"))
+                if text.strip():
+                    return text
+        return self.instructions or ""
+
+    def prompt_tokens(self, tokens_of) -> float:
+        """Estimated input tokens: as for chat completions, with each item a message (a tool call's
+        arguments and a tool output counted as text) and the instructions as one more."""
+        total = 0.0 if self.instructions is None else MESSAGE_OVERHEAD_TOKENS + tokens_of(self.instructions)
+        for item in self._items():
+            content = item.get("content", item.get("output", item.get("arguments")))
+            total += MESSAGE_OVERHEAD_TOKENS + tokens_of(_text(content))
+            if isinstance(content, list):
+                total += IMAGE_TOKENS * sum(isinstance(p, dict) and p.get("type") == "input_image" for p in content)
+        if self.tools:
+            total += tokens_of(str(self.tools))
+        return total
+
+    def upstream_body(self, upstream_name: str, include_usage: bool) -> dict:
+        """The client's body with the upstream's model name, without the ``banditroute`` options."""
+        body = self.model_dump(exclude={"banditroute"}, exclude_unset=True, by_alias=True)
+        body["model"] = upstream_name
+        return body
+
+    @staticmethod
+    def usage_tokens(usage: dict) -> tuple[int | None, int | None]:
+        return _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+
+    @staticmethod
+    def answer_text(body: dict[str, Any]) -> str:
+        """The text of a response's message items ('' when it has none, e.g. function calls only)."""
+        output = body.get("output")
+        if not isinstance(output, list):
+            return ""
+        return "".join(part["text"] for item in output if isinstance(item, dict) and item.get("type") == "message"
+                       and isinstance(item.get("content"), list) for part in item["content"]
+                       if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str))
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _text(content) -> str:
-    if content is None:
-        return ""
     if isinstance(content, str):
         return content
+    if not isinstance(content, list):
+        return ""
     return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
 
 
-def route_options(req: ChatRequest) -> RouteOptions:
-    """The :class:`RouteOptions` of a chat request's ``banditroute`` object and ``user``."""
+def route_options(req: ChatRequest | ResponsesRequest) -> RouteOptions:
+    """The :class:`RouteOptions` of a request's ``banditroute`` object and ``user``."""
     o = req.options
     return RouteOptions(models=o.models, cost_weight=o.cost_weight, cost_preference=o.cost_preference,
                         max_cost_usd=o.max_cost_usd,

@@ -142,7 +142,7 @@ class Strategies:
         usage = reply.body.get("usage") or {}
         tokens_in = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
         tokens_out = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
-        text = gw.answer_text(reply.body)
+        text = ChatRequest.answer_text(reply.body)
         row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, tokens_in, tokens_out)
         if tokens_in is not None and tokens_out is not None:
             gw.latency.observe(model, tokens_in, tokens_out, row["latency_ms"], reply.ttft_ms)

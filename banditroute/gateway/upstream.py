@@ -21,6 +21,9 @@ import orjson
 from banditroute.config import GatewayConfig, ModelSpec
 
 PROVIDER_STATUSES = {401, 403, 404, 408, 409, 429}  # 4xx that say nothing about the request itself
+CHAT = "/chat/completions"  # below the API root
+# a responses stream's last event: the response completed, was cut short (max_output_tokens) or failed
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 @dataclass
@@ -94,9 +97,10 @@ class Upstreams:
     def _timeout(self, spec: ModelSpec) -> float:
         return spec.timeout_s or self.config.timeout_s
 
-    async def _open(self, spec: ModelSpec, body: dict, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        """Send the request; the response once its status is in, or an :class:`UpstreamFailure`."""
-        url = spec.base_url.rstrip("/") + "/chat/completions"
+    async def _open(self, spec: ModelSpec, path: str, body: dict, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+        """Send the request to ``path`` below the model's API root; the response once its status is in,
+        or an :class:`UpstreamFailure`."""
+        url = spec.base_url.rstrip("/") + path
         try:
             resp = await self._session(spec.base_url).post(url, data=orjson.dumps(body), headers=self._headers(spec),
                                                            timeout=timeout)
@@ -118,11 +122,12 @@ class Upstreams:
         raise UpstreamFailure(outcome, f"{spec.name}: upstream answered {resp.status}: {data[:300].decode(errors='replace')}",
                               resp.status, data, retry_after)
 
-    async def complete(self, spec: ModelSpec, body: dict) -> Answer:
-        """A non-streamed call: the upstream's JSON answer."""
+    async def complete(self, spec: ModelSpec, body: dict, path: str = CHAT) -> Answer:
+        """A non-streamed call: the upstream's JSON answer (an answer whose ``error`` is set is a failure:
+        chat completions' error body, or a response that failed)."""
         t0 = time.perf_counter()
         total = self._timeout(spec)
-        resp = await self._open(spec, body, aiohttp.ClientTimeout(total=total, connect=self.config.connect_timeout_s))
+        resp = await self._open(spec, path, body, aiohttp.ClientTimeout(total=total, connect=self.config.connect_timeout_s))
         try:
             limit = self.config.max_response_bytes
             data = await resp.content.read(limit + 1)
@@ -140,22 +145,24 @@ class Upstreams:
             answer = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is not JSON", resp.status) from None
-        if not isinstance(answer, dict) or "error" in answer and "choices" not in answer:
+        if not isinstance(answer, dict) or answer.get("error") and "choices" not in answer:
             raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is an error: {str(answer)[:300]}",
                                   resp.status)
         return Answer(answer, ttft)
 
-    async def stream(self, spec: ModelSpec, body: dict) -> AsyncIterator[list[dict]]:
-        """A streamed call: its events (the JSON of each ``data:`` line) until ``[DONE]``, in batches of
-        the events that arrived together (one write to the client per batch, not per event).
+    async def stream(self, spec: ModelSpec, body: dict, path: str = CHAT) -> AsyncIterator[list[dict]]:
+        """A streamed call: its events (the JSON of each ``data:`` line) until the last (chat completions'
+        ``[DONE]``, or a responses stream's terminal event: :data:`TERMINAL`), in batches of the events
+        that arrived together (one write to the client per batch, not per event). An error event
+        (chat completions' ``{"error": ...}``, responses' ``{"type": "error"}``) is a failure.
 
         Failures raise :class:`UpstreamFailure` (before the first batch the gateway can still take the
         call elsewhere; after it, it ends the client's stream with an error event). Each read must
         return within the model's timeout.
         """
         timeout = self._timeout(spec)
-        resp = await self._open(spec, body, aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
-                                                                  sock_read=timeout))
+        resp = await self._open(spec, path, body, aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
+                                                                        sock_read=timeout))
         received, limit, done, tail = 0, self.config.max_response_bytes, False, b""
         try:
             while True:
@@ -166,7 +173,7 @@ class Upstreams:
                 except aiohttp.ClientError as err:
                     raise UpstreamFailure("stream_error", f"{spec.name}: {type(err).__name__}: {err}") from None
                 if not chunk:
-                    raise UpstreamFailure("stream_error", f"{spec.name}: the stream ended without [DONE]")
+                    raise UpstreamFailure("stream_error", f"{spec.name}: the stream ended before its last event")
                 received += len(chunk)
                 if received > limit:
                     raise UpstreamFailure("too_large", f"{spec.name}: stream larger than {limit} bytes "
@@ -185,10 +192,17 @@ class Upstreams:
                     except orjson.JSONDecodeError:
                         failure = UpstreamFailure("stream_error", f"{spec.name}: an event is not JSON")
                         break
-                    if isinstance(event, dict) and "error" in event and "choices" not in event:
-                        failure = UpstreamFailure("stream_error", f"{spec.name}: error event: {str(event['error'])[:300]}")
+                    if not isinstance(event, dict):
+                        failure = UpstreamFailure("stream_error", f"{spec.name}: an event is not a JSON object")
+                        break
+                    if "error" in event and "choices" not in event or event.get("type") == "error":
+                        failure = UpstreamFailure("stream_error", f"{spec.name}: error event: "
+                                                  f"{str(event.get('error') or event.get('message'))[:300]}")
                         break
                     batch.append(event)
+                    if event.get("type") in TERMINAL:
+                        done = True
+                        break
                 if batch:
                     yield batch
                 if failure is not None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from banditroute.errors import MalformedJSON, RequestTimeout, Unavailable, ValidationFailed
 from banditroute.gateway.gateway import Gateway
-from banditroute.gateway.requests import ROUTED, ChatRequest
+from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest
 from banditroute.http.metrics import CONTENT_TYPE, Metrics
 from banditroute.http.schemas import (
     BudgetsResponse,
@@ -95,7 +95,11 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[GATEWAY].chat(request, await parse(request, ChatRequest), bearer_key(request))
+    return await request.app[GATEWAY].serve(request, await parse(request, ChatRequest), bearer_key(request))
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await request.app[GATEWAY].serve(request, await parse(request, ResponsesRequest), bearer_key(request))
 
 
 async def v1_models(request: web.Request) -> web.Response:

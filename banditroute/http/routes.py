@@ -22,6 +22,7 @@ from banditroute.http.schemas import (
     OpenAIErrorResponse,
     PolicyUpdate,
     PolicyView,
+    ResponseCreateRequest,
     RouteRequest,
     RouteResponse,
 )
@@ -51,6 +52,9 @@ ROUTES = (
     Route("POST", "/v1/chat/completions", handlers.chat_completions, "OpenAI-compatible chat completions: routes "
           "(model banditroute) or calls a pool model, falls back on provider failures, streams with stream: true",
           ChatCompletionRequest, None, (400, 401, 404, 408, 413, 422, 429, 502, 503)),
+    Route("POST", "/v1/responses", handlers.responses, "OpenAI-compatible responses: routes (model banditroute) "
+          "among the models with the responses capability or calls one, falls back on provider failures, streams "
+          "with stream: true", ResponseCreateRequest, None, (400, 401, 404, 408, 413, 422, 429, 502, 503)),
     Route("GET", "/v1/models", handlers.v1_models, "OpenAI-compatible model list: banditroute and the pool"),
     Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
     Route("GET", "/budgets", handlers.budgets, "Spend, remaining budget, pace and cost weight per tenant",

@@ -199,3 +199,17 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     banditroute: dict[str, Any] | None = Field(default=None, description="routing options: cost_weight, "
                                                "max_cost_usd, models, require, max_latency_ms, metadata")
+
+
+class ResponseCreateRequest(BaseModel):
+    """OpenAI's responses body (https://platform.openai.com/docs/api-reference/responses/create); fields
+    not listed are passed upstream untouched. Served by the pool's models with the ``responses``
+    capability. ``model``: ``banditroute`` to route among them, or a pool model's name to call it directly."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    input: str | list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    banditroute: dict[str, Any] | None = Field(default=None, description="routing options: cost_weight, "
+                                               "max_cost_usd, models, require, max_latency_ms, metadata")
