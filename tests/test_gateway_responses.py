@@ -8,24 +8,30 @@ import json
 
 import openai
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 from test_gateway import Stack, only
 
 from banditroute.core.reward import Feedback
+from banditroute.gateway import bridge
 from banditroute.gateway.requests import ResponsesRequest
 
 QUESTION = "What is the capital of France?"
 
 
-def test_a_routed_response_answers_names_the_model_logs_everything_and_learns_from_feedback(tmp_path):
+@pytest.mark.parametrize("model, path", [("cheap", "/v1/responses"), ("mid", "/v1/chat/completions")],
+                         ids=["native", "bridged"])
+def test_a_routed_response_answers_names_the_model_logs_everything_and_learns_from_feedback(tmp_path, model, path):
+    """cheap's provider serves the responses API; mid's only chat completions, so the request is
+    translated there and the answer back."""
     with Stack(tmp_path) as s:
-        raw = s.client().responses.with_raw_response.create(model="banditroute", input=QUESTION)
+        raw = s.client().responses.with_raw_response.create(model="banditroute", input=QUESTION, extra_body=only(model))
         answer = raw.parse()
-        model, decision_id = raw.headers["x-banditroute-model"], raw.headers["x-banditroute-decision-id"]
-        assert model in ("cheap", "strong") and answer.model == model  # mid lacks the capability
-        assert answer.output_text.startswith("answer from ")
+        decision_id = raw.headers["x-banditroute-decision-id"]
+        assert raw.headers["x-banditroute-model"] == model and answer.model == model
+        assert answer.output_text.startswith("answer from ") and answer.status == "completed"
         decision = s.query(f"SELECT * FROM decisions WHERE decision_id = '{decision_id}'")[0]
-        assert sorted(decision["eligible"]) == ["cheap", "strong"] and decision["chosen"] == model
-        assert decision["propensity"] == float(raw.headers["x-banditroute-propensity"])
+        assert decision["chosen"] == model and decision["propensity"] == float(raw.headers["x-banditroute-propensity"])
         call = s.wait_for("SELECT * FROM calls", 1)[0]
         assert call["outcome"] == "ok" and call["kind"] == "routed" and call["decision_id"] == decision_id
         assert call["input_tokens"] == answer.usage.input_tokens and call["output_tokens"] == 16
@@ -33,37 +39,64 @@ def test_a_routed_response_answers_names_the_model_logs_everything_and_learns_fr
         usage = s.wait_for("SELECT * FROM feedback", 1)[0]
         assert usage["decision_id"] == decision_id and usage["cost_usd"] == pytest.approx(call["cost_usd"])
         sent = s.fake.received[-1]
-        assert sent["path"] == "/v1/responses" and not sent["has_banditroute"]
+        assert sent["path"] == path and not sent["has_banditroute"]
         assert sent["model"] == (s.config.spec(model).upstream_name or model)
         thumbs = Feedback.model_validate({"signals": [{"source": "user", "kind": "thumbs", "value": True}]})
         ack = s.run(s.service.feedback(decision_id, thumbs))
         assert ack.model == model and ack.applied_signals == 1
 
 
-def test_a_streamed_response_relays_named_events_with_the_pool_name_and_learns_its_usage(tmp_path):
+@pytest.mark.parametrize("model", ["cheap", "mid"], ids=["native", "bridged"])
+def test_a_streamed_response_relays_named_events_with_the_pool_name_and_learns_its_usage(tmp_path, model):
     with Stack(tmp_path) as s:
         events = list(s.client().responses.create(
-            model="banditroute", stream=True, extra_body=only("cheap"),
+            model="banditroute", stream=True, extra_body=only(model),
             input=[{"role": "user", "content": [{"type": "input_text", "text": QUESTION}]}]))
         kinds = [e.type for e in events]
         assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
         assert "response.output_text.delta" in kinds
         text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
         done = events[-1].response
-        assert done.model == "cheap" and events[0].response.model == "cheap"
-        assert text == done.output_text and text.startswith("answer from cheap-v1")
+        assert done.model == model and events[0].response.model == model
+        assert text == done.output_text and text.startswith("answer from ")
         call = s.wait_for("SELECT * FROM calls", 1)[0]
-        assert call["stream"] and call["outcome"] == "ok" and call["output_tokens"] == done.usage.output_tokens
+        assert call["stream"] and call["outcome"] == "ok" and call["output_tokens"] == done.usage.output_tokens == 16
         assert call["ttft_ms"] > 0
 
 
-def test_eligibility_follows_the_responses_capability_and_what_the_request_needs(tmp_path):
+def test_the_sdks_stream_helper_assembles_a_bridged_stream(tmp_path):
+    """``responses.stream`` rebuilds the response from the events and checks their order: the bridge's
+    sequence is one it accepts, and it arrives at the same response as the last event."""
+    with Stack(tmp_path) as s:
+        with s.client().responses.stream(model="banditroute", input=QUESTION, extra_body=only("mid")) as stream:
+            for _ in stream:
+                pass
+            final = stream.get_final_response()
+        assert final.model == "mid" and final.output_text.startswith("answer from mid")
+
+
+def test_a_bridged_tool_call_comes_back_as_a_function_call_item(tmp_path):
+    with Stack(tmp_path) as s:
+        tools = [{"type": "function", "name": "get_weather", "description": "the weather",
+                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+        answer = s.client().responses.create(model="banditroute", input="Weather in Paris?", tools=tools,
+                                             extra_body=only("mid"))
+        assert answer.model == "mid" and answer.output[0].type == "function_call"
+        assert answer.output[0].name == "get_weather" and answer.output[0].arguments == "{}"
+        assert s.fake.received[-1]["path"] == "/v1/chat/completions" and s.fake.received[-1]["tools"]
+
+
+def test_eligibility_follows_what_the_request_needs(tmp_path):
     with Stack(tmp_path) as s:
         c = s.client()
-        with pytest.raises(openai.UnprocessableEntityError, match="lacks responses"):
-            c.responses.create(model="mid", input=QUESTION)  # a direct call to a model without it
-        with pytest.raises(openai.UnprocessableEntityError, match="lacks"):
-            c.responses.create(model="banditroute", input=QUESTION, extra_body=only("mid"))
+        web = [{"type": "web_search"}]
+        with pytest.raises(openai.UnprocessableEntityError, match="lacks responses.*built-in tool 'web_search'"):
+            c.responses.create(model="mid", input=QUESTION, tools=web)  # a direct call to a model without it
+        with pytest.raises(openai.UnprocessableEntityError, match="built-in tool"):
+            c.responses.create(model="banditroute", input=QUESTION, tools=web, extra_body=only("mid"))
+        raw = c.responses.with_raw_response.create(model="banditroute", input=QUESTION, tools=web)
+        assert raw.headers["x-banditroute-model"] in ("cheap", "strong")
+        assert s.fake.received[-1]["path"] == "/v1/responses"
         image = [{"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
                                               {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]
         raw = c.responses.with_raw_response.create(model="banditroute", input=image)
@@ -76,20 +109,22 @@ def test_a_failing_provider_falls_back_and_a_dying_stream_ends_with_an_error_eve
     with Stack(tmp_path) as s:
         s.fault("cheap", status=500)
         for _ in range(10):
-            raw = s.client().responses.with_raw_response.create(model="banditroute", input=QUESTION)
-            assert raw.headers["x-banditroute-model"] == "strong" and raw.parse().model == "strong"
+            raw = s.client().responses.with_raw_response.create(model="banditroute", input=QUESTION,
+                                                                extra_body=only("cheap", "mid"))
+            assert raw.headers["x-banditroute-model"] == "mid" and raw.parse().model == "mid"
         failed = s.wait_for("SELECT * FROM calls WHERE outcome = 'upstream_error'", 1)
         assert failed and all(f["model"] == "cheap" for f in failed)
         replaced = s.query("SELECT * FROM calls WHERE replaces IS NOT NULL")
         assert {r["replaces"] for r in replaced} == {f["decision_id"] for f in failed}
         s.fault("cheap")
         s.gateway.health.success("cheap")  # close its circuit
-        s.fault("cheap", die_after_events=2)
-        events = list(s.client().responses.create(model="banditroute", input=QUESTION, stream=True,
-                                                  extra_body=only("cheap")))
-        assert events[0].type == "response.created" and events[-1].type == "error"
-        assert "stream failed" in events[-1].message
-        assert s.wait_for("SELECT * FROM calls WHERE outcome = 'stream_error'", 1)
+        for model in ("cheap", "mid"):
+            s.fault(model, die_after_events=2)
+            events = list(s.client().responses.create(model="banditroute", input=QUESTION, stream=True,
+                                                      extra_body=only(model)))
+            assert events[0].type == "response.created" and events[-1].type == "error"
+            assert "stream failed" in events[-1].message
+        assert len(s.wait_for("SELECT * FROM calls WHERE outcome = 'stream_error'", 2)) == 2
 
 
 def test_a_continued_response_stays_with_the_provider_that_stored_it(tmp_path):
@@ -114,7 +149,7 @@ def test_what_a_responses_request_needs_and_how_big_it_is():
                                                {"type": "input_image", "image_url": "https://x/y.png"}]}],
         "tools": [{"type": "function", "name": "f", "parameters": {}}],
         "text": {"format": {"type": "json_schema", "name": "a", "schema": {}}}, "max_output_tokens": 50})
-    assert sorted(req.needs()) == ["json", "responses", "tools", "vision"]
+    assert sorted(req.needs()) == ["json", "tools", "vision"]  # chat completions can serve it too
     assert req.routing_text() == "last question"
     tokens = req.prompt_tokens(lambda t: len(t) / 4.0)
     text = len("Be brief.") + len("first question") + len('{"x": 1}') + len("42") + len("last question")
@@ -135,11 +170,110 @@ def test_what_a_responses_request_needs_and_how_big_it_is():
     {"text": {"format": 1.5}}, {"text": {"format": ["json_schema"]}}, {"text": {"format": "json_object"}},
     {"input": [{"role": "user", "content": {"text": "a dict"}}]}, {"input": [{"role": "user", "content": 7}]},
     {"input": [{"type": "function_call_output", "output": ["x", 1, None]}]}, {"input": [{"content": [1, "a", None]}]},
+    {"input": [{"type": {"a": 1}}]}, {"input": [{"type": ["message"]}]},
+    {"input": [{"role": "assistant", "content": [{"type": "output_text", "text": {"a": 1}}]}]},
 ])
 def test_odd_shapes_of_a_responses_body_are_read_without_failing(odd):
     """Fields the gateway reads but passes on as they are (the upstream judges them): any JSON in them
     leaves the request routable (hostile shapes once gave 500s)."""
     req = ResponsesRequest.model_validate({"model": "banditroute", "input": "hi", **odd})
-    assert "responses" in req.needs() and "json" not in req.needs()
+    assert "json" not in req.needs()
     assert isinstance(req.routing_text(), str)
     assert req.prompt_tokens(lambda t: len(t) / 4.0) >= 0
+    if req.native_only() is None:
+        assert bridge.chat_body(req, "up", False)["model"] == "up"
+
+
+def test_a_responses_request_translates_into_chat_completions():
+    req = ResponsesRequest.model_validate({
+        "model": "banditroute", "instructions": "Be brief.", "temperature": 0.2, "store": True,
+        "metadata": {"k": "v"}, "reasoning": {"effort": "low"}, "tool_choice": {"type": "function", "name": "f"},
+        "input": [{"role": "developer", "content": "Use tools."},
+                  {"role": "user", "content": [{"type": "input_text", "text": "q"},
+                                               {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"}]},
+                  {"type": "reasoning", "id": "rs_1", "summary": []},
+                  {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                  {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{\"a\": 1}"},
+                  {"type": "function_call_output", "call_id": "c1", "output": "one"},
+                  {"type": "function_call_output", "call_id": "c2", "output": {"two": 2}},
+                  {"role": "assistant", "content": [{"type": "output_text", "text": "done"}]}],
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}, "strict": True}],
+        "text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}, "strict": True}},
+        "max_output_tokens": 50, "stream": True, "user": "u1"})
+    assert bridge.chat_body(req, "up", include_usage=True) == {
+        "model": "up", "temperature": 0.2, "user": "u1", "max_tokens": 50, "reasoning_effort": "low",
+        "stream": True, "stream_options": {"include_usage": True},
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "system", "content": "Use tools."},
+            {"role": "user", "content": [{"type": "text", "text": "q"},
+                                         {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "one"},
+            {"role": "tool", "tool_call_id": "c2", "content": "{\"two\":2}"},
+            {"role": "assistant", "content": "done"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": True}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"},
+                                                                   "strict": True}}}
+
+
+@pytest.mark.parametrize("body, why", [
+    ({"tools": [{"type": "web_search"}]}, "built-in tool 'web_search'"),
+    ({"previous_response_id": "resp_1"}, "previous_response_id"),
+    ({"conversation": "conv_1"}, "conversation"),
+    ({"input": [{"type": "item_reference", "id": "x"}]}, "item_reference"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input_file"),
+])
+def test_what_only_the_responses_api_can_serve_needs_a_model_that_speaks_it(body, why):
+    req = ResponsesRequest.model_validate({"model": "banditroute", "input": "hi", **body})
+    assert "responses" in req.needs() and why in req.native_only()
+    with pytest.raises(bridge.Untranslatable, match=why):
+        bridge.chat_body(req, "up", False)
+
+
+def test_a_chat_completion_translates_into_a_response_the_sdk_reads():
+    req = ResponsesRequest.model_validate({"model": "banditroute", "input": "hi", "max_output_tokens": 5})
+    answer = {"id": "chatcmpl-1", "created": 1700000000, "model": "up", "choices": [
+        {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "Hello", "tool_calls": [
+            {"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8,
+                  "completion_tokens_details": {"reasoning_tokens": 2}}}
+    response = Response.model_validate(bridge.response_from_chat(answer, req))
+    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    assert response.output_text == "Hello" and response.output[1].call_id == "call_9"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (3, 5)
+    assert response.usage.output_tokens_details.reasoning_tokens == 2
+
+
+def test_a_chat_stream_with_text_and_parallel_tool_calls_becomes_the_responses_event_sequence():
+    req = ResponsesRequest.model_validate({"model": "banditroute", "input": "hi", "stream": True})
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Let me "}}]},
+        {"choices": [{"index": 0, "delta": {"content": "check."}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"x\""}},
+                                                           {"index": 1, "id": "call_b", "function": {"name": "g"}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}},
+                                                           {"index": 1, "function": {"arguments": "{}"}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9, "total_tokens": 13}},
+    ]
+    b = bridge.StreamBridge(req)
+    events = b.start() + [e for c in chunks for e in b.feed(c)] + b.end()
+    parsed = [TypeAdapter(ResponseStreamEvent).validate_python(e) for e in events]
+    assert [e.sequence_number for e in parsed] == list(range(len(parsed)))
+    kinds = [e.type for e in parsed]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"]
+    assert kinds[-1] == "response.completed" and kinds.count("response.output_item.done") == 3
+    final = parsed[-1].response
+    assert final.output_text == "Let me check."
+    assert [(o.call_id, o.name, o.arguments) for o in final.output[1:]] == [("call_a", "f", '{"x": 1}'),
+                                                                            ("call_b", "g", "{}")]
+    deltas = "".join(e.delta for e in parsed if e.type == "response.function_call_arguments.delta"
+                     and e.output_index == 1)
+    assert deltas == '{"x": 1}' and final.usage.output_tokens == 9

@@ -37,6 +37,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from contextlib import aclosing
 
 import orjson
 from aiohttp import web
@@ -46,12 +47,13 @@ from banditroute.core.reward import Feedback
 from banditroute.core.router import GatewayRoute
 from banditroute.core.types import Decision
 from banditroute.errors import NotFound, RoutingError, UpstreamFailed
+from banditroute.gateway import bridge
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
-from banditroute.gateway.upstream import UpstreamFailure, Upstreams
+from banditroute.gateway.upstream import CHAT, UpstreamFailure, Upstreams
 
 log = logging.getLogger("banditroute")
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
@@ -117,6 +119,8 @@ class Gateway:
                 why = "no base_url (routable by /route only)"
             elif not need <= set(spec.capabilities):
                 why = f"lacks {', '.join(sorted(need - set(spec.capabilities)))}"
+                if "responses" in need - set(spec.capabilities):
+                    why += f" (the request {req.native_only()})"
             elif stored_by is not None and spec.base_url != self.specs[stored_by].base_url:
                 why = f"previous_response_id is stored by the provider of {stored_by}"
             elif spec.context_window is not None and prompt_tokens + out_tokens > spec.context_window:
@@ -178,7 +182,9 @@ class Gateway:
                 raise RoutingError(f"model {req.model!r} has no base_url: it can be routed by /route, not called")
             missing = set(req.needs()) - set(spec.capabilities)
             if missing:
-                raise RoutingError(f"model {req.model!r} lacks {', '.join(sorted(missing))}, which this request needs")
+                why = f" (it {req.native_only()})" if "responses" in missing else ""
+                raise RoutingError(f"model {req.model!r} lacks {', '.join(sorted(missing))}, which this request "
+                                   f"needs{why}")
             models = [req.model]
         else:
             models = self.eligible(req, tokens)
@@ -204,10 +210,15 @@ class Gateway:
             spec = self.specs[d.model]
             call = self.begin_call(spec, d.decision_id, kind, attempt, replaces, req.stream)
             try:
+                bridged = isinstance(req, ResponsesRequest) and "responses" not in spec.capabilities
                 if req.stream:
-                    return await self._stream(request, req, d, spec, call, tokens)
-                answer = await self.upstreams.complete(spec, req.upstream_body(spec.upstream_name or spec.name, False),
-                                                       req.PATH)
+                    return await self._stream(request, req, d, spec, call, tokens, bridged)
+                name = spec.upstream_name or spec.name
+                if bridged:
+                    answer = await self.upstreams.complete(spec, bridge.chat_body(req, name, False), CHAT)
+                    answer.body = bridge.response_from_chat(answer.body, req)
+                else:
+                    answer = await self.upstreams.complete(spec, req.upstream_body(name, False), req.PATH)
             except UpstreamFailure as failure:
                 self.fail_call(call, failure)
                 svc.router.refund(d)
@@ -294,14 +305,34 @@ class Gateway:
         return (b"data: " + orjson.dumps(event) + b"\n\n") if choices or req.wants_usage() else None, usage
 
     async def _stream(self, request: web.Request, req: GatewayRequest, d: Decision, spec: ModelSpec, call: dict,
-                      tokens: float) -> web.StreamResponse:
-        """Relay a stream; raises :class:`UpstreamFailure` only before its first event (so it can fall back)."""
-        body = req.upstream_body(spec.upstream_name or spec.name, include_usage=spec.stream_usage)
-        batches = self.upstreams.stream(spec, body, req.PATH)
+                      tokens: float, bridged: bool = False) -> web.StreamResponse:
+        """Relay a stream (``bridged``: a responses stream made of a chat-completions one); raises
+        :class:`UpstreamFailure` only before its first event (so it can fall back)."""
+        name = spec.upstream_name or spec.name
+        if bridged:
+            translate = bridge.StreamBridge(req)
+            batches = self.upstreams.stream(spec, bridge.chat_body(req, name, spec.stream_usage), CHAT)
+        else:
+            translate = None
+            batches = self.upstreams.stream(spec, req.upstream_body(name, include_usage=spec.stream_usage), req.PATH)
+
+        async def client_batches(batch: list[dict]):
+            """The events to send, a batch per upstream batch (translated when bridged)."""
+            opening = [] if translate is None else translate.start()
+            while True:
+                yield batch if translate is None else opening + [e for chunk in batch for e in translate.feed(chunk)]
+                opening = []
+                try:
+                    batch = await batches.__anext__()
+                except StopAsyncIteration:
+                    break
+            if translate is not None:
+                yield translate.end()
+
         response = None
         try:
             try:
-                batch = await batches.__anext__()
+                first = await batches.__anext__()
             except StopAsyncIteration:
                 raise UpstreamFailure("stream_error", f"{spec.name}: the stream had no events") from None
             ttft = (time.perf_counter() - call["t0"]) * 1000.0
@@ -310,19 +341,16 @@ class Gateway:
             await response.prepare(request)
             usage, parts, last = {}, [], None
             try:
-                while True:
-                    out = []
-                    for event in batch:
-                        data, carried = self._relay(req, event, d.model, parts)
-                        usage, last = carried or usage, event
-                        if data is not None:
-                            out.append(data)
-                    if out:
-                        await response.write(b"".join(out))
-                    try:
-                        batch = await batches.__anext__()
-                    except StopAsyncIteration:
-                        break
+                async with aclosing(client_batches(first)) as relayed:
+                    async for batch in relayed:
+                        out = []
+                        for event in batch:
+                            data, carried = self._relay(req, event, d.model, parts)
+                            usage, last = carried or usage, event
+                            if data is not None:
+                                out.append(data)
+                        if out:
+                            await response.write(b"".join(out))
             except UpstreamFailure as failure:  # after the first event: end the stream with an error event
                 self.fail_call(call, failure, ttft)
                 message = f"the upstream stream failed: {failure}"

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from banditroute.config import Fraction, NonNegFloat, PositiveFloat
 from banditroute.core.router import RouteOptions
+from banditroute.gateway.bridge import untranslatable
 
 ROUTED = "banditroute"  # the model name that asks the gateway to choose
 # tokens counted for one image part: OpenAI's base charge per image at low detail (its vision guide);
@@ -147,8 +148,10 @@ class ResponsesRequest(BaseModel):
 
     ``input`` is a string or a list of items: messages (``{"role", "content"}``, the content a string or
     ``input_text`` / ``input_image`` / ``input_file`` parts), tool calls and their outputs, references.
-    A model serves this API only if it carries the ``responses`` capability (its provider answers
-    ``POST {base_url}/responses``); the gateway does not translate it into chat completions.
+    A model with the ``responses`` capability gets the request as it is (its provider answers
+    ``POST {base_url}/responses``); any other gets it translated into chat completions
+    (:mod:`~banditroute.gateway.bridge`), unless the request uses what only the responses API
+    offers: then it needs ``responses``.
     """
 
     model_config = ConfigDict(extra="allow", strict=True)
@@ -176,8 +179,12 @@ class ResponsesRequest(BaseModel):
     def _items(self) -> list[dict[str, Any]]:
         return [{"role": "user", "content": self.input}] if isinstance(self.input, str) else self.input
 
+    def native_only(self) -> str | None:
+        """Why only a provider's own responses API can serve this request (None: chat completions can too)."""
+        return untranslatable(self)
+
     def needs(self) -> list[str]:
-        need = ["responses"]
+        need = [] if self.native_only() is None else ["responses"]
         if self.tools:
             need.append("tools")
         if any(isinstance(part, dict) and part.get("type") == "input_image"
