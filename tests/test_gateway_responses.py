@@ -134,6 +134,8 @@ def test_a_continued_response_stays_with_the_provider_that_stored_it(tmp_path):
         follow = c.responses.create(model="banditroute", input="And of Spain?", previous_response_id=first.id)
         assert follow.model in ("cheap", "strong")  # the same API root as cheap
         assert s.fake.received[-1]["previous_response_id"] == first.id
+        bridged = c.responses.create(model="banditroute", input=QUESTION, extra_body=only("mid"))
+        assert bridged.id not in s.gateway._stored  # made of a chat completion: nobody stores it
         s.gateway._stored["resp_elsewhere"] = "gone"  # a response a provider at another API root stored
         with pytest.raises(openai.UnprocessableEntityError, match="previous_response_id is stored by the provider of gone"):
             c.responses.create(model="banditroute", input="And?", previous_response_id="resp_elsewhere")

@@ -269,8 +269,10 @@ class Gateway:
         return response
 
     def _remember(self, req: GatewayRequest, response: dict, model: str) -> None:
-        """Keep which model served a response, for the requests that continue it (``previous_response_id``)."""
-        if isinstance(req, ResponsesRequest) and isinstance(response.get("id"), str):
+        """Keep which model served a response, for the requests that continue it (``previous_response_id``):
+        only a provider's own responses API stores one (a response made of a chat completion is not stored)."""
+        if (isinstance(req, ResponsesRequest) and isinstance(response.get("id"), str)
+                and "responses" in self.specs[model].capabilities):
             self._stored[response["id"]] = model
             if len(self._stored) > STORED_RESPONSES:
                 self._stored.popitem(last=False)
