@@ -139,11 +139,11 @@ def _serve(*args, timeout=60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _one_line_error(res, *needles):
+def _one_line_error(res, *needles, command="serve"):
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("banditroute serve: error: "), res.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"banditroute {command}: error: "), res.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
 
@@ -192,3 +192,14 @@ def test_serve_on_a_read_only_file_system_is_a_one_line_error(tmp_path):
     finally:
         subprocess.run(["umount", "-l", where], check=False)
         os.rmdir(where)
+
+
+def test_repair_refuses_what_it_cannot_repair_in_one_line(tmp_path):
+    missing = subprocess.run([sys.executable, "-m", "banditroute.cli.main", "repair", "--db", str(tmp_path / "no.duckdb")],
+                             check=False, capture_output=True, text=True, timeout=60)
+    _one_line_error(missing, "no log at", command="repair")
+    garbage = tmp_path / "garbage.duckdb"
+    garbage.write_bytes(b"not a database" * 1000)
+    res = subprocess.run([sys.executable, "-m", "banditroute.cli.main", "repair", "--db", str(garbage)],
+                         check=False, capture_output=True, text=True, timeout=60)
+    _one_line_error(res, "not because of its write-ahead log", command="repair")

@@ -305,3 +305,57 @@ def test_a_budget_keeps_its_spend_and_pace_across_kill_9(tmp_path):
     assert abs(after[0]["spent_usd"] - sum(0.0005 * (1 + i % 3) for i in range(30))) < 1e-12
     assert abs(after[0]["cost_preference"] - before[0]["cost_preference"]) < 1e-12
     srv.stop()
+
+
+def test_a_write_ahead_log_damaged_in_the_middle_is_repaired_keeping_every_transaction_before_the_damage(tmp_path):
+    """kill -9, then one byte of the WAL flipped half-way: DuckDB refuses the whole log, and ``serve``
+    says so in one line naming ``banditroute repair``. The repair keeps the damaged WAL aside, recovers
+    the transactions before the damage (a prefix of the feedback, none invented), sets the snapshot
+    aside, and the server starts again with its state rebuilt from what the log holds."""
+    srv = Server(tmp_path, snapshot_every=50).start()
+    for i in range(120):
+        r = srv.post("/route", {"prompt": PROMPTS[i % 4] + f" #{i}"})
+        srv.post("/feedback", {"decision_id": r["decision_id"], "idempotency_key": f"k{i}", "cost_usd": 0.001,
+                               "signals": [{"source": "user", "kind": "thumbs", "value": i % 3 != 0}]})
+    srv.stop(signal.SIGKILL)
+    wal = Path(str(srv.db) + ".wal")
+    assert wal.stat().st_size > 100_000 and Path(str(srv.db) + ".snapshot").exists()
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(srv.db, copy)
+    shutil.copy(wal, str(copy) + ".wal")
+    con = duckdb.connect(str(copy))
+    before = {k: v for k, v in con.execute("SELECT idempotency_key, seq FROM feedback").fetchall()}
+    con.close()
+    assert len(before) == 120
+    with wal.open("r+b") as f:  # one bit flipped half-way through
+        f.seek(wal.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+    res = subprocess.run([sys.executable, "-m", "banditroute.cli.main", "serve", "--config", str(srv.config),
+                          "--db", str(srv.db), "--port", str(srv.port)], check=False, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "Corrupt WAL" in res.stderr and f"banditroute repair --db {srv.db}" in res.stderr
+
+    res = subprocess.run([sys.executable, "-m", "banditroute.cli.main", "repair", "--db", str(srv.db), "--json"],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    done = json.loads(res.stdout)
+    assert done["repaired"] and 0 < done["kept_bytes"] < done["wal_bytes"] and done["stale_snapshot"]
+    assert Path(done["damaged_wal"]).stat().st_size == done["wal_bytes"]
+    con = duckdb.connect(str(srv.db), read_only=True)
+    after = {k: v for k, v in con.execute("SELECT idempotency_key, seq FROM feedback").fetchall()}
+    con.close()
+    assert 0 < len(after) < len(before) and all(before[k] == seq for k, seq in after.items())
+    kept = sorted(after.values())
+    assert kept == [s for s in sorted(before.values()) if s <= kept[-1]]  # a prefix: everything before the damage
+
+    srv.start()  # the snapshot, which learned from feedback the log lost, is not used
+    assert srv.get("/policy")["feedback_seq"] == len(after)
+    assert "decision_id" in srv.post("/route", {"prompt": PROMPTS[0]})
+    srv.stop()
+    again = subprocess.run([sys.executable, "-m", "banditroute.cli.main", "repair", "--db", str(srv.db)],
+                           check=False, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "nothing to repair" in again.stdout

@@ -139,6 +139,23 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_repair(args) -> int:
+    from banditroute.log.repair import repair_log
+
+    done = repair_log(args.db)
+    if args.json:
+        print(json.dumps(done))
+    elif not done["repaired"]:
+        print(f"{args.db} opens as it is; nothing to repair ({', '.join(f'{n} {t}' for t, n in done['rows'].items())})")
+    else:
+        print(f"repaired {args.db}: kept {done['kept_bytes']} of the write-ahead log's {done['wal_bytes']} bytes "
+              f"(every transaction before the damage; {done['lost_bytes']} bytes lost), now "
+              f"{', '.join(f'{n} {t}' for t, n in done['rows'].items())}; the damaged log is kept as "
+              f"{done['damaged_wal']}" + (f", the snapshot set aside as {done['stale_snapshot']} (the state is "
+                                          "rebuilt from the log at the next start)" if done["stale_snapshot"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="banditroute", description="An LLM router that learns from feedback.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -212,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--db", required=True, help="the server's DuckDB file")
     e.add_argument("--out", required=True, help="output file (.parquet or .jsonl)")
     e.set_defaults(func=cmd_export)
+
+    f = sub.add_parser("repair", help="open a stopped server's log whose write-ahead log is damaged, keeping every "
+                       "transaction before the damage")
+    f.add_argument("--db", required=True, help="the server's DuckDB file")
+    f.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    f.set_defaults(func=cmd_repair)
     return ap
 
 

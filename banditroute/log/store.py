@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from banditroute.core.ids import id_time
 from banditroute.log.export import export_log
+from banditroute.log.repair import wal_damage
 from banditroute.log.schema import DUCK_TYPES, TABLES, ddl, decision_table
 
 log = logging.getLogger("banditroute")
@@ -239,7 +240,11 @@ class Store:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.con = self._open()
         except (OSError, duckdb.Error) as err:
-            raise LogOpenError(f"cannot open the log {path}: {_one_line(err)}") from None
+            hint = ""
+            if wal_damage(err) is not None:
+                hint = (f"; `banditroute repair --db {path}` keeps the damaged write-ahead log aside and recovers "
+                        "every transaction before the damage")
+            raise LogOpenError(f"cannot open the log {path}: {_one_line(err)}{hint}") from None
         self._wal = path + ".wal" if path != ":memory:" else None
         self.legacy_before = self._timed_ids_since()
         self._drop_indexes(path)
