@@ -71,6 +71,10 @@ class ModelSpec(_Strict):
     stream_usage: bool = Field(default=True, description="the upstream accepts stream_options.include_usage "
                                "(the gateway asks a stream for its token usage); false: a stream's tokens are "
                                "estimated from its text")
+    rpm: Annotated[int, Field(gt=0)] | None = Field(default=None, description="requests a minute the provider "
+                                                     "allows for this model; the gateway keeps calls within it")
+    tpm: Annotated[int, Field(gt=0)] | None = Field(default=None, description="tokens (prompt and answer) a minute "
+                                                     "the provider allows for this model")
 
     @property
     def callable(self) -> bool:

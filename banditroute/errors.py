@@ -17,6 +17,7 @@ class                           status  ``error``
 :class:`ValidationFailed`       422     ``validation_error``
 :class:`RoutingError`           422     ``routing_error``
 :class:`BudgetExhausted`        429     ``budget_exhausted``
+:class:`RateLimited`            429     ``rate_limited``
 :class:`Unavailable`            503     ``unavailable``
 :class:`UpstreamFailed`         502     ``upstream_error``
 ==============================  ======  =========================
@@ -137,6 +138,13 @@ class BudgetExhausted(RoutingError):
 
     def headers(self) -> dict[str, str]:
         return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(BudgetExhausted):
+    """Every model that could serve the request is at the rate limit (``rpm``, ``tpm``) the pool gives
+    its provider; ``Retry-After`` says when the first of them has room again."""
+
+    status, kind = 429, "rate_limited"
 
 
 class Unavailable(ClientError):

@@ -67,7 +67,7 @@ class Stack:
 
     def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, rules: list | None = None,
                  budgets: list | None = None, cascades: list | None = None, ensembles: list | None = None,
-                 **gateway):
+                 models: dict[str, dict] | None = None, **gateway):
         self.fake = FakeUpstream()
         self.fake_port, self.port = free_port(), free_port()
         data = pool(f"http://127.0.0.1:{self.fake_port}/v1", f"http://127.0.0.1:{free_port()}/v1" if gone else None,
@@ -77,6 +77,8 @@ class Stack:
         data["budgets"] = budgets or []
         data["cascades"] = cascades or []
         data["ensembles"] = ensembles or []
+        for m in data["models"]:  # per-model settings of the test (``models``: name -> fields)
+            m.update((models or {}).get(m["name"], {}))
         if judge is not None:
             data["models"].append({"name": "judge", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0,
                                    "base_url": f"http://127.0.0.1:{self.fake_port}/v1"})

@@ -7,8 +7,9 @@ One request, step by step:
 1. Eligibility: the pool's callable models (those with a ``base_url``), narrowed by the request's
    ``banditroute.models``, the capabilities it needs (:meth:`ChatRequest.needs` plus
    ``banditroute.require``), its context (estimated prompt tokens plus ``max_tokens`` within
-   ``context_window``), ``max_latency_ms`` (:mod:`.latency`) and provider health (:mod:`.health`;
-   ignored when it would leave nothing). Nothing eligible: 422 naming why.
+   ``context_window``), ``max_latency_ms`` (:mod:`.latency`), provider health (:mod:`.health`;
+   ignored when it would leave nothing) and rate limits (:mod:`.limits`). Nothing eligible: 422
+   naming why; every model that could serve it at its rate limit: 429 with ``Retry-After``.
 2. The router decides among them exactly as ``/route`` does (same micro-batch, policy, log).
 3. The call goes upstream. A failure before the first byte of the answer (connect error, timeout,
    429, 5xx) is a provider failure: the health state hears of it, and the call moves to a fallback
@@ -46,11 +47,12 @@ from banditroute.config import ModelSpec
 from banditroute.core.reward import Feedback
 from banditroute.core.router import GatewayRoute
 from banditroute.core.types import Decision
-from banditroute.errors import NotFound, RoutingError, UpstreamFailed
+from banditroute.errors import NotFound, RateLimited, RoutingError, UpstreamFailed
 from banditroute.gateway import bridge
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
+from banditroute.gateway.limits import RateLimits
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import CHAT, UpstreamFailure, Upstreams
@@ -73,6 +75,7 @@ class Gateway:
         self.pool = list(cfg.names)
         self.upstreams = Upstreams(cfg.gateway, os.environ if environ is None else environ)
         self.health = Health(cfg.names, cfg.gateway, clock)
+        self.limits = RateLimits(self.specs, clock)
         self._stored: OrderedDict[str, str] = OrderedDict()  # response id -> the model that served it
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
@@ -111,7 +114,8 @@ class Gateway:
         out_tokens = req.max_output_tokens or 0
         expected_out = req.max_output_tokens or self.service.config.policy.expected_output_tokens
         reasons: dict[str, list[str]] = {}
-        healthy, unhealthy = [], []
+        healthy, unhealthy, limited = [], [], []
+        size = prompt_tokens + expected_out
         for m in candidates:
             spec = self.specs[m]
             why = None
@@ -130,8 +134,12 @@ class Gateway:
                 predicted = self.latency.predict(m, prompt_tokens, expected_out)
                 if predicted is not None and predicted > opts.max_latency_ms:
                     why = f"predicted latency {predicted:.0f} ms > max_latency_ms {opts.max_latency_ms:g}"
+            full = None if why is not None else self.limits.full(m, size)
             if why is not None:
                 reasons.setdefault(why, []).append(m)
+            elif full is not None:
+                self.limits.refused(m)
+                limited.append((m, full))
             elif self.health.available(m):
                 healthy.append(m)
             else:
@@ -140,6 +148,9 @@ class Gateway:
             return healthy
         if unhealthy:  # every provider left is cooling down: better to try one than to refuse
             return unhealthy
+        if limited:
+            raise RateLimited("every model that could serve this request is at its rate limit: " + "; ".join(
+                f"{m} {full}" for m, full in limited), retry_after=self.limits.retry_after([m for m, _ in limited]))
         raise RoutingError("no model can serve this request: " + "; ".join(
             f"{', '.join(ms)}: {why}" for why, ms in reasons.items()))
 
@@ -172,6 +183,7 @@ class Gateway:
         svc = self.service
         svc.check_available()
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
+        size = tokens + (req.max_output_tokens or svc.config.policy.expected_output_tokens)  # for rate limits
         direct = req.model != ROUTED
         if direct:
             spec = self.specs.get(req.model)
@@ -185,6 +197,10 @@ class Gateway:
                 why = f" (it {req.native_only()})" if "responses" in missing else ""
                 raise RoutingError(f"model {req.model!r} lacks {', '.join(sorted(missing))}, which this request "
                                    f"needs{why}")
+            full = self.limits.full(req.model, size)
+            if full is not None:
+                self.limits.refused(req.model)
+                raise RateLimited(f"{req.model} {full}", retry_after=self.limits.retry_after([req.model]))
             models = [req.model]
         else:
             models = self.eligible(req, tokens)
@@ -208,7 +224,7 @@ class Gateway:
         kind = "direct" if direct else "routed"
         for attempt in range(1, self.config.max_attempts + 1):
             spec = self.specs[d.model]
-            call = self.begin_call(spec, d.decision_id, kind, attempt, replaces, req.stream)
+            call = self.begin_call(spec, d.decision_id, kind, attempt, replaces, req.stream, size)
             try:
                 bridged = isinstance(req, ResponsesRequest) and "responses" not in spec.capabilities
                 if req.stream:
@@ -229,7 +245,8 @@ class Gateway:
                 tried.add(d.model)
                 if direct:
                     break
-                unavailable = {m for m in d.eligible if not self.health.available(m)}
+                unavailable = {m for m in d.eligible if not self.health.available(m)
+                               or self.limits.full(m, size) is not None}
                 nxt = svc.fallback(d, tried | unavailable, opts.user, opts.metadata)
                 if nxt is None:
                     break
@@ -386,14 +403,15 @@ class Gateway:
 
     # -- accounting ----------------------------------------------------------------------------------
     def begin_call(self, spec: ModelSpec, decision_id: str, kind: str, attempt: int, replaces: str | None,
-                   stream: bool) -> dict:
-        """The ``calls`` row of a call that starts now (completed by :meth:`end_call`); a judge's call
-        carries the decision it judges."""
+                   stream: bool, tokens: float = 0.0) -> dict:
+        """The ``calls`` row of a call that starts now (completed by :meth:`end_call`), counted against the
+        model's rate limits with ``tokens``, its estimated size; a judge's call carries the decision it judges."""
         self.health.begin(spec.name)
         return {"decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind,
                 "model": spec.name, "attempt": attempt, "replaces": replaces, "stream": stream, "outcome": None,
                 "status": None, "error": None, "ttft_ms": None, "latency_ms": None, "input_tokens": None,
-                "output_tokens": None, "cost_usd": None, "judge_rate": None, "t0": time.perf_counter()}
+                "output_tokens": None, "cost_usd": None, "judge_rate": None, "t0": time.perf_counter(),
+                "limit": self.limits.take(spec.name, tokens)}
 
     def end_call(self, call: dict, outcome: str, status: int | None, error: str | None, ttft_ms: float | None = None,
                  input_tokens: int | None = None, output_tokens: int | None = None, end: float | None = None) -> dict:
@@ -402,6 +420,9 @@ class Gateway:
         if "t0" not in call:
             return call
         seconds = (time.perf_counter() if end is None else end) - call.pop("t0")
+        entry = call.pop("limit")
+        if input_tokens is not None or output_tokens is not None:
+            self.limits.settle(call["model"], entry, (input_tokens or 0) + (output_tokens or 0))
         call.update(outcome=outcome, status=status, error=error, ttft_ms=ttft_ms, latency_ms=seconds * 1000.0,
                     input_tokens=input_tokens, output_tokens=output_tokens)
         if outcome == "ok" and (input_tokens is not None or output_tokens is not None):
@@ -458,4 +479,4 @@ class Gateway:
         """What ``GET /models`` adds for a model: callable, health and latency."""
         expected = self.service.config.policy.expected_output_tokens
         return {"callable": self.specs[model].callable, "health": self.health.view(model),
-                "latency": self.latency.view(model, expected)}
+                "latency": self.latency.view(model, expected), "rate_limits": self.limits.view(model)}

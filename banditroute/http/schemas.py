@@ -87,6 +87,16 @@ class ModelView(_Answer):
     callable: bool = Field(description="the gateway can call it (it has a base_url)")
     health: ProviderHealth
     latency: LatencyView
+    rate_limits: RateLimitView | None = Field(description="the provider's limits the gateway keeps to (null: none "
+                                              "configured)")
+
+
+class RateLimitView(_Answer):
+    rpm: int | None = Field(description="requests a minute allowed (null: no limit)")
+    tpm: int | None = Field(description="tokens a minute allowed (null: no limit)")
+    requests_last_minute: int
+    tokens_last_minute: int = Field(description="estimated at each call's start, then its reported usage")
+    requests_refused: int = Field(description="requests that left this model out for its limit")
 
 
 class ProviderHealth(_Answer):
