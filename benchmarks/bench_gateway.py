@@ -31,6 +31,13 @@ answered call is in ``calls`` with tokens, cost and latency. Results go to
     python benchmarks/bench_gateway.py --runs 1 --seconds 5 --no-litellm
     python benchmarks/bench_gateway.py --no-litellm --baseline PATH --runs 9 --no-max-rate   # A/B of a change
 
+With ``--api responses`` the same measurements run on OpenAI's responses API (``POST /v1/responses``,
+LiteLLM left out): ``direct`` is the fake upstream's own ``/v1/responses``, ``banditroute`` a gateway
+whose models carry the ``responses`` capability (the request relayed as it is) and
+``banditroute_bridged`` a second gateway whose models do not (the request translated into chat
+completions and the answer back, :mod:`banditroute.gateway.bridge`); results go to
+``gateway_responses.json``.
+
 With ``--baseline PATH`` (another checkout with its C cores built, e.g. a ``git worktree`` of the commit
 before a change), that checkout's gateway is a fourth target, configured alike on the same upstream,
 measured in the same runs (which of the two goes first alternates from run to run); the results gain
@@ -63,6 +70,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
 RATES = (25, 50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
 P99_LIMIT_MS = 50.0
 BODY = {"messages": [{"role": "user", "content": "Write a haiku about the sea."}], "max_tokens": 32}
+RESPONSES_BODY = {"input": "Write a haiku about the sea.", "max_output_tokens": 32}
 
 
 def log(*args) -> None:
@@ -165,7 +173,8 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: boo
 
 async def load(url: str, model: str, rate: float, seconds: float, stream: bool) -> dict:
     """Open-loop load at ``rate`` requests/s for ``seconds``: latency percentiles in ms, errors, achieved rate."""
-    body = json.dumps({**BODY, "model": model, "stream": stream}).encode()
+    template = RESPONSES_BODY if url.endswith("/responses") else BODY
+    body = json.dumps({**template, "model": model, "stream": stream}).encode()
     connector = aiohttp.TCPConnector(limit=2000)
     timeout = aiohttp.ClientTimeout(total=30)
     out: list[float] = []
@@ -238,7 +247,7 @@ def check_log(db: Path) -> dict:
     return {"calls_ok": row[0], "calls_incomplete": row[1], "decisions": decisions}
 
 
-def gateway_config(path: Path, upstream: str, db: Path) -> None:
+def gateway_config(path: Path, upstream: str, db: Path, capabilities: tuple[str, ...] = ()) -> None:
     models = "".join(f"""
 [[models]]
 name = "{name}"
@@ -246,6 +255,7 @@ input_price_per_mtok = {pin}
 output_price_per_mtok = {pout}
 base_url = "{upstream}"
 upstream_name = "{name}-upstream"
+capabilities = {json.dumps(list(capabilities))}
 """ for name, pin, pout in (("small", 0.15, 0.6), ("medium", 1.0, 4.0), ("large", 5.0, 15.0)))
     path.write_text(f'[policy]\nwarm_start = "none"\n[storage]\ndb = "{db}"\n{models}')
 
@@ -260,21 +270,34 @@ def main() -> None:
     ap.add_argument("--out", help=f"default: {RESULTS.relative_to(ROOT)}; with --baseline, gateway_ab.json beside it")
     ap.add_argument("--baseline", help="another checkout (C cores built) whose gateway runs in the same runs")
     ap.add_argument("--no-max-rate", action="store_true", help="measure at 500 requests/s only")
+    ap.add_argument("--api", choices=("chat", "responses"), default="chat",
+                    help="responses: OpenAI's responses API, relayed and bridged (LiteLLM left out)")
     args = ap.parse_args()
-    args.out = args.out or str(RESULTS.with_name("gateway_ab.json") if args.baseline else RESULTS)
+    responses = args.api == "responses"
+    args.no_litellm = args.no_litellm or responses
+    args.out = args.out or str(RESULTS.with_name("gateway_ab.json") if args.baseline else
+                               RESULTS.with_name("gateway_responses.json") if responses else RESULTS)
+    path = "/responses" if responses else "/chat/completions"
 
     work = Path(tempfile.mkdtemp(prefix="banditroute-bench-gateway-"))
     up_port, gw_port, lt_port = free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1"
     db = work / "router.duckdb"
-    gateway_config(work / "pool.toml", upstream, db)
+    gateway_config(work / "pool.toml", upstream, db, ("responses",) if responses else ())
     procs = [start([sys.executable, "-m", "banditroute.gateway.fake_upstream", "--port", str(up_port), "--no-record"],
                    work / "upstream.log"),
              start([sys.executable, "-m", "banditroute.cli.main", "serve", "--config", str(work / "pool.toml"),
                     "--port", str(gw_port)], work / "gateway.log")]
-    targets = {"direct": (f"{upstream}/chat/completions", "small-upstream"),
-               "banditroute": (f"http://127.0.0.1:{gw_port}/v1/chat/completions", "banditroute")}
+    targets = {"direct": (f"{upstream}{path}", "small-upstream"),
+               "banditroute": (f"http://127.0.0.1:{gw_port}/v1{path}", "banditroute")}
     server_of = {"direct": procs[0], "banditroute": procs[1]}  # whose CPU time a target's requests cost
+    if responses:
+        bridged_port = free_port()
+        gateway_config(work / "bridged.toml", upstream, work / "bridged.duckdb")
+        procs.append(start([sys.executable, "-m", "banditroute.cli.main", "serve", "--config", str(work / "bridged.toml"),
+                            "--port", str(bridged_port)], work / "bridged.log"))
+        targets["banditroute_bridged"] = (f"http://127.0.0.1:{bridged_port}/v1/responses", "banditroute")
+        server_of["banditroute_bridged"] = procs[-1]
     if args.baseline:
         base_port, checkout = free_port(), str(Path(args.baseline).resolve())
         gateway_config(work / "baseline.toml", upstream, work / "baseline.duckdb")
@@ -302,8 +325,9 @@ def main() -> None:
         asyncio.run(wait_up(f"http://127.0.0.1:{gw_port}/healthz"))
         if "litellm" in targets:
             asyncio.run(wait_up(f"http://127.0.0.1:{lt_port}/health/liveliness"))
-        if "baseline" in targets:
-            asyncio.run(wait_up(targets["baseline"][0].replace("/v1/chat/completions", "/healthz")))
+        for name in ("baseline", "banditroute_bridged"):
+            if name in targets:
+                asyncio.run(wait_up(targets[name][0].replace(f"/v1{path}", "/healthz")))
         results: dict = {"added_latency_at_500": {}, "max_rate_p99_under_50ms": {}}
         for stream in (False, True):
             mode = "streaming_ttft" if stream else "non_streaming"
@@ -366,9 +390,11 @@ def main() -> None:
         for p in reversed(procs):
             stop(p)
     results["log"] = check_log(db)
+    if responses:
+        results["log_bridged"] = check_log(work / "bridged.duckdb")
     results["setup"] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                         "litellm": litellm_version, "runs": args.runs, "seconds": args.seconds,
-                        "max_seconds": args.max_seconds, "rates_tried": RATES,
+                        "max_seconds": args.max_seconds, "rates_tried": RATES, "api": args.api,
                         "date": time.strftime("%Y-%m-%d", time.gmtime())}
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     short = {mode: {n: {k: v for k, v in s.items() if k != "runs"} for n, s in m.items()}
