@@ -127,6 +127,28 @@ def test_a_failing_provider_falls_back_and_a_dying_stream_ends_with_an_error_eve
         assert len(s.wait_for("SELECT * FROM calls WHERE outcome = 'stream_error'", 2)) == 2
 
 
+def test_a_response_the_provider_failed_falls_back_before_the_first_byte_and_is_relayed_after_it(tmp_path):
+    """A non-streamed response whose status is ``failed`` is the provider's failure: the call moves to
+    another model. In a stream, ``response.failed`` comes after the first event: it goes to the client as
+    it came, and the call is logged as the provider's failure."""
+    with Stack(tmp_path) as s:
+        s.fault("cheap", failed=True)
+        with pytest.raises(openai.APIStatusError, match="the answer is an error") as err:
+            s.client().responses.create(model="banditroute", input=QUESTION, extra_body=only("cheap"))
+        assert err.value.status_code == 502
+        for _ in range(3):
+            answer = s.client().responses.create(model="banditroute", input=QUESTION, extra_body=only("cheap", "strong"))
+            assert answer.model == "strong" and answer.status == "completed"
+        s.gateway.health.success("cheap")  # close its circuit for the stream
+        events = list(s.client().responses.create(model="banditroute", input=QUESTION, stream=True,
+                                                  extra_body=only("cheap")))
+        assert [e.type for e in events] == ["response.created", "response.failed"]
+        assert events[-1].response.model == "cheap" and events[-1].response.error.message == "injected failure"
+        failed = s.wait_for("SELECT * FROM calls WHERE model = 'cheap' AND outcome = 'upstream_error'", 2)
+        assert any("the answer is an error" in f["error"] for f in failed)
+        assert any("the response failed" in f["error"] for f in failed)
+
+
 def test_a_continued_response_stays_with_the_provider_that_stored_it(tmp_path):
     with Stack(tmp_path, gone=True) as s:
         c = s.client()

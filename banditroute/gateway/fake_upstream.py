@@ -6,7 +6,8 @@ prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion toke
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
 "delay_ms": d, "event_delay_ms": e, "hang": true, "die_after_events": k, "drop": true, "garbage": true,
-"reply": text}`` (``event_delay_ms``: a pause between a stream's events)
+"reply": text, "failed": true}`` (``event_delay_ms``: a pause between a stream's events; ``failed``: a
+responses answer whose status is ``failed``, streamed as ``response.failed`` after ``response.created``)
 (``garbage``: a 200 whose body is not JSON) (``{"model": M}`` alone
 clears M's fault; ``reply`` replaces the answer's text); ``GET /control`` returns the requests received,
 and ``cancelled``, the number of requests whose client (the gateway) went away before the answer.
@@ -181,16 +182,20 @@ class FakeUpstream:
                     "incomplete_details": None, "model": model, "output": output, "usage": usage,
                     "previous_response_id": body.get("previous_response_id")}
 
+        failed = response("failed", [], None) | {"error": {"code": "server_error", "message": "injected failure"}}
         if not body.get("stream"):
-            return web.Response(body=orjson.dumps(response("completed", [message], usage)),
-                                content_type="application/json")
+            answer = failed if fault.get("failed") else response("completed", [message], usage)
+            return web.Response(body=orjson.dumps(answer), content_type="application/json")
         stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await stream.prepare(request)
         step = -(-len(text) // self.events)
         events = [{"type": "response.created", "response": response("in_progress", [], None)}]
-        events += [{"type": "response.output_text.delta", "item_id": message["id"], "output_index": 0,
-                    "content_index": 0, "delta": text[i:i + step]} for i in range(0, len(text), step)]
-        events.append({"type": "response.completed", "response": response("completed", [message], usage)})
+        if fault.get("failed"):
+            events.append({"type": "response.failed", "response": failed})
+        else:
+            events += [{"type": "response.output_text.delta", "item_id": message["id"], "output_index": 0,
+                        "content_index": 0, "delta": text[i:i + step]} for i in range(0, len(text), step)]
+            events.append({"type": "response.completed", "response": response("completed", [message], usage)})
         die = fault.get("die_after_events")
         for n, event in enumerate(events):
             if die is not None and n >= die:
