@@ -77,12 +77,12 @@ class Stack:
         data["budgets"] = budgets or []
         data["cascades"] = cascades or []
         data["ensembles"] = ensembles or []
-        for m in data["models"]:  # per-model settings of the test (``models``: name -> fields)
-            m.update((models or {}).get(m["name"], {}))
         if judge is not None:
             data["models"].append({"name": "judge", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0,
                                    "base_url": f"http://127.0.0.1:{self.fake_port}/v1"})
             data["gateway"]["judge"] = judge
+        for m in data["models"]:  # per-model settings of the test (``models``: name -> fields)
+            m.update((models or {}).get(m["name"], {}))
         self.config = parse_settings(data)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -519,6 +519,16 @@ def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(
         assert s.gateway.health.view("judge")["consecutive_failures"] == len(failed)
 
 
+def test_a_judge_at_its_rate_limit_drops_the_sampled_judgements_and_counts_them(tmp_path):
+    with Stack(tmp_path, judge={"model": "judge", "sample_rate": 1.0}, models={"judge": {"rpm": 2}}) as s:
+        s.fault("judge", reply="Fine. [[8]]")
+        for _ in range(5):
+            s.client().chat.completions.create(model="banditroute", messages=ASK, extra_body=only("cheap"))
+        time.sleep(0.5)
+        assert len(s.wait_for("SELECT * FROM calls WHERE kind = 'judge'", 2)) == 2
+        assert s.gateway.metrics.judge_dropped.value() == 3
+
+
 def test_judge_ratings_are_read_from_the_mt_bench_format():
     assert parse_rating("Good answer. [[8]]") == 8
     assert parse_rating("Rating: [[10]]") == 10
@@ -689,6 +699,25 @@ def test_a_rule_sends_requests_through_a_cascade_and_a_start_inside_the_chain_go
         with pytest.raises(openai.UnprocessableEntityError, match="no cascade named 'nope'"):
             s.client().chat.completions.create(model="banditroute", messages=ASK,
                                                extra_body={"banditroute": {"cascade": "nope"}})
+
+
+def test_a_cascade_skips_a_later_step_whose_provider_is_open_or_at_its_rate_limit(tmp_path):
+    cascades = [{"name": "tiers", "escalate_to": ["mid", "strong"], "check": {"min_length": 30}}]
+    with Stack(tmp_path, cascades=cascades, models={"mid": {"rpm": 1}}) as s:
+        s.fault("cheap", reply="too short")
+        opts = {"banditroute": {"cascade": "tiers", "models": ["cheap"]}}
+        r = s.client().chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=opts)
+        assert r.headers["x-banditroute-cascade"] == "cheap,mid"  # mid's answer is long enough
+        r = s.client().chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=opts)
+        assert r.headers["x-banditroute-cascade"] == "cheap,strong"  # mid is at its limit: skipped
+        d = r.headers["x-banditroute-decision-id"]
+        calls = s.wait_for(f"SELECT model FROM calls WHERE decision_id = '{d}' ORDER BY ts", 2)
+        assert [c["model"] for c in calls] == ["cheap", "strong"]  # nothing sent to mid
+        for _ in range(3):
+            s.gateway.health.failure("strong")  # its circuit opens
+        # nothing to escalate to: the start's answer stands, though it failed its check
+        r = s.client().chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=opts)
+        assert r.headers["x-banditroute-cascade"] == "cheap" and r.parse().choices[0].message.content == "too short"
 
 
 def test_an_ensemble_calls_every_member_logs_each_call_and_returns_the_majority(tmp_path):

@@ -154,6 +154,19 @@ class Gateway:
         raise RoutingError("no model can serve this request: " + "; ".join(
             f"{', '.join(ms)}: {why}" for why, ms in reasons.items()))
 
+    def size(self, req: GatewayRequest, prompt_tokens: float | None = None) -> float:
+        """A call's estimated tokens for the rate limits: the prompt plus ``max_tokens`` or the expected output."""
+        if prompt_tokens is None:
+            prompt_tokens = req.prompt_tokens(self.service.router.featurizer.input_tokens)
+        return prompt_tokens + (req.max_output_tokens or self.service.config.policy.expected_output_tokens)
+
+    def unavailable(self, model: str, size: float) -> str | None:
+        """Why a call of ``size`` tokens cannot go to ``model`` now (its circuit is open, or it is at a rate
+        limit); None when it can."""
+        if not self.health.available(model):
+            return "its provider's circuit is open"
+        return self.limits.full(model, size)
+
     def strategy(self, route: GatewayRoute, req: GatewayRequest):
         """``(cascade, ensemble)`` configurations for a routed request (at most one is set): the one its
         ``banditroute`` options name, else the one of the first rule that matches it."""
@@ -183,7 +196,7 @@ class Gateway:
         svc = self.service
         svc.check_available()
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
-        size = tokens + (req.max_output_tokens or svc.config.policy.expected_output_tokens)  # for rate limits
+        size = self.size(req, tokens)
         direct = req.model != ROUTED
         if direct:
             spec = self.specs.get(req.model)
@@ -245,8 +258,7 @@ class Gateway:
                 tried.add(d.model)
                 if direct:
                     break
-                unavailable = {m for m in d.eligible if not self.health.available(m)
-                               or self.limits.full(m, size) is not None}
+                unavailable = {m for m in d.eligible if self.unavailable(m, size) is not None}
                 nxt = svc.fallback(d, tried | unavailable, opts.user, opts.metadata)
                 if nxt is None:
                     break

@@ -66,9 +66,10 @@ class Judge:
         return self.rate > 0.0 and self.rng.random() < self.rate
 
     def submit(self, decision_id: str, question: str, answer: str) -> None:
-        """Judge this answer in the background, unless the judge's queue is full or its provider's
-        circuit is open (then the judgement is dropped and counted)."""
-        if self.queued >= self.config.max_queued or not self.gateway.health.available(self.config.model):
+        """Judge this answer in the background, unless the judge's queue is full, its provider's circuit is
+        open or it is at its rate limit (then the judgement is dropped and counted)."""
+        size = self.gateway.service.router.featurizer.input_tokens(question + answer)
+        if self.queued >= self.config.max_queued or self.gateway.unavailable(self.config.model, size) is not None:
             self.gateway.metrics.judge_dropped.inc()
             return
         self.queued += 1

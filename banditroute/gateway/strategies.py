@@ -6,7 +6,8 @@ model to start at, among the request's eligible models, exactly as for a routed 
 propensity and log). Its answer is checked (:func:`check_answer`: JSON, JSON keys, a regular
 expression, a minimum length, the mean token log-probability, or the judge's rating); when the check
 fails, the next model of ``escalate_to`` answers (a start that is itself in ``escalate_to`` goes on from
-there), up to the last, whose answer is final. A step whose provider fails counts as a failed check.
+there), up to the last, whose answer is final. A step whose provider fails counts as a failed check; a
+later step whose provider's circuit is open or that is at its rate limit is skipped.
 Every step is a ``calls`` row of kind ``cascade`` (``attempt`` is its place in the chain), with its
 cost and latency. The decision learns from the total: one feedback with the cost of every step
 (judge checks included) and the cascade's latency, and the quality signals the client reports
@@ -120,7 +121,7 @@ class Strategies:
         self.judge = judge
 
     async def _call(self, model: str, decision_id: str, kind: str, attempt: int, req: ChatRequest,
-                    logprobs: bool = False):
+                    logprobs: bool = False, size: float = 0.0):
         """One non-streamed upstream call, logged: ``(body, text, calls row)``, or ``(None, error, row)``."""
         gw = self.gw
         spec = gw.specs[model]
@@ -129,7 +130,7 @@ class Strategies:
         body.pop("stream_options", None)
         if logprobs:
             body["logprobs"] = True
-        call = gw.begin_call(spec, decision_id, kind, attempt, None, False)
+        call = gw.begin_call(spec, decision_id, kind, attempt, None, False, size)
         try:
             reply = await gw.upstreams.complete(spec, body)
         except UpstreamFailure as failure:
@@ -168,10 +169,14 @@ class Strategies:
         else:
             chain = [d.model, *cfg.escalate_to]
         t0, total, steps, final = time.perf_counter(), 0.0, [], None
-        question = req.routing_text()
+        question, size = req.routing_text(), self.gw.size(req)
         for attempt, model in enumerate(chain, start=1):
+            skip = None if attempt == 1 else self.gw.unavailable(model, size)  # the start was eligible
+            if skip is not None:
+                steps.append({"model": model, "outcome": "skipped", "message": skip})
+                continue
             body, text, row = await self._call(model, d.decision_id, "cascade", attempt, req,
-                                               logprobs=cfg.check.min_logprob is not None)
+                                               logprobs=cfg.check.min_logprob is not None, size=size)
             if body is None:
                 steps.append({"model": model, "outcome": row["outcome"], "message": text})
                 continue
@@ -195,7 +200,7 @@ class Strategies:
                                             idempotency_key="banditroute-cascade"))
         body, model = final
         headers = {**self.gw.headers(d, 1), "x-banditroute-model": model,
-                   "x-banditroute-cascade": ",".join(s["model"] for s in steps)}
+                   "x-banditroute-cascade": ",".join(s["model"] for s in steps if s["outcome"] != "skipped")}
         return await self._answer(request, req, body, headers)
 
     # -- ensembles -----------------------------------------------------------------------------------
@@ -210,7 +215,9 @@ class Strategies:
                                            for m in members))
         for d in decisions:
             self.gw.metrics.decision(d.model, d.rule)
-        results = await asyncio.gather(*(self._call(d.model, d.decision_id, "ensemble", 1, req) for d in decisions))
+        size = self.gw.size(req)
+        results = await asyncio.gather(*(self._call(d.model, d.decision_id, "ensemble", 1, req, size=size)
+                                         for d in decisions))
         answered = [(d, body, text, row) for d, (body, text, row) in zip(decisions, results) if body is not None]
         for d, (body, _, _) in zip(decisions, results):
             if body is None:
