@@ -374,6 +374,8 @@ class GatewayConfig(_Strict):
     failures_to_open: Annotated[int, Field(ge=1)] = 3
     cooldown_s: PositiveFloat = 30.0  # first cooldown; doubled at each failed trial, up to max_cooldown_s
     max_cooldown_s: PositiveFloat = 600.0
+    # memory for the conversations of responses made of chat completions, kept for previous_response_id
+    conversations_mb: NonNegFloat = 64.0
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
 

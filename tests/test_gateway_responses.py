@@ -5,6 +5,7 @@ same routing, fallback, logging and usage feedback as chat completions, for the 
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import openai
 import pytest
@@ -14,6 +15,7 @@ from test_gateway import Stack, only
 
 from banditroute.core.reward import Feedback
 from banditroute.gateway import bridge
+from banditroute.gateway.conversations import Conversations
 from banditroute.gateway.requests import ResponsesRequest
 
 QUESTION = "What is the capital of France?"
@@ -161,6 +163,92 @@ def test_a_continued_response_stays_with_the_provider_that_stored_it(tmp_path):
         s.gateway._stored["resp_elsewhere"] = "gone"  # a response a provider at another API root stored
         with pytest.raises(openai.UnprocessableEntityError, match="previous_response_id is stored by the provider of gone"):
             c.responses.create(model="banditroute", input="And?", previous_response_id="resp_elsewhere")
+
+
+def test_a_bridged_response_is_kept_and_continued_with_its_conversation_by_any_model(tmp_path):
+    """mid speaks chat completions only: the gateway keeps the responses it makes there, and a request
+    that continues one gets the conversation as input, whichever model serves it."""
+    with Stack(tmp_path) as s:
+        c = s.client()
+        first = c.responses.create(model="banditroute", instructions="Be brief.", input="My name is Ann.",
+                                   extra_body=only("mid"))
+        assert first.store is True and first.previous_response_id is None
+        second = c.responses.create(model="banditroute", input="What is my name?", previous_response_id=first.id,
+                                    extra_body=only("mid"))
+        assert second.previous_response_id == first.id and second.model == "mid"
+        sent = s.fake.received[-1]
+        assert sent["path"] == "/v1/chat/completions" and sent["previous_response_id"] is None
+        # earlier instructions do not carry over (as in OpenAI's API); the earlier turn's input and answer do
+        assert sent["messages"] == [{"role": "user", "content": "My name is Ann."},
+                                    {"role": "assistant", "content": first.output_text},
+                                    {"role": "user", "content": "What is my name?"}]
+        # a third turn, streamed, to a model that serves the responses API itself: it gets the whole
+        # conversation as input items, not an id its provider never saw
+        events = list(c.responses.create(model="banditroute", input="Spell it.", previous_response_id=second.id,
+                                         stream=True, extra_body=only("strong")))
+        assert events[-1].response.model == "strong"
+        sent = s.fake.received[-1]
+        assert sent["path"] == "/v1/responses" and sent["previous_response_id"] is None
+        texts = [i["content"] if isinstance(i["content"], str) else i["content"][0]["text"] for i in sent["input"]]
+        assert texts == ["My name is Ann.", first.output_text, "What is my name?", second.output_text, "Spell it."]
+        assert all("id" not in i and "status" not in i for i in sent["input"])  # input items, not stored items
+        # a streamed bridged response is kept once it completes
+        streamed = list(c.responses.create(model="banditroute", input="Hi.", stream=True, extra_body=only("mid")))
+        rid = streamed[-1].response.id
+        c.responses.create(model="banditroute", input="Again.", previous_response_id=rid, extra_body=only("mid"))
+        assert [m["content"] for m in s.fake.received[-1]["messages"]] == [
+            "Hi.", streamed[-1].response.output_text, "Again."]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{s.port}/metrics").read().decode()
+        assert "banditroute_conversation_turns 4.0" in metrics  # the four mid made
+
+
+def test_a_kept_tool_call_turn_continues_with_the_functions_output(tmp_path):
+    with Stack(tmp_path) as s:
+        c = s.client()
+        tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+        first = c.responses.create(model="banditroute", input="Weather in Paris?", tools=tools, extra_body=only("mid"))
+        call = first.output[0]
+        c.responses.create(model="banditroute", previous_response_id=first.id, tools=tools, extra_body=only("mid"),
+                           input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+        assert s.fake.received[-1]["messages"] == [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call.call_id, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}]
+
+
+def test_a_response_not_kept_cannot_be_continued_and_says_why(tmp_path):
+    """Without a model that serves the responses API, an id the gateway does not keep (store: false, a
+    restart, an unknown id) is a 404 naming it; with one, the request goes there (its provider may hold it)."""
+    chat_only = {"cheap": {"capabilities": ["json"]}, "strong": {"capabilities": ["json", "tools", "vision"]}}
+    with Stack(tmp_path, models=chat_only) as s:
+        c = s.client()
+        unstored = c.responses.create(model="banditroute", input="Hi.", store=False)
+        assert unstored.store is False
+        for rid in (unstored.id, "resp_unknown"):
+            with pytest.raises(openai.NotFoundError, match=f"previous_response_id '{rid}' is not a response the gateway"):
+                c.responses.create(model="banditroute", input="And?", previous_response_id=rid)
+    with Stack(tmp_path / "off", conversations_mb=0) as s:
+        off = s.client().responses.create(model="banditroute", input="Hi.", extra_body=only("mid"))
+        assert off.store is False and len(s.gateway.conversations) == 0
+        follow = s.client().responses.create(model="banditroute", input="And?", previous_response_id=off.id)
+        assert follow.model in ("cheap", "strong") and s.fake.received[-1]["previous_response_id"] == off.id
+
+
+def test_kept_conversations_stay_within_their_memory_dropping_the_least_recently_used():
+    c = Conversations(max_bytes=400)
+    turn = [{"role": "user", "content": "x" * 50}]
+    assert c.put("r1", None, turn) and c.put("r2", "r1", turn) and c.put("r3", "r2", turn)
+    assert [i["content"] for i in c.history("r3")] == ["x" * 50] * 3
+    c.put("other", None, turn)
+    assert c.history("r3") is not None  # used last: the chain r1-r3 is the most recent
+    for i in range(4):
+        c.put(f"n{i}", None, turn)
+    assert c.bytes <= 400 and c.evicted > 0
+    assert "r1" not in c and c.history("r3") is None  # its first turn is gone: the chain cannot be rebuilt
+    assert not c.put("huge", None, [{"content": "y" * 500}]) and "huge" not in c
+    c.put("loop", "loop", turn)
+    assert c.history("loop") is None  # a cycle is not a conversation
 
 
 def test_what_a_responses_request_needs_and_how_big_it_is():

@@ -11,7 +11,8 @@ and their outputs (an assistant message's ``tool_calls``, ``tool`` messages), fu
 (``reasoning_effort``); reasoning items of earlier turns are dropped. What does not (:func:`untranslatable`):
 built-in tools (web search, file search, ...), file inputs, other item types, and a conversation the
 provider stores (``previous_response_id``, ``conversation``): such a request needs a model whose
-provider serves the responses API itself.
+provider serves the responses API itself, unless the gateway made and kept the response it continues
+(:mod:`.conversations`; the request then carries the conversation as input).
 
 The answer: the first choice's text as one ``message`` item, its tool calls as ``function_call`` items,
 ``finish_reason: length`` as an ``incomplete`` response, the usage renamed. A stream becomes the
@@ -167,7 +168,7 @@ def _response(req: ResponsesRequest, rid: str, created: int, status: str, output
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "instructions": req.instructions, "max_output_tokens": req.max_output_tokens, "model": model,
             "output": output, "parallel_tool_calls": extra.get("parallel_tool_calls", True),
-            "previous_response_id": None, "store": False, "temperature": extra.get("temperature"),
+            "previous_response_id": req.continues, "store": req.kept, "temperature": extra.get("temperature"),
             "text": req.text or {"format": {"type": "text"}}, "tool_choice": extra.get("tool_choice", "auto"),
             "tools": req.tools or [], "top_p": extra.get("top_p"), "usage": usage, "user": req.user, "metadata": {}}
 
@@ -182,6 +183,20 @@ def _message(item_id: str, text: str, refusal: str | None, status: str) -> dict:
 def _function_call(call_id: str, name: str, arguments: str, status: str) -> dict:
     return {"type": "function_call", "id": "fc_" + call_id, "call_id": call_id, "name": name,
             "arguments": arguments, "status": status}
+
+
+def as_input(output: list) -> list[dict]:
+    """A response's output items as input items of a later turn: the assistant's messages and function
+    calls without their ids and statuses (which name them in a provider's storage, not in a request)."""
+    items = []
+    for item in output:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            items.append({"type": "message", "role": "assistant", "content": item.get("content") or []})
+        elif item.get("type") == "function_call":
+            items.append({"type": "function_call", **{k: item[k] for k in ("call_id", "name", "arguments") if k in item}})
+    return items
 
 
 def response_from_chat(answer: dict, req: ResponsesRequest) -> dict:

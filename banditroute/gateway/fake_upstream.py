@@ -83,7 +83,8 @@ class FakeUpstream:
                                   "authorization": request.headers.get("Authorization"),
                                   "stream": body.get("stream", False), "stream_options": body.get("stream_options"),
                                   "has_banditroute": "banditroute" in body, "tools": "tools" in body,
-                                  "previous_response_id": body.get("previous_response_id")})
+                                  "previous_response_id": body.get("previous_response_id"),
+                                  "messages": body.get("messages"), "input": body.get("input")})
         fault = self._fault(model) or {}
         delay = fault.get("delay_ms", self.delay_ms) / 1000.0
         try:

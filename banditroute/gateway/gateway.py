@@ -25,10 +25,14 @@ A routed chat-completions request can instead go through a cascade or an ensembl
 (:mod:`.strategies`), named in its ``banditroute`` options or by the first rule that matches it.
 
 A responses request (:class:`ResponsesRequest`) goes the same way to models with the ``responses``
-capability, and its stream is relayed event by event with each event's name. One that continues a
-stored response (``previous_response_id``) can only be served by the provider that stored it: while
-the gateway remembers which model served that response (the last :data:`STORED_RESPONSES` it served),
-only models of the same API root are eligible.
+capability, and its stream is relayed event by event with each event's name; to any other model it
+goes translated into chat completions (:mod:`.bridge`). One that continues a response
+(``previous_response_id``): a response the gateway made of a chat completion is kept by the gateway
+(:mod:`.conversations`), and the request goes on with the whole conversation as its input, to any
+model; a response a provider stored can only be continued by that provider: while the gateway
+remembers which model served it (the last :data:`STORED_RESPONSES`), only models of the same API root
+are eligible; an id it knows neither way goes to the models that serve the responses API (their
+provider may hold it), or is not found when there is none.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from banditroute.core.router import GatewayRoute
 from banditroute.core.types import Decision
 from banditroute.errors import NotFound, RateLimited, RoutingError, UpstreamFailed
 from banditroute.gateway import bridge
+from banditroute.gateway.conversations import Conversations
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
@@ -77,6 +82,7 @@ class Gateway:
         self.health = Health(cfg.names, cfg.gateway, clock)
         self.limits = RateLimits(self.specs, clock)
         self._stored: OrderedDict[str, str] = OrderedDict()  # response id -> the model that served it
+        self.conversations = Conversations(int(cfg.gateway.conversations_mb * 2**20))
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
         self.strategies = Strategies(self, cfg.cascades, cfg.ensembles, cfg.gateway.judge.model)
@@ -195,6 +201,8 @@ class Gateway:
         client's bearer key, for the rules that match on it."""
         svc = self.service
         svc.check_available()
+        if isinstance(req, ResponsesRequest):
+            req = self.continue_conversation(req)
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
         size = self.size(req, tokens)
         direct = req.model != ROUTED
@@ -281,6 +289,23 @@ class Gateway:
         raise UpstreamFailed(f"every attempt failed ({len(attempts)}): " + "; ".join(a["message"] for a in attempts),
                              attempts)
 
+    def continue_conversation(self, req: ResponsesRequest) -> ResponsesRequest:
+        """``req`` with the conversation it continues as its input when the gateway keeps it (see the
+        module's docstring); raises :class:`NotFound` for an id nobody can continue."""
+        req.keep(self.conversations.max_bytes > 0)
+        rid = req.previous_response_id
+        if rid is None or rid in self._stored:
+            return req
+        history = self.conversations.history(rid)
+        if history is not None:
+            return req.continued(rid, history)
+        if not any("responses" in self.specs[m].capabilities for m in self.callable_models()):
+            raise NotFound(f"previous_response_id {rid!r} is not a response the gateway keeps (it keeps the "
+                           "conversations of the responses it made of chat completions, in memory up to "
+                           "gateway.conversations_mb, until it restarts; not those stored with store: false), "
+                           "and no model of the pool serves the responses API to look it up")
+        return req
+
     @staticmethod
     def headers(d: Decision, attempt: int) -> dict[str, str]:
         return {"x-banditroute-decision-id": d.decision_id, "x-banditroute-model": d.model,
@@ -298,13 +323,18 @@ class Gateway:
         return response
 
     def _remember(self, req: GatewayRequest, response: dict, model: str) -> None:
-        """Keep which model served a response, for the requests that continue it (``previous_response_id``):
-        only a provider's own responses API stores one (a response made of a chat completion is not stored)."""
-        if (isinstance(req, ResponsesRequest) and isinstance(response.get("id"), str)
-                and "responses" in self.specs[model].capabilities):
-            self._stored[response["id"]] = model
+        """Keep what the requests that continue a response (``previous_response_id``) need: which model
+        served it, when its provider's responses API stored it; its turn of the conversation, when the
+        gateway made it of a chat completion (once it is finished, and unless ``store`` is false)."""
+        rid = response.get("id")
+        if not isinstance(req, ResponsesRequest) or not isinstance(rid, str):
+            return
+        if "responses" in self.specs[model].capabilities:
+            self._stored[rid] = model
             if len(self._stored) > STORED_RESPONSES:
                 self._stored.popitem(last=False)
+        elif req.kept and response.get("status") in ("completed", "incomplete"):
+            self.conversations.put(rid, req.continues, req.turn_items() + bridge.as_input(response.get("output") or []))
 
     def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str]) -> tuple[bytes | None, dict | None]:
         """One upstream stream event as sent on to the client (None: not sent), and the usage it carries.

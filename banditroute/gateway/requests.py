@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from banditroute.config import Fraction, NonNegFloat, PositiveFloat
 from banditroute.core.router import RouteOptions
@@ -166,12 +166,44 @@ class ResponsesRequest(BaseModel):
     text: dict[str, Any] | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     previous_response_id: str | None = None
+    store: bool | None = None
     user: str | None = Field(default=None, max_length=256)
     banditroute: GatewayOptions | None = None
+    # set by continued(): the gateway-kept response this request continues, and its own input items
+    _continues: str | None = PrivateAttr(default=None)
+    _turn: list[dict[str, Any]] | None = PrivateAttr(default=None)
+    _kept: bool = PrivateAttr(default=False)  # set by keep(): a response made here is kept for later turns
 
     @property
     def options(self) -> GatewayOptions:
         return self.banditroute or GatewayOptions()
+
+    @property
+    def continues(self) -> str | None:
+        """The id of the gateway-kept response this request continues (see :meth:`continued`)."""
+        return self._continues
+
+    def continued(self, response_id: str, history: list[dict[str, Any]]) -> ResponsesRequest:
+        """This request with the conversation it continues (``history``: the items of the kept response
+        ``response_id`` and of the turns before it) in place of ``previous_response_id``."""
+        turn = self._items()
+        new = self.model_copy(update={"input": history + turn, "previous_response_id": None})
+        new.__pydantic_fields_set__ = self.__pydantic_fields_set__ - {"previous_response_id"}
+        new._continues, new._turn = response_id, turn
+        return new
+
+    @property
+    def kept(self) -> bool:
+        """A response made of a chat completion for this request is kept by the gateway for later turns."""
+        return self._kept
+
+    def keep(self, on: bool) -> None:
+        """Say whether the gateway keeps the response (it can, and ``store`` is not false)."""
+        self._kept = on and self.store is not False
+
+    def turn_items(self) -> list[dict[str, Any]]:
+        """The input items of this turn alone (without the conversation it continues)."""
+        return self._turn if self._turn is not None else self._items()
 
     def wants_usage(self) -> bool:
         return True  # a responses stream carries its usage in its last event, asked for or not

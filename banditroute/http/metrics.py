@@ -10,8 +10,9 @@ client went away before its answer, which may still have been logged),
 ``banditroute_feedback_total{duplicate,late}``; per gateway call: ``banditroute_upstream_calls_total{model,outcome}``,
 ``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. Read from the service at each scrape
 (:class:`ServiceCollector`): log positions, the writer's queue and last commit, idle checkpoints,
-pending and recalled decisions, micro-batches, each model's share of decisions, and per budget and
-tenant its amount, spend, remaining, pace, cost weight and preference (``banditroute_budget_*``). Process and
+pending and recalled decisions, micro-batches, each model's share of decisions, per budget and
+tenant its amount, spend, remaining, pace, cost weight and preference (``banditroute_budget_*``), and the
+gateway's kept conversations (``banditroute_conversation_*``). Process and
 platform metrics (CPU, memory, open files, GC) come with the registry.
 """
 
@@ -133,6 +134,21 @@ class ServiceCollector:
         yield from budget_metrics(budgets.view(), {b.name: b.metrics_tenants for b in budgets.order})
 
 
+class ConversationCollector:
+    """The gateway's kept conversations (:class:`~banditroute.gateway.conversations.Conversations`)."""
+
+    def __init__(self, conversations):
+        self.conversations = conversations
+
+    def collect(self):
+        c = self.conversations
+        yield GaugeMetricFamily("banditroute_conversation_turns", "turns of gateway-made responses kept for "
+                                "previous_response_id", value=len(c))
+        yield GaugeMetricFamily("banditroute_conversation_bytes", "memory those turns take (serialised)", value=c.bytes)
+        yield CounterMetricFamily("banditroute_conversation_evictions", "turns dropped, least recently used first, "
+                                  "to stay within gateway.conversations_mb", value=c.evicted)
+
+
 OTHER_TENANTS = "_other"
 
 
@@ -229,6 +245,10 @@ class Metrics:
     def watch(self, service) -> None:
         """Expose ``service``'s own figures (:class:`ServiceCollector`)."""
         self.registry.register(ServiceCollector(service))
+
+    def watch_conversations(self, conversations) -> None:
+        """Expose the gateway's kept conversations (:class:`ConversationCollector`)."""
+        self.registry.register(ConversationCollector(conversations))
 
     def render(self) -> bytes:
         """The exposition, in the text format of :data:`CONTENT_TYPE`."""

@@ -1,0 +1,74 @@
+"""The conversations of the responses the gateway made itself, so that ``previous_response_id`` works
+with providers that only speak chat completions.
+
+A provider's own responses API stores each response and continues it when a request names it in
+``previous_response_id``. A response the gateway made from a chat completion (:mod:`.bridge`) is
+stored nowhere upstream, so the gateway keeps it: each response as its own turn (the input items
+of its request and its output items) with a link to the response it continued. A request that
+continues one gets the whole chain as its input, oldest turn first, the way OpenAI's responses API
+rebuilds a conversation (its "conversation state" guide: the earlier turns' inputs and outputs come
+before the new input; the earlier ``instructions`` do not carry over). Such a request no longer
+depends on any provider's storage, so the router may send it to any model that can serve it.
+
+Turns are kept in memory, serialised, least recently used first out once they take more than
+``gateway.conversations_mb``; a chain whose oldest turns were dropped (or a restart) cannot be
+continued, and the request is answered as for an unknown id.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+
+
+class Conversations:
+    """Turns of gateway-made responses by response id, within ``max_bytes`` (see the module's docstring)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evicted = 0
+        self._turns: OrderedDict[str, tuple[str | None, bytes]] = OrderedDict()  # id -> (parent id, items)
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    def __contains__(self, response_id: object) -> bool:
+        return response_id in self._turns
+
+    def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]]) -> bool:
+        """Keep one turn: the response ``response_id``, which continued ``parent`` (None: the first turn),
+        made of ``items`` (its request's input items, then its output items). False when it is larger
+        than the whole store (it is not kept)."""
+        data = orjson.dumps(items)
+        size = len(data) + len(response_id)
+        if size > self.max_bytes:
+            return False
+        old = self._turns.pop(response_id, None)
+        if old is not None:
+            self.bytes -= len(old[1]) + len(response_id)
+        self._turns[response_id] = (parent, data)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            rid, (_, dropped) = self._turns.popitem(last=False)
+            self.bytes -= len(dropped) + len(rid)
+            self.evicted += 1
+        return True
+
+    def history(self, response_id: str) -> list[dict[str, Any]] | None:
+        """The items of the conversation up to and including ``response_id``, oldest turn first; None
+        when it, or any turn before it, is not kept."""
+        chain: list[bytes] = []
+        rid: str | None = response_id
+        seen: set[str] = set()
+        while rid is not None:
+            if rid in seen or rid not in self._turns:
+                return None
+            seen.add(rid)
+            self._turns.move_to_end(rid)  # a conversation in use is the last to go
+            parent, data = self._turns[rid]
+            chain.append(data)
+            rid = parent
+        return [item for data in reversed(chain) for item in orjson.loads(data)]
