@@ -65,6 +65,8 @@ CONFIGS = {
     "priced_price_prior": {"policy": "lints", "priced": True, "price_prior": True},
     "exploration_pool_scaling": {"policy": "lints", "exploration_pool_scaling": True},
     "exploration_decay_500": {"policy": "lints", "exploration_decay": 500.0},
+    # both ways of exploring less at once: for deployments that value the reward earned while learning
+    "decay_500_pool_scaling": {"policy": "lints", "exploration_decay": 500.0, "exploration_pool_scaling": True},
     "prior_5": {"policy": "lints", "prior_strength": 5.0},
     "prior_20": {"policy": "lints", "prior_strength": 20.0},
     # other features (Featurizer arguments under "features")

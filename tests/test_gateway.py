@@ -123,7 +123,7 @@ class Stack:
         return self.app[GATEWAY]
 
     def client(self, **kw) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="unused", max_retries=0, **kw)
+        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", **{"api_key": "unused", "max_retries": 0, **kw})
 
     def fault(self, model: str, **fault) -> None:
         """Inject ``fault`` into the fake's answers for pool model ``model`` (none: clear it)."""

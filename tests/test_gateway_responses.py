@@ -235,6 +235,17 @@ def test_a_response_not_kept_cannot_be_continued_and_says_why(tmp_path):
         assert follow.model in ("cheap", "strong") and s.fake.received[-1]["previous_response_id"] == off.id
 
 
+def test_a_kept_conversation_is_continued_only_with_the_api_key_that_made_it(tmp_path):
+    chat_only = {"cheap": {"capabilities": ["json"]}, "strong": {"capabilities": ["json", "tools", "vision"]}}
+    with Stack(tmp_path, models=chat_only) as s:
+        first = s.client(api_key="key-a").responses.create(model="banditroute", input="My PIN is 1234.")
+        with pytest.raises(openai.NotFoundError, match="not a response the gateway keeps"):
+            s.client(api_key="key-b").responses.create(model="banditroute", input="My PIN?",
+                                                       previous_response_id=first.id)
+        s.client(api_key="key-a").responses.create(model="banditroute", input="My PIN?", previous_response_id=first.id)
+        assert s.fake.received[-1]["messages"][0]["content"] == "My PIN is 1234."
+
+
 def test_kept_conversations_stay_within_their_memory_dropping_the_least_recently_used():
     c = Conversations(max_bytes=400)
     turn = [{"role": "user", "content": "x" * 50}]
@@ -249,6 +260,8 @@ def test_kept_conversations_stay_within_their_memory_dropping_the_least_recently
     assert not c.put("huge", None, [{"content": "y" * 500}]) and "huge" not in c
     c.put("loop", "loop", turn)
     assert c.history("loop") is None  # a cycle is not a conversation
+    c.put("mine", None, turn, api_key="a")
+    assert c.history("mine", "a") == turn and c.history("mine", "b") is None and c.history("mine") is None
 
 
 def test_what_a_responses_request_needs_and_how_big_it_is():

@@ -12,11 +12,14 @@ depends on any provider's storage, so the router may send it to any model that c
 
 Turns are kept in memory, serialised, least recently used first out once they take more than
 ``gateway.conversations_mb``; a chain whose oldest turns were dropped (or a restart) cannot be
-continued, and the request is answered as for an unknown id.
+continued, and the request is answered as for an unknown id. Each turn belongs to the API key that
+made it (a hash of it; none without one), as a provider scopes its stored responses to the account
+that made them: another key cannot continue it, and sees it as unknown.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from typing import Any
 
@@ -30,7 +33,8 @@ class Conversations:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evicted = 0
-        self._turns: OrderedDict[str, tuple[str | None, bytes]] = OrderedDict()  # id -> (parent id, items)
+        # response id -> (parent id, owner, items)
+        self._turns: OrderedDict[str, tuple[str | None, str | None, bytes]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._turns)
@@ -38,37 +42,43 @@ class Conversations:
     def __contains__(self, response_id: object) -> bool:
         return response_id in self._turns
 
-    def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]]) -> bool:
+    @staticmethod
+    def owner(api_key: str | None) -> str | None:
+        """Whom a turn belongs to: a hash of the client's API key (the key itself is never kept)."""
+        return None if api_key is None else hashlib.sha256(api_key.encode()).hexdigest()
+
+    def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]], api_key: str | None = None) -> bool:
         """Keep one turn: the response ``response_id``, which continued ``parent`` (None: the first turn),
-        made of ``items`` (its request's input items, then its output items). False when it is larger
-        than the whole store (it is not kept)."""
+        made of ``items`` (its request's input items, then its output items) for the client with
+        ``api_key``. False when it is larger than the whole store (it is not kept)."""
         data = orjson.dumps(items)
         size = len(data) + len(response_id)
         if size > self.max_bytes:
             return False
         old = self._turns.pop(response_id, None)
         if old is not None:
-            self.bytes -= len(old[1]) + len(response_id)
-        self._turns[response_id] = (parent, data)
+            self.bytes -= len(old[2]) + len(response_id)
+        self._turns[response_id] = (parent, self.owner(api_key), data)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            rid, (_, dropped) = self._turns.popitem(last=False)
+            rid, (_, _, dropped) = self._turns.popitem(last=False)
             self.bytes -= len(dropped) + len(rid)
             self.evicted += 1
         return True
 
-    def history(self, response_id: str) -> list[dict[str, Any]] | None:
+    def history(self, response_id: str, api_key: str | None = None) -> list[dict[str, Any]] | None:
         """The items of the conversation up to and including ``response_id``, oldest turn first; None
-        when it, or any turn before it, is not kept."""
+        when it, or any turn before it, is not kept for the client with ``api_key``."""
         chain: list[bytes] = []
         rid: str | None = response_id
         seen: set[str] = set()
+        who = self.owner(api_key)
         while rid is not None:
-            if rid in seen or rid not in self._turns:
+            if rid in seen or rid not in self._turns or self._turns[rid][1] != who:
                 return None
             seen.add(rid)
             self._turns.move_to_end(rid)  # a conversation in use is the last to go
-            parent, data = self._turns[rid]
+            parent, _, data = self._turns[rid]
             chain.append(data)
             rid = parent
         return [item for data in reversed(chain) for item in orjson.loads(data)]

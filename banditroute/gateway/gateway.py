@@ -202,7 +202,7 @@ class Gateway:
         svc = self.service
         svc.check_available()
         if isinstance(req, ResponsesRequest):
-            req = self.continue_conversation(req)
+            req = self.continue_conversation(req, api_key)
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
         size = self.size(req, tokens)
         direct = req.model != ROUTED
@@ -289,14 +289,14 @@ class Gateway:
         raise UpstreamFailed(f"every attempt failed ({len(attempts)}): " + "; ".join(a["message"] for a in attempts),
                              attempts)
 
-    def continue_conversation(self, req: ResponsesRequest) -> ResponsesRequest:
-        """``req`` with the conversation it continues as its input when the gateway keeps it (see the
-        module's docstring); raises :class:`NotFound` for an id nobody can continue."""
-        req.keep(self.conversations.max_bytes > 0)
+    def continue_conversation(self, req: ResponsesRequest, api_key: str | None = None) -> ResponsesRequest:
+        """``req`` with the conversation it continues as its input when the gateway keeps it for the client
+        with ``api_key`` (see the module's docstring); raises :class:`NotFound` for an id nobody can continue."""
+        req.keep(self.conversations.max_bytes > 0, api_key)
         rid = req.previous_response_id
         if rid is None or rid in self._stored:
             return req
-        history = self.conversations.history(rid)
+        history = self.conversations.history(rid, api_key)
         if history is not None:
             return req.continued(rid, history)
         if not any("responses" in self.specs[m].capabilities for m in self.callable_models()):
@@ -334,7 +334,8 @@ class Gateway:
             if len(self._stored) > STORED_RESPONSES:
                 self._stored.popitem(last=False)
         elif req.kept and response.get("status") in ("completed", "incomplete"):
-            self.conversations.put(rid, req.continues, req.turn_items() + bridge.as_input(response.get("output") or []))
+            self.conversations.put(rid, req.continues, req.turn_items() + bridge.as_input(response.get("output") or []),
+                                   req.api_key)
 
     def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str]) -> tuple[bytes | None, dict | None]:
         """One upstream stream event as sent on to the client (None: not sent), and the usage it carries.

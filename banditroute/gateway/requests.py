@@ -173,6 +173,7 @@ class ResponsesRequest(BaseModel):
     _continues: str | None = PrivateAttr(default=None)
     _turn: list[dict[str, Any]] | None = PrivateAttr(default=None)
     _kept: bool = PrivateAttr(default=False)  # set by keep(): a response made here is kept for later turns
+    _api_key: str | None = PrivateAttr(default=None)  # ...for the client with this key
 
     @property
     def options(self) -> GatewayOptions:
@@ -197,9 +198,15 @@ class ResponsesRequest(BaseModel):
         """A response made of a chat completion for this request is kept by the gateway for later turns."""
         return self._kept
 
-    def keep(self, on: bool) -> None:
-        """Say whether the gateway keeps the response (it can, and ``store`` is not false)."""
-        self._kept = on and self.store is not False
+    @property
+    def api_key(self) -> str | None:
+        """The client's API key, whose conversation a kept response joins."""
+        return self._api_key
+
+    def keep(self, on: bool, api_key: str | None = None) -> None:
+        """Say whether the gateway keeps the response (it can, and ``store`` is not false), for the client
+        with ``api_key``."""
+        self._kept, self._api_key = on and self.store is not False, api_key
 
     def turn_items(self) -> list[dict[str, Any]]:
         """The input items of this turn alone (without the conversation it continues)."""
