@@ -389,6 +389,22 @@ def test_connection_refused_falls_back_and_all_failing_is_a_502_listing_each_att
             c.chat.completions.create(model="mid", messages=ASK)
 
 
+def test_a_request_the_provider_refuses_as_malformed_never_opens_its_circuit(tmp_path):
+    """Hostile input goes upstream as it is (the gateway reads only what it routes on); the provider's
+    400 is the request's fault: passed back, no fallback, and the model stays healthy for everyone else."""
+    with Stack(tmp_path) as s:
+        c = s.client()
+        for _ in range(2 * s.config.gateway.failures_to_open):
+            with pytest.raises(openai.BadRequestError, match="tools must be"):
+                c.chat.completions.create(model="banditroute", messages=ASK, tools=[{"type": "function"}],
+                                          extra_body=only("mid"))
+        assert s.gateway.health.view("mid")["state"] == "closed" and s.gateway.health.available("mid")
+        calls = s.wait_for("SELECT * FROM calls", 4)
+        assert {(c["outcome"], c["status"]) for c in calls} == {("rejected", 400)}
+        assert all(c["replaces"] is None for c in calls)
+        assert c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("mid")).model == "mid"
+
+
 def test_the_circuit_opens_after_consecutive_failures_and_a_trial_closes_it():
     now = [0.0]
     h = Health(["a"], GatewayConfig(failures_to_open=2, cooldown_s=10, max_cooldown_s=25), clock=lambda: now[0])

@@ -26,6 +26,19 @@ from aiohttp import web
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
 
 
+def invalid_chat(body: dict) -> str | None:
+    """What makes a chat-completions body one a provider refuses (the parts the fake reads)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return "messages must be a list of objects"
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(
+            isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+            for t in tools)):
+        return "tools must be a list of {type: function, function: {name, ...}}"
+    return None
+
+
 class FakeUpstream:
     """The fake's state: faults per model, the requests it received, its base latency."""
 
@@ -116,6 +129,9 @@ class FakeUpstream:
         body, model, fault, early = await self._receive(request)
         if early is not None:
             return early
+        problem = invalid_chat(body)
+        if problem is not None:  # as a real provider does: a 400, the request's own fault
+            return web.json_response({"error": {"message": problem, "type": "invalid_request_error"}}, status=400)
         prompt_chars = sum(len(m.get("content") or "") if isinstance(m.get("content"), str) else 0
                            for m in body.get("messages", []))
         usage = {"prompt_tokens": max(1, prompt_chars // 4), "completion_tokens": self.output_tokens,
