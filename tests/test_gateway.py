@@ -38,6 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_socket() -> socket.socket:
+    """A socket bound to a free loopback port, handed to the server as it is: no other socket can take
+    the port between choosing it and serving on it (as with :func:`free_port`)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 def pool(upstream: str, closed: str | None, **gateway) -> dict:
     """Three models on the fake upstream (``cheap``, ``mid``, ``strong``), one that cannot be called
     (``offline``), and, with ``closed``, one on a port nobody listens on (``gone``)."""
@@ -69,7 +78,8 @@ class Stack:
                  budgets: list | None = None, cascades: list | None = None, ensembles: list | None = None,
                  models: dict[str, dict] | None = None, **gateway):
         self.fake = FakeUpstream()
-        self.fake_port, self.port = free_port(), free_port()
+        self._fake_sock, self._sock = listening_socket(), listening_socket()
+        self.fake_port, self.port = self._fake_sock.getsockname()[1], self._sock.getsockname()[1]
         data = pool(f"http://127.0.0.1:{self.fake_port}/v1", f"http://127.0.0.1:{free_port()}/v1" if gone else None,
                     **gateway)
         data["storage"]["db"] = str(tmp_path / "router.duckdb")
@@ -103,12 +113,12 @@ class Stack:
     async def _start(self) -> None:
         self.fake_runner = web.AppRunner(self.fake.app(), handler_cancellation=True)
         await self.fake_runner.setup()
-        await web.TCPSite(self.fake_runner, "127.0.0.1", self.fake_port).start()
+        await web.SockSite(self.fake_runner, self._fake_sock).start()
         os.environ["MID_KEY"] = "sk-mid-secret"
         self.app = create_app(self.config, seed=3)
         self.runner = _Runner(self.app, handler_cancellation=True)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        await web.SockSite(self.runner, self._sock).start()
 
     async def _stop(self) -> None:
         await self.runner.cleanup()
