@@ -260,7 +260,7 @@ def test_kept_conversations_stay_within_their_memory_dropping_the_least_recently
     assert not c.put("huge", None, [{"content": "y" * 500}]) and "huge" not in c
     c.put("loop", "loop", turn)
     assert c.history("loop") is None  # a cycle is not a conversation
-    c.put("mine", None, turn, api_key="a")
+    c.put("mine", None, turn, owner="a")
     assert c.history("mine", "a") == turn and c.history("mine", "b") is None and c.history("mine") is None
 
 

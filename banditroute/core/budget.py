@@ -57,7 +57,6 @@ current period is rebuilt from the log at start (:meth:`Budgets.restore`).
 from __future__ import annotations
 
 import calendar
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -67,6 +66,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from banditroute.config import BudgetConfig
+from banditroute.core.ids import key_id
 from banditroute.core.preference import spread_weights
 from banditroute.errors import BudgetExhausted
 
@@ -274,8 +274,7 @@ class Budgets:
         if key == "user":
             return options.user
         if key == "api_key":
-            api_key = options.api_key
-            return None if api_key is None else "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
+            return key_id(options.api_key)
         value = (options.metadata or {}).get(key.removeprefix("metadata."))
         return None if value is None or isinstance(value, dict | list) else str(value)
 

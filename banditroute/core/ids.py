@@ -13,6 +13,9 @@ memory and grows with every decision, until it no longer fits the log's memory l
 Ids written before (128 random bits) have no readable time; :func:`id_time` returns None for them
 and for anything else that is not this layout.
 
+A client's API key is named by :func:`key_id`, a hash, wherever the service keeps what belongs to a
+key (a budget's tenant, a kept conversation's owner): the key itself is never kept.
+
 Example
 -------
 >>> import random
@@ -27,6 +30,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 _VERSION = 0x7
@@ -50,3 +54,8 @@ def id_time(decision_id: str) -> float | None:
         return int(decision_id[:12], 16) / 1000.0
     except ValueError:
         return None
+
+
+def key_id(api_key: str | None) -> str | None:
+    """The name of a client's API key: ``key:`` and the first 16 hex digits of its SHA-256 (None: no key)."""
+    return None if api_key is None else "key:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]

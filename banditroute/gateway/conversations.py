@@ -13,13 +13,12 @@ depends on any provider's storage, so the router may send it to any model that c
 Turns are kept in memory, serialised, least recently used first out once they take more than
 ``gateway.conversations_mb``; a chain whose oldest turns were dropped (or a restart) cannot be
 continued, and the request is answered as for an unknown id. Each turn belongs to the API key that
-made it (a hash of it; none without one), as a provider scopes its stored responses to the account
-that made them: another key cannot continue it, and sees it as unknown.
+made it (its :func:`~banditroute.core.ids.key_id`; none without one), as a provider scopes its stored
+responses to the account that made them: another key cannot continue it, and sees it as unknown.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from typing import Any
 
@@ -42,15 +41,10 @@ class Conversations:
     def __contains__(self, response_id: object) -> bool:
         return response_id in self._turns
 
-    @staticmethod
-    def owner(api_key: str | None) -> str | None:
-        """Whom a turn belongs to: a hash of the client's API key (the key itself is never kept)."""
-        return None if api_key is None else hashlib.sha256(api_key.encode()).hexdigest()
-
-    def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]], api_key: str | None = None) -> bool:
+    def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]], owner: str | None = None) -> bool:
         """Keep one turn: the response ``response_id``, which continued ``parent`` (None: the first turn),
-        made of ``items`` (its request's input items, then its output items) for the client with
-        ``api_key``. False when it is larger than the whole store (it is not kept)."""
+        made of ``items`` (its request's input items, then its output items) for the client ``owner``
+        (its key's id). False when it is larger than the whole store (it is not kept)."""
         data = orjson.dumps(items)
         size = len(data) + len(response_id)
         if size > self.max_bytes:
@@ -58,7 +52,7 @@ class Conversations:
         old = self._turns.pop(response_id, None)
         if old is not None:
             self.bytes -= len(old[2]) + len(response_id)
-        self._turns[response_id] = (parent, self.owner(api_key), data)
+        self._turns[response_id] = (parent, owner, data)
         self.bytes += size
         while self.bytes > self.max_bytes:
             rid, (_, _, dropped) = self._turns.popitem(last=False)
@@ -66,15 +60,14 @@ class Conversations:
             self.evicted += 1
         return True
 
-    def history(self, response_id: str, api_key: str | None = None) -> list[dict[str, Any]] | None:
+    def history(self, response_id: str, owner: str | None = None) -> list[dict[str, Any]] | None:
         """The items of the conversation up to and including ``response_id``, oldest turn first; None
-        when it, or any turn before it, is not kept for the client with ``api_key``."""
+        when it, or any turn before it, is not kept for the client ``owner``."""
         chain: list[bytes] = []
         rid: str | None = response_id
         seen: set[str] = set()
-        who = self.owner(api_key)
         while rid is not None:
-            if rid in seen or rid not in self._turns or self._turns[rid][1] != who:
+            if rid in seen or rid not in self._turns or self._turns[rid][1] != owner:
                 return None
             seen.add(rid)
             self._turns.move_to_end(rid)  # a conversation in use is the last to go

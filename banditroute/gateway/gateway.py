@@ -48,6 +48,7 @@ import orjson
 from aiohttp import web
 
 from banditroute.config import ModelSpec
+from banditroute.core.ids import key_id
 from banditroute.core.reward import Feedback
 from banditroute.core.router import GatewayRoute
 from banditroute.core.types import Decision
@@ -292,11 +293,11 @@ class Gateway:
     def continue_conversation(self, req: ResponsesRequest, api_key: str | None = None) -> ResponsesRequest:
         """``req`` with the conversation it continues as its input when the gateway keeps it for the client
         with ``api_key`` (see the module's docstring); raises :class:`NotFound` for an id nobody can continue."""
-        req.keep(self.conversations.max_bytes > 0, api_key)
+        req.keep(self.conversations.max_bytes > 0, key_id(api_key))
         rid = req.previous_response_id
         if rid is None or rid in self._stored:
             return req
-        history = self.conversations.history(rid, api_key)
+        history = self.conversations.history(rid, req.owner)
         if history is not None:
             return req.continued(rid, history)
         if not any("responses" in self.specs[m].capabilities for m in self.callable_models()):
@@ -335,7 +336,7 @@ class Gateway:
                 self._stored.popitem(last=False)
         elif req.kept and response.get("status") in ("completed", "incomplete"):
             self.conversations.put(rid, req.continues, req.turn_items() + bridge.as_input(response.get("output") or []),
-                                   req.api_key)
+                                   req.owner)
 
     def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str]) -> tuple[bytes | None, dict | None]:
         """One upstream stream event as sent on to the client (None: not sent), and the usage it carries.

@@ -173,7 +173,7 @@ class ResponsesRequest(BaseModel):
     _continues: str | None = PrivateAttr(default=None)
     _turn: list[dict[str, Any]] | None = PrivateAttr(default=None)
     _kept: bool = PrivateAttr(default=False)  # set by keep(): a response made here is kept for later turns
-    _api_key: str | None = PrivateAttr(default=None)  # ...for the client with this key
+    _owner: str | None = PrivateAttr(default=None)  # ...for the client with this key id
 
     @property
     def options(self) -> GatewayOptions:
@@ -199,14 +199,15 @@ class ResponsesRequest(BaseModel):
         return self._kept
 
     @property
-    def api_key(self) -> str | None:
-        """The client's API key, whose conversation a kept response joins."""
-        return self._api_key
+    def owner(self) -> str | None:
+        """The id of the client's API key (:func:`~banditroute.core.ids.key_id`), whose conversation a kept
+        response joins."""
+        return self._owner
 
-    def keep(self, on: bool, api_key: str | None = None) -> None:
+    def keep(self, on: bool, owner: str | None = None) -> None:
         """Say whether the gateway keeps the response (it can, and ``store`` is not false), for the client
-        with ``api_key``."""
-        self._kept, self._api_key = on and self.store is not False, api_key
+        ``owner``."""
+        self._kept, self._owner = on and self.store is not False, owner
 
     def turn_items(self) -> list[dict[str, Any]]:
         """The input items of this turn alone (without the conversation it continues)."""
