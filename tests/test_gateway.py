@@ -76,13 +76,14 @@ class Stack:
 
     def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, rules: list | None = None,
                  budgets: list | None = None, cascades: list | None = None, ensembles: list | None = None,
-                 models: dict[str, dict] | None = None, **gateway):
+                 models: dict[str, dict] | None = None, storage: dict | None = None, **gateway):
         self.fake = FakeUpstream()
         self._fake_sock, self._sock = listening_socket(), listening_socket()
         self.fake_port, self.port = self._fake_sock.getsockname()[1], self._sock.getsockname()[1]
         data = pool(f"http://127.0.0.1:{self.fake_port}/v1", f"http://127.0.0.1:{free_port()}/v1" if gone else None,
                     **gateway)
         data["storage"]["db"] = str(tmp_path / "router.duckdb")
+        data["storage"].update(storage or {})
         data["rules"] = rules or []
         data["budgets"] = budgets or []
         data["cascades"] = cascades or []

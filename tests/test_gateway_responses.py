@@ -5,6 +5,7 @@ same routing, fallback, logging and usage feedback as chat completions, for the 
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import openai
@@ -220,8 +221,7 @@ def test_a_kept_tool_call_turn_continues_with_the_functions_output(tmp_path):
 def test_a_response_not_kept_cannot_be_continued_and_says_why(tmp_path):
     """Without a model that serves the responses API, an id the gateway does not keep (store: false, a
     restart, an unknown id) is a 404 naming it; with one, the request goes there (its provider may hold it)."""
-    chat_only = {"cheap": {"capabilities": ["json"]}, "strong": {"capabilities": ["json", "tools", "vision"]}}
-    with Stack(tmp_path, models=chat_only) as s:
+    with Stack(tmp_path, models=CHAT_ONLY) as s:
         c = s.client()
         unstored = c.responses.create(model="banditroute", input="Hi.", store=False)
         assert unstored.store is False
@@ -236,14 +236,93 @@ def test_a_response_not_kept_cannot_be_continued_and_says_why(tmp_path):
 
 
 def test_a_kept_conversation_is_continued_only_with_the_api_key_that_made_it(tmp_path):
-    chat_only = {"cheap": {"capabilities": ["json"]}, "strong": {"capabilities": ["json", "tools", "vision"]}}
-    with Stack(tmp_path, models=chat_only) as s:
+    with Stack(tmp_path, models=CHAT_ONLY) as s:
         first = s.client(api_key="key-a").responses.create(model="banditroute", input="My PIN is 1234.")
         with pytest.raises(openai.NotFoundError, match="not a response the gateway keeps"):
             s.client(api_key="key-b").responses.create(model="banditroute", input="My PIN?",
                                                        previous_response_id=first.id)
         s.client(api_key="key-a").responses.create(model="banditroute", input="My PIN?", previous_response_id=first.id)
         assert s.fake.received[-1]["messages"][0]["content"] == "My PIN is 1234."
+
+
+CHAT_ONLY = {"cheap": {"capabilities": ["json"]}, "strong": {"capabilities": ["json", "tools", "vision"]}}
+
+
+def test_kept_conversations_outlive_a_restart_and_their_memory_where_prompts_are_stored(tmp_path):
+    """With ``storage.store_prompts`` each kept turn is in the log before the answer goes out, and a
+    conversation no longer in memory (a restart, an eviction) is read back from there, for its owner only."""
+    stored = {"store_prompts": True}
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:
+        c = s.client(api_key="key-a")
+        first = c.responses.create(model="banditroute", input="My name is Ann.")
+        second = c.responses.create(model="banditroute", input="What is my name?", previous_response_id=first.id)
+        rows = s.query("SELECT response_id, parent, owner, items FROM responses ORDER BY ts")
+        assert [(r["response_id"], r["parent"]) for r in rows] == [(first.id, None), (second.id, first.id)]
+        assert rows[0]["owner"] == rows[1]["owner"] and rows[0]["owner"].startswith("key:")
+        assert json.loads(rows[1]["items"])[0]["content"] == "What is my name?"
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored, conversations_mb=0.0002) as s:  # 210 bytes: one turn
+        with pytest.raises(openai.NotFoundError, match="not a response the gateway keeps"):
+            s.client(api_key="key-b").responses.create(model="banditroute", input="Name?", previous_response_id=second.id)
+        c = s.client(api_key="key-a")
+        third = c.responses.create(model="banditroute", input="Spell it.", previous_response_id=second.id)
+        assert [m["content"] for m in s.fake.received[-1]["messages"]] == [
+            "My name is Ann.", first.output_text, "What is my name?", second.output_text, "Spell it."]
+        assert first.id not in s.gateway.conversations  # evicted again: memory holds about one turn
+        c.responses.create(model="banditroute", input="Once more.", previous_response_id=third.id)
+        assert len(s.fake.received[-1]["messages"]) == 7
+
+
+def test_without_stored_prompts_kept_conversations_stay_in_memory_only(tmp_path):
+    with Stack(tmp_path, models=CHAT_ONLY) as s:
+        first = s.client().responses.create(model="banditroute", input="My PIN is 1234.")
+        assert first.store is True and s.query("SELECT count(*) AS n FROM responses")[0]["n"] == 0
+    with Stack(tmp_path, models=CHAT_ONLY) as s, pytest.raises(openai.NotFoundError, match="storage.store_prompts"):
+        s.client().responses.create(model="banditroute", input="My PIN?", previous_response_id=first.id)
+
+
+def test_a_provider_stored_response_is_still_sent_to_its_provider_after_a_restart(tmp_path):
+    with Stack(tmp_path, gone=True) as s:
+        first = s.client().responses.create(model="banditroute", input=QUESTION, extra_body=only("cheap"))
+        s.wait_for("SELECT * FROM responses", 1)
+    with Stack(tmp_path, gone=True) as s:
+        s.client().responses.create(model="banditroute", input="And of Spain?", previous_response_id=first.id)
+        assert s.gateway._stored[first.id] == "cheap" and s.fake.received[-1]["previous_response_id"] == first.id
+
+
+def test_a_turn_the_log_cannot_take_is_answered_but_not_kept(tmp_path, monkeypatch):
+    """The writer fails the commit that carries the turn: the client still gets its answer, which says
+    ``store: false``, and the response cannot be continued; the service recovers as after any failed write."""
+    from banditroute.log import store as store_module
+
+    real = store_module.write_batch
+
+    def failing(cur, rows):
+        if rows.get("responses"):
+            raise OSError("injected: the disk refused the turn")
+        return real(cur, rows)
+
+    monkeypatch.setattr(store_module, "write_batch", failing)
+    with Stack(tmp_path, models=CHAT_ONLY, storage={"store_prompts": True}) as s:
+        c = s.client(max_retries=0)
+        answer = c.responses.create(model="banditroute", input="Remember this.")
+        assert answer.store is False and answer.output_text.startswith("answer from ")
+        assert answer.id not in s.gateway.conversations
+        monkeypatch.setattr(store_module, "write_batch", real)
+        deadline = time.monotonic() + 30
+        while not ready(s.port):
+            assert time.monotonic() < deadline, "the service did not recover from the failed write"
+            time.sleep(0.05)
+        with pytest.raises(openai.NotFoundError, match="not a response the gateway keeps"):
+            c.responses.create(model="banditroute", input="And?", previous_response_id=answer.id)
+        again = c.responses.create(model="banditroute", input="Remember this.")
+        assert again.store is True and s.query(f"SELECT count(*) AS n FROM responses WHERE response_id = '{again.id}'")[0]["n"] == 1
+
+
+def ready(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200
+    except OSError:
+        return False
 
 
 def test_kept_conversations_stay_within_their_memory_dropping_the_least_recently_used():

@@ -172,3 +172,23 @@ def test_late_lookups_find_timed_ids_by_their_time_and_untimed_ones_only_in_an_o
         assert set(store.decisions([d.decision_id for d in out])) == {d.decision_id for d in out}
     finally:
         store.close()
+
+
+def test_a_response_chain_is_read_newest_first_once_per_turn_and_cut_where_it_cycles(tmp_path):
+    store = Store(str(tmp_path / "log.duckdb"), flush_interval=60)
+
+    def turn(rid: str, parent: str | None) -> dict:
+        return {"response_id": rid, "ts": time.time_ns() // 1000, "model": "mid", "parent": parent,
+                "owner": "key:0", "items": f'[{{"role": "user", "content": "{rid}"}}]'}
+
+    try:
+        for rid, parent in (("a", None), ("b", "a"), ("c", "b"), ("b", "a"),  # b logged twice counts once
+                            ("x", "y"), ("y", "x")):  # a cycle, as damaged or hostile rows could make
+            store.add_response(turn(rid, parent))
+        store.add_response(turn("d", "c"), commit_now=True).result(timeout=30)
+        assert [r["response_id"] for r in store.response_chain("d")] == ["d", "c", "b", "a"]
+        assert store.response_chain("unknown") == []
+        cycle = store.response_chain("x", max_turns=9)
+        assert len(cycle) <= 10 and {r["response_id"] for r in cycle} == {"x", "y"}
+    finally:
+        store.close()

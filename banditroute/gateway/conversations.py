@@ -11,8 +11,10 @@ before the new input; the earlier ``instructions`` do not carry over). Such a re
 depends on any provider's storage, so the router may send it to any model that can serve it.
 
 Turns are kept in memory, serialised, least recently used first out once they take more than
-``gateway.conversations_mb``; a chain whose oldest turns were dropped (or a restart) cannot be
-continued, and the request is answered as for an unknown id. Each turn belongs to the API key that
+``gateway.conversations_mb``. Where prompts are stored (``storage.store_prompts``), the gateway also
+writes each turn to the log's ``responses`` table, and brings a conversation back from there when it
+is no longer in memory (after a restart, or once evicted); elsewhere a chain whose oldest turns were
+dropped (or a restart) cannot be continued, and the request is answered as for an unknown id. Each turn belongs to the API key that
 made it (its :func:`~banditroute.core.ids.key_id`; none without one), as a provider scopes its stored
 responses to the account that made them: another key cannot continue it, and sees it as unknown.
 """
@@ -59,6 +61,12 @@ class Conversations:
             self.bytes -= len(dropped) + len(rid)
             self.evicted += 1
         return True
+
+    def drop(self, response_id: str) -> None:
+        """Forget the turn ``response_id`` (if kept)."""
+        old = self._turns.pop(response_id, None)
+        if old is not None:
+            self.bytes -= len(old[2]) + len(response_id)
 
     def history(self, response_id: str, owner: str | None = None) -> list[dict[str, Any]] | None:
         """The items of the conversation up to and including ``response_id``, oldest turn first; None

@@ -28,22 +28,26 @@ A responses request (:class:`ResponsesRequest`) goes the same way to models with
 capability, and its stream is relayed event by event with each event's name; to any other model it
 goes translated into chat completions (:mod:`.bridge`). One that continues a response
 (``previous_response_id``): a response the gateway made of a chat completion is kept by the gateway
-(:mod:`.conversations`), and the request goes on with the whole conversation as its input, to any
+(:mod:`.conversations`; in the log's ``responses`` table too where prompts are stored, and the answer
+waits for that commit), and the request goes on with the whole conversation as its input, to any
 model; a response a provider stored can only be continued by that provider: while the gateway
-remembers which model served it (the last :data:`STORED_RESPONSES`), only models of the same API root
-are eligible; an id it knows neither way goes to the models that serve the responses API (their
+remembers which model served it (the last :data:`STORED_RESPONSES` in memory, every one in the log),
+only models of the same API root are eligible; an id it knows neither way goes to the models that serve the responses API (their
 provider may hold it), or is not found when there is none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import itertools
 import logging
 import os
 import time
 from collections import OrderedDict
 from contextlib import aclosing
 
+import duckdb
 import orjson
 from aiohttp import web
 
@@ -203,7 +207,7 @@ class Gateway:
         svc = self.service
         svc.check_available()
         if isinstance(req, ResponsesRequest):
-            req = self.continue_conversation(req, api_key)
+            req = await self.continue_conversation(req, api_key)
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
         size = self.size(req, tokens)
         direct = req.model != ROUTED
@@ -280,7 +284,7 @@ class Gateway:
                 raise
             body = answer.body
             body["model"] = d.model
-            self._remember(req, body, d.model)
+            await self._keep(req, body, d.model)
             # the accounting runs on the loop's next turn, once this task has written the answer out
             asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
                                                  req.answer_text(body), tokens, time.perf_counter())
@@ -290,22 +294,50 @@ class Gateway:
         raise UpstreamFailed(f"every attempt failed ({len(attempts)}): " + "; ".join(a["message"] for a in attempts),
                              attempts)
 
-    def continue_conversation(self, req: ResponsesRequest, api_key: str | None = None) -> ResponsesRequest:
+    async def continue_conversation(self, req: ResponsesRequest, api_key: str | None = None) -> ResponsesRequest:
         """``req`` with the conversation it continues as its input when the gateway keeps it for the client
-        with ``api_key`` (see the module's docstring); raises :class:`NotFound` for an id nobody can continue."""
+        with ``api_key`` (see the module's docstring); raises :class:`NotFound` for an id nobody can continue.
+        An id not in memory is looked up in the log (after a restart, or once evicted)."""
         req.keep(self.conversations.max_bytes > 0, key_id(api_key))
         rid = req.previous_response_id
         if rid is None or rid in self._stored:
             return req
         history = self.conversations.history(rid, req.owner)
+        if history is None:
+            history = await self._recall(rid, req.owner)
         if history is not None:
             return req.continued(rid, history)
+        if rid in self._stored:
+            return req
         if not any("responses" in self.specs[m].capabilities for m in self.callable_models()):
             raise NotFound(f"previous_response_id {rid!r} is not a response the gateway keeps (it keeps the "
                            "conversations of the responses it made of chat completions, in memory up to "
-                           "gateway.conversations_mb, until it restarts; not those stored with store: false), "
-                           "and no model of the pool serves the responses API to look it up")
+                           "gateway.conversations_mb and, where prompts are stored (storage.store_prompts), in "
+                           "its log; not those stored with store: false), and no model of the pool serves the "
+                           "responses API to look it up")
         return req
+
+    async def _recall(self, rid: str, owner: str | None) -> list[dict] | None:
+        """The conversation up to the logged response ``rid`` (as :meth:`Conversations.history`), read from
+        the log and kept in memory again; None when it is not logged whole for ``owner``. A response its
+        provider keeps is remembered with its model instead (and None returned)."""
+        try:
+            rows = await asyncio.to_thread(self.service.store.response_chain, rid)
+        except duckdb.Error as err:
+            log.warning("looking up response %s in the log failed: %s", rid, err)
+            return None
+        if not rows:
+            return None
+        if rows[0]["items"] is None:  # its provider keeps it
+            self._remember_model(rid, rows[0]["model"])
+            return None
+        whole = all(r["owner"] == owner and r["items"] is not None for r in rows) and rows[-1]["parent"] is None
+        if not whole or any(newer["parent"] != older["response_id"] for newer, older in itertools.pairwise(rows)):
+            return None
+        turns = [orjson.loads(r["items"]) for r in reversed(rows)]  # oldest first
+        for r, items in zip(reversed(rows), turns):  # the newest turns are the last to be evicted
+            self.conversations.put(r["response_id"], r["parent"], items, owner)
+        return [item for items in turns for item in items]
 
     @staticmethod
     def headers(d: Decision, attempt: int) -> dict[str, str]:
@@ -323,20 +355,52 @@ class Gateway:
         response.headers.update(self.headers(d, attempt))
         return response
 
-    def _remember(self, req: GatewayRequest, response: dict, model: str) -> None:
+    def _remember(self, req: GatewayRequest, response: dict, model: str) -> concurrent.futures.Future | None:
         """Keep what the requests that continue a response (``previous_response_id``) need: which model
         served it, when its provider's responses API stored it; its turn of the conversation, when the
-        gateway made it of a chat completion (once it is finished, and unless ``store`` is false)."""
+        gateway made it of a chat completion (once it is finished, and unless ``store`` is false). Both go
+        to the log too (a turn only where prompts are stored); for a turn, the future of its commit, which
+        the answer waits for, since the client is told the response is stored."""
         rid = response.get("id")
         if not isinstance(req, ResponsesRequest) or not isinstance(rid, str):
-            return
+            return None
         if "responses" in self.specs[model].capabilities:
-            self._stored[rid] = model
-            if len(self._stored) > STORED_RESPONSES:
-                self._stored.popitem(last=False)
-        elif req.kept and response.get("status") in ("completed", "incomplete"):
-            self.conversations.put(rid, req.continues, req.turn_items() + bridge.as_input(response.get("output") or []),
-                                   req.owner)
+            if rid not in self._stored:
+                self._remember_model(rid, model)
+                self._log_response(rid, model, None, None, None)
+            return None
+        if not req.kept or response.get("status") not in ("completed", "incomplete"):
+            return None
+        items = req.turn_items() + bridge.as_input(response.get("output") or [])
+        self.conversations.put(rid, req.continues, items, req.owner)
+        if not self.service.config.storage.store_prompts:
+            return None
+        return self._log_response(rid, model, req.continues, req.owner, orjson.dumps(items).decode())
+
+    async def _keep(self, req: GatewayRequest, response: dict, model: str) -> None:
+        """:meth:`_remember` ``response``, and wait until a turn it logs is committed. A turn the log could
+        not take is not kept at all, and the answer says so (``store: false``): the client gets its answer
+        and is not told that something is stored which a restart would lose."""
+        committed = self._remember(req, response, model)
+        if committed is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(committed), self.service.config.storage.commit_timeout_s)
+        except Exception as err:  # noqa: BLE001 - a failed or late commit: the answer still goes out
+            log.warning("response %s not stored: %s", response.get("id"), err)
+            self.conversations.drop(response["id"])
+            response["store"] = False
+
+    def _remember_model(self, rid: str, model: str) -> None:
+        self._stored[rid] = model
+        if len(self._stored) > STORED_RESPONSES:
+            self._stored.popitem(last=False)
+
+    def _log_response(self, rid: str, model: str, parent: str | None, owner: str | None,
+                      items: str | None) -> concurrent.futures.Future:
+        row = {"response_id": rid, "ts": time.time_ns() // 1000, "model": model, "parent": parent,
+               "owner": owner, "items": items}
+        return self.service.store.add_response(row, commit_now=items is not None)
 
     def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str]) -> tuple[bytes | None, dict | None]:
         """One upstream stream event as sent on to the client (None: not sent), and the usage it carries.
@@ -350,7 +414,6 @@ class Gateway:
             usage = None
             if isinstance(inner, dict):
                 inner["model"] = model
-                self._remember(req, inner, model)
                 usage = inner.get("usage") if isinstance(inner.get("usage"), dict) else None
             kind = event.get("type")
             if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
@@ -408,6 +471,8 @@ class Gateway:
                     async for batch in relayed:
                         out = []
                         for event in batch:
+                            if isinstance(req, ResponsesRequest) and isinstance(event.get("response"), dict):
+                                await self._keep(req, event["response"], d.model)
                             data, carried = self._relay(req, event, d.model, parts)
                             usage, last = carried or usage, event
                             if data is not None:

@@ -38,7 +38,10 @@ from them (``seq``), with the normalised qualities and weights it applied, the c
 when none, or when the decision already had one) and what was reported; ``events``, policy changes;
 ``calls``, one row per upstream call the gateway made (:data:`CALL_SCHEMA`: its outcome, tokens, cost
 and latency, and the decision a fallback replaces). A call that answered also sends its tokens and
-latency as feedback to its decision, which is how the cost model learns them.
+latency as feedback to its decision, which is how the cost model learns them. ``responses``, one row per
+response of the responses API that a later request may continue (:data:`RESPONSE_SCHEMA`): the model
+that served it, and for a response the gateway made of a chat completion its turn of the conversation
+(written only where prompts are stored, ``storage.store_prompts``).
 """
 
 from __future__ import annotations
@@ -120,13 +123,24 @@ CALL_SCHEMA = pa.schema(
         ("judge_rate", pa.float64()),  # an answered call: the probability it was sent to the judge
     ]
 )
+RESPONSE_SCHEMA = pa.schema(
+    [
+        ("response_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("model", pa.string()),  # the pool model that served it
+        ("parent", pa.string()),  # the response it continued (a gateway-made turn)
+        ("owner", pa.string()),  # the key id of the client that made it (a gateway-made turn)
+        ("items", pa.string()),  # JSON: the turn's input items then output items; null when its provider keeps it
+    ]
+)
 
 DUCK_TYPES = {
     pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.int32(): "INTEGER",
     pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ", pa.list_(pa.float64()): "DOUBLE[]",
     pa.list_(pa.string()): "VARCHAR[]", pa.bool_(): "BOOLEAN",
 }
-TABLES = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA, "events": EVENT_SCHEMA, "calls": CALL_SCHEMA}
+TABLES = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA, "events": EVENT_SCHEMA, "calls": CALL_SCHEMA,
+          "responses": RESPONSE_SCHEMA}
 
 
 def _list_array(arrays: list[np.ndarray]) -> pa.ListArray:

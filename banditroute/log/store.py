@@ -386,6 +386,14 @@ class Store:
         """Queue a gateway call row (:data:`~banditroute.log.schema.CALL_SCHEMA`), committed with the next group."""
         return self._queue("calls", row)
 
+    def add_response(self, row: dict, commit_now: bool = False) -> concurrent.futures.Future:
+        """Queue a ``responses`` row (:data:`~banditroute.log.schema.RESPONSE_SCHEMA`); the future of its
+        commit, due at once when ``commit_now`` (a client is told it is stored), else with the next group."""
+        fut = self._queue("responses", row)
+        if commit_now:
+            self._wake.set()
+        return fut
+
     def flush(self) -> concurrent.futures.Future:
         """A future that resolves once everything queued so far has committed."""
         with self._lock:
@@ -590,6 +598,18 @@ class Store:
             return cur.sql(sql, params=params or None).to_arrow_table()
         finally:
             cur.close()
+
+    def response_chain(self, response_id: str, max_turns: int = 10_000) -> list[dict]:
+        """The logged ``responses`` rows of ``response_id`` and of the responses it continued, newest first
+        (one recursive query; empty when it is not logged; rows logged twice count once). A chain is cut at ``max_turns`` rows, so a
+        cycle in hostile or damaged rows cannot run forever."""
+        return self.query(
+            "WITH RECURSIVE chain(response_id, model, parent, owner, items, depth) AS ("
+            " SELECT response_id, model, parent, owner, items, 0 FROM responses WHERE response_id = ?"
+            " UNION SELECT r.response_id, r.model, r.parent, r.owner, r.items, c.depth + 1"
+            " FROM responses r JOIN chain c ON r.response_id = c.parent WHERE c.depth < ?)"
+            " SELECT response_id, model, parent, owner, items FROM chain ORDER BY depth",
+            [response_id, max_turns]).to_pylist()
 
     def decisions(self, decision_ids: list[str]) -> dict[str, dict]:
         """Logged decisions by id, for feedback that arrives after the in-memory pending window.
