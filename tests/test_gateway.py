@@ -92,8 +92,9 @@ class Stack:
             data["models"].append({"name": "judge", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0,
                                    "base_url": f"http://127.0.0.1:{self.fake_port}/v1"})
             data["gateway"]["judge"] = judge
-        for m in data["models"]:  # per-model settings of the test (``models``: name -> fields)
-            m.update((models or {}).get(m["name"], {}))
+        for m in data["models"]:  # per-model settings of the test (``models``: name -> fields; {fake_port} filled in)
+            m.update({k: v.replace("{fake_port}", str(self.fake_port)) if isinstance(v, str) else v
+                      for k, v in (models or {}).get(m["name"], {}).items()})
         self.config = parse_settings(data)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -414,6 +415,34 @@ def test_a_request_the_provider_refuses_as_malformed_never_opens_its_circuit(tmp
         assert {(c["outcome"], c["status"]) for c in calls} == {("rejected", 400)}
         assert all(c["replaces"] is None for c in calls)
         assert c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("mid")).model == "mid"
+
+
+def test_a_request_that_breaks_providers_at_two_api_roots_opens_no_circuit(tmp_path):
+    """A body that makes providers fail with a 5xx instead of rejecting it (the fake: every model, only
+    for requests carrying a marker), sent again and again: every attempt fails, the 502 says why, and no
+    circuit opens, so everyone else is still served. A provider that fails while another serves the same
+    request is counted as before, and opens its circuit."""
+    second_root = {"mid": {"base_url": "http://localhost:{fake_port}/v1"}}  # the same fake, another API root
+    with Stack(tmp_path, models=second_root) as s:
+        c = s.client()
+        s.fake.faults["*"] = {"status": 500, "when": "POISON"}
+        poison = [{"role": "user", "content": "POISON " + ASK[0]["content"]}]
+        for _ in range(2 * s.config.gateway.failures_to_open):
+            with pytest.raises(openai.APIStatusError, match="none of them is counted") as err:
+                c.chat.completions.create(model="banditroute", messages=poison, extra_body=only("cheap", "mid"))
+            assert err.value.status_code == 502
+        assert all(s.gateway.health.view(m)["state"] == "closed" for m in ("cheap", "mid"))
+        calls = s.wait_for("SELECT * FROM calls", 4 * s.config.gateway.failures_to_open)
+        assert {(c["outcome"], c["status"]) for c in calls} == {("upstream_error", 500)}
+        assert c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("cheap", "mid")).choices
+        s.fault("cheap", status=500)  # an outage of cheap's provider alone: mid serves, cheap is charged
+        for _ in range(60):
+            answer = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
+                                                                 extra_body=only("cheap", "mid"))
+            assert answer.headers["x-banditroute-model"] == "mid"
+            if s.gateway.health.view("cheap")["state"] == "open":
+                break
+        assert s.gateway.health.view("cheap")["state"] == "open"
 
 
 def test_the_circuit_opens_after_consecutive_failures_and_a_trial_closes_it():

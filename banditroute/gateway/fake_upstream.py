@@ -6,9 +6,10 @@ prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion toke
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
 "delay_ms": d, "event_delay_ms": e, "hang": true, "die_after_events": k, "drop": true, "garbage": true,
-"reply": text, "failed": true}`` (``event_delay_ms``: a pause between a stream's events; ``failed``: a
+"reply": text, "failed": true, "when": text}`` (``event_delay_ms``: a pause between a stream's events; ``failed``: a
 responses answer whose status is ``failed``, streamed as ``response.failed`` after ``response.created``)
-(``garbage``: a 200 whose body is not JSON) (``{"model": M}`` alone
+(``garbage``: a 200 whose body is not JSON; ``when``: only requests whose body contains the text; the
+model ``*``: every model) (``{"model": M}`` alone
 clears M's fault; ``reply`` replaces the answer's text); ``GET /control`` returns the requests received,
 and ``cancelled``, the number of requests whose client (the gateway) went away before the answer.
 """
@@ -76,20 +77,23 @@ class FakeUpstream:
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": []})
 
-    def _fault(self, model: str) -> dict | None:
-        fault = self.faults.get(model)
-        if fault is None:
-            return None
-        if "times" in fault:
-            fault["times"] -= 1
-            if fault["times"] < 0:
-                self.faults.pop(model)
-                return None
-        return fault
+    def _fault(self, model: str, raw: str) -> dict | None:
+        for key in (model, "*"):
+            fault = self.faults.get(key)
+            if fault is None or fault.get("when", "") not in raw:
+                continue
+            if "times" in fault:
+                fault["times"] -= 1
+                if fault["times"] < 0:
+                    self.faults.pop(key)
+                    continue
+            return fault
+        return None
 
     async def _receive(self, request: web.Request) -> tuple[dict, str, dict, web.StreamResponse | None]:
         """The request's body, model and fault, after the fault's delay; or the fault's own answer."""
-        body = orjson.loads(await request.read())
+        raw = await request.read()
+        body = orjson.loads(raw)
         model = body.get("model", "")
         if self.record:
             self.received.append({"path": request.path, "model": model,
@@ -98,7 +102,7 @@ class FakeUpstream:
                                   "has_banditroute": "banditroute" in body, "tools": "tools" in body,
                                   "previous_response_id": body.get("previous_response_id"),
                                   "messages": body.get("messages"), "input": body.get("input")})
-        fault = self._fault(model) or {}
+        fault = self._fault(model, raw.decode(errors="replace")) or {}
         delay = fault.get("delay_ms", self.delay_ms) / 1000.0
         try:
             if fault.get("hang"):

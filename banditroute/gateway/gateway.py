@@ -54,7 +54,7 @@ from aiohttp import web
 from banditroute.config import ModelSpec
 from banditroute.core.ids import key_id
 from banditroute.core.reward import Feedback
-from banditroute.core.router import GatewayRoute
+from banditroute.core.router import GatewayRoute, RouteOptions
 from banditroute.core.types import Decision
 from banditroute.errors import NotFound, RateLimited, RoutingError, UpstreamFailed
 from banditroute.gateway import bridge
@@ -244,10 +244,21 @@ class Gateway:
         self.metrics.decision(d.model, d.rule)
         if cascade is not None:
             return await self.strategies.cascade(request, req, d, cascade)
+        deferred: list[tuple[str, str | None, float | None]] = []  # 5xx answers, blamed once the request ends
+        try:
+            return await self._attempts(request, req, d, opts, size, tokens, deferred)
+        finally:
+            for model, _, retry_after in deferred:
+                self.health.failure(model, retry_after)
+
+    async def _attempts(self, request: web.Request, req: GatewayRequest, d: Decision, opts: RouteOptions, size: float,
+                        tokens: float, deferred: list) -> web.StreamResponse:
+        """The calls of one request, the first for decision ``d``, each failure before the first byte
+        falling back to another model (the module's step 4); server errors go to ``deferred``."""
+        svc, replaces, direct = self.service, None, req.model != ROUTED
+        kind = "direct" if direct else "routed"
         attempts: list[dict] = []
         tried: set[str] = set()
-        replaces = None
-        kind = "direct" if direct else "routed"
         for attempt in range(1, self.config.max_attempts + 1):
             spec = self.specs[d.model]
             call = self.begin_call(spec, d.decision_id, kind, attempt, replaces, req.stream, size)
@@ -262,7 +273,7 @@ class Gateway:
                 else:
                     answer = await self.upstreams.complete(spec, req.upstream_body(name, False), req.PATH)
             except UpstreamFailure as failure:
-                self.fail_call(call, failure)
+                self.fail_call(call, failure, deferred=deferred)
                 svc.router.refund(d)
                 attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": failure.outcome,
                                  "status": failure.status, "message": str(failure)})
@@ -291,8 +302,11 @@ class Gateway:
             response = web.Response(body=orjson.dumps(body), content_type="application/json")
             response.headers.update(self.headers(d, attempt))
             return response
-        raise UpstreamFailed(f"every attempt failed ({len(attempts)}): " + "; ".join(a["message"] for a in attempts),
-                             attempts)
+        why = "; ".join(a["message"] for a in attempts)
+        if self._request_at_fault(deferred):
+            why += ("; every provider tried answered this request with a server error, so none of them is counted "
+                    "as failing (the request itself is the likelier cause)")
+        raise UpstreamFailed(f"every attempt failed ({len(attempts)}): {why}", attempts)
 
     async def continue_conversation(self, req: ResponsesRequest, api_key: str | None = None) -> ResponsesRequest:
         """``req`` with the conversation it continues as its input when the gateway keeps it for the client
@@ -540,13 +554,33 @@ class Gateway:
         self.service.store.add_call(call)
         return call
 
-    def fail_call(self, call: dict, failure: UpstreamFailure, ttft_ms: float | None = None) -> None:
-        """Log a call that failed; its provider's health hears of it unless the request was at fault."""
+    def fail_call(self, call: dict, failure: UpstreamFailure, ttft_ms: float | None = None,
+                  deferred: list | None = None) -> None:
+        """Log a call that failed; its provider's health hears of it unless the request was at fault. With
+        ``deferred`` (a request that may fall back), a server error's blame waits there for the request's
+        end (see :meth:`_request_at_fault`)."""
         self.end_call(call, failure.outcome, failure.status, str(failure), ttft_ms)
-        if failure.retry:
-            self.health.failure(call["model"], failure.retry_after)
-        else:
+        if not failure.retry:
             self.health.release(call["model"])
+        elif deferred is not None and failure.status is not None and failure.status >= 500:
+            deferred.append((call["model"], self.specs[call["model"]].base_url, failure.retry_after))
+        else:
+            self.health.failure(call["model"], failure.retry_after)
+
+    def _request_at_fault(self, deferred: list) -> bool:
+        """Whether a request whose every attempt failed carries the blame for the server errors in
+        ``deferred`` rather than their providers: when providers at two API roots or more answered it with
+        a 5xx, a request that breaks them (a malformed or hostile body they fail to reject cleanly) is
+        likelier than independent outages at the same moment. Its calls are then released rather than
+        counted, so that such a request, sent again and again, cannot open every circuit of the pool and
+        deny service to everyone else. A request that another model answered charges them all, as does
+        one that reached a single API root (that root's outage looks the same)."""
+        if len({root for _, root, _ in deferred}) < 2:
+            return False
+        for model, _, _ in deferred:
+            self.health.release(model)
+        deferred.clear()
+        return True
 
     def cancel_call(self, call: dict, ttft_ms: float | None = None, why: str = "the client disconnected") -> None:
         """Log a call given up on our side: nothing learned about its provider."""

@@ -5,7 +5,9 @@ A model's circuit opens after ``failures_to_open`` consecutive failures (or at o
 trial (half-open). A success closes the circuit; a failed trial opens it again for twice the previous
 cooldown, up to ``max_cooldown_s`` (the breaker of Nygard, *Release It!*, 2nd ed., ch. 5, with
 exponential back-off). An outage says nothing about how well the model answers a prompt, so none of
-this reaches the policy's quality model.
+this reaches the policy's quality model. What counts as a failure is the gateway's to say: a 4xx is the
+request's fault, and so is a 5xx from every provider a request tried at two API roots or more
+(:meth:`~banditroute.gateway.gateway.Gateway.fail_call`).
 """
 
 from __future__ import annotations
