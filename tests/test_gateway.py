@@ -20,7 +20,7 @@ from typing import Self
 import numpy as np
 import openai
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from banditroute.config import GatewayConfig, parse_settings
 from banditroute.core.reward import Feedback
@@ -583,6 +583,46 @@ def test_a_judge_at_its_rate_limit_drops_the_sampled_judgements_and_counts_them(
         time.sleep(0.5)
         assert len(s.wait_for("SELECT * FROM calls WHERE kind = 'judge'", 2)) == 2
         assert s.gateway.metrics.judge_dropped.value() == 3
+
+
+def test_a_burst_of_judgements_stays_within_the_judges_rate_limit(tmp_path):
+    """Five answers sampled in one loop turn all see room under the limit when they are sampled; the
+    limit is checked again as each call starts, so two calls go out and three are dropped."""
+    with Stack(tmp_path, judge={"model": "judge", "sample_rate": 1.0, "max_concurrent": 1},
+               models={"judge": {"rpm": 2}}) as s:
+        s.fault("judge", reply="Fine. [[8]]")
+
+        async def burst():
+            for i in range(5):
+                s.gateway.judge.submit(f"decision-{i}", "What is 2 + 2?", "4")
+
+        s.run(burst())
+        deadline = time.monotonic() + 10
+        while s.gateway.judge.queued and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(s.query("SELECT * FROM calls WHERE kind = 'judge'")) == 2
+        assert s.gateway.metrics.judge_dropped.value() == 3
+
+
+def test_a_burst_routed_together_falls_back_once_a_model_fills_its_rate_limit(tmp_path):
+    """Requests routed in one micro-batch all saw room under cheap's limit when they were routed; each
+    call checks again as it starts, so cheap gets its two calls a minute and the rest fall back to mid
+    without a call to cheap, every request answered."""
+    with Stack(tmp_path, models={"cheap": {"rpm": 2}}) as s:
+        async def burst():
+            async with ClientSession() as http:
+                async def one():
+                    async with http.post(f"http://127.0.0.1:{s.port}/v1/chat/completions", json={
+                            "model": "banditroute", "messages": ASK, "banditroute": {"models": ["cheap", "mid"],
+                                                                                    "cost_weight": 1e6}}) as r:
+                        return r.status, r.headers.get("x-banditroute-model")
+                return await asyncio.gather(*(one() for _ in range(8)))
+
+        served = s.run(burst())
+        assert [status for status, _ in served] == [200] * 8
+        calls = s.wait_for("SELECT * FROM calls", 8)
+        assert sum(c["model"] == "cheap" for c in calls) <= 2 and all(c["outcome"] == "ok" for c in calls)
+        assert sum(model == "mid" for _, model in served) >= 6
 
 
 def test_judge_ratings_are_read_from_the_mt_bench_format():

@@ -65,7 +65,7 @@ from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.limits import RateLimits
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
-from banditroute.gateway.upstream import CHAT, UpstreamFailure, Upstreams
+from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
 
 log = logging.getLogger("banditroute")
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
@@ -261,52 +261,65 @@ class Gateway:
         tried: set[str] = set()
         for attempt in range(1, self.config.max_attempts + 1):
             spec = self.specs[d.model]
-            call = self.begin_call(spec, d.decision_id, kind, attempt, replaces, req.stream, size)
-            try:
-                bridged = isinstance(req, ResponsesRequest) and "responses" not in spec.capabilities
-                if req.stream:
-                    return await self._stream(request, req, d, spec, call, tokens, bridged)
-                name = spec.upstream_name or spec.name
-                if bridged:
-                    answer = await self.upstreams.complete(spec, bridge.chat_body(req, name, False), CHAT)
-                    answer.body = bridge.response_from_chat(answer.body, req)
-                else:
-                    answer = await self.upstreams.complete(spec, req.upstream_body(name, False), req.PATH)
-            except UpstreamFailure as failure:
-                self.fail_call(call, failure, deferred=deferred)
+            # a routed model that filled its rate limit (or whose circuit opened) while the request was being
+            # routed, by the requests routed with it: no call, a fallback, as after a failure
+            busy = None if direct else self.unavailable(d.model, size)
+            if busy is not None:
                 svc.router.refund(d)
-                attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": failure.outcome,
-                                 "status": failure.status, "message": str(failure)})
-                if not failure.retry:  # the request's own fault: the upstream's answer, as it is
-                    return self._passthrough(failure, d, attempt)
-                tried.add(d.model)
-                if direct:
-                    break
-                unavailable = {m for m in d.eligible if self.unavailable(m, size) is not None}
-                nxt = svc.fallback(d, tried | unavailable, opts.user, opts.metadata)
-                if nxt is None:
-                    break
-                self.metrics.fallbacks.inc()
-                self.metrics.decision(nxt.model, nxt.rule)
-                replaces, d = d.decision_id, nxt
-                continue
-            except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us
-                self.cancel_call(call)
-                raise
-            body = answer.body
-            body["model"] = d.model
-            await self._keep(req, body, d.model)
-            # the accounting runs on the loop's next turn, once this task has written the answer out
-            asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
-                                                 req.answer_text(body), tokens, time.perf_counter())
-            response = web.Response(body=orjson.dumps(body), content_type="application/json")
-            response.headers.update(self.headers(d, attempt))
-            return response
+                attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": "unavailable",
+                                 "status": None, "message": f"{d.model}: {busy}"})
+            else:
+                call = self.begin_call(spec, d.decision_id, kind, attempt, replaces, req.stream, size)
+                try:
+                    bridged = isinstance(req, ResponsesRequest) and "responses" not in spec.capabilities
+                    if req.stream:
+                        return await self._stream(request, req, d, spec, call, tokens, bridged)
+                    name = spec.upstream_name or spec.name
+                    if bridged:
+                        answer = await self.upstreams.complete(spec, bridge.chat_body(req, name, False), CHAT)
+                        answer.body = bridge.response_from_chat(answer.body, req)
+                    else:
+                        answer = await self.upstreams.complete(spec, req.upstream_body(name, False), req.PATH)
+                except UpstreamFailure as failure:
+                    self.fail_call(call, failure, deferred=deferred)
+                    svc.router.refund(d)
+                    attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": failure.outcome,
+                                     "status": failure.status, "message": str(failure)})
+                    if not failure.retry:  # the request's own fault: the upstream's answer, as it is
+                        return self._passthrough(failure, d, attempt)
+                except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us
+                    self.cancel_call(call)
+                    raise
+                else:
+                    return await self._answer(req, d, call, answer, tokens, attempt)
+            tried.add(d.model)
+            if direct:
+                break
+            unavailable = {m for m in d.eligible if self.unavailable(m, size) is not None}
+            nxt = svc.fallback(d, tried | unavailable, opts.user, opts.metadata)
+            if nxt is None:
+                break
+            self.metrics.fallbacks.inc()
+            self.metrics.decision(nxt.model, nxt.rule)
+            replaces, d = d.decision_id, nxt
         why = "; ".join(a["message"] for a in attempts)
         if self._request_at_fault(deferred):
             why += ("; every provider tried answered this request with a server error, so none of them is counted "
                     "as failing (the request itself is the likelier cause)")
         raise UpstreamFailed(f"every attempt failed ({len(attempts)}): {why}", attempts)
+
+    async def _answer(self, req: GatewayRequest, d: Decision, call: dict, answer: Answer, tokens: float,
+                      attempt: int) -> web.Response:
+        """The upstream's answer to ``d``'s call, as sent back (the pool's model name, the decision's
+        headers); its accounting runs on the loop's next turn, once this task has written it out."""
+        body = answer.body
+        body["model"] = d.model
+        await self._keep(req, body, d.model)
+        asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
+                                             req.answer_text(body), tokens, time.perf_counter())
+        response = web.Response(body=orjson.dumps(body), content_type="application/json")
+        response.headers.update(self.headers(d, attempt))
+        return response
 
     async def continue_conversation(self, req: ResponsesRequest, api_key: str | None = None) -> ResponsesRequest:
         """``req`` with the conversation it continues as its input when the gateway keeps it for the client

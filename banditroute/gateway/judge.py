@@ -73,11 +73,16 @@ class Judge:
             self.gateway.metrics.judge_dropped.inc()
             return
         self.queued += 1
-        self.gateway.background(self._judge(decision_id, question, answer))
+        self.gateway.background(self._judge(decision_id, question, answer, size))
 
-    async def _judge(self, decision_id: str, question: str, answer: str) -> None:
+    async def _judge(self, decision_id: str, question: str, answer: str, size: float) -> None:
         try:
             async with self._slots:
+                # checked again once a slot is free: the judgements queued before this one may have used the
+                # room it saw; nothing waits between this check and the call taking its share of the limit
+                if self.gateway.unavailable(self.config.model, size) is not None:
+                    self.gateway.metrics.judge_dropped.inc()
+                    return
                 await self._grade(decision_id, question, answer)
         finally:
             self.queued -= 1
