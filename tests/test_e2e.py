@@ -359,3 +359,39 @@ def test_a_write_ahead_log_damaged_in_the_middle_is_repaired_keeping_every_trans
     again = subprocess.run([sys.executable, "-m", "banditroute.cli.main", "repair", "--db", str(srv.db)],
                            check=False, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "nothing to repair" in again.stdout
+
+
+def test_a_kept_conversation_survives_kill_9_right_after_its_answer(tmp_path):
+    """With prompts stored and a group commit far slower than the test (5 s), each responses turn the
+    gateway makes of a chat completion is in the log when its answer arrives: kill -9 right after the
+    last answer, and the restarted server continues the whole conversation."""
+    upstream_port = free_port()
+    fake = subprocess.Popen([sys.executable, "-m", "banditroute.gateway.fake_upstream", "--port", str(upstream_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        srv = Server(tmp_path)
+        srv.config.write_text(
+            "[storage]\nstore_prompts = true\nflush_interval_ms = 5000\n\n"
+            f'[[models]]\nname = "small"\ninput_price_per_mtok = 0.1\noutput_price_per_mtok = 0.4\n'
+            f'base_url = "http://127.0.0.1:{upstream_port}/v1"\n\n'
+            f'[[models]]\nname = "large"\ninput_price_per_mtok = 5.0\noutput_price_per_mtok = 15.0\n'
+            f'base_url = "http://127.0.0.1:{upstream_port}/v1"\n')
+        srv.start()
+        rid, said = None, []
+        for i in range(4):
+            body = {"model": "banditroute", "input": f"Turn {i}: remember the number {i}."}
+            if rid is not None:
+                body["previous_response_id"] = rid
+            answer = srv.post("/v1/responses", body)
+            rid = answer["id"]
+            said += [body["input"], answer["output"][0]["content"][0]["text"]]
+        srv.stop(signal.SIGKILL)
+        srv.start()
+        srv.post("/v1/responses", {"model": "banditroute", "input": "Which numbers?", "previous_response_id": rid})
+        with urllib.request.urlopen(f"http://127.0.0.1:{upstream_port}/control", timeout=30) as resp:
+            sent = json.loads(resp.read())["received"][-1]["messages"]
+        assert [m["content"] for m in sent] == [*said, "Which numbers?"]
+        srv.stop()
+    finally:
+        fake.kill()
+        fake.wait(timeout=60)
