@@ -18,14 +18,13 @@ Writes ``experiments/results/<name>.json`` and ``.md``; progress on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions
-from suite import DATA, RESULTS, fmt, full_information_setup
+from suite import DATA, fmt, full_information_setup, save_results
 
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
@@ -91,10 +90,7 @@ def main() -> None:
         print(f"{t} ...", file=sys.stderr, flush=True)
         tables.append(one_table(t))
     result = {"command": ("python experiments/prediction_mix.py " + " ".join(sys.argv[1:])).strip(), "tables": tables}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results(args.name, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Writes ``experiments/results/<name>.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from multiprocessing import Pool
@@ -33,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import full_information, tfidf_ridge
-from suite import DATA, RESULTS, fmt
+from suite import DATA, fmt, save_results
 
 from banditroute.config import PolicyConfig
 from banditroute.core.types import net_score
@@ -104,10 +103,7 @@ def main() -> None:
     result["command"] = result["command"].strip()
     for t, n, s, r in runs:
         result["online"][t][n][s] = r
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(markdown(result))
-    print(markdown(result))
+    save_results(args.name, result, markdown(result))
 
 
 if __name__ == "__main__":

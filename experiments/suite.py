@@ -157,6 +157,15 @@ def one_table(job) -> dict:
     return out
 
 
+def save_results(name: str, result: dict, md: str) -> None:
+    """Write an experiment's ``result`` to ``results/<name>.json`` and its table ``md`` to ``<name>.md``,
+    and print the table."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(md)
+    print(md)
+
+
 def _median(values: list) -> float | None:
     """The median, a missing value (cost_at_95 never reached) counting as the worst; None if all are."""
     if all(v is None for v in values):

@@ -14,9 +14,10 @@ Turns are kept in memory, serialised, least recently used first out once they ta
 ``gateway.conversations_mb``. Where prompts are stored (``storage.store_prompts``), the gateway also
 writes each turn to the log's ``responses`` table, and brings a conversation back from there when it
 is no longer in memory (after a restart, or once evicted); elsewhere a chain whose oldest turns were
-dropped (or a restart) cannot be continued, and the request is answered as for an unknown id. Each turn belongs to the API key that
-made it (its :func:`~banditroute.core.ids.key_id`; none without one), as a provider scopes its stored
-responses to the account that made them: another key cannot continue it, and sees it as unknown.
+dropped (or a restart) cannot be continued, and the request is answered as for an unknown id. Each turn
+belongs to the API key that made it (its :func:`~banditroute.core.ids.key_id`; none without one), as a
+provider scopes its stored responses to the account that made them: another key cannot continue it,
+and sees it as unknown.
 """
 
 from __future__ import annotations
@@ -43,17 +44,16 @@ class Conversations:
     def __contains__(self, response_id: object) -> bool:
         return response_id in self._turns
 
-    def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]], owner: str | None = None) -> bool:
+    def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]] | bytes,
+            owner: str | None = None) -> bool:
         """Keep one turn: the response ``response_id``, which continued ``parent`` (None: the first turn),
-        made of ``items`` (its request's input items, then its output items) for the client ``owner``
-        (its key's id). False when it is larger than the whole store (it is not kept)."""
-        data = orjson.dumps(items)
+        made of ``items`` (its request's input items, then its output items; or their JSON) for the client
+        ``owner`` (its key's id). False when it is larger than the whole store (it is not kept)."""
+        data = items if isinstance(items, bytes) else orjson.dumps(items)
         size = len(data) + len(response_id)
         if size > self.max_bytes:
             return False
-        old = self._turns.pop(response_id, None)
-        if old is not None:
-            self.bytes -= len(old[2]) + len(response_id)
+        self.drop(response_id)
         self._turns[response_id] = (parent, owner, data)
         self.bytes += size
         while self.bytes > self.max_bytes:

@@ -77,10 +77,10 @@ class FakeUpstream:
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": []})
 
-    def _fault(self, model: str, raw: str) -> dict | None:
+    def _fault(self, model: str, raw: bytes) -> dict | None:
         for key in (model, "*"):
             fault = self.faults.get(key)
-            if fault is None or fault.get("when", "") not in raw:
+            if fault is None or ("when" in fault and fault["when"].encode() not in raw):
                 continue
             if "times" in fault:
                 fault["times"] -= 1
@@ -102,7 +102,7 @@ class FakeUpstream:
                                   "has_banditroute": "banditroute" in body, "tools": "tools" in body,
                                   "previous_response_id": body.get("previous_response_id"),
                                   "messages": body.get("messages"), "input": body.get("input")})
-        fault = self._fault(model, raw.decode(errors="replace")) or {}
+        fault = self._fault(model, raw) or {}
         delay = fault.get("delay_ms", self.delay_ms) / 1000.0
         try:
             if fault.get("hang"):

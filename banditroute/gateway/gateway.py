@@ -244,11 +244,11 @@ class Gateway:
         self.metrics.decision(d.model, d.rule)
         if cascade is not None:
             return await self.strategies.cascade(request, req, d, cascade)
-        deferred: list[tuple[str, str | None, float | None]] = []  # 5xx answers, blamed once the request ends
+        deferred: list[tuple[str, float | None]] = []  # 5xx answers (model, Retry-After), blamed once the request ends
         try:
             return await self._attempts(request, req, d, opts, size, tokens, deferred)
         finally:
-            for model, _, retry_after in deferred:
+            for model, retry_after in deferred:
                 self.health.failure(model, retry_after)
 
     async def _attempts(self, request: web.Request, req: GatewayRequest, d: Decision, opts: RouteOptions, size: float,
@@ -304,6 +304,9 @@ class Gateway:
             replaces, d = d.decision_id, nxt
         why = "; ".join(a["message"] for a in attempts)
         if self._request_at_fault(deferred):
+            for model, _ in deferred:
+                self.health.release(model)
+            deferred.clear()
             why += ("; every provider tried answered this request with a server error, so none of them is counted "
                     "as failing (the request itself is the likelier cause)")
         raise UpstreamFailed(f"every attempt failed ({len(attempts)}): {why}", attempts)
@@ -361,10 +364,9 @@ class Gateway:
         whole = all(r["owner"] == owner and r["items"] is not None for r in rows) and rows[-1]["parent"] is None
         if not whole or any(newer["parent"] != older["response_id"] for newer, older in itertools.pairwise(rows)):
             return None
-        turns = [orjson.loads(r["items"]) for r in reversed(rows)]  # oldest first
-        for r, items in zip(reversed(rows), turns):  # the newest turns are the last to be evicted
-            self.conversations.put(r["response_id"], r["parent"], items, owner)
-        return [item for items in turns for item in items]
+        for r in reversed(rows):  # oldest first, so the newest turns are the last to be evicted
+            self.conversations.put(r["response_id"], r["parent"], r["items"].encode(), owner)
+        return [item for r in reversed(rows) for item in orjson.loads(r["items"])]
 
     @staticmethod
     def headers(d: Decision, attempt: int) -> dict[str, str]:
@@ -398,11 +400,11 @@ class Gateway:
             return None
         if not req.kept or response.get("status") not in ("completed", "incomplete"):
             return None
-        items = req.turn_items() + bridge.as_input(response.get("output") or [])
-        self.conversations.put(rid, req.continues, items, req.owner)
+        data = orjson.dumps(req.turn_items() + bridge.as_input(response.get("output") or []))
+        self.conversations.put(rid, req.continues, data, req.owner)
         if not self.service.config.storage.store_prompts:
             return None
-        return self._log_response(rid, model, req.continues, req.owner, orjson.dumps(items).decode())
+        return self._log_response(rid, model, req.continues, req.owner, data.decode())
 
     async def _keep(self, req: GatewayRequest, response: dict, model: str) -> None:
         """:meth:`_remember` ``response``, and wait until a turn it logs is committed. A turn the log could
@@ -576,7 +578,7 @@ class Gateway:
         if not failure.retry:
             self.health.release(call["model"])
         elif deferred is not None and failure.status is not None and failure.status >= 500:
-            deferred.append((call["model"], self.specs[call["model"]].base_url, failure.retry_after))
+            deferred.append((call["model"], failure.retry_after))
         else:
             self.health.failure(call["model"], failure.retry_after)
 
@@ -588,12 +590,7 @@ class Gateway:
         counted, so that such a request, sent again and again, cannot open every circuit of the pool and
         deny service to everyone else. A request that another model answered charges them all, as does
         one that reached a single API root (that root's outage looks the same)."""
-        if len({root for _, root, _ in deferred}) < 2:
-            return False
-        for model, _, _ in deferred:
-            self.health.release(model)
-        deferred.clear()
-        return True
+        return len({self.specs[model].base_url for model, _ in deferred}) >= 2
 
     def cancel_call(self, call: dict, ttft_ms: float | None = None, why: str = "the client disconnected") -> None:
         """Log a call given up on our side: nothing learned about its provider."""
