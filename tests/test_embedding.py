@@ -136,13 +136,34 @@ def test_the_word_cache_tells_apart_words_that_share_a_long_head(cache_type):
     assert cache.sum([head + "z"], table, out, False) == [head + "z"]
 
 
-def test_the_c_word_cache_splits_ascii_prompts_as_words_of_does():
+UNICODE_PROMPTS = [
+    "café naïve RÉSUMÉ", "\u212a is the Kelvin sign: ASCII once lower-cased", "İstanbul ÇAĞ straße ﬁne",
+    "x_y\u00e9_z", "日本語のテキスト and 한국어", "a\U00020001b \U0002fa1f\U0002fa20", "emoji 😀 ok",
+    "\x01ab\u00e9\x02cd", "٣٤٥ numbers ²³ ½", "combining e\u0301x", "— dashes – and ‘quotes’ —",
+    " ".join(f"wörd{i}" for i in range(40)),
+]
+
+
+@pytest.mark.skipif(embedding._NativeCache is None, reason="the C core is not built")
+@pytest.mark.parametrize("prompt", ["Hello, World!  a-b_c.d", "\x1c\x1dfoo\x0bbar\tbaz\r\nqux", "UPPER lower MiXeD 42",
+                                    "", "  ...  ", " ".join(f"w{i}" for i in range(40)), *UNICODE_PROMPTS])
+def test_the_c_word_cache_splits_prompts_as_words_of_does(prompt):
     table, out = np.zeros((1000, 1), dtype=np.float32), np.zeros(1)
-    for prompt in ["Hello, World!  a-b_c.d", "\x1c\x1dfoo\x0bbar\tbaz\r\nqux", "UPPER lower MiXeD 42", "", "  ...  ",
-                   " ".join(f"w{i}" for i in range(40))]:
-        cache = embedding._NativeCache(1000, 6)
-        assert (cache.sum(prompt, table, out, True) or []) == words_of(prompt)[:3] + words_of(prompt)[3:][-3:]
-    assert cache.sum("caf\u00e9", table, out, True) is False  # not ASCII: words_of's job
+    cache = embedding._NativeCache(1000, 6)
+    assert (cache.sum(prompt, table, out, True) or []) == words_of(prompt)[:3] + words_of(prompt)[3:][-3:]
+
+
+@pytest.mark.skipif(embedding._NativeCache is None, reason="the C core is not built")
+def test_the_c_word_cache_leaves_text_without_utf8_to_words_of():
+    table, out = np.zeros((10, 1), dtype=np.float32), np.zeros(1)
+    assert embedding._NativeCache(10, 6).sum("a\ud800b", table, out, True) is False
+    assert StaticEmbedding().encode_many(["a\ud800b"]).shape == (1, 64)
+
+
+def test_unicode_prompts_embed_the_same_through_the_c_cache_and_the_python_one(monkeypatch):
+    native = StaticEmbedding().encode_many(UNICODE_PROMPTS)
+    monkeypatch.setattr(embedding, "_NativeCache", None)
+    np.testing.assert_array_equal(StaticEmbedding().encode_many(UNICODE_PROMPTS), native)
 
 
 def test_a_hostile_prompt_costs_bounded_work_and_changes_nothing_else():

@@ -594,9 +594,9 @@ done:
  *
  * WordCache(capacity, max_words) maps a word (its UTF-8 bytes) to a row of the caller's table of word
  * vectors, rows handed out in insertion order 0, 1, 2, ...; the caller fills a row when its word is
- * inserted. sum() adds a prompt's rows in word order, as embedding.words_of splits it: for an ASCII
- * prompt the words are found here (lower-cased, ASCII punctuation as space, split on str.isspace, the
- * first and last max_words / 2 of a longer prompt); for other text the caller passes words_of's list.
+ * inserted. sum() adds a prompt's rows in word order, as embedding.words_of splits it, the words found
+ * here (ascii_words, unicode_words; the first and last max_words / 2 of a longer prompt) or, for text
+ * without UTF-8, passed by the caller as words_of's list.
  * The same rows in the same order as the Python dict it replaces, so the same sums to the bit.
  */
 typedef struct {
@@ -743,6 +743,71 @@ static Py_ssize_t ascii_words(WordCache *c, const char *src, Py_ssize_t n) {
     return count;
 }
 
+/* BERT's "Chinese character" blocks (embedding._CJK_CLASS): each such character is a word of its own. */
+static int is_cjk_char(Py_UCS4 ch) {
+    return (ch >= 0x3400 && ch <= 0x4DBF) || (ch >= 0x4E00 && ch <= 0x9FFF) || (ch >= 0xF900 && ch <= 0xFAFF) ||
+           (ch >= 0x20000 && ch <= 0x2FA1F);
+}
+
+/* The words of a non-ASCII prompt as spans of self->low, which holds the UTF-8 of prompt.lower(); as
+ * embedding._WORD finds them: each CJK character, and each maximal run of other word characters but "_"
+ * (re's \w: Py_UNICODE_ISALNUM or "_"). A prompt that is ASCII once lower-cased takes the ASCII rule, as
+ * in words_of. Returns their number, -1 on error, or -2 for text without UTF-8 (lone surrogates). */
+static Py_ssize_t unicode_words(WordCache *c, PyObject *text) {
+    PyObject *low = PyObject_CallMethod(text, "lower", NULL);
+    if (low == NULL) return -1;
+    Py_ssize_t count;
+    if (PyUnicode_IS_ASCII(low)) {
+        count = ascii_words(c, (const char *)PyUnicode_DATA(low), PyUnicode_GET_LENGTH(low));
+        Py_DECREF(low);
+        return count;
+    }
+    Py_ssize_t nbytes;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(low, &nbytes);
+    if (utf8 == NULL || grow((void **)&c->low, &c->low_cap, nbytes + 1, 1) < 0) {
+        Py_DECREF(low);
+        if (utf8 != NULL || !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+        PyErr_Clear();
+        return -2;
+    }
+    memcpy(c->low, utf8, nbytes);
+    int kind = PyUnicode_KIND(low);
+    const void *data = PyUnicode_DATA(low);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(low), at = 0, start = -1;
+    count = 0;
+    for (Py_ssize_t k = 0; k <= n; k++) {
+        Py_UCS4 ch = k < n ? PyUnicode_READ(kind, data, k) : 0;
+        int width = ch < 0x80 ? 1 : ch < 0x800 ? 2 : ch < 0x10000 ? 3 : 4;
+        int cjk = is_cjk_char(ch), in_word = k < n && !cjk && ch != '_' && Py_UNICODE_ISALNUM(ch);
+        if (!in_word && start >= 0) { /* a run of word characters ends here */
+            if (grow((void **)&c->spans, &c->spans_cap, 2 * (count + 1), sizeof(Py_ssize_t)) < 0) goto fail;
+            c->spans[2 * count] = start;
+            c->spans[2 * count + 1] = at - start;
+            count++;
+            start = -1;
+        }
+        if (cjk) {
+            if (grow((void **)&c->spans, &c->spans_cap, 2 * (count + 1), sizeof(Py_ssize_t)) < 0) goto fail;
+            c->spans[2 * count] = at;
+            c->spans[2 * count + 1] = width;
+            count++;
+        } else if (in_word && start < 0) {
+            start = at;
+        }
+        at += width;
+    }
+    Py_DECREF(low);
+    if (count > c->max_words) {
+        Py_ssize_t half = c->max_words / 2;
+        memmove(c->spans + 2 * half, c->spans + 2 * (count - half), sizeof(Py_ssize_t) * 2 * half);
+        count = 2 * half;
+    }
+    return count;
+fail:
+    Py_DECREF(low);
+    return -1;
+}
+
 /* The bytes of word i: from the prompt's spans, or from the list of words. */
 static const char *word_at(WordCache *c, PyObject *list, Py_ssize_t i, Py_ssize_t *n) {
     if (list == NULL) {
@@ -758,8 +823,8 @@ static const char *word_at(WordCache *c, PyObject *list, Py_ssize_t i, Py_ssize_
 }
 
 /* sum(text, table, out, make_room) -> None after out = the sum, in word order, of table[row(w)]; or the
- * list of words not cached (nothing summed); or False for a non-ASCII str (the caller passes its words).
- * text: an ASCII prompt or a list of words. table: float32 (rows, dims); out: float64 (dims,), summed in
+ * list of words not cached (nothing summed); or False for a str with lone surrogates (the caller passes
+ * its words). text: a prompt or a list of words. table: float32 (rows, dims); out: float64 (dims,), summed in
  * float64. make_room: first start the cache over if the text's words might not fit in it. */
 static PyObject *wc_sum(WordCache *self, PyObject *args) {
     PyObject *text, *table_obj, *out_obj;
@@ -768,8 +833,9 @@ static PyObject *wc_sum(WordCache *self, PyObject *args) {
     PyObject *list = NULL;
     Py_ssize_t n;
     if (PyUnicode_Check(text)) {
-        if (!PyUnicode_IS_ASCII(text)) Py_RETURN_FALSE;
-        n = ascii_words(self, (const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text));
+        n = PyUnicode_IS_ASCII(text) ? ascii_words(self, (const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+                                     : unicode_words(self, text);
+        if (n == -2) Py_RETURN_FALSE;
         if (n < 0) return NULL;
     } else if (PyList_Check(text)) {
         list = text;

@@ -91,7 +91,7 @@ def words_of(prompt: str) -> list[str]:
 class _DictCache:
     """The word cache in Python: ``word -> row`` of the caller's table of word vectors, rows handed out in
     insertion order. The reference for the C core's ``WordCache``, which has the same methods and finds
-    an ASCII prompt's words itself (here :func:`words_of` does)."""
+    a prompt's words itself (here :func:`words_of` does), but for text with lone surrogates."""
 
     def __init__(self, capacity: int, max_words: int):
         self.capacity = capacity
@@ -205,7 +205,7 @@ class StaticEmbedding:
         cache, sums = self._cache, self._sums
         for b, prompt in enumerate(prompts):  # one prompt at a time: a prompt may restart the cache
             missing = cache.sum(prompt, sums, out[b], True)
-            if missing is False:  # not ASCII: words_of splits it (Unicode word characters, CJK)
+            if missing is False:  # lone surrogates (no UTF-8): words_of splits it
                 prompt = words_of(prompt)
                 missing = cache.sum(prompt, sums, out[b], True)
             if missing:
