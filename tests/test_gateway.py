@@ -607,22 +607,37 @@ def test_a_burst_of_judgements_stays_within_the_judges_rate_limit(tmp_path):
 def test_a_burst_routed_together_falls_back_once_a_model_fills_its_rate_limit(tmp_path):
     """Requests routed in one micro-batch all saw room under cheap's limit when they were routed; each
     call checks again as it starts, so cheap gets its two calls a minute and the rest fall back to mid
-    without a call to cheap, every request answered."""
-    with Stack(tmp_path, models={"cheap": {"rpm": 2}}) as s:
+    without a call to cheap, every request answered. Each attempt given up is logged (outcome
+    ``unavailable``), so that a budget rebuilt from the log, as after a restart, counts it as unpaid."""
+    budget = {"name": "daily", "usd": 100.0}
+    with Stack(tmp_path, models={"cheap": {"rpm": 2}}, budgets=[budget]) as s:
         async def burst():
             async with ClientSession() as http:
                 async def one():
                     async with http.post(f"http://127.0.0.1:{s.port}/v1/chat/completions", json={
-                            "model": "banditroute", "messages": ASK, "banditroute": {"models": ["cheap", "mid"],
-                                                                                    "cost_weight": 1e6}}) as r:
+                            "model": "banditroute", "messages": ASK, "user": "acme",
+                            "banditroute": {"models": ["cheap", "mid"], "cost_weight": 1e6}}) as r:
                         return r.status, r.headers.get("x-banditroute-model")
                 return await asyncio.gather(*(one() for _ in range(8)))
 
         served = s.run(burst())
         assert [status for status, _ in served] == [200] * 8
-        calls = s.wait_for("SELECT * FROM calls", 8)
-        assert sum(c["model"] == "cheap" for c in calls) <= 2 and all(c["outcome"] == "ok" for c in calls)
+        calls = s.wait_for("SELECT * FROM calls WHERE outcome = 'ok'", 8)
+        assert sum(c["model"] == "cheap" for c in calls) <= 2
         assert sum(model == "mid" for _, model in served) >= 6
+        skipped = s.query("SELECT * FROM calls WHERE outcome = 'unavailable'")
+        assert len(skipped) >= 1
+        assert all(c["model"] == "cheap" and c["latency_ms"] is None and "rpm limit" in c["error"] for c in skipped)
+        replaced = {c["replaces"] for c in calls if c["replaces"]}
+        assert replaced == {c["decision_id"] for c in skipped}  # each one's fallback links back to it
+        s.wait_for("SELECT * FROM feedback WHERE cost_usd IS NOT NULL", 8)
+        pacer = s.service.router.budgets.pacers["daily", "acme"]
+        spent, requests = pacer.spent, pacer.requests
+        s.service.store.flush().result(10)
+        s.service._restore_budgets()  # as at a restart
+        restored = s.service.router.budgets.pacers["daily", "acme"]
+        assert restored.requests == requests == 8  # fallbacks are not requests of their own
+        assert restored.spent == pytest.approx(spent) and spent == pytest.approx(sum(c["cost_usd"] for c in calls))
 
 
 def test_judge_ratings_are_read_from_the_mt_bench_format():
@@ -807,8 +822,9 @@ def test_a_cascade_skips_a_later_step_whose_provider_is_open_or_at_its_rate_limi
         r = s.client().chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=opts)
         assert r.headers["x-banditroute-cascade"] == "cheap,strong"  # mid is at its limit: skipped
         d = r.headers["x-banditroute-decision-id"]
-        calls = s.wait_for(f"SELECT model FROM calls WHERE decision_id = '{d}' ORDER BY ts", 2)
-        assert [c["model"] for c in calls] == ["cheap", "strong"]  # nothing sent to mid
+        calls = s.wait_for(f"SELECT model, outcome FROM calls WHERE decision_id = '{d}' ORDER BY ts", 3)
+        # nothing sent to mid: its step is logged as given up
+        assert [(c["model"], c["outcome"]) for c in calls] == [("cheap", "ok"), ("mid", "unavailable"), ("strong", "ok")]
         for _ in range(3):
             s.gateway.health.failure("strong")  # its circuit opens
         # nothing to escalate to: the start's answer stands, though it failed its check

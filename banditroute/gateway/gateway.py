@@ -265,6 +265,7 @@ class Gateway:
             # routed, by the requests routed with it: no call, a fallback, as after a failure
             busy = None if direct else self.unavailable(d.model, size)
             if busy is not None:
+                self.skip_call(d.model, d.decision_id, kind, attempt, replaces, req.stream, busy)
                 svc.router.refund(d)
                 attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": "unavailable",
                                  "status": None, "message": f"{d.model}: {busy}"})
@@ -568,6 +569,18 @@ class Gateway:
         self.metrics.call(call["model"], outcome, seconds if outcome == "ok" else None)
         self.service.store.add_call(call)
         return call
+
+    def skip_call(self, model: str, decision_id: str, kind: str, attempt: int, replaces: str | None, stream: bool,
+                  why: str) -> None:
+        """Log an attempt given up before its call (outcome ``unavailable``: the model filled its rate limit
+        or its circuit opened since it was chosen), so that the log, like the answer, tells why the decision
+        was not carried out and that it cost nothing (what a budget rebuilt from the log counts)."""
+        self.metrics.call(model, "unavailable", None)
+        self.service.store.add_call({
+            "decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind, "model": model, "attempt": attempt,
+            "replaces": replaces, "stream": stream, "outcome": "unavailable", "status": None, "error": why,
+            "ttft_ms": None, "latency_ms": None, "input_tokens": None, "output_tokens": None, "cost_usd": None,
+            "judge_rate": None})
 
     def fail_call(self, call: dict, failure: UpstreamFailure, ttft_ms: float | None = None,
                   deferred: list | None = None) -> None:

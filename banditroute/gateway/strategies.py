@@ -173,6 +173,7 @@ class Strategies:
         for attempt, model in enumerate(chain, start=1):
             skip = None if attempt == 1 else self.gw.unavailable(model, size)  # the start was eligible
             if skip is not None:
+                self.gw.skip_call(model, d.decision_id, "cascade", attempt, None, False, skip)
                 steps.append({"model": model, "outcome": "skipped", "message": skip})
                 continue
             body, text, row = await self._call(model, d.decision_id, "cascade", attempt, req,

@@ -37,7 +37,8 @@ The stored tables: ``decisions`` (the columns above but the joined feedback, plu
 from them (``seq``), with the normalised qualities and weights it applied, the cost it applied (null
 when none, or when the decision already had one) and what was reported; ``events``, policy changes;
 ``calls``, one row per upstream call the gateway made (:data:`CALL_SCHEMA`: its outcome, tokens, cost
-and latency, and the decision a fallback replaces). A call that answered also sends its tokens and
+and latency, and the decision a fallback replaces), and per attempt it gave up before calling (outcome
+``unavailable``: the model reached its rate limit or its circuit opened once it was chosen). A call that answered also sends its tokens and
 latency as feedback to its decision, which is how the cost model learns them. ``responses``, one row per
 response of the responses API that a later request may continue (:data:`RESPONSE_SCHEMA`): the model
 that served it, and for a response the gateway made of a chat completion its turn of the conversation
@@ -112,7 +113,7 @@ CALL_SCHEMA = pa.schema(
         ("attempt", pa.int32()),  # 1 for the first model tried for a request, 2 for its first fallback, ...
         ("replaces", pa.string()),  # the decision whose failed call this one replaces
         ("stream", pa.bool_()),
-        ("outcome", pa.string()),  # ok | timeout | connect_error | rate_limited | upstream_error | stream_error | ...
+        ("outcome", pa.string()),  # ok | timeout | connect_error | rate_limited | upstream_error | stream_error | unavailable | ...
         ("status", pa.int32()),  # the upstream's HTTP status, when it answered
         ("error", pa.string()),
         ("ttft_ms", pa.float64()),  # time to the first byte of the answer (a stream's first event)
@@ -229,18 +230,21 @@ FROM decisions d LEFT JOIN fb USING (decision_id) LEFT JOIN fallbacks USING (dec
 ORDER BY d.ts, d.rowid
 """
 
-# Per tenant of one budget (``$budget``): its decisions and spend since ``$start`` (a decision costs what
+# Per tenant of one budget (``$budget``): its requests and spend since ``$start`` (a decision costs what
 # its feedback reported, else its model's predicted cost; nothing when every call the gateway made for it
-# failed), what was charged for those whose cost was reported and what they cost (the calibration; only
-# decisions charged a positive predicted cost count there), the sum of their price spreads,
-# its decisions in the period before (``$previous`` to ``$start``), and the cost preference after
-# its last decision. What :meth:`banditroute.core.budget.Budgets.restore` rebuilds the pacers from.
+# failed or was given up), what was charged for those whose cost was reported and what they cost (the
+# calibration; only decisions charged a positive predicted cost count there), the sum of the requests'
+# price spreads, its requests in the period before (``$previous`` to ``$start``), and the cost preference
+# after its last decision. A request is a decision that is not a gateway's fallback (the calls of a
+# fallback name the decision it ``replaces``), as the pacers count them.
+# What :meth:`banditroute.core.budget.Budgets.restore` rebuilds the pacers from.
 BUDGET_STATE_SQL = """
 WITH costs AS (SELECT decision_id, max(cost_usd) AS cost FROM feedback GROUP BY decision_id),
      unpaid AS (SELECT decision_id FROM calls WHERE kind <> 'judge' GROUP BY decision_id
-                HAVING bool_and(outcome NOT IN ('ok', 'cancelled')))
+                HAVING bool_and(outcome NOT IN ('ok', 'cancelled'))),
+     fallbacks AS (SELECT DISTINCT decision_id FROM calls WHERE replaces IS NOT NULL)
 SELECT d.budget, d.tenant,
-       count(*) FILTER (WHERE d.ts >= $start) AS requests,
+       count(*) FILTER (WHERE d.ts >= $start AND fallbacks.decision_id IS NULL) AS requests,
        sum(CASE WHEN unpaid.decision_id IS NOT NULL THEN 0.0
                 ELSE coalesce(costs.cost, d.pred_cost[list_position(d.eligible, d.chosen)]) END)
            FILTER (WHERE d.ts >= $start) AS spent,
@@ -249,10 +253,12 @@ SELECT d.budget, d.tenant,
            AS reported_charged,
        sum(costs.cost) FILTER (WHERE d.ts >= $start AND d.pred_cost[list_position(d.eligible, d.chosen)] > 0)
            AS reported_cost,
-       sum(list_max(d.pred_cost) - list_min(d.pred_cost)) FILTER (WHERE d.ts >= $start) AS spread_sum,
-       count(*) FILTER (WHERE d.ts >= $previous AND d.ts < $start) AS previous,
+       sum(list_max(d.pred_cost) - list_min(d.pred_cost)) FILTER (WHERE d.ts >= $start AND fallbacks.decision_id IS NULL)
+           AS spread_sum,
+       count(*) FILTER (WHERE d.ts >= $previous AND d.ts < $start AND fallbacks.decision_id IS NULL) AS previous,
        arg_max(d.pace, d.ts) AS preference
 FROM decisions d LEFT JOIN costs USING (decision_id) LEFT JOIN unpaid USING (decision_id)
+     LEFT JOIN fallbacks USING (decision_id)
 WHERE d.budget = $budget
 GROUP BY d.budget, d.tenant
 """
