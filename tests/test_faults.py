@@ -473,3 +473,35 @@ def test_an_idle_checkpoint_waits_for_room_on_the_disk(tiny_fs, monkeypatch):
         assert store.query("SELECT count(*) FROM events").column(0)[0].as_py() == 8
     finally:
         store.close()
+
+
+async def test_a_read_of_the_log_that_fails_is_a_503_to_retry_and_loses_nothing(aiohttp_client, tmp_path, monkeypatch):
+    """A read of the log that fails (injected: the connection closed under it, as while the database is
+    opened again after a fault) answers late feedback and an export with a 503 and ``Retry-After``, not
+    a 500 or a 404: the decision is in the log, and the same request succeeds once the read does."""
+    db = str(tmp_path / "r.duckdb")
+    client = await aiohttp_client(create_app(config_for(db).model_copy(update={"max_pending": 1}), seed=0))
+    first = await (await client.post("/route", json={"prompt": PROMPTS[0]})).json()
+    await client.post("/route", json={"prompt": PROMPTS[1]})  # the first leaves the pending window
+    store = client.server.app[SERVICE].store
+    closed = duckdb.ConnectionException("Connection already closed!")
+
+    def failing(*args, **kwargs):
+        raise closed
+
+    feedback = {"decision_id": first["decision_id"], "signals": THUMBS, "idempotency_key": "late"}
+    with monkeypatch.context() as m:
+        m.setattr(store, "decisions", failing)
+        m.setattr(store, "export", failing)
+        r = await client.post("/feedback", json=feedback)
+        body = await r.json()
+        assert r.status == 503 and r.headers["Retry-After"] == "1" and body["error"] == "unavailable"
+        assert "cannot be read right now" in body["message"] and "Connection already closed" in body["message"]
+        r = await client.get("/export?format=jsonl")
+        assert r.status == 503 and (await r.json())["error"] == "unavailable"
+    r = await client.post("/feedback", json=feedback)
+    assert r.status == 200 and (await r.json())["late"] is True
+    assert (await client.get("/export?format=jsonl")).status == 200
+    await client.close()
+    _, keys_logged, _ = logged(db)
+    assert keys_logged == {"late"}

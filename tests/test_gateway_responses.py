@@ -8,6 +8,7 @@ import json
 import time
 import urllib.request
 
+import duckdb
 import openai
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
@@ -270,6 +271,27 @@ def test_kept_conversations_outlive_a_restart_and_their_memory_where_prompts_are
         assert first.id not in s.gateway.conversations  # evicted again: memory holds about one turn
         c.responses.create(model="banditroute", input="Once more.", previous_response_id=third.id)
         assert len(s.fake.received[-1]["messages"]) == 7
+
+
+def test_a_logged_conversation_the_log_cannot_read_now_is_a_503_to_retry_not_a_404(tmp_path, monkeypatch):
+    stored = {"store_prompts": True}
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:
+        first = s.client().responses.create(model="banditroute", input="My name is Ann.")
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:
+        c = s.client(max_retries=0)
+
+        def failing(*args, **kwargs):
+            raise duckdb.IOException("IO Error: injected: the disk failed the read")
+
+        with monkeypatch.context() as m:
+            m.setattr(s.service.store, "response_chain", failing)
+            with pytest.raises(openai.InternalServerError) as err:
+                c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)
+            assert err.value.status_code == 503 and err.value.response.headers["retry-after"]
+            assert "cannot be read right now" in err.value.body["message"]
+        again = c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)
+        assert [m["content"] for m in s.fake.received[-1]["messages"]][:2] == ["My name is Ann.", first.output_text]
+        assert again.store is True
 
 
 def test_without_stored_prompts_kept_conversations_stay_in_memory_only(tmp_path):

@@ -350,13 +350,13 @@ class Gateway:
 
     async def _recall(self, rid: str, owner: str | None) -> list[dict] | None:
         """The conversation up to the logged response ``rid`` (as :meth:`Conversations.history`), read from
-        the log and kept in memory again; None when it is not logged whole for ``owner``. A response its
+        the log and kept in memory again; None when it is not logged whole for ``owner``; :class:`Unavailable`
+        when the log cannot be read. A response its
         provider keeps is remembered with its model instead (and None returned)."""
         try:
             rows = await asyncio.to_thread(self.service.store.response_chain, rid)
-        except duckdb.Error as err:
-            log.warning("looking up response %s in the log failed: %s", rid, err)
-            return None
+        except duckdb.Error as err:  # it may well be logged: a 503 to retry, not a 404 to give up on
+            raise self.service.unreadable(err) from None
         if not rows:
             return None
         if rows[0]["items"] is None:  # its provider keeps it

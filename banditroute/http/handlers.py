@@ -10,6 +10,7 @@ import math
 import os
 import tempfile
 
+import duckdb
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -174,7 +175,10 @@ async def export(request: web.Request) -> web.StreamResponse:
     fd, path = tempfile.mkstemp(prefix="banditroute-export-", suffix=f".{fmt}")
     os.close(fd)
     try:
-        await loop.run_in_executor(None, service.store.export, path, fmt)
+        try:
+            await loop.run_in_executor(None, service.store.export, path, fmt)
+        except duckdb.Error as err:
+            raise service.unreadable(err) from None
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
                                                "Content-Disposition": f'attachment; filename="decisions.{fmt}"'})
         response.content_length = os.path.getsize(path)

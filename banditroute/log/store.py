@@ -88,7 +88,7 @@ def prompt_hash_key(path: str, configured: str | None = None) -> bytes:
     return key
 
 
-def _one_line(err: Exception) -> str:
+def one_line(err: Exception) -> str:
     """An error's message without DuckDB's kind prefix, on one line."""
     if isinstance(err, OSError) and err.strerror:
         return f"{err.strerror}" + (f" ({err.filename})" if err.filename else "")
@@ -244,7 +244,7 @@ class Store:
             if wal_damage(err) is not None:
                 hint = (f"; `banditroute repair --db {path}` keeps the damaged write-ahead log aside and recovers "
                         "every transaction before the damage")
-            raise LogOpenError(f"cannot open the log {path}: {_one_line(err)}{hint}") from None
+            raise LogOpenError(f"cannot open the log {path}: {one_line(err)}{hint}") from None
         self._wal = path + ".wal" if path != ":memory:" else None
         self.legacy_before = self._timed_ids_since()
         self._drop_indexes(path)

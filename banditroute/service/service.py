@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+
 from banditroute.config import Settings
 from banditroute.core.features import Featurizer
 from banditroute.core.policies import Policy, make_policy
@@ -42,7 +44,7 @@ from banditroute.core.stats import ModelStats
 from banditroute.core.types import Decision, Pending
 from banditroute.errors import IdempotencyConflict, RoutingError, Unavailable, UnknownDecision, ValidationFailed
 from banditroute.log.schema import BUDGET_STATE_SQL, QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
-from banditroute.log.store import StorageError, Store, prompt_hash_key
+from banditroute.log.store import StorageError, Store, one_line, prompt_hash_key
 from banditroute.service.batcher import MicroBatcher
 from banditroute.service.pending import LateLookups, PendingDecisions
 
@@ -301,6 +303,13 @@ class Service:
             raise Unavailable(f"the decision log is not accepting writes ({self.unavailable}); retry later",
                               retry_after=math.ceil(self.config.storage.retry_interval_s))
 
+    def unreadable(self, err: Exception) -> Unavailable:
+        """The 503 for a read of the log that failed (the log is being opened again after a fault, or the
+        disk fails): what the client asked about may well be in the log, so it should retry, not give up."""
+        log.warning("a read of the decision log failed: %s", err)
+        return Unavailable(f"the decision log cannot be read right now ({one_line(err)}); retry later",
+                           retry_after=math.ceil(self.config.storage.retry_interval_s))
+
     def storage_failed(self, reason: str) -> None:
         """Stop answering, and keep trying the log until it takes writes; then rebuild and answer again."""
         if self.unavailable is None:
@@ -379,7 +388,10 @@ class Service:
         late = False
         d = self.pending.get(decision_id)
         if d is None:
-            row = await self.lookups.get(decision_id)
+            try:
+                row = await self.lookups.get(decision_id)
+            except duckdb.Error as err:
+                raise self.unreadable(err) from None
             if row is None:
                 raise UnknownDecision(decision_id)
             d = self.router.restore(row)
