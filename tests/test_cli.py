@@ -90,6 +90,19 @@ def test_default_tune_grid_spans_to_the_cheap_end_refines_the_95_crossing_and_fi
         assert weights[i + 1] / max(weights[i], 1e-12) < 1.16 or weights[i] == 0
 
 
+def test_tune_keeps_each_points_test_prompts_for_paired_comparisons(outcomes_path):
+    from banditroute.offline.outcomes import load_outcomes
+    from banditroute.offline.tune import tune
+
+    outcomes = load_outcomes(outcomes_path)
+    n = len(outcomes.subset("test"))
+    for p in tune(outcomes, "lints", seed=1, cost_weights=[0.0, 100.0], per_prompt=True)["points"]:
+        quality, cost = p["per_prompt"]
+        assert quality.shape == cost.shape == (n,)
+        assert quality.mean() == pytest.approx(p["quality"]) and cost.sum() == pytest.approx(p["cost_usd"])
+    assert "per_prompt" not in tune(outcomes, "lints", seed=1, cost_weights=[0.0])["points"][0]
+
+
 def test_pretrain_then_simulate_from_state(tmp_path, capsys, outcomes_path):
     state = tmp_path / "state.pkl"
     assert main(["pretrain", str(outcomes_path), "--out", str(state)]) == 0

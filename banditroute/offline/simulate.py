@@ -147,9 +147,12 @@ def online_regret(rewards: np.ndarray, chosen: np.ndarray, models: list[str], po
                        "vs_oracle": float(oracle[t - 1] - mine[t - 1])} for t in steps]}
 
 
-def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress: bool = False) -> list[dict]:
+def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress: bool = False,
+                    per_prompt: bool = False) -> list[dict]:
     """Expected test quality, total cost and model shares of the greedy policy, per cost weight (by
-    default the router's own: its cost preference, a weight per prompt, when it has one)."""
+    default the router's own: its cost preference, a weight per prompt, when it has one). ``per_prompt``:
+    each entry also holds ``per_prompt``, the (quality, cost) arrays of every test prompt, for paired
+    comparisons of routers on resampled test prompts."""
     col = np.array([test.models.index(m) for m in router.policy.models])
     quality, cost = test.quality[:, col], test.cost[:, col]
     X = router.featurizer.transform_many(test.prompts)
@@ -167,6 +170,8 @@ def evaluate_greedy(router: Router, test: Outcomes, cost_weights=None, progress:
         out.append({"cost_weight": float(np.median(cw)), "n": len(test), "quality": float((p * quality).sum()) / n,
                     "cost_usd": float((p * cost).sum()),
                     "share": {m: round(float(v / n), 6) for m, v in zip(test.models, share)}})
+        if per_prompt:
+            out[-1]["per_prompt"] = ((p * quality).sum(axis=1), (p * cost).sum(axis=1))
     return out
 
 
@@ -174,7 +179,7 @@ def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | Non
              state: str | None = None, pool: Settings | None = None, progress: bool = False,
              settings: PolicyConfig | None = None, log: str | None = None,
              featurizer: Featurizer | None = None, cost_preference: float | None = None,
-             budget: BudgetConfig | None = None) -> dict:
+             budget: BudgetConfig | None = None, per_prompt: bool = False) -> dict:
     """Learn online on the train split, evaluate greedily on the test split.
 
     Returns the ``simulate --json`` result. ``cost_preference`` (in [0, 1]) routes by preference instead
@@ -184,6 +189,7 @@ def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | Non
     ``budget`` (see :func:`budget_per_request`): the online stream runs under it, as one tenant whose
     period is the stream (its clock counts requests); the result gains ``budget``: what was allowed
     and spent, per request and in total, the share spent, and the requests that found it exhausted.
+    ``per_prompt``: ``test`` also holds every test prompt's quality and cost (:func:`evaluate_greedy`).
     """
     settings = settings or (pool.policy if pool is not None else PolicyConfig())
     if cost_preference is not None:
@@ -201,7 +207,7 @@ def simulate(outcomes: Outcomes, policy: str = "lints", cost_weight: float | Non
         with single_threaded_blas():
             online = run_online(service, train, seed, progress, clock=clock)
         router = service.router
-        (test_result,) = evaluate_greedy(router, test, progress=progress)
+        (test_result,) = evaluate_greedy(router, test, progress=progress, per_prompt=per_prompt)
         test_result.pop("cost_weight")
         result = {
             "policy": router.policy.describe(),

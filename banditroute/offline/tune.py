@@ -78,7 +78,7 @@ def midpoint(a: float, b: float) -> float:
 
 def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=None,
          pool: Settings | None = None, settings: PolicyConfig | None = None, progress: bool = False,
-         featurizer=None) -> dict:
+         featurizer=None, per_prompt: bool = False) -> dict:
     """The frontier as in the ``tune --json`` contract, plus single-model reference points.
 
     Without ``cost_weights`` the sweep spans the whole frontier: :func:`default_grid`, extended upward
@@ -87,6 +87,7 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
     filled (:data:`FILL` rounds) wherever two neighbouring weights' test costs are more than
     :data:`FILL_GAP` of the best model's cost apart: a budget that falls in such a gap would otherwise
     get the cheaper point's quality, and the frontier would show a step where the router has a slope.
+    ``per_prompt``: each point also holds every test prompt's quality and cost (``per_prompt``, not JSON).
     """
     test = outcomes.subset("test")
     ref = test.reference()
@@ -97,13 +98,16 @@ def tune(outcomes: Outcomes, policy: str = "lints", seed: int = 0, cost_weights=
 
     def run(cw: float) -> dict:
         if cw not in points:
-            res = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer)
+            res = simulate(outcomes, policy, cw, seed, pool=pool, settings=settings, featurizer=featurizer,
+                           per_prompt=per_prompt)
             points[cw] = {"cost_weight": cw, "quality": res["test"]["quality"], "cost_usd": res["test"]["cost_usd"],
                           "online_quality": res["online"]["quality"], "online_cost_usd": res["online"]["cost_usd"],
                           "online_regret_vs_best_fixed": res["online"]["regret"]["vs_best_fixed"],
                           "online_regret_vs_oracle": res["online"]["regret"]["vs_oracle"],
                           "online_passes_best_fixed_at": res["online"]["regret"]["passes_best_fixed_at"],
                           "policy": res["policy"]}
+            if per_prompt:
+                points[cw]["per_prompt"] = res["test"]["per_prompt"]
             bar.update()
         return points[cw]
 
