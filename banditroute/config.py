@@ -209,6 +209,10 @@ class StorageConfig(_Strict):
 
     db: str = Field(default_factory=default_db_path)
     store_prompts: bool = False
+    retention_days: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="days the log and the gateway keep what clients wrote (prompt text of "
+        "decisions, kept conversations); older prompts are erased, their decisions kept (service.retention); "
+        "none: kept until deleted by hand")
     # the secret of the logged prompt hashes (HMAC-SHA256); none: generated once and kept in <db>.key
     prompt_hash_key: str | None = Field(default=None, repr=False)
     flush_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 200.0

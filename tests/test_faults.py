@@ -505,3 +505,28 @@ async def test_a_read_of_the_log_that_fails_is_a_503_to_retry_and_loses_nothing(
     await client.close()
     _, keys_logged, _ = logged(db)
     assert keys_logged == {"late"}
+
+
+async def test_prompts_older_than_the_retention_period_are_erased_and_their_decisions_kept(aiohttp_client, tmp_path,
+                                                                                          monkeypatch):
+    from banditroute.service import retention
+
+    monkeypatch.setattr(retention, "EVERY_S", 0.1)
+    db = str(tmp_path / "r.duckdb")
+    client = await aiohttp_client(create_app(config_for(db, store_prompts=True, retention_days=1.5 / 86_400), seed=0))
+    store = client.server.app[SERVICE].store
+    ids = [(await (await client.post("/route", json={"prompt": p})).json())["decision_id"] for p in PROMPTS[:2]]
+    await asyncio.sleep(0.3)
+    assert {r["prompt"] for r in store.query("SELECT prompt FROM decisions").to_pylist()} == set(PROMPTS[:2])
+    for _ in range(100):  # the prompts turn 1.5 s old, then the next pass erases them
+        await asyncio.sleep(0.05)
+        metrics = await (await client.get("/metrics")).text()
+        if "banditroute_expired_prompts_total 2.0" in metrics:
+            break
+    else:
+        raise AssertionError("the prompts were not erased")
+    rows = store.query("SELECT decision_id, prompt, x FROM decisions").to_pylist()
+    assert sorted(r["decision_id"] for r in rows) == sorted(ids) and all(r["prompt"] is None and r["x"] for r in rows)
+    f = await client.post("/feedback", json={"decision_id": ids[0], "signals": THUMBS, "idempotency_key": "k"})
+    assert f.status == 200  # its decision still learns
+    await client.close()

@@ -294,6 +294,35 @@ def test_a_logged_conversation_the_log_cannot_read_now_is_a_503_to_retry_not_a_4
         assert again.store is True
 
 
+def test_a_conversation_older_than_the_retention_period_cannot_be_continued(tmp_path, monkeypatch):
+    """``storage.retention_days``: a turn older than that is forgotten, in memory as it is read and in the
+    log by the periodic pass; between passes a chain read from the log with such a turn is unknown too."""
+    from banditroute.service import retention
+
+    stored = {"store_prompts": True, "retention_days": 2 / 86_400}
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:
+        c = s.client()
+        first = c.responses.create(model="banditroute", input="My name is Ann.")
+        c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)  # young: kept
+        old = c.responses.create(model="banditroute", input="Remember me.")
+        time.sleep(2.2)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)
+        assert first.id not in s.gateway.conversations
+    monkeypatch.setattr(retention.Retention, "expire", lambda self, now=None: None)  # no pass: the read checks
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:
+        assert s.query(f"SELECT count(*) AS n FROM responses WHERE response_id = '{old.id}'")[0]["n"] == 1
+        with pytest.raises(openai.NotFoundError):
+            s.client().responses.create(model="banditroute", input="And?", previous_response_id=old.id)
+    monkeypatch.undo()
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:  # the pass at start-up deletes them
+        deadline = time.monotonic() + 10
+        while s.query("SELECT count(*) AS n FROM responses")[0]["n"]:
+            assert time.monotonic() < deadline, "the old turns were not deleted"
+            time.sleep(0.05)
+        assert s.service.retention.turns == 3
+
+
 def test_without_stored_prompts_kept_conversations_stay_in_memory_only(tmp_path):
     with Stack(tmp_path, models=CHAT_ONLY) as s:
         first = s.client().responses.create(model="banditroute", input="My PIN is 1234.")

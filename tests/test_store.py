@@ -192,3 +192,51 @@ def test_a_response_chain_is_read_newest_first_once_per_turn_and_cut_where_it_cy
         assert len(cycle) <= 10 and {r["response_id"] for r in cycle} == {"x", "y"}
     finally:
         store.close()
+
+
+def test_expire_erases_older_prompts_and_turns_while_the_writer_appends(tmp_path):
+    """Retention: prompts older than the cutoff are set to null (their decisions stay), older
+    conversation turns are deleted, the rest is untouched, and appends committed meanwhile all land."""
+    router = Router(load_settings(), seed=0, store_prompts=True)
+    store = Store(str(tmp_path / "log.duckdb"), flush_interval=0.005)
+
+    def route(n: int, tag: str):
+        out = router.route_many([f"{tag} question {i}?" for i in range(n)], [RouteOptions()] * n)
+        store.add_decisions([(d, None, None) for d in out])
+        return out
+
+    now_us = time.time_ns() // 1000
+    day_us = 86_400 * 1_000_000
+    try:
+        old = route(5, "old")
+        store.add_response({"response_id": "old", "ts": now_us - 10 * day_us, "model": "mid", "parent": None,
+                            "owner": None, "items": "[]"})
+        store.flush().result(timeout=30)
+        store.con.execute("UPDATE decisions SET ts = ts - INTERVAL 10 DAY")
+        new = route(5, "new")
+        store.add_response({"response_id": "new", "ts": now_us, "model": "mid", "parent": None, "owner": None,
+                            "items": "[]"}, commit_now=True).result(timeout=30)
+        stop, appended = threading.Event(), []
+
+        def append():
+            while not stop.is_set():
+                appended.extend(route(20, "busy"))
+                time.sleep(0.001)
+
+        writer = threading.Thread(target=append)
+        writer.start()
+        try:
+            first = store.expire(time.time() - 5 * 86_400)
+            again = [store.expire(time.time() - 5 * 86_400) for _ in range(5)]
+        finally:
+            stop.set()
+            writer.join()
+        store.flush().result(timeout=30)
+        assert first == (5, 1) and again == [(0, 0)] * 5
+        rows = {r["decision_id"]: r["prompt"] for r in store.query("SELECT decision_id, prompt FROM decisions").to_pylist()}
+        assert all(rows[d.decision_id] is None for d in old)  # erased, the decisions kept
+        assert all(rows[d.decision_id] == d.prompt for d in new + appended)
+        assert len(rows) == 10 + len(appended)
+        assert [r["response_id"] for r in store.query("SELECT response_id FROM responses").to_pylist()] == ["new"]
+    finally:
+        store.close()

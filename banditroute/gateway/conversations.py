@@ -17,11 +17,13 @@ is no longer in memory (after a restart, or once evicted); elsewhere a chain who
 dropped (or a restart) cannot be continued, and the request is answered as for an unknown id. Each turn
 belongs to the API key that made it (its :func:`~banditroute.core.ids.key_id`; none without one), as a
 provider scopes its stored responses to the account that made them: another key cannot continue it,
-and sees it as unknown.
+and sees it as unknown. With ``storage.retention_days`` a conversation with a turn older than that is
+unknown too (:mod:`banditroute.service.retention`).
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -35,8 +37,8 @@ class Conversations:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evicted = 0
-        # response id -> (parent id, owner, items)
-        self._turns: OrderedDict[str, tuple[str | None, str | None, bytes]] = OrderedDict()
+        # response id -> (parent id, owner, items, when it was made)
+        self._turns: OrderedDict[str, tuple[str | None, str | None, bytes, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._turns)
@@ -45,19 +47,20 @@ class Conversations:
         return response_id in self._turns
 
     def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]] | bytes,
-            owner: str | None = None) -> bool:
+            owner: str | None = None, ts: float | None = None) -> bool:
         """Keep one turn: the response ``response_id``, which continued ``parent`` (None: the first turn),
         made of ``items`` (its request's input items, then its output items; or their JSON) for the client
-        ``owner`` (its key's id). False when it is larger than the whole store (it is not kept)."""
+        ``owner`` (its key's id) at ``ts`` (seconds since the epoch; default: now). False when it is larger
+        than the whole store (it is not kept)."""
         data = items if isinstance(items, bytes) else orjson.dumps(items)
         size = len(data) + len(response_id)
         if size > self.max_bytes:
             return False
         self.drop(response_id)
-        self._turns[response_id] = (parent, owner, data)
+        self._turns[response_id] = (parent, owner, data, time.time() if ts is None else ts)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            rid, (_, _, dropped) = self._turns.popitem(last=False)
+            rid, (_, _, dropped, _) = self._turns.popitem(last=False)
             self.bytes -= len(dropped) + len(rid)
             self.evicted += 1
         return True
@@ -68,18 +71,23 @@ class Conversations:
         if old is not None:
             self.bytes -= len(old[2]) + len(response_id)
 
-    def history(self, response_id: str, owner: str | None = None) -> list[dict[str, Any]] | None:
+    def history(self, response_id: str, owner: str | None = None,
+                not_before: float | None = None) -> list[dict[str, Any]] | None:
         """The items of the conversation up to and including ``response_id``, oldest turn first; None
-        when it, or any turn before it, is not kept for the client ``owner``."""
+        when it, or any turn before it, is not kept for the client ``owner``, or was made before
+        ``not_before`` (seconds since the epoch; such a turn is forgotten)."""
         chain: list[bytes] = []
         rid: str | None = response_id
         seen: set[str] = set()
         while rid is not None:
             if rid in seen or rid not in self._turns or self._turns[rid][1] != owner:
                 return None
+            if not_before is not None and self._turns[rid][3] < not_before:
+                self.drop(rid)
+                return None
             seen.add(rid)
             self._turns.move_to_end(rid)  # a conversation in use is the last to go
-            parent, _, data = self._turns[rid]
+            parent, _, data, _ = self._turns[rid]
             chain.append(data)
             rid = parent
         return [item for data in reversed(chain) for item in orjson.loads(data)]

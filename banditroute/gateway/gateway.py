@@ -333,7 +333,7 @@ class Gateway:
         rid = req.previous_response_id
         if rid is None or rid in self._stored:
             return req
-        history = self.conversations.history(rid, req.owner)
+        history = self.conversations.history(rid, req.owner, self.service.retention.cutoff())
         if history is None:
             history = await self._recall(rid, req.owner)
         if history is not None:
@@ -344,7 +344,8 @@ class Gateway:
             raise NotFound(f"previous_response_id {rid!r} is not a response the gateway keeps (it keeps the "
                            "conversations of the responses it made of chat completions, in memory up to "
                            "gateway.conversations_mb and, where prompts are stored (storage.store_prompts), in "
-                           "its log; not those stored with store: false), and no model of the pool serves the "
+                           "its log, for storage.retention_days where that is set; not those stored with store: "
+                           "false), and no model of the pool serves the "
                            "responses API to look it up")
         return req
 
@@ -362,11 +363,13 @@ class Gateway:
         if rows[0]["items"] is None:  # its provider keeps it
             self._remember_model(rid, rows[0]["model"])
             return None
-        whole = all(r["owner"] == owner and r["items"] is not None for r in rows) and rows[-1]["parent"] is None
+        cutoff = self.service.retention.cutoff()
+        whole = all(r["owner"] == owner and r["items"] is not None and (cutoff is None or r["ts"] >= cutoff)
+                    for r in rows) and rows[-1]["parent"] is None
         if not whole or any(newer["parent"] != older["response_id"] for newer, older in itertools.pairwise(rows)):
             return None
         for r in reversed(rows):  # oldest first, so the newest turns are the last to be evicted
-            self.conversations.put(r["response_id"], r["parent"], r["items"].encode(), owner)
+            self.conversations.put(r["response_id"], r["parent"], r["items"].encode(), owner, r["ts"])
         return [item for r in reversed(rows) for item in orjson.loads(r["items"])]
 
     @staticmethod

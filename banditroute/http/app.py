@@ -49,6 +49,7 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
         service = Service(config, store, seed=seed)
         service.recover()
         service.watch_storage()
+        service.retention.start()
         app[SERVICE] = service
         app[METRICS].watch(service)
         gateway = Gateway(service, app[METRICS])
@@ -62,6 +63,7 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
         yield
         gc.unfreeze()
         await gateway.close()
+        await service.retention.stop()
         await service.snapshot()
         store.close()
 

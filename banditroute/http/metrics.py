@@ -124,6 +124,13 @@ class ServiceCollector:
                                   "DuckDB invalidated it", value=s.store.reopens)
         yield CounterMetricFamily("banditroute_idle_checkpoints", "checkpoints the log writer ran while no feedback "
                                   "waited", value=s.store.checkpoints)
+        yield CounterMetricFamily("banditroute_expired_prompts", "prompts erased from the log once older than "
+                                  "storage.retention_days", value=s.retention.prompts)
+        yield CounterMetricFamily("banditroute_expired_turns", "kept conversation turns deleted from the log once "
+                                  "older than storage.retention_days", value=s.retention.turns)
+        yield CounterMetricFamily("banditroute_retention_failures", "passes erasing what is older than "
+                                  "storage.retention_days that failed (the next pass tries again)",
+                                  value=s.retention.failures)
         yield CounterMetricFamily("banditroute_route_batches", "micro-batches of /route requests routed together "
                                   "(requests / batches = the mean batch size)", value=s.batcher.batches)
         share = GaugeMetricFamily("banditroute_model_share", "share of decisions per model", labels=["model"])

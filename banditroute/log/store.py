@@ -600,7 +600,8 @@ class Store:
             cur.close()
 
     def response_chain(self, response_id: str, max_turns: int = 10_000) -> list[dict]:
-        """The logged ``responses`` rows of ``response_id`` and of the responses it continued, newest first
+        """The logged ``responses`` rows of ``response_id`` and of the responses it continued (``ts``: when
+        each was first logged, in seconds since the epoch), newest first
         (one recursive query; empty when it is not logged; rows logged twice count once). A chain is cut at ``max_turns`` rows, so a
         cycle in hostile or damaged rows cannot run forever."""
         return self.query(
@@ -608,8 +609,25 @@ class Store:
             " SELECT response_id, model, parent, owner, items, 0 FROM responses WHERE response_id = ?"
             " UNION SELECT r.response_id, r.model, r.parent, r.owner, r.items, c.depth + 1"
             " FROM responses r JOIN chain c ON r.response_id = c.parent WHERE c.depth < ?)"
-            " SELECT response_id, model, parent, owner, items FROM chain ORDER BY depth",
+            " SELECT response_id, model, parent, owner, items,"
+            " (SELECT min(epoch_us(r.ts)) FROM responses r WHERE r.response_id = c.response_id) / 1e6 AS ts"
+            " FROM chain c ORDER BY depth",
             [response_id, max_turns]).to_pylist()
+
+    def expire(self, before: float) -> tuple[int, int]:
+        """Erase what clients wrote before ``before`` (seconds since the epoch): the prompt text of older
+        decisions (set to null; the rest of their row stays) and older ``responses`` rows (kept
+        conversations). Returns how many prompts and turns were erased. Runs on its own cursor, beside
+        the writer's appends (they touch other rows, so DuckDB lets both commit)."""
+        us = _utc_us(before)
+        cur = self.con.cursor()
+        try:
+            prompts = cur.execute("UPDATE decisions SET prompt = NULL WHERE prompt IS NOT NULL AND epoch_us(ts) < ?",
+                                  [us]).fetchone()[0]
+            turns = cur.execute("DELETE FROM responses WHERE epoch_us(ts) < ?", [us]).fetchone()[0]
+        finally:
+            cur.close()
+        return int(prompts), int(turns)
 
     def decisions(self, decision_ids: list[str]) -> dict[str, dict]:
         """Logged decisions by id, for feedback that arrives after the in-memory pending window.

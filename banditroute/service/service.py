@@ -47,6 +47,7 @@ from banditroute.log.schema import BUDGET_STATE_SQL, QUALITY_WEIGHT_SQL, QUALITY
 from banditroute.log.store import StorageError, Store, one_line, prompt_hash_key
 from banditroute.service.batcher import MicroBatcher
 from banditroute.service.pending import LateLookups, PendingDecisions
+from banditroute.service.retention import Retention
 
 log = logging.getLogger("banditroute")
 
@@ -87,6 +88,7 @@ class Service:
         self._learning = asyncio.Lock()  # held while feedback is applied and queued, and by policy swaps
         self.batcher = MicroBatcher(lambda requests: self.route_many(requests))
         self.lookups = LateLookups(lambda ids: self.store.decisions(ids))
+        self.retention = Retention(store, config.storage.retention_days)
         self._commit_future: concurrent.futures.Future | None = None  # the writer's, and its loop-side waiter
         self._commit_waiter: asyncio.Future | None = None
         self.unavailable: str | None = None  # why requests are refused (the log is failing), or None
