@@ -10,6 +10,7 @@ import itertools
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import duckdb
@@ -530,3 +531,31 @@ async def test_prompts_older_than_the_retention_period_are_erased_and_their_deci
     f = await client.post("/feedback", json={"decision_id": ids[0], "signals": THUMBS, "idempotency_key": "k"})
     assert f.status == 200  # its decision still learns
     await client.close()
+
+
+def test_erasing_old_prompts_waits_for_room_on_the_disk_and_goes_on_in_small_transactions(tiny_fs, monkeypatch):
+    from banditroute.config import load_settings
+    from banditroute.core.router import RouteOptions, Router
+    from banditroute.log.store import StorageError
+
+    monkeypatch.setattr(store_module, "EXPIRE_ROWS", 10)
+    router = Router(load_settings(), seed=0, store_prompts=True)
+    store = Store(str(tiny_fs / "r.duckdb"), flush_interval=0.01, min_free_bytes=2 << 20)
+    try:
+        out = router.route_many([f"{i} " + "words " * 200 for i in range(45)], [RouteOptions()] * 45)
+        store.add_decisions([(d, None, None) for d in out])
+        store.flush().result(timeout=30)
+        store.con.execute("UPDATE decisions SET ts = ts - INTERVAL 10 DAY")
+        filler = fill(tiny_fs, 3 << 20)  # above min_free_bytes, under twice it
+        with pytest.raises(StorageError, match="put off"):
+            store.expire(time.time() - 86_400)
+        assert store.query("SELECT count(*) AS n FROM decisions WHERE prompt IS NULL").column(0)[0].as_py() == 0
+        more = router.route_many(["still logging?"], [RouteOptions()])
+        store.add_decisions([(more[0], None, None)])
+        store.flush().result(timeout=30)  # the log still takes writes: nothing was invalidated
+        assert store.failure is None and not store.invalidated
+        filler.unlink()
+        assert store.expire(time.time() - 86_400) == (45, 0)  # five transactions of ten, then one of five
+        assert store.query("SELECT count(*) AS n FROM decisions WHERE prompt IS NOT NULL").column(0)[0].as_py() == 1
+    finally:
+        store.close()

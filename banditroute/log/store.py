@@ -124,6 +124,9 @@ def _merged_spans(times: list[float], slack: float) -> list[tuple[float, float]]
     return [(a, b) for a, b in spans]
 
 
+EXPIRE_ROWS = 10_000  # rows changed per transaction by Store.expire
+
+
 def _utc_us(t: float) -> int:
     """Seconds since the epoch as the integer microseconds a ``make_timestamptz`` parameter takes."""
     return round(t * 1_000_000)
@@ -618,16 +621,36 @@ class Store:
         """Erase what clients wrote before ``before`` (seconds since the epoch): the prompt text of older
         decisions (set to null; the rest of their row stays) and older ``responses`` rows (kept
         conversations). Returns how many prompts and turns were erased. Runs on its own cursor, beside
-        the writer's appends (they touch other rows, so DuckDB lets both commit)."""
+        the writer's appends (they touch other rows, so DuckDB lets both commit).
+
+        Rows are changed :data:`EXPIRE_ROWS` at a time, each batch its own transaction, and only while
+        the disk has twice ``min_free_bytes`` free: an update writes its rows to the write-ahead log, and
+        one that ran out of disk could make DuckDB invalidate the database. Short of room the pass stops
+        with :class:`StorageError` (what it erased so far stays erased) and the next pass goes on."""
         us = _utc_us(before)
+        done = {"decisions": 0, "responses": 0}
+        statements = {
+            "decisions": "UPDATE decisions SET prompt = NULL WHERE rowid IN (SELECT rowid FROM decisions"
+                         " WHERE prompt IS NOT NULL AND epoch_us(ts) < $before LIMIT $n)",
+            "responses": "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses"
+                         " WHERE epoch_us(ts) < $before LIMIT $n)",
+        }
         cur = self.con.cursor()
         try:
-            prompts = cur.execute("UPDATE decisions SET prompt = NULL WHERE prompt IS NOT NULL AND epoch_us(ts) < ?",
-                                  [us]).fetchone()[0]
-            turns = cur.execute("DELETE FROM responses WHERE epoch_us(ts) < ?", [us]).fetchone()[0]
+            for table, sql in statements.items():
+                while True:
+                    if self.min_free_bytes:
+                        free = shutil.disk_usage(Path(self.path).parent).free
+                        if free < 2 * self.min_free_bytes:
+                            raise StorageError(f"erasing old {table} rows put off: {free} bytes free beside "
+                                               f"{self.path}, under twice storage.min_free_bytes")
+                    n = cur.execute(sql, {"before": us, "n": EXPIRE_ROWS}).fetchone()[0]
+                    done[table] += n
+                    if n < EXPIRE_ROWS:
+                        break
         finally:
             cur.close()
-        return int(prompts), int(turns)
+        return done["decisions"], done["responses"]
 
     def decisions(self, decision_ids: list[str]) -> dict[str, dict]:
         """Logged decisions by id, for feedback that arrives after the in-memory pending window.
