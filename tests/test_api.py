@@ -312,6 +312,10 @@ async def test_concurrent_routes_are_batched_and_each_is_logged(client):
     assert sorted(logged) == sorted(ids)
 
 
+# answers that need an upstream to make: validated in the gateway's tests
+VALIDATED_WITH_A_GATEWAY = {("DELETE", "/v1/responses/{response_id}")}
+
+
 async def test_every_answer_validates_against_its_response_model(client):
     """Real answers of every endpoint of the route table, checked by the models the OpenAPI document
     publishes (which forbid unknown fields): a handler and its model cannot drift apart."""
@@ -331,7 +335,7 @@ async def test_every_answer_validates_against_its_response_model(client):
         answers[method, path] = [await resp.json()]
     checked = 0
     for route in ROUTES:
-        if route.response is None:
+        if route.response is None or (route.method, route.path) in VALIDATED_WITH_A_GATEWAY:
             continue
         for answer in answers[route.method, route.path]:
             route.response.model_validate(answer)

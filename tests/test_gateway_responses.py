@@ -19,6 +19,7 @@ from banditroute.core.reward import Feedback
 from banditroute.gateway import bridge
 from banditroute.gateway.conversations import Conversations
 from banditroute.gateway.requests import ResponsesRequest
+from banditroute.http.schemas import ResponseDeleted
 
 QUESTION = "What is the capital of France?"
 
@@ -321,6 +322,41 @@ def test_a_conversation_older_than_the_retention_period_cannot_be_continued(tmp_
             assert time.monotonic() < deadline, "the old turns were not deleted"
             time.sleep(0.05)
         assert s.service.retention.turns == 3
+
+
+def test_a_client_deletes_a_kept_response_from_memory_and_the_log_and_only_its_own(tmp_path):
+    with Stack(tmp_path, models=CHAT_ONLY, storage={"store_prompts": True}) as s:
+        c, other = s.client(api_key="key-a"), s.client(api_key="key-b", max_retries=0)
+        first = c.responses.create(model="banditroute", input="My name is Ann.")
+        second = c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)
+        with pytest.raises(openai.NotFoundError):  # another key's: unknown to it, and kept
+            other.responses.delete(first.id)
+        assert c.responses.delete(first.id) is None  # the SDK returns nothing for a 200
+        assert first.id not in s.gateway.conversations
+        assert [r["response_id"] for r in s.query("SELECT response_id FROM responses")] == [second.id]
+        with pytest.raises(openai.NotFoundError):  # its conversation is no longer whole
+            c.responses.create(model="banditroute", input="Again?", previous_response_id=second.id)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.delete(first.id)
+        raw = c.responses.with_raw_response.delete(second.id)
+        assert raw.http_response.json() == {"id": second.id, "object": "response.deleted", "deleted": True}
+        ResponseDeleted.model_validate(raw.http_response.json())  # the route table's response model
+    with Stack(tmp_path, models=CHAT_ONLY, storage={"store_prompts": True}) as s:  # after a restart: gone
+        assert s.query("SELECT count(*) AS n FROM responses")[0]["n"] == 0
+
+
+def test_a_provider_stored_response_is_deleted_by_its_provider(tmp_path):
+    with Stack(tmp_path) as s:
+        c = s.client(max_retries=0)
+        first = c.responses.create(model="banditroute", input=QUESTION, extra_body=only("cheap"))
+        s.wait_for("SELECT * FROM responses", 1)
+        ResponseDeleted.model_validate(c.responses.with_raw_response.delete(first.id).http_response.json())
+        assert s.fake.received[-1]["method"] == "DELETE" and s.fake.received[-1]["path"] == f"/v1/responses/{first.id}"
+        assert first.id not in s.gateway._stored and s.query("SELECT count(*) AS n FROM responses")[0]["n"] == 0
+        with pytest.raises(openai.NotFoundError):
+            c.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError, match="not a response the gateway keeps"):
+            c.responses.delete("resp_unknown")
 
 
 def test_without_stored_prompts_kept_conversations_stay_in_memory_only(tmp_path):

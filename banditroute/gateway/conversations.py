@@ -71,6 +71,11 @@ class Conversations:
         if old is not None:
             self.bytes -= len(old[2]) + len(response_id)
 
+    def keeps_for(self, response_id: str, owner: str | None) -> bool:
+        """Whether the turn ``response_id`` is kept for the client ``owner``."""
+        turn = self._turns.get(response_id)
+        return turn is not None and turn[1] == owner
+
     def history(self, response_id: str, owner: str | None = None,
                 not_before: float | None = None) -> list[dict[str, Any]] | None:
         """The items of the conversation up to and including ``response_id``, oldest turn first; None

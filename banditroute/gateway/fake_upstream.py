@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible upstream for tests, benchmarks and trying the gateway without keys.
 
 ``python -m banditroute.gateway.fake_upstream --port 9000`` serves ``POST /v1/chat/completions`` and
-``POST /v1/responses`` (streamed and not) and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
+``POST /v1/responses`` (streamed and not), ``DELETE /v1/responses/{id}`` and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
 prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion tokens. Faults are set per
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
@@ -51,12 +51,14 @@ class FakeUpstream:
         self.faults: dict[str, dict] = {}
         self.received: list[dict] = []
         self.cancelled = 0
+        self.stored: set[str] = set()  # ids of the responses it made, which DELETE /v1/responses/{id} deletes
         self._ids = itertools.count(1)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/responses", self.responses)
+        app.router.add_delete("/v1/responses/{id}", self.delete_response)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/control", self.control)
         app.router.add_get("/control", self.requests)
@@ -73,6 +75,18 @@ class FakeUpstream:
 
     async def requests(self, request: web.Request) -> web.Response:
         return web.json_response({"received": self.received, "cancelled": self.cancelled})
+
+    async def delete_response(self, request: web.Request) -> web.Response:
+        """OpenAI's deletion of a stored response: a response this fake made, once."""
+        rid = request.match_info["id"]
+        if self.record:
+            self.received.append({"path": request.path, "method": "DELETE", "model": None,
+                                  "authorization": request.headers.get("Authorization")})
+        if rid not in self.stored:
+            return web.json_response({"error": {"message": f"Response with id '{rid}' not found.",
+                                                "type": "invalid_request_error"}}, status=404)
+        self.stored.discard(rid)
+        return web.json_response({"id": rid, "object": "response.deleted", "deleted": True})
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": []})
@@ -192,6 +206,8 @@ class FakeUpstream:
                  "total_tokens": max(1, chars // 4) + self.output_tokens}
         text = self._text(model, fault)
         rid = f"resp_fake{next(self._ids)}"
+        if body.get("store", True):
+            self.stored.add(rid)
         message = {"type": "message", "id": f"msg_{rid}", "status": "completed", "role": "assistant",
                    "content": [{"type": "output_text", "text": text, "annotations": []}]}
         if body.get("tools"):

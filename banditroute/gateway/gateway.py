@@ -349,6 +349,45 @@ class Gateway:
                            "responses API to look it up")
         return req
 
+    async def delete_response(self, rid: str, api_key: str | None = None) -> dict:
+        """``DELETE /v1/responses/{id}``: forget a response the gateway keeps for the client with
+        ``api_key`` (its turn, in memory and in the log), or have the provider that stored it delete it
+        there; :class:`NotFound` for an id neither knows. As at OpenAI, a response that continued it can
+        no longer be continued: its conversation is no longer whole."""
+        owner = key_id(api_key)
+        try:
+            logged = await asyncio.to_thread(self.service.store.response_chain, rid, 0)
+        except duckdb.Error as err:
+            raise self.service.unreadable(err) from None
+        row = logged[0] if logged else None
+        model = self._stored.get(rid) or (row["model"] if row is not None and row["items"] is None else None)
+        if model is not None:  # its provider keeps it
+            spec = self.specs.get(model)
+            if spec is None or spec.base_url is None:
+                raise NotFound(f"response {rid!r} was stored by {model}, which is no longer a callable model of the pool")
+            try:
+                answer = await self.upstreams.complete(spec, None, f"/responses/{rid}", method="DELETE")
+            except UpstreamFailure as failure:
+                if failure.status == 404:
+                    raise NotFound(f"response {rid!r}: {failure}") from None
+                raise UpstreamFailed(f"deleting response {rid!r} failed: {failure}", [
+                    {"model": model, "outcome": failure.outcome, "status": failure.status,
+                     "message": str(failure)}]) from None
+            self._stored.pop(rid, None)
+            body = answer.body
+        elif self.conversations.keeps_for(rid, owner) or (row is not None and row["owner"] == owner):
+            self.conversations.drop(rid)
+            body = {"id": rid, "object": "response.deleted", "deleted": True}
+        else:
+            raise NotFound(f"response {rid!r} is not a response the gateway keeps for this API key, nor one a "
+                           "provider of the pool stored")
+        if row is not None:
+            try:
+                await asyncio.to_thread(self.service.store.delete_response, rid)
+            except duckdb.Error as err:
+                raise self.service.unreadable(err, "changed") from None
+        return body
+
     async def _recall(self, rid: str, owner: str | None) -> list[dict] | None:
         """The conversation up to the logged response ``rid`` (as :meth:`Conversations.history`), read from
         the log and kept in memory again; None when it is not logged whole for ``owner``; :class:`Unavailable`

@@ -97,13 +97,15 @@ class Upstreams:
     def _timeout(self, spec: ModelSpec) -> float:
         return spec.timeout_s or self.config.timeout_s
 
-    async def _open(self, spec: ModelSpec, path: str, body: dict, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-        """Send the request to ``path`` below the model's API root; the response once its status is in,
-        or an :class:`UpstreamFailure`."""
+    async def _open(self, spec: ModelSpec, path: str, body: dict | None, timeout: aiohttp.ClientTimeout,
+                    method: str = "POST") -> aiohttp.ClientResponse:
+        """Send the request to ``path`` below the model's API root (``body`` None: without one); the
+        response once its status is in, or an :class:`UpstreamFailure`."""
         url = spec.base_url.rstrip("/") + path
         try:
-            resp = await self._session(spec.base_url).post(url, data=orjson.dumps(body), headers=self._headers(spec),
-                                                           timeout=timeout)
+            resp = await self._session(spec.base_url).request(
+                method, url, data=None if body is None else orjson.dumps(body), headers=self._headers(spec),
+                timeout=timeout)
         except TimeoutError:
             raise UpstreamFailure("timeout", f"{spec.name}: no answer within {self._timeout(spec):g} s") from None
         except aiohttp.ClientError as err:
@@ -122,12 +124,13 @@ class Upstreams:
         raise UpstreamFailure(outcome, f"{spec.name}: upstream answered {resp.status}: {data[:300].decode(errors='replace')}",
                               resp.status, data, retry_after)
 
-    async def complete(self, spec: ModelSpec, body: dict, path: str = CHAT) -> Answer:
+    async def complete(self, spec: ModelSpec, body: dict | None, path: str = CHAT, method: str = "POST") -> Answer:
         """A non-streamed call: the upstream's JSON answer (an answer whose ``error`` is set is a failure:
         chat completions' error body, or a response that failed)."""
         t0 = time.perf_counter()
         total = self._timeout(spec)
-        resp = await self._open(spec, path, body, aiohttp.ClientTimeout(total=total, connect=self.config.connect_timeout_s))
+        resp = await self._open(spec, path, body, aiohttp.ClientTimeout(total=total, connect=self.config.connect_timeout_s),
+                                method)
         try:
             limit = self.config.max_response_bytes
             data = await resp.content.read(limit + 1)

@@ -103,6 +103,11 @@ async def responses(request: web.Request) -> web.StreamResponse:
     return await request.app[GATEWAY].serve(request, await parse(request, ResponsesRequest), bearer_key(request))
 
 
+async def delete_response(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    return json_response(await gateway.delete_response(request.match_info["response_id"], bearer_key(request)))
+
+
 async def v1_models(request: web.Request) -> web.Response:
     """OpenAI's model list: ``banditroute`` (routed) and each pool model (called directly)."""
     names = [ROUTED, *request.app[SERVICE].config.names]

@@ -3,6 +3,7 @@ are built."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from banditroute.http.schemas import (
     PolicyUpdate,
     PolicyView,
     ResponseCreateRequest,
+    ResponseDeleted,
     RouteRequest,
     RouteResponse,
 )
@@ -55,6 +57,10 @@ ROUTES = (
     Route("POST", "/v1/responses", handlers.responses, "OpenAI-compatible responses: routes (model banditroute) "
           "among the models with the responses capability or calls one, falls back on provider failures, streams "
           "with stream: true", ResponseCreateRequest, None, (400, 401, 404, 408, 413, 422, 429, 502, 503)),
+    Route("DELETE", "/v1/responses/{response_id}", handlers.delete_response, "OpenAI-compatible deletion of a "
+          "stored response: one the gateway keeps for the caller's API key (its conversation turn, in memory and in "
+          "the log), or one a provider stored (deleted there)", response=ResponseDeleted,
+          errors=(401, 404, 502, 503)),
     Route("GET", "/v1/models", handlers.v1_models, "OpenAI-compatible model list: banditroute and the pool"),
     Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
     Route("GET", "/budgets", handlers.budgets, "Spend, remaining budget, pace and cost weight per tenant",
@@ -107,10 +113,13 @@ def openapi_document(version: str) -> dict:
         }
         if r.request is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(r.request)}}}
-        if r.query:
-            op["parameters"] = [{"name": n, "in": "query", "required": False, "description": d,
-                                 "schema": {"type": "string"} | ({"enum": values} if values else {})}
-                                for n, d, values in r.query]
+        parameters = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for n in re.findall(r"{(\w+)}", r.path)]
+        parameters += [{"name": n, "in": "query", "required": False, "description": d,
+                        "schema": {"type": "string"} | ({"enum": values} if values else {})}
+                       for n, d, values in r.query]
+        if parameters:
+            op["parameters"] = parameters
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",

@@ -197,6 +197,15 @@ class OpenAIErrorResponse(BaseModel):
     error: OpenAIErrorBody
 
 
+class ResponseDeleted(BaseModel):
+    """``DELETE /v1/responses/{response_id}``: OpenAI's deletion object (a provider's own, as it answered,
+    for a response it stored)."""
+
+    id: str
+    object: str = "response.deleted"
+    deleted: bool
+
+
 class ChatCompletionRequest(BaseModel):
     """OpenAI's chat-completions body (https://platform.openai.com/docs/api-reference/chat/create);
     fields not listed are passed upstream untouched. ``model``: ``banditroute`` to route among the pool,

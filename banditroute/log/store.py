@@ -652,6 +652,14 @@ class Store:
             cur.close()
         return done["decisions"], done["responses"]
 
+    def delete_response(self, response_id: str) -> int:
+        """Delete the logged ``responses`` rows of ``response_id`` (a client deleted it); how many there were."""
+        cur = self.con.cursor()
+        try:
+            return int(cur.execute("DELETE FROM responses WHERE response_id = ?", [response_id]).fetchone()[0])
+        finally:
+            cur.close()
+
     def decisions(self, decision_ids: list[str]) -> dict[str, dict]:
         """Logged decisions by id, for feedback that arrives after the in-memory pending window.
 

@@ -305,11 +305,12 @@ class Service:
             raise Unavailable(f"the decision log is not accepting writes ({self.unavailable}); retry later",
                               retry_after=math.ceil(self.config.storage.retry_interval_s))
 
-    def unreadable(self, err: Exception) -> Unavailable:
-        """The 503 for a read of the log that failed (the log is being opened again after a fault, or the
-        disk fails): what the client asked about may well be in the log, so it should retry, not give up."""
-        log.warning("a read of the decision log failed: %s", err)
-        return Unavailable(f"the decision log cannot be read right now ({one_line(err)}); retry later",
+    def unreadable(self, err: Exception, what: str = "read") -> Unavailable:
+        """The 503 for a read (or another change, ``what``) of the log that failed (the log is being
+        opened again after a fault, or the disk fails): what the client asked about may well be in the
+        log, so it should retry, not give up."""
+        log.warning("a %s of the decision log failed: %s", what, err)
+        return Unavailable(f"the decision log cannot be {what} right now ({one_line(err)}); retry later",
                            retry_after=math.ceil(self.config.storage.retry_interval_s))
 
     def storage_failed(self, reason: str) -> None:
