@@ -18,13 +18,12 @@ import argparse
 import json
 import statistics
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions, tfidf_ridge
-from suite import DATA, RESULTS, full_information_setup
+from suite import RESULTS, full_information_setup, per_table
 
 from banditroute.core.embedding import StaticEmbedding
 from banditroute.core.features import Featurizer
@@ -87,10 +86,7 @@ def main() -> None:
     args = ap.parse_args()
     embeddings = {int(k): v for k, v in (s.split("=", 1) for s in args.embedding_dir)}
     variants = [v for v in args.variants if _table_width(VARIANTS[v]) in (None, *embeddings)]
-    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)
-    with Pool(2) as pool:
-        tables = sorted(pool.map(one_table, [(p, variants, embeddings) for p in paths], chunksize=1),
-                        key=lambda t: t["table"])
+    tables = per_table(one_table, (variants, embeddings))
     command = "python experiments/feature_alternatives.py " + " ".join(sys.argv[1:])
     rows = ["TF-IDF ridge", *variants]
     lines = ["# Feature sets with full information", "", (f"Command: `{command.strip()}`. Each feature set fitted "

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prediction_mix import tfidf_predictions
-from suite import DATA, full_information_setup, save_results
+from suite import full_information_setup, per_table, save_results
 
 from banditroute.core.features import Featurizer
 from banditroute.core.types import net_score
@@ -172,12 +171,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="frontier_bootstrap")
     args = ap.parse_args()
-    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)  # the largest first
-    if args.tables:
-        paths = [p for p in paths if p.stem in args.tables]
-    with Pool(args.workers) as pool:
-        tables = pool.map(one_table, [(p, args.seeds, args.resamples) for p in paths], chunksize=1)
-    tables.sort(key=lambda t: t["table"])
+    tables = per_table(one_table, (args.seeds, args.resamples), args.tables, args.workers)
     command = "python experiments/frontier_bootstrap.py " + " ".join(sys.argv[1:])
     save_results(args.name, {"command": command.strip(), "tables": tables}, markdown(tables, command.strip()))
 

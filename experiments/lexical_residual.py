@@ -52,7 +52,9 @@ from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import Outcomes, load_outcomes
 from banditroute.offline.tune import default_grid, extend_upward
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite import table_paths
+
 RESULTS = Path(__file__).resolve().parent / "results"
 BITS = 18
 CLIP = 3.0  # |L| bound of the mixed variant, so that evidence against the word model early can be outweighed later
@@ -312,9 +314,7 @@ def main() -> None:
         saved = json.loads(Path(args.render).read_text())
         (RESULTS / f"{args.name}.md").write_text(markdown(saved["tables"], saved["command"], saved.get("grid") == "extended") + "\n")
         return
-    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)
-    if args.tables:
-        paths = [p for p in paths if p.stem in args.tables]
+    paths = table_paths(args.tables)
     with Pool(2) as pool:
         variants = ([{"eta": e} for e in args.etas] + [{"prior": p} for p in args.priors]
                     + [{"prior": p, "adf": True, "mix": args.mix} for p in args.adf_priors

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions
-from suite import DATA, RESULTS, _median, fine_grid, fmt
+from suite import DATA, RESULTS, _median, fine_grid, fmt, per_table, table_paths
 
 from banditroute.config import PolicyConfig
 from banditroute.core.features import Featurizer
@@ -119,12 +118,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="logging_bias")
     args = ap.parse_args()
-    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)  # the largest first
-    if not paths:
+    if not table_paths():
         sys.exit(f"no outcome tables in {DATA}")
-    with Pool(args.workers) as pool:
-        results = pool.map(one_table, [(str(p), args.seeds) for p in paths], chunksize=1)
-    results.sort(key=lambda r: r["table"])
+    results = per_table(one_table, (args.seeds,), workers=args.workers)
     command = "python experiments/logging_bias.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command.strip(), "seeds": args.seeds,

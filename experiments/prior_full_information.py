@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from multiprocessing import Pool
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions, tfidf_ridge
-from suite import DATA, RESULTS, full_information_setup
+from suite import RESULTS, full_information_setup, per_table
 
 from banditroute.config import PolicyConfig
 from banditroute.core.features import Featurizer
@@ -49,9 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--priors", type=float, nargs="+", default=[1, 3, 10, 30, 100])
     args = ap.parse_args()
-    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)
-    with Pool(2) as pool:
-        tables = sorted(pool.map(one_table, [(p, args.priors) for p in paths], chunksize=1), key=lambda t: t["table"])
+    tables = per_table(one_table, (args.priors,))
     command = "python experiments/prior_full_information.py " + " ".join(sys.argv[1:])
     rows = ["TF-IDF ridge", *(f"prior {s:g}" for s in args.priors)]
 

@@ -28,7 +28,6 @@ import json
 import statistics
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import full_information, tfidf_ridge
-from suite import DATA, RESULTS, fine_grid
+from suite import RESULTS, fine_grid, per_table
 
 from banditroute.config import PolicyConfig
 from banditroute.offline.frontier import frontier_summary
@@ -153,12 +152,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="resplit")
     args = ap.parse_args()
-    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)  # the largest first
-    if args.tables:
-        paths = [p for p in paths if p.stem in args.tables]
-    with Pool(args.workers) as pool:
-        tables = pool.map(one_table, [(p, args.splits, args.online_splits) for p in paths], chunksize=1)
-    tables.sort(key=lambda t: t["table"])
+    tables = per_table(one_table, (args.splits, args.online_splits), args.tables, args.workers)
     command = "python experiments/resplit.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command.strip(), "tables": tables},

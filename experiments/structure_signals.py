@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions, tfidf_ridge
-from suite import DATA, RESULTS, fmt, full_information_setup, mean_ranks
+from suite import RESULTS, fmt, full_information_setup, mean_ranks, table_paths
 
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
@@ -133,8 +133,7 @@ def main() -> None:
     if args.render:
         write_markdown(Path(args.render))
         return
-    paths = sorted((p for p in DATA.glob("*.parquet") if not args.tables or p.stem in args.tables),
-                   key=lambda p: -p.stat().st_size)
+    paths = table_paths(args.tables)
     baseline = {t["table"]: t["configs"]["default"]["per_seed"]
                 for t in json.loads((RESULTS / "suite_fill.json").read_text())["tables"]}
     jobs = [(p, v, s) for p in paths for v in args.variants for s in args.seeds]

@@ -157,6 +157,21 @@ def one_table(job) -> dict:
     return out
 
 
+def table_paths(names=None) -> list[Path]:
+    """The shared outcome tables (``names``: only those, by file stem), the largest first: with one process
+    per table, the other workers take the smaller ones while the largest runs."""
+    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)
+    return [p for p in paths if not names or p.stem in names]
+
+
+def per_table(fn, args: tuple, names=None, workers: int = 2) -> list:
+    """``fn((path, *args))`` for each of :func:`table_paths` ``(names)`` in ``workers`` processes, the results
+    in the order of the tables' names."""
+    with Pool(workers) as pool:
+        results = pool.map(fn, [(p, *args) for p in table_paths(names)], chunksize=1)
+    return sorted(results, key=lambda r: r["table"])
+
+
 def save_results(name: str, result: dict, md: str) -> None:
     """Write an experiment's ``result`` to ``results/<name>.json`` and its table ``md`` to ``<name>.md``,
     and print the table."""
@@ -296,12 +311,7 @@ def main() -> None:
         (RESULTS / f"{args.name}.md").write_text(md)
         print(md)
         return
-    paths = sorted(DATA.glob("*.parquet"), key=lambda p: -p.stat().st_size)  # the largest first
-    if args.tables:
-        paths = [p for p in paths if p.stem in args.tables]
-    with Pool(args.workers) as pool:
-        tables = pool.map(one_table, [(p, args.configs, args.seeds) for p in paths], chunksize=1)
-    tables.sort(key=lambda t: t["table"])
+    tables = per_table(one_table, (args.configs, args.seeds), args.tables, args.workers)
     command = "python experiments/suite.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "seeds": args.seeds,

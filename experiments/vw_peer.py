@@ -29,11 +29,10 @@ import json
 import re
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from suite import _median, fmt
+from suite import _median, fmt, per_table
 
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
@@ -41,7 +40,6 @@ from banditroute.offline.outcomes import Outcomes, load_outcomes
 from banditroute.offline.simulate import simulate
 from banditroute.offline.tune import EXTEND, default_grid, tune
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 VW_ARGS = "--cb_explore_adf --squarecb -q SA --quiet"
 DEFAULT_WEIGHT = 100.0
@@ -186,14 +184,7 @@ def main() -> None:
                     help="also VW on banditroute's feature vector instead of words (learner against features)")
     args = ap.parse_args()
     routers = ["vw squarecb", *([OURS_IN_VW] if args.our_features else []), "banditroute default"]
-    paths = sorted(DATA.glob("*.parquet"))
-    if args.tables:
-        paths = [p for p in paths if p.stem in args.tables]
-    # the largest table first, so that the other worker takes the rest meanwhile
-    paths.sort(key=lambda p: -p.stat().st_size)
-    with Pool(args.workers) as pool:
-        tables = pool.map(one_table, [(p, args.seeds, routers) for p in paths], chunksize=1)
-    tables.sort(key=lambda t: t["table"])
+    tables = per_table(one_table, (args.seeds, routers), args.tables, args.workers)
     command = "python experiments/vw_peer.py" + "".join(f" {a}" for a in sys.argv[1:])
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "seeds": args.seeds,
                                                             "tables": tables}, indent=1) + "\n")
