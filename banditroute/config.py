@@ -366,6 +366,34 @@ class JudgeConfig(_Strict):
     max_queued: Annotated[int, Field(gt=0)] = 1000
 
 
+# The OpenAI-compatible paths the gateway serves itself (a passthrough may not take them)
+GATEWAY_PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/models")
+
+
+class Passthrough(_Strict):
+    """Requests to ``path`` (or, when it ends with ``/``, below it) forwarded as they are to one provider:
+    what an application sends through the same OpenAI client besides what the gateway routes
+    (embeddings, moderations, audio, ...). Not routed, not logged as decisions."""
+
+    path: str = Field(pattern=r"^/v1/\S+$", description="e.g. /v1/embeddings, or /v1/audio/ for every path below it")
+    base_url: str = Field(pattern=r"^https?://\S+$", description="the provider's OpenAI-compatible API root")
+    api_key_env: str | None = Field(default=None, description="the environment variable holding its key")
+    timeout_s: PositiveFloat | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _not_the_gateways(cls, v: str) -> str:
+        def overlaps(own: str) -> bool:  # the same path, a prefix above it, or a path below it
+            return v.rstrip("/") == own or (v.endswith("/") and own.startswith(v)) or v.startswith(own + "/")
+
+        if any(overlaps(own) for own in GATEWAY_PATHS):
+            raise ValueError(f"{v} is a path the gateway serves itself ({', '.join(GATEWAY_PATHS)})")
+        return v
+
+    def matches(self, path: str) -> bool:
+        return path == self.path or (self.path.endswith("/") and path.startswith(self.path))
+
+
 class GatewayConfig(_Strict):
     """The OpenAI-compatible endpoint: attempts, timeouts, limits and provider health."""
 
@@ -381,6 +409,8 @@ class GatewayConfig(_Strict):
     # memory for the conversations of responses made of chat completions, kept for previous_response_id
     conversations_mb: NonNegFloat = 64.0
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    passthrough: list[Passthrough] = Field(default_factory=list, description="other /v1 paths forwarded to a "
+                                           "provider as they are, the first entry that matches")
 
 
 class Settings(_Strict):

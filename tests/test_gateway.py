@@ -8,6 +8,7 @@ log while its client blocks.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import socket
@@ -22,7 +23,7 @@ import openai
 import pytest
 from aiohttp import ClientSession, web
 
-from banditroute.config import GatewayConfig, parse_settings
+from banditroute.config import GatewayConfig, Passthrough, parse_settings
 from banditroute.core.reward import Feedback
 from banditroute.gateway.fake_upstream import FakeUpstream
 from banditroute.gateway.health import Health
@@ -92,6 +93,8 @@ class Stack:
             data["models"].append({"name": "judge", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0,
                                    "base_url": f"http://127.0.0.1:{self.fake_port}/v1"})
             data["gateway"]["judge"] = judge
+        for entry in data["gateway"].get("passthrough", []):
+            entry["base_url"] = entry["base_url"].replace("{fake_port}", str(self.fake_port))
         for m in data["models"]:  # per-model settings of the test (``models``: name -> fields; {fake_port} filled in)
             m.update({k: v.replace("{fake_port}", str(self.fake_port)) if isinstance(v, str) else v
                       for k, v in (models or {}).get(m["name"], {}).items()})
@@ -638,6 +641,56 @@ def test_a_burst_routed_together_falls_back_once_a_model_fills_its_rate_limit(tm
         restored = s.service.router.budgets.pacers["daily", "acme"]
         assert restored.requests == requests == 8  # fallbacks are not requests of their own
         assert restored.spent == pytest.approx(spent) and spent == pytest.approx(sum(c["cost_usd"] for c in calls))
+
+
+def test_paths_the_gateway_does_not_route_pass_through_to_their_provider(tmp_path):
+    """Embeddings through the same OpenAI client: forwarded as they are, with the provider's key in place
+    of the client's; a provider that is down is a 502 in OpenAI's shape; a path no entry names is a 404."""
+    passthrough = [{"path": "/v1/embeddings", "base_url": "http://127.0.0.1:{fake_port}/v1", "api_key_env": "MID_KEY"},
+                   {"path": "/v1/audio/", "base_url": f"http://127.0.0.1:{free_port()}/v1"}]
+    with Stack(tmp_path, passthrough=passthrough) as s:
+        c = s.client(max_retries=0)
+        raw = c.embeddings.with_raw_response.create(model="text-embedding-3-small", input=["a", "bcd"])
+        out = raw.parse()
+        assert [len(d.embedding) for d in out.data] == [8, 8] and out.model == "text-embedding-3-small"
+        assert raw.headers["x-request-id"].startswith("req_fake")
+        sent = s.fake.received[-1]
+        assert sent["path"] == "/v1/embeddings" and sent["authorization"] == "Bearer sk-mid-secret"
+        assert s.query("SELECT count(*) AS n FROM decisions")[0]["n"] == 0  # not routed, not a decision
+        s.fake.faults["text-embedding-3-small"] = {"status": 429, "retry_after": 7}  # not a pool model
+        with pytest.raises(openai.RateLimitError) as err:  # the provider's answer, status and all
+            c.embeddings.create(model="text-embedding-3-small", input="a")
+        assert err.value.response.headers["retry-after"] == "7"
+        with pytest.raises(openai.APIStatusError) as err:
+            c.audio.speech.create(model="tts-1", voice="alloy", input="hi")
+        assert err.value.status_code == 502 and "forwarded to" in err.value.body["message"]
+        with pytest.raises(openai.NotFoundError):
+            c.moderations.create(input="hi")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{s.port}/metrics").read().decode()
+        assert 'path="/v1/embeddings"' in metrics
+
+
+def test_a_passthrough_answer_cut_by_its_provider_is_cut_for_the_client_too(tmp_path):
+    """The provider's stream dies after two events (the fake's chat completions, reached here through a
+    passthrough of /v1/completions): the client's connection is closed mid-answer, so the answer cannot
+    pass for complete."""
+    passthrough = [{"path": "/v1/completions", "base_url": "http://127.0.0.1:{fake_port}/v1/chat"}]
+    with Stack(tmp_path, passthrough=passthrough) as s:
+        s.fake.faults["m"] = {"die_after_events": 2}
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        conn.request("POST", "/v1/completions", body=json.dumps({"model": "m", "stream": True, "messages": ASK}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            resp.read()
+
+
+def test_a_passthrough_may_not_take_a_path_the_gateway_serves():
+    for path in ("/v1/responses", "/v1/responses/", "/v1/chat/", "/v1/models/x"):
+        with pytest.raises(ValueError, match="serves itself"):
+            Passthrough(path=path, base_url="http://127.0.0.1:1/v1")
+    assert Passthrough(path="/v1/audio/", base_url="http://127.0.0.1:1/v1").matches("/v1/audio/speech")
 
 
 def test_judge_ratings_are_read_from_the_mt_bench_format():

@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible upstream for tests, benchmarks and trying the gateway without keys.
 
 ``python -m banditroute.gateway.fake_upstream --port 9000`` serves ``POST /v1/chat/completions`` and
-``POST /v1/responses`` (streamed and not), ``DELETE /v1/responses/{id}`` and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
+``POST /v1/responses`` (streamed and not), ``DELETE /v1/responses/{id}``, ``POST /v1/embeddings`` and
+``GET /v1/models``. Every answer says which model was asked; its usage counts the
 prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion tokens. Faults are set per
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
@@ -59,6 +60,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_delete("/v1/responses/{id}", self.delete_response)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/control", self.control)
         app.router.add_get("/control", self.requests)
@@ -75,6 +77,20 @@ class FakeUpstream:
 
     async def requests(self, request: web.Request) -> web.Response:
         return web.json_response({"received": self.received, "cancelled": self.cancelled})
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's embeddings: a vector of 8 numbers per input, made of its characters (deterministic)."""
+        body, model, _, early = await self._receive(request)
+        if early is not None:
+            return early
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else []
+        data = [{"object": "embedding", "index": i, "embedding": [((len(str(x)) + j) % 7) / 7.0 for j in range(8)]}
+                for i, x in enumerate(inputs)]
+        tokens = sum(max(1, len(str(x)) // 4) for x in inputs)
+        return web.json_response({"object": "list", "data": data, "model": model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+                                 headers={"x-request-id": f"req_fake{next(self._ids)}"})
 
     async def delete_response(self, request: web.Request) -> web.Response:
         """OpenAI's deletion of a stored response: a response this fake made, once."""

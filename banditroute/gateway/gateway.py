@@ -63,6 +63,7 @@ from banditroute.gateway.health import Health
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.limits import RateLimits
+from banditroute.gateway.passthrough import Passthroughs
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
@@ -84,6 +85,7 @@ class Gateway:
         self.specs: dict[str, ModelSpec] = {m.name: m for m in cfg.models}
         self.pool = list(cfg.names)
         self.upstreams = Upstreams(cfg.gateway, os.environ if environ is None else environ)
+        self.passthroughs = Passthroughs(cfg.gateway, self.upstreams)
         self.health = Health(cfg.names, cfg.gateway, clock)
         self.limits = RateLimits(self.specs, clock)
         self._stored: OrderedDict[str, str] = OrderedDict()  # response id -> the model that served it

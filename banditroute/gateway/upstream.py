@@ -72,7 +72,8 @@ class Upstreams:
         self.environ = environ
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
-    def _session(self, base_url: str) -> aiohttp.ClientSession:
+    def session(self, base_url: str) -> aiohttp.ClientSession:
+        """The pooled session of the API root ``base_url``."""
         s = self._sessions.get(base_url)
         if s is None or s.closed:
             connector = aiohttp.TCPConnector(limit=self.config.connections_per_upstream, keepalive_timeout=60)
@@ -103,7 +104,7 @@ class Upstreams:
         response once its status is in, or an :class:`UpstreamFailure`."""
         url = spec.base_url.rstrip("/") + path
         try:
-            resp = await self._session(spec.base_url).request(
+            resp = await self.session(spec.base_url).request(
                 method, url, data=None if body is None else orjson.dumps(body), headers=self._headers(spec),
                 timeout=timeout)
         except TimeoutError:

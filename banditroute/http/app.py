@@ -68,7 +68,7 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
         store.close()
 
     app.cleanup_ctx.append(lifecycle)
-    add_routes(app)
+    add_routes(app, config.gateway.passthrough)
     return app
 
 

@@ -108,6 +108,10 @@ async def delete_response(request: web.Request) -> web.Response:
     return json_response(await gateway.delete_response(request.match_info["response_id"], bearer_key(request)))
 
 
+async def passthrough(request: web.Request) -> web.StreamResponse:
+    return await request.app[GATEWAY].passthroughs.forward(request)
+
+
 async def v1_models(request: web.Request) -> web.Response:
     """OpenAI's model list: ``banditroute`` (routed) and each pool model (called directly)."""
     names = [ROUTED, *request.app[SERVICE].config.names]

@@ -83,9 +83,14 @@ ROUTES = (
 PUBLIC = {r.path for r in ROUTES if r.public}
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, passthrough=()) -> None:
+    """:data:`ROUTES`, then one route (any method) per ``gateway.passthrough`` entry: its path, or every path
+    below a prefix (:mod:`banditroute.gateway.passthrough`)."""
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
+    for entry in passthrough:
+        app.router.add_route("*", entry.path + "{tail:.*}" if entry.path.endswith("/") else entry.path,
+                             handlers.passthrough)
 
 
 def openapi_document(version: str) -> dict:
