@@ -359,6 +359,31 @@ def test_a_provider_stored_response_is_deleted_by_its_provider(tmp_path):
             c.responses.delete("resp_unknown")
 
 
+def test_a_provider_stored_response_is_retrieved_from_its_provider_even_after_a_restart(tmp_path):
+    with Stack(tmp_path) as s:
+        c = s.client()
+        first = c.responses.create(model="banditroute", input=QUESTION, extra_body=only("strong"))
+        s.wait_for("SELECT * FROM responses", 1)
+        got = c.responses.retrieve(first.id)
+        assert got.id == first.id and got.output_text == first.output_text
+        items = c.responses.input_items.list(first.id)
+        assert [i.content for i in items.data] == [QUESTION]
+    with Stack(tmp_path) as s:  # known from the log: still relayed to its provider, a new fake that lost it
+        with pytest.raises(openai.NotFoundError, match="not found"):
+            s.client().responses.retrieve(first.id)
+        assert s.fake.received[-1]["method"] == "GET" and s.fake.received[-1]["path"] == f"/v1/responses/{first.id}"
+
+
+def test_a_response_the_gateway_made_cannot_be_retrieved_and_the_404_says_why(tmp_path):
+    with Stack(tmp_path, models=CHAT_ONLY) as s:
+        c = s.client()
+        kept = c.responses.create(model="banditroute", input="Hello.")
+        with pytest.raises(openai.NotFoundError, match="keeps the conversation"):
+            c.responses.retrieve(kept.id)
+        with pytest.raises(openai.NotFoundError, match="nor one the gateway keeps"):
+            s.client(api_key="another").responses.retrieve(kept.id)
+
+
 def test_without_stored_prompts_kept_conversations_stay_in_memory_only(tmp_path):
     with Stack(tmp_path, models=CHAT_ONLY) as s:
         first = s.client().responses.create(model="banditroute", input="My PIN is 1234.")

@@ -1,8 +1,8 @@
 """A fake OpenAI-compatible upstream for tests, benchmarks and trying the gateway without keys.
 
 ``python -m banditroute.gateway.fake_upstream --port 9000`` serves ``POST /v1/chat/completions`` and
-``POST /v1/responses`` (streamed and not), ``DELETE /v1/responses/{id}``, ``POST /v1/embeddings`` and
-``GET /v1/models``. Every answer says which model was asked; its usage counts the
+``POST /v1/responses`` (streamed and not; the responses it made are kept, unless ``--no-record``, for
+``GET /v1/responses/{id}``, ``.../input_items`` and ``DELETE``), ``POST /v1/embeddings`` and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
 prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion tokens. Faults are set per
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
@@ -52,7 +52,8 @@ class FakeUpstream:
         self.faults: dict[str, dict] = {}
         self.received: list[dict] = []
         self.cancelled = 0
-        self.stored: set[str] = set()  # ids of the responses it made, which DELETE /v1/responses/{id} deletes
+        # the responses it made (with record): id -> (the response, its input items), for GET and DELETE
+        self.stored: dict[str, tuple[dict, list]] = {}
         self._ids = itertools.count(1)
 
     def app(self) -> web.Application:
@@ -60,6 +61,8 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_delete("/v1/responses/{id}", self.delete_response)
+        app.router.add_get("/v1/responses/{id}", self.get_response)
+        app.router.add_get("/v1/responses/{id}/input_items", self.input_items)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/control", self.control)
@@ -98,11 +101,30 @@ class FakeUpstream:
         if self.record:
             self.received.append({"path": request.path, "method": "DELETE", "model": None,
                                   "authorization": request.headers.get("Authorization")})
-        if rid not in self.stored:
-            return web.json_response({"error": {"message": f"Response with id '{rid}' not found.",
-                                                "type": "invalid_request_error"}}, status=404)
-        self.stored.discard(rid)
+        if self.stored.pop(rid, None) is None:
+            return self._unknown(rid)
         return web.json_response({"id": rid, "object": "response.deleted", "deleted": True})
+
+    @staticmethod
+    def _unknown(rid: str) -> web.Response:
+        return web.json_response({"error": {"message": f"Response with id '{rid}' not found.",
+                                            "type": "invalid_request_error"}}, status=404)
+
+    async def get_response(self, request: web.Request) -> web.Response:
+        rid = request.match_info["id"]
+        if self.record:
+            self.received.append({"path": request.path, "method": "GET", "model": None,
+                                  "authorization": request.headers.get("Authorization")})
+        return web.json_response(self.stored[rid][0]) if rid in self.stored else self._unknown(rid)
+
+    async def input_items(self, request: web.Request) -> web.Response:
+        rid = request.match_info["id"]
+        if rid not in self.stored:
+            return self._unknown(rid)
+        items = self.stored[rid][1]
+        return web.json_response({"object": "list", "data": items, "has_more": False,
+                                  "first_id": items[0]["id"] if items else None,
+                                  "last_id": items[-1]["id"] if items else None})
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": []})
@@ -222,8 +244,6 @@ class FakeUpstream:
                  "total_tokens": max(1, chars // 4) + self.output_tokens}
         text = self._text(model, fault)
         rid = f"resp_fake{next(self._ids)}"
-        if body.get("store", True):
-            self.stored.add(rid)
         message = {"type": "message", "id": f"msg_{rid}", "status": "completed", "role": "assistant",
                    "content": [{"type": "output_text", "text": text, "annotations": []}]}
         if body.get("tools"):
@@ -236,6 +256,11 @@ class FakeUpstream:
                     "previous_response_id": body.get("previous_response_id")}
 
         failed = response("failed", [], None) | {"error": {"code": "server_error", "message": "injected failure"}}
+        if body.get("store", True) and self.record:
+            inputs = [{"type": "message", "role": "user", "content": body["input"]}] if isinstance(body.get("input"), str) \
+                else body.get("input") or []
+            self.stored[rid] = (response("completed", [message], usage), [{"id": f"item_{rid}_{i}", **item} for i, item
+                                                                         in enumerate(inputs) if isinstance(item, dict)])
         if not body.get("stream"):
             answer = failed if fault.get("failed") else response("completed", [message], usage)
             return web.Response(body=orjson.dumps(answer), content_type="application/json")

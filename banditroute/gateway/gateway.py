@@ -63,7 +63,7 @@ from banditroute.gateway.health import Health
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.limits import RateLimits
-from banditroute.gateway.passthrough import Passthroughs
+from banditroute.gateway.passthrough import Passthroughs, relay
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
@@ -351,18 +351,41 @@ class Gateway:
                            "responses API to look it up")
         return req
 
+    async def stored_response(self, request: web.Request, rid: str, api_key: str | None = None) -> web.StreamResponse:
+        """``GET /v1/responses/{id}`` and ``.../input_items``: relayed to the provider that stored the response
+        (:func:`~banditroute.gateway.passthrough.relay`). Of a response the gateway made of a chat completion it
+        keeps the conversation, not the response object: a 404 says so, as for an id nobody knows."""
+        model, row = await self._provider_of(rid)
+        if model is not None:
+            spec = self.specs.get(model)
+            if spec is None or spec.base_url is None:
+                raise NotFound(f"response {rid!r} was stored by {model}, which is no longer a callable model of the pool")
+            key = self.upstreams.environ.get(spec.api_key_env) if spec.api_key_env else None
+            return await relay(self.upstreams, request, spec.base_url, key, spec.timeout_s or self.config.timeout_s,
+                               self.config.connect_timeout_s)
+        owner = key_id(api_key)
+        if self.conversations.keeps_for(rid, owner) or (row is not None and row["owner"] == owner):
+            raise NotFound(f"response {rid!r} was made by the gateway of a chat completion: it keeps the conversation "
+                           "for previous_response_id, not the response object")
+        raise NotFound(f"response {rid!r} is not a response a provider of the pool stored, nor one the gateway keeps "
+                       "for this API key")
+
+    async def _provider_of(self, rid: str) -> tuple[str | None, dict | None]:
+        """The pool model whose provider stored the response ``rid`` (None: none known), and its logged row."""
+        try:
+            logged = await asyncio.to_thread(self.service.store.response_chain, rid, 0)
+        except duckdb.Error as err:
+            raise self.service.unreadable(err) from None
+        row = logged[0] if logged else None
+        return self._stored.get(rid) or (row["model"] if row is not None and row["items"] is None else None), row
+
     async def delete_response(self, rid: str, api_key: str | None = None) -> dict:
         """``DELETE /v1/responses/{id}``: forget a response the gateway keeps for the client with
         ``api_key`` (its turn, in memory and in the log), or have the provider that stored it delete it
         there; :class:`NotFound` for an id neither knows. As at OpenAI, a response that continued it can
         no longer be continued: its conversation is no longer whole."""
         owner = key_id(api_key)
-        try:
-            logged = await asyncio.to_thread(self.service.store.response_chain, rid, 0)
-        except duckdb.Error as err:
-            raise self.service.unreadable(err) from None
-        row = logged[0] if logged else None
-        model = self._stored.get(rid) or (row["model"] if row is not None and row["items"] is None else None)
+        model, row = await self._provider_of(rid)
         if model is not None:  # its provider keeps it
             spec = self.specs.get(model)
             if spec is None or spec.base_url is None:

@@ -42,31 +42,37 @@ class Passthroughs:
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         entry = self.match(request.path)
-        url = entry.base_url.rstrip("/") + request.path[len("/v1"):]
-        headers = {h: request.headers[h] for h in TO_PROVIDER if h in request.headers}
         key = self.upstreams.environ.get(entry.api_key_env) if entry.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        total = entry.timeout_s or self.config.timeout_s
-        timeout = aiohttp.ClientTimeout(total=total, connect=self.config.connect_timeout_s)
-        body = await request.read() if request.can_read_body else None
-        response = None
-        try:
-            async with self.upstreams.session(entry.base_url).request(
-                    request.method, url, params=request.rel_url.query, data=body, headers=headers,
-                    timeout=timeout) as upstream:
-                response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers={
-                    h: upstream.headers[h] for h in TO_CLIENT if h in upstream.headers})
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-        except (TimeoutError, aiohttp.ClientError) as err:
-            why = f"no answer within {total:g} s" if isinstance(err, TimeoutError) else f"{type(err).__name__}: {err}"
-            if response is not None and response.prepared:  # the answer had begun: cut it, not end it cleanly
-                request.transport.close()
-                return response
-            raise UpstreamFailed(f"{request.path} is forwarded to {entry.base_url}, which failed: {why}", [
-                {"model": None, "outcome": "timeout" if isinstance(err, TimeoutError) else "connect_error",
-                 "status": None, "message": why}]) from None
+        return await relay(self.upstreams, request, entry.base_url, key, entry.timeout_s or self.config.timeout_s,
+                           self.config.connect_timeout_s)
+
+
+async def relay(upstreams: Upstreams, request: web.Request, base_url: str, key: str | None, total: float,
+                connect: float) -> web.StreamResponse:
+    """``request`` sent as it is to the same path below the API root ``base_url`` (the part after ``/v1``),
+    with ``key`` as its bearer token, and the answer streamed back (the module's docstring)."""
+    url = base_url.rstrip("/") + request.path[len("/v1"):]
+    headers = {h: request.headers[h] for h in TO_PROVIDER if h in request.headers}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    timeout = aiohttp.ClientTimeout(total=total, connect=connect)
+    body = await request.read() if request.can_read_body else None
+    response = None
+    try:
+        async with upstreams.session(base_url).request(request.method, url, params=request.rel_url.query, data=body,
+                                                       headers=headers, timeout=timeout) as upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers={
+                h: upstream.headers[h] for h in TO_CLIENT if h in upstream.headers})
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+    except (TimeoutError, aiohttp.ClientError) as err:
+        why = f"no answer within {total:g} s" if isinstance(err, TimeoutError) else f"{type(err).__name__}: {err}"
+        if response is not None and response.prepared:  # the answer had begun: cut it, not end it cleanly
+            request.transport.close()
+            return response
+        raise UpstreamFailed(f"{request.path} is forwarded to {base_url}, which failed: {why}", [
+            {"model": None, "outcome": "timeout" if isinstance(err, TimeoutError) else "connect_error",
+             "status": None, "message": why}]) from None

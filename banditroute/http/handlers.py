@@ -108,6 +108,11 @@ async def delete_response(request: web.Request) -> web.Response:
     return json_response(await gateway.delete_response(request.match_info["response_id"], bearer_key(request)))
 
 
+async def stored_response(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    return await gateway.stored_response(request, request.match_info["response_id"], bearer_key(request))
+
+
 async def passthrough(request: web.Request) -> web.StreamResponse:
     return await request.app[GATEWAY].passthroughs.forward(request)
 

@@ -61,6 +61,10 @@ ROUTES = (
           "stored response: one the gateway keeps for the caller's API key (its conversation turn, in memory and in "
           "the log), or one a provider stored (deleted there)", response=ResponseDeleted,
           errors=(401, 404, 502, 503)),
+    Route("GET", "/v1/responses/{response_id}", handlers.stored_response, "OpenAI-compatible retrieval of a "
+          "response its provider stored (relayed to that provider)", errors=(401, 404, 502, 503)),
+    Route("GET", "/v1/responses/{response_id}/input_items", handlers.stored_response, "OpenAI-compatible input "
+          "items of a response its provider stored (relayed to that provider)", errors=(401, 404, 502, 503)),
     Route("GET", "/v1/models", handlers.v1_models, "OpenAI-compatible model list: banditroute and the pool"),
     Route("GET", "/models", handlers.models, "Traffic and outcomes per model", response=ModelsResponse),
     Route("GET", "/budgets", handlers.budgets, "Spend, remaining budget, pace and cost weight per tenant",
