@@ -280,6 +280,9 @@ def test_tools_images_json_and_context_decide_eligibility(tmp_path):
             c.chat.completions.create(model="banditroute", messages=ASK, extra_body={"banditroute": {"budget": 1}})
         assert err.value.body["code"] == "validation_error" and "banditroute.budget" in err.value.message
         assert [m.id for m in c.models.list()][:2] == ["banditroute", "cheap"]
+        assert c.models.retrieve("banditroute").id == "banditroute" and c.models.retrieve("mid").id == "mid"
+        with pytest.raises(openai.NotFoundError, match="neither banditroute nor a model of the pool"):
+            c.models.retrieve("gpt-nonexistent")
 
 
 def test_extra_body_options_reach_the_decision_and_a_direct_call_is_logged_as_direct(tmp_path):

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from banditroute.errors import MalformedJSON, RequestTimeout, Unavailable, ValidationFailed
+from banditroute.errors import MalformedJSON, NotFound, RequestTimeout, Unavailable, ValidationFailed
 from banditroute.gateway.gateway import Gateway
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest
 from banditroute.http.metrics import CONTENT_TYPE, Metrics
@@ -117,11 +117,22 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     return await request.app[GATEWAY].passthroughs.forward(request)
 
 
+def _model_object(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "banditroute"}
+
+
 async def v1_models(request: web.Request) -> web.Response:
     """OpenAI's model list: ``banditroute`` (routed) and each pool model (called directly)."""
     names = [ROUTED, *request.app[SERVICE].config.names]
-    return json_response({"object": "list", "data": [{"id": n, "object": "model", "created": 0,
-                                                       "owned_by": "banditroute"} for n in names]})
+    return json_response({"object": "list", "data": [_model_object(n) for n in names]})
+
+
+async def v1_model(request: web.Request) -> web.Response:
+    """OpenAI's model retrieval: one of :func:`v1_models`'s."""
+    name = request.match_info["model"]
+    if name != ROUTED and name not in request.app[SERVICE].config.names:
+        raise NotFound(f"model {name!r} is neither banditroute nor a model of the pool")
+    return json_response(_model_object(name))
 
 
 async def budgets(request: web.Request) -> web.Response:
