@@ -147,6 +147,16 @@ def test_other_feature_version_is_recomputed_from_stored_prompts(tmp_path):
     np.testing.assert_allclose(log.X[0], F.transform("What is the capital of France?"))
 
 
+def test_a_log_of_other_features_whose_prompts_were_erased_is_refused_saying_why(tmp_path):
+    t = synthetic_log(n=50, version="v0-d64")
+    prompts = ["What is the capital of France?"] * 40 + [None] * 10  # the oldest erased by retention
+    t = t.set_column(t.schema.get_field_index("prompt"), "prompt", pa.array(prompts, pa.string()))
+    path = tmp_path / "old.parquet"
+    pq.write_table(t, path)
+    with pytest.raises(LogError, match="retention_days"):
+        load_log(path)
+
+
 def test_replay_json_contract(capsys, log_path):
     assert main(["replay", str(log_path), "--policy", "fixed:b", "--cost-weight", "10", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

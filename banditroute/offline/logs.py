@@ -136,7 +136,8 @@ def load_log(path: str | Path, featurizer: Featurizer | None = None, rows: int =
     recompute = versions != {f.version}
     if recompute and not _has_prompts(path, names, rows):
         raise LogError(f"{path}: logged with features {sorted(versions)}, this version computes {f.version}, "
-                       "and the log holds no prompts to recompute them from")
+                       "and the log does not hold every prompt to recompute them from (prompts are logged with "
+                       "storage.store_prompts, and erased after storage.retention_days)")
     K = len(models)
     whole = {}
     for key in list(parts):  # one array at a time, its batches freed as it is joined
