@@ -207,6 +207,40 @@ async def test_metrics_openapi_and_export(client):
     assert len(rows) == 1 and rows[0]["quality"] == 1.0 and rows[0]["chosen"] == r["model"]
 
 
+async def test_cost_metrics_report_the_bill_and_what_routing_saves_and_survive_a_restart(aiohttp_client, tmp_path):
+    """banditroute_cost_usd_total: the costs reported per model; banditroute_predicted_cost_usd_total and
+    _priciest_cost_usd_total: each decision's predicted cost and that of its priciest eligible model."""
+    client = await aiohttp_client(create_app(make_config(tmp_path), seed=0))
+    routed = [await post(client, "/route", {"prompt": f"question {i}?"}) for i in range(4)]
+    for r in routed:
+        await post(client, "/feedback", {"decision_id": r["decision_id"], "cost_usd": 0.002, "signals": THUMBS_UP})
+
+    async def costs(c) -> dict[str, dict[str, float]]:
+        m = samples(await (await c.get("/metrics")).text())
+        return {name: {dict(labels)["model"]: v for (n, labels), v in m.items() if n == name}
+                for name in ("banditroute_cost_usd_total", "banditroute_predicted_cost_usd_total",
+                             "banditroute_priciest_cost_usd_total")}
+
+    before = await costs(client)
+    expect = {"banditroute_cost_usd_total": {}, "banditroute_predicted_cost_usd_total": {},
+              "banditroute_priciest_cost_usd_total": {}}
+    for r in routed:
+        m = r["model"]
+        for name, v in (("banditroute_cost_usd_total", 0.002),
+                        ("banditroute_predicted_cost_usd_total", r["scores"][m]["cost_usd"]),
+                        ("banditroute_priciest_cost_usd_total", max(x["cost_usd"] for x in r["scores"].values()))):
+            expect[name][m] = expect[name].get(m, 0.0) + v
+    for name, per_model in expect.items():
+        assert {m: v for m, v in before[name].items() if v} == pytest.approx(per_model)
+    assert sum(before["banditroute_priciest_cost_usd_total"].values()) > sum(
+        before["banditroute_predicted_cost_usd_total"].values())
+    await client.close()
+    again = await aiohttp_client(create_app(make_config(tmp_path), seed=0))  # rebuilt from the log
+    after = await costs(again)
+    for name in expect:
+        assert after[name] == pytest.approx(before[name])
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class ModelStats:
-    """Decisions, weighted quality and cost sums per model; :meth:`table` gives shares and means."""
+    """Decisions, weighted quality and cost sums per model; :meth:`table` gives shares and means.
+
+    Beside the costs reported for each model's decisions, it sums each decision's predicted cost and the
+    predicted cost of the priciest model it could have gone to (:attr:`predicted_cost`,
+    :attr:`priciest_cost`): their ratio is what routing saves against sending everything to the priciest
+    eligible model, by the cost model's own predictions (so on the same footing on both sides)."""
 
     def __init__(self, models):
         self.models = list(models)
@@ -18,9 +23,15 @@ class ModelStats:
         self.quality_weight = dict.fromkeys(models, 0.0)
         self.cost_sum = dict.fromkeys(models, 0.0)
         self.cost_n = dict.fromkeys(models, 0)
+        self.predicted_cost = dict.fromkeys(models, 0.0)
+        self.priciest_cost = dict.fromkeys(models, 0.0)
 
-    def decision(self, model: str) -> None:
+    def decision(self, model: str, predicted: float = 0.0, priciest: float = 0.0) -> None:
+        """A decision for ``model`` predicted to cost ``predicted`` USD, where its priciest eligible model
+        was predicted to cost ``priciest``."""
         self.decisions[model] = self.decisions.get(model, 0) + 1
+        self.predicted_cost[model] = self.predicted_cost.get(model, 0.0) + predicted
+        self.priciest_cost[model] = self.priciest_cost.get(model, 0.0) + priciest
 
     def feedback(self, model: str, pairs, cost: float | None) -> None:
         for q, w in pairs:

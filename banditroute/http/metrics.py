@@ -134,9 +134,21 @@ class ServiceCollector:
         yield CounterMetricFamily("banditroute_route_batches", "micro-batches of /route requests routed together "
                                   "(requests / batches = the mean batch size)", value=s.batcher.batches)
         share = GaugeMetricFamily("banditroute_model_share", "share of decisions per model", labels=["model"])
-        for row in s.stats.table():
-            share.add_metric([row["model"]], row["share"])
-        yield share
+        cost = CounterMetricFamily("banditroute_cost_usd", "USD reported for each model's decisions (the gateway's "
+                                   "own calls at the pool's prices, or the cost_usd of /feedback)", labels=["model"])
+        predicted = CounterMetricFamily("banditroute_predicted_cost_usd", "predicted cost of each model's decisions "
+                                        "when they were taken", labels=["model"])
+        priciest = CounterMetricFamily("banditroute_priciest_cost_usd", "predicted cost, for the same decisions, of "
+                                       "the priciest model each could have gone to (the ratio to "
+                                       "banditroute_predicted_cost_usd is what routing saves)", labels=["model"])
+        stats = s.stats
+        for row in stats.table():
+            m = row["model"]
+            share.add_metric([m], row["share"])
+            cost.add_metric([m], stats.cost_sum.get(m, 0.0))
+            predicted.add_metric([m], stats.predicted_cost.get(m, 0.0))
+            priciest.add_metric([m], stats.priciest_cost.get(m, 0.0))
+        yield from (share, cost, predicted, priciest)
         budgets = s.router.budgets
         yield from budget_metrics(budgets.view(), {b.name: b.metrics_tenants for b in budgets.order})
 

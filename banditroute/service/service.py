@@ -279,8 +279,12 @@ class Service:
 
     def _load_stats(self) -> None:
         stats = self.stats
-        for r in self.store.query("SELECT chosen, count(*) AS n FROM decisions GROUP BY chosen").to_pylist():
+        for r in self.store.query(
+                "SELECT chosen, count(*) AS n, sum(pred_cost[list_position(eligible, chosen)]) AS predicted, "
+                "sum(list_max(pred_cost)) AS priciest FROM decisions GROUP BY chosen").to_pylist():
             stats.decisions[r["chosen"]] = int(r["n"])
+            stats.predicted_cost[r["chosen"]] = float(r["predicted"] or 0.0)
+            stats.priciest_cost[r["chosen"]] = float(r["priciest"] or 0.0)
         rows = self.store.query(
             f"SELECT d.chosen, sum({QUALITY_WEIGHTED_SQL}) AS qw, sum({QUALITY_WEIGHT_SQL}) AS w, "
             "sum(f.cost_usd) AS c, count(f.cost_usd) AS cn FROM feedback f JOIN decisions d USING (decision_id) "
@@ -366,7 +370,8 @@ class Service:
         """Hold ``(decision, user, metadata as JSON)`` items for their feedback, count and log them."""
         for d, _, _ in logged:
             self.pending.remember(d.pending())
-            self.stats.decision(d.model)
+            costs = d.pred_cost.tolist()  # Python floats: cheaper than numpy's calls on a handful of numbers
+            self.stats.decision(d.model, costs[d.eligible.index(d.model)], max(costs))
         self.store.add_decisions(logged)
 
     def fallback(self, d: Decision, exclude: set[str], user: str | None, metadata: dict | None) -> Decision | None:
