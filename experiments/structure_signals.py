@@ -52,7 +52,7 @@ from banditroute.offline.tune import tune
 
 NAMES = ("quantities", "sentences", "number_share", "percent", "fraction")
 VARIANTS = {"five": NAMES, "two": ("quantities", "fraction")}
-BASE = "v2-d64-minilm-l6-m2v-64"  # the default features when this probe ran, as in suite_fill.json
+BASE = "v2-d64-minilm-l6-m2v-64"  # the default features when this probe first ran, as in suite_fill.json (--base)
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _FRACTION = re.compile(r"\d/\d|half|third|quarter")
@@ -72,8 +72,8 @@ def structure(prompt: str) -> dict[str, float]:
 class WithStructure:
     """The default featurizer with the named structure signals appended (a stand-in with its interface)."""
 
-    def __init__(self, names: tuple[str, ...]):
-        self.base, self.names = Featurizer.from_version(BASE), names
+    def __init__(self, names: tuple[str, ...], base: str = BASE):
+        self.base, self.names = Featurizer.from_version(base), names
         self.dim = self.base.dim + len(names)
         self.version = f"{self.base.version}+structure-{len(names)}"
 
@@ -95,12 +95,12 @@ class WithStructure:
 
 
 def full_information_job(job) -> dict:
-    path, variants = job
+    path, variants, base = job
     outcomes, test, ref, grid = full_information_setup(path)
     print(f"{path.stem}: full information", file=sys.stderr, flush=True)
     out = {"TF-IDF ridge": frontier_summary(tfidf_ridge(outcomes, grid)[0], ref["best_quality"], ref["best_cost_usd"])}
     for name in ("default", *variants):
-        f = Featurizer.from_version(BASE) if name == "default" else WithStructure(VARIANTS[name])
+        f = Featurizer.from_version(base) if name == "default" else WithStructure(VARIANTS[name], base)
         pol = pretrain(outcomes, "lints", featurizer=f)
         q, c = pol.predict(f.transform_many(test.prompts), [f.input_tokens(p) for p in test.prompts])
         out[name] = frontier_summary(frontier_from_predictions(test, q, c, grid), ref["best_quality"],
@@ -109,9 +109,9 @@ def full_information_job(job) -> dict:
 
 
 def online_job(job) -> dict:
-    path, variant, seed = job
+    path, variant, seed, base = job
     t0 = time.time()
-    res = tune(load_outcomes(path), "lints", seed, featurizer=WithStructure(VARIANTS[variant]))
+    res = tune(load_outcomes(path), "lints", seed, featurizer=WithStructure(VARIANTS[variant], base))
     print(f"{path.stem}: {variant} seed {seed}: qauc {res['qauc']:.1f} ({time.time() - t0:.0f} s)",
           file=sys.stderr, flush=True)
     return {"table": path.stem, "variant": variant, "seed": seed, "qauc": res["qauc"], "cost_at_95": res["cost_at_95"]}
@@ -129,17 +129,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="structure_signals")
     ap.add_argument("--render", metavar="JSON", help="only write the .md of an earlier run's JSON")
+    ap.add_argument("--base", default=BASE, help="the feature version the signals are appended to")
+    ap.add_argument("--baseline", default="suite_fill.json:default", metavar="RESULTS:CONFIG",
+                    help="the suite run (in experiments/results) and configuration whose online figures are the "
+                         "base features' (the same protocol)")
     args = ap.parse_args()
     if args.render:
         write_markdown(Path(args.render))
         return
     paths = table_paths(args.tables)
-    baseline = {t["table"]: t["configs"]["default"]["per_seed"]
-                for t in json.loads((RESULTS / "suite_fill.json").read_text())["tables"]}
-    jobs = [(p, v, s) for p in paths for v in args.variants for s in args.seeds]
+    results, config = args.baseline.split(":")
+    baseline = {t["table"]: t["configs"][config]["per_seed"]
+                for t in json.loads((RESULTS / results).read_text())["tables"]}
+    jobs = [(p, v, s, args.base) for p in paths for v in args.variants for s in args.seeds]
     with Pool(args.workers) as pool:
         full = {r["table"]: r["full_information"] for r in pool.map(full_information_job,
-                                                                      [(p, args.variants) for p in paths])}
+                                                                      [(p, args.variants, args.base) for p in paths])}
         runs = pool.map(online_job, jobs, chunksize=1)
     tables = sorted(full)
     online = {t: {"default": {s: {m: baseline[t][str(s)][m] for m in ("qauc", "cost_at_95")} for s in args.seeds}}
@@ -149,7 +154,7 @@ def main() -> None:
     command = "python experiments/structure_signals.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(
-        {"command": command, "full_information": full,
+        {"command": command, "base": args.base, "baseline": args.baseline, "full_information": full,
          "online": {t: {v: {str(s): r for s, r in per.items()} for v, per in o.items()} for t, o in online.items()}},
         indent=1) + "\n")
     write_markdown(RESULTS / f"{args.name}.json")
@@ -167,8 +172,10 @@ def write_markdown(path: Path) -> None:
               "best single model. Full information: fitted on every train outcome, swept over a fine grid of cost "
               "weights on the test split. Online: `tune`, learned from scratch with bandit feedback over the train "
               "split, greedy on test; medians over seeds "
-              f"{', '.join(seeds)}, per-seed qauc in brackets; the default's online figures are "
-              "those of `suite_fill.json` (the same protocol). What each signal counts: the module's docstring."),
+              f"{', '.join(seeds)}, per-seed qauc in brackets; the default (features "
+              f"`{data.get('base', BASE)}`) has the online figures of "
+              f"`{data.get('baseline', 'suite_fill.json:default')}` (the same protocol). What each signal counts: "
+              "the module's docstring."),
              "", "| table | features | full information | online, median | online qauc per seed |",
              "| --- | --- | --- | --- | --- |"]
     ranks = {v: [] for v in rows}
