@@ -559,3 +559,41 @@ def test_erasing_old_prompts_waits_for_room_on_the_disk_and_goes_on_in_small_tra
         assert store.query("SELECT count(*) AS n FROM decisions WHERE prompt IS NOT NULL").column(0)[0].as_py() == 1
     finally:
         store.close()
+
+
+def test_a_retention_pass_put_off_midway_counts_what_it_had_erased(tmp_path, monkeypatch):
+    """The disk runs short after two transactions of the pass (injected: the free space the pass sees;
+    the writer's own checks see the real disk): the pass stops, counts the 20 prompts it erased and one
+    failed pass, and the next pass erases the rest."""
+    import shutil
+    import threading
+
+    from banditroute.config import load_settings
+    from banditroute.core.router import RouteOptions, Router
+    from banditroute.service.retention import Retention
+
+    monkeypatch.setattr(store_module, "EXPIRE_ROWS", 10)
+    router = Router(load_settings(), seed=0, store_prompts=True)
+    store = Store(str(tmp_path / "r.duckdb"), flush_interval=0.01, min_free_bytes=1)
+    real, checks = shutil.disk_usage, itertools.count()
+
+    def disk_usage(path):
+        usage = real(path)
+        if threading.current_thread() is threading.main_thread() and next(checks) >= 2:
+            return usage._replace(free=1)
+        return usage
+
+    try:
+        out = router.route_many([f"question {i}?" for i in range(45)], [RouteOptions()] * 45)
+        store.add_decisions([(d, None, None) for d in out])
+        store.flush().result(timeout=30)
+        store.con.execute("UPDATE decisions SET ts = ts - INTERVAL 10 DAY")
+        retention = Retention(store, days=1.0)
+        monkeypatch.setattr(store_module.shutil, "disk_usage", disk_usage)
+        retention.expire()
+        assert (retention.prompts, retention.turns, retention.failures) == (20, 0, 1)
+        monkeypatch.setattr(store_module.shutil, "disk_usage", real)
+        retention.expire()
+        assert (retention.prompts, retention.failures) == (45, 1)
+    finally:
+        store.close()

@@ -61,6 +61,15 @@ class StorageError(Exception):
     """The log could not accept a batch: its rows were not written."""
 
 
+class ExpirePutOff(StorageError):
+    """:meth:`Store.expire` stopped short of room on the disk; ``erased``: the prompts and turns it had
+    erased by then (those stay erased)."""
+
+    def __init__(self, message: str, erased: tuple[int, int]):
+        super().__init__(message)
+        self.erased = erased
+
+
 class LogOpenError(ValueError):
     """The log cannot be opened (a path that cannot be created, a read-only file system, a file that
     another process holds); the message is one line that names the path and, where DuckDB says, the
@@ -626,7 +635,8 @@ class Store:
         Rows are changed :data:`EXPIRE_ROWS` at a time, each batch its own transaction, and only while
         the disk has twice ``min_free_bytes`` free: an update writes its rows to the write-ahead log, and
         one that ran out of disk could make DuckDB invalidate the database. Short of room the pass stops
-        with :class:`StorageError` (what it erased so far stays erased) and the next pass goes on."""
+        with :class:`ExpirePutOff` (what it erased so far stays erased, and the error says how much) and
+        the next pass goes on."""
         us = _utc_us(before)
         done = {"decisions": 0, "responses": 0}
         statements = {
@@ -642,8 +652,9 @@ class Store:
                     if self.min_free_bytes:
                         free = shutil.disk_usage(Path(self.path).parent).free
                         if free < 2 * self.min_free_bytes:
-                            raise StorageError(f"erasing old {table} rows put off: {free} bytes free beside "
-                                               f"{self.path}, under twice storage.min_free_bytes")
+                            raise ExpirePutOff(f"erasing old {table} rows put off: {free} bytes free beside "
+                                               f"{self.path}, under twice storage.min_free_bytes",
+                                               (done["decisions"], done["responses"]))
                     n = cur.execute(sql, {"before": us, "n": EXPIRE_ROWS}).fetchone()[0]
                     done[table] += n
                     if n < EXPIRE_ROWS:

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 
-from banditroute.log.store import Store
+from banditroute.log.store import ExpirePutOff, Store
 
 log = logging.getLogger("banditroute")
 
@@ -58,7 +58,7 @@ class Retention:
         except Exception as err:  # noqa: BLE001 - the next pass tries again
             self.failures += 1
             log.warning("erasing what is older than storage.retention_days failed: %s", err)
-            return
+            prompts, turns = err.erased if isinstance(err, ExpirePutOff) else (0, 0)
         self.prompts += prompts
         self.turns += turns
         if prompts or turns:
