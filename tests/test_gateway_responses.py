@@ -368,6 +368,7 @@ def test_a_provider_stored_response_is_retrieved_from_its_provider_even_after_a_
         assert got.id == first.id and got.output_text == first.output_text
         items = c.responses.input_items.list(first.id)
         assert [i.content for i in items.data] == [QUESTION]
+        assert c.responses.cancel(first.id).status == "cancelled"
     with Stack(tmp_path) as s:  # known from the log: still relayed to its provider, a new fake that lost it
         with pytest.raises(openai.NotFoundError, match="not found"):
             s.client().responses.retrieve(first.id)

@@ -2,7 +2,7 @@
 
 ``python -m banditroute.gateway.fake_upstream --port 9000`` serves ``POST /v1/chat/completions`` and
 ``POST /v1/responses`` (streamed and not; the responses it made are kept, unless ``--no-record``, for
-``GET /v1/responses/{id}``, ``.../input_items`` and ``DELETE``), ``POST /v1/embeddings`` and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
+``GET /v1/responses/{id}``, ``.../input_items``, ``POST .../cancel`` and ``DELETE``), ``POST /v1/embeddings`` and ``GET /v1/models``. Every answer says which model was asked; its usage counts the
 prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion tokens. Faults are set per
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
@@ -63,6 +63,7 @@ class FakeUpstream:
         app.router.add_delete("/v1/responses/{id}", self.delete_response)
         app.router.add_get("/v1/responses/{id}", self.get_response)
         app.router.add_get("/v1/responses/{id}/input_items", self.input_items)
+        app.router.add_post("/v1/responses/{id}/cancel", self.cancel_response)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/control", self.control)
@@ -116,6 +117,15 @@ class FakeUpstream:
             self.received.append({"path": request.path, "method": "GET", "model": None,
                                   "authorization": request.headers.get("Authorization")})
         return web.json_response(self.stored[rid][0]) if rid in self.stored else self._unknown(rid)
+
+    async def cancel_response(self, request: web.Request) -> web.Response:
+        """A stored response, cancelled (the fake's answers are complete at once: it only changes the status)."""
+        rid = request.match_info["id"]
+        if rid not in self.stored:
+            return self._unknown(rid)
+        response, items = self.stored[rid]
+        self.stored[rid] = (response | {"status": "cancelled"}, items)
+        return web.json_response(self.stored[rid][0])
 
     async def input_items(self, request: web.Request) -> web.Response:
         rid = request.match_info["id"]

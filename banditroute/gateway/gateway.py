@@ -352,7 +352,7 @@ class Gateway:
         return req
 
     async def stored_response(self, request: web.Request, rid: str, api_key: str | None = None) -> web.StreamResponse:
-        """``GET /v1/responses/{id}`` and ``.../input_items``: relayed to the provider that stored the response
+        """``GET /v1/responses/{id}``, ``.../input_items`` and ``POST .../cancel``: relayed to the provider that stored the response
         (:func:`~banditroute.gateway.passthrough.relay`). Of a response the gateway made of a chat completion it
         keeps the conversation, not the response object: a 404 says so, as for an id nobody knows."""
         model, row = await self._provider_of(rid)

@@ -65,6 +65,8 @@ ROUTES = (
           "response its provider stored (relayed to that provider)", errors=(401, 404, 502, 503)),
     Route("GET", "/v1/responses/{response_id}/input_items", handlers.stored_response, "OpenAI-compatible input "
           "items of a response its provider stored (relayed to that provider)", errors=(401, 404, 502, 503)),
+    Route("POST", "/v1/responses/{response_id}/cancel", handlers.stored_response, "OpenAI-compatible cancellation "
+          "of a background response its provider stored (relayed to that provider)", errors=(401, 404, 502, 503)),
     Route("GET", "/v1/models", handlers.v1_models, "OpenAI-compatible model list: banditroute and the pool"),
     Route("GET", "/v1/models/{model}", handlers.v1_model, "OpenAI-compatible model retrieval: banditroute or a pool "
           "model", errors=(401, 404)),
