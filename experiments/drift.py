@@ -17,7 +17,6 @@ a quarter of its share before, and the mean quality of the second pass. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from suite import DATA, RESULTS
+from suite import DATA, save_results
 
 from banditroute.config import PolicyConfig
 from banditroute.core.policies.bayes_linear import single_threaded_blas
@@ -102,10 +101,7 @@ def main() -> None:
                      f"{', '.join('never' if a is None else str(a) for a in adapt)} | "
                      f"{'never' if med == float('inf') else int(med)} | "
                      f"{statistics.median(r['second_pass_quality'] for r in per.values()):.3f} |")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "drift.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1) + "\n")
-    (RESULTS / "drift.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results("drift", {"command": command, "runs": runs}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

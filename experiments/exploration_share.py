@@ -16,7 +16,6 @@ seeds. Writes ``experiments/results/<name>.json`` and ``.md``; progress on stder
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from multiprocessing import Pool
@@ -28,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import median_present
-from suite import DATA, RESULTS
+from suite import DATA, save_results
 
 from banditroute.config import PolicyConfig
 from banditroute.core.types import net_score
@@ -101,11 +100,7 @@ def main() -> None:
     jobs = [(t, c, s) for t in TABLES for c in CONFIGS for s in args.seeds]
     with Pool(args.workers) as pool:
         runs = pool.map(run, jobs, chunksize=1)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"seeds": args.seeds, "runs": runs}, indent=1) + "\n")
-    md = markdown(runs, args.seeds)
-    (RESULTS / f"{args.name}.md").write_text(md)
-    print(md)
+    save_results(args.name, {"seeds": args.seeds, "runs": runs}, markdown(runs, args.seeds))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ with ``--embedding-dir N=DIR``. Writes ``experiments/results/<name>.json`` and `
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions, tfidf_ridge
-from suite import RESULTS, full_information_setup, per_table
+from suite import full_information_setup, per_table, save_results
 
 from banditroute.core.embedding import StaticEmbedding
 from banditroute.core.features import Featurizer
@@ -105,10 +104,7 @@ def main() -> None:
         dim = tables[0][r].get("dim", "")
         rank = statistics.median(ranks[r]) if r in ranks else ""
         lines.append(f"| {r} | {dim} | " + " | ".join(cells) + f" | {rank} |")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "tables": tables}, indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results(args.name, {"command": command, "tables": tables}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

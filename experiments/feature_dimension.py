@@ -14,7 +14,6 @@ MMLU (57 subjects, where the hashed words carry the subject), the full-informati
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions
+from suite import save_results
 
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary, routellm_metrics
@@ -89,10 +89,7 @@ def main() -> None:
         lines.append(f"| {dim} | {r['dim']} | {r['features_p50_us']} | {r['full_information_cost_at_95']:.1f} | "
                      + ", ".join("none" if v is None else f"{v:.1f}" for v in vals)
                      + f" | {statistics.median(finite):.1f} | {r['mmlu_full_information_apgr']:.3f} |")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "feature_dimension.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (RESULTS / "feature_dimension.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results("feature_dimension", rows, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

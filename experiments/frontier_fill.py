@@ -17,7 +17,6 @@ Writes ``experiments/results/frontier_fill.json`` and ``.md``; progress on stder
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -26,23 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from suite import DATA, RESULTS
+from suite import DATA, save_results
 
-import banditroute.offline.simulate as simulate_module
 import banditroute.offline.tune as tune_module
 from banditroute.config import PolicyConfig
 from banditroute.offline.frontier import BUDGETS
 from banditroute.offline.outcomes import load_outcomes
-
-
-def halves_of(router, test, halves) -> list[tuple[float, float]]:
-    """The greedy router's mean quality and total cost on each half of ``test``."""
-    col = np.array([test.models.index(m) for m in router.policy.models])
-    X = router.featurizer.transform_many(test.prompts)
-    tokens = np.array([router.featurizer.input_tokens(p) for p in test.prompts])
-    p = router.policy.greedy(X, tokens, None, router.cost_weight).probabilities
-    q, c = (p * test.quality[:, col]).sum(axis=1), (p * test.cost[:, col]).sum(axis=1)
-    return [(float(q[h].mean()), float(c[h].sum())) for h in halves]
 
 
 def cross_fitted_qauc(points: dict[float, list], test, halves) -> float:
@@ -72,34 +60,25 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--name", default="frontier_fill")
     args = ap.parse_args()
-    evaluate_greedy = simulate_module.evaluate_greedy
     fill = tune_module.FILL
     rows = []
     for table in args.tables:
         outcomes = load_outcomes(DATA / f"{table}.parquet")
         test = outcomes.subset("test")
         halves = [np.arange(len(test)) % 2 == 0, np.arange(len(test)) % 2 == 1]
-        side: dict[float, list] = {}
-
-        def recording(router, test_split, cost_weights=None, progress=False, side=side, halves=halves):
-            side[router.cost_weight] = halves_of(router, test_split, halves)
-            return evaluate_greedy(router, test_split, cost_weights, progress)
-
-        simulate_module.evaluate_greedy = recording
         try:
             for rounds in (0, fill):
                 tune_module.FILL = rounds
                 for seed in args.seeds:
-                    side.clear()
-                    res = tune_module.tune(outcomes, "lints", seed, settings=PolicyConfig(name="lints"))
-                    weights = [p["cost_weight"] for p in res["points"]]
-                    rows.append({"table": table, "fill_rounds": rounds, "seed": seed, "points": len(weights),
-                                 "qauc": res["qauc"],
-                                 "cross_fitted_qauc": cross_fitted_qauc({w: side[w] for w in weights}, test, halves)})
+                    res = tune_module.tune(outcomes, "lints", seed, settings=PolicyConfig(name="lints"), per_prompt=True)
+                    # each point's mean quality and total cost on each half of the test split
+                    sides = {p["cost_weight"]: [(float(p["per_prompt"][0][h].mean()), float(p["per_prompt"][1][h].sum()))
+                                                for h in halves] for p in res["points"]}
+                    rows.append({"table": table, "fill_rounds": rounds, "seed": seed, "points": len(sides),
+                                 "qauc": res["qauc"], "cross_fitted_qauc": cross_fitted_qauc(sides, test, halves)})
                     print(f"{table} fill {rounds} seed {seed}: qauc {res['qauc']:.2f}, cross-fitted "
-                          f"{rows[-1]['cross_fitted_qauc']:.2f} ({len(weights)} points)", file=sys.stderr, flush=True)
+                          f"{rows[-1]['cross_fitted_qauc']:.2f} ({len(sides)} points)", file=sys.stderr, flush=True)
         finally:
-            simulate_module.evaluate_greedy = evaluate_greedy
             tune_module.FILL = fill
     command = "python experiments/frontier_fill.py " + " ".join(sys.argv[1:])
     lines = ["# Filling the tune sweep's cost gaps: in-sample and cross-fitted qauc", "",
@@ -117,10 +96,7 @@ def main() -> None:
             per = {k: ", ".join(f"{r[k]:.1f}" for r in rs) for k in ("qauc", "cross_fitted_qauc")}
             lines.append(f"| {table} | {rounds} | {med['points']:g} | {med['qauc']:.2f} [{per['qauc']}] | "
                          f"{med['cross_fitted_qauc']:.2f} [{per['cross_fitted_qauc']}] |")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command.strip(), "rows": rows}, indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results(args.name, {"command": command.strip(), "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

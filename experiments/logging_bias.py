@@ -25,7 +25,6 @@ not from the bandit feedback as such. qauc and cost_at_95 in % of the best singl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions
-from suite import DATA, RESULTS, _median, fine_grid, fmt, per_table, table_paths
+from suite import DATA, _median, fine_grid, fmt, per_table, save_results, table_paths
 
 from banditroute.config import PolicyConfig
 from banditroute.core.features import Featurizer
@@ -122,12 +121,8 @@ def main() -> None:
         sys.exit(f"no outcome tables in {DATA}")
     results = per_table(one_table, (args.seeds,), workers=args.workers)
     command = "python experiments/logging_bias.py " + " ".join(sys.argv[1:])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command.strip(), "seeds": args.seeds,
-                                                           "tables": results}, indent=1) + "\n")
-    md = markdown(results, command.strip(), args.seeds)
-    (RESULTS / f"{args.name}.md").write_text(md)
-    print(md)
+    save_results(args.name, {"command": command.strip(), "seeds": args.seeds, "tables": results},
+                 markdown(results, command.strip(), args.seeds))
 
 
 if __name__ == "__main__":

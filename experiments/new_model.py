@@ -18,7 +18,6 @@ greedy test quality (% of the best single model's). Writes
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from multiprocessing import Pool
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import median_present, priced_pool
-from suite import DATA, RESULTS
+from suite import DATA, save_results
 
 from banditroute.config import PolicyConfig
 from banditroute.core.policies import make_policy
@@ -132,11 +131,7 @@ def main() -> None:
             jobs += [(table, newcomer, pp, seed) for pp in (False, True) for seed in args.seeds]
     with Pool(args.workers) as pool:
         runs = pool.map(run, jobs, chunksize=1)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"seeds": args.seeds, "runs": runs}, indent=1) + "\n")
-    md = markdown(runs, args.seeds)
-    (RESULTS / f"{args.name}.md").write_text(md)
-    print(md)
+    save_results(args.name, {"seeds": args.seeds, "runs": runs}, markdown(runs, args.seeds))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ Writes ``experiments/results/prior_full_information.json`` and ``.md`` (qauc / c
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import frontier_from_predictions, tfidf_ridge
-from suite import RESULTS, full_information_setup, per_table
+from suite import full_information_setup, per_table, save_results
 
 from banditroute.config import PolicyConfig
 from banditroute.core.features import Featurizer
@@ -63,11 +62,7 @@ def main() -> None:
              "| model | " + " | ".join(t["table"] for t in tables) + " |",
              "| --- | " + " | ".join("---" for _ in tables) + " |"]
     lines += [f"| {r} | " + " | ".join(cell(t[r]) for t in tables) + " |" for r in rows]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "prior_full_information.json").write_text(json.dumps({"command": command, "tables": tables},
-                                                                    indent=1) + "\n")
-    (RESULTS / "prior_full_information.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results("prior_full_information", {"command": command, "tables": tables}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import full_information, tfidf_ridge
-from suite import RESULTS, fine_grid, per_table
+from suite import fine_grid, per_table, save_results
 
 from banditroute.config import PolicyConfig
 from banditroute.offline.frontier import frontier_summary
@@ -154,11 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     tables = per_table(one_table, (args.splits, args.online_splits), args.tables, args.workers)
     command = "python experiments/resplit.py " + " ".join(sys.argv[1:])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command.strip(), "tables": tables},
-                                                          indent=1) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(markdown(tables, command.strip()))
-    print((RESULTS / f"{args.name}.md").read_text())
+    save_results(args.name, {"command": command.strip(), "tables": tables}, markdown(tables, command.strip()))
 
 
 if __name__ == "__main__":
