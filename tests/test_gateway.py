@@ -389,6 +389,44 @@ def test_hostile_chat_bodies_get_a_4xx_in_openai_shape_and_reach_no_upstream(tmp
         assert s.fake.received == [] and s.query("SELECT * FROM decisions") == []
 
 
+def test_the_saving_metrics_count_a_request_that_fell_back_once(tmp_path):
+    """A fallback's predicted cost replaces that of the decision it replaces, whose priciest cost stands for
+    the request; counted so live and when rebuilt from the log."""
+    with Stack(tmp_path) as s:
+        s.fault("cheap", status=500)
+        c = s.client()
+        for _ in range(40):
+            r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
+                                                            extra_body=only("cheap", "mid", "strong"))
+            if r.headers["x-banditroute-attempt"] == "2":
+                break
+        else:
+            pytest.fail("the failing model was never chosen")
+        s.wait_for("SELECT * FROM calls WHERE replaces IS NOT NULL", 1)
+        s.service.store.flush().result(10)
+        decisions = s.query("SELECT decision_id, chosen, eligible, pred_cost FROM decisions")
+        replaced = {r["replaces"] for r in s.query("SELECT replaces FROM calls WHERE replaces IS NOT NULL")}
+        fallbacks = {r["decision_id"] for r in s.query("SELECT decision_id FROM calls WHERE replaces IS NOT NULL")}
+        predicted, priciest = {}, {}
+        for d in decisions:
+            m = d["chosen"]
+            if d["decision_id"] not in replaced:
+                predicted[m] = predicted.get(m, 0.0) + d["pred_cost"][d["eligible"].index(m)]
+            if d["decision_id"] not in fallbacks:
+                priciest[m] = priciest.get(m, 0.0) + max(d["pred_cost"])
+        stats = s.service.stats
+
+        def counted(table: dict) -> dict:
+            return {m: v for m, v in table.items() if v}
+
+        assert counted(stats.predicted_cost) == pytest.approx(predicted)
+        assert counted(stats.priciest_cost) == pytest.approx(priciest)
+        stats.reset()
+        s.service._load_stats()  # as at a restart
+        assert counted(stats.predicted_cost) == pytest.approx(predicted)
+        assert counted(stats.priciest_cost) == pytest.approx(priciest)
+
+
 def test_connection_refused_falls_back_and_all_failing_is_a_502_listing_each_attempt(tmp_path):
     with Stack(tmp_path, gone=True) as s:
         c = s.client()

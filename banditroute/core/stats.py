@@ -9,7 +9,9 @@ class ModelStats:
     Beside the costs reported for each model's decisions, it sums each decision's predicted cost and the
     predicted cost of the priciest model it could have gone to (:attr:`predicted_cost`,
     :attr:`priciest_cost`): their ratio is what routing saves against sending everything to the priciest
-    eligible model, by the cost model's own predictions (so on the same footing on both sides)."""
+    eligible model, by the cost model's own predictions (so on the same footing on both sides). Both count
+    each request once: a gateway fallback's predicted cost replaces that of the decision it replaces, whose
+    priciest cost stands for the request."""
 
     def __init__(self, models):
         self.models = list(models)
@@ -32,6 +34,11 @@ class ModelStats:
         self.decisions[model] = self.decisions.get(model, 0) + 1
         self.predicted_cost[model] = self.predicted_cost.get(model, 0.0) + predicted
         self.priciest_cost[model] = self.priciest_cost.get(model, 0.0) + priciest
+
+    def replaced(self, model: str, predicted: float) -> None:
+        """A decision for ``model`` predicted to cost ``predicted`` was replaced by a fallback, which now
+        carries its request's predicted cost."""
+        self.predicted_cost[model] = self.predicted_cost.get(model, 0.0) - predicted
 
     def feedback(self, model: str, pairs, cost: float | None) -> None:
         for q, w in pairs:

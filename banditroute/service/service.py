@@ -52,6 +52,13 @@ from banditroute.service.retention import Retention
 log = logging.getLogger("banditroute")
 
 
+def _predicted_costs(d: Decision) -> tuple[float, float]:
+    """The predicted cost of ``d``'s model and of its priciest eligible model, as Python floats (cheaper
+    than numpy's calls on a handful of numbers)."""
+    costs = d.pred_cost.tolist()
+    return costs[d.eligible.index(d.model)], max(costs)
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -279,9 +286,15 @@ class Service:
 
     def _load_stats(self) -> None:
         stats = self.stats
+        # as counted live: a decision a gateway fallback replaced adds no predicted cost (the fallback's
+        # does), and a fallback adds no priciest cost (the decision it replaced did)
         for r in self.store.query(
-                "SELECT chosen, count(*) AS n, sum(pred_cost[list_position(eligible, chosen)]) AS predicted, "
-                "sum(list_max(pred_cost)) AS priciest FROM decisions GROUP BY chosen").to_pylist():
+                "WITH replaced AS (SELECT DISTINCT replaces AS decision_id FROM calls WHERE replaces IS NOT NULL), "
+                "fallbacks AS (SELECT DISTINCT decision_id FROM calls WHERE replaces IS NOT NULL) "
+                "SELECT chosen, count(*) AS n, "
+                "sum(pred_cost[list_position(eligible, chosen)]) FILTER (WHERE decision_id NOT IN (FROM replaced)) "
+                "AS predicted, sum(list_max(pred_cost)) FILTER (WHERE decision_id NOT IN (FROM fallbacks)) AS priciest "
+                "FROM decisions GROUP BY chosen").to_pylist():
             stats.decisions[r["chosen"]] = int(r["n"])
             stats.predicted_cost[r["chosen"]] = float(r["predicted"] or 0.0)
             stats.priciest_cost[r["chosen"]] = float(r["priciest"] or 0.0)
@@ -366,12 +379,14 @@ class Service:
         self._keep(logged)
         return out
 
-    def _keep(self, logged: list[tuple[Decision, str | None, str | None]]) -> None:
-        """Hold ``(decision, user, metadata as JSON)`` items for their feedback, count and log them."""
+    def _keep(self, logged: list[tuple[Decision, str | None, str | None]], fallback: bool = False) -> None:
+        """Hold ``(decision, user, metadata as JSON)`` items for their feedback, count and log them. A
+        ``fallback`` serves the request of the decision it replaces: its priciest model's cost is counted
+        once, with that decision."""
         for d, _, _ in logged:
             self.pending.remember(d.pending())
-            costs = d.pred_cost.tolist()  # Python floats: cheaper than numpy's calls on a handful of numbers
-            self.stats.decision(d.model, costs[d.eligible.index(d.model)], max(costs))
+            chosen, priciest = _predicted_costs(d)
+            self.stats.decision(d.model, chosen, 0.0 if fallback else priciest)
         self.store.add_decisions(logged)
 
     def fallback(self, d: Decision, exclude: set[str], user: str | None, metadata: dict | None) -> Decision | None:
@@ -379,7 +394,8 @@ class Service:
         self.check_available()
         out = self.router.fallback(d, exclude)
         if out is not None:
-            self._keep([(out, user, json.dumps(metadata) if metadata is not None else None)])
+            self.stats.replaced(d.model, _predicted_costs(d)[0])
+            self._keep([(out, user, json.dumps(metadata) if metadata is not None else None)], fallback=True)
         return out
 
     async def route(self, request: RouteRequest) -> Decision:
