@@ -234,6 +234,11 @@ async def test_cost_metrics_report_the_bill_and_what_routing_saves_and_survive_a
         assert {m: v for m, v in before[name].items() if v} == pytest.approx(per_model)
     assert sum(before["banditroute_priciest_cost_usd_total"].values()) > sum(
         before["banditroute_predicted_cost_usd_total"].values())
+    rows = {r["model"]: r for r in (await (await client.get("/models")).json())["models"]}
+    for m, v in expect["banditroute_priciest_cost_usd_total"].items():  # /models shows the same sums
+        assert rows[m]["priciest_cost_usd"] == pytest.approx(v)
+        assert rows[m]["predicted_cost_usd"] == pytest.approx(expect["banditroute_predicted_cost_usd_total"][m])
+        assert rows[m]["cost_usd"] == pytest.approx(expect["banditroute_cost_usd_total"][m])
     await client.close()
     again = await aiohttp_client(create_app(make_config(tmp_path), seed=0))  # rebuilt from the log
     after = await costs(again)

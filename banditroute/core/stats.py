@@ -61,5 +61,8 @@ class ModelStats:
                 "mean_cost_usd": self.cost_sum[m] / cn if cn else None,
                 "observations": cn,
                 "quality_weight": qw,
+                "cost_usd": self.cost_sum.get(m, 0.0),
+                "predicted_cost_usd": self.predicted_cost.get(m, 0.0),
+                "priciest_cost_usd": self.priciest_cost.get(m, 0.0),
             })
         return out

@@ -141,13 +141,12 @@ class ServiceCollector:
         priciest = CounterMetricFamily("banditroute_priciest_cost_usd", "predicted cost, for the same decisions, of "
                                        "the priciest model each could have gone to (the ratio to "
                                        "banditroute_predicted_cost_usd is what routing saves)", labels=["model"])
-        stats = s.stats
-        for row in stats.table():
+        for row in s.stats.table():
             m = row["model"]
             share.add_metric([m], row["share"])
-            cost.add_metric([m], stats.cost_sum.get(m, 0.0))
-            predicted.add_metric([m], stats.predicted_cost.get(m, 0.0))
-            priciest.add_metric([m], stats.priciest_cost.get(m, 0.0))
+            cost.add_metric([m], row["cost_usd"])
+            predicted.add_metric([m], row["predicted_cost_usd"])
+            priciest.add_metric([m], row["priciest_cost_usd"])
         yield from (share, cost, predicted, priciest)
         budgets = s.router.budgets
         yield from budget_metrics(budgets.view(), {b.name: b.metrics_tenants for b in budgets.order})

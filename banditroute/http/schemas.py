@@ -84,6 +84,12 @@ class ModelView(_Answer):
     mean_cost_usd: float | None
     observations: int = Field(description="feedbacks with a cost")
     quality_weight: float = Field(description="total weight of quality signals")
+    cost_usd: float = Field(description="the costs reported for its decisions, summed (the bill)")
+    predicted_cost_usd: float = Field(description="its decisions' predicted costs, summed (a request that fell back "
+                                      "counts with the model that served it)")
+    priciest_cost_usd: float = Field(description="for the same requests, the predicted cost of the priciest model "
+                                     "each could have gone to; 1 - predicted / priciest over the pool is what routing "
+                                     "saves")
     callable: bool = Field(description="the gateway can call it (it has a base_url)")
     health: ProviderHealth
     latency: LatencyView
