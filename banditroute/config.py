@@ -412,6 +412,15 @@ class GatewayConfig(_Strict):
     passthrough: list[Passthrough] = Field(default_factory=list, description="other /v1 paths forwarded to a "
                                            "provider as they are, the first entry that matches")
 
+    @field_validator("passthrough")
+    @classmethod
+    def _one_entry_per_path(cls, entries: list[Passthrough]) -> list[Passthrough]:
+        paths = [e.path for e in entries]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        if twice:
+            raise ValueError(f"more than one entry for {', '.join(twice)}")
+        return entries
+
 
 class Settings(_Strict):
     """The whole configuration: the model pool, the policy, feedback weights, server and storage."""

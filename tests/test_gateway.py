@@ -732,6 +732,9 @@ def test_a_passthrough_may_not_take_a_path_the_gateway_serves():
         with pytest.raises(ValueError, match="serves itself"):
             Passthrough(path=path, base_url="http://127.0.0.1:1/v1")
     assert Passthrough(path="/v1/audio/", base_url="http://127.0.0.1:1/v1").matches("/v1/audio/speech")
+    twice = [{"path": "/v1/embeddings", "base_url": f"http://127.0.0.1:{port}/v1"} for port in (1, 2)]
+    with pytest.raises(ValueError, match="more than one entry for /v1/embeddings"):
+        GatewayConfig(passthrough=twice)
 
 
 def test_judge_ratings_are_read_from_the_mt_bench_format():
