@@ -26,6 +26,7 @@ import json
 import os
 import re
 import tomllib
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -231,6 +232,12 @@ class StorageConfig(_Strict):
     writer_niceness: Annotated[int, Field(ge=0, le=19)] = 10
 
 
+def _repeated(values) -> list[str]:
+    """The values that occur more than once, sorted."""
+    counts = Counter(values)
+    return sorted(v for v, n in counts.items() if n > 1)
+
+
 def _regex(v: str | None) -> str | None:
     """``v`` unchanged if it is a regular expression Python compiles (or None)."""
     if v is not None:
@@ -415,8 +422,7 @@ class GatewayConfig(_Strict):
     @field_validator("passthrough")
     @classmethod
     def _one_entry_per_path(cls, entries: list[Passthrough]) -> list[Passthrough]:
-        paths = [e.path for e in entries]
-        twice = sorted({p for p in paths if paths.count(p) > 1})
+        twice = _repeated(e.path for e in entries)
         if twice:
             raise ValueError(f"more than one entry for {', '.join(twice)}")
         return entries
@@ -445,8 +451,7 @@ class Settings(_Strict):
     @field_validator("models")
     @classmethod
     def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
-        names = [m.name for m in models]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _repeated(m.name for m in models)
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
         return models
@@ -495,8 +500,7 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _unique_budgets(self) -> Settings:
-        names = [b.name for b in self.budgets]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _repeated(b.name for b in self.budgets)
         if dupes:
             raise ValueError(f"duplicate budget names: {', '.join(dupes)}")
         return self

@@ -99,12 +99,16 @@ class FakeUpstream:
     async def delete_response(self, request: web.Request) -> web.Response:
         """OpenAI's deletion of a stored response: a response this fake made, once."""
         rid = request.match_info["id"]
-        if self.record:
-            self.received.append({"path": request.path, "method": "DELETE", "model": None,
-                                  "authorization": request.headers.get("Authorization")})
+        self._record_bodiless(request)
         if self.stored.pop(rid, None) is None:
             return self._unknown(rid)
         return web.json_response({"id": rid, "object": "response.deleted", "deleted": True})
+
+    def _record_bodiless(self, request: web.Request) -> None:
+        """Keep a request without a body (a stored response's GET or DELETE) among those received."""
+        if self.record:
+            self.received.append({"path": request.path, "method": request.method, "model": None,
+                                  "authorization": request.headers.get("Authorization")})
 
     @staticmethod
     def _unknown(rid: str) -> web.Response:
@@ -113,9 +117,7 @@ class FakeUpstream:
 
     async def get_response(self, request: web.Request) -> web.Response:
         rid = request.match_info["id"]
-        if self.record:
-            self.received.append({"path": request.path, "method": "GET", "model": None,
-                                  "authorization": request.headers.get("Authorization")})
+        self._record_bodiless(request)
         return web.json_response(self.stored[rid][0]) if rid in self.stored else self._unknown(rid)
 
     async def cancel_response(self, request: web.Request) -> web.Response:

@@ -69,9 +69,19 @@ from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
 
 log = logging.getLogger("banditroute")
+
+
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
 STORED_RESPONSES = 100_000  # response ids remembered with the model that served them
 GatewayRequest = ChatRequest | ResponsesRequest
+
+
+def _call_row(model: str, decision_id: str, kind: str, attempt: int, replaces: str | None, stream: bool) -> dict:
+    """A ``calls`` row (:data:`~banditroute.log.schema.CALL_SCHEMA`) of an attempt starting now, its outcome unset."""
+    return {"decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind, "model": model,
+            "attempt": attempt, "replaces": replaces, "stream": stream, "outcome": None, "status": None,
+            "error": None, "ttft_ms": None, "latency_ms": None, "input_tokens": None, "output_tokens": None,
+            "cost_usd": None, "judge_rate": None}
 
 
 class Gateway:
@@ -355,52 +365,55 @@ class Gateway:
         """``GET /v1/responses/{id}``, ``.../input_items`` and ``POST .../cancel``: relayed to the provider that stored the response
         (:func:`~banditroute.gateway.passthrough.relay`). Of a response the gateway made of a chat completion it
         keeps the conversation, not the response object: a 404 says so, as for an id nobody knows."""
-        model, row = await self._provider_of(rid)
-        if model is not None:
-            spec = self.specs.get(model)
-            if spec is None or spec.base_url is None:
-                raise NotFound(f"response {rid!r} was stored by {model}, which is no longer a callable model of the pool")
-            key = self.upstreams.environ.get(spec.api_key_env) if spec.api_key_env else None
-            return await relay(self.upstreams, request, spec.base_url, key, spec.timeout_s or self.config.timeout_s,
-                               self.config.connect_timeout_s)
-        owner = key_id(api_key)
-        if self.conversations.keeps_for(rid, owner) or (row is not None and row["owner"] == owner):
+        spec, row = await self._provider_of(rid)
+        if spec is not None:
+            return await relay(self.upstreams, request, spec.base_url, self.upstreams.key(spec.api_key_env),
+                               self.upstreams.timeout(spec), self.config.connect_timeout_s)
+        if self._keeps(rid, key_id(api_key), row):
             raise NotFound(f"response {rid!r} was made by the gateway of a chat completion: it keeps the conversation "
                            "for previous_response_id, not the response object")
         raise NotFound(f"response {rid!r} is not a response a provider of the pool stored, nor one the gateway keeps "
                        "for this API key")
 
-    async def _provider_of(self, rid: str) -> tuple[str | None, dict | None]:
-        """The pool model whose provider stored the response ``rid`` (None: none known), and its logged row."""
+    async def _provider_of(self, rid: str) -> tuple[ModelSpec | None, dict | None]:
+        """The pool model whose provider stored the response ``rid`` (None: none known; :class:`NotFound` when
+        it is no longer a callable model of the pool), and the response's logged row."""
         try:
             logged = await asyncio.to_thread(self.service.store.response_chain, rid, 0)
         except duckdb.Error as err:
             raise self.service.unreadable(err) from None
         row = logged[0] if logged else None
-        return self._stored.get(rid) or (row["model"] if row is not None and row["items"] is None else None), row
+        model = self._stored.get(rid) or (row["model"] if row is not None and row["items"] is None else None)
+        if model is None:
+            return None, row
+        spec = self.specs.get(model)
+        if spec is None or spec.base_url is None:
+            raise NotFound(f"response {rid!r} was stored by {model}, which is no longer a callable model of the pool")
+        return spec, row
+
+    def _keeps(self, rid: str, owner: str | None, row: dict | None) -> bool:
+        """Whether the gateway keeps the turn of response ``rid`` for the client ``owner``, in memory or in
+        the log (``row``: its logged row, if any)."""
+        return self.conversations.keeps_for(rid, owner) or (row is not None and row["owner"] == owner)
 
     async def delete_response(self, rid: str, api_key: str | None = None) -> dict:
         """``DELETE /v1/responses/{id}``: forget a response the gateway keeps for the client with
         ``api_key`` (its turn, in memory and in the log), or have the provider that stored it delete it
         there; :class:`NotFound` for an id neither knows. As at OpenAI, a response that continued it can
         no longer be continued: its conversation is no longer whole."""
-        owner = key_id(api_key)
-        model, row = await self._provider_of(rid)
-        if model is not None:  # its provider keeps it
-            spec = self.specs.get(model)
-            if spec is None or spec.base_url is None:
-                raise NotFound(f"response {rid!r} was stored by {model}, which is no longer a callable model of the pool")
+        spec, row = await self._provider_of(rid)
+        if spec is not None:  # its provider keeps it
             try:
                 answer = await self.upstreams.complete(spec, None, f"/responses/{rid}", method="DELETE")
             except UpstreamFailure as failure:
                 if failure.status == 404:
                     raise NotFound(f"response {rid!r}: {failure}") from None
                 raise UpstreamFailed(f"deleting response {rid!r} failed: {failure}", [
-                    {"model": model, "outcome": failure.outcome, "status": failure.status,
+                    {"model": spec.name, "outcome": failure.outcome, "status": failure.status,
                      "message": str(failure)}]) from None
             self._stored.pop(rid, None)
             body = answer.body
-        elif self.conversations.keeps_for(rid, owner) or (row is not None and row["owner"] == owner):
+        elif self._keeps(rid, key_id(api_key), row):
             self.conversations.drop(rid)
             body = {"id": rid, "object": "response.deleted", "deleted": True}
         else:
@@ -613,11 +626,8 @@ class Gateway:
         """The ``calls`` row of a call that starts now (completed by :meth:`end_call`), counted against the
         model's rate limits with ``tokens``, its estimated size; a judge's call carries the decision it judges."""
         self.health.begin(spec.name)
-        return {"decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind,
-                "model": spec.name, "attempt": attempt, "replaces": replaces, "stream": stream, "outcome": None,
-                "status": None, "error": None, "ttft_ms": None, "latency_ms": None, "input_tokens": None,
-                "output_tokens": None, "cost_usd": None, "judge_rate": None, "t0": time.perf_counter(),
-                "limit": self.limits.take(spec.name, tokens)}
+        return _call_row(spec.name, decision_id, kind, attempt, replaces, stream) | {
+            "t0": time.perf_counter(), "limit": self.limits.take(spec.name, tokens)}
 
     def end_call(self, call: dict, outcome: str, status: int | None, error: str | None, ttft_ms: float | None = None,
                  input_tokens: int | None = None, output_tokens: int | None = None, end: float | None = None) -> dict:
@@ -643,11 +653,8 @@ class Gateway:
         or its circuit opened since it was chosen), so that the log, like the answer, tells why the decision
         was not carried out and that it cost nothing (what a budget rebuilt from the log counts)."""
         self.metrics.call(model, "unavailable", None)
-        self.service.store.add_call({
-            "decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind, "model": model, "attempt": attempt,
-            "replaces": replaces, "stream": stream, "outcome": "unavailable", "status": None, "error": why,
-            "ttft_ms": None, "latency_ms": None, "input_tokens": None, "output_tokens": None, "cost_usd": None,
-            "judge_rate": None})
+        self.service.store.add_call(_call_row(model, decision_id, kind, attempt, replaces, stream) | {
+            "outcome": "unavailable", "error": why})
 
     def fail_call(self, call: dict, failure: UpstreamFailure, ttft_ms: float | None = None,
                   deferred: list | None = None) -> None:

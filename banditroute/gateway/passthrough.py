@@ -42,9 +42,8 @@ class Passthroughs:
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         entry = self.match(request.path)
-        key = self.upstreams.environ.get(entry.api_key_env) if entry.api_key_env else None
-        return await relay(self.upstreams, request, entry.base_url, key, entry.timeout_s or self.config.timeout_s,
-                           self.config.connect_timeout_s)
+        return await relay(self.upstreams, request, entry.base_url, self.upstreams.key(entry.api_key_env),
+                           entry.timeout_s or self.config.timeout_s, self.config.connect_timeout_s)
 
 
 async def relay(upstreams: Upstreams, request: web.Request, base_url: str, key: str | None, total: float,

@@ -87,15 +87,18 @@ class Upstreams:
             await s.close()
         self._sessions.clear()
 
+    def key(self, env_name: str | None) -> str | None:
+        """The key held in the environment variable ``env_name`` (None: no variable named, or it is empty)."""
+        return (self.environ.get(env_name) or None) if env_name else None
+
     def _headers(self, spec: ModelSpec) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        if spec.api_key_env:
-            key = self.environ.get(spec.api_key_env)
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
+        key = self.key(spec.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _timeout(self, spec: ModelSpec) -> float:
+    def timeout(self, spec: ModelSpec) -> float:
         return spec.timeout_s or self.config.timeout_s
 
     async def _open(self, spec: ModelSpec, path: str, body: dict | None, timeout: aiohttp.ClientTimeout,
@@ -108,13 +111,13 @@ class Upstreams:
                 method, url, data=None if body is None else orjson.dumps(body), headers=self._headers(spec),
                 timeout=timeout)
         except TimeoutError:
-            raise UpstreamFailure("timeout", f"{spec.name}: no answer within {self._timeout(spec):g} s") from None
+            raise UpstreamFailure("timeout", f"{spec.name}: no answer within {self.timeout(spec):g} s") from None
         except aiohttp.ClientError as err:
             raise UpstreamFailure("connect_error", f"{spec.name}: {type(err).__name__}: {err}") from None
         if resp.status < 400:
             return resp
         try:
-            data = await asyncio.wait_for(resp.content.read(64 << 10), self._timeout(spec))
+            data = await asyncio.wait_for(resp.content.read(64 << 10), self.timeout(spec))
         except (TimeoutError, aiohttp.ClientError):
             data = b""
         finally:
@@ -129,7 +132,7 @@ class Upstreams:
         """A non-streamed call: the upstream's JSON answer (an answer whose ``error`` is set is a failure:
         chat completions' error body, or a response that failed)."""
         t0 = time.perf_counter()
-        total = self._timeout(spec)
+        total = self.timeout(spec)
         resp = await self._open(spec, path, body, aiohttp.ClientTimeout(total=total, connect=self.config.connect_timeout_s),
                                 method)
         try:
@@ -164,7 +167,7 @@ class Upstreams:
         call elsewhere; after it, it ends the client's stream with an error event). Each read must
         return within the model's timeout.
         """
-        timeout = self._timeout(spec)
+        timeout = self.timeout(spec)
         resp = await self._open(spec, path, body, aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                                                         sock_read=timeout))
         received, limit, done, tail = 0, self.config.max_response_bytes, False, b""

@@ -230,6 +230,22 @@ FROM decisions d LEFT JOIN fb USING (decision_id) LEFT JOIN fallbacks USING (dec
 ORDER BY d.ts, d.rowid
 """
 
+# The decisions that are a gateway's fallback (their calls name the decision they replace).
+FALLBACKS_SQL = "SELECT DISTINCT decision_id FROM calls WHERE replaces IS NOT NULL"
+
+# Per chosen model: its decisions, their predicted costs and the predicted cost of each one's priciest
+# eligible model (:class:`banditroute.core.stats.ModelStats`), counting each request once as the service
+# does live: a decision a fallback replaced adds no predicted cost (the fallback's does), and a fallback
+# adds no priciest cost (the decision it replaced did).
+MODEL_COSTS_SQL = f"""
+WITH fallbacks AS ({FALLBACKS_SQL}),
+     replaced AS (SELECT DISTINCT replaces AS decision_id FROM calls WHERE replaces IS NOT NULL)
+SELECT chosen, count(*) AS n,
+       sum(pred_cost[list_position(eligible, chosen)]) FILTER (WHERE decision_id NOT IN (FROM replaced)) AS predicted,
+       sum(list_max(pred_cost)) FILTER (WHERE decision_id NOT IN (FROM fallbacks)) AS priciest
+FROM decisions GROUP BY chosen
+"""
+
 # Per tenant of one budget (``$budget``): its requests and spend since ``$start`` (a decision costs what
 # its feedback reported, else its model's predicted cost; nothing when every call the gateway made for it
 # failed or was given up), what was charged for those whose cost was reported and what they cost (the
@@ -238,11 +254,11 @@ ORDER BY d.ts, d.rowid
 # after its last decision. A request is a decision that is not a gateway's fallback (the calls of a
 # fallback name the decision it ``replaces``), as the pacers count them.
 # What :meth:`banditroute.core.budget.Budgets.restore` rebuilds the pacers from.
-BUDGET_STATE_SQL = """
+BUDGET_STATE_SQL = f"""
 WITH costs AS (SELECT decision_id, max(cost_usd) AS cost FROM feedback GROUP BY decision_id),
      unpaid AS (SELECT decision_id FROM calls WHERE kind <> 'judge' GROUP BY decision_id
                 HAVING bool_and(outcome NOT IN ('ok', 'cancelled'))),
-     fallbacks AS (SELECT DISTINCT decision_id FROM calls WHERE replaces IS NOT NULL)
+     fallbacks AS ({FALLBACKS_SQL})
 SELECT d.budget, d.tenant,
        count(*) FILTER (WHERE d.ts >= $start AND fallbacks.decision_id IS NULL) AS requests,
        sum(CASE WHEN unpaid.decision_id IS NOT NULL THEN 0.0

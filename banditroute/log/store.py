@@ -38,6 +38,7 @@ import shutil
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -604,12 +605,18 @@ class Store:
         self.con = None  # let the binding object go now rather than at interpreter exit
 
     # -- reads (event loop, through their own cursor) ------------------------------------------------
-    def query(self, sql: str, params=None) -> pa.Table:
+    @contextmanager
+    def _cursor(self):
+        """A cursor of its own for a read or an erasure beside the writer's, closed after use."""
         cur = self.con.cursor()
         try:
-            return cur.sql(sql, params=params or None).to_arrow_table()
+            yield cur
         finally:
             cur.close()
+
+    def query(self, sql: str, params=None) -> pa.Table:
+        with self._cursor() as cur:
+            return cur.sql(sql, params=params or None).to_arrow_table()
 
     def response_chain(self, response_id: str, max_turns: int = 10_000) -> list[dict]:
         """The logged ``responses`` rows of ``response_id`` and of the responses it continued (``ts``: when
@@ -645,8 +652,7 @@ class Store:
             "responses": "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses"
                          " WHERE epoch_us(ts) < $before LIMIT $n)",
         }
-        cur = self.con.cursor()
-        try:
+        with self._cursor() as cur:
             for table, sql in statements.items():
                 while True:
                     if self.min_free_bytes:
@@ -659,17 +665,12 @@ class Store:
                     done[table] += n
                     if n < EXPIRE_ROWS:
                         break
-        finally:
-            cur.close()
         return done["decisions"], done["responses"]
 
     def delete_response(self, response_id: str) -> int:
         """Delete the logged ``responses`` rows of ``response_id`` (a client deleted it); how many there were."""
-        cur = self.con.cursor()
-        try:
+        with self._cursor() as cur:
             return int(cur.execute("DELETE FROM responses WHERE response_id = ?", [response_id]).fetchone()[0])
-        finally:
-            cur.close()
 
     def decisions(self, decision_ids: list[str]) -> dict[str, dict]:
         """Logged decisions by id, for feedback that arrives after the in-memory pending window.

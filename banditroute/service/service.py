@@ -43,7 +43,13 @@ from banditroute.core.state import StateError, dumps_state, load_state, loads_st
 from banditroute.core.stats import ModelStats
 from banditroute.core.types import Decision, Pending
 from banditroute.errors import IdempotencyConflict, RoutingError, Unavailable, UnknownDecision, ValidationFailed
-from banditroute.log.schema import BUDGET_STATE_SQL, QUALITY_WEIGHT_SQL, QUALITY_WEIGHTED_SQL, feedback_row
+from banditroute.log.schema import (
+    BUDGET_STATE_SQL,
+    MODEL_COSTS_SQL,
+    QUALITY_WEIGHT_SQL,
+    QUALITY_WEIGHTED_SQL,
+    feedback_row,
+)
 from banditroute.log.store import StorageError, Store, one_line, prompt_hash_key
 from banditroute.service.batcher import MicroBatcher
 from banditroute.service.pending import LateLookups, PendingDecisions
@@ -286,15 +292,7 @@ class Service:
 
     def _load_stats(self) -> None:
         stats = self.stats
-        # as counted live: a decision a gateway fallback replaced adds no predicted cost (the fallback's
-        # does), and a fallback adds no priciest cost (the decision it replaced did)
-        for r in self.store.query(
-                "WITH replaced AS (SELECT DISTINCT replaces AS decision_id FROM calls WHERE replaces IS NOT NULL), "
-                "fallbacks AS (SELECT DISTINCT decision_id FROM calls WHERE replaces IS NOT NULL) "
-                "SELECT chosen, count(*) AS n, "
-                "sum(pred_cost[list_position(eligible, chosen)]) FILTER (WHERE decision_id NOT IN (FROM replaced)) "
-                "AS predicted, sum(list_max(pred_cost)) FILTER (WHERE decision_id NOT IN (FROM fallbacks)) AS priciest "
-                "FROM decisions GROUP BY chosen").to_pylist():
+        for r in self.store.query(MODEL_COSTS_SQL).to_pylist():
             stats.decisions[r["chosen"]] = int(r["n"])
             stats.predicted_cost[r["chosen"]] = float(r["predicted"] or 0.0)
             stats.priciest_cost[r["chosen"]] = float(r["priciest"] or 0.0)
