@@ -232,10 +232,12 @@ class StorageConfig(_Strict):
     writer_niceness: Annotated[int, Field(ge=0, le=19)] = 10
 
 
-def _repeated(values) -> list[str]:
-    """The values that occur more than once, sorted."""
-    counts = Counter(values)
-    return sorted(v for v, n in counts.items() if n > 1)
+def _refuse_repeated(values, message: str) -> None:
+    """Raise ``ValueError(message)`` with the values that occur more than once, sorted and comma-separated,
+    in place of ``{}``; nothing when each occurs once."""
+    repeated = sorted(v for v, n in Counter(values).items() if n > 1)
+    if repeated:
+        raise ValueError(message.format(", ".join(repeated)))
 
 
 def _regex(v: str | None) -> str | None:
@@ -422,9 +424,7 @@ class GatewayConfig(_Strict):
     @field_validator("passthrough")
     @classmethod
     def _one_entry_per_path(cls, entries: list[Passthrough]) -> list[Passthrough]:
-        twice = _repeated(e.path for e in entries)
-        if twice:
-            raise ValueError(f"more than one entry for {', '.join(twice)}")
+        _refuse_repeated((e.path for e in entries), "more than one entry for {}")
         return entries
 
 
@@ -451,9 +451,7 @@ class Settings(_Strict):
     @field_validator("models")
     @classmethod
     def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
-        dupes = _repeated(m.name for m in models)
-        if dupes:
-            raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        _refuse_repeated((m.name for m in models), "duplicate model names: {}")
         return models
 
     @model_validator(mode="after")
@@ -500,9 +498,7 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _unique_budgets(self) -> Settings:
-        dupes = _repeated(b.name for b in self.budgets)
-        if dupes:
-            raise ValueError(f"duplicate budget names: {', '.join(dupes)}")
+        _refuse_repeated((b.name for b in self.budgets), "duplicate budget names: {}")
         return self
 
     @model_validator(mode="after")
