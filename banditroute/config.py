@@ -30,6 +30,7 @@ from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -49,9 +50,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Deployment(_Strict):
+    """One provider that serves a pool model: the same model at another API root, region or key
+    (``[[models.deployments]]``). The gateway spreads a model's calls over its deployments and moves a
+    failed call to the next one before it falls back to another model (:mod:`banditroute.gateway.providers`).
+    ``api_key_env``, ``upstream_name``, ``timeout_s`` and ``stream_usage`` default to the model's."""
+
+    name: str | None = Field(default=None, min_length=1, pattern=r"^[^@\s]+$",
+                             description="how logs, errors and GET /models name it (default: its base_url's host, "
+                                         "numbered when two share one)")
+    base_url: str = Field(pattern=r"^https?://\S+$", description="an OpenAI-compatible API root")
+    api_key_env: str | None = Field(default=None, min_length=1)
+    upstream_name: str | None = Field(default=None, min_length=1)
+    timeout_s: PositiveFloat | None = None
+    stream_usage: bool | None = None
+    rpm: Annotated[int, Field(gt=0)] | None = None
+    tpm: Annotated[int, Field(gt=0)] | None = None
+    weight: PositiveFloat = Field(default=1.0, description="its share of the model's calls relative to the "
+                                  "other deployments' (calls go to the least busy in proportion to weight)")
+
+
 class ModelSpec(_Strict):
-    """One model of the pool, and where the gateway calls it (a model without ``base_url`` can be
-    routed by ``/route`` but not called through ``/v1/chat/completions``)."""
+    """One model of the pool, and where the gateway calls it (a model without ``base_url`` or
+    ``deployments`` can be routed by ``/route`` but not called through ``/v1/chat/completions``)."""
 
     name: str = Field(min_length=1)
     input_price_per_mtok: NonNegFloat | None = None
@@ -76,11 +97,41 @@ class ModelSpec(_Strict):
                                                      "allows for this model; the gateway keeps calls within it")
     tpm: Annotated[int, Field(gt=0)] | None = Field(default=None, description="tokens (prompt and answer) a minute "
                                                      "the provider allows for this model")
+    deployments: list[Deployment] = Field(default_factory=list, description="instead of base_url: several "
+                                          "providers of this model, each with its own API root, key and limits")
+
+    @model_validator(mode="after")
+    def _one_way_to_call(self) -> ModelSpec:
+        if self.deployments:
+            both = [f for f in ("base_url", "rpm", "tpm") if getattr(self, f) is not None]
+            if both:
+                raise ValueError(f"{self.name}: {', '.join(both)} go on each of its deployments, not beside them")
+            _refuse_repeated([d.name for d in self.providers()], f"{self.name}: two deployments named {{}}")
+        return self
 
     @property
     def callable(self) -> bool:
         """The gateway can call it."""
-        return self.base_url is not None
+        return self.base_url is not None or bool(self.deployments)
+
+    def providers(self) -> list[Deployment]:
+        """Where the gateway calls this model: its deployments with every default filled in (the model's
+        own ``base_url`` is its one deployment), each named."""
+        listed = self.deployments or ([Deployment(base_url=self.base_url, rpm=self.rpm, tpm=self.tpm)]
+                                      if self.base_url is not None else [])
+        out, seen = [], Counter()
+        for d in listed:
+            name = d.name
+            if name is None:
+                host = urlsplit(d.base_url).netloc or d.base_url
+                seen[host] += 1
+                name = host if seen[host] == 1 else f"{host}#{seen[host]}"
+            out.append(d.model_copy(update={
+                "name": name, "api_key_env": d.api_key_env or self.api_key_env,
+                "upstream_name": d.upstream_name or self.upstream_name or self.name,
+                "timeout_s": d.timeout_s or self.timeout_s,
+                "stream_usage": self.stream_usage if d.stream_usage is None else d.stream_usage}))
+        return out
 
     def price_usd(self, input_tokens: float, output_tokens: float) -> float | None:
         """Cost of one call from list prices, or None when the pool gives no price."""

@@ -72,6 +72,17 @@ def pool(upstream: str, closed: str | None, **gateway) -> dict:
     return data
 
 
+def fill(value, **names):
+    """``value`` with ``{name}`` in every string filled in, through dicts and lists."""
+    if isinstance(value, str):
+        return value.format(**names) if "{" in value else value
+    if isinstance(value, dict):
+        return {k: fill(v, **names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, **names) for v in value]
+    return value
+
+
 class Stack:
     """The fake upstream and banditroute, served from one loop in a thread."""
 
@@ -96,8 +107,7 @@ class Stack:
         for entry in data["gateway"].get("passthrough", []):
             entry["base_url"] = entry["base_url"].replace("{fake_port}", str(self.fake_port))
         for m in data["models"]:  # per-model settings of the test (``models``: name -> fields; {fake_port} filled in)
-            m.update({k: v.replace("{fake_port}", str(self.fake_port)) if isinstance(v, str) else v
-                      for k, v in (models or {}).get(m["name"], {}).items()})
+            m.update(fill((models or {}).get(m["name"], {}), fake_port=self.fake_port))
         self.config = parse_settings(data)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -339,7 +349,7 @@ def test_a_failed_provider_falls_back_to_a_decision_of_its_own(tmp_path, fault):
         assert second["eligible"] == left
         assert second["probabilities"] == pytest.approx([p[m] / sum(p[m] for m in left) for m in left])
         assert second["propensity"] == pytest.approx(p[second["chosen"]] / sum(p[m] for m in left))
-        health = s.gateway.health.view("cheap")
+        health = s.gateway.providers.view("cheap")["health"]
         if fault.get("status") == 429:  # Retry-After opens the circuit at once, for that long
             assert health["state"] == "open" and 6 < health["retry_in_s"] <= 7
         else:
@@ -454,7 +464,7 @@ def test_a_request_the_provider_refuses_as_malformed_never_opens_its_circuit(tmp
             with pytest.raises(openai.BadRequestError, match="tools must be"):
                 c.chat.completions.create(model="banditroute", messages=ASK, tools=[{"type": "function"}],
                                           extra_body=only("mid"))
-        assert s.gateway.health.view("mid")["state"] == "closed" and s.gateway.health.available("mid")
+        assert s.gateway.providers.view("mid")["health"]["state"] == "closed" and s.gateway.providers.healthy("mid")
         calls = s.wait_for("SELECT * FROM calls", 4)
         assert {(c["outcome"], c["status"]) for c in calls} == {("rejected", 400)}
         assert all(c["replaces"] is None for c in calls)
@@ -475,7 +485,7 @@ def test_a_request_that_breaks_providers_at_two_api_roots_opens_no_circuit(tmp_p
             with pytest.raises(openai.APIStatusError, match="none of them is counted") as err:
                 c.chat.completions.create(model="banditroute", messages=poison, extra_body=only("cheap", "mid"))
             assert err.value.status_code == 502
-        assert all(s.gateway.health.view(m)["state"] == "closed" for m in ("cheap", "mid"))
+        assert all(s.gateway.providers.view(m)["health"]["state"] == "closed" for m in ("cheap", "mid"))
         calls = s.wait_for("SELECT * FROM calls", 4 * s.config.gateway.failures_to_open)
         assert {(c["outcome"], c["status"]) for c in calls} == {("upstream_error", 500)}
         assert c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("cheap", "mid")).choices
@@ -484,9 +494,9 @@ def test_a_request_that_breaks_providers_at_two_api_roots_opens_no_circuit(tmp_p
             answer = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
                                                                  extra_body=only("cheap", "mid"))
             assert answer.headers["x-banditroute-model"] == "mid"
-            if s.gateway.health.view("cheap")["state"] == "open":
+            if s.gateway.providers.view("cheap")["health"]["state"] == "open":
                 break
-        assert s.gateway.health.view("cheap")["state"] == "open"
+        assert s.gateway.providers.view("cheap")["health"]["state"] == "open"
 
 
 def test_the_circuit_opens_after_consecutive_failures_and_a_trial_closes_it():
@@ -521,7 +531,7 @@ def test_an_open_circuit_keeps_calls_away_until_its_cooldown_ends(tmp_path):
                                                             extra_body=only("mid", "strong"))
             if r.headers["x-banditroute-attempt"] == "2":
                 break
-        assert s.gateway.health.view("strong")["state"] == "open"
+        assert s.gateway.providers.view("strong")["health"]["state"] == "open"
         n = len(s.fake.received)
         for _ in range(20):  # strong is skipped: every call goes straight to mid
             r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK,
@@ -532,9 +542,9 @@ def test_an_open_circuit_keeps_calls_away_until_its_cooldown_ends(tmp_path):
         time.sleep(1.1)
         for _ in range(60):  # half-open: strong is tried again, and its success closes the circuit
             c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("mid", "strong"))
-            if s.gateway.health.view("strong")["state"] == "closed":
+            if s.gateway.providers.view("strong")["health"]["state"] == "closed":
                 break
-        assert s.gateway.health.view("strong")["state"] == "closed"
+        assert s.gateway.providers.view("strong")["health"]["state"] == "closed"
 
 
 def test_a_stream_that_dies_after_its_first_event_ends_with_an_error_event(tmp_path):
@@ -563,7 +573,7 @@ def test_a_client_that_disconnects_cancels_the_upstream_call_and_the_call_is_mar
         while s.fake.cancelled < 1 and time.time() < deadline:
             time.sleep(0.05)
         assert s.fake.cancelled == 1  # the upstream saw its request go away, well before its 3 s answer
-        assert s.gateway.health.view("mid")["consecutive_failures"] == 0  # the client's doing, not the provider's
+        assert s.gateway.providers.view("mid")["health"]["consecutive_failures"] == 0  # the client's doing, not the provider's
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{s.port}/metrics", timeout=5).read().decode()
         assert 'banditroute_requests_total{method="POST",path="/v1/chat/completions",status="499"} 1.0' in metrics
 
@@ -582,7 +592,7 @@ def test_a_client_that_leaves_a_stream_midway_closes_the_upstream_stream_and_the
         while s.fake.cancelled < 1 and time.time() < deadline:
             time.sleep(0.05)
         assert s.fake.cancelled == 1  # the upstream's stream was closed, not read to its end
-        assert s.gateway.health.view("mid")["consecutive_failures"] == 0
+        assert s.gateway.providers.view("mid")["health"]["consecutive_failures"] == 0
 
 
 def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(tmp_path):
@@ -616,7 +626,7 @@ def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(
         time.sleep(1.0)
         failed = s.query("SELECT * FROM calls WHERE kind = 'judge' AND outcome <> 'ok'")
         assert 1 <= len(failed) <= 3  # the third consecutive failure opens the judge's circuit: no more calls
-        assert s.gateway.health.view("judge")["consecutive_failures"] == len(failed)
+        assert s.gateway.providers.view("judge")["health"]["consecutive_failures"] == len(failed)
 
 
 def test_a_judge_at_its_rate_limit_drops_the_sampled_judgements_and_counts_them(tmp_path):
@@ -923,7 +933,7 @@ def test_a_cascade_skips_a_later_step_whose_provider_is_open_or_at_its_rate_limi
         # nothing sent to mid: its step is logged as given up
         assert [(c["model"], c["outcome"]) for c in calls] == [("cheap", "ok"), ("mid", "unavailable"), ("strong", "ok")]
         for _ in range(3):
-            s.gateway.health.failure("strong")  # its circuit opens
+            s.gateway.providers.health.failure(s.gateway.providers.of("strong")[0].key)  # its circuit opens
         # nothing to escalate to: the start's answer stands, though it failed its check
         r = s.client().chat.completions.with_raw_response.create(model="banditroute", messages=ASK, extra_body=opts)
         assert r.headers["x-banditroute-cascade"] == "cheap" and r.parse().choices[0].message.content == "too short"

@@ -122,7 +122,7 @@ def test_a_failing_provider_falls_back_and_a_dying_stream_ends_with_an_error_eve
         replaced = s.query("SELECT * FROM calls WHERE replaces IS NOT NULL")
         assert {r["replaces"] for r in replaced} == {f["decision_id"] for f in failed}
         s.fault("cheap")
-        s.gateway.health.success("cheap")  # close its circuit
+        s.gateway.providers.health.success(s.gateway.providers.of("cheap")[0].key)  # close its circuit
         for model in ("cheap", "mid"):
             s.fault(model, die_after_events=2)
             events = list(s.client().responses.create(model="banditroute", input=QUESTION, stream=True,
@@ -144,7 +144,7 @@ def test_a_response_the_provider_failed_falls_back_before_the_first_byte_and_is_
         for _ in range(3):
             answer = s.client().responses.create(model="banditroute", input=QUESTION, extra_body=only("cheap", "strong"))
             assert answer.model == "strong" and answer.status == "completed"
-        s.gateway.health.success("cheap")  # close its circuit for the stream
+        s.gateway.providers.health.success(s.gateway.providers.of("cheap")[0].key)  # close its circuit for the stream
         events = list(s.client().responses.create(model="banditroute", input=QUESTION, stream=True,
                                                   extra_body=only("cheap")))
         assert [e.type for e in events] == ["response.created", "response.failed"]
@@ -163,7 +163,7 @@ def test_a_continued_response_stays_with_the_provider_that_stored_it(tmp_path):
         assert s.fake.received[-1]["previous_response_id"] == first.id
         bridged = c.responses.create(model="banditroute", input=QUESTION, extra_body=only("mid"))
         assert bridged.id not in s.gateway._stored  # made of a chat completion: nobody stores it
-        s.gateway._stored["resp_elsewhere"] = "gone"  # a response a provider at another API root stored
+        s.gateway._stored["resp_elsewhere"] = ("gone", None)  # a response a provider at another API root stored
         with pytest.raises(openai.UnprocessableEntityError, match="previous_response_id is stored by the provider of gone"):
             c.responses.create(model="banditroute", input="And?", previous_response_id="resp_elsewhere")
 
@@ -399,7 +399,7 @@ def test_a_provider_stored_response_is_still_sent_to_its_provider_after_a_restar
         s.wait_for("SELECT * FROM responses", 1)
     with Stack(tmp_path, gone=True) as s:
         s.client().responses.create(model="banditroute", input="And of Spain?", previous_response_id=first.id)
-        assert s.gateway._stored[first.id] == "cheap" and s.fake.received[-1]["previous_response_id"] == first.id
+        assert s.gateway._stored[first.id][0] == "cheap" and s.fake.received[-1]["previous_response_id"] == first.id
 
 
 def test_a_turn_the_log_cannot_take_is_answered_but_not_kept(tmp_path, monkeypatch):

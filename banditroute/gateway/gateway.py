@@ -4,16 +4,17 @@ itself.
 
 One request, step by step:
 
-1. Eligibility: the pool's callable models (those with a ``base_url``), narrowed by the request's
+1. Eligibility: the pool's callable models (those with a ``base_url`` or ``deployments``), narrowed by the request's
    ``banditroute.models``, the capabilities it needs (:meth:`ChatRequest.needs` plus
    ``banditroute.require``), its context (estimated prompt tokens plus ``max_tokens`` within
    ``context_window``), ``max_latency_ms`` (:mod:`.latency`), provider health (:mod:`.health`;
    ignored when it would leave nothing) and rate limits (:mod:`.limits`). Nothing eligible: 422
    naming why; every model that could serve it at its rate limit: 429 with ``Retry-After``.
 2. The router decides among them exactly as ``/route`` does (same micro-batch, policy, log).
-3. The call goes upstream. A failure before the first byte of the answer (connect error, timeout,
-   429, 5xx) is a provider failure: the health state hears of it, and the call moves to a fallback
-   decision (:meth:`Router.fallback`: the first decision's probabilities renormalised over the models
+3. The call goes upstream, to one of the model's providers (:mod:`.providers`). A failure before the
+   first byte of the answer (connect error, timeout, 429, 5xx) is a provider failure: that provider's
+   health state hears of it, and the call moves to the model's next provider, as the same decision;
+   once the model has none left, to a fallback decision (:meth:`Router.fallback`: the first decision's probabilities renormalised over the models
    not yet tried, logged with that exact propensity, linked by ``calls.replaces``), up to
    ``gateway.max_attempts``; then a 502 listing each attempt. A stream that fails after its first
    event ends with an error event: no silent switch mid-answer.
@@ -59,11 +60,10 @@ from banditroute.core.types import Decision
 from banditroute.errors import NotFound, RateLimited, RoutingError, UpstreamFailed
 from banditroute.gateway import bridge
 from banditroute.gateway.conversations import Conversations
-from banditroute.gateway.health import Health
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
-from banditroute.gateway.limits import RateLimits
 from banditroute.gateway.passthrough import Passthroughs, relay
+from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
@@ -76,12 +76,13 @@ STORED_RESPONSES = 100_000  # response ids remembered with the model that served
 GatewayRequest = ChatRequest | ResponsesRequest
 
 
-def _call_row(model: str, decision_id: str, kind: str, attempt: int, replaces: str | None, stream: bool) -> dict:
+def _call_row(model: str, decision_id: str, kind: str, attempt: int, replaces: str | None, stream: bool,
+              deployment: str | None = None) -> dict:
     """A ``calls`` row (:data:`~banditroute.log.schema.CALL_SCHEMA`) of an attempt starting now, its outcome unset."""
     return {"decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind, "model": model,
             "attempt": attempt, "replaces": replaces, "stream": stream, "outcome": None, "status": None,
             "error": None, "ttft_ms": None, "latency_ms": None, "input_tokens": None, "output_tokens": None,
-            "cost_usd": None, "judge_rate": None}
+            "cost_usd": None, "judge_rate": None, "deployment": deployment}
 
 
 class Gateway:
@@ -96,9 +97,9 @@ class Gateway:
         self.pool = list(cfg.names)
         self.upstreams = Upstreams(cfg.gateway, os.environ if environ is None else environ)
         self.passthroughs = Passthroughs(cfg.gateway, self.upstreams)
-        self.health = Health(cfg.names, cfg.gateway, clock)
-        self.limits = RateLimits(self.specs, clock)
-        self._stored: OrderedDict[str, str] = OrderedDict()  # response id -> the model that served it
+        self.providers = Providers(self.specs, cfg.gateway, clock)
+        # response id -> the model and deployment that served it, when its provider stored it
+        self._stored: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self.conversations = Conversations(int(cfg.gateway.conversations_mb * 2**20))
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
@@ -132,7 +133,8 @@ class Gateway:
             if unknown:
                 raise RoutingError(f"unknown models: {', '.join(unknown)}; known: {', '.join(self.specs)}")
         candidates = opts.models or list(self.specs)
-        stored_by = self._stored.get(req.previous_response_id) if isinstance(req, ResponsesRequest) else None
+        stored_by = self.pinned(req)
+        pinned = None if stored_by is None else stored_by.base_url
         need = set(req.needs()) | set(opts.require)
         out_tokens = req.max_output_tokens or 0
         expected_out = req.max_output_tokens or self.service.config.policy.expected_output_tokens
@@ -148,8 +150,8 @@ class Gateway:
                 why = f"lacks {', '.join(sorted(need - set(spec.capabilities)))}"
                 if "responses" in need - set(spec.capabilities):
                     why += f" (the request {req.native_only()})"
-            elif stored_by is not None and spec.base_url != self.specs[stored_by].base_url:
-                why = f"previous_response_id is stored by the provider of {stored_by}"
+            elif pinned is not None and not self.providers.of(m, pinned):
+                why = f"previous_response_id is stored by the provider of {stored_by.model} ({pinned})"
             elif spec.context_window is not None and prompt_tokens + out_tokens > spec.context_window:
                 why = (f"context_window {spec.context_window} < about {prompt_tokens:.0f} prompt tokens"
                        + (f" + max_tokens {out_tokens}" if out_tokens else ""))
@@ -157,13 +159,13 @@ class Gateway:
                 predicted = self.latency.predict(m, prompt_tokens, expected_out)
                 if predicted is not None and predicted > opts.max_latency_ms:
                     why = f"predicted latency {predicted:.0f} ms > max_latency_ms {opts.max_latency_ms:g}"
-            full = None if why is not None else self.limits.full(m, size)
+            full = None if why is not None else self.providers.full(m, size, pinned)
             if why is not None:
                 reasons.setdefault(why, []).append(m)
             elif full is not None:
-                self.limits.refused(m)
+                self.providers.refused(m)
                 limited.append((m, full))
-            elif self.health.available(m):
+            elif self.providers.healthy(m, pinned):
                 healthy.append(m)
             else:
                 unhealthy.append(m)
@@ -173,7 +175,7 @@ class Gateway:
             return unhealthy
         if limited:
             raise RateLimited("every model that could serve this request is at its rate limit: " + "; ".join(
-                f"{m} {full}" for m, full in limited), retry_after=self.limits.retry_after([m for m, _ in limited]))
+                f"{m} {full}" for m, full in limited), retry_after=self.providers.retry_after([m for m, _ in limited]))
         raise RoutingError("no model can serve this request: " + "; ".join(
             f"{', '.join(ms)}: {why}" for why, ms in reasons.items()))
 
@@ -183,12 +185,16 @@ class Gateway:
             prompt_tokens = req.prompt_tokens(self.service.router.featurizer.input_tokens)
         return prompt_tokens + (req.max_output_tokens or self.service.config.policy.expected_output_tokens)
 
-    def unavailable(self, model: str, size: float) -> str | None:
-        """Why a call of ``size`` tokens cannot go to ``model`` now (its circuit is open, or it is at a rate
-        limit); None when it can."""
-        if not self.health.available(model):
-            return "its provider's circuit is open"
-        return self.limits.full(model, size)
+    def unavailable(self, model: str, size: float, base_url: str | None = None) -> str | None:
+        """Why a call of ``size`` tokens cannot go to ``model`` now (every provider's circuit is open, or at
+        a rate limit); None when one of its providers can take it."""
+        return self.providers.unavailable(model, size, base_url)
+
+    def pinned(self, req: GatewayRequest) -> Provider | None:
+        """The provider whose API root a request must go to: the one that stored the response it continues."""
+        if not isinstance(req, ResponsesRequest) or req.previous_response_id not in self._stored:
+            return None
+        return self.providers.find(*self._stored[req.previous_response_id])
 
     def strategy(self, route: GatewayRoute, req: GatewayRequest):
         """``(cascade, ensemble)`` configurations for a routed request (at most one is set): the one its
@@ -235,10 +241,10 @@ class Gateway:
                 why = f" (it {req.native_only()})" if "responses" in missing else ""
                 raise RoutingError(f"model {req.model!r} lacks {', '.join(sorted(missing))}, which this request "
                                    f"needs{why}")
-            full = self.limits.full(req.model, size)
+            full = self.providers.full(req.model, size)
             if full is not None:
-                self.limits.refused(req.model)
-                raise RateLimited(f"{req.model} {full}", retry_after=self.limits.retry_after([req.model]))
+                self.providers.refused(req.model)
+                raise RateLimited(f"{req.model} {full}", retry_after=self.providers.retry_after([req.model]))
             models = [req.model]
         else:
             models = self.eligible(req, tokens)
@@ -256,69 +262,78 @@ class Gateway:
         self.metrics.decision(d.model, d.rule)
         if cascade is not None:
             return await self.strategies.cascade(request, req, d, cascade)
-        deferred: list[tuple[str, float | None]] = []  # 5xx answers (model, Retry-After), blamed once the request ends
+        deferred: list[tuple[Provider, float | None]] = []  # 5xx answers and their Retry-After, blamed once the request ends
         try:
             return await self._attempts(request, req, d, opts, size, tokens, deferred)
         finally:
-            for model, retry_after in deferred:
-                self.health.failure(model, retry_after)
+            for p, retry_after in deferred:
+                self.providers.health.failure(p.key, retry_after)
 
     async def _attempts(self, request: web.Request, req: GatewayRequest, d: Decision, opts: RouteOptions, size: float,
                         tokens: float, deferred: list) -> web.StreamResponse:
-        """The calls of one request, the first for decision ``d``, each failure before the first byte
-        falling back to another model (the module's step 4); server errors go to ``deferred``."""
+        """The calls of one request, the first for decision ``d``, each failure before the first byte moving
+        to the model's next provider (the same decision) or, when it has none left, to another model (the
+        module's step 4); server errors go to ``deferred``."""
         svc, replaces, direct = self.service, None, req.model != ROUTED
         kind = "direct" if direct else "routed"
         attempts: list[dict] = []
         tried: set[str] = set()
+        used: list[Provider] = []  # the providers the current decision tried
+        stored_by = self.pinned(req)
+        pinned = None if stored_by is None else stored_by.base_url
         for attempt in range(1, self.config.max_attempts + 1):
-            spec = self.specs[d.model]
-            # a routed model that filled its rate limit (or whose circuit opened) while the request was being
-            # routed, by the requests routed with it: no call, a fallback, as after a failure
-            busy = None if direct else self.unavailable(d.model, size)
-            if busy is not None:
+            # a direct call goes to its model whatever its providers' circuits say; a model whose providers
+            # filled their rate limits (or whose circuits opened) while the request was being routed, by the
+            # requests routed with it: no call, a fallback, as after a failure
+            provider = self.providers.pick(d.model, size, used, pinned, health=not direct)
+            if provider is None:
+                busy = self.unavailable(d.model, size, pinned) or "no provider left to try"
                 self.skip_call(d.model, d.decision_id, kind, attempt, replaces, req.stream, busy)
-                svc.router.refund(d)
                 attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": "unavailable",
                                  "status": None, "message": f"{d.model}: {busy}"})
             else:
-                call = self.begin_call(spec, d.decision_id, kind, attempt, replaces, req.stream, size)
+                call = self.begin_call(provider, d.decision_id, kind, attempt, replaces, req.stream, size)
                 try:
-                    bridged = isinstance(req, ResponsesRequest) and "responses" not in spec.capabilities
+                    bridged = isinstance(req, ResponsesRequest) and "responses" not in self.specs[d.model].capabilities
                     if req.stream:
-                        return await self._stream(request, req, d, spec, call, tokens, bridged)
-                    name = spec.upstream_name or spec.name
+                        return await self._stream(request, req, d, provider, call, tokens, bridged)
                     if bridged:
-                        answer = await self.upstreams.complete(spec, bridge.chat_body(req, name, False), CHAT)
+                        answer = await self.upstreams.complete(provider, bridge.chat_body(req, provider.upstream_name,
+                                                                                          False), CHAT)
                         answer.body = bridge.response_from_chat(answer.body, req)
                     else:
-                        answer = await self.upstreams.complete(spec, req.upstream_body(name, False), req.PATH)
+                        answer = await self.upstreams.complete(provider, req.upstream_body(provider.upstream_name, False),
+                                                               req.PATH)
                 except UpstreamFailure as failure:
                     self.fail_call(call, failure, deferred=deferred)
-                    svc.router.refund(d)
-                    attempts.append({"decision_id": d.decision_id, "model": d.model, "outcome": failure.outcome,
-                                     "status": failure.status, "message": str(failure)})
+                    attempts.append({"decision_id": d.decision_id, "model": d.model, "deployment": provider.deployment,
+                                     "outcome": failure.outcome, "status": failure.status, "message": str(failure)})
                     if not failure.retry:  # the request's own fault: the upstream's answer, as it is
+                        svc.router.refund(d)
                         return self._passthrough(failure, d, attempt)
+                    used.append(provider)
+                    if self.providers.pick(d.model, size, used, pinned, health=not direct) is not None:
+                        continue  # the same decision, at the model's next provider
                 except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us
                     self.cancel_call(call)
                     raise
                 else:
                     return await self._answer(req, d, call, answer, tokens, attempt)
+            svc.router.refund(d)
             tried.add(d.model)
             if direct:
                 break
-            unavailable = {m for m in d.eligible if self.unavailable(m, size) is not None}
+            unavailable = {m for m in d.eligible if self.unavailable(m, size, pinned) is not None}
             nxt = svc.fallback(d, tried | unavailable, opts.user, opts.metadata)
             if nxt is None:
                 break
             self.metrics.fallbacks.inc()
             self.metrics.decision(nxt.model, nxt.rule)
-            replaces, d = d.decision_id, nxt
+            replaces, d, used = d.decision_id, nxt, []
         why = "; ".join(a["message"] for a in attempts)
         if self._request_at_fault(deferred):
-            for model, _ in deferred:
-                self.health.release(model)
+            for p, _ in deferred:
+                self.providers.health.release(p.key)
             deferred.clear()
             why += ("; every provider tried answered this request with a server error, so none of them is counted "
                     "as failing (the request itself is the likelier cause)")
@@ -330,7 +345,7 @@ class Gateway:
         headers); its accounting runs on the loop's next turn, once this task has written it out."""
         body = answer.body
         body["model"] = d.model
-        await self._keep(req, body, d.model)
+        await self._keep(req, body, call)
         asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
                                              req.answer_text(body), tokens, time.perf_counter())
         response = web.Response(body=orjson.dumps(body), content_type="application/json")
@@ -365,31 +380,33 @@ class Gateway:
         """``GET /v1/responses/{id}``, ``.../input_items`` and ``POST .../cancel``: relayed to the provider that stored the response
         (:func:`~banditroute.gateway.passthrough.relay`). Of a response the gateway made of a chat completion it
         keeps the conversation, not the response object: a 404 says so, as for an id nobody knows."""
-        spec, row = await self._provider_of(rid)
-        if spec is not None:
-            return await relay(self.upstreams, request, spec.base_url, self.upstreams.key(spec.api_key_env),
-                               self.upstreams.timeout(spec), self.config.connect_timeout_s)
+        provider, row = await self._provider_of(rid)
+        if provider is not None:
+            return await relay(self.upstreams, request, provider.base_url, self.upstreams.key(provider.api_key_env),
+                               self.upstreams.timeout(provider), self.config.connect_timeout_s)
         if self._keeps(rid, key_id(api_key), row):
             raise NotFound(f"response {rid!r} was made by the gateway of a chat completion: it keeps the conversation "
                            "for previous_response_id, not the response object")
         raise NotFound(f"response {rid!r} is not a response a provider of the pool stored, nor one the gateway keeps "
                        "for this API key")
 
-    async def _provider_of(self, rid: str) -> tuple[ModelSpec | None, dict | None]:
-        """The pool model whose provider stored the response ``rid`` (None: none known; :class:`NotFound` when
-        it is no longer a callable model of the pool), and the response's logged row."""
+    async def _provider_of(self, rid: str) -> tuple[Provider | None, dict | None]:
+        """The provider that stored the response ``rid`` (None: none known; :class:`NotFound` when its model
+        is no longer a callable model of the pool; its model's first provider when its deployment is no
+        longer configured), and the response's logged row."""
         try:
             logged = await asyncio.to_thread(self.service.store.response_chain, rid, 0)
         except duckdb.Error as err:
             raise self.service.unreadable(err) from None
         row = logged[0] if logged else None
-        model = self._stored.get(rid) or (row["model"] if row is not None and row["items"] is None else None)
-        if model is None:
+        stored = self._stored.get(rid) or ((row["model"], row["deployment"]) if row is not None and row["items"] is None
+                                           else None)
+        if stored is None:
             return None, row
-        spec = self.specs.get(model)
-        if spec is None or spec.base_url is None:
-            raise NotFound(f"response {rid!r} was stored by {model}, which is no longer a callable model of the pool")
-        return spec, row
+        provider = self.providers.find(*stored)
+        if provider is None:
+            raise NotFound(f"response {rid!r} was stored by {stored[0]}, which is no longer a callable model of the pool")
+        return provider, row
 
     def _keeps(self, rid: str, owner: str | None, row: dict | None) -> bool:
         """Whether the gateway keeps the turn of response ``rid`` for the client ``owner``, in memory or in
@@ -401,15 +418,15 @@ class Gateway:
         ``api_key`` (its turn, in memory and in the log), or have the provider that stored it delete it
         there; :class:`NotFound` for an id neither knows. As at OpenAI, a response that continued it can
         no longer be continued: its conversation is no longer whole."""
-        spec, row = await self._provider_of(rid)
-        if spec is not None:  # its provider keeps it
+        provider, row = await self._provider_of(rid)
+        if provider is not None:  # its provider keeps it
             try:
-                answer = await self.upstreams.complete(spec, None, f"/responses/{rid}", method="DELETE")
+                answer = await self.upstreams.complete(provider, None, f"/responses/{rid}", method="DELETE")
             except UpstreamFailure as failure:
                 if failure.status == 404:
                     raise NotFound(f"response {rid!r}: {failure}") from None
                 raise UpstreamFailed(f"deleting response {rid!r} failed: {failure}", [
-                    {"model": spec.name, "outcome": failure.outcome, "status": failure.status,
+                    {"model": provider.model, "deployment": provider.deployment, "outcome": failure.outcome, "status": failure.status,
                      "message": str(failure)}]) from None
             self._stored.pop(rid, None)
             body = answer.body
@@ -438,7 +455,7 @@ class Gateway:
         if not rows:
             return None
         if rows[0]["items"] is None:  # its provider keeps it
-            self._remember_model(rid, rows[0]["model"])
+            self._remember_provider(rid, rows[0]["model"], rows[0]["deployment"])
             return None
         cutoff = self.service.retention.cutoff()
         whole = all(r["owner"] == owner and r["items"] is not None and (cutoff is None or r["ts"] >= cutoff)
@@ -465,19 +482,20 @@ class Gateway:
         response.headers.update(self.headers(d, attempt))
         return response
 
-    def _remember(self, req: GatewayRequest, response: dict, model: str) -> concurrent.futures.Future | None:
+    def _remember(self, req: GatewayRequest, response: dict, call: dict) -> concurrent.futures.Future | None:
         """Keep what the requests that continue a response (``previous_response_id``) need: which model
         served it, when its provider's responses API stored it; its turn of the conversation, when the
         gateway made it of a chat completion (once it is finished, and unless ``store`` is false). Both go
         to the log too (a turn only where prompts are stored); for a turn, the future of its commit, which
-        the answer waits for, since the client is told the response is stored."""
-        rid = response.get("id")
+        the answer waits for, since the client is told the response is stored. ``call``: the ``calls`` row of
+        the call that answered (its model and deployment)."""
+        rid, model = response.get("id"), call["model"]
         if not isinstance(req, ResponsesRequest) or not isinstance(rid, str):
             return None
         if "responses" in self.specs[model].capabilities:
             if rid not in self._stored:
-                self._remember_model(rid, model)
-                self._log_response(rid, model, None, None, None)
+                self._remember_provider(rid, model, call["deployment"])
+                self._log_response(rid, model, None, None, None, call["deployment"])
             return None
         if not req.kept or response.get("status") not in ("completed", "incomplete"):
             return None
@@ -487,11 +505,11 @@ class Gateway:
             return None
         return self._log_response(rid, model, req.continues, req.owner, data.decode())
 
-    async def _keep(self, req: GatewayRequest, response: dict, model: str) -> None:
+    async def _keep(self, req: GatewayRequest, response: dict, call: dict) -> None:
         """:meth:`_remember` ``response``, and wait until a turn it logs is committed. A turn the log could
         not take is not kept at all, and the answer says so (``store: false``): the client gets its answer
         and is not told that something is stored which a restart would lose."""
-        committed = self._remember(req, response, model)
+        committed = self._remember(req, response, call)
         if committed is None:
             return
         try:
@@ -501,15 +519,15 @@ class Gateway:
             self.conversations.drop(response["id"])
             response["store"] = False
 
-    def _remember_model(self, rid: str, model: str) -> None:
-        self._stored[rid] = model
+    def _remember_provider(self, rid: str, model: str, deployment: str | None) -> None:
+        self._stored[rid] = (model, deployment)
         if len(self._stored) > STORED_RESPONSES:
             self._stored.popitem(last=False)
 
     def _log_response(self, rid: str, model: str, parent: str | None, owner: str | None,
-                      items: str | None) -> concurrent.futures.Future:
+                      items: str | None, deployment: str | None = None) -> concurrent.futures.Future:
         row = {"response_id": rid, "ts": time.time_ns() // 1000, "model": model, "parent": parent,
-               "owner": owner, "items": items}
+               "owner": owner, "items": items, "deployment": deployment}
         return self.service.store.add_response(row, commit_now=items is not None)
 
     def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str]) -> tuple[bytes | None, dict | None]:
@@ -540,11 +558,11 @@ class Gateway:
         usage = event["usage"] if isinstance(event.get("usage"), dict) and event["usage"] else None
         return (b"data: " + orjson.dumps(event) + b"\n\n") if choices or req.wants_usage() else None, usage
 
-    async def _stream(self, request: web.Request, req: GatewayRequest, d: Decision, spec: ModelSpec, call: dict,
+    async def _stream(self, request: web.Request, req: GatewayRequest, d: Decision, spec: Provider, call: dict,
                       tokens: float, bridged: bool = False) -> web.StreamResponse:
-        """Relay a stream (``bridged``: a responses stream made of a chat-completions one); raises
-        :class:`UpstreamFailure` only before its first event (so it can fall back)."""
-        name = spec.upstream_name or spec.name
+        """Relay a stream from the provider ``spec`` (``bridged``: a responses stream made of a
+        chat-completions one); raises :class:`UpstreamFailure` only before its first event (so it can fall back)."""
+        name = spec.upstream_name
         if bridged:
             translate = bridge.StreamBridge(req)
             batches = self.upstreams.stream(spec, bridge.chat_body(req, name, spec.stream_usage), CHAT)
@@ -582,7 +600,7 @@ class Gateway:
                         out = []
                         for event in batch:
                             if isinstance(req, ResponsesRequest) and isinstance(event.get("response"), dict):
-                                await self._keep(req, event["response"], d.model)
+                                await self._keep(req, event["response"], call)
                             data, carried = self._relay(req, event, d.model, parts)
                             usage, last = carried or usage, event
                             if data is not None:
@@ -621,13 +639,16 @@ class Gateway:
             await batches.aclose()
 
     # -- accounting ----------------------------------------------------------------------------------
-    def begin_call(self, spec: ModelSpec, decision_id: str, kind: str, attempt: int, replaces: str | None,
+    def begin_call(self, provider: Provider, decision_id: str, kind: str, attempt: int, replaces: str | None,
                    stream: bool, tokens: float = 0.0) -> dict:
-        """The ``calls`` row of a call that starts now (completed by :meth:`end_call`), counted against the
-        model's rate limits with ``tokens``, its estimated size; a judge's call carries the decision it judges."""
-        self.health.begin(spec.name)
-        return _call_row(spec.name, decision_id, kind, attempt, replaces, stream) | {
-            "t0": time.perf_counter(), "limit": self.limits.take(spec.name, tokens)}
+        """The ``calls`` row of a call to ``provider`` that starts now (completed by :meth:`end_call`), counted
+        against its rate limits with ``tokens``, its estimated size; a judge's call carries the decision it judges."""
+        return _call_row(provider.model, decision_id, kind, attempt, replaces, stream, provider.deployment) | {
+            "t0": time.perf_counter(), "limit": self.providers.begin(provider, tokens)}
+
+    def provider_of(self, call: dict) -> Provider:
+        """The provider a ``calls`` row went to."""
+        return self.providers.find(call["model"], call["deployment"])
 
     def end_call(self, call: dict, outcome: str, status: int | None, error: str | None, ttft_ms: float | None = None,
                  input_tokens: int | None = None, output_tokens: int | None = None, end: float | None = None) -> dict:
@@ -637,13 +658,13 @@ class Gateway:
             return call
         seconds = (time.perf_counter() if end is None else end) - call.pop("t0")
         entry = call.pop("limit")
-        if input_tokens is not None or output_tokens is not None:
-            self.limits.settle(call["model"], entry, (input_tokens or 0) + (output_tokens or 0))
+        used = None if input_tokens is None and output_tokens is None else (input_tokens or 0) + (output_tokens or 0)
+        self.providers.end(self.provider_of(call), entry, used)
         call.update(outcome=outcome, status=status, error=error, ttft_ms=ttft_ms, latency_ms=seconds * 1000.0,
                     input_tokens=input_tokens, output_tokens=output_tokens)
         if outcome == "ok" and (input_tokens is not None or output_tokens is not None):
             call["cost_usd"] = self.specs[call["model"]].price_usd(input_tokens or 0, output_tokens or 0)
-        self.metrics.call(call["model"], outcome, seconds if outcome == "ok" else None)
+        self.metrics.call(call["model"], call["deployment"], outcome, seconds if outcome == "ok" else None)
         self.service.store.add_call(call)
         return call
 
@@ -652,7 +673,7 @@ class Gateway:
         """Log an attempt given up before its call (outcome ``unavailable``: the model filled its rate limit
         or its circuit opened since it was chosen), so that the log, like the answer, tells why the decision
         was not carried out and that it cost nothing (what a budget rebuilt from the log counts)."""
-        self.metrics.call(model, "unavailable", None)
+        self.metrics.call(model, None, "unavailable", None)
         self.service.store.add_call(_call_row(model, decision_id, kind, attempt, replaces, stream) | {
             "outcome": "unavailable", "error": why})
 
@@ -662,12 +683,13 @@ class Gateway:
         ``deferred`` (a request that may fall back), a server error's blame waits there for the request's
         end (see :meth:`_request_at_fault`)."""
         self.end_call(call, failure.outcome, failure.status, str(failure), ttft_ms)
+        key = self.provider_of(call).key
         if not failure.retry:
-            self.health.release(call["model"])
+            self.providers.health.release(key)
         elif deferred is not None and failure.status is not None and failure.status >= 500:
-            deferred.append((call["model"], failure.retry_after))
+            deferred.append((self.provider_of(call), failure.retry_after))
         else:
-            self.health.failure(call["model"], failure.retry_after)
+            self.providers.health.failure(key, failure.retry_after)
 
     def _request_at_fault(self, deferred: list) -> bool:
         """Whether a request whose every attempt failed carries the blame for the server errors in
@@ -677,18 +699,18 @@ class Gateway:
         counted, so that such a request, sent again and again, cannot open every circuit of the pool and
         deny service to everyone else. A request that another model answered charges them all, as does
         one that reached a single API root (that root's outage looks the same)."""
-        return len({self.specs[model].base_url for model, _ in deferred}) >= 2
+        return len({p.base_url for p, _ in deferred}) >= 2
 
     def cancel_call(self, call: dict, ttft_ms: float | None = None, why: str = "the client disconnected") -> None:
         """Log a call given up on our side: nothing learned about its provider."""
-        self.health.release(call["model"])
+        self.providers.health.release(self.provider_of(call).key)
         self.end_call(call, "cancelled", None, why, ttft_ms)
 
     def _served(self, call: dict, d: Decision, req: GatewayRequest, ttft_ms: float, usage: dict, text: str,
                 prompt_tokens: float, end: float | None = None) -> None:
         """An answer went back: health, latency, the call's row, its cost feedback and perhaps the judge
         (``end``: when the upstream's answer was complete, if before now)."""
-        self.health.success(d.model)
+        self.providers.health.success(self.provider_of(call).key)
         tokens_in, tokens_out = req.usage_tokens(usage)
         if tokens_in is None:  # an upstream that reports no usage: the gateway's own estimates
             tokens_in = round(prompt_tokens)
@@ -716,7 +738,7 @@ class Gateway:
 
     # -- views ---------------------------------------------------------------------------------------
     def model_view(self, model: str) -> dict:
-        """What ``GET /models`` adds for a model: callable, health and latency."""
+        """What ``GET /models`` adds for a model: callable, its providers' health and rate limits, latency."""
         expected = self.service.config.policy.expected_output_tokens
-        return {"callable": self.specs[model].callable, "health": self.health.view(model),
-                "latency": self.latency.view(model, expected), "rate_limits": self.limits.view(model)}
+        return {"callable": self.specs[model].callable, **self.providers.view(model),
+                "latency": self.latency.view(model, expected)}

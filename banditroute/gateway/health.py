@@ -1,7 +1,8 @@
-"""Provider health per model: a circuit breaker fed by upstream failures, never by answer quality.
+"""Provider health: a circuit breaker per provider (a model's deployment, :mod:`.providers`), fed by
+upstream failures, never by answer quality.
 
-A model's circuit opens after ``failures_to_open`` consecutive failures (or at once on a 429 with
-``Retry-After``), and the model is skipped until its cooldown ends; then one call is let through as a
+A provider's circuit opens after ``failures_to_open`` consecutive failures (or at once on a 429 with
+``Retry-After``), and the provider is skipped until its cooldown ends; then one call is let through as a
 trial (half-open). A success closes the circuit; a failed trial opens it again for twice the previous
 cooldown, up to ``max_cooldown_s`` (the breaker of Nygard, *Release It!*, 2nd ed., ch. 5, with
 exponential back-off). An outage says nothing about how well the model answers a prompt, so none of
@@ -28,7 +29,7 @@ class _Circuit:
 
 
 class Health:
-    """Circuit breakers of a pool's models; ``clock`` is injectable for tests."""
+    """Circuit breakers of a pool's providers (named by their keys); ``clock`` is injectable for tests."""
 
     def __init__(self, models, config: GatewayConfig, clock=time.monotonic):
         self.config = config

@@ -117,8 +117,8 @@ def picking_messages(question: str, answers: list[str]) -> list[dict]:
 async def ask_judge(gw, model: str, decision_id: str, messages: list[dict]) -> tuple[int | None, float]:
     """Send ``messages`` to the judge ``model`` (a ``calls`` row of kind ``judge`` for ``decision_id``,
     its cost counted apart); the ``[[N]]`` in its reply, or None, and what the call cost."""
-    spec = gw.specs[model]
-    body = {"model": spec.upstream_name or spec.name, "temperature": 0, "max_tokens": 200, "messages": messages}
+    spec = gw.providers.pick(model, 0.0) or gw.providers.of(model)[0]
+    body = {"model": spec.upstream_name, "temperature": 0, "max_tokens": 200, "messages": messages}
     call = gw.begin_call(spec, decision_id, "judge", 1, None, False)
     try:
         reply = await gw.upstreams.complete(spec, body)
@@ -129,7 +129,7 @@ async def ask_judge(gw, model: str, decision_id: str, messages: list[dict]) -> t
     except asyncio.CancelledError:  # shutting down, or the client left
         gw.cancel_call(call, why="cancelled")
         raise
-    gw.health.success(spec.name)
+    gw.providers.health.success(spec.key)
     usage = reply.body.get("usage") or {}
     text = ChatRequest.answer_text(reply.body)
     row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, usage.get("prompt_tokens"), usage.get("completion_tokens"))

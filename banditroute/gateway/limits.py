@@ -1,14 +1,15 @@
-"""Provider rate limits per model: the requests and tokens per minute a provider allows (``rpm`` and
-``tpm`` in the pool, as providers state them per model and key), kept by the gateway so that a call
-goes to a model with room rather than into the provider's 429.
+"""Provider rate limits: the requests and tokens per minute a provider allows (``rpm`` and ``tpm`` of a
+model or of each of its deployments, as providers state them per model and key), kept by the gateway
+so that a call goes to a provider with room rather than into its 429.
 
-Each model keeps the calls it started in the last :data:`WINDOW` seconds (a sliding window, as
-providers count) with their tokens: at the start of a call, its estimated prompt tokens plus the
-output it may produce (``max_tokens``, else the policy's expected output tokens); once the call has
-answered, its reported usage instead. A call is counted whether it succeeds or not (a provider counts
-the requests it receives). A model that this request would take past either limit is left out of the
-request, like a model whose circuit is open; when every eligible model is at its limit, the request
-is refused with 429 and a ``Retry-After`` of the time until the first of them has room again.
+Each provider (named by its key, :attr:`~banditroute.gateway.providers.Provider.key`) keeps the calls
+it started in the last :data:`WINDOW` seconds (a sliding window, as providers count) with their
+tokens: at the start of a call, its estimated prompt tokens plus the output it may produce
+(``max_tokens``, else the policy's expected output tokens); once the call has answered, its reported
+usage instead. A call is counted whether it succeeds or not (a provider counts the requests it
+receives). A model whose every provider this request would take past a limit is left out of the
+request, like a model whose circuits are open; when every eligible model is at its limits, the
+request is refused with 429 and a ``Retry-After`` of the time until the first of them has room again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from banditroute.config import ModelSpec
+from banditroute.config import Deployment
 
 WINDOW = 60.0  # seconds: limits are per minute
 
@@ -35,7 +36,7 @@ class _Usage:
 class RateLimits:
     """The limited models of a pool and their calls of the last minute; ``clock`` is injectable for tests."""
 
-    def __init__(self, specs: dict[str, ModelSpec], clock=time.monotonic):
+    def __init__(self, specs: dict[str, Deployment], clock=time.monotonic):
         self.clock = clock
         self._usage = {m: _Usage(s.rpm, s.tpm) for m, s in specs.items() if s.rpm is not None or s.tpm is not None}
 

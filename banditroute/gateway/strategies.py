@@ -124,8 +124,8 @@ class Strategies:
                     logprobs: bool = False, size: float = 0.0):
         """One non-streamed upstream call, logged: ``(body, text, calls row)``, or ``(None, error, row)``."""
         gw = self.gw
-        spec = gw.specs[model]
-        body = req.upstream_body(spec.upstream_name or spec.name, False)
+        spec = gw.providers.pick(model, size) or gw.providers.of(model)[0]
+        body = req.upstream_body(spec.upstream_name, False)
         body["stream"] = False
         body.pop("stream_options", None)
         if logprobs:
@@ -139,7 +139,7 @@ class Strategies:
         except asyncio.CancelledError:
             gw.cancel_call(call)
             raise
-        gw.health.success(model)
+        gw.providers.health.success(spec.key)
         usage = reply.body.get("usage") or {}
         tokens_in = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
         tokens_out = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None

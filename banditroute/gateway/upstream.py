@@ -14,11 +14,15 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
 
-from banditroute.config import GatewayConfig, ModelSpec
+from banditroute.config import GatewayConfig
+
+if TYPE_CHECKING:
+    from banditroute.gateway.providers import Provider
 
 PROVIDER_STATUSES = {401, 403, 404, 408, 409, 429}  # 4xx that say nothing about the request itself
 CHAT = "/chat/completions"  # below the API root
@@ -91,17 +95,17 @@ class Upstreams:
         """The key held in the environment variable ``env_name`` (None: no variable named, or it is empty)."""
         return (self.environ.get(env_name) or None) if env_name else None
 
-    def _headers(self, spec: ModelSpec) -> dict[str, str]:
+    def _headers(self, spec: Provider) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         key = self.key(spec.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def timeout(self, spec: ModelSpec) -> float:
+    def timeout(self, spec: Provider) -> float:
         return spec.timeout_s or self.config.timeout_s
 
-    async def _open(self, spec: ModelSpec, path: str, body: dict | None, timeout: aiohttp.ClientTimeout,
+    async def _open(self, spec: Provider, path: str, body: dict | None, timeout: aiohttp.ClientTimeout,
                     method: str = "POST") -> aiohttp.ClientResponse:
         """Send the request to ``path`` below the model's API root (``body`` None: without one); the
         response once its status is in, or an :class:`UpstreamFailure`."""
@@ -128,7 +132,7 @@ class Upstreams:
         raise UpstreamFailure(outcome, f"{spec.name}: upstream answered {resp.status}: {data[:300].decode(errors='replace')}",
                               resp.status, data, retry_after)
 
-    async def complete(self, spec: ModelSpec, body: dict | None, path: str = CHAT, method: str = "POST") -> Answer:
+    async def complete(self, spec: Provider, body: dict | None, path: str = CHAT, method: str = "POST") -> Answer:
         """A non-streamed call: the upstream's JSON answer (an answer whose ``error`` is set is a failure:
         chat completions' error body, or a response that failed)."""
         t0 = time.perf_counter()
@@ -157,7 +161,7 @@ class Upstreams:
                                   resp.status)
         return Answer(answer, ttft)
 
-    async def stream(self, spec: ModelSpec, body: dict, path: str = CHAT) -> AsyncIterator[list[dict]]:
+    async def stream(self, spec: Provider, body: dict, path: str = CHAT) -> AsyncIterator[list[dict]]:
         """A streamed call: its events (the JSON of each ``data:`` line) until the last (chat completions'
         ``[DONE]``, or a responses stream's terminal event: :data:`TERMINAL`), in batches of the events
         that arrived together (one write to the client per batch, not per event). An error event

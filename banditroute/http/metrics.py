@@ -7,7 +7,7 @@ time, without the lock and the calls a ``prometheus_client`` child takes per upd
 Per request (from the middleware): ``banditroute_requests_total{path,method,status}`` (status 499: the
 client went away before its answer, which may still have been logged),
 ``banditroute_request_seconds{path}`` (histogram); per answer: ``banditroute_decisions_total{model}``, ``banditroute_rule_matches_total{rule}``,
-``banditroute_feedback_total{duplicate,late}``; per gateway call: ``banditroute_upstream_calls_total{model,outcome}``,
+``banditroute_feedback_total{duplicate,late}``; per gateway call: ``banditroute_upstream_calls_total{model,deployment,outcome}``,
 ``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. Read from the service at each scrape
 (:class:`ServiceCollector`): log positions, the writer's queue and last commit, idle checkpoints,
 pending and recalled decisions, micro-batches, each model's share of decisions, per budget and
@@ -231,8 +231,8 @@ class Metrics:
         self.feedback = LoopCounter("banditroute_feedback", "accepted feedback requests (late: the decision was "
                                     "read back from the log)", ["duplicate", "late"])
         self.rule_matches = LoopCounter("banditroute_rule_matches", "decisions shaped by each configured rule", ["rule"])
-        self.calls = LoopCounter("banditroute_upstream_calls", "gateway calls to upstream models by outcome",
-                                 ["model", "outcome"])
+        self.calls = LoopCounter("banditroute_upstream_calls", "gateway calls to upstream models by deployment and "
+                                 "outcome (deployment empty: given up before the call)", ["model", "deployment", "outcome"])
         self.upstream_latency = LoopHistogram("banditroute_upstream_seconds", "latency of answered upstream calls",
                                               "model", (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
         self.fallbacks = LoopCounter("banditroute_fallbacks", "gateway calls moved to another model after a failure")
@@ -255,8 +255,8 @@ class Metrics:
     def feedback_ack(self, duplicate: bool, late: bool) -> None:
         self.feedback.inc("true" if duplicate else "false", "true" if late else "false")
 
-    def call(self, model: str, outcome: str, seconds: float | None) -> None:
-        self.calls.inc(model, outcome)
+    def call(self, model: str, deployment: str | None, outcome: str, seconds: float | None) -> None:
+        self.calls.inc(model, deployment or "", outcome)
         if seconds is not None:
             self.upstream_latency.observe(model, seconds)
 

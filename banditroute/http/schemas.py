@@ -90,11 +90,23 @@ class ModelView(_Answer):
     priciest_cost_usd: float = Field(description="for the same requests, the predicted cost of the priciest model "
                                      "each could have gone to; 1 - predicted / priciest over the pool is what routing "
                                      "saves")
-    callable: bool = Field(description="the gateway can call it (it has a base_url)")
-    health: ProviderHealth
+    callable: bool = Field(description="the gateway can call it (it has a base_url or deployments)")
+    health: ProviderHealth = Field(description="its provider's circuit; with several deployments, the model's as a "
+                                   "whole: the best state, the fewest consecutive failures, the soonest retry")
     latency: LatencyView
     rate_limits: RateLimitView | None = Field(description="the provider's limits the gateway keeps to (null: none "
-                                              "configured)")
+                                              "configured, or several deployments: see each)")
+    deployments: list[DeploymentView] = Field(description="the providers the gateway calls it at (empty: not callable)")
+
+
+class DeploymentView(_Answer):
+    name: str
+    base_url: str
+    weight: float
+    in_flight: int = Field(description="its calls now under way")
+    calls_started: int = Field(description="since the service started")
+    health: ProviderHealth
+    rate_limits: RateLimitView | None
 
 
 class RateLimitView(_Answer):

@@ -110,7 +110,7 @@ CALL_SCHEMA = pa.schema(
         ("ts", pa.timestamp("us", tz="UTC")),  # when the call started
         ("kind", pa.string()),  # routed | direct | judge
         ("model", pa.string()),
-        ("attempt", pa.int32()),  # 1 for the first model tried for a request, 2 for its first fallback, ...
+        ("attempt", pa.int32()),  # the request's calls in order: 1, then 2 for its next provider or fallback, ...
         ("replaces", pa.string()),  # the decision whose failed call this one replaces
         ("stream", pa.bool_()),
         ("outcome", pa.string()),  # ok | timeout | connect_error | rate_limited | upstream_error | stream_error | unavailable | ...
@@ -122,6 +122,7 @@ CALL_SCHEMA = pa.schema(
         ("output_tokens", pa.int64()),
         ("cost_usd", pa.float64()),  # from the pool's prices
         ("judge_rate", pa.float64()),  # an answered call: the probability it was sent to the judge
+        ("deployment", pa.string()),  # which of the model's providers took the call (none: given up before it)
     ]
 )
 RESPONSE_SCHEMA = pa.schema(
@@ -132,6 +133,7 @@ RESPONSE_SCHEMA = pa.schema(
         ("parent", pa.string()),  # the response it continued (a gateway-made turn)
         ("owner", pa.string()),  # the key id of the client that made it (a gateway-made turn)
         ("items", pa.string()),  # JSON: the turn's input items then output items; null when its provider keeps it
+        ("deployment", pa.string()),  # the model's provider that keeps it (null: the gateway keeps the turn)
     ]
 )
 

@@ -624,11 +624,11 @@ class Store:
         (one recursive query; empty when it is not logged; rows logged twice count once). A chain is cut at ``max_turns`` rows, so a
         cycle in hostile or damaged rows cannot run forever."""
         return self.query(
-            "WITH RECURSIVE chain(response_id, model, parent, owner, items, depth) AS ("
-            " SELECT response_id, model, parent, owner, items, 0 FROM responses WHERE response_id = ?"
-            " UNION SELECT r.response_id, r.model, r.parent, r.owner, r.items, c.depth + 1"
+            "WITH RECURSIVE chain(response_id, model, deployment, parent, owner, items, depth) AS ("
+            " SELECT response_id, model, deployment, parent, owner, items, 0 FROM responses WHERE response_id = ?"
+            " UNION SELECT r.response_id, r.model, r.deployment, r.parent, r.owner, r.items, c.depth + 1"
             " FROM responses r JOIN chain c ON r.response_id = c.parent WHERE c.depth < ?)"
-            " SELECT response_id, model, parent, owner, items,"
+            " SELECT response_id, model, deployment, parent, owner, items,"
             " (SELECT min(epoch_us(r.ts)) FROM responses r WHERE r.response_id = c.response_id) / 1e6 AS ts"
             " FROM chain c ORDER BY depth",
             [response_id, max_turns]).to_pylist()
