@@ -454,6 +454,32 @@ class Passthrough(_Strict):
         return path == self.path or (self.path.endswith("/") and path.startswith(self.path))
 
 
+class RoutedModel(_Strict):
+    """A model name that routes among the pool with preset options, as ``banditroute`` does with a
+    ``banditroute`` object in the body: for clients that can set nothing but ``model`` (a chat UI's or an
+    IDE's model list). The request's own options still apply on top: its ``models`` narrow the preset's
+    and its ``require`` adds to it, the stricter ``max_cost_usd`` and ``max_latency_ms`` win, and what
+    it sets of the rest (the cost knob, a cascade or an ensemble) replaces the preset's."""
+
+    name: str = Field(min_length=1, pattern=r"^\S+$")
+    models: list[str] | None = Field(default=None, min_length=1)
+    require: list[str] = Field(default_factory=list)
+    cost_weight: NonNegFloat | None = None
+    cost_preference: Fraction | None = None
+    max_cost_usd: PositiveFloat | None = None
+    max_latency_ms: PositiveFloat | None = None
+    cascade: str | None = None
+    ensemble: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> RoutedModel:
+        if self.cost_weight is not None and self.cost_preference is not None:
+            raise ValueError(f"{self.name}: cost_weight or cost_preference, not both")
+        if self.cascade is not None and self.ensemble is not None:
+            raise ValueError(f"{self.name}: a cascade or an ensemble, not both")
+        return self
+
+
 class GatewayConfig(_Strict):
     """The OpenAI-compatible endpoint: attempts, timeouts, limits and provider health."""
 
@@ -471,6 +497,8 @@ class GatewayConfig(_Strict):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     passthrough: list[Passthrough] = Field(default_factory=list, description="other /v1 paths forwarded to a "
                                            "provider as they are, the first entry that matches")
+    routed_models: list[RoutedModel] = Field(default_factory=list, description="model names that route among the "
+                                             "pool with preset options")
 
     @field_validator("passthrough")
     @classmethod
@@ -545,6 +573,23 @@ class Settings(_Strict):
             e.name for e in self.ensembles if e.pick == "judge"]
         if needs_judge and self.gateway.judge.model is None:
             raise ValueError(f"{', '.join(needs_judge)} need a judge: set gateway.judge.model")
+        return self
+
+    @model_validator(mode="after")
+    def _routed_models_name_what_exists(self) -> Settings:
+        taken = {"banditroute", *self.names}
+        _refuse_repeated((r.name for r in self.gateway.routed_models), "gateway.routed_models: two named {}")
+        for i, r in enumerate(self.gateway.routed_models):
+            where = f"gateway.routed_models.{i} ({r.name})"
+            if r.name in taken:
+                raise ValueError(f"{where}: the name is taken by {'the gateway' if r.name == 'banditroute' else 'a pool model'}")
+            unknown = [m for m in r.models or [] if m not in taken - {"banditroute"}]
+            if unknown:
+                raise ValueError(f"{where}: unknown models {', '.join(unknown)}")
+            for kind, configured in (("cascade", self.cascades), ("ensemble", self.ensembles)):
+                wanted = getattr(r, kind)
+                if wanted is not None and wanted not in {x.name for x in configured}:
+                    raise ValueError(f"{where}: no {kind} named {wanted!r}")
         return self
 
     @model_validator(mode="after")

@@ -64,7 +64,7 @@ from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.passthrough import Passthroughs, relay
 from banditroute.gateway.providers import Provider, Providers
-from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest, route_options
+from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
 
@@ -104,6 +104,7 @@ class Gateway:
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
         self.strategies = Strategies(self, cfg.cascades, cfg.ensembles, cfg.gateway.judge.model)
+        self.routed_models = {r.name: r for r in cfg.gateway.routed_models}
         self._tasks: set[asyncio.Task] = set()
 
     def load(self) -> None:
@@ -218,12 +219,39 @@ class Gateway:
         return (None if name_c is None else self.strategies.cascades[name_c],
                 None if name_e is None else self.strategies.ensembles[name_e])
 
+    def preset(self, req: GatewayRequest) -> GatewayRequest:
+        """``req`` routed with the options of the routed model it names (``gateway.routed_models``), its own
+        options on top (see :class:`~banditroute.config.RoutedModel`); ``req`` itself for any other name."""
+        preset = self.routed_models.get(req.model)
+        if preset is None:
+            return req
+        own = req.options
+        models = own.models if preset.models is None else preset.models if own.models is None else [
+            m for m in own.models if m in preset.models]
+        if not models and models is not None:
+            raise RoutingError(f"none of the request's models ({', '.join(own.models)}) is among those of "
+                               f"{req.model!r} ({', '.join(preset.models)})")
+        knob = own if own.cost_weight is not None or own.cost_preference is not None else preset
+        strategy = own if own.cascade is not None or own.ensemble is not None else preset
+
+        def stricter(a, b):
+            return b if a is None else a if b is None else min(a, b)
+
+        options = GatewayOptions(
+            models=models, require=list(dict.fromkeys([*preset.require, *own.require])),
+            cost_weight=knob.cost_weight, cost_preference=knob.cost_preference,
+            max_cost_usd=stricter(own.max_cost_usd, preset.max_cost_usd),
+            max_latency_ms=stricter(own.max_latency_ms, preset.max_latency_ms),
+            metadata=own.metadata, cascade=strategy.cascade, ensemble=strategy.ensemble)
+        return req.model_copy(update={"model": ROUTED, "banditroute": options})
+
     # -- the call ------------------------------------------------------------------------------------
     async def serve(self, request: web.Request, req: GatewayRequest, api_key: str | None = None) -> web.StreamResponse:
         """Serve one chat-completions or responses request (the module's steps 1-4); ``api_key``: the
         client's bearer key, for the rules that match on it."""
         svc = self.service
         svc.check_available()
+        req = self.preset(req)
         if isinstance(req, ResponsesRequest):
             req = await self.continue_conversation(req, api_key)
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
@@ -233,7 +261,7 @@ class Gateway:
             spec = self.specs.get(req.model)
             if spec is None:
                 raise NotFound(f"model {req.model!r} does not exist; use {ROUTED!r} or one of: "
-                               f"{', '.join(self.callable_models())}")
+                               f"{', '.join([*self.routed_models, *self.callable_models()])}")
             if not spec.callable:
                 raise RoutingError(f"model {req.model!r} has no base_url: it can be routed by /route, not called")
             missing = set(req.needs()) - set(spec.capabilities)

@@ -121,17 +121,21 @@ def _model_object(name: str) -> dict:
     return {"id": name, "object": "model", "created": 0, "owned_by": "banditroute"}
 
 
+def _model_names(config) -> list[str]:
+    """What a client may ask for: ``banditroute``, the configured routed models, the pool's models."""
+    return [ROUTED, *(r.name for r in config.gateway.routed_models), *config.names]
+
+
 async def v1_models(request: web.Request) -> web.Response:
-    """OpenAI's model list: ``banditroute`` (routed) and each pool model (called directly)."""
-    names = [ROUTED, *request.app[SERVICE].config.names]
-    return json_response({"object": "list", "data": [_model_object(n) for n in names]})
+    """OpenAI's model list: ``banditroute`` and the routed models (routed), each pool model (called directly)."""
+    return json_response({"object": "list", "data": [_model_object(n) for n in _model_names(request.app[SERVICE].config)]})
 
 
 async def v1_model(request: web.Request) -> web.Response:
     """OpenAI's model retrieval: one of :func:`v1_models`'s."""
     name = request.match_info["model"]
-    if name != ROUTED and name not in request.app[SERVICE].config.names:
-        raise NotFound(f"model {name!r} is neither banditroute nor a model of the pool")
+    if name not in _model_names(request.app[SERVICE].config):
+        raise NotFound(f"model {name!r} is neither banditroute, a routed model nor a model of the pool")
     return json_response(_model_object(name))
 
 
