@@ -291,7 +291,7 @@ def test_tools_images_json_and_context_decide_eligibility(tmp_path):
         assert err.value.body["code"] == "validation_error" and "banditroute.budget" in err.value.message
         assert [m.id for m in c.models.list()][:2] == ["banditroute", "cheap"]
         assert c.models.retrieve("banditroute").id == "banditroute" and c.models.retrieve("mid").id == "mid"
-        with pytest.raises(openai.NotFoundError, match="neither banditroute nor a model of the pool"):
+        with pytest.raises(openai.NotFoundError, match="neither banditroute, a routed model nor a model of the pool"):
             c.models.retrieve("gpt-nonexistent")
 
 
