@@ -384,6 +384,12 @@ class SemanticRoute(_Strict):
                                                                    "to an example that matches (default 0.25)")
 
 
+def _check_tenant_key(v: str) -> str:
+    if not TENANT_KEY.fullmatch(v):
+        raise ValueError("tenant must be user, api_key or metadata.FIELD (FIELD: letters, digits, _ or -)")
+    return v
+
+
 class BudgetConfig(_Strict):
     """A spending budget per tenant and period, kept by pacing the tenant's cost weight
     (:mod:`banditroute.core.budget`)."""
@@ -408,12 +414,55 @@ class BudgetConfig(_Strict):
         default=100, description="tenants with their own Prometheus series (those that spent the most this "
                                  "period); the rest are summed under the tenant label _other")
 
-    @field_validator("tenant")
-    @classmethod
-    def _tenant_key(cls, v: str) -> str:
-        if not TENANT_KEY.fullmatch(v):
-            raise ValueError("tenant must be user, api_key or metadata.FIELD (FIELD: letters, digits, _ or -)")
-        return v
+    _tenant_key = field_validator("tenant")(_check_tenant_key)
+
+
+class TenantRate(_Strict):
+    """Requests and tokens a minute (at least one of them)."""
+
+    rpm: Annotated[int, Field(gt=0)] | None = Field(default=None, description="requests a minute")
+    tpm: Annotated[int, Field(gt=0)] | None = Field(default=None, description="tokens a minute: each request's "
+                                                     "estimated prompt tokens plus its max_tokens (or the expected "
+                                                     "output), corrected to its usage once the gateway has it")
+
+    @model_validator(mode="after")
+    def _something(self) -> TenantRate:
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("set rpm, tpm or both")
+        return self
+
+
+class TenantRateLimit(_Strict):
+    """A rate limit per tenant (``[[rate_limits]]``, :mod:`banditroute.service.quotas`): what each tenant
+    may send a minute, beyond which its requests get 429 with Retry-After. Tenants not named in
+    ``tenants`` get ``rpm`` and ``tpm`` (none set: they are not limited)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    tenant: str = Field(default="user", description="what tells tenants apart, as for budgets: user, api_key or "
+                        "metadata.FIELD")
+    rpm: Annotated[int, Field(gt=0)] | None = Field(default=None, description="requests a minute")
+    tpm: Annotated[int, Field(gt=0)] | None = Field(default=None, description="tokens a minute: each request's "
+                                                     "estimated prompt tokens plus its max_tokens (or the expected "
+                                                     "output), corrected to its usage once the gateway has it")
+    tenants: dict[str, TenantRate] = Field(default_factory=dict, description="limits of named tenants, instead "
+                                           "of rpm and tpm")
+    max_tenants: Annotated[int, Field(gt=0)] = Field(default=100_000, description="tenants with calls in the last "
+                                                     "minute tracked at once; a new one beyond this is refused")
+
+    _tenant_key = field_validator("tenant")(_check_tenant_key)
+
+    @model_validator(mode="after")
+    def _something(self) -> TenantRateLimit:
+        if self.rpm is None and self.tpm is None and not self.tenants:
+            raise ValueError(f"{self.name}: set rpm, tpm or tenants")
+        return self
+
+    def rate(self, tenant: str) -> TenantRate | None:
+        """The limits of ``tenant`` (None: not limited)."""
+        named = self.tenants.get(tenant)
+        if named is not None:
+            return named
+        return None if self.rpm is None and self.tpm is None else TenantRate(rpm=self.rpm, tpm=self.tpm)
 
 
 class JudgeConfig(_Strict):
@@ -522,6 +571,8 @@ class Settings(_Strict):
                               "that matches applies")
     budgets: list[BudgetConfig] = Field(default_factory=list, description="spending budgets per tenant; a request "
                                         "is charged to the first whose tenant it has (or to its rule's budget)")
+    rate_limits: list[TenantRateLimit] = Field(default_factory=list, description="requests and tokens a minute per "
+                                               "tenant; a request is checked against every limit whose tenant it has")
     cascades: list[CascadeConfig] = Field(default_factory=list)
     semantic_routes: list[SemanticRoute] = Field(default_factory=list, description="intents by example prompts, "
                                                  "for rules' semantic_route condition")
@@ -595,6 +646,7 @@ class Settings(_Strict):
     @model_validator(mode="after")
     def _unique_budgets(self) -> Settings:
         _refuse_repeated((b.name for b in self.budgets), "duplicate budget names: {}")
+        _refuse_repeated((r.name for r in self.rate_limits), "duplicate rate limit names: {}")
         return self
 
     @model_validator(mode="after")

@@ -88,7 +88,8 @@ class Stack:
 
     def __init__(self, tmp_path, judge: dict | None = None, gone: bool = False, rules: list | None = None,
                  budgets: list | None = None, cascades: list | None = None, ensembles: list | None = None,
-                 models: dict[str, dict] | None = None, storage: dict | None = None, **gateway):
+                 models: dict[str, dict] | None = None, storage: dict | None = None, rate_limits: list | None = None,
+                 **gateway):
         self.fake = FakeUpstream()
         self._fake_sock, self._sock = listening_socket(), listening_socket()
         self.fake_port, self.port = self._fake_sock.getsockname()[1], self._sock.getsockname()[1]
@@ -98,6 +99,7 @@ class Stack:
         data["storage"].update(storage or {})
         data["rules"] = rules or []
         data["budgets"] = budgets or []
+        data["rate_limits"] = rate_limits or []
         data["cascades"] = cascades or []
         data["ensembles"] = ensembles or []
         if judge is not None:

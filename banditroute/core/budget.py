@@ -77,6 +77,18 @@ MAX_GAP = 10.0  # a step's relative overspend is counted up to this (one dear ca
 CALIBRATION_PRIOR = 0.01  # of the budget: the pseudo-spend that shrinks the calibration towards 1
 
 
+def tenant_of(key: str, options) -> str | None:
+    """A request's tenant by ``key`` (``user``, ``api_key``: the id of its bearer key, or
+    ``metadata.FIELD``: that field when it is a scalar) of its ``options`` (a RouteOptions); None when it
+    has none. Budgets and rate limits tell tenants apart this way."""
+    if key == "user":
+        return options.user
+    if key == "api_key":
+        return key_id(options.api_key)
+    value = (options.metadata or {}).get(key.removeprefix("metadata."))
+    return None if value is None or isinstance(value, dict | list) else str(value)
+
+
 def period_bounds(period: str, now: float) -> tuple[float, float]:
     """The calendar period (UTC) that contains ``now``: ``(start, end)`` in Unix seconds."""
     t = datetime.fromtimestamp(now, UTC)
@@ -270,13 +282,7 @@ class Budgets:
 
     def tenant(self, config: BudgetConfig, options) -> str | None:
         """The request's tenant under ``config`` (``options``: a RouteOptions), or None when it has none."""
-        key = config.tenant
-        if key == "user":
-            return options.user
-        if key == "api_key":
-            return key_id(options.api_key)
-        value = (options.metadata or {}).get(key.removeprefix("metadata."))
-        return None if value is None or isinstance(value, dict | list) else str(value)
+        return tenant_of(config.tenant, options)
 
     def pacer(self, options, rule_budget: str | None, now: float) -> Pacer | None:
         """The pacer a request is charged to: its rule's budget, else the first budget whose tenant it has."""

@@ -67,6 +67,7 @@ from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
 from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
+from banditroute.service.quotas import Admission, Quotas
 
 log = logging.getLogger("banditroute")
 
@@ -283,6 +284,7 @@ class Gateway:
                               cost_preference=opts.cost_preference, max_cost_usd=opts.max_cost_usd,
                               require=opts.require, user=opts.user, metadata=opts.metadata, direct=direct)
         routed.set_api_key(api_key)
+        admission = svc.admit(routed, size)
         cascade, ensemble = (None, None) if direct else self.strategy(routed, req)
         if ensemble is not None:
             return await self.strategies.ensemble(request, req, routed, models, ensemble)
@@ -292,16 +294,17 @@ class Gateway:
             return await self.strategies.cascade(request, req, d, cascade)
         deferred: list[tuple[Provider, float | None]] = []  # 5xx answers and their Retry-After, blamed once the request ends
         try:
-            return await self._attempts(request, req, d, opts, size, tokens, deferred)
+            return await self._attempts(request, req, d, opts, size, tokens, deferred, admission)
         finally:
             for p, retry_after in deferred:
                 self.providers.health.failure(p.key, retry_after)
 
     async def _attempts(self, request: web.Request, req: GatewayRequest, d: Decision, opts: RouteOptions, size: float,
-                        tokens: float, deferred: list) -> web.StreamResponse:
+                        tokens: float, deferred: list, admission: Admission | None = None) -> web.StreamResponse:
         """The calls of one request, the first for decision ``d``, each failure before the first byte moving
         to the model's next provider (the same decision) or, when it has none left, to another model (the
-        module's step 4); server errors go to ``deferred``."""
+        module's step 4); server errors go to ``deferred``. ``admission``: what the tenants' rate limits
+        counted the request as, corrected to the answer's usage."""
         svc, replaces, direct = self.service, None, req.model != ROUTED
         kind = "direct" if direct else "routed"
         attempts: list[dict] = []
@@ -321,6 +324,7 @@ class Gateway:
                                  "status": None, "message": f"{d.model}: {busy}"})
             else:
                 call = self.begin_call(provider, d.decision_id, kind, attempt, replaces, req.stream, size)
+                call["admission"] = admission
                 try:
                     bridged = isinstance(req, ResponsesRequest) and "responses" not in self.specs[d.model].capabilities
                     if req.stream:
@@ -685,9 +689,11 @@ class Gateway:
         if "t0" not in call:
             return call
         seconds = (time.perf_counter() if end is None else end) - call.pop("t0")
-        entry = call.pop("limit")
+        entry, admission = call.pop("limit"), call.pop("admission", None)
         used = None if input_tokens is None and output_tokens is None else (input_tokens or 0) + (output_tokens or 0)
         self.providers.end(self.provider_of(call), entry, used)
+        if used is not None:
+            Quotas.settle(admission, used)
         call.update(outcome=outcome, status=status, error=error, ttft_ms=ttft_ms, latency_ms=seconds * 1000.0,
                     input_tokens=input_tokens, output_tokens=output_tokens)
         if outcome == "ok" and (input_tokens is not None or output_tokens is not None):

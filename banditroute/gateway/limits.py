@@ -40,6 +40,28 @@ class RateLimits:
         self.clock = clock
         self._usage = {m: _Usage(s.rpm, s.tpm) for m, s in specs.items() if s.rpm is not None or s.tpm is not None}
 
+    def track(self, key: str, rpm: int | None, tpm: int | None) -> None:
+        """Keep limits for ``key`` from now on (nothing when it has them already)."""
+        if key not in self._usage:
+            self._usage[key] = _Usage(rpm, tpm)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._usage
+
+    def __len__(self) -> int:
+        return len(self._usage)
+
+    def forget_idle(self) -> int:
+        """Stop tracking the keys with no call in the window (what :meth:`track` added comes back when
+        needed); how many were dropped."""
+        now = self.clock()
+        for u in self._usage.values():
+            self._trim(u, now)
+        idle = [k for k, u in self._usage.items() if not u.calls]
+        for k in idle:
+            del self._usage[k]
+        return len(idle)
+
     def _trim(self, u: _Usage, now: float) -> None:
         while u.calls and u.calls[0][0] <= now - WINDOW:
             u.tokens -= u.calls.popleft()[1]

@@ -77,6 +77,7 @@ def bearer_key(request: web.Request) -> str | None:
 async def route(request: web.Request) -> web.Response:
     req = await parse(request, RouteRequest)
     req.set_api_key(bearer_key(request))
+    request.app[SERVICE].admit(req)
     d = await request.app[SERVICE].route(req)
     request.app[METRICS].decision(d.model, d.rule)
     return json_response(RouteResponse.body(d))

@@ -11,7 +11,8 @@ client went away before its answer, which may still have been logged),
 ``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. Read from the service at each scrape
 (:class:`ServiceCollector`): log positions, the writer's queue and last commit, idle checkpoints,
 pending and recalled decisions, micro-batches, each model's share of decisions, per budget and
-tenant its amount, spend, remaining, pace, cost weight and preference (``banditroute_budget_*``), and the
+tenant its amount, spend, remaining, pace, cost weight and preference (``banditroute_budget_*``), per
+tenant rate limit its refusals and tracked tenants (``banditroute_rate_limit_*``), and the
 gateway's kept conversations (``banditroute_conversation_*``). Process and
 platform metrics (CPU, memory, open files, GC) come with the registry.
 """
@@ -150,6 +151,15 @@ class ServiceCollector:
         yield from (share, cost, predicted, priciest)
         budgets = s.router.budgets
         yield from budget_metrics(budgets.view(), {b.name: b.metrics_tenants for b in budgets.order})
+        if s.quotas:
+            refused = CounterMetricFamily("banditroute_rate_limit_refusals", "requests refused by a tenant rate limit",
+                                          labels=["limit"])
+            tenants = GaugeMetricFamily("banditroute_rate_limit_tenants", "tenants of a rate limit with requests in "
+                                        "the last minute (and perhaps a few idle ones)", labels=["limit"])
+            for c in s.quotas.configs:
+                refused.add_metric([c.name], s.quotas.refused[c.name])
+                tenants.add_metric([c.name], s.quotas.tenants(c.name))
+            yield from (refused, tenants)
 
 
 class ConversationCollector:

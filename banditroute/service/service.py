@@ -53,6 +53,7 @@ from banditroute.log.schema import (
 from banditroute.log.store import StorageError, Store, one_line, prompt_hash_key
 from banditroute.service.batcher import MicroBatcher
 from banditroute.service.pending import LateLookups, PendingDecisions
+from banditroute.service.quotas import Admission, Quotas
 from banditroute.service.retention import Retention
 
 log = logging.getLogger("banditroute")
@@ -94,6 +95,7 @@ class Service:
                                        store_prompts=config.storage.store_prompts,
                                        hash_key=prompt_hash_key(store.path, config.storage.prompt_hash_key))
         self.pending = PendingDecisions(config.max_pending)
+        self.quotas = Quotas(config.rate_limits)
         self.stats = ModelStats(config.names)
         self.feedback_since_snapshot = 0
         self.snapshot_seq = 0
@@ -395,6 +397,16 @@ class Service:
             self.stats.replaced(d.model, _predicted_costs(d)[0])
             self._keep([(out, user, json.dumps(metadata) if metadata is not None else None)], fallback=True)
         return out
+
+    def admit(self, request: RouteRequest, tokens: float | None = None) -> Admission | None:
+        """Count one request (its API key set) against the tenants' rate limits (:mod:`.quotas`), with
+        ``tokens`` estimated tokens (None: its prompt's, plus the expected output); raises
+        :class:`RateLimited` when a limit has no room. None when no limit is configured."""
+        if not self.quotas:
+            return None
+        if tokens is None:
+            tokens = self.router.featurizer.input_tokens(request.prompt) + self.config.policy.expected_output_tokens
+        return self.quotas.admit(request, tokens)
 
     async def route(self, request: RouteRequest) -> Decision:
         """Route one request as part of the micro-batch of requests that arrived with it
