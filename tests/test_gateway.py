@@ -597,6 +597,14 @@ def test_a_client_that_leaves_a_stream_midway_closes_the_upstream_stream_and_the
         assert s.gateway.providers.view("mid")["health"]["consecutive_failures"] == 0
 
 
+def judges_done(s, timeout: float = 30.0) -> None:
+    """Wait until no judgement is queued or under way (each ends once its feedback is recorded)."""
+    deadline = time.time() + timeout
+    while s.gateway.judge.queued and time.time() < deadline:
+        time.sleep(0.05)
+    assert not s.gateway.judge.queued
+
+
 def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(tmp_path):
     with Stack(tmp_path, judge={"model": "judge", "sample_rate": 0.5}) as s:
         s.fault("judge", reply="Accurate and complete. [[9]]")
@@ -605,8 +613,8 @@ def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(
         for _ in range(n):
             c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("cheap", "mid"))
         routed = s.wait_for("SELECT * FROM calls WHERE kind = 'routed'", n)
-        assert {r["judge_rate"] for r in routed} == {0.5}
-        time.sleep(0.5)
+        assert {r["judge_rate"] for r in routed} == {0.5}  # their rows are logged as the judge is asked
+        judges_done(s)
         judged = s.wait_for("SELECT * FROM calls WHERE kind = 'judge'", 1)
         assert 8 <= len(judged) <= 32  # Binomial(40, 0.5): outside this with probability < 1e-4
         assert all(j["outcome"] == "ok" and j["cost_usd"] > 0 for j in judged)
@@ -625,7 +633,8 @@ def test_judge_scores_a_sampled_fraction_after_the_answer_and_its_cost_is_apart(
         s.fault("judge", status=500)
         for _ in range(20):
             c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("cheap", "mid"))
-        time.sleep(1.0)
+        s.wait_for("SELECT * FROM calls WHERE kind = 'routed'", n + 20)
+        judges_done(s)
         failed = s.query("SELECT * FROM calls WHERE kind = 'judge' AND outcome <> 'ok'")
         assert 1 <= len(failed) <= 3  # the third consecutive failure opens the judge's circuit: no more calls
         assert s.gateway.providers.view("judge")["health"]["consecutive_failures"] == len(failed)

@@ -168,3 +168,15 @@ def test_a_provider_stored_response_is_continued_at_the_deployment_that_stored_i
         for rid, model in storing.items():
             s.client().responses.create(model="banditroute", input="And of Italy?", previous_response_id=rid)
             assert s.fake.received[-1]["model"] == model
+
+
+def test_a_cascade_step_moves_to_the_next_deployment_before_it_escalates(tmp_path):
+    cascades = [{"name": "up", "escalate_to": ["strong"], "check": {"min_length": 1}}]
+    with Stack(tmp_path, models=TWO, cascades=cascades) as s:
+        s.fake.faults["mid-east"] = {"status": 500}
+        raw = s.client().chat.completions.with_raw_response.create(
+            model="banditroute", messages=ASK, extra_body={"banditroute": {"models": ["mid"], "cascade": "up"}})
+        assert raw.parse().model == "mid" and raw.headers["x-banditroute-cascade"] == "mid"
+        rows = calls(s, 2)
+        assert [(r["model"], r["deployment"], r["outcome"]) for r in rows] == [("mid", "east", "upstream_error"),
+                                                                             ("mid", "west", "ok")]

@@ -46,6 +46,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import aclosing
 
 import duckdb
@@ -677,6 +678,32 @@ class Gateway:
         against its rate limits with ``tokens``, its estimated size; a judge's call carries the decision it judges."""
         return _call_row(provider.model, decision_id, kind, attempt, replaces, stream, provider.deployment) | {
             "t0": time.perf_counter(), "limit": self.providers.begin(provider, tokens)}
+
+    async def complete_any(self, model: str, decision_id: str, kind: str, attempt: int,
+                           body_for: Callable[[Provider], dict], size: float = 0.0,
+                           cancelled: str = "the client disconnected") -> tuple[Answer | None, dict | None, list[str]]:
+        """A non-streamed call of ``model`` outside the routed path (a cascade's step, an ensemble's member,
+        a judge's rating), logged, moving to the model's next provider after a failure that another may not
+        share; ``body_for(provider)``: the body sent to that provider. ``(answer, calls row, [])`` with the row
+        still open (:meth:`end_call` it with the answer's usage), or ``(None, the last row, what failed)``."""
+        tried, errors, call = [], [], None
+        while (p := self.providers.pick(model, size, tried) or (None if tried else self.providers.of(model)[0])) is not None:
+            call = self.begin_call(p, decision_id, kind, attempt, None, False, size)
+            try:
+                answer = await self.upstreams.complete(p, body_for(p))
+            except UpstreamFailure as failure:
+                self.fail_call(call, failure)
+                errors.append(str(failure))
+                if not failure.retry:
+                    break
+                tried.append(p)
+            except asyncio.CancelledError:
+                self.cancel_call(call, why=cancelled)
+                raise
+            else:
+                self.providers.health.success(p.key)
+                return answer, call, []
+        return None, call, errors
 
     def provider_of(self, call: dict) -> Provider:
         """The provider a ``calls`` row went to."""

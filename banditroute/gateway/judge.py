@@ -22,7 +22,6 @@ import re
 from banditroute.config import JudgeConfig
 from banditroute.core.reward import Feedback, Signal
 from banditroute.gateway.requests import ChatRequest
-from banditroute.gateway.upstream import UpstreamFailure
 
 log = logging.getLogger("banditroute")
 
@@ -117,19 +116,13 @@ def picking_messages(question: str, answers: list[str]) -> list[dict]:
 async def ask_judge(gw, model: str, decision_id: str, messages: list[dict]) -> tuple[int | None, float]:
     """Send ``messages`` to the judge ``model`` (a ``calls`` row of kind ``judge`` for ``decision_id``,
     its cost counted apart); the ``[[N]]`` in its reply, or None, and what the call cost."""
-    spec = gw.providers.pick(model, 0.0) or gw.providers.of(model)[0]
-    body = {"model": spec.upstream_name, "temperature": 0, "max_tokens": 200, "messages": messages}
-    call = gw.begin_call(spec, decision_id, "judge", 1, None, False)
-    try:
-        reply = await gw.upstreams.complete(spec, body)
-    except UpstreamFailure as failure:
-        gw.fail_call(call, failure)
-        log.info("judge call for %s failed: %s", decision_id, failure)
+    def body_for(p) -> dict:
+        return {"model": p.upstream_name, "temperature": 0, "max_tokens": 200, "messages": messages}
+
+    reply, call, errors = await gw.complete_any(model, decision_id, "judge", 1, body_for, cancelled="cancelled")
+    if reply is None:
+        log.info("judge call for %s failed: %s", decision_id, "; ".join(errors))
         return None, 0.0
-    except asyncio.CancelledError:  # shutting down, or the client left
-        gw.cancel_call(call, why="cancelled")
-        raise
-    gw.providers.health.success(spec.key)
     usage = reply.body.get("usage") or {}
     text = ChatRequest.answer_text(reply.body)
     row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, usage.get("prompt_tokens"), usage.get("completion_tokens"))

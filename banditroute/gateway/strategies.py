@@ -43,7 +43,6 @@ from banditroute.core.types import Decision
 from banditroute.errors import RoutingError, UpstreamFailed
 from banditroute.gateway.judge import ask_judge, grading_messages, picking_messages
 from banditroute.gateway.requests import ChatRequest
-from banditroute.gateway.upstream import UpstreamFailure
 
 FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
@@ -122,24 +121,22 @@ class Strategies:
 
     async def _call(self, model: str, decision_id: str, kind: str, attempt: int, req: ChatRequest,
                     logprobs: bool = False, size: float = 0.0):
-        """One non-streamed upstream call, logged: ``(body, text, calls row)``, or ``(None, error, row)``."""
+        """One non-streamed upstream call to ``model``, logged, moving to its next provider (deployment)
+        after a failure that another may not share: ``(body, text, calls row)``, or ``(None, error, row)``
+        once none is left."""
+
+        def body_for(p) -> dict:
+            body = req.upstream_body(p.upstream_name, False)
+            body["stream"] = False
+            body.pop("stream_options", None)
+            if logprobs:
+                body["logprobs"] = True
+            return body
+
         gw = self.gw
-        spec = gw.providers.pick(model, size) or gw.providers.of(model)[0]
-        body = req.upstream_body(spec.upstream_name, False)
-        body["stream"] = False
-        body.pop("stream_options", None)
-        if logprobs:
-            body["logprobs"] = True
-        call = gw.begin_call(spec, decision_id, kind, attempt, None, False, size)
-        try:
-            reply = await gw.upstreams.complete(spec, body)
-        except UpstreamFailure as failure:
-            gw.fail_call(call, failure)
-            return None, str(failure), call
-        except asyncio.CancelledError:
-            gw.cancel_call(call)
-            raise
-        gw.providers.health.success(spec.key)
+        reply, call, errors = await gw.complete_any(model, decision_id, kind, attempt, body_for, size)
+        if reply is None:
+            return None, "; ".join(errors), call
         usage = reply.body.get("usage") or {}
         tokens_in = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
         tokens_out = usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
