@@ -77,6 +77,9 @@ class ModelSpec(_Strict):
     name: str = Field(min_length=1)
     input_price_per_mtok: NonNegFloat | None = None
     output_price_per_mtok: NonNegFloat | None = None
+    cached_input_price_per_mtok: NonNegFloat | None = Field(default=None, description="USD per 1M input tokens the "
+                                                            "provider served from its prompt cache (default: the "
+                                                            "input price)")
     capabilities: list[str] = Field(default_factory=list, description="labels a request can require; the gateway "
                                     "requires `tools` for tools or functions, `vision` for images and `json` for a "
                                     "JSON response_format")
@@ -133,14 +136,16 @@ class ModelSpec(_Strict):
                 "stream_usage": self.stream_usage if d.stream_usage is None else d.stream_usage}))
         return out
 
-    def price_usd(self, input_tokens: float, output_tokens: float) -> float | None:
-        """Cost of one call from list prices, or None when the pool gives no price."""
+    def price_usd(self, input_tokens: float, output_tokens: float, cached_input_tokens: float = 0.0) -> float | None:
+        """Cost of one call from list prices, or None when the pool gives no price. ``cached_input_tokens``,
+        the part of ``input_tokens`` served from the provider's prompt cache, cost the cached input price."""
         if self.input_price_per_mtok is None and self.output_price_per_mtok is None:
             return None
-        return (
-            input_tokens * (self.input_price_per_mtok or 0.0)
-            + output_tokens * (self.output_price_per_mtok or 0.0)
-        ) / 1e6
+        fresh_price = self.input_price_per_mtok or 0.0
+        cached_price = fresh_price if self.cached_input_price_per_mtok is None else self.cached_input_price_per_mtok
+        cached = min(cached_input_tokens, input_tokens)
+        return ((input_tokens - cached) * fresh_price + cached * cached_price
+                + output_tokens * (self.output_price_per_mtok or 0.0)) / 1e6
 
 
 class PolicyConfig(_Strict):

@@ -474,7 +474,9 @@ def test_what_a_responses_request_needs_and_how_big_it_is():
     body = ResponsesRequest.model_validate({"model": "banditroute", "input": "hi", "store": False,
                                             "banditroute": {"models": ["a"]}}).upstream_body("up", True)
     assert body == {"model": "up", "input": "hi", "store": False}
-    assert ResponsesRequest.usage_tokens({"input_tokens": 3, "output_tokens": 4}) == (3, 4)
+    assert ResponsesRequest.usage_tokens({"input_tokens": 3, "output_tokens": 4}) == (3, 4, None)
+    assert ResponsesRequest.usage_tokens({"input_tokens": 3, "output_tokens": 4,
+                                          "input_tokens_details": {"cached_tokens": 2}}) == (3, 4, 2)
     answer = {"output": [{"type": "reasoning", "summary": []},
                          {"type": "message", "content": [{"type": "output_text", "text": "a"},
                                                          {"type": "refusal", "refusal": "no"},

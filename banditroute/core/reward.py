@@ -80,9 +80,19 @@ class Feedback(BaseModel):
     cost_usd: NonNegFloat | None = None
     input_tokens: Annotated[int, Field(ge=0)] | None = None
     output_tokens: Annotated[int, Field(ge=0)] | None = None
+    cached_input_tokens: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="of input_tokens, those the provider served from its prompt cache (priced at the "
+                                  "model's cached input price)")
     latency_ms: NonNegFloat | None = None
     error: bool | str | None = None
     idempotency_key: Annotated[str, Field(max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _cached_within_input(self) -> Feedback:
+        if self.cached_input_tokens is not None and (self.input_tokens is None
+                                                     or self.cached_input_tokens > self.input_tokens):
+            raise ValueError("cached_input_tokens counts part of input_tokens: give input_tokens, at least as many")
+        return self
 
     def reported(self) -> str:
         """What was reported besides the signals, as the log keeps it (JSON, unset fields left out)."""
@@ -100,7 +110,7 @@ class Feedback(BaseModel):
         if self.cost_usd is not None:
             return self.cost_usd
         if self.input_tokens is not None or self.output_tokens is not None:
-            return spec.price_usd(self.input_tokens or 0, self.output_tokens or 0)
+            return spec.price_usd(self.input_tokens or 0, self.output_tokens or 0, self.cached_input_tokens or 0)
         return None
 
 

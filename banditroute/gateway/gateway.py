@@ -84,7 +84,7 @@ def _call_row(model: str, decision_id: str, kind: str, attempt: int, replaces: s
     return {"decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind, "model": model,
             "attempt": attempt, "replaces": replaces, "stream": stream, "outcome": None, "status": None,
             "error": None, "ttft_ms": None, "latency_ms": None, "input_tokens": None, "output_tokens": None,
-            "cost_usd": None, "judge_rate": None, "deployment": deployment}
+            "cost_usd": None, "judge_rate": None, "deployment": deployment, "cached_input_tokens": None}
 
 
 class Gateway:
@@ -710,7 +710,8 @@ class Gateway:
         return self.providers.find(call["model"], call["deployment"])
 
     def end_call(self, call: dict, outcome: str, status: int | None, error: str | None, ttft_ms: float | None = None,
-                 input_tokens: int | None = None, output_tokens: int | None = None, end: float | None = None) -> dict:
+                 input_tokens: int | None = None, output_tokens: int | None = None, end: float | None = None,
+                 cached_input_tokens: int | None = None) -> dict:
         """Complete and log a call's row (once: a later call for the same row changes nothing); returns it.
         ``end``: the ``perf_counter`` time the call ended, when that was before now."""
         if "t0" not in call:
@@ -722,9 +723,10 @@ class Gateway:
         if used is not None:
             Quotas.settle(admission, used)
         call.update(outcome=outcome, status=status, error=error, ttft_ms=ttft_ms, latency_ms=seconds * 1000.0,
-                    input_tokens=input_tokens, output_tokens=output_tokens)
+                    input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_input_tokens)
         if outcome == "ok" and (input_tokens is not None or output_tokens is not None):
-            call["cost_usd"] = self.specs[call["model"]].price_usd(input_tokens or 0, output_tokens or 0)
+            call["cost_usd"] = self.specs[call["model"]].price_usd(input_tokens or 0, output_tokens or 0,
+                                                                   cached_input_tokens or 0)
         self.metrics.call(call["model"], call["deployment"], outcome, seconds if outcome == "ok" else None)
         self.service.store.add_call(call)
         return call
@@ -772,7 +774,7 @@ class Gateway:
         """An answer went back: health, latency, the call's row, its cost feedback and perhaps the judge
         (``end``: when the upstream's answer was complete, if before now)."""
         self.providers.health.success(self.provider_of(call).key)
-        tokens_in, tokens_out = req.usage_tokens(usage)
+        tokens_in, tokens_out, cached = req.usage_tokens(usage)
         if tokens_in is None:  # an upstream that reports no usage: the gateway's own estimates
             tokens_in = round(prompt_tokens)
         if tokens_out is None:
@@ -782,9 +784,12 @@ class Gateway:
         end = time.perf_counter() if end is None else end
         # learned before the row is queued: whoever sees the row in the log sees its latency learned
         self.latency.observe(d.model, tokens_in, tokens_out, (end - call["t0"]) * 1000.0, ttft_ms)
-        row = self.end_call(call, "ok", 200, None, ttft_ms, tokens_in, tokens_out, end)
+        if cached is not None and cached > tokens_in:  # a provider's inconsistent usage: at most all of them
+            cached = tokens_in
+        row = self.end_call(call, "ok", 200, None, ttft_ms, tokens_in, tokens_out, end, cached)
         limit = self.service.config.feedback.max_tokens
         fb = Feedback(input_tokens=min(tokens_in, limit), output_tokens=min(tokens_out, limit),
+                      cached_input_tokens=None if cached is None else min(cached, limit),
                       latency_ms=row["latency_ms"], idempotency_key="banditroute-gateway")
         if not self.service.feedback_nowait(d.decision_id, fb):
             self.background(self._feedback(d.decision_id, fb))

@@ -79,9 +79,12 @@ class ChatRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
     @staticmethod
-    def usage_tokens(usage: dict) -> tuple[int | None, int | None]:
-        """(input, output) tokens of an answer's ``usage`` (None where it does not say)."""
-        return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
+        """(input, output, cached input) tokens of an answer's ``usage`` (None where it does not say; the
+        cached ones: ``prompt_tokens_details.cached_tokens``, OpenAI's prompt caching)."""
+        details = usage.get("prompt_tokens_details")
+        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+        return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), cached
 
     @staticmethod
     def answer_text(body: dict[str, Any]) -> str:
@@ -267,8 +270,11 @@ class ResponsesRequest(BaseModel):
         return body
 
     @staticmethod
-    def usage_tokens(usage: dict) -> tuple[int | None, int | None]:
-        return _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+    def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
+        """As :meth:`ChatRequest.usage_tokens`, from the responses API's names (``input_tokens_details``)."""
+        details = usage.get("input_tokens_details")
+        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+        return _count(usage.get("input_tokens")), _count(usage.get("output_tokens")), cached
 
     @staticmethod
     def answer_text(body: dict[str, Any]) -> str:

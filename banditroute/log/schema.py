@@ -123,6 +123,7 @@ CALL_SCHEMA = pa.schema(
         ("cost_usd", pa.float64()),  # from the pool's prices
         ("judge_rate", pa.float64()),  # an answered call: the probability it was sent to the judge
         ("deployment", pa.string()),  # which of the model's providers took the call (none: given up before it)
+        ("cached_input_tokens", pa.int64()),  # of input_tokens, those served from the provider's prompt cache
     ]
 )
 RESPONSE_SCHEMA = pa.schema(
