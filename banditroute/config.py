@@ -481,7 +481,7 @@ class JudgeConfig(_Strict):
 
 
 # The OpenAI-compatible paths the gateway serves itself (a passthrough may not take them)
-GATEWAY_PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/models")
+GATEWAY_PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/models")
 
 
 class Passthrough(_Strict):

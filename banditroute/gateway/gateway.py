@@ -59,10 +59,11 @@ from banditroute.core.reward import Feedback
 from banditroute.core.router import GatewayRoute, RouteOptions
 from banditroute.core.types import Decision
 from banditroute.errors import NotFound, RateLimited, RoutingError, UpstreamFailed
-from banditroute.gateway import bridge
+from banditroute.gateway import bridge, messages
 from banditroute.gateway.conversations import Conversations
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
+from banditroute.gateway.messages import MessagesRequest
 from banditroute.gateway.passthrough import Passthroughs, relay
 from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
@@ -75,7 +76,7 @@ log = logging.getLogger("banditroute")
 
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
 STORED_RESPONSES = 100_000  # response ids remembered with the model that served them
-GatewayRequest = ChatRequest | ResponsesRequest
+GatewayRequest = ChatRequest | ResponsesRequest | MessagesRequest
 
 
 def _call_row(model: str, decision_id: str, kind: str, attempt: int, replaces: str | None, stream: bool,
@@ -211,7 +212,7 @@ class Gateway:
                 name_c, name_e = rule.cascade, rule.ensemble
         if name_c is not None and name_e is not None:
             raise RoutingError("ask for a cascade or an ensemble, not both")
-        if (name_c is not None or name_e is not None) and isinstance(req, ResponsesRequest):
+        if (name_c is not None or name_e is not None) and not isinstance(req, ChatRequest):
             raise RoutingError(f"{'cascade ' + repr(name_c) if name_c else 'ensemble ' + repr(name_e)}: cascades and "
                                "ensembles serve /v1/chat/completions only")
         for name, known, kind in ((name_c, self.strategies.cascades, "cascade"),
@@ -254,6 +255,8 @@ class Gateway:
         svc = self.service
         svc.check_available()
         req = self.preset(req)
+        if isinstance(req, MessagesRequest) and (why := req.native_only()) is not None:
+            raise RoutingError(f"the request {why}: the gateway serves the Messages API through chat completions")
         if isinstance(req, ResponsesRequest):
             req = await self.continue_conversation(req, api_key)
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
@@ -327,13 +330,12 @@ class Gateway:
                 call = self.begin_call(provider, d.decision_id, kind, attempt, replaces, req.stream, size)
                 call["admission"] = admission
                 try:
-                    bridged = isinstance(req, ResponsesRequest) and "responses" not in self.specs[d.model].capabilities
+                    bridged = req.bridged(self.specs[d.model].capabilities)
                     if req.stream:
                         return await self._stream(request, req, d, provider, call, tokens, bridged)
                     if bridged:
-                        answer = await self.upstreams.complete(provider, bridge.chat_body(req, provider.upstream_name,
-                                                                                          False), CHAT)
-                        answer.body = bridge.response_from_chat(answer.body, req)
+                        answer = await self.upstreams.complete(provider, req.to_chat(provider.upstream_name, False), CHAT)
+                        answer.body = req.from_chat(answer.body)
                     else:
                         answer = await self.upstreams.complete(provider, req.upstream_body(provider.upstream_name, False),
                                                                req.PATH)
@@ -343,7 +345,7 @@ class Gateway:
                                      "outcome": failure.outcome, "status": failure.status, "message": str(failure)})
                     if not failure.retry:  # the request's own fault: the upstream's answer, as it is
                         svc.router.refund(d)
-                        return self._passthrough(failure, d, attempt)
+                        return self._passthrough(failure, d, attempt, req)
                     used.append(provider)
                     if self.providers.pick(d.model, size, used, pinned, health=not direct) is not None:
                         continue  # the same decision, at the model's next provider
@@ -504,13 +506,18 @@ class Gateway:
         return {"x-banditroute-decision-id": d.decision_id, "x-banditroute-model": d.model,
                 "x-banditroute-propensity": repr(d.propensity), "x-banditroute-attempt": str(attempt)}
 
-    def _passthrough(self, failure: UpstreamFailure, d: Decision, attempt: int) -> web.Response:
+    def _passthrough(self, failure: UpstreamFailure, d: Decision, attempt: int, req: GatewayRequest) -> web.Response:
+        """The upstream's answer to a request it refused as the request's own fault (a 4xx), as it came; in
+        the Messages API's error shape for a Messages request."""
         try:
             body = orjson.loads(failure.body or b"")
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict) or "error" not in body:
             body = {"error": {"message": str(failure), "type": "invalid_request_error", "code": None, "param": None}}
+        if isinstance(req, MessagesRequest):
+            inner = body["error"] if isinstance(body["error"], dict) else {}
+            body = messages.error_body(failure.status or 400, str(inner.get("message") or failure))
         response = web.Response(body=orjson.dumps(body), status=failure.status or 400, content_type="application/json")
         response.headers.update(self.headers(d, attempt))
         return response
@@ -568,8 +575,20 @@ class Gateway:
 
         Chat completions: each chunk's ``model`` is the pool name; a usage chunk goes on only when the
         client asked for it. Responses: the response object that some events carry gets the pool name,
-        and the event's name goes before its data (a name with a line break is left out).
+        and the event's name goes before its data (a name with a line break is left out). Messages (the
+        gateway's own translation): ``message_start``'s message gets the pool name, and the event's type is
+        its name.
         """
+        if isinstance(req, MessagesRequest):
+            kind, usage = event.get("type"), None
+            if kind == "message_start" and isinstance(event.get("message"), dict):
+                event["message"]["model"] = model
+            elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
+                if isinstance(event["delta"].get("text"), str):
+                    parts.append(event["delta"]["text"])
+            elif kind == "message_delta" and isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+            return b"event: " + str(kind).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n", usage
         if isinstance(req, ResponsesRequest):
             inner = event.get("response")
             usage = None
@@ -597,8 +616,8 @@ class Gateway:
         chat-completions one); raises :class:`UpstreamFailure` only before its first event (so it can fall back)."""
         name = spec.upstream_name
         if bridged:
-            translate = bridge.StreamBridge(req)
-            batches = self.upstreams.stream(spec, bridge.chat_body(req, name, spec.stream_usage), CHAT)
+            translate = req.stream_bridge()
+            batches = self.upstreams.stream(spec, req.to_chat(name, spec.stream_usage), CHAT)
         else:
             translate = None
             batches = self.upstreams.stream(spec, req.upstream_body(name, include_usage=spec.stream_usage), req.PATH)
@@ -646,6 +665,9 @@ class Gateway:
                 if isinstance(req, ResponsesRequest):  # the responses API's own error event
                     error = {"type": "error", "code": failure.outcome, "message": message, "param": None}
                     await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+                elif isinstance(req, MessagesRequest):  # the Messages API's
+                    error = messages.error_body(502, message, code=failure.outcome)
+                    await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
                 else:
                     error = {"error": {"message": message, "type": "upstream_error", "code": failure.outcome,
                                        "param": None}}
@@ -659,6 +681,8 @@ class Gateway:
                     self.fail_call(call, UpstreamFailure("upstream_error", f"{spec.name}: the response failed: "
                                                          f"{str(error)[:300]}"), ttft)
                     return response
+            elif isinstance(req, MessagesRequest):
+                await response.write_eof()
             else:
                 await response.write_eof(b"data: [DONE]\n\n")
             self._served(call, d, req, ttft, usage, "".join(parts), tokens)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from banditroute.config import Fraction, NonNegFloat, PositiveFloat
 from banditroute.core.router import RouteOptions
+from banditroute.gateway import bridge
 from banditroute.gateway.bridge import untranslatable
 
 ROUTED = "banditroute"  # the model name that asks the gateway to choose
@@ -77,6 +78,11 @@ class ChatRequest(BaseModel):
     @property
     def max_output_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @staticmethod
+    def bridged(capabilities: list[str]) -> bool:
+        """Whether a model with ``capabilities`` gets this request translated into chat completions: never."""
+        return False
 
     @staticmethod
     def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
@@ -218,6 +224,21 @@ class ResponsesRequest(BaseModel):
 
     def wants_usage(self) -> bool:
         return True  # a responses stream carries its usage in its last event, asked for or not
+
+    @staticmethod
+    def bridged(capabilities: list[str]) -> bool:
+        """Whether a model with ``capabilities`` gets this request translated into chat completions
+        (:mod:`~banditroute.gateway.bridge`): when it lacks ``responses``."""
+        return "responses" not in capabilities
+
+    def to_chat(self, upstream_name: str, include_usage: bool) -> dict:
+        return bridge.chat_body(self, upstream_name, include_usage)
+
+    def from_chat(self, answer: dict) -> dict:
+        return bridge.response_from_chat(answer, self)
+
+    def stream_bridge(self) -> bridge.StreamBridge:
+        return bridge.StreamBridge(self)
 
     def _items(self) -> list[dict[str, Any]]:
         return [{"role": "user", "content": self.input}] if isinstance(self.input, str) else self.input

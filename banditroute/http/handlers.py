@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from banditroute.errors import MalformedJSON, NotFound, RequestTimeout, Unavailable, ValidationFailed
 from banditroute.gateway.gateway import Gateway
+from banditroute.gateway.messages import MessagesRequest
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest
 from banditroute.http.metrics import CONTENT_TYPE, Metrics
 from banditroute.http.schemas import (
@@ -69,9 +70,12 @@ async def parse(request: web.Request, model: type[BaseModel]):
 
 
 def bearer_key(request: web.Request) -> str | None:
-    """The request's bearer key (``Authorization: Bearer <key>``, the scheme in any case), for rules."""
+    """The request's key (``Authorization: Bearer <key>``, the scheme in any case, or the Anthropic SDK's
+    ``x-api-key``), for rules, budgets and rate limits."""
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    return (key.strip() or None) if scheme.lower() == "bearer" else None
+    if scheme.lower() == "bearer" and key.strip():
+        return key.strip()
+    return request.headers.get("x-api-key", "").strip() or None
 
 
 async def route(request: web.Request) -> web.Response:
@@ -98,6 +102,10 @@ async def models(request: web.Request) -> web.Response:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await request.app[GATEWAY].serve(request, await parse(request, ChatRequest), bearer_key(request))
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await request.app[GATEWAY].serve(request, await parse(request, MessagesRequest), bearer_key(request))
 
 
 async def responses(request: web.Request) -> web.StreamResponse:

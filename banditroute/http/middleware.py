@@ -1,5 +1,5 @@
-"""The one middleware: bearer authentication, the mapping of every error to its JSON answer, and the
-request metrics.
+"""The one middleware: bearer authentication, the mapping of every error to its JSON answer (in OpenAI's
+shape below ``/v1/``, Anthropic's below ``/v1/messages``), and the request metrics.
 
 A :class:`~banditroute.errors.ClientError` answers with its own status and body and is logged at its
 own level; aiohttp's protocol errors (unknown path, wrong method, body over the limit) are mapped to
@@ -16,7 +16,8 @@ import time
 from aiohttp import web
 
 from banditroute.errors import BodyTooLarge, ClientError, MethodNotAllowed, NotFound, RequestTimeout, Unauthorized
-from banditroute.http.handlers import METRICS, SERVICE, json_response
+from banditroute.gateway import messages
+from banditroute.http.handlers import METRICS, SERVICE, bearer_key, json_response
 
 log = logging.getLogger("banditroute")
 
@@ -46,10 +47,9 @@ def make_middleware(public: set[str]):
         try:
             token = request.app[SERVICE].config.server.token
             if token and request.path not in public:
-                scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-                # the scheme is case-insensitive (RFC 7235, section 2.1)
-                if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
-                    raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>)")
+                given = bearer_key(request) or ""  # the Anthropic SDK sends its key as x-api-key
+                if not secrets.compare_digest(given.encode(), token.encode()):
+                    raise Unauthorized("missing or wrong bearer token (Authorization: Bearer <token>, or x-api-key)")
             try:
                 response = await handler(request)
             except web.HTTPException as err:
@@ -59,7 +59,9 @@ def make_middleware(public: set[str]):
         except ClientError as err:
             log.log(err.log_level, "%s %s: %d %s", request.method, request.path, err.status, err.message)
             body = err.body()
-            if request.path.startswith("/v1/"):  # OpenAI's error shape, which its SDKs read
+            if request.path.startswith("/v1/messages"):  # Anthropic's, which its SDKs read
+                body = messages.error_body(err.status, body.pop("message"), code=body.pop("error"), **body)
+            elif request.path.startswith("/v1/"):  # OpenAI's error shape, which its SDKs read
                 body = {"error": {"message": body.pop("message"), "type": err.kind, "code": body.pop("error"),
                                   "param": None, **body}}
             response = json_response(body, err.status)

@@ -10,9 +10,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from banditroute.gateway.messages import MessagesRequest
 from banditroute.http import handlers
 from banditroute.http.metrics import CONTENT_TYPE
 from banditroute.http.schemas import (
+    AnthropicErrorResponse,
     BudgetsResponse,
     ChatCompletionRequest,
     ErrorResponse,
@@ -57,6 +59,9 @@ ROUTES = (
     Route("POST", "/v1/responses", handlers.responses, "OpenAI-compatible responses: routes (model banditroute) "
           "among the models with the responses capability or calls one, falls back on provider failures, streams "
           "with stream: true", ResponseCreateRequest, None, (400, 401, 404, 408, 413, 422, 429, 502, 503)),
+    Route("POST", "/v1/messages", handlers.messages, "Anthropic-compatible messages: routes (model banditroute) or "
+          "calls a pool model through chat completions, falls back on provider failures, streams with stream: true",
+          MessagesRequest, None, (400, 401, 404, 408, 413, 422, 429, 502, 503)),
     Route("DELETE", "/v1/responses/{response_id}", handlers.delete_response, "OpenAI-compatible deletion of a "
           "stored response: one the gateway keeps for the caller's API key (its conversation turn, in memory and in "
           "the log), or one a provider stored (deleted there)", response=ResponseDeleted,
@@ -113,9 +118,10 @@ def openapi_document(version: str) -> dict:
 
     error = {"description": "error", "content": {"application/json": {"schema": ref(ErrorResponse)}}}
     openai_error = {"description": "error", "content": {"application/json": {"schema": ref(OpenAIErrorResponse)}}}
+    anthropic_error = {"description": "error", "content": {"application/json": {"schema": ref(AnthropicErrorResponse)}}}
     paths: dict[str, dict] = {}
     for r in ROUTES:
-        err = openai_error if r.path.startswith("/v1/") else error
+        err = anthropic_error if r.path.startswith("/v1/messages") else openai_error if r.path.startswith("/v1/") else error
         ok = ({"application/json": {"schema": ref(r.response)}} if r.response is not None
               else {r.content_type: {"schema": {"type": "string"} if "json" not in r.content_type
                                      else {"type": "object"}}})

@@ -215,6 +215,21 @@ class OpenAIErrorResponse(BaseModel):
     error: OpenAIErrorBody
 
 
+class AnthropicErrorBody(BaseModel):
+    type: str = Field(description="Anthropic's error type (invalid_request_error, not_found_error, rate_limit_error, "
+                      "api_error, ...)")
+    message: str
+    code: str | None = Field(default=None, description="banditroute's own error kind")
+    detail: list[dict[str, Any]] | None = Field(default=None, description="per-field errors, or each failed attempt")
+
+
+class AnthropicErrorResponse(BaseModel):
+    """An error on the Anthropic-compatible path (``/v1/messages``), in Anthropic's shape."""
+
+    type: str = "error"
+    error: AnthropicErrorBody
+
+
 class ResponseDeleted(BaseModel):
     """``DELETE /v1/responses/{response_id}``: OpenAI's deletion object (a provider's own, as it answered,
     for a response it stored)."""
