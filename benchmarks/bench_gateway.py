@@ -36,7 +36,9 @@ LiteLLM left out): ``direct`` is the fake upstream's own ``/v1/responses``, ``ba
 whose models carry the ``responses`` capability (the request relayed as it is) and
 ``banditroute_bridged`` a second gateway whose models do not (the request translated into chat
 completions and the answer back, :mod:`banditroute.gateway.bridge`); results go to
-``gateway_responses.json``.
+``gateway_responses.json``. With ``--api messages``, on Anthropic's Messages API (``POST /v1/messages``,
+LiteLLM left out): ``banditroute`` serves it through the fake's chat completions, which ``direct`` calls
+with the same body (:mod:`banditroute.gateway.messages`); results go to ``gateway_messages.json``.
 
 With ``--baseline PATH`` (another checkout with its C cores built, e.g. a ``git worktree`` of the commit
 before a change), that checkout's gateway is a fourth target, configured alike on the same upstream,
@@ -270,14 +272,16 @@ def main() -> None:
     ap.add_argument("--out", help=f"default: {RESULTS.relative_to(ROOT)}; with --baseline, gateway_ab.json beside it")
     ap.add_argument("--baseline", help="another checkout (C cores built) whose gateway runs in the same runs")
     ap.add_argument("--no-max-rate", action="store_true", help="measure at 500 requests/s only")
-    ap.add_argument("--api", choices=("chat", "responses"), default="chat",
-                    help="responses: OpenAI's responses API, relayed and bridged (LiteLLM left out)")
+    ap.add_argument("--api", choices=("chat", "responses", "messages"), default="chat",
+                    help="responses: OpenAI's responses API, relayed and bridged; messages: Anthropic's Messages API "
+                         "(LiteLLM left out of both)")
     args = ap.parse_args()
     responses = args.api == "responses"
-    args.no_litellm = args.no_litellm or responses
+    args.no_litellm = args.no_litellm or args.api != "chat"
     args.out = args.out or str(RESULTS.with_name("gateway_ab.json") if args.baseline else
-                               RESULTS.with_name("gateway_responses.json") if responses else RESULTS)
+                               RESULTS.with_name(f"gateway_{args.api}.json") if args.api != "chat" else RESULTS)
     path = "/responses" if responses else "/chat/completions"
+    gw_path = "/messages" if args.api == "messages" else path  # the same body: BODY is a valid Messages body too
 
     work = Path(tempfile.mkdtemp(prefix="banditroute-bench-gateway-"))
     up_port, gw_port, lt_port = free_port(), free_port(), free_port()
@@ -289,7 +293,7 @@ def main() -> None:
              start([sys.executable, "-m", "banditroute.cli.main", "serve", "--config", str(work / "pool.toml"),
                     "--port", str(gw_port)], work / "gateway.log")]
     targets = {"direct": (f"{upstream}{path}", "small-upstream"),
-               "banditroute": (f"http://127.0.0.1:{gw_port}/v1{path}", "banditroute")}
+               "banditroute": (f"http://127.0.0.1:{gw_port}/v1{gw_path}", "banditroute")}
     server_of = {"direct": procs[0], "banditroute": procs[1]}  # whose CPU time a target's requests cost
     if responses:
         bridged_port = free_port()

@@ -141,3 +141,11 @@ def test_a_routed_model_can_stand_for_the_model_an_agent_asks_for(tmp_path):
     with Stack(tmp_path, routed_models=routed) as s:
         msg = client(s).messages.create(model="claude-sonnet-4-5", max_tokens=32, messages=ASK)
         assert msg.model in ("cheap", "mid")
+
+
+def test_count_tokens_gives_the_gateways_estimate(tmp_path):
+    with Stack(tmp_path) as s:
+        c = client(s)
+        short = c.messages.count_tokens(model="banditroute", messages=ASK).input_tokens
+        longer = c.messages.count_tokens(model="banditroute", messages=ASK, system="You are a careful geographer. " * 20)
+        assert 0 < short < longer.input_tokens

@@ -266,6 +266,12 @@ def stop_reason(finish_reason, called: bool) -> str:
     return "tool_use" if called and reason != "max_tokens" else reason
 
 
+class CountTokensRequest(MessagesRequest):
+    """``POST /v1/messages/count_tokens``: a Messages body without ``max_tokens``."""
+
+    max_tokens: int = Field(default=1, ge=1)
+
+
 def _new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 

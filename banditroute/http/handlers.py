@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from banditroute.errors import MalformedJSON, NotFound, RequestTimeout, Unavailable, ValidationFailed
 from banditroute.gateway.gateway import Gateway
-from banditroute.gateway.messages import MessagesRequest
+from banditroute.gateway.messages import CountTokensRequest, MessagesRequest
 from banditroute.gateway.requests import ROUTED, ChatRequest, ResponsesRequest
 from banditroute.http.metrics import CONTENT_TYPE, Metrics
 from banditroute.http.schemas import (
@@ -106,6 +106,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def messages(request: web.Request) -> web.StreamResponse:
     return await request.app[GATEWAY].serve(request, await parse(request, MessagesRequest), bearer_key(request))
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    """Anthropic's token count of a Messages body: the gateway's own estimate of its input tokens (the one
+    its context-window and rate-limit checks use; no tokenizer is fetched)."""
+    req = await parse(request, CountTokensRequest)
+    return json_response({"input_tokens": round(req.prompt_tokens(request.app[SERVICE].router.featurizer.input_tokens))})
 
 
 async def responses(request: web.Request) -> web.StreamResponse:

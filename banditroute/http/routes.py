@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from banditroute.gateway.messages import MessagesRequest
+from banditroute.gateway.messages import CountTokensRequest, MessagesRequest
 from banditroute.http import handlers
 from banditroute.http.metrics import CONTENT_TYPE
 from banditroute.http.schemas import (
@@ -62,6 +62,8 @@ ROUTES = (
     Route("POST", "/v1/messages", handlers.messages, "Anthropic-compatible messages: routes (model banditroute) or "
           "calls a pool model through chat completions, falls back on provider failures, streams with stream: true",
           MessagesRequest, None, (400, 401, 404, 408, 413, 422, 429, 502, 503)),
+    Route("POST", "/v1/messages/count_tokens", handlers.count_tokens, "Anthropic-compatible token count of a "
+          "messages body (the gateway's estimate)", CountTokensRequest, None, (400, 401, 408, 413, 422)),
     Route("DELETE", "/v1/responses/{response_id}", handlers.delete_response, "OpenAI-compatible deletion of a "
           "stored response: one the gateway keeps for the caller's API key (its conversation turn, in memory and in "
           "the log), or one a provider stored (deleted there)", response=ResponseDeleted,
