@@ -149,3 +149,12 @@ def test_count_tokens_gives_the_gateways_estimate(tmp_path):
         short = c.messages.count_tokens(model="banditroute", messages=ASK).input_tokens
         longer = c.messages.count_tokens(model="banditroute", messages=ASK, system="You are a careful geographer. " * 20)
         assert 0 < short < longer.input_tokens
+
+
+def test_a_stream_without_upstream_usage_is_counted_by_the_gateways_estimates(tmp_path):
+    with Stack(tmp_path) as s:  # strong's upstream is not asked for a stream's usage (stream_usage = false)
+        with client(s).messages.stream(model="strong", max_tokens=64, messages=ASK) as stream:
+            final = stream.get_final_message()
+        assert final.usage.output_tokens == 0 and s.fake.received[-1]["stream_options"] is None
+        (row,) = s.wait_for("SELECT input_tokens, output_tokens, cost_usd FROM calls", 1)
+        assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0

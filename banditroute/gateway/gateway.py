@@ -586,8 +586,8 @@ class Gateway:
             elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
                 if isinstance(event["delta"].get("text"), str):
                     parts.append(event["delta"]["text"])
-            elif kind == "message_delta" and isinstance(event.get("usage"), dict):
-                usage = event["usage"]
+            elif kind == "message_delta" and isinstance(event.get("usage"), dict) and "input_tokens" in event["usage"]:
+                usage = event["usage"]  # without input_tokens: the upstream streamed no usage
             return b"event: " + str(kind).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n", usage
         if isinstance(req, ResponsesRequest):
             inner = event.get("response")

@@ -353,7 +353,8 @@ class StreamBridge:
     def end(self) -> list[dict]:
         """The events that close the stream once the chunks are over."""
         out = [] if self.open is None else [{"type": "content_block_stop", "index": len(self.blocks) - 1}]
-        usage = self.usage or {"input_tokens": 0, "output_tokens": 0}
+        # an upstream that streams no usage: the client still gets the field, the gateway estimates the tokens
+        usage = self.usage or {"output_tokens": 0}
         called = any(b["type"] == "tool_use" for b in self.blocks)
         return out + [{"type": "message_delta", "delta": {"stop_reason": stop_reason(self.finish, called),
                                                           "stop_sequence": None}, "usage": usage},
