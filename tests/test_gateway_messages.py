@@ -158,3 +158,12 @@ def test_a_stream_without_upstream_usage_is_counted_by_the_gateways_estimates(tm
         assert final.usage.output_tokens == 0 and s.fake.received[-1]["stream_options"] is None
         (row,) = s.wait_for("SELECT input_tokens, output_tokens, cost_usd FROM calls", 1)
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0
+
+
+def test_an_answer_without_upstream_usage_is_counted_by_the_gateways_estimates(tmp_path):
+    with Stack(tmp_path) as s:
+        s.fault("mid", no_usage=True)
+        msg = client(s).messages.create(model="mid", max_tokens=64, messages=ASK)
+        assert msg.usage.input_tokens == 0 and msg.usage.output_tokens == 0  # what the upstream said: nothing
+        (row,) = s.wait_for("SELECT input_tokens, output_tokens, cost_usd FROM calls", 1)
+        assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0

@@ -7,8 +7,8 @@ prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion toke
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
 "delay_ms": d, "event_delay_ms": e, "hang": true, "die_after_events": k, "drop": true, "garbage": true,
-"reply": text, "failed": true, "when": text, "cached_tokens": n}`` (``cached_tokens``: the usage says that many
-prompt tokens came from a prompt cache; ``event_delay_ms``: a pause between a stream's events; ``failed``: a
+"reply": text, "failed": true, "when": text, "cached_tokens": n, "no_usage": true}`` (``cached_tokens``: the
+usage says that many prompt tokens came from a prompt cache; ``no_usage``: a chat answer without usage; ``event_delay_ms``: a pause between a stream's events; ``failed``: a
 responses answer whose status is ``failed``, streamed as ``response.failed`` after ``response.created``)
 (``garbage``: a 200 whose body is not JSON; ``when``: only requests whose body contains the text; the
 model ``*``: every model) (``{"model": M}`` alone
@@ -207,6 +207,8 @@ class FakeUpstream:
                  "total_tokens": max(1, prompt_chars // 4) + self.output_tokens}
         if fault.get("cached_tokens"):
             usage["prompt_tokens_details"] = {"cached_tokens": min(fault["cached_tokens"], usage["prompt_tokens"])}
+        if fault.get("no_usage"):
+            usage = None
         text = self._text(model, fault)
         created = int(time.time())
         if not body.get("stream"):

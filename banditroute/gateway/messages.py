@@ -246,11 +246,14 @@ class MessagesRequest(BaseModel):
     @staticmethod
     def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) tokens of a Messages ``usage``: its input is what was not cached,
-        so the whole prompt is ``input_tokens`` plus the cache's reads and writes."""
+        so the whole prompt is ``input_tokens`` plus the cache's reads and writes. A usage of no input
+        tokens at all (what the translation says when the upstream reported none) is no usage: None."""
         fresh, out = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
         read = _count(usage.get("cache_read_input_tokens")) or 0
         written = _count(usage.get("cache_creation_input_tokens")) or 0
-        return (None if fresh is None else fresh + read + written), out, (read if fresh is not None else None)
+        if not fresh and not read and not written:  # no prompt has no tokens: an upstream that reported none
+            return None, None, None
+        return fresh + read + written, out, read
 
     @staticmethod
     def answer_text(body: dict[str, Any]) -> str:
