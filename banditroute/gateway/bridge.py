@@ -219,6 +219,18 @@ def response_from_chat(answer: dict, req: ResponsesRequest) -> dict:
                      str(answer.get("model", "")))
 
 
+def read_chunk(chunk: dict) -> tuple[dict | None, dict | None, str | None]:
+    """A chat-completion chunk's usage (None: none), its first choice's delta (None: no choice; ``{}``: an
+    empty one) and finish reason (None: not yet)."""
+    usage = chunk["usage"] if isinstance(chunk.get("usage"), dict) and chunk["usage"] else None
+    choices = chunk.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if choice is None:
+        return usage, None, None
+    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+    return usage, delta, choice.get("finish_reason")
+
+
 class StreamBridge:
     """Chat-completion chunks in, the responses API's events out (see the module's docstring).
 
@@ -251,15 +263,11 @@ class StreamBridge:
     def feed(self, chunk: dict) -> list[dict]:
         """The events one chat-completion chunk gives."""
         out = []
-        if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
-            self.usage = _usage(chunk["usage"])
-        choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
-        if choice is None:
+        usage, delta, finish = read_chunk(chunk)
+        self.usage = _usage(usage) if usage is not None else self.usage
+        self.finish = finish or self.finish
+        if delta is None:
             return out
-        if choice.get("finish_reason") is not None:
-            self.finish = choice["finish_reason"]
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self.message is None:

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from banditroute.gateway.bridge import read_chunk
 from banditroute.gateway.requests import IMAGE_TOKENS, MESSAGE_OVERHEAD_TOKENS, GatewayOptions, _count
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
@@ -324,15 +325,11 @@ class StreamBridge:
     def feed(self, chunk: dict) -> list[dict]:
         """The events one chat-completion chunk gives."""
         out = []
-        if isinstance(chunk.get("usage"), dict) and chunk["usage"]:
-            self.usage = usage_from_chat(chunk["usage"])
-        choices = chunk.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
-        if choice is None:
+        usage, delta, finish = read_chunk(chunk)
+        self.usage = usage_from_chat(usage) if usage is not None else self.usage
+        self.finish = finish or self.finish
+        if delta is None:
             return out
-        if choice.get("finish_reason") is not None:
-            self.finish = choice["finish_reason"]
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         text = delta.get("content")
         if isinstance(text, str) and text:
             if self.open is None or self.open["type"] != "text":
