@@ -61,6 +61,15 @@ def budgets_for(outcomes) -> list[float]:
     return np.geomspace(cost.min(), cost[best], LEVELS).tolist()
 
 
+def first_calls(outcomes) -> float:
+    """USD per request of the train stream that trying every model once costs beyond the cheapest model's
+    mean: sum_k (mean cost_k - min_j mean cost_j) / n. Without list prices, what learning which model is
+    cheap takes at least, whatever the pacing; at the tightest budget nothing can make it back."""
+    cost = outcomes.subset("train").cost
+    mean = cost.mean(axis=0)
+    return float((mean - mean.min()).sum() / len(cost))
+
+
 def run(job: tuple[str, int, bool]) -> list[dict]:
     table, seed, priced = job
     outcomes = load_outcomes(DATA / f"{table}.parquet")
@@ -138,7 +147,8 @@ def summarise(rows: list[dict], seeds: list[int], tables_run: list[str]) -> dict
     return {"tables": tables, "median_rank": {s: statistics.median(r) for s, r in ranks.items()}}
 
 
-def markdown(summary: dict, seeds: list[int], seconds: float, priced: bool = False) -> str:
+def markdown(summary: dict, seeds: list[int], seconds: float, priced: bool = False,
+             discovery: dict[str, float] | None = None) -> str:
     lines = ["# Budget pacing on the shared tables" + (", with list prices" if priced else ""), "",
              f"Online stream of `simulate` (lints, bandit feedback), seeds {', '.join(map(str, seeds))}, medians "
              f"over seeds; `python experiments/budget_pacing.py{' --priced' if priced else ''}` "
@@ -151,13 +161,16 @@ def markdown(summary: dict, seeds: list[int], seconds: float, priced: bool = Fal
              "every request (refused: 0). Best fixed: the highest online quality among fixed cost weights "
              f"({', '.join(f'{w:g}' for w in WEIGHTS)}) whose spend fits the budget, chosen in hindsight. Refuse: "
              "no pacing, the default weight until the budget is spent, then 429s. A budget is binding when "
-             "routing for quality alone (weight 0) would spend more (seeds out of the total).", "",
+             "routing for quality alone (weight 0) would spend more (seeds out of the total)."
+             + (" First calls: what calling every model once costs beyond the cheapest model's mean, as a share of "
+                "the budget (:func:`first_calls`): spend above the budget that no pacing avoids where the cheapest "
+                "model's mean is the budget." if discovery else ""), "",
              f"Pacing step default: {DEFAULT_STEP}; median rank over tables of each candidate (score: mean "
              "|spend share - 1| at binding budgets plus the mean quality gap to the best fixed weight): "
              + ", ".join(f"{s}: {r}" for s, r in summary["median_rank"].items()), "",
              ("| table | budget USD/request | binding | paced spend (min-max) | paced quality | best fixed quality "
-             "(weight) | refuse quality (spend) | exhausted |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "(weight) | refuse quality (spend) | exhausted |" + (" first calls |" if discovery else "")),
+             "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if discovery else "")]
     for t, levels in summary["tables"].items():
         for lv in levels:
             p = lv["paced"][str(DEFAULT_STEP)]
@@ -165,7 +178,8 @@ def markdown(summary: dict, seeds: list[int], seconds: float, priced: bool = Fal
                 f"| {t} | {lv['budget_usd_per_request']:.3g} | {lv['binding_seeds']}/{len(seeds)} | "
                 f"{p['spent_share']:.3f} ({p['spent_share_min']:.3f}-{p['spent_share_max']:.3f}) | "
                 f"{p['quality']:.4f} | {lv['best_fixed_quality']:.4f} ({lv['best_fixed_weight']:g}) | "
-                f"{lv['refuse_quality']:.4f} ({lv['refuse_spent_share']:.3f}) | {p['exhausted']:g} |")
+                f"{lv['refuse_quality']:.4f} ({lv['refuse_spent_share']:.3f}) | {p['exhausted']:g} |"
+                + (f" {discovery[t] / lv['budget_usd_per_request']:.3f} |" if discovery else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -186,9 +200,11 @@ def main() -> None:
     summary = summarise(rows, args.seeds, args.tables)
     seconds = time.time() - t0
     name = "budget_pacing_priced" if args.priced else "budget_pacing"
-    text = markdown(summary, args.seeds, seconds, args.priced)
+    discovery = None if args.priced else {t: first_calls(load_outcomes(DATA / f"{t}.parquet")) for t in args.tables}
+    text = markdown(summary, args.seeds, seconds, args.priced, discovery)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    (RESULTS / f"{name}.json").write_text(json.dumps({"summary": summary, "rows": rows, "first_calls": discovery},
+                                                     indent=1))
     (RESULTS / f"{name}.md").write_text(text)
     print(text)
 
