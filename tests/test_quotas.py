@@ -62,6 +62,15 @@ def test_a_request_is_counted_only_when_every_limit_that_applies_has_room():
     q.admit(request("alice", team="red"), 60)
 
 
+def test_a_long_tenant_is_kept_as_its_hash():
+    q = Quotas([TenantRateLimit(name="team", tenant="metadata.team", rpm=1)], Clock())
+    q.admit(request(team="x" * 10_000), 1)
+    (key,) = q._windows["team"]._usage
+    assert key.startswith("sha256:") and len(key) == 7 + 64
+    with pytest.raises(RateLimited):  # the same tenant, the same window
+        q.admit(request(team="x" * 10_000), 1)
+
+
 def test_api_key_tenants_and_a_bound_on_tenants_tracked_at_once():
     clock = Clock()
     q = Quotas([TenantRateLimit(name="keys", tenant="api_key", rpm=1, max_tenants=2)], clock)
