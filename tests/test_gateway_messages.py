@@ -167,3 +167,20 @@ def test_an_answer_without_upstream_usage_is_counted_by_the_gateways_estimates(t
         assert msg.usage.input_tokens == 0 and msg.usage.output_tokens == 0  # what the upstream said: nothing
         (row,) = s.wait_for("SELECT input_tokens, output_tokens, cost_usd FROM calls", 1)
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0
+
+
+def test_tool_choice_translates_and_needs_tools():
+    def body(**fields) -> dict:
+        return MessagesRequest.model_validate({"model": "m", "max_tokens": 5, "messages": ASK, **fields}).to_chat("u", False)
+
+    tools = [{"name": "f", "description": "d", "input_schema": {"type": "object"}}]
+    assert body(tools=tools, tool_choice={"type": "any"})["tool_choice"] == "required"
+    assert body(tools=tools, tool_choice={"type": "auto"})["tool_choice"] == "auto"
+    assert body(tools=tools, tool_choice={"type": "none"})["tool_choice"] == "none"
+    named = body(tools=tools, tool_choice={"type": "tool", "name": "f", "disable_parallel_tool_use": True})
+    assert named["tool_choice"] == {"type": "function", "function": {"name": "f"}} and named["parallel_tool_calls"] is False
+    assert named["tools"] == [{"type": "function", "function": {"name": "f", "description": "d",
+                                                                "parameters": {"type": "object"}}}]
+    assert "tool_choice" not in body(tool_choice={"type": "auto"})  # without tools an upstream would refuse it
+    assert body(stop_sequences=["END"], temperature=0.2, top_k=5, metadata={"user_id": "u7"}) == {
+        "model": "u", "messages": ASK, "max_tokens": 5, "temperature": 0.2, "stop": ["END"], "user": "u7"}

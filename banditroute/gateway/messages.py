@@ -206,7 +206,7 @@ class MessagesRequest(BaseModel):
             body["tools"] = [{"type": "function", "function": {
                 "name": t.get("name"), "description": t.get("description", ""), "parameters": t.get("input_schema")}}
                 for t in self.tools]
-        choice = self.tool_choice or {}
+        choice = (self.tool_choice or {}) if self.tools else {}  # a tool choice without tools is an upstream's 400
         kind = choice.get("type")
         if kind in ("auto", "none"):
             body["tool_choice"] = kind
