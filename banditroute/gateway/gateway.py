@@ -770,13 +770,13 @@ class Gateway:
         ``deferred`` (a request that may fall back), a server error's blame waits there for the request's
         end (see :meth:`_request_at_fault`)."""
         self.end_call(call, failure.outcome, failure.status, str(failure), ttft_ms)
-        key = self.provider_of(call).key
+        provider = self.provider_of(call)
         if not failure.retry:
-            self.providers.health.release(key)
+            self.providers.health.release(provider.key)
         elif deferred is not None and failure.status is not None and failure.status >= 500:
-            deferred.append((self.provider_of(call), failure.retry_after))
+            deferred.append((provider, failure.retry_after))
         else:
-            self.providers.health.failure(key, failure.retry_after)
+            self.providers.health.failure(provider.key, failure.retry_after)
 
     def _request_at_fault(self, deferred: list) -> bool:
         """Whether a request whose every attempt failed carries the blame for the server errors in
@@ -808,8 +808,6 @@ class Gateway:
         end = time.perf_counter() if end is None else end
         # learned before the row is queued: whoever sees the row in the log sees its latency learned
         self.latency.observe(d.model, tokens_in, tokens_out, (end - call["t0"]) * 1000.0, ttft_ms)
-        if cached is not None and cached > tokens_in:  # a provider's inconsistent usage: at most all of them
-            cached = tokens_in
         row = self.end_call(call, "ok", 200, None, ttft_ms, tokens_in, tokens_out, end, cached)
         limit = self.service.config.feedback.max_tokens
         fb = Feedback(input_tokens=min(tokens_in, limit), output_tokens=min(tokens_out, limit),

@@ -127,7 +127,7 @@ async def ask_judge(gw, model: str, decision_id: str, messages: list[dict]) -> t
     tokens_in, tokens_out, cached = ChatRequest.usage_tokens(usage if isinstance(usage, dict) else {})
     text = ChatRequest.answer_text(reply.body)
     row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, tokens_in, tokens_out,
-                      cached_input_tokens=None if tokens_in is None or cached is None else min(cached, tokens_in))
+                      cached_input_tokens=cached)
     cost = row["cost_usd"] or 0.0
     if cost:
         gw.metrics.judge_cost.inc(amount=cost)

@@ -87,10 +87,10 @@ class ChatRequest(BaseModel):
     @staticmethod
     def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) tokens of an answer's ``usage`` (None where it does not say; the
-        cached ones: ``prompt_tokens_details.cached_tokens``, OpenAI's prompt caching)."""
+        cached ones: ``prompt_tokens_details.cached_tokens``, OpenAI's prompt caching, at most the input)."""
         details = usage.get("prompt_tokens_details")
-        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
-        return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), cached
+        return _tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                       details.get("cached_tokens") if isinstance(details, dict) else None)
 
     @staticmethod
     def answer_text(body: dict[str, Any]) -> str:
@@ -294,8 +294,8 @@ class ResponsesRequest(BaseModel):
     def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
         """As :meth:`ChatRequest.usage_tokens`, from the responses API's names (``input_tokens_details``)."""
         details = usage.get("input_tokens_details")
-        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
-        return _count(usage.get("input_tokens")), _count(usage.get("output_tokens")), cached
+        return _tokens(usage.get("input_tokens"), usage.get("output_tokens"),
+                       details.get("cached_tokens") if isinstance(details, dict) else None)
 
     @staticmethod
     def answer_text(body: dict[str, Any]) -> str:
@@ -310,6 +310,13 @@ class ResponsesRequest(BaseModel):
 
 def _count(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _tokens(input_tokens, output_tokens, cached_tokens) -> tuple[int | None, int | None, int | None]:
+    """Usage counts as the gateway keeps them: valid counts or None, and the cached input at most the input
+    (none without an input count), whatever a provider reports."""
+    tokens_in, cached = _count(input_tokens), _count(cached_tokens)
+    return tokens_in, _count(output_tokens), None if tokens_in is None or cached is None else min(cached, tokens_in)
 
 
 def _text(content) -> str:

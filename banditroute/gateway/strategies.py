@@ -141,7 +141,7 @@ class Strategies:
         tokens_in, tokens_out, cached = ChatRequest.usage_tokens(usage if isinstance(usage, dict) else {})
         text = ChatRequest.answer_text(reply.body)
         row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, tokens_in, tokens_out,
-                          cached_input_tokens=None if tokens_in is None or cached is None else min(cached, tokens_in))
+                          cached_input_tokens=cached)
         if tokens_in is not None and tokens_out is not None:
             gw.latency.observe(model, tokens_in, tokens_out, row["latency_ms"], reply.ttft_ms)
         reply.body["model"] = model
@@ -237,8 +237,7 @@ class Strategies:
             self._learn(d.decision_id, Feedback(
                 input_tokens=None if row["input_tokens"] is None else min(row["input_tokens"], limit),
                 output_tokens=None if row["output_tokens"] is None else min(row["output_tokens"], limit),
-                cached_input_tokens=None if row["cached_input_tokens"] is None or row["input_tokens"] is None
-                else min(row["cached_input_tokens"], row["input_tokens"], limit),
+                cached_input_tokens=None if row["cached_input_tokens"] is None else min(row["cached_input_tokens"], limit),
                 latency_ms=row["latency_ms"],
                 signals=[Signal(source=source, kind="quality", value=1.0 if good else 0.0)],
                 idempotency_key="banditroute-ensemble"))
