@@ -63,7 +63,8 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
     settings = settings or PolicyConfig()
     floor, floor_min = floors(settings, len(models))
     common = {"prices": prices, "floor": floor, "expected_output_tokens": settings.expected_output_tokens,
-              "floor_decay": settings.floor_decay, "floor_min": floor_min, "importance_cap": settings.importance_cap}
+              "floor_decay": settings.floor_decay, "floor_min": floor_min, "importance_cap": settings.importance_cap,
+              "cost_prior_strength": settings.cost_prior_strength}
     linear = {"exploration": exploration_for(settings, len(models)), "prior_strength": settings.prior_strength,
               "prior_mean": settings.prior_quality, "pooled": settings.pooled,
               "drift_threshold": settings.drift_threshold, "drift_delta": settings.drift_delta,

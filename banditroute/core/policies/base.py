@@ -106,13 +106,14 @@ class Policy:
     learns_probabilities = True
 
     def __init__(self, models, dim: int, prices=None, floor: float = 0.01, expected_output_tokens: float = 256.0,
-                 floor_decay: float | None = None, floor_min: float = 0.001, importance_cap: float | None = None):
+                 floor_decay: float | None = None, floor_min: float = 0.001, importance_cap: float | None = None,
+                 cost_prior_strength: float = 1.0):
         self.models = list(models)
         self.dim = int(dim)
         self.floor = float(floor)
         self.floor_decay = None if floor_decay is None else float(floor_decay)
         self.floor_min = float(floor_min)
-        self.cost_model = CostModel(self.models, prices, expected_output_tokens)
+        self.cost_model = CostModel(self.models, prices, expected_output_tokens, cost_prior_strength)
         self.quality_observations = np.zeros(len(self.models), dtype=np.int64)
         self.importance_cap = None if importance_cap is None else float(importance_cap)
         # per model: the observations with a propensity and the sum of their 1 / p (the weights' normaliser)
@@ -223,7 +224,8 @@ class Policy:
         """The constructor's keyword arguments that rebuild this policy (JSON values)."""
         return {"floor": self.floor, "floor_decay": self.floor_decay, "floor_min": self.floor_min,
                 "expected_output_tokens": self.cost_model.expected_output_tokens,
-                "prices": self.cost_model.prices(), "importance_cap": self.importance_cap}
+                "prices": self.cost_model.prices(), "importance_cap": self.importance_cap,
+                "cost_prior_strength": self.cost_model.price_prior_strength}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What the policy learned, as named arrays."""

@@ -6,11 +6,21 @@ For model k the predicted cost of a prompt is
 
 where ``p_k(x)`` is the list-price estimate (input tokens x input price + expected output tokens x
 output price, zero when the pool gives no price) and ``w_k`` is the posterior mean of a Bayesian
-linear regression (prior precision 1, noise precision 1; Bishop, 2006, "Pattern Recognition and
-Machine Learning", sec. 3.3) fit online to the residual ``observed cost - p_k(x)``. A model with
-prices therefore starts at its list price and corrects it as real costs arrive; a model without
-prices starts at zero cost and learns it from its first observations. Costs are modelled in
-milli-USD so that the prior (precision 1) is on the scale of the data.
+linear regression (prior N(0, I / lambda_k), noise precision 1; Bishop, 2006, "Pattern Recognition
+and Machine Learning", sec. 3.3) fit online to the residual ``observed cost - p_k(x)``::
+
+    w_k = (lambda_k I + Phi_k^T Phi_k)^{-1} Phi_k^T r_k
+
+so ``lambda_k`` counts in calls: after n calls the mean residual is learned as ``n / (n + lambda_k)``
+of what was observed. A model with prices starts at its list price and trusts it for
+``lambda_k = price_prior_strength`` calls' worth of evidence: a list price is the price, and what a
+few calls say about output lengths is noisy. Learned faster, the per-prompt noise decides between
+models of about the same price, and the model that looked cheaper on a handful of prompts takes
+them for good (a tight budget then overspends by picking it where the other is cheaper). A model
+without prices starts at zero cost and learns it from its first calls (``lambda_k = 1``). The
+prior is put in the features: the regression runs on ``phi / sqrt(lambda_k)`` with a unit prior,
+and its weights are divided by ``sqrt(lambda_k)`` (the same posterior mean); a state records the
+scale, so that what it learned moves exactly to the priors of the policy that loads it. Costs are modelled in milli-USD.
 
 Example
 -------
@@ -55,14 +65,19 @@ class CostModel:
         ``(input, output)`` USD per 1M tokens per model; ``None`` entries mean unknown.
     expected_output_tokens
         Output length assumed by the list-price estimate.
+    price_prior_strength
+        ``lambda_k`` of a model with a list price, in calls (module docstring); 1 for one without.
     """
 
-    def __init__(self, models, prices=None, expected_output_tokens: float = 256.0):
+    def __init__(self, models, prices=None, expected_output_tokens: float = 256.0, price_prior_strength: float = 1.0):
         self.models = list(models)
         prices = prices or [None] * len(self.models)
         self.in_price = np.array([(p[0] or 0.0) if p else 0.0 for p in prices], dtype=float)
         self.out_price = np.array([(p[1] or 0.0) if p else 0.0 for p in prices], dtype=float)
         self.expected_output_tokens = float(expected_output_tokens)
+        self.price_prior_strength = float(price_prior_strength)
+        priced = (self.in_price > 0.0) | (self.out_price > 0.0)
+        self.scale = np.where(priced, np.sqrt(self.price_prior_strength), 1.0)  # sqrt(lambda_k)
         self.residual = BayesLinear(len(self.models), len(_PHI), prior_strength=1.0, prior_mean=0.0)
         self.observations = np.zeros(len(self.models), dtype=np.int64)
         self._w, self._weights_version = None, -1
@@ -72,11 +87,23 @@ class CostModel:
         return np.stack([self.in_price, self.out_price], axis=1).tolist()
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"observations": self.observations, **self.residual.arrays()}
+        return {"observations": self.observations, "scale": self.scale, **self.residual.arrays()}
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace what was learned by :meth:`arrays`, learned under any priors (a state saved before the
+        price prior learned every model at lambda 1): with features scaled by 1 / s, the data enter
+        ``A = I + sum x x^T / s^2`` and ``b = sum x r / s``, so the evidence moves exactly to this
+        model's scale: ``A' = I + (s / s')^2 (A - I)``, ``b' = (s / s') b``."""
         self.observations = np.array(arrays["observations"], dtype=np.int64)
-        self.residual.load_arrays(arrays)
+        ratio = np.array(arrays.get("scale", np.ones(len(self.models))), dtype=float) / self.scale
+        eye = np.eye(len(_PHI))
+        A = eye + ratio[:, None, None] ** 2 * (np.array(arrays["A"], dtype=float) - eye)
+        b = ratio[:, None] * np.array(arrays["b"], dtype=float)
+        A_inv = np.array(arrays["A_inv"], dtype=float)
+        moved = ratio != 1.0
+        A_inv[moved] = np.linalg.inv(A[moved])
+        self.residual.load_arrays({"A": A, "A_inv": A_inv, "b": b, "updates": arrays["updates"]})
+        self._weights_version = -1
 
     def list_price(self, input_tokens: np.ndarray) -> np.ndarray:
         """List-price estimate in USD of every model for each row: (B, K)."""
@@ -96,7 +123,7 @@ class CostModel:
         contributes ``out_k e / 1e6`` to the bias and ``in_k / 1e3`` per thousand input tokens."""
         theta = self.residual.theta  # refreshed first, so its version is current
         if self._weights_version != self.residual.version:
-            w = theta.T / _SCALE
+            w = theta.T / (_SCALE * self.scale)
             w[0] += self.expected_output_tokens * self.out_price / 1e6
             w[1] += self.in_price / 1e3
             self._w, self._weights_version = w, self.residual.version
@@ -104,7 +131,7 @@ class CostModel:
 
     def update(self, ctx: Context, arm: int, cost_usd: float) -> None:
         """Learn from the observed cost of one call to model ``arm``."""
-        f = phi(ctx.x[None], np.array([ctx.input_tokens]))
+        f = phi(ctx.x[None], np.array([ctx.input_tokens]))[0] / self.scale[arm]
         residual = cost_usd - float(self.list_price(ctx.input_tokens)[0, arm])
-        self.residual.update(f[0], arm, residual * _SCALE)
+        self.residual.update(f, arm, residual * _SCALE)
         self.observations[arm] += 1

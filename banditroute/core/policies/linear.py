@@ -44,8 +44,9 @@ class _LinearPolicy(Policy):
                  expected_output_tokens: float = 256.0, floor_decay: float | None = None, floor_min: float = 0.001,
                  pooled: bool = False, drift_threshold: float | None = None, drift_delta: float = 0.1,
                  drift_keep: float = 0.0, importance_cap: float | None = None, price_prior: bool = False,
-                 exploration_decay: float | None = None):
-        super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min, importance_cap)
+                 exploration_decay: float | None = None, cost_prior_strength: float = 1.0):
+        super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min, importance_cap,
+                         cost_prior_strength)
         self.exploration = float(exploration)
         self.exploration_decay = None if exploration_decay is None else float(exploration_decay)
         self.noise_sd = float(noise_sd)
