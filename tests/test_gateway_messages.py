@@ -68,9 +68,11 @@ def test_a_stream_arrives_as_the_messages_api_events_and_is_logged(tmp_path):
     with Stack(tmp_path) as s:
         with client(s).messages.stream(model="banditroute", max_tokens=64, messages=ASK,
                                        extra_body=only("mid")) as stream:
-            kinds = [event.type for event in stream]
+            events = list(stream)
             final = stream.get_final_message()
+        kinds = [event.type for event in events]
         assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+        assert events[0].message.usage.input_tokens > 0  # as Anthropic's stream: the prompt's tokens up front
         assert "content_block_start" in kinds and "content_block_stop" in kinds and "message_delta" in kinds
         assert final.model == "mid" and final.content[0].text.startswith("answer from mid")
         assert final.usage.output_tokens == 16 and final.stop_reason == "end_turn"
@@ -155,18 +157,22 @@ def test_a_stream_without_upstream_usage_is_counted_by_the_gateways_estimates(tm
     with Stack(tmp_path) as s:  # strong's upstream is not asked for a stream's usage (stream_usage = false)
         with client(s).messages.stream(model="strong", max_tokens=64, messages=ASK) as stream:
             final = stream.get_final_message()
-        assert final.usage.output_tokens == 0 and s.fake.received[-1]["stream_options"] is None
+        assert s.fake.received[-1]["stream_options"] is None
         (row,) = s.wait_for("SELECT input_tokens, output_tokens, cost_usd FROM calls", 1)
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0
+        # the client is told the gateway's estimates, the counts it bills
+        assert (final.usage.input_tokens, final.usage.output_tokens) == (row["input_tokens"], row["output_tokens"])
 
 
 def test_an_answer_without_upstream_usage_is_counted_by_the_gateways_estimates(tmp_path):
     with Stack(tmp_path) as s:
         s.fault("mid", no_usage=True)
         msg = client(s).messages.create(model="mid", max_tokens=64, messages=ASK)
-        assert msg.usage.input_tokens == 0 and msg.usage.output_tokens == 0  # what the upstream said: nothing
         (row,) = s.wait_for("SELECT input_tokens, output_tokens, cost_usd FROM calls", 1)
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost_usd"] > 0
+        # the upstream said nothing: the client is told the gateway's estimates, the counts it bills
+        assert (msg.usage.input_tokens, msg.usage.output_tokens) == (row["input_tokens"], row["output_tokens"])
+        assert msg.usage.cache_read_input_tokens == 0
 
 
 def test_tool_choice_translates_and_needs_tools():

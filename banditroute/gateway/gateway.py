@@ -380,6 +380,9 @@ class Gateway:
         headers); its accounting runs on the loop's next turn, once this task has written it out."""
         body = answer.body
         body["model"] = d.model
+        if isinstance(req, MessagesRequest):
+            body["usage"] = req.estimated_usage(body.get("usage") or {}, tokens,
+                                                self.service.router.featurizer.input_tokens(req.answer_text(body)))
         await self._keep(req, body, call)
         asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
                                              req.answer_text(body), tokens, time.perf_counter())
@@ -570,24 +573,29 @@ class Gateway:
                "owner": owner, "items": items, "deployment": deployment}
         return self.service.store.add_response(row, commit_now=items is not None)
 
-    def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str]) -> tuple[bytes | None, dict | None]:
+    def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str],
+               prompt_tokens: float) -> tuple[bytes | None, dict | None]:
         """One upstream stream event as sent on to the client (None: not sent), and the usage it carries.
 
         Chat completions: each chunk's ``model`` is the pool name; a usage chunk goes on only when the
         client asked for it. Responses: the response object that some events carry gets the pool name,
         and the event's name goes before its data (a name with a line break is left out). Messages (the
-        gateway's own translation): ``message_start``'s message gets the pool name, and the event's type is
-        its name.
+        gateway's own translation): the event's type is its name; ``message_start``'s message gets the pool
+        name and, as Anthropic's stream does, the prompt's tokens (``prompt_tokens``, the gateway's estimate:
+        the upstream's count comes at the end), and ``message_delta`` the upstream's usage or, when it
+        streamed none, the gateway's estimates (those its accounting uses).
         """
         if isinstance(req, MessagesRequest):
             kind, usage = event.get("type"), None
             if kind == "message_start" and isinstance(event.get("message"), dict):
                 event["message"]["model"] = model
+                event["message"]["usage"]["input_tokens"] = round(prompt_tokens)
             elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
                 if isinstance(event["delta"].get("text"), str):
                     parts.append(event["delta"]["text"])
-            elif kind == "message_delta" and isinstance(event.get("usage"), dict) and "input_tokens" in event["usage"]:
-                usage = event["usage"]  # without input_tokens: the upstream streamed no usage
+            elif kind == "message_delta" and isinstance(event.get("usage"), dict):
+                usage = event["usage"] = req.estimated_usage(event["usage"], prompt_tokens,
+                                                             self.service.router.featurizer.input_tokens("".join(parts)))
             return b"event: " + str(kind).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n", usage
         if isinstance(req, ResponsesRequest):
             inner = event.get("response")
@@ -653,7 +661,7 @@ class Gateway:
                         for event in batch:
                             if isinstance(req, ResponsesRequest) and isinstance(event.get("response"), dict):
                                 await self._keep(req, event["response"], call)
-                            data, carried = self._relay(req, event, d.model, parts)
+                            data, carried = self._relay(req, event, d.model, parts, tokens)
                             usage, last = carried or usage, event
                             if data is not None:
                                 out.append(data)

@@ -18,9 +18,12 @@ The answer: the text as one ``text`` block, each tool call as a ``tool_use`` blo
 not a JSON object become ``{}``), ``finish_reason`` as ``stop_reason`` (``stop``: ``end_turn``,
 ``length``: ``max_tokens``, ``tool_calls``: ``tool_use``, ``content_filter``: ``refusal``), and the usage
 in Anthropic's terms: ``input_tokens`` are the prompt tokens not read from a prompt cache,
-``cache_read_input_tokens`` those that were. A stream (:class:`StreamBridge`) is ``message_start``, per
-content block ``content_block_start``, its deltas (``text_delta``, ``input_json_delta``) and
-``content_block_stop``, then ``message_delta`` with the stop reason and the usage, and ``message_stop``.
+``cache_read_input_tokens`` those that were; where the upstream reported no usage, the gateway's
+estimates, the counts it logs and bills (:meth:`MessagesRequest.estimated_usage`). A stream
+(:class:`StreamBridge`) is ``message_start`` (with the prompt's estimated tokens, as Anthropic's stream
+counts them up front), per content block ``content_block_start``, its deltas (``text_delta``,
+``input_json_delta``) and ``content_block_stop``, then ``message_delta`` with the stop reason and the
+usage, and ``message_stop``.
 """
 
 from __future__ import annotations
@@ -243,6 +246,15 @@ class MessagesRequest(BaseModel):
 
     def stream_bridge(self) -> StreamBridge:
         return StreamBridge()
+
+    @classmethod
+    def estimated_usage(cls, usage: dict, prompt_tokens: float, output_tokens: float) -> dict:
+        """``usage``, or when it is no usage (:meth:`usage_tokens`: the upstream reported none) the
+        gateway's estimates, the counts its log and cost feedback use: the client sees what it is billed."""
+        if cls.usage_tokens(usage)[0] is not None:
+            return usage
+        return {"input_tokens": round(prompt_tokens), "output_tokens": round(output_tokens),
+                "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
 
     @staticmethod
     def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
