@@ -262,7 +262,7 @@ def test_kept_conversations_outlive_a_restart_and_their_memory_where_prompts_are
         assert [(r["response_id"], r["parent"]) for r in rows] == [(first.id, None), (second.id, first.id)]
         assert rows[0]["owner"] == rows[1]["owner"] and rows[0]["owner"].startswith("key:")
         assert json.loads(rows[1]["items"])[0]["content"] == "What is my name?"
-    with Stack(tmp_path, models=CHAT_ONLY, storage=stored, conversations_mb=0.0002) as s:  # 210 bytes: one turn
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored, conversations_mb=0.0012) as s:  # 1258 bytes: one turn
         with pytest.raises(openai.NotFoundError, match="not a response the gateway keeps"):
             s.client(api_key="key-b").responses.create(model="banditroute", input="Name?", previous_response_id=second.id)
         c = s.client(api_key="key-a")
@@ -375,14 +375,68 @@ def test_a_provider_stored_response_is_retrieved_from_its_provider_even_after_a_
         assert s.fake.received[-1]["method"] == "GET" and s.fake.received[-1]["path"] == f"/v1/responses/{first.id}"
 
 
-def test_a_response_the_gateway_made_cannot_be_retrieved_and_the_404_says_why(tmp_path):
+def test_a_response_the_gateway_made_is_retrieved_with_its_input_items_by_its_own_key(tmp_path):
+    """As at OpenAI: retrieve gives the response object the client got; input_items the request's own
+    input (not the conversation it continued), newest first by default, paged; cancel refuses a response
+    not made in the background; another key does not see it."""
     with Stack(tmp_path, models=CHAT_ONLY) as s:
-        c = s.client()
-        kept = c.responses.create(model="banditroute", input="Hello.")
-        with pytest.raises(openai.NotFoundError, match="keeps the conversation"):
-            c.responses.retrieve(kept.id)
+        c = s.client(max_retries=0)
+        first = c.responses.create(model="banditroute", input="My name is Ann.")
+        turn = [{"role": "user", "content": "What is my name?"}, {"role": "user", "content": "Spell it."},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Briefly."}]}]
+        second = c.responses.create(model="banditroute", input=turn, previous_response_id=first.id)
+        got = c.responses.retrieve(second.id)
+        assert got.model_dump() == second.model_dump()
+        streamed = list(c.responses.create(model="banditroute", input="Hi.", stream=True))[-1].response
+        assert c.responses.retrieve(streamed.id).model_dump() == streamed.model_dump()
+        assert c.responses.retrieve(streamed.id).model == streamed.model != ""  # the pool's name
+        items = c.responses.input_items.list(second.id)
+        texts = [i.content[0].text for i in items.data]
+        assert texts == ["Briefly.", "Spell it.", "What is my name?"] and not items.has_more
+        assert all(i.type == "message" and i.role == "user" and i.id for i in items.data)
+        page = c.responses.input_items.list(second.id, order="asc", limit=2)
+        assert [i.content[0].text for i in page.data] == ["What is my name?", "Spell it."] and page.has_more
+        rest = c.responses.input_items.list(second.id, order="asc", after=page.data[-1].id)
+        assert [i.content[0].text for i in rest.data] == ["Briefly."] and not rest.has_more
+        for bad, why in (({"limit": 0}, "limit"), ({"order": "up"}, "order"), ({"after": "nope"}, "after")):
+            with pytest.raises(openai.UnprocessableEntityError, match=why):
+                c.responses.input_items.list(second.id, **bad)
+        with pytest.raises(openai.BadRequestError, match="background"):
+            c.responses.cancel(second.id)
         with pytest.raises(openai.NotFoundError, match="nor one the gateway keeps"):
-            s.client(api_key="another").responses.retrieve(kept.id)
+            s.client(api_key="another", max_retries=0).responses.retrieve(second.id)
+        c.responses.delete(second.id)
+        with pytest.raises(openai.NotFoundError):
+            c.responses.retrieve(second.id)
+
+
+def test_a_gateway_made_response_is_retrieved_from_the_log_after_a_restart_where_prompts_are_stored(tmp_path):
+    stored = {"store_prompts": True}
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:
+        c = s.client(api_key="key-a")
+        first = c.responses.create(model="banditroute", input="My name is Ann.")
+        row = s.query(f"SELECT response FROM responses WHERE response_id = '{first.id}'")[0]
+        assert json.loads(row["response"])["output"][0]["content"][0]["text"] == first.output_text
+    with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:
+        c = s.client(api_key="key-a", max_retries=0)
+        assert c.responses.retrieve(first.id).model_dump() == first.model_dump()
+        assert [i.content[0].text for i in c.responses.input_items.list(first.id).data] == ["My name is Ann."]
+        with pytest.raises(openai.NotFoundError):
+            s.client(api_key="key-b", max_retries=0).responses.retrieve(first.id)
+        # a turn logged before response objects were kept: its conversation goes on, retrieval says why not
+        s.service.store.query(f"UPDATE responses SET response = NULL WHERE response_id = '{first.id}'")
+        s.gateway.conversations.drop(first.id)
+        with pytest.raises(openai.NotFoundError, match="before it kept response objects"):
+            c.responses.retrieve(first.id)
+        c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)
+
+
+def test_without_stored_prompts_a_kept_response_is_retrieved_from_memory_until_a_restart(tmp_path):
+    with Stack(tmp_path, models=CHAT_ONLY) as s:
+        first = s.client().responses.create(model="banditroute", input="Hello.")
+        assert s.client().responses.retrieve(first.id).id == first.id
+    with Stack(tmp_path, models=CHAT_ONLY) as s, pytest.raises(openai.NotFoundError):
+        s.client(max_retries=0).responses.retrieve(first.id)
 
 
 def test_without_stored_prompts_kept_conversations_stay_in_memory_only(tmp_path):

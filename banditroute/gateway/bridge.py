@@ -199,6 +199,25 @@ def as_input(output: list) -> list[dict]:
     return items
 
 
+def listed_items(items: list, response_id: str) -> list[dict]:
+    """A turn's input items as the responses API lists them (``GET /v1/responses/{id}/input_items``):
+    each with its ``type`` and an ``id`` (``<response id>_item<i>``, its place in the turn, where the
+    request gave none), a message's text as a list of text parts."""
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        item = dict(item)
+        if "type" not in item and "role" in item:
+            item["type"] = "message"
+        if item.get("type") == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": part, "text": item["content"]}]
+        item.setdefault("id", f"{response_id}_item{i}")
+        out.append(item)
+    return out
+
+
 def response_from_chat(answer: dict, req: ResponsesRequest) -> dict:
     """The response that a non-streamed chat completion ``answer`` amounts to."""
     choices = answer.get("choices")

@@ -4,7 +4,8 @@ with providers that only speak chat completions.
 A provider's own responses API stores each response and continues it when a request names it in
 ``previous_response_id``. A response the gateway made from a chat completion (:mod:`.bridge`) is
 stored nowhere upstream, so the gateway keeps it: each response as its own turn (the input items
-of its request and its output items) with a link to the response it continued. A request that
+of its request and its output items, and the response object as the client got it, which
+``GET /v1/responses/{id}`` returns) with a link to the response it continued. A request that
 continues one gets the whole chain as its input, oldest turn first, the way OpenAI's responses API
 rebuilds a conversation (its "conversation state" guide: the earlier turns' inputs and outputs come
 before the new input; the earlier ``instructions`` do not carry over). Such a request no longer
@@ -37,8 +38,8 @@ class Conversations:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evicted = 0
-        # response id -> (parent id, owner, items, when it was made)
-        self._turns: OrderedDict[str, tuple[str | None, str | None, bytes, float]] = OrderedDict()
+        # response id -> (parent id, owner, items, when it was made, the response object's JSON or b"")
+        self._turns: OrderedDict[str, tuple[str | None, str | None, bytes, float, bytes]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._turns)
@@ -47,21 +48,22 @@ class Conversations:
         return response_id in self._turns
 
     def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]] | bytes,
-            owner: str | None = None, ts: float | None = None) -> bool:
+            owner: str | None = None, ts: float | None = None, response: bytes = b"") -> bool:
         """Keep one turn: the response ``response_id``, which continued ``parent`` (None: the first turn),
         made of ``items`` (its request's input items, then its output items; or their JSON) for the client
-        ``owner`` (its key's id) at ``ts`` (seconds since the epoch; default: now). False when it is larger
-        than the whole store (it is not kept)."""
+        ``owner`` (its key's id) at ``ts`` (seconds since the epoch; default: now), with ``response``, the
+        JSON of the response object as the client got it (for ``GET /v1/responses/{id}``; empty: not kept).
+        False when it is larger than the whole store (it is not kept)."""
         data = items if isinstance(items, bytes) else orjson.dumps(items)
-        size = len(data) + len(response_id)
+        size = len(data) + len(response) + len(response_id)
         if size > self.max_bytes:
             return False
         self.drop(response_id)
-        self._turns[response_id] = (parent, owner, data, time.time() if ts is None else ts)
+        self._turns[response_id] = (parent, owner, data, time.time() if ts is None else ts, response)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            rid, (_, _, dropped, _) = self._turns.popitem(last=False)
-            self.bytes -= len(dropped) + len(rid)
+            rid, dropped = self._turns.popitem(last=False)
+            self.bytes -= _size(rid, dropped)
             self.evicted += 1
         return True
 
@@ -69,7 +71,19 @@ class Conversations:
         """Forget the turn ``response_id`` (if kept)."""
         old = self._turns.pop(response_id, None)
         if old is not None:
-            self.bytes -= len(old[2]) + len(response_id)
+            self.bytes -= _size(response_id, old)
+
+    def turn(self, response_id: str, owner: str | None = None,
+             not_before: float | None = None) -> tuple[list[dict[str, Any]], bytes] | None:
+        """The items of the turn ``response_id`` alone and its response object's JSON (empty when not kept);
+        None when it is not kept for the client ``owner``, or was made before ``not_before``."""
+        turn = self._turns.get(response_id)
+        if turn is None or turn[1] != owner:
+            return None
+        if not_before is not None and turn[3] < not_before:
+            self.drop(response_id)
+            return None
+        return orjson.loads(turn[2]), turn[4]
 
     def keeps_for(self, response_id: str, owner: str | None) -> bool:
         """Whether the turn ``response_id`` is kept for the client ``owner``."""
@@ -92,7 +106,12 @@ class Conversations:
                 return None
             seen.add(rid)
             self._turns.move_to_end(rid)  # a conversation in use is the last to go
-            parent, _, data, _ = self._turns[rid]
+            parent, _, data, _, _ = self._turns[rid]
             chain.append(data)
             rid = parent
         return [item for data in reversed(chain) for item in orjson.loads(data)]
+
+
+def _size(response_id: str, turn: tuple) -> int:
+    """The bytes a kept turn counts for: its id, items and response object."""
+    return len(response_id) + len(turn[2]) + len(turn[4])

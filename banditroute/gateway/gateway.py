@@ -58,7 +58,7 @@ from banditroute.core.ids import key_id
 from banditroute.core.reward import Feedback
 from banditroute.core.router import GatewayRoute, RouteOptions
 from banditroute.core.types import Decision
-from banditroute.errors import NotFound, RateLimited, RoutingError, UpstreamFailed
+from banditroute.errors import ClientError, NotFound, RateLimited, RoutingError, UpstreamFailed, ValidationFailed
 from banditroute.gateway import bridge, messages
 from banditroute.gateway.conversations import Conversations
 from banditroute.gateway.judge import Judge
@@ -415,18 +415,54 @@ class Gateway:
         return req
 
     async def stored_response(self, request: web.Request, rid: str, api_key: str | None = None) -> web.StreamResponse:
-        """``GET /v1/responses/{id}``, ``.../input_items`` and ``POST .../cancel``: relayed to the provider that stored the response
-        (:func:`~banditroute.gateway.passthrough.relay`). Of a response the gateway made of a chat completion it
-        keeps the conversation, not the response object: a 404 says so, as for an id nobody knows."""
+        """``GET /v1/responses/{id}``, ``.../input_items`` and ``POST .../cancel``: relayed to the provider
+        that stored the response (:func:`~banditroute.gateway.passthrough.relay`). A response the gateway made
+        of a chat completion and keeps for the client with ``api_key`` (in memory, else in the log): the
+        response object as the client got it; its input items, the request's own (not the conversation it
+        continued), listed as the responses API lists them (``limit`` 1-100, default 20; ``order`` ``asc``
+        or ``desc``, the default; ``after`` an item's id); cancel: a 400, as for any response not made in
+        the background. An id nobody knows, or one kept for another key: 404."""
         provider, row = await self._provider_of(rid)
         if provider is not None:
             return await relay(self.upstreams, request, provider.base_url, self.upstreams.key(provider.api_key_env),
                                self.upstreams.timeout(provider), self.config.connect_timeout_s)
-        if self._keeps(rid, key_id(api_key), row):
-            raise NotFound(f"response {rid!r} was made by the gateway of a chat completion: it keeps the conversation "
-                           "for previous_response_id, not the response object")
-        raise NotFound(f"response {rid!r} is not a response a provider of the pool stored, nor one the gateway keeps "
-                       "for this API key")
+        owner = key_id(api_key)
+        turn = await self._own_turn(rid, owner)
+        if turn is None:
+            if self._keeps(rid, owner, row):
+                raise NotFound(f"response {rid!r} was made by the gateway before it kept response objects: it keeps "
+                               "its conversation for previous_response_id, not the response object")
+            raise NotFound(f"response {rid!r} is not a response a provider of the pool stored, nor one the gateway "
+                           "keeps for this API key")
+        items, response = turn
+        if request.method == "POST":
+            raise ClientError(f"response {rid!r} cannot be cancelled: only responses made in the background can be, "
+                              "and the gateway made this one of a chat completion")
+        if not request.path.endswith("/input_items"):
+            if request.query.get("stream", "false").lower() not in ("false", "0"):
+                raise ValidationFailed("stream: a response the gateway made is retrieved as JSON, not replayed as a "
+                                       "stream")
+            return web.Response(body=orjson.dumps(response), content_type="application/json")
+        outputs = len(bridge.as_input(response.get("output") or []))
+        listed = bridge.listed_items(items[:len(items) - outputs], rid)
+        return web.Response(body=orjson.dumps(_page(listed, request.query)), content_type="application/json")
+
+    async def _own_turn(self, rid: str, owner: str | None) -> tuple[list[dict], dict] | None:
+        """The items and the response object of the gateway-made response ``rid`` kept for ``owner``, from
+        memory or else the log; None when neither has it whole (or it is older than the retention)."""
+        cutoff = self.service.retention.cutoff()
+        kept = self.conversations.turn(rid, owner, cutoff)
+        if kept is not None and kept[1]:
+            return kept[0], orjson.loads(kept[1])
+        if not self.service.config.storage.store_prompts:
+            return None
+        try:
+            row = await asyncio.to_thread(self.service.store.response_object, rid)
+        except duckdb.Error as err:
+            raise self.service.unreadable(err) from None
+        if row is None or row["owner"] != owner or row["response"] is None or (cutoff is not None and row["ts"] < cutoff):
+            return None
+        return orjson.loads(row["items"]), orjson.loads(row["response"])
 
     async def _provider_of(self, rid: str) -> tuple[Provider | None, dict | None]:
         """The provider that stored the response ``rid`` (None: none known; :class:`NotFound` when its model
@@ -543,10 +579,11 @@ class Gateway:
         if not req.kept or response.get("status") not in ("completed", "incomplete"):
             return None
         data = orjson.dumps(req.turn_items() + bridge.as_input(response.get("output") or []))
-        self.conversations.put(rid, req.continues, data, req.owner)
+        obj = orjson.dumps({**response, "model": model})  # a stream's event gets the pool's name after this
+        self.conversations.put(rid, req.continues, data, req.owner, response=obj)
         if not self.service.config.storage.store_prompts:
             return None
-        return self._log_response(rid, model, req.continues, req.owner, data.decode())
+        return self._log_response(rid, model, req.continues, req.owner, data.decode(), response=obj.decode())
 
     async def _keep(self, req: GatewayRequest, response: dict, call: dict) -> None:
         """:meth:`_remember` ``response``, and wait until a turn it logs is committed. A turn the log could
@@ -568,9 +605,10 @@ class Gateway:
             self._stored.popitem(last=False)
 
     def _log_response(self, rid: str, model: str, parent: str | None, owner: str | None,
-                      items: str | None, deployment: str | None = None) -> concurrent.futures.Future:
+                      items: str | None, deployment: str | None = None,
+                      response: str | None = None) -> concurrent.futures.Future:
         row = {"response_id": rid, "ts": time.time_ns() // 1000, "model": model, "parent": parent,
-               "owner": owner, "items": items, "deployment": deployment}
+               "owner": owner, "items": items, "deployment": deployment, "response": response}
         return self.service.store.add_response(row, commit_now=items is not None)
 
     def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str],
@@ -838,3 +876,31 @@ class Gateway:
         expected = self.service.config.policy.expected_output_tokens
         return {"callable": self.specs[model].callable, **self.providers.view(model),
                 "latency": self.latency.view(model, expected)}
+
+
+def _page(items: list[dict], query) -> dict:
+    """One page of ``items`` as the responses API lists a response's input items: ``limit`` (1-100,
+    default 20), ``order`` (``asc``: the turn's order; ``desc``, the default: newest first), ``after``
+    (the id of the item the page starts after); :class:`ValidationFailed` naming a bad parameter."""
+    unknown = sorted(set(query) - {"limit", "order", "after", "include", "include[]"})
+    if unknown:
+        raise ValidationFailed(f"unknown query parameter {unknown[0]!r}; use limit, order, after or include")
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise ValidationFailed("limit must be an integer from 1 to 100")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ValidationFailed("order must be asc or desc")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after is not None:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise ValidationFailed(f"after: {after!r} is not an input item of this response")
+        ordered = ordered[ids.index(after) + 1:]
+    data = ordered[:limit]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > limit}

@@ -69,11 +69,14 @@ ROUTES = (
           "the log), or one a provider stored (deleted there)", response=ResponseDeleted,
           errors=(401, 404, 502, 503)),
     Route("GET", "/v1/responses/{response_id}", handlers.stored_response, "OpenAI-compatible retrieval of a "
-          "response its provider stored (relayed to that provider)", errors=(401, 404, 502, 503)),
+          "response its provider stored (relayed to that provider) or the gateway made of a chat completion and "
+          "keeps for the caller's API key", errors=(401, 404, 422, 502, 503)),
     Route("GET", "/v1/responses/{response_id}/input_items", handlers.stored_response, "OpenAI-compatible input "
-          "items of a response its provider stored (relayed to that provider)", errors=(401, 404, 502, 503)),
+          "items of a response its provider stored (relayed to that provider) or the gateway keeps (the request's "
+          "own input; limit, order, after)", errors=(401, 404, 422, 502, 503)),
     Route("POST", "/v1/responses/{response_id}/cancel", handlers.stored_response, "OpenAI-compatible cancellation "
-          "of a background response its provider stored (relayed to that provider)", errors=(401, 404, 502, 503)),
+          "of a background response its provider stored (relayed to that provider); a response the gateway made "
+          "is never a background one (400)", errors=(400, 401, 404, 502, 503)),
     Route("GET", "/v1/models", handlers.v1_models, "OpenAI-compatible model list: banditroute and the pool"),
     Route("GET", "/v1/models/{model}", handlers.v1_model, "OpenAI-compatible model retrieval: banditroute or a pool "
           "model", errors=(401, 404)),

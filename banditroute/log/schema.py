@@ -42,7 +42,7 @@ and latency, and the decision a fallback replaces), and per attempt it gave up b
 latency as feedback to its decision, which is how the cost model learns them. ``responses``, one row per
 response of the responses API that a later request may continue (:data:`RESPONSE_SCHEMA`): the model
 that served it, and for a response the gateway made of a chat completion its turn of the conversation
-(written only where prompts are stored, ``storage.store_prompts``).
+and the response object (written only where prompts are stored, ``storage.store_prompts``).
 """
 
 from __future__ import annotations
@@ -135,6 +135,7 @@ RESPONSE_SCHEMA = pa.schema(
         ("owner", pa.string()),  # the key id of the client that made it (a gateway-made turn)
         ("items", pa.string()),  # JSON: the turn's input items then output items; null when its provider keeps it
         ("deployment", pa.string()),  # the model's provider that keeps it (null: the gateway keeps the turn)
+        ("response", pa.string()),  # JSON: a gateway-made response's object as the client got it
     ]
 )
 

@@ -633,6 +633,14 @@ class Store:
             " FROM chain c ORDER BY depth",
             [response_id, max_turns]).to_pylist()
 
+    def response_object(self, response_id: str) -> dict | None:
+        """The logged row of the gateway-made response ``response_id``: ``owner``, ``items`` (its turn),
+        ``response`` (its object's JSON; null in a row logged before objects were) and ``ts`` (seconds
+        since the epoch); None when no such turn is logged."""
+        rows = self.query("SELECT owner, items, response, epoch_us(ts) / 1e6 AS ts FROM responses"
+                          " WHERE response_id = ? AND items IS NOT NULL ORDER BY ts LIMIT 1", [response_id]).to_pylist()
+        return rows[0] if rows else None
+
     def expire(self, before: float) -> tuple[int, int]:
         """Erase what clients wrote before ``before`` (seconds since the epoch): the prompt text of older
         decisions (set to null; the rest of their row stays) and older ``responses`` rows (kept
