@@ -191,7 +191,7 @@ class PolicyConfig(_Strict):
                               "quality follows its list price, at the slope the pool's evidence shows across "
                               "models (a model with little evidence expects what models at its price do)")
     expected_output_tokens: NonNegFloat = 256.0
-    cost_prior_strength: PositiveFloat = Field(default=100.0, description="how many calls' worth of evidence a "
+    cost_prior_strength: PositiveFloat = Field(default=10.0, description="how many calls' worth of evidence a "
                                                "model's list price counts for in its cost model: its predicted "
                                                "cost moves halfway from the list-price estimate to the observed "
                                                "costs after this many calls (a model without prices learns from its "

@@ -333,7 +333,7 @@ def test_a_cost_model_state_moves_exactly_to_the_loading_policys_price_prior():
     moved.load_arrays(old)
     np.testing.assert_allclose(moved.predict(X, tokens), learned(100.0).predict(X, tokens), rtol=1e-8, atol=1e-15)
     assert make_policy("lints", MODELS, F.dim, PRICES).cost_model.price_prior_strength == \
-        PolicyConfig().cost_prior_strength == 100.0
+        PolicyConfig().cost_prior_strength == 10.0
 
 
 @pytest.mark.parametrize("name", NAMES)
