@@ -93,14 +93,14 @@ def markdown(runs: list[dict], seeds: list[int]) -> str:
               "policy learns the first half of the train split without the newcomer, then the whole pool learns "
               "the second half (module docstring); every model of the table is the newcomer in turn. Regret: "
               "the second half's, against its best fixed model, reward units. Share: the newcomer's share of the "
-              "second half's decisions. Test: greedy quality, % of the best single model's. Medians over seeds "
+              "second half's decisions. Test: greedy quality and cost, % of the best single model's. Medians over seeds "
               "(per newcomer) and over newcomers (the first row); price_prior off / on."), ""]
-    keys = ("regret_vs_best_fixed", "newcomer_share", "test_quality_pct")
+    keys = ("regret_vs_best_fixed", "newcomer_share", "test_quality_pct", "test_cost_pct")
     for table in TABLES:
         mine = [r for r in runs if r["table"] == table]
         header = ("| newcomer | its mean reward | regret off / on | share off / on | "
-                  "test quality off / on |")
-        lines += [f"## {table}", "", header, "| --- | --- | --- | --- | --- |"]
+                  "test quality off / on | test cost off / on |")
+        lines += [f"## {table}", "", header, "| --- | --- | --- | --- | --- | --- |"]
         per = {}
         for newcomer in dict.fromkeys(r["newcomer"] for r in mine):
             per[newcomer] = {pp: {k: median_present([r[k] for r in mine if r["newcomer"] == newcomer
@@ -110,11 +110,12 @@ def markdown(runs: list[dict], seeds: list[int]) -> str:
         cells = [overall[False], overall[True]]
         lines.append(f"| every newcomer (median) | | {cells[0][keys[0]]:.1f} / {cells[1][keys[0]]:.1f} | "
                      f"{cells[0][keys[1]]:.3f} / {cells[1][keys[1]]:.3f} | {cells[0][keys[2]]:.1f} / "
-                     f"{cells[1][keys[2]]:.1f} |")
+                     f"{cells[1][keys[2]]:.1f} | {cells[0][keys[3]]:.1f} / {cells[1][keys[3]]:.1f} |")
         for newcomer, m in sorted(per.items(), key=lambda kv: -kv[1][False]["newcomer_mean_reward"]):
             off, on = m[False], m[True]
             lines.append(f"| {newcomer} | {off['newcomer_mean_reward']:.3f} | {off[keys[0]]:.1f} / {on[keys[0]]:.1f} | "
-                         f"{off[keys[1]]:.3f} / {on[keys[1]]:.3f} | {off[keys[2]]:.1f} / {on[keys[2]]:.1f} |")
+                         f"{off[keys[1]]:.3f} / {on[keys[1]]:.3f} | {off[keys[2]]:.1f} / {on[keys[2]]:.1f} | "
+                         f"{off[keys[3]]:.1f} / {on[keys[3]]:.1f} |")
         lines.append("")
     return "\n".join(lines)
 
