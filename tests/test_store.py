@@ -179,7 +179,8 @@ def test_a_response_chain_is_read_newest_first_once_per_turn_and_cut_where_it_cy
 
     def turn(rid: str, parent: str | None) -> dict:
         return {"response_id": rid, "ts": time.time_ns() // 1000, "model": "mid", "parent": parent,
-                "owner": "key:0", "items": f'[{{"role": "user", "content": "{rid}"}}]', "deployment": None}
+                "owner": "key:0", "items": f'[{{"role": "user", "content": "{rid}"}}]', "deployment": None,
+                "response": None}
 
     try:
         for rid, parent in (("a", None), ("b", "a"), ("c", "b"), ("b", "a"),  # b logged twice counts once
@@ -210,12 +211,12 @@ def test_expire_erases_older_prompts_and_turns_while_the_writer_appends(tmp_path
     try:
         old = route(5, "old")
         store.add_response({"response_id": "old", "ts": now_us - 10 * day_us, "model": "mid", "parent": None,
-                            "owner": None, "items": "[]", "deployment": None})
+                            "owner": None, "items": "[]", "deployment": None, "response": None})
         store.flush().result(timeout=30)
         store.con.execute("UPDATE decisions SET ts = ts - INTERVAL 10 DAY")
         new = route(5, "new")
         store.add_response({"response_id": "new", "ts": now_us, "model": "mid", "parent": None, "owner": None,
-                            "items": "[]", "deployment": None}, commit_now=True).result(timeout=30)
+                            "items": "[]", "deployment": None, "response": None}, commit_now=True).result(timeout=30)
         stop, appended = threading.Event(), []
 
         def append():

@@ -485,10 +485,11 @@ class Store:
                 self.committed_seq = seq
             fut.set_result(seq)
         except Exception as err:  # noqa: BLE001 - the waiting requests must hear of it
-            if not fut.done():
-                fut.set_exception(err if isinstance(err, StorageError) else StorageError(f"log write failed: {err}"))
+            # the store is failed before anyone hears of it: whoever a waiter answers sees it failed
             if not isinstance(err, StorageError) or self.failure is None:
                 self._failed(err)
+            if not fut.done():
+                fut.set_exception(err if isinstance(err, StorageError) else StorageError(f"log write failed: {err}"))
         else:
             self._checkpoint_if_idle()
 
