@@ -162,8 +162,8 @@ def test_a_continued_response_stays_with_the_provider_that_stored_it(tmp_path):
         assert follow.model in ("cheap", "strong")  # the same API root as cheap
         assert s.fake.received[-1]["previous_response_id"] == first.id
         bridged = c.responses.create(model="banditroute", input=QUESTION, extra_body=only("mid"))
-        assert bridged.id not in s.gateway._stored  # made of a chat completion: nobody stores it
-        s.gateway._stored["resp_elsewhere"] = ("gone", None)  # a response a provider at another API root stored
+        assert bridged.id not in s.gateway.stored._stored  # made of a chat completion: nobody stores it
+        s.gateway.stored._stored["resp_elsewhere"] = ("gone", None)  # a response a provider at another API root stored
         with pytest.raises(openai.UnprocessableEntityError, match="previous_response_id is stored by the provider of gone"):
             c.responses.create(model="banditroute", input="And?", previous_response_id="resp_elsewhere")
 
@@ -232,7 +232,7 @@ def test_a_response_not_kept_cannot_be_continued_and_says_why(tmp_path):
                 c.responses.create(model="banditroute", input="And?", previous_response_id=rid)
     with Stack(tmp_path / "off", conversations_mb=0) as s:
         off = s.client().responses.create(model="banditroute", input="Hi.", extra_body=only("mid"))
-        assert off.store is False and len(s.gateway.conversations) == 0
+        assert off.store is False and len(s.gateway.stored.conversations) == 0
         follow = s.client().responses.create(model="banditroute", input="And?", previous_response_id=off.id)
         assert follow.model in ("cheap", "strong") and s.fake.received[-1]["previous_response_id"] == off.id
 
@@ -269,7 +269,7 @@ def test_kept_conversations_outlive_a_restart_and_their_memory_where_prompts_are
         third = c.responses.create(model="banditroute", input="Spell it.", previous_response_id=second.id)
         assert [m["content"] for m in s.fake.received[-1]["messages"]] == [
             "My name is Ann.", first.output_text, "What is my name?", second.output_text, "Spell it."]
-        assert first.id not in s.gateway.conversations  # evicted again: memory holds about one turn
+        assert first.id not in s.gateway.stored.conversations  # evicted again: memory holds about one turn
         c.responses.create(model="banditroute", input="Once more.", previous_response_id=third.id)
         assert len(s.fake.received[-1]["messages"]) == 7
 
@@ -309,7 +309,7 @@ def test_a_conversation_older_than_the_retention_period_cannot_be_continued(tmp_
         time.sleep(2.2)
         with pytest.raises(openai.NotFoundError):
             c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)
-        assert first.id not in s.gateway.conversations
+        assert first.id not in s.gateway.stored.conversations
     monkeypatch.setattr(retention.Retention, "expire", lambda self, now=None: None)  # no pass: the read checks
     with Stack(tmp_path, models=CHAT_ONLY, storage=stored) as s:
         assert s.query(f"SELECT count(*) AS n FROM responses WHERE response_id = '{old.id}'")[0]["n"] == 1
@@ -332,7 +332,7 @@ def test_a_client_deletes_a_kept_response_from_memory_and_the_log_and_only_its_o
         with pytest.raises(openai.NotFoundError):  # another key's: unknown to it, and kept
             other.responses.delete(first.id)
         assert c.responses.delete(first.id) is None  # the SDK returns nothing for a 200
-        assert first.id not in s.gateway.conversations
+        assert first.id not in s.gateway.stored.conversations
         assert [r["response_id"] for r in s.query("SELECT response_id FROM responses")] == [second.id]
         with pytest.raises(openai.NotFoundError):  # its conversation is no longer whole
             c.responses.create(model="banditroute", input="Again?", previous_response_id=second.id)
@@ -352,7 +352,7 @@ def test_a_provider_stored_response_is_deleted_by_its_provider(tmp_path):
         s.wait_for("SELECT * FROM responses", 1)
         ResponseDeleted.model_validate(c.responses.with_raw_response.delete(first.id).http_response.json())
         assert s.fake.received[-1]["method"] == "DELETE" and s.fake.received[-1]["path"] == f"/v1/responses/{first.id}"
-        assert first.id not in s.gateway._stored and s.query("SELECT count(*) AS n FROM responses")[0]["n"] == 0
+        assert first.id not in s.gateway.stored._stored and s.query("SELECT count(*) AS n FROM responses")[0]["n"] == 0
         with pytest.raises(openai.NotFoundError):
             c.responses.delete(first.id)
         with pytest.raises(openai.NotFoundError, match="not a response the gateway keeps"):
@@ -425,7 +425,7 @@ def test_a_gateway_made_response_is_retrieved_from_the_log_after_a_restart_where
             s.client(api_key="key-b", max_retries=0).responses.retrieve(first.id)
         # a turn logged before response objects were kept: its conversation goes on, retrieval says why not
         s.service.store.query(f"UPDATE responses SET response = NULL WHERE response_id = '{first.id}'")
-        s.gateway.conversations.drop(first.id)
+        s.gateway.stored.conversations.drop(first.id)
         with pytest.raises(openai.NotFoundError, match="before it kept response objects"):
             c.responses.retrieve(first.id)
         c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)
@@ -453,7 +453,7 @@ def test_a_provider_stored_response_is_still_sent_to_its_provider_after_a_restar
         s.wait_for("SELECT * FROM responses", 1)
     with Stack(tmp_path, gone=True) as s:
         s.client().responses.create(model="banditroute", input="And of Spain?", previous_response_id=first.id)
-        assert s.gateway._stored[first.id][0] == "cheap" and s.fake.received[-1]["previous_response_id"] == first.id
+        assert s.gateway.stored._stored[first.id][0] == "cheap" and s.fake.received[-1]["previous_response_id"] == first.id
 
 
 def test_a_turn_the_log_cannot_take_is_answered_but_not_kept(tmp_path, monkeypatch):
@@ -473,7 +473,7 @@ def test_a_turn_the_log_cannot_take_is_answered_but_not_kept(tmp_path, monkeypat
         c = s.client(max_retries=0)
         answer = c.responses.create(model="banditroute", input="Remember this.")
         assert answer.store is False and answer.output_text.startswith("answer from ")
-        assert answer.id not in s.gateway.conversations
+        assert answer.id not in s.gateway.stored.conversations
         monkeypatch.setattr(store_module, "write_batch", real)
         deadline = time.monotonic() + 30
         while not ready(s.port):

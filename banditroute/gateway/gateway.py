@@ -28,45 +28,36 @@ A routed chat-completions request can instead go through a cascade or an ensembl
 A responses request (:class:`ResponsesRequest`) goes the same way to models with the ``responses``
 capability, and its stream is relayed event by event with each event's name; to any other model it
 goes translated into chat completions (:mod:`.bridge`). One that continues a response
-(``previous_response_id``): a response the gateway made of a chat completion is kept by the gateway
-(:mod:`.conversations`; in the log's ``responses`` table too where prompts are stored, and the answer
-waits for that commit), and the request goes on with the whole conversation as its input, to any
-model; a response a provider stored can only be continued by that provider: while the gateway
-remembers which model served it (the last :data:`STORED_RESPONSES` in memory, every one in the log),
-only models of the same API root are eligible; an id it knows neither way goes to the models that serve the responses API (their
-provider may hold it), or is not found when there is none.
+(``previous_response_id``) goes on with the whole conversation as its input, to any model, when the
+gateway made and keeps that response; only to the API root of the provider that stored it otherwise
+(:mod:`.stored`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import itertools
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import aclosing
 
-import duckdb
 import orjson
 from aiohttp import web
 
 from banditroute.config import ModelSpec
-from banditroute.core.ids import key_id
 from banditroute.core.reward import Feedback
 from banditroute.core.router import GatewayRoute, RouteOptions
 from banditroute.core.types import Decision
-from banditroute.errors import ClientError, NotFound, RateLimited, RoutingError, UpstreamFailed, ValidationFailed
-from banditroute.gateway import bridge, messages
-from banditroute.gateway.conversations import Conversations
+from banditroute.errors import NotFound, RateLimited, RoutingError, UpstreamFailed
+from banditroute.gateway import messages
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.messages import MessagesRequest
-from banditroute.gateway.passthrough import Passthroughs, relay
+from banditroute.gateway.passthrough import Passthroughs
 from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
+from banditroute.gateway.stored import StoredResponses
 from banditroute.gateway.strategies import Strategies
 from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
 from banditroute.service.quotas import Admission, Quotas
@@ -75,7 +66,6 @@ log = logging.getLogger("banditroute")
 
 
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
-STORED_RESPONSES = 100_000  # response ids remembered with the model that served them
 GatewayRequest = ChatRequest | ResponsesRequest | MessagesRequest
 
 
@@ -101,9 +91,7 @@ class Gateway:
         self.upstreams = Upstreams(cfg.gateway, os.environ if environ is None else environ)
         self.passthroughs = Passthroughs(cfg.gateway, self.upstreams)
         self.providers = Providers(self.specs, cfg.gateway, clock)
-        # response id -> the model and deployment that served it, when its provider stored it
-        self._stored: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
-        self.conversations = Conversations(int(cfg.gateway.conversations_mb * 2**20))
+        self.stored = StoredResponses(service, self.providers, self.upstreams, self.specs, self.callable_models)
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
         self.strategies = Strategies(self, cfg.cascades, cfg.ensembles, cfg.gateway.judge.model)
@@ -196,9 +184,9 @@ class Gateway:
 
     def pinned(self, req: GatewayRequest) -> Provider | None:
         """The provider whose API root a request must go to: the one that stored the response it continues."""
-        if not isinstance(req, ResponsesRequest) or req.previous_response_id not in self._stored:
+        if not isinstance(req, ResponsesRequest):
             return None
-        return self.providers.find(*self._stored[req.previous_response_id])
+        return self.stored.provider(req.previous_response_id)
 
     def strategy(self, route: GatewayRoute, req: GatewayRequest):
         """``(cascade, ensemble)`` configurations for a routed request (at most one is set): the one its
@@ -258,7 +246,7 @@ class Gateway:
         if isinstance(req, MessagesRequest) and (why := req.native_only()) is not None:
             raise RoutingError(f"the request {why}: the gateway serves the Messages API through chat completions")
         if isinstance(req, ResponsesRequest):
-            req = await self.continue_conversation(req, api_key)
+            req = await self.stored.continue_conversation(req, api_key)
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
         size = self.size(req, tokens)
         direct = req.model != ROUTED
@@ -383,162 +371,12 @@ class Gateway:
         if isinstance(req, MessagesRequest):
             body["usage"] = req.estimated_usage(body.get("usage") or {}, tokens,
                                                 self.service.router.featurizer.input_tokens(req.answer_text(body)))
-        await self._keep(req, body, call)
+        await self.stored.keep(req, body, call)
         asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
                                              req.answer_text(body), tokens, time.perf_counter())
         response = web.Response(body=orjson.dumps(body), content_type="application/json")
         response.headers.update(self.headers(d, attempt))
         return response
-
-    async def continue_conversation(self, req: ResponsesRequest, api_key: str | None = None) -> ResponsesRequest:
-        """``req`` with the conversation it continues as its input when the gateway keeps it for the client
-        with ``api_key`` (see the module's docstring); raises :class:`NotFound` for an id nobody can continue.
-        An id not in memory is looked up in the log (after a restart, or once evicted)."""
-        req.keep(self.conversations.max_bytes > 0, key_id(api_key))
-        rid = req.previous_response_id
-        if rid is None or rid in self._stored:
-            return req
-        history = self.conversations.history(rid, req.owner, self.service.retention.cutoff())
-        if history is None:
-            history = await self._recall(rid, req.owner)
-        if history is not None:
-            return req.continued(rid, history)
-        if rid in self._stored:
-            return req
-        if not any("responses" in self.specs[m].capabilities for m in self.callable_models()):
-            raise NotFound(f"previous_response_id {rid!r} is not a response the gateway keeps (it keeps the "
-                           "conversations of the responses it made of chat completions, in memory up to "
-                           "gateway.conversations_mb and, where prompts are stored (storage.store_prompts), in "
-                           "its log, for storage.retention_days where that is set; not those stored with store: "
-                           "false), and no model of the pool serves the "
-                           "responses API to look it up")
-        return req
-
-    async def stored_response(self, request: web.Request, rid: str, api_key: str | None = None) -> web.StreamResponse:
-        """``GET /v1/responses/{id}``, ``.../input_items`` and ``POST .../cancel``: relayed to the provider
-        that stored the response (:func:`~banditroute.gateway.passthrough.relay`). A response the gateway made
-        of a chat completion and keeps for the client with ``api_key`` (in memory, else in the log): the
-        response object as the client got it; its input items, the request's own (not the conversation it
-        continued), listed as the responses API lists them (``limit`` 1-100, default 20; ``order`` ``asc``
-        or ``desc``, the default; ``after`` an item's id); cancel: a 400, as for any response not made in
-        the background. An id nobody knows, or one kept for another key: 404."""
-        provider, row = await self._provider_of(rid)
-        if provider is not None:
-            return await relay(self.upstreams, request, provider.base_url, self.upstreams.key(provider.api_key_env),
-                               self.upstreams.timeout(provider), self.config.connect_timeout_s)
-        owner = key_id(api_key)
-        turn = await self._own_turn(rid, owner)
-        if turn is None:
-            if self._keeps(rid, owner, row):
-                raise NotFound(f"response {rid!r} was made by the gateway before it kept response objects: it keeps "
-                               "its conversation for previous_response_id, not the response object")
-            raise NotFound(f"response {rid!r} is not a response a provider of the pool stored, nor one the gateway "
-                           "keeps for this API key")
-        items, response = turn
-        if request.method == "POST":
-            raise ClientError(f"response {rid!r} cannot be cancelled: only responses made in the background can be, "
-                              "and the gateway made this one of a chat completion")
-        if not request.path.endswith("/input_items"):
-            if request.query.get("stream", "false").lower() not in ("false", "0"):
-                raise ValidationFailed("stream: a response the gateway made is retrieved as JSON, not replayed as a "
-                                       "stream")
-            return web.Response(body=orjson.dumps(response), content_type="application/json")
-        outputs = len(bridge.as_input(response.get("output") or []))
-        listed = bridge.listed_items(items[:len(items) - outputs], rid)
-        return web.Response(body=orjson.dumps(_page(listed, request.query)), content_type="application/json")
-
-    async def _own_turn(self, rid: str, owner: str | None) -> tuple[list[dict], dict] | None:
-        """The items and the response object of the gateway-made response ``rid`` kept for ``owner``, from
-        memory or else the log; None when neither has it whole (or it is older than the retention)."""
-        cutoff = self.service.retention.cutoff()
-        kept = self.conversations.turn(rid, owner, cutoff)
-        if kept is not None and kept[1]:
-            return kept[0], orjson.loads(kept[1])
-        if not self.service.config.storage.store_prompts:
-            return None
-        try:
-            row = await asyncio.to_thread(self.service.store.response_object, rid)
-        except duckdb.Error as err:
-            raise self.service.unreadable(err) from None
-        if row is None or row["owner"] != owner or row["response"] is None or (cutoff is not None and row["ts"] < cutoff):
-            return None
-        return orjson.loads(row["items"]), orjson.loads(row["response"])
-
-    async def _provider_of(self, rid: str) -> tuple[Provider | None, dict | None]:
-        """The provider that stored the response ``rid`` (None: none known; :class:`NotFound` when its model
-        is no longer a callable model of the pool; its model's first provider when its deployment is no
-        longer configured), and the response's logged row."""
-        try:
-            logged = await asyncio.to_thread(self.service.store.response_chain, rid, 0)
-        except duckdb.Error as err:
-            raise self.service.unreadable(err) from None
-        row = logged[0] if logged else None
-        stored = self._stored.get(rid) or ((row["model"], row["deployment"]) if row is not None and row["items"] is None
-                                           else None)
-        if stored is None:
-            return None, row
-        provider = self.providers.find(*stored)
-        if provider is None:
-            raise NotFound(f"response {rid!r} was stored by {stored[0]}, which is no longer a callable model of the pool")
-        return provider, row
-
-    def _keeps(self, rid: str, owner: str | None, row: dict | None) -> bool:
-        """Whether the gateway keeps the turn of response ``rid`` for the client ``owner``, in memory or in
-        the log (``row``: its logged row, if any)."""
-        return self.conversations.keeps_for(rid, owner) or (row is not None and row["owner"] == owner)
-
-    async def delete_response(self, rid: str, api_key: str | None = None) -> dict:
-        """``DELETE /v1/responses/{id}``: forget a response the gateway keeps for the client with
-        ``api_key`` (its turn, in memory and in the log), or have the provider that stored it delete it
-        there; :class:`NotFound` for an id neither knows. As at OpenAI, a response that continued it can
-        no longer be continued: its conversation is no longer whole."""
-        provider, row = await self._provider_of(rid)
-        if provider is not None:  # its provider keeps it
-            try:
-                answer = await self.upstreams.complete(provider, None, f"/responses/{rid}", method="DELETE")
-            except UpstreamFailure as failure:
-                if failure.status == 404:
-                    raise NotFound(f"response {rid!r}: {failure}") from None
-                raise UpstreamFailed(f"deleting response {rid!r} failed: {failure}", [
-                    {"model": provider.model, "deployment": provider.deployment, "outcome": failure.outcome, "status": failure.status,
-                     "message": str(failure)}]) from None
-            self._stored.pop(rid, None)
-            body = answer.body
-        elif self._keeps(rid, key_id(api_key), row):
-            self.conversations.drop(rid)
-            body = {"id": rid, "object": "response.deleted", "deleted": True}
-        else:
-            raise NotFound(f"response {rid!r} is not a response the gateway keeps for this API key, nor one a "
-                           "provider of the pool stored")
-        if row is not None:
-            try:
-                await asyncio.to_thread(self.service.store.delete_response, rid)
-            except duckdb.Error as err:
-                raise self.service.unreadable(err, "changed") from None
-        return body
-
-    async def _recall(self, rid: str, owner: str | None) -> list[dict] | None:
-        """The conversation up to the logged response ``rid`` (as :meth:`Conversations.history`), read from
-        the log and kept in memory again; None when it is not logged whole for ``owner``; :class:`Unavailable`
-        when the log cannot be read. A response its
-        provider keeps is remembered with its model instead (and None returned)."""
-        try:
-            rows = await asyncio.to_thread(self.service.store.response_chain, rid)
-        except duckdb.Error as err:  # it may well be logged: a 503 to retry, not a 404 to give up on
-            raise self.service.unreadable(err) from None
-        if not rows:
-            return None
-        if rows[0]["items"] is None:  # its provider keeps it
-            self._remember_provider(rid, rows[0]["model"], rows[0]["deployment"])
-            return None
-        cutoff = self.service.retention.cutoff()
-        whole = all(r["owner"] == owner and r["items"] is not None and (cutoff is None or r["ts"] >= cutoff)
-                    for r in rows) and rows[-1]["parent"] is None
-        if not whole or any(newer["parent"] != older["response_id"] for newer, older in itertools.pairwise(rows)):
-            return None
-        for r in reversed(rows):  # oldest first, so the newest turns are the last to be evicted
-            self.conversations.put(r["response_id"], r["parent"], r["items"].encode(), owner, r["ts"])
-        return [item for r in reversed(rows) for item in orjson.loads(r["items"])]
 
     @staticmethod
     def headers(d: Decision, attempt: int) -> dict[str, str]:
@@ -560,56 +398,6 @@ class Gateway:
         response = web.Response(body=orjson.dumps(body), status=failure.status or 400, content_type="application/json")
         response.headers.update(self.headers(d, attempt))
         return response
-
-    def _remember(self, req: GatewayRequest, response: dict, call: dict) -> concurrent.futures.Future | None:
-        """Keep what the requests that continue a response (``previous_response_id``) need: which model
-        served it, when its provider's responses API stored it; its turn of the conversation, when the
-        gateway made it of a chat completion (once it is finished, and unless ``store`` is false). Both go
-        to the log too (a turn only where prompts are stored); for a turn, the future of its commit, which
-        the answer waits for, since the client is told the response is stored. ``call``: the ``calls`` row of
-        the call that answered (its model and deployment)."""
-        rid, model = response.get("id"), call["model"]
-        if not isinstance(req, ResponsesRequest) or not isinstance(rid, str):
-            return None
-        if "responses" in self.specs[model].capabilities:
-            if rid not in self._stored:
-                self._remember_provider(rid, model, call["deployment"])
-                self._log_response(rid, model, None, None, None, call["deployment"])
-            return None
-        if not req.kept or response.get("status") not in ("completed", "incomplete"):
-            return None
-        data = orjson.dumps(req.turn_items() + bridge.as_input(response.get("output") or []))
-        obj = orjson.dumps({**response, "model": model})  # a stream's event gets the pool's name after this
-        self.conversations.put(rid, req.continues, data, req.owner, response=obj)
-        if not self.service.config.storage.store_prompts:
-            return None
-        return self._log_response(rid, model, req.continues, req.owner, data.decode(), response=obj.decode())
-
-    async def _keep(self, req: GatewayRequest, response: dict, call: dict) -> None:
-        """:meth:`_remember` ``response``, and wait until a turn it logs is committed. A turn the log could
-        not take is not kept at all, and the answer says so (``store: false``): the client gets its answer
-        and is not told that something is stored which a restart would lose."""
-        committed = self._remember(req, response, call)
-        if committed is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(committed), self.service.config.storage.commit_timeout_s)
-        except Exception as err:  # noqa: BLE001 - a failed or late commit: the answer still goes out
-            log.warning("response %s not stored: %s", response.get("id"), err)
-            self.conversations.drop(response["id"])
-            response["store"] = False
-
-    def _remember_provider(self, rid: str, model: str, deployment: str | None) -> None:
-        self._stored[rid] = (model, deployment)
-        if len(self._stored) > STORED_RESPONSES:
-            self._stored.popitem(last=False)
-
-    def _log_response(self, rid: str, model: str, parent: str | None, owner: str | None,
-                      items: str | None, deployment: str | None = None,
-                      response: str | None = None) -> concurrent.futures.Future:
-        row = {"response_id": rid, "ts": time.time_ns() // 1000, "model": model, "parent": parent,
-               "owner": owner, "items": items, "deployment": deployment, "response": response}
-        return self.service.store.add_response(row, commit_now=items is not None)
 
     def _relay(self, req: GatewayRequest, event: dict, model: str, parts: list[str],
                prompt_tokens: float) -> tuple[bytes | None, dict | None]:
@@ -698,7 +486,7 @@ class Gateway:
                         out = []
                         for event in batch:
                             if isinstance(req, ResponsesRequest) and isinstance(event.get("response"), dict):
-                                await self._keep(req, event["response"], call)
+                                await self.stored.keep(req, event["response"], call)
                             data, carried = self._relay(req, event, d.model, parts, tokens)
                             usage, last = carried or usage, event
                             if data is not None:
@@ -877,30 +665,3 @@ class Gateway:
         return {"callable": self.specs[model].callable, **self.providers.view(model),
                 "latency": self.latency.view(model, expected)}
 
-
-def _page(items: list[dict], query) -> dict:
-    """One page of ``items`` as the responses API lists a response's input items: ``limit`` (1-100,
-    default 20), ``order`` (``asc``: the turn's order; ``desc``, the default: newest first), ``after``
-    (the id of the item the page starts after); :class:`ValidationFailed` naming a bad parameter."""
-    unknown = sorted(set(query) - {"limit", "order", "after", "include", "include[]"})
-    if unknown:
-        raise ValidationFailed(f"unknown query parameter {unknown[0]!r}; use limit, order, after or include")
-    try:
-        limit = int(query.get("limit", "20"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 100:
-        raise ValidationFailed("limit must be an integer from 1 to 100")
-    order = query.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise ValidationFailed("order must be asc or desc")
-    ordered = items if order == "asc" else items[::-1]
-    after = query.get("after")
-    if after is not None:
-        ids = [item["id"] for item in ordered]
-        if after not in ids:
-            raise ValidationFailed(f"after: {after!r} is not an input item of this response")
-        ordered = ordered[ids.index(after) + 1:]
-    data = ordered[:limit]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": len(ordered) > limit}

@@ -54,7 +54,7 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
         app[METRICS].watch(service)
         gateway = Gateway(service, app[METRICS])
         gateway.load()
-        app[METRICS].watch_conversations(gateway.conversations)
+        app[METRICS].watch_conversations(gateway.stored.conversations)
         app[GATEWAY] = gateway
         # The pending window holds ~10^6 tracked objects; full collections over them stall the loop
         # for tens of milliseconds. Decisions hold no reference cycles, so collect rarely.

@@ -121,12 +121,12 @@ async def responses(request: web.Request) -> web.StreamResponse:
 
 async def delete_response(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
-    return json_response(await gateway.delete_response(request.match_info["response_id"], bearer_key(request)))
+    return json_response(await gateway.stored.delete_response(request.match_info["response_id"], bearer_key(request)))
 
 
 async def stored_response(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    return await gateway.stored_response(request, request.match_info["response_id"], bearer_key(request))
+    return await gateway.stored.stored_response(request, request.match_info["response_id"], bearer_key(request))
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
