@@ -403,6 +403,8 @@ def test_a_response_the_gateway_made_is_retrieved_with_its_input_items_by_its_ow
                 c.responses.input_items.list(second.id, **bad)
         with pytest.raises(openai.BadRequestError, match="background"):
             c.responses.cancel(second.id)
+        with pytest.raises(openai.UnprocessableEntityError, match="not replayed as a stream"):
+            c.responses.retrieve(second.id, stream=True)
         with pytest.raises(openai.NotFoundError, match="nor one the gateway keeps"):
             s.client(api_key="another", max_retries=0).responses.retrieve(second.id)
         c.responses.delete(second.id)
