@@ -431,6 +431,18 @@ def test_a_gateway_made_response_is_retrieved_from_the_log_after_a_restart_where
         with pytest.raises(openai.NotFoundError, match="before it kept response objects"):
             c.responses.retrieve(first.id)
         c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)
+        # a row damaged outside the service: a 404 naming the damage, not a 500, and the service goes on
+        s.service.store.query(f"UPDATE responses SET response = '{{not json' WHERE response_id = '{first.id}'")
+        with pytest.raises(openai.NotFoundError, match="damaged"):
+            c.responses.retrieve(first.id)
+        c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)  # its items are whole
+        s.service.store.query(f"UPDATE responses SET items = '{{\"a\": 1}}' WHERE response_id = '{first.id}'")
+        s.gateway.stored.conversations.drop(first.id)
+        for attempt in (lambda: c.responses.retrieve(first.id),
+                        lambda: c.responses.create(model="banditroute", input="Name?", previous_response_id=first.id)):
+            with pytest.raises(openai.NotFoundError, match="damaged"):
+                attempt()
+        assert c.responses.create(model="banditroute", input="Still here?").output_text
 
 
 def test_without_stored_prompts_a_kept_response_is_retrieved_from_memory_until_a_restart(tmp_path):

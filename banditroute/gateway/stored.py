@@ -137,7 +137,7 @@ class StoredResponses:
             raise self.service.unreadable(err) from None
         if row is None or row["owner"] != owner or row["response"] is None or (cutoff is not None and row["ts"] < cutoff):
             return None
-        return orjson.loads(row["items"]), orjson.loads(row["response"])
+        return _logged(row["items"], list, rid), _logged(row["response"], dict, rid)
 
     async def _provider_of(self, rid: str) -> tuple[Provider | None, dict | None]:
         """The provider that stored the response ``rid`` (None: none known; :class:`NotFound` when its model
@@ -211,9 +211,10 @@ class StoredResponses:
                     for r in rows) and rows[-1]["parent"] is None
         if not whole or any(newer["parent"] != older["response_id"] for newer, older in itertools.pairwise(rows)):
             return None
+        turns = [_logged(r["items"], list, r["response_id"]) for r in reversed(rows)]
         for r in reversed(rows):  # oldest first, so the newest turns are the last to be evicted
             self.conversations.put(r["response_id"], r["parent"], r["items"].encode(), owner, r["ts"])
-        return [item for r in reversed(rows) for item in orjson.loads(r["items"])]
+        return [item for turn in turns for item in turn]
 
     def _remember(self, req: Request, response: dict, call: dict) -> concurrent.futures.Future | None:
         """Keep what the requests that continue a response (``previous_response_id``) need: which model
@@ -264,6 +265,19 @@ class StoredResponses:
         row = {"response_id": rid, "ts": time.time_ns() // 1000, "model": model, "parent": parent,
                "owner": owner, "items": items, "deployment": deployment, "response": response}
         return self.service.store.add_response(row, commit_now=items is not None)
+
+
+def _logged(text: str, kind: type, rid: str):
+    """The JSON of a logged turn (its items: a list; its response object: a dict); :class:`NotFound`
+    naming the damage when the row does not hold that (a log edited or damaged outside the service)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, kind):
+        log.warning("response %s: its logged turn is damaged (not a JSON %s)", rid, kind.__name__)
+        raise NotFound(f"response {rid!r}: its turn in the log is damaged and cannot be read")
+    return value
 
 
 def _page(items: list[dict], query) -> dict:
