@@ -10,6 +10,7 @@ import urllib.request
 
 import duckdb
 import openai
+import orjson
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
@@ -522,6 +523,14 @@ def test_kept_conversations_stay_within_their_memory_dropping_the_least_recently
     assert c.history("loop") is None  # a cycle is not a conversation
     c.put("mine", None, turn, owner="a")
     assert c.history("mine", "a") == turn and c.history("mine", "b") is None and c.history("mine") is None
+    # a turn kept with its response object: its output is read from the object, not kept twice
+    answer = {"id": "resp_1", "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                                          "content": [{"type": "output_text", "text": "y" * 50}]}]}
+    c = Conversations(max_bytes=10_000)
+    c.put("kept", None, turn, response=orjson.dumps(answer))
+    assert c.history("kept") == turn + bridge.as_input(answer["output"])
+    assert c.turn("kept") == (turn, orjson.dumps(answer))
+    assert c.bytes == len("kept") + len(orjson.dumps(turn)) + len(orjson.dumps(answer))
 
 
 def test_what_a_responses_request_needs_and_how_big_it_is():

@@ -30,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from banditroute.gateway.bridge import as_input
+
 
 class Conversations:
     """Turns of gateway-made responses by response id, within ``max_bytes`` (see the module's docstring)."""
@@ -38,7 +40,8 @@ class Conversations:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.evicted = 0
-        # response id -> (parent id, owner, items, when it was made, the response object's JSON or b"")
+        # response id -> (parent id, owner, items, when it was made, the response object's JSON or b""):
+        # with an object, the items are the turn's input only, its output being the object's
         self._turns: OrderedDict[str, tuple[str | None, str | None, bytes, float, bytes]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -50,10 +53,12 @@ class Conversations:
     def put(self, response_id: str, parent: str | None, items: list[dict[str, Any]] | bytes,
             owner: str | None = None, ts: float | None = None, response: bytes = b"") -> bool:
         """Keep one turn: the response ``response_id``, which continued ``parent`` (None: the first turn),
-        made of ``items`` (its request's input items, then its output items; or their JSON) for the client
-        ``owner`` (its key's id) at ``ts`` (seconds since the epoch; default: now), with ``response``, the
-        JSON of the response object as the client got it (for ``GET /v1/responses/{id}``; empty: not kept).
-        False when it is larger than the whole store (it is not kept)."""
+        made of ``items`` (or their JSON) for the client ``owner`` (its key's id) at ``ts`` (seconds since
+        the epoch; default: now). With ``response``, the JSON of the response object as the client got it
+        (for ``GET /v1/responses/{id}``), ``items`` are the request's input items alone: the output items
+        are read from the object when the conversation is rebuilt, so an answer is not kept twice; without
+        it (a turn read back from the log), its input items then its output items. False when it is
+        larger than the whole store (it is not kept)."""
         data = items if isinstance(items, bytes) else orjson.dumps(items)
         size = len(data) + len(response) + len(response_id)
         if size > self.max_bytes:
@@ -75,8 +80,9 @@ class Conversations:
 
     def turn(self, response_id: str, owner: str | None = None,
              not_before: float | None = None) -> tuple[list[dict[str, Any]], bytes] | None:
-        """The items of the turn ``response_id`` alone and its response object's JSON (empty when not kept);
-        None when it is not kept for the client ``owner``, or was made before ``not_before``."""
+        """The items of the turn ``response_id`` alone as :meth:`put` kept them, and its response object's
+        JSON (empty when not kept); None when it is not kept for the client ``owner``, or was made before
+        ``not_before``."""
         turn = self._turns.get(response_id)
         if turn is None or turn[1] != owner:
             return None
@@ -95,7 +101,7 @@ class Conversations:
         """The items of the conversation up to and including ``response_id``, oldest turn first; None
         when it, or any turn before it, is not kept for the client ``owner``, or was made before
         ``not_before`` (seconds since the epoch; such a turn is forgotten)."""
-        chain: list[bytes] = []
+        chain: list[tuple[bytes, bytes]] = []
         rid: str | None = response_id
         seen: set[str] = set()
         while rid is not None:
@@ -106,10 +112,18 @@ class Conversations:
                 return None
             seen.add(rid)
             self._turns.move_to_end(rid)  # a conversation in use is the last to go
-            parent, _, data, _, _ = self._turns[rid]
-            chain.append(data)
+            parent, _, data, _, response = self._turns[rid]
+            chain.append((data, response))
             rid = parent
-        return [item for data in reversed(chain) for item in orjson.loads(data)]
+        return [item for data, response in reversed(chain) for item in _items(data, response)]
+
+
+def _items(data: bytes, response: bytes) -> list[dict[str, Any]]:
+    """A kept turn's items, input then output (see :meth:`Conversations.put`)."""
+    items = orjson.loads(data)
+    if response:
+        items += as_input(orjson.loads(response).get("output") or [])
+    return items
 
 
 def _size(response_id: str, turn: tuple) -> int:

@@ -109,7 +109,7 @@ class StoredResponses:
                                "its conversation for previous_response_id, not the response object")
             raise NotFound(f"response {rid!r} is not a response a provider of the pool stored, nor one the gateway "
                            "keeps for this API key")
-        items, response = turn
+        inputs, response = turn
         if request.method == "POST":
             raise ClientError(f"response {rid!r} cannot be cancelled: only responses made in the background can be, "
                               "and the gateway made this one of a chat completion")
@@ -118,13 +118,12 @@ class StoredResponses:
                 raise ValidationFailed("stream: a response the gateway made is retrieved as JSON, not replayed as a "
                                        "stream")
             return web.Response(body=orjson.dumps(response), content_type="application/json")
-        outputs = len(bridge.as_input(response.get("output") or []))
-        listed = bridge.listed_items(items[:len(items) - outputs], rid)
+        listed = bridge.listed_items(inputs, rid)
         return web.Response(body=orjson.dumps(_page(listed, request.query)), content_type="application/json")
 
     async def _own_turn(self, rid: str, owner: str | None) -> tuple[list[dict], dict] | None:
-        """The items and the response object of the gateway-made response ``rid`` kept for ``owner``, from
-        memory or else the log; None when neither has it whole (or it is older than the retention)."""
+        """The input items and the response object of the gateway-made response ``rid`` kept for ``owner``,
+        from memory or else the log; None when neither has it whole (or it is older than the retention)."""
         cutoff = self.service.retention.cutoff()
         kept = self.conversations.turn(rid, owner, cutoff)
         if kept is not None and kept[1]:
@@ -137,7 +136,9 @@ class StoredResponses:
             raise self.service.unreadable(err) from None
         if row is None or row["owner"] != owner or row["response"] is None or (cutoff is not None and row["ts"] < cutoff):
             return None
-        return _logged(row["items"], list, rid), _logged(row["response"], dict, rid)
+        items, response = _logged(row["items"], list, rid), _logged(row["response"], dict, rid)
+        outputs = len(bridge.as_input(response.get("output") or []))  # the logged items end with them
+        return items[:len(items) - outputs], response
 
     async def _provider_of(self, rid: str) -> tuple[Provider | None, dict | None]:
         """The provider that stored the response ``rid`` (None: none known; :class:`NotFound` when its model
@@ -233,12 +234,13 @@ class StoredResponses:
             return None
         if not req.kept or response.get("status") not in ("completed", "incomplete"):
             return None
-        data = orjson.dumps(req.turn_items() + bridge.as_input(response.get("output") or []))
+        inputs = req.turn_items()
         obj = orjson.dumps({**response, "model": model})  # a stream's event gets the pool's name after this
-        self.conversations.put(rid, req.continues, data, req.owner, response=obj)
+        self.conversations.put(rid, req.continues, orjson.dumps(inputs), req.owner, response=obj)
         if not self.service.config.storage.store_prompts:
             return None
-        return self._log_response(rid, model, req.continues, req.owner, data.decode(), response=obj.decode())
+        items = orjson.dumps(inputs + bridge.as_input(response.get("output") or [])).decode()
+        return self._log_response(rid, model, req.continues, req.owner, items, response=obj.decode())
 
     async def keep(self, req: Request, response: dict, call: dict) -> None:
         """:meth:`_remember` ``response``, and wait until a turn it logs is committed. A turn the log could
