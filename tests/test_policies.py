@@ -290,10 +290,10 @@ def _cost_data(n: int = 60, seed: int = 4):
     return X, np.array([F.input_tokens(p) for p in prompts]), rng.uniform(0.0, 0.01, size=n)
 
 
-def test_cost_model_trusts_a_list_price_for_price_prior_strength_calls():
-    """Priced: w_k = (lambda I + Phi^T Phi)^{-1} Phi^T r; unpriced: lambda 1, whatever price_prior_strength."""
+def test_cost_model_trusts_a_list_price_for_cost_prior_strength_calls():
+    """Priced: w_k = (lambda I + Phi^T Phi)^{-1} Phi^T r; unpriced: lambda 1, whatever cost_prior_strength."""
     prices = [(1.0, 2.0), None]
-    cm = CostModel(["priced", "free"], prices, expected_output_tokens=50, price_prior_strength=100.0)
+    cm = CostModel(["priced", "free"], prices, expected_output_tokens=50, cost_prior_strength=100.0)
     X, tokens, costs = _cost_data()
     for x, t, c in zip(X, tokens, costs):
         cm.update(Context(x, t), 0, float(c))
@@ -305,7 +305,7 @@ def test_cost_model_trusts_a_list_price_for_price_prior_strength_calls():
         expected = np.maximum(cm.list_price(tokens)[:, k] + Phi @ w / 1000.0, 0.0)
         np.testing.assert_allclose(cm.predict(X, tokens)[:, k], expected, rtol=1e-9, atol=1e-15)
     # a constant surprise is learned as n / (n + lambda) of itself
-    one = CostModel(["priced"], [(0.0, 1.0)], expected_output_tokens=1000, price_prior_strength=30.0)
+    one = CostModel(["priced"], [(0.0, 1.0)], expected_output_tokens=1000, cost_prior_strength=30.0)
     x0 = np.zeros(F.dim)
     for _ in range(30):
         one.update(Context(x0, 0.0), 0, 0.002)  # the list price says 0.001
@@ -318,21 +318,21 @@ def test_a_cost_model_state_moves_exactly_to_the_loading_policys_price_prior():
     X, tokens, costs = _cost_data(seed=5)
 
     def learned(lam):
-        cm = CostModel(MODELS, PRICES, price_prior_strength=lam)
+        cm = CostModel(MODELS, PRICES, cost_prior_strength=lam)
         for i, (x, t, c) in enumerate(zip(X, tokens, costs)):
             cm.update(Context(x, t), i % 4, float(c))
         return cm
 
     for before, after in ((1.0, 100.0), (100.0, 1.0)):
-        moved = CostModel(MODELS, PRICES, price_prior_strength=after)
+        moved = CostModel(MODELS, PRICES, cost_prior_strength=after)
         moved.load_arrays(learned(before).arrays())
         np.testing.assert_allclose(moved.predict(X, tokens), learned(after).predict(X, tokens), rtol=1e-8, atol=1e-15)
     # a state saved before the scale was recorded was learned at lambda 1
     old = {k: v for k, v in learned(1.0).arrays().items() if k != "scale"}
-    moved = CostModel(MODELS, PRICES, price_prior_strength=100.0)
+    moved = CostModel(MODELS, PRICES, cost_prior_strength=100.0)
     moved.load_arrays(old)
     np.testing.assert_allclose(moved.predict(X, tokens), learned(100.0).predict(X, tokens), rtol=1e-8, atol=1e-15)
-    assert make_policy("lints", MODELS, F.dim, PRICES).cost_model.price_prior_strength == \
+    assert make_policy("lints", MODELS, F.dim, PRICES).cost_model.cost_prior_strength == \
         PolicyConfig().cost_prior_strength == 10.0
 
 

@@ -369,8 +369,8 @@ class Gateway:
         body = answer.body
         body["model"] = d.model
         if isinstance(req, MessagesRequest):
-            body["usage"] = req.estimated_usage(body.get("usage") or {}, tokens,
-                                                self.service.router.featurizer.input_tokens(req.answer_text(body)))
+            body["usage"] = req.estimated_usage(body.get("usage") or {}, tokens, req.answer_text(body),
+                                                self.service.router.featurizer.input_tokens)
         await self.stored.keep(req, body, call)
         asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
                                              req.answer_text(body), tokens, time.perf_counter())
@@ -420,8 +420,8 @@ class Gateway:
                 if isinstance(event["delta"].get("text"), str):
                     parts.append(event["delta"]["text"])
             elif kind == "message_delta" and isinstance(event.get("usage"), dict):
-                usage = event["usage"] = req.estimated_usage(event["usage"], prompt_tokens,
-                                                             self.service.router.featurizer.input_tokens("".join(parts)))
+                usage = event["usage"] = req.estimated_usage(event["usage"], prompt_tokens, "".join(parts),
+                                                             self.service.router.featurizer.input_tokens)
             return b"event: " + str(kind).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n", usage
         if isinstance(req, ResponsesRequest):
             inner = event.get("response")

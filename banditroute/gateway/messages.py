@@ -29,6 +29,7 @@ usage, and ``message_stop``.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
@@ -248,12 +249,13 @@ class MessagesRequest(BaseModel):
         return StreamBridge()
 
     @classmethod
-    def estimated_usage(cls, usage: dict, prompt_tokens: float, output_tokens: float) -> dict:
+    def estimated_usage(cls, usage: dict, prompt_tokens: float, text: str, count: Callable[[str], float]) -> dict:
         """``usage``, or when it is no usage (:meth:`usage_tokens`: the upstream reported none) the
-        gateway's estimates, the counts its log and cost feedback use: the client sees what it is billed."""
+        gateway's estimates, the counts its log and cost feedback use (the prompt's ``prompt_tokens``, the
+        answer ``text`` counted by ``count``, only then): the client sees what it is billed."""
         if cls.usage_tokens(usage)[0] is not None:
             return usage
-        return {"input_tokens": round(prompt_tokens), "output_tokens": round(output_tokens),
+        return {"input_tokens": round(prompt_tokens), "output_tokens": round(count(text)),
                 "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
 
     @staticmethod

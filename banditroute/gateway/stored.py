@@ -102,7 +102,7 @@ class StoredResponses:
             return await relay(self.upstreams, request, provider.base_url, self.upstreams.key(provider.api_key_env),
                                self.upstreams.timeout(provider), self.service.config.gateway.connect_timeout_s)
         owner = key_id(api_key)
-        turn = await self._own_turn(rid, owner)
+        turn = self._own_turn(rid, owner, row)
         if turn is None:
             if self._keeps(rid, owner, row):
                 raise NotFound(f"response {rid!r} was made by the gateway before it kept response objects: it keeps "
@@ -121,20 +121,16 @@ class StoredResponses:
         listed = bridge.listed_items(inputs, rid)
         return web.Response(body=orjson.dumps(_page(listed, request.query)), content_type="application/json")
 
-    async def _own_turn(self, rid: str, owner: str | None) -> tuple[list[dict], dict] | None:
+    def _own_turn(self, rid: str, owner: str | None, row: dict | None) -> tuple[list[dict], dict] | None:
         """The input items and the response object of the gateway-made response ``rid`` kept for ``owner``,
-        from memory or else the log; None when neither has it whole (or it is older than the retention)."""
+        from memory or else its logged ``row``; None when neither has it whole (or it is older than the
+        retention)."""
         cutoff = self.service.retention.cutoff()
         kept = self.conversations.turn(rid, owner, cutoff)
         if kept is not None and kept[1]:
             return kept[0], orjson.loads(kept[1])
-        if not self.service.config.storage.store_prompts:
-            return None
-        try:
-            row = await asyncio.to_thread(self.service.store.response_object, rid)
-        except duckdb.Error as err:
-            raise self.service.unreadable(err) from None
-        if row is None or row["owner"] != owner or row["response"] is None or (cutoff is not None and row["ts"] < cutoff):
+        if (row is None or row["owner"] != owner or row["items"] is None or row["response"] is None
+                or (cutoff is not None and row["ts"] < cutoff)):
             return None
         items, response = _logged(row["items"], list, rid), _logged(row["response"], dict, rid)
         outputs = len(bridge.as_input(response.get("output") or []))  # the logged items end with them
@@ -143,12 +139,11 @@ class StoredResponses:
     async def _provider_of(self, rid: str) -> tuple[Provider | None, dict | None]:
         """The provider that stored the response ``rid`` (None: none known; :class:`NotFound` when its model
         is no longer a callable model of the pool; its model's first provider when its deployment is no
-        longer configured), and the response's logged row."""
+        longer configured), and the response's logged row (:meth:`Store.response_row`)."""
         try:
-            logged = await asyncio.to_thread(self.service.store.response_chain, rid, 0)
+            row = await asyncio.to_thread(self.service.store.response_row, rid)
         except duckdb.Error as err:
             raise self.service.unreadable(err) from None
-        row = logged[0] if logged else None
         stored = self._stored.get(rid) or ((row["model"], row["deployment"]) if row is not None and row["items"] is None
                                            else None)
         if stored is None:

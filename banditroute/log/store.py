@@ -634,12 +634,13 @@ class Store:
             " FROM chain c ORDER BY depth",
             [response_id, max_turns]).to_pylist()
 
-    def response_object(self, response_id: str) -> dict | None:
-        """The logged row of the gateway-made response ``response_id``: ``owner``, ``items`` (its turn),
-        ``response`` (its object's JSON; null in a row logged before objects were) and ``ts`` (seconds
-        since the epoch); None when no such turn is logged."""
-        rows = self.query("SELECT owner, items, response, epoch_us(ts) / 1e6 AS ts FROM responses"
-                          " WHERE response_id = ? AND items IS NOT NULL ORDER BY ts LIMIT 1", [response_id]).to_pylist()
+    def response_row(self, response_id: str) -> dict | None:
+        """The first logged ``responses`` row of ``response_id``: ``model``, ``deployment``, ``parent``,
+        ``owner``, ``items`` (a gateway-made turn; null when its provider keeps it), ``response`` (its
+        object's JSON; null when its provider keeps it, or in a row logged before objects were) and ``ts``
+        (seconds since the epoch); None when it is not logged."""
+        rows = self.query("SELECT model, deployment, parent, owner, items, response, epoch_us(ts) / 1e6 AS ts"
+                          " FROM responses WHERE response_id = ? ORDER BY ts LIMIT 1", [response_id]).to_pylist()
         return rows[0] if rows else None
 
     def expire(self, before: float) -> tuple[int, int]:

@@ -225,7 +225,7 @@ class Policy:
         return {"floor": self.floor, "floor_decay": self.floor_decay, "floor_min": self.floor_min,
                 "expected_output_tokens": self.cost_model.expected_output_tokens,
                 "prices": self.cost_model.prices(), "importance_cap": self.importance_cap,
-                "cost_prior_strength": self.cost_model.price_prior_strength}
+                "cost_prior_strength": self.cost_model.cost_prior_strength}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What the policy learned, as named arrays."""

@@ -13,14 +13,15 @@ and Machine Learning", sec. 3.3) fit online to the residual ``observed cost - p_
 
 so ``lambda_k`` counts in calls: after n calls the mean residual is learned as ``n / (n + lambda_k)``
 of what was observed. A model with prices starts at its list price and trusts it for
-``lambda_k = price_prior_strength`` calls' worth of evidence: a list price is the price, and what a
+``lambda_k = cost_prior_strength`` calls' worth of evidence: a list price is the price, and what a
 few calls say about output lengths is noisy. Learned faster, the per-prompt noise decides between
 models of about the same price, and the model that looked cheaper on a handful of prompts takes
 them for good (a tight budget then overspends by picking it where the other is cheaper). A model
 without prices starts at zero cost and learns it from its first calls (``lambda_k = 1``). The
 prior is put in the features: the regression runs on ``phi / sqrt(lambda_k)`` with a unit prior,
 and its weights are divided by ``sqrt(lambda_k)`` (the same posterior mean); a state records the
-scale, so that what it learned moves exactly to the priors of the policy that loads it. Costs are modelled in milli-USD.
+scale, so that what it learned moves exactly to the priors of the policy that loads it. Costs are
+modelled in milli-USD.
 
 Example
 -------
@@ -65,19 +66,19 @@ class CostModel:
         ``(input, output)`` USD per 1M tokens per model; ``None`` entries mean unknown.
     expected_output_tokens
         Output length assumed by the list-price estimate.
-    price_prior_strength
+    cost_prior_strength
         ``lambda_k`` of a model with a list price, in calls (module docstring); 1 for one without.
     """
 
-    def __init__(self, models, prices=None, expected_output_tokens: float = 256.0, price_prior_strength: float = 1.0):
+    def __init__(self, models, prices=None, expected_output_tokens: float = 256.0, cost_prior_strength: float = 1.0):
         self.models = list(models)
         prices = prices or [None] * len(self.models)
         self.in_price = np.array([(p[0] or 0.0) if p else 0.0 for p in prices], dtype=float)
         self.out_price = np.array([(p[1] or 0.0) if p else 0.0 for p in prices], dtype=float)
         self.expected_output_tokens = float(expected_output_tokens)
-        self.price_prior_strength = float(price_prior_strength)
+        self.cost_prior_strength = float(cost_prior_strength)
         priced = (self.in_price > 0.0) | (self.out_price > 0.0)
-        self.scale = np.where(priced, np.sqrt(self.price_prior_strength), 1.0)  # sqrt(lambda_k)
+        self.scale = np.where(priced, np.sqrt(self.cost_prior_strength), 1.0)  # sqrt(lambda_k)
         self.residual = BayesLinear(len(self.models), len(_PHI), prior_strength=1.0, prior_mean=0.0)
         self.observations = np.zeros(len(self.models), dtype=np.int64)
         self._w, self._weights_version = None, -1
