@@ -324,6 +324,9 @@ def test_tenants_come_from_the_api_key_as_a_hash_or_from_a_metadata_field():
     d = router.route("hi", RouteRequest(prompt="x", metadata={"team": 7}))
     assert (d.budget, d.tenant) == ("teams", "7")
     assert router.route("hi", RouteRequest(prompt="x", metadata={"team": {"nested": 1}})).budget is None
+    long = router.route("hi", RouteRequest(prompt="x", metadata={"team": "x" * 10_000}))  # hostile: kilobytes
+    assert long.budget == "teams" and long.tenant.startswith("sha256:") and len(long.tenant) == 7 + 64
+    assert router.route("hi", RouteRequest(prompt="x", metadata={"team": "x" * 10_000})).tenant == long.tenant
 
 
 def test_tenants_are_bounded_new_ones_beyond_the_bound_are_refused_until_old_periods_end():

@@ -57,6 +57,7 @@ current period is rebuilt from the log at start (:meth:`Budgets.restore`).
 from __future__ import annotations
 
 import calendar
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -74,19 +75,26 @@ MAX_LOG_ODDS = 12.0  # |u| bound: p within about 6e-6 of 0 or 1
 WARMUP = 0.01  # share of the period before the request rate seen so far is trusted
 EXPLORATION_SHARE = 0.5  # of the budget's slack per request, what the policy's floor may spend
 MAX_GAP = 10.0  # a step's relative overspend is counted up to this (one dear call moves the weight at most e^(eta MAX_GAP))
+MAX_TENANT_CHARS = 256  # longer tenants are kept as their SHA-256 (tenant_of)
 CALIBRATION_PRIOR = 0.01  # of the budget: the pseudo-spend that shrinks the calibration towards 1
 
 
 def tenant_of(key: str, options) -> str | None:
     """A request's tenant by ``key`` (``user``, ``api_key``: the id of its bearer key, or
     ``metadata.FIELD``: that field when it is a scalar) of its ``options`` (a RouteOptions); None when it
-    has none. Budgets and rate limits tell tenants apart this way."""
+    has none. Budgets and rate limits tell tenants apart this way. A tenant longer than
+    :data:`MAX_TENANT_CHARS` is its SHA-256 (``sha256:<hex>``), so that what a client sends (a metadata
+    field can hold kilobytes) does not size the keys kept per tenant in memory and in the log."""
     if key == "user":
-        return options.user
-    if key == "api_key":
+        tenant = options.user
+    elif key == "api_key":
         return key_id(options.api_key)
-    value = (options.metadata or {}).get(key.removeprefix("metadata."))
-    return None if value is None or isinstance(value, dict | list) else str(value)
+    else:
+        value = (options.metadata or {}).get(key.removeprefix("metadata."))
+        tenant = None if value is None or isinstance(value, dict | list) else str(value)
+    if tenant is not None and len(tenant) > MAX_TENANT_CHARS:
+        return "sha256:" + hashlib.sha256(tenant.encode()).hexdigest()
+    return tenant
 
 
 def period_bounds(period: str, now: float) -> tuple[float, float]:

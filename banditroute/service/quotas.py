@@ -15,7 +15,6 @@ that is refused, as budgets refuse one).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -23,8 +22,6 @@ from banditroute.config import TenantRateLimit
 from banditroute.core.budget import tenant_of
 from banditroute.errors import RateLimited
 from banditroute.gateway.limits import RateLimits
-
-MAX_TENANT_CHARS = 256  # a longer tenant (a metadata field can hold kilobytes) is kept as its SHA-256
 
 
 @dataclass
@@ -56,8 +53,6 @@ class Quotas:
             rate = None if tenant is None else config.rate(tenant)
             if rate is None:
                 continue
-            if len(tenant) > MAX_TENANT_CHARS:  # a window's key stays small whatever a client sends
-                tenant = "sha256:" + hashlib.sha256(tenant.encode()).hexdigest()
             windows = self._windows[config.name]
             if tenant not in windows and len(windows) >= config.max_tenants and not windows.forget_idle():
                 self.refused[config.name] += 1
