@@ -57,14 +57,16 @@ class Providers:
 
     def __init__(self, specs: dict[str, ModelSpec], config: GatewayConfig, clock=time.monotonic):
         self._of: dict[str, list[Provider]] = {}
+        self._by_key: dict[str, Provider] = {}
+        deployments = {}  # provider key -> its deployment's configuration (its rate limits)
         for model, spec in specs.items():
-            deployments = spec.providers()
-            self._of[model] = [Provider(model, d.name, d.base_url, d.api_key_env, d.upstream_name, d.timeout_s,
-                                        d.stream_usage, d.weight, model if len(deployments) == 1 else f"{model} at {d.name}")
-                               for d in deployments]
-        self._by_key = {p.key: p for ps in self._of.values() for p in ps}
+            self._of[model] = []
+            for d in (ds := spec.providers()):
+                p = Provider(model, d.name, d.base_url, d.api_key_env, d.upstream_name, d.timeout_s, d.stream_usage,
+                             d.weight, model if len(ds) == 1 else f"{model} at {d.name}")
+                self._of[model].append(p)
+                self._by_key[p.key], deployments[p.key] = p, d
         self.health = Health(list(self._by_key), config, clock)
-        deployments = {f"{m}@{d.name}": d for m, spec in specs.items() for d in spec.providers()}
         self.limits = RateLimits(deployments, clock)
 
     def of(self, model: str, base_url: str | None = None) -> list[Provider]:
