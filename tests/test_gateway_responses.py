@@ -52,6 +52,21 @@ def test_a_routed_response_answers_names_the_model_logs_everything_and_learns_fr
         assert ack.model == model and ack.applied_signals == 1
 
 
+def test_a_responses_request_the_provider_refuses_as_malformed_never_opens_its_circuit(tmp_path):
+    """A tool that is not an object goes upstream as it is; the provider's 400 comes back, with no
+    fallback and no harm to the model's health (found by fuzzing: the fake upstream used to fail it as
+    a 500, which opens circuits)."""
+    with Stack(tmp_path) as s:
+        c = s.client()
+        for _ in range(2 * s.config.gateway.failures_to_open):
+            with pytest.raises(openai.BadRequestError, match="tools must be"):
+                c.responses.create(model="banditroute", input=QUESTION, tools=[5], extra_body=only("strong"))
+        assert s.gateway.providers.view("strong")["health"]["state"] == "closed"
+        calls = s.wait_for("SELECT * FROM calls", 4)
+        assert {(c["outcome"], c["status"]) for c in calls} == {("rejected", 400)}
+        assert c.responses.create(model="banditroute", input=QUESTION, extra_body=only("strong")).model == "strong"
+
+
 @pytest.mark.parametrize("model", ["cheap", "mid"], ids=["native", "bridged"])
 def test_a_streamed_response_relays_named_events_with_the_pool_name_and_learns_its_usage(tmp_path, model):
     with Stack(tmp_path) as s:

@@ -42,6 +42,18 @@ def invalid_chat(body: dict) -> str | None:
     return None
 
 
+def invalid_responses(body: dict) -> str | None:
+    """What makes a responses body one a provider refuses (the parts the fake reads)."""
+    given = body.get("input")
+    if given is not None and not isinstance(given, str) and not (isinstance(given, list) and all(isinstance(i, dict) for i in given)):
+        return "input must be a string or a list of objects"
+    tools = body.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(
+            isinstance(t, dict) and isinstance(t.get("name", ""), str) for t in tools)):
+        return "tools must be a list of {type, name, ...}"
+    return None
+
+
 class FakeUpstream:
     """The fake's state: faults per model, the requests it received, its base latency."""
 
@@ -255,6 +267,9 @@ class FakeUpstream:
         body, model, fault, early = await self._receive(request)
         if early is not None:
             return early
+        problem = invalid_responses(body)
+        if problem is not None:
+            return web.json_response({"error": {"message": problem, "type": "invalid_request_error"}}, status=400)
         items = [{"content": body["input"]}] if isinstance(body.get("input"), str) else body.get("input") or []
         chars = sum(len(i["content"]) for i in items if isinstance(i, dict) and isinstance(i.get("content"), str))
         usage = {"input_tokens": max(1, chars // 4), "output_tokens": self.output_tokens,
