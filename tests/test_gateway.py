@@ -29,6 +29,7 @@ from banditroute.gateway.fake_upstream import FakeUpstream
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import parse_rating
 from banditroute.gateway.requests import ChatRequest
+from banditroute.gateway.upstream import context_exceeded
 from banditroute.http.app import _Runner, create_app
 from banditroute.http.handlers import GATEWAY, SERVICE
 
@@ -471,6 +472,87 @@ def test_a_request_the_provider_refuses_as_malformed_never_opens_its_circuit(tmp
         assert {(c["outcome"], c["status"]) for c in calls} == {("rejected", 400)}
         assert all(c["replaces"] is None for c in calls)
         assert c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("mid")).model == "mid"
+
+
+LONG = [{"role": "user", "content": "字" * 600}]  # about 154 tokens by the gateway's estimate, 500 by the fake's count
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_prompt_too_long_for_a_model_falls_back_to_a_larger_one_without_harming_its_health(tmp_path, stream):
+    """mid's provider refuses the prompt as longer than its window of 550 tokens, which the gateway's
+    estimate could not see: a fallback decision among the models not known to be smaller (cheap's
+    configured window of 500 is left out), and mid's provider stays healthy."""
+    with Stack(tmp_path, models={"cheap": {"context_window": 500}}) as s:
+        s.fault("mid", context_window=550)
+        s.fault("cheap", context_window=550)
+        c = s.client()
+        for _ in range(60):
+            r = c.chat.completions.with_raw_response.create(
+                model="banditroute", messages=LONG, max_tokens=100, stream=stream,
+                extra_body={"banditroute": {"models": ["cheap", "mid", "strong"], "cost_weight": 0}})
+            answer = r.parse()
+            if stream:
+                assert {chunk.model for chunk in answer} == {"strong"}
+            else:
+                assert answer.model == "strong"
+            served = r.headers["x-banditroute-decision-id"]
+            chain = s.wait_for(f"SELECT * FROM calls WHERE decision_id = '{served}' AND outcome = 'ok'", 1)
+            if chain[0]["replaces"] is None:
+                continue
+            first = s.query(f"SELECT * FROM calls WHERE decision_id = '{chain[0]['replaces']}'")
+            if first[0]["model"] == "mid" and first[0]["replaces"] is None:
+                break
+        else:
+            pytest.fail("mid was never chosen first")
+        assert (first[0]["outcome"], first[0]["status"]) == ("context_exceeded", 400)
+        assert r.headers["x-banditroute-attempt"] == "2" and chain[0]["model"] == "strong"
+        fallback = s.query(f"SELECT * FROM decisions WHERE decision_id = '{served}'")[0]
+        assert fallback["eligible"] == ["strong"] and fallback["propensity"] == 1.0
+        assert not s.query("SELECT * FROM calls WHERE model = 'cheap' AND replaces IS NOT NULL")
+        health = s.gateway.providers.view("mid")["health"]
+        assert health["state"] == "closed" and health["consecutive_failures"] == 0
+        assert not s.query(f"SELECT * FROM feedback WHERE decision_id = '{first[0]['decision_id']}'")
+
+
+def test_a_prompt_too_long_for_every_model_is_the_providers_400_not_a_502(tmp_path):
+    with Stack(tmp_path) as s:
+        s.fake.faults["*"] = {"context_window": 50}
+        c = s.client()
+        for stream, model in ((False, "banditroute"), (True, "banditroute"), (False, "mid")):
+            with pytest.raises(openai.BadRequestError) as err:
+                c.chat.completions.create(model=model, messages=LONG, stream=stream,
+                                          extra_body=only("cheap", "mid", "strong") if model == "banditroute" else None)
+            assert err.value.body["code"] == "context_length_exceeded"
+            assert "maximum context length is 50 tokens" in err.value.body["message"]
+        calls = s.wait_for("SELECT * FROM calls", 7)
+        assert {c["outcome"] for c in calls} == {"context_exceeded"} and len(calls) == 7
+        assert all(s.gateway.providers.view(m)["health"]["consecutive_failures"] == 0 for m in ("cheap", "mid", "strong"))
+
+
+@pytest.mark.parametrize("status, body, window", [
+    (400, {"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted "
+                                "in 9000 tokens.", "code": "context_length_exceeded"}}, 8192),  # OpenAI, vLLM
+    (400, {"error": {"message": "Please reduce the length of the messages or completion.",
+                     "code": "context_length_exceeded"}}, None),  # Groq
+    (400, {"error": {"message": "prompt is too long: 210000 tokens > 200000 maximum"}}, 200000),  # Anthropic
+    (400, {"error": {"message": "The input token count (1200000) exceeds the maximum number of tokens allowed "
+                                "(1048576)."}}, 1048576),  # Gemini
+    (400, {"message": "Prompt contains 40000 tokens and 0 draft tokens, too large for model with 32768 maximum "
+                      "context length"}, 32768),  # Mistral
+    (422, {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 "
+                    "`inputs` tokens and 500 `max_new_tokens`"}, 4096),  # text-generation-inference
+])
+def test_providers_refusals_of_a_prompt_too_long_are_read_with_the_window_they_state(status, body, window):
+    assert context_exceeded(status, json.dumps(body).encode()) == (True, window)
+
+
+@pytest.mark.parametrize("status, body", [
+    (400, {"error": {"message": "tools must be a list", "code": "invalid_value"}}),
+    (429, {"error": {"message": "Rate limit reached: too many tokens per minute; context length"}}),
+    (500, {"error": {"message": "maximum context length is 10 tokens"}}),
+])
+def test_other_errors_are_not_read_as_a_prompt_too_long(status, body):
+    assert context_exceeded(status, json.dumps(body).encode()) == (False, None)
 
 
 def test_a_request_that_breaks_providers_at_two_api_roots_opens_no_circuit(tmp_path):

@@ -16,8 +16,12 @@ One request, step by step:
    health state hears of it, and the call moves to the model's next provider, as the same decision;
    once the model has none left, to a fallback decision (:meth:`Router.fallback`: the first decision's probabilities renormalised over the models
    not yet tried, logged with that exact propensity, linked by ``calls.replaces``), up to
-   ``gateway.max_attempts``; then a 502 listing each attempt. A stream that fails after its first
-   event ends with an error event: no silent switch mid-answer.
+   ``gateway.max_attempts``; then a 502 listing each attempt. A provider that refuses the prompt as
+   longer than the model's context window (the estimate undercounted it) is not failing: its health
+   is untouched and the call goes to a fallback decision among the models with a larger window (or
+   none configured); when every model called refused it so, the last refusal goes back as it came (a
+   400), as a direct call's would. A stream that fails after its first event ends with an error event:
+   no silent switch mid-answer.
 4. The answer goes back with ``model`` set to the pool name and the ``x-banditroute-*`` headers; then,
    in the background, a ``calls`` row and a feedback with the upstream's token usage and the latency
    (so the cost model learns the call's cost), and possibly a judge's score (:mod:`.judge`).
@@ -182,6 +186,18 @@ class Gateway:
         a rate limit); None when one of its providers can take it."""
         return self.providers.unavailable(model, size, base_url)
 
+    def no_larger(self, models: list[str], refusals: list[tuple[str, UpstreamFailure]]) -> set[str]:
+        """Of ``models``, those whose configured ``context_window`` is no larger than a window the prompt
+        was refused by: the one a refusal states, else the refusing model's configured one. A prompt that
+        reached a provider and was too long for it passed the gateway's own check, so the estimate
+        undercounted it (text far from English, say) and a model no larger would refuse it too."""
+        windows = [f.context_window or self.specs[m].context_window for m, f in refusals]
+        windows = [w for w in windows if w is not None]
+        if not windows:
+            return set()
+        largest = max(windows)
+        return {m for m in models if (w := self.specs[m].context_window) is not None and w <= largest}
+
     def pinned(self, req: GatewayRequest) -> Provider | None:
         """The provider whose API root a request must go to: the one that stored the response it continues."""
         if not isinstance(req, ResponsesRequest):
@@ -301,6 +317,7 @@ class Gateway:
         kind = "direct" if direct else "routed"
         attempts: list[dict] = []
         tried: set[str] = set()
+        too_long: list[tuple[str, UpstreamFailure]] = []  # (model, its refusal of the prompt as too long)
         used: list[Provider] = []  # the providers the current decision tried
         stored_by = self.pinned(req)
         pinned = None if stored_by is None else stored_by.base_url
@@ -335,8 +352,11 @@ class Gateway:
                         svc.router.refund(d)
                         return self._passthrough(failure, d, attempt, req)
                     used.append(provider)
-                    if self.providers.pick(d.model, size, used, pinned, health=not direct) is not None:
+                    if failure.provider_fault and self.providers.pick(d.model, size, used, pinned,
+                                                                      health=not direct) is not None:
                         continue  # the same decision, at the model's next provider
+                    if not failure.provider_fault:
+                        too_long.append((d.model, failure))
                 except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us
                     self.cancel_call(call)
                     raise
@@ -347,12 +367,15 @@ class Gateway:
             if direct:
                 break
             unavailable = {m for m in d.eligible if self.unavailable(m, size, pinned) is not None}
-            nxt = svc.fallback(d, tried | unavailable, opts.user, opts.metadata)
+            nxt = svc.fallback(d, tried | unavailable | self.no_larger(d.eligible, too_long), opts.user, opts.metadata)
             if nxt is None:
                 break
             self.metrics.fallbacks.inc()
             self.metrics.decision(nxt.model, nxt.rule)
             replaces, d, used = d.decision_id, nxt, []
+        if too_long and len(too_long) == sum(a["outcome"] != "unavailable" for a in attempts):
+            # every model called found the prompt too long: the request's own fault, as a direct call says it
+            return self._passthrough(too_long[-1][1], d, len(attempts), req)
         why = "; ".join(a["message"] for a in attempts)
         if self._request_at_fault(deferred):
             for p, _ in deferred:
@@ -552,7 +575,7 @@ class Gateway:
             except UpstreamFailure as failure:
                 self.fail_call(call, failure)
                 errors.append(str(failure))
-                if not failure.retry:
+                if not failure.provider_fault:  # another provider of the model would answer the same
                     break
                 tried.append(p)
             except asyncio.CancelledError:
@@ -605,7 +628,7 @@ class Gateway:
         end (see :meth:`_request_at_fault`)."""
         self.end_call(call, failure.outcome, failure.status, str(failure), ttft_ms)
         provider = self.provider_of(call)
-        if not failure.retry:
+        if not failure.provider_fault:
             self.providers.health.release(provider.key)
         elif deferred is not None and failure.status is not None and failure.status >= 500:
             deferred.append((provider, failure.retry_after))
