@@ -93,6 +93,12 @@ def test_errors_come_in_anthropics_shape(tmp_path):
         with pytest.raises(anthropic.UnprocessableEntityError) as err:  # max_tokens is required, as at Anthropic
             c.post("/v1/messages", body={"model": "banditroute", "messages": ASK}, cast_to=object)
         assert err.value.body["error"]["type"] == "invalid_request_error" and "max_tokens" in str(err.value.body)
+        # a prompt too long for every model: the provider's refusal, in Anthropic's shape
+        s.fake.faults["*"] = {"context_window": 10}
+        with pytest.raises(anthropic.BadRequestError, match="maximum context length is 10 tokens") as err:
+            c.messages.create(model="banditroute", max_tokens=8, messages=ASK, extra_body=only("cheap", "mid"))
+        assert err.value.body["error"]["type"] == "invalid_request_error"
+        s.fake.faults.clear()
         # a provider that fails after the stream began: the stream ends with an error event
         s.fault("mid", die_after_events=2)
         with (pytest.raises(anthropic.APIStatusError, match="the upstream stream failed"),
