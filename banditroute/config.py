@@ -10,6 +10,7 @@ A pool file (TOML or JSON) lists the models the router may choose from::
     base_url = "https://api.openai.com/v1"   # an OpenAI-compatible API root: the gateway can call it
     api_key_env = "OPENAI_API_KEY"          # the environment variable that holds its key
     context_window = 128000                 # tokens
+    max_output_tokens = 4096                # the most tokens it writes in one answer
 
     [policy]
     name = "lints"
@@ -91,6 +92,9 @@ class ModelSpec(_Strict):
                                       "(default: name)")
     context_window: Annotated[int, Field(gt=0)] | None = Field(default=None, description="tokens of prompt and "
                                                                 "answer together; none: not checked")
+    max_output_tokens: Annotated[int, Field(gt=0)] | None = Field(default=None, description="the most tokens the "
+                                                                   "model writes in one answer (a request's "
+                                                                   "max_tokens above it is refused); none: not checked")
     timeout_s: PositiveFloat | None = Field(default=None, description="this model's upstream timeout "
                                             "(default: gateway.timeout_s)")
     stream_usage: bool = Field(default=True, description="the upstream accepts stream_options.include_usage "

@@ -29,7 +29,7 @@ from banditroute.gateway.fake_upstream import FakeUpstream
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import parse_rating
 from banditroute.gateway.requests import ChatRequest
-from banditroute.gateway.upstream import context_exceeded
+from banditroute.gateway.upstream import too_large
 from banditroute.http.app import _Runner, create_app
 from banditroute.http.handlers import GATEWAY, SERVICE
 
@@ -543,7 +543,19 @@ def test_a_prompt_too_long_for_every_model_is_the_providers_400_not_a_502(tmp_pa
                     "`inputs` tokens and 500 `max_new_tokens`"}, 4096),  # text-generation-inference
 ])
 def test_providers_refusals_of_a_prompt_too_long_are_read_with_the_window_they_state(status, body, window):
-    assert context_exceeded(status, json.dumps(body).encode()) == (True, window)
+    assert too_large(status, json.dumps(body).encode()) == ("context_exceeded", window)
+
+
+@pytest.mark.parametrize("body, limit", [
+    ({"error": {"message": "max_tokens is too large: 100000. This model supports at most 16384 completion tokens, "
+                           "whereas you provided 100000.", "param": "max_tokens", "code": "invalid_value"}}, 16384),
+    ({"error": {"message": "max_completion_tokens is too large: 70000. This model supports at most 65536 completion "
+                           "tokens, whereas you provided 70000."}}, 65536),  # OpenAI
+    ({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: 100000 > 64000, which is "
+                                 "the maximum allowed number of output tokens for claude-sonnet-4"}}, 64000),  # Anthropic
+])
+def test_providers_refusals_of_a_max_tokens_too_large_are_read_with_the_limit_they_state(body, limit):
+    assert too_large(400, json.dumps(body).encode()) == ("output_limit_exceeded", limit)
 
 
 @pytest.mark.parametrize("status, body", [
@@ -552,7 +564,35 @@ def test_providers_refusals_of_a_prompt_too_long_are_read_with_the_window_they_s
     (500, {"error": {"message": "maximum context length is 10 tokens"}}),
 ])
 def test_other_errors_are_not_read_as_a_prompt_too_long(status, body):
-    assert context_exceeded(status, json.dumps(body).encode()) == (False, None)
+    assert too_large(status, json.dumps(body).encode()) == (None, None)
+
+
+def test_max_tokens_above_a_models_output_limit_leaves_it_out_or_falls_back_to_a_larger_one(tmp_path):
+    """cheap is configured to write at most 64 tokens, so a request for 100 is not routed there; strong
+    writes at most 50 without saying so in the configuration: its provider refuses, and the request
+    falls back to mid (no limit) without harming strong's health. Beyond every model: the 400."""
+    with Stack(tmp_path, models={"cheap": {"max_output_tokens": 64}}) as s:
+        s.fault("strong", max_output_tokens=50)
+        c = s.client()
+        with pytest.raises(openai.UnprocessableEntityError, match="max_output_tokens 64 < max_tokens 100"):
+            c.chat.completions.create(model="banditroute", messages=ASK, max_tokens=100, extra_body=only("cheap"))
+        for _ in range(40):
+            r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK, max_tokens=100,
+                                                            extra_body=only("cheap", "mid", "strong"))
+            assert r.headers["x-banditroute-model"] == "mid"
+            if r.headers["x-banditroute-attempt"] == "2":
+                break
+        else:
+            pytest.fail("strong was never chosen first")
+        first = s.wait_for("SELECT * FROM calls WHERE outcome <> 'ok'", 1)[0]
+        assert (first["model"], first["outcome"], first["status"]) == ("strong", "output_limit_exceeded", 400)
+        decisions = s.query("SELECT eligible FROM decisions")
+        assert all("cheap" not in d["eligible"] for d in decisions)
+        assert s.gateway.providers.view("strong")["health"]["consecutive_failures"] == 0
+        s.fault("mid", max_output_tokens=50)
+        with pytest.raises(openai.BadRequestError, match="supports at most 50 completion tokens"):
+            c.chat.completions.create(model="banditroute", messages=ASK, max_tokens=100,
+                                      extra_body=only("cheap", "mid", "strong"))
 
 
 def test_a_request_that_breaks_providers_at_two_api_roots_opens_no_circuit(tmp_path):

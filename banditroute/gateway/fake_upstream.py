@@ -7,9 +7,10 @@ prompt's characters / 4 as prompt tokens and ``--output-tokens`` completion toke
 model name, at start (``--fault MODEL=500``) or at run time with ``POST /control`` and a JSON body
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
 "delay_ms": d, "event_delay_ms": e, "hang": true, "die_after_events": k, "drop": true, "garbage": true,
-"reply": text, "failed": true, "when": text, "cached_tokens": n, "no_usage": true, "context_window": n}`` (``context_window``:
-a 400 ``context_length_exceeded`` in OpenAI's words when the body's UTF-8 bytes / 4 plus its ``max_tokens`` exceed
-n, a count that, like a real tokenizer's, is higher than the gateway's characters / 4 for text outside ASCII; ``cached_tokens``: the
+"reply": text, "failed": true, "when": text, "cached_tokens": n, "no_usage": true, "context_window": n,
+"max_output_tokens": n}`` (``context_window``: a 400 ``context_length_exceeded`` in OpenAI's words when the body's
+UTF-8 bytes / 4 plus its ``max_tokens`` exceed n, a count that, like a real tokenizer's, is higher than the
+gateway's characters / 4 for text outside ASCII; ``max_output_tokens``: OpenAI's 400 for a ``max_tokens`` above n; ``cached_tokens``: the
 usage says that many prompt tokens came from a prompt cache; ``no_usage``: a chat answer without usage; ``event_delay_ms``: a pause between a stream's events; ``failed``: a
 responses answer whose status is ``failed``, streamed as ``response.failed`` after ``response.created``)
 (``garbage``: a 200 whose body is not JSON; ``when``: only requests whose body contains the text; the
@@ -197,10 +198,16 @@ class FakeUpstream:
             return body, model, fault, web.Response()
         if fault.get("garbage"):
             return body, model, fault, web.Response(text="<html>upstream proxy error</html>", content_type="text/html")
+        limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
+        limit = limit if isinstance(limit, int) else 0
+        if fault.get("max_output_tokens") is not None and limit > fault["max_output_tokens"]:
+            return body, model, fault, web.json_response({"error": {
+                "message": f"max_tokens is too large: {limit}. This model supports at most {fault['max_output_tokens']} "
+                           f"completion tokens, whereas you provided {limit}.",
+                "type": "invalid_request_error", "param": "max_tokens", "code": "invalid_value"}}, status=400)
         window = fault.get("context_window")
         if window is not None:
-            limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
-            tokens = len(raw) // 4 + (limit if isinstance(limit, int) else 0)
+            tokens = len(raw) // 4 + limit
             if tokens > window:
                 return body, model, fault, web.json_response({"error": {
                     "message": f"This model's maximum context length is {window} tokens. However, you requested "

@@ -7,7 +7,7 @@ One request, step by step:
 1. Eligibility: the pool's callable models (those with a ``base_url`` or ``deployments``), narrowed by the request's
    ``banditroute.models``, the capabilities it needs (:meth:`ChatRequest.needs` plus
    ``banditroute.require``), its context (estimated prompt tokens plus ``max_tokens`` within
-   ``context_window``), ``max_latency_ms`` (:mod:`.latency`), provider health (:mod:`.health`;
+   ``context_window``, ``max_tokens`` within ``max_output_tokens``), ``max_latency_ms`` (:mod:`.latency`), provider health (:mod:`.health`;
    ignored when it would leave nothing) and rate limits (:mod:`.limits`). Nothing eligible: 422
    naming why; every model that could serve it at its rate limit: 429 with ``Retry-After``.
 2. The router decides among them exactly as ``/route`` does (same micro-batch, policy, log).
@@ -16,11 +16,12 @@ One request, step by step:
    health state hears of it, and the call moves to the model's next provider, as the same decision;
    once the model has none left, to a fallback decision (:meth:`Router.fallback`: the first decision's probabilities renormalised over the models
    not yet tried, logged with that exact propensity, linked by ``calls.replaces``), up to
-   ``gateway.max_attempts``; then a 502 listing each attempt. A provider that refuses the prompt as
-   longer than the model's context window (the estimate undercounted it) is not failing: its health
-   is untouched and the call goes to a fallback decision among the models with a larger window (or
-   none configured); when every model called refused it so, the last refusal goes back as it came (a
-   400), as a direct call's would. A stream that fails after its first event ends with an error event:
+   ``gateway.max_attempts``; then a 502 listing each attempt. A provider that refuses the request as
+   too large for the model (a prompt longer than its context window, which the estimate undercounted,
+   or a ``max_tokens`` above what it writes in one answer) is not failing: its health is untouched and
+   the call goes to a fallback decision among the models larger in that respect (or not configured);
+   when every model called refused it so, the last refusal goes back as it came (a 400), as a direct
+   call's would. A stream that fails after its first event ends with an error event:
    no silent switch mid-answer.
 4. The answer goes back with ``model`` set to the pool name and the ``x-banditroute-*`` headers; then,
    in the background, a ``calls`` row and a feedback with the upstream's token usage and the latency
@@ -63,7 +64,7 @@ from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
 from banditroute.gateway.stored import StoredResponses
 from banditroute.gateway.strategies import Strategies
-from banditroute.gateway.upstream import CHAT, Answer, UpstreamFailure, Upstreams
+from banditroute.gateway.upstream import CHAT, TOO_LARGE, Answer, UpstreamFailure, Upstreams
 from banditroute.service.quotas import Admission, Quotas
 
 log = logging.getLogger("banditroute")
@@ -151,6 +152,8 @@ class Gateway:
             elif spec.context_window is not None and prompt_tokens + out_tokens > spec.context_window:
                 why = (f"context_window {spec.context_window} < about {prompt_tokens:.0f} prompt tokens"
                        + (f" + max_tokens {out_tokens}" if out_tokens else ""))
+            elif spec.max_output_tokens is not None and out_tokens > spec.max_output_tokens:
+                why = f"max_output_tokens {spec.max_output_tokens} < max_tokens {out_tokens}"
             elif opts.max_latency_ms is not None:
                 predicted = self.latency.predict(m, prompt_tokens, expected_out)
                 if predicted is not None and predicted > opts.max_latency_ms:
@@ -187,16 +190,19 @@ class Gateway:
         return self.providers.unavailable(model, size, base_url)
 
     def no_larger(self, models: list[str], refusals: list[tuple[str, UpstreamFailure]]) -> set[str]:
-        """Of ``models``, those whose configured ``context_window`` is no larger than a window the prompt
-        was refused by: the one a refusal states, else the refusing model's configured one. A prompt that
-        reached a provider and was too long for it passed the gateway's own check, so the estimate
-        undercounted it (text far from English, say) and a model no larger would refuse it too."""
-        windows = [f.context_window or self.specs[m].context_window for m, f in refusals]
-        windows = [w for w in windows if w is not None]
-        if not windows:
-            return set()
-        largest = max(windows)
-        return {m for m in models if (w := self.specs[m].context_window) is not None and w <= largest}
+        """Of ``models``, those no larger than a model that refused the request as too large for it: by
+        ``context_window`` after a prompt too long, by ``max_output_tokens`` after a ``max_tokens`` too
+        large, compared with the limit a refusal states, else with the refusing model's configured one.
+        A request that reached a provider and was too large for it passed the gateway's own checks, so
+        its prompt was undercounted (text far from English, say) or the limit is not configured, and a
+        model no larger would refuse it too."""
+        out = set()
+        for outcome, field in TOO_LARGE.items():
+            limits = [f.limit or getattr(self.specs[m], field) for m, f in refusals if f.outcome == outcome]
+            limits = [n for n in limits if n is not None]
+            if limits:
+                out |= {m for m in models if (n := getattr(self.specs[m], field)) is not None and n <= max(limits)}
+        return out
 
     def pinned(self, req: GatewayRequest) -> Provider | None:
         """The provider whose API root a request must go to: the one that stored the response it continues."""
@@ -317,7 +323,7 @@ class Gateway:
         kind = "direct" if direct else "routed"
         attempts: list[dict] = []
         tried: set[str] = set()
-        too_long: list[tuple[str, UpstreamFailure]] = []  # (model, its refusal of the prompt as too long)
+        too_large: list[tuple[str, UpstreamFailure]] = []  # (model, its refusal of the request as too large for it)
         used: list[Provider] = []  # the providers the current decision tried
         stored_by = self.pinned(req)
         pinned = None if stored_by is None else stored_by.base_url
@@ -356,7 +362,7 @@ class Gateway:
                                                                       health=not direct) is not None:
                         continue  # the same decision, at the model's next provider
                     if not failure.provider_fault:
-                        too_long.append((d.model, failure))
+                        too_large.append((d.model, failure))
                 except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us
                     self.cancel_call(call)
                     raise
@@ -367,15 +373,15 @@ class Gateway:
             if direct:
                 break
             unavailable = {m for m in d.eligible if self.unavailable(m, size, pinned) is not None}
-            nxt = svc.fallback(d, tried | unavailable | self.no_larger(d.eligible, too_long), opts.user, opts.metadata)
+            nxt = svc.fallback(d, tried | unavailable | self.no_larger(d.eligible, too_large), opts.user, opts.metadata)
             if nxt is None:
                 break
             self.metrics.fallbacks.inc()
             self.metrics.decision(nxt.model, nxt.rule)
             replaces, d, used = d.decision_id, nxt, []
-        if too_long and len(too_long) == sum(a["outcome"] != "unavailable" for a in attempts):
-            # every model called found the prompt too long: the request's own fault, as a direct call says it
-            return self._passthrough(too_long[-1][1], d, len(attempts), req)
+        if too_large and len(too_large) == sum(a["outcome"] != "unavailable" for a in attempts):
+            # every model called found the request too large: its own fault, as a direct call says it
+            return self._passthrough(too_large[-1][1], d, len(attempts), req)
         why = "; ".join(a["message"] for a in attempts)
         if self._request_at_fault(deferred):
             for p, _ in deferred:

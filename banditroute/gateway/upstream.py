@@ -4,9 +4,10 @@ call can fail sorted into what the gateway does next.
 A failure before the first byte of the answer is an :class:`UpstreamFailure` whose ``retry`` says
 whether another model may take the call (connect errors, timeouts, 429, 5xx, and 401/403/404, which
 the client cannot fix) or whether it is the request's own fault and goes back to the client as is
-(other 4xx: the upstream's status and body). One 4xx is neither: a prompt longer than the model's
-context window (:func:`context_exceeded`) says nothing about the provider's health, but a model with a
-larger window may serve it, so it falls back to another model without counting against the provider.
+(other 4xx: the upstream's status and body). Two 4xx are neither: a prompt longer than the model's
+context window, and a ``max_tokens`` above what the model writes in one answer (:func:`too_large`), say
+nothing about the provider's health, but a larger model may serve the request, so it falls back to
+another model without counting against the provider.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from banditroute.gateway.providers import Provider
 
 PROVIDER_STATUSES = {401, 403, 404, 408, 409, 429}  # 4xx that say nothing about the request itself
-CONTEXT_STATUSES = {400, 413, 422}  # how providers refuse a prompt too long for the model
+TOO_LARGE_STATUSES = {400, 413, 422}  # how providers refuse a request too large for the model
 # How OpenAI-compatible servers word that refusal: OpenAI's and Groq's code, OpenAI's and vLLM's
 # "maximum context length is N tokens", Anthropic's "prompt is too long: M tokens > N maximum", Gemini's
 # "input token count (M) exceeds the maximum number of tokens allowed (N)", Mistral's "too large for
@@ -37,6 +38,12 @@ _CONTEXT = re.compile(r"context_length_exceeded|context length|context window|pr
                       r"|exceeds the maximum number of tokens|max_new_tokens. must be <=", re.IGNORECASE)
 _LIMIT = re.compile(r"maximum context length is (\d+)|> (\d+) maximum|maximum number of tokens allowed \((\d+)\)"
                     r"|with (\d+) maximum context length|must be <= (\d+)", re.IGNORECASE)
+# ... and a max_tokens above the model's output limit: OpenAI's "max_tokens is too large: M. This model
+# supports at most N completion tokens", Anthropic's "max_tokens: M > N, which is the maximum allowed number
+# of output tokens"
+_OUTPUT = re.compile(r"max_(?:completion_)?tokens is too large|maximum allowed number of output tokens", re.IGNORECASE)
+_OUTPUT_LIMIT = re.compile(r"supports at most (\d+) completion tokens|> (\d+), which is the maximum", re.IGNORECASE)
+TOO_LARGE = {"context_exceeded": "context_window", "output_limit_exceeded": "max_output_tokens"}
 CHAT = "/chat/completions"  # below the API root
 # a responses stream's last event: the response completed, was cut short (max_output_tokens) or failed
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -45,16 +52,16 @@ TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fai
 @dataclass
 class UpstreamFailure(Exception):
     """A call that produced no answer: ``outcome`` (timeout, connect_error, rate_limited,
-    upstream_error, rejected, context_exceeded, stream_error, too_large), the upstream's status and body
-    when it answered, the seconds its ``Retry-After`` asked for, and for ``context_exceeded`` the model's
-    context window in tokens when the refusal states it."""
+    upstream_error, rejected, context_exceeded, output_limit_exceeded, stream_error, too_large), the
+    upstream's status and body when it answered, the seconds its ``Retry-After`` asked for, and for the
+    two refusals of a request too large for the model the limit in tokens when the refusal states it."""
 
     outcome: str
     message: str
     status: int | None = None
     body: bytes | None = None
     retry_after: float | None = None
-    context_window: int | None = None
+    limit: int | None = None
 
     @property
     def retry(self) -> bool:
@@ -65,22 +72,24 @@ class UpstreamFailure(Exception):
     def provider_fault(self) -> bool:
         """The provider failed, not the request: its health hears of it, and another provider of the same
         model may take the call."""
-        return self.outcome not in ("rejected", "context_exceeded")
+        return self.outcome != "rejected" and self.outcome not in TOO_LARGE
 
     def __str__(self) -> str:
         return self.message
 
 
-def context_exceeded(status: int, body: bytes) -> tuple[bool, int | None]:
-    """Whether an error answer refuses the prompt as too long for the model's context window, and the
-    window in tokens when the answer states it."""
-    if status not in CONTEXT_STATUSES:
-        return False, None
+def too_large(status: int, body: bytes) -> tuple[str | None, int | None]:
+    """Whether an error answer refuses the request as too large for the model: ``context_exceeded`` (the
+    prompt and answer exceed its context window) or ``output_limit_exceeded`` (``max_tokens`` exceeds what
+    it writes in one answer), with the limit in tokens when the answer states it; ``(None, None)`` else."""
+    if status not in TOO_LARGE_STATUSES:
+        return None, None
     text = body[:4096].decode(errors="replace")
-    if not _CONTEXT.search(text):
-        return False, None
-    m = _LIMIT.search(text)
-    return True, None if m is None else int(next(g for g in m.groups() if g is not None))
+    for outcome, kind, limit in (("output_limit_exceeded", _OUTPUT, _OUTPUT_LIMIT), ("context_exceeded", _CONTEXT, _LIMIT)):
+        if kind.search(text):
+            m = limit.search(text)
+            return outcome, None if m is None else int(next(g for g in m.groups() if g is not None))
+    return None, None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -159,11 +168,11 @@ class Upstreams:
         finally:
             resp.release()
         retry_after = _retry_after(resp.headers.get("Retry-After"))
-        too_long, window = context_exceeded(resp.status, data)
+        refusal, limit = too_large(resp.status, data)
         outcome = ("rate_limited" if resp.status == 429 else "upstream_error" if resp.status >= 500 or
-                   resp.status in PROVIDER_STATUSES else "context_exceeded" if too_long else "rejected")
+                   resp.status in PROVIDER_STATUSES else refusal or "rejected")
         raise UpstreamFailure(outcome, f"{spec.name}: upstream answered {resp.status}: {data[:300].decode(errors='replace')}",
-                              resp.status, data, retry_after, window)
+                              resp.status, data, retry_after, limit)
 
     async def complete(self, spec: Provider, body: dict | None, path: str = CHAT, method: str = "POST") -> Answer:
         """A non-streamed call: the upstream's JSON answer (an answer whose ``error`` is set is a failure:
