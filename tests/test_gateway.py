@@ -29,7 +29,7 @@ from banditroute.gateway.fake_upstream import FakeUpstream
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import parse_rating
 from banditroute.gateway.requests import ChatRequest
-from banditroute.gateway.upstream import too_large
+from banditroute.gateway.upstream import beyond_model_limit
 from banditroute.http.app import _Runner, create_app
 from banditroute.http.handlers import GATEWAY, SERVICE
 
@@ -543,7 +543,7 @@ def test_a_prompt_too_long_for_every_model_is_the_providers_400_not_a_502(tmp_pa
                     "`inputs` tokens and 500 `max_new_tokens`"}, 4096),  # text-generation-inference
 ])
 def test_providers_refusals_of_a_prompt_too_long_are_read_with_the_window_they_state(status, body, window):
-    assert too_large(status, json.dumps(body).encode()) == ("context_exceeded", window)
+    assert beyond_model_limit(status, json.dumps(body).encode()) == ("context_exceeded", window)
 
 
 @pytest.mark.parametrize("body, limit", [
@@ -555,7 +555,7 @@ def test_providers_refusals_of_a_prompt_too_long_are_read_with_the_window_they_s
                                  "the maximum allowed number of output tokens for claude-sonnet-4"}}, 64000),  # Anthropic
 ])
 def test_providers_refusals_of_a_max_tokens_too_large_are_read_with_the_limit_they_state(body, limit):
-    assert too_large(400, json.dumps(body).encode()) == ("output_limit_exceeded", limit)
+    assert beyond_model_limit(400, json.dumps(body).encode()) == ("output_limit_exceeded", limit)
 
 
 @pytest.mark.parametrize("status, body", [
@@ -564,7 +564,7 @@ def test_providers_refusals_of_a_max_tokens_too_large_are_read_with_the_limit_th
     (500, {"error": {"message": "maximum context length is 10 tokens"}}),
 ])
 def test_other_errors_are_not_read_as_a_prompt_too_long(status, body):
-    assert too_large(status, json.dumps(body).encode()) == (None, None)
+    assert beyond_model_limit(status, json.dumps(body).encode()) == (None, None)
 
 
 def test_max_tokens_above_a_models_output_limit_leaves_it_out_or_falls_back_to_a_larger_one(tmp_path):

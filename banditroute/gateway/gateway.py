@@ -64,7 +64,7 @@ from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
 from banditroute.gateway.stored import StoredResponses
 from banditroute.gateway.strategies import Strategies
-from banditroute.gateway.upstream import CHAT, TOO_LARGE, Answer, UpstreamFailure, Upstreams
+from banditroute.gateway.upstream import CHAT, MODEL_LIMITS, Answer, UpstreamFailure, Upstreams
 from banditroute.service.quotas import Admission, Quotas
 
 log = logging.getLogger("banditroute")
@@ -197,7 +197,7 @@ class Gateway:
         its prompt was undercounted (text far from English, say) or the limit is not configured, and a
         model no larger would refuse it too."""
         out = set()
-        for outcome, field in TOO_LARGE.items():
+        for outcome, field in MODEL_LIMITS.items():
             limits = [f.limit or getattr(self.specs[m], field) for m, f in refusals if f.outcome == outcome]
             limits = [n for n in limits if n is not None]
             if limits:
@@ -323,7 +323,7 @@ class Gateway:
         kind = "direct" if direct else "routed"
         attempts: list[dict] = []
         tried: set[str] = set()
-        too_large: list[tuple[str, UpstreamFailure]] = []  # (model, its refusal of the request as too large for it)
+        refusals: list[tuple[str, UpstreamFailure]] = []  # (model, its refusal of the request as beyond its limits)
         used: list[Provider] = []  # the providers the current decision tried
         stored_by = self.pinned(req)
         pinned = None if stored_by is None else stored_by.base_url
@@ -358,11 +358,10 @@ class Gateway:
                         svc.router.refund(d)
                         return self._passthrough(failure, d, attempt, req)
                     used.append(provider)
-                    if failure.provider_fault and self.providers.pick(d.model, size, used, pinned,
-                                                                      health=not direct) is not None:
+                    if not failure.provider_fault:  # the model's own limit: its other providers share it
+                        refusals.append((d.model, failure))
+                    elif self.providers.pick(d.model, size, used, pinned, health=not direct) is not None:
                         continue  # the same decision, at the model's next provider
-                    if not failure.provider_fault:
-                        too_large.append((d.model, failure))
                 except asyncio.CancelledError:  # the client went away: the upstream call is cancelled with us
                     self.cancel_call(call)
                     raise
@@ -373,15 +372,15 @@ class Gateway:
             if direct:
                 break
             unavailable = {m for m in d.eligible if self.unavailable(m, size, pinned) is not None}
-            nxt = svc.fallback(d, tried | unavailable | self.no_larger(d.eligible, too_large), opts.user, opts.metadata)
+            nxt = svc.fallback(d, tried | unavailable | self.no_larger(d.eligible, refusals), opts.user, opts.metadata)
             if nxt is None:
                 break
             self.metrics.fallbacks.inc()
             self.metrics.decision(nxt.model, nxt.rule)
             replaces, d, used = d.decision_id, nxt, []
-        if too_large and len(too_large) == sum(a["outcome"] != "unavailable" for a in attempts):
-            # every model called found the request too large: its own fault, as a direct call says it
-            return self._passthrough(too_large[-1][1], d, len(attempts), req)
+        if refusals and len(refusals) == sum(a["outcome"] != "unavailable" for a in attempts):
+            # every model called found the request beyond its limits: its own fault, as a direct call says it
+            return self._passthrough(refusals[-1][1], d, len(attempts), req)
         why = "; ".join(a["message"] for a in attempts)
         if self._request_at_fault(deferred):
             for p, _ in deferred:

@@ -5,7 +5,7 @@ A failure before the first byte of the answer is an :class:`UpstreamFailure` who
 whether another model may take the call (connect errors, timeouts, 429, 5xx, and 401/403/404, which
 the client cannot fix) or whether it is the request's own fault and goes back to the client as is
 (other 4xx: the upstream's status and body). Two 4xx are neither: a prompt longer than the model's
-context window, and a ``max_tokens`` above what the model writes in one answer (:func:`too_large`), say
+context window, and a ``max_tokens`` above what the model writes in one answer (:func:`beyond_model_limit`), say
 nothing about the provider's health, but a larger model may serve the request, so it falls back to
 another model without counting against the provider.
 """
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from banditroute.gateway.providers import Provider
 
 PROVIDER_STATUSES = {401, 403, 404, 408, 409, 429}  # 4xx that say nothing about the request itself
-TOO_LARGE_STATUSES = {400, 413, 422}  # how providers refuse a request too large for the model
+LIMIT_STATUSES = {400, 413, 422}  # how providers refuse a request too large for the model
 # How OpenAI-compatible servers word that refusal: OpenAI's and Groq's code, OpenAI's and vLLM's
 # "maximum context length is N tokens", Anthropic's "prompt is too long: M tokens > N maximum", Gemini's
 # "input token count (M) exceeds the maximum number of tokens allowed (N)", Mistral's "too large for
@@ -43,7 +43,8 @@ _LIMIT = re.compile(r"maximum context length is (\d+)|> (\d+) maximum|maximum nu
 # of output tokens"
 _OUTPUT = re.compile(r"max_(?:completion_)?tokens is too large|maximum allowed number of output tokens", re.IGNORECASE)
 _OUTPUT_LIMIT = re.compile(r"supports at most (\d+) completion tokens|> (\d+), which is the maximum", re.IGNORECASE)
-TOO_LARGE = {"context_exceeded": "context_window", "output_limit_exceeded": "max_output_tokens"}
+# the outcome of each refusal, and the model setting that limit is configured by
+MODEL_LIMITS = {"context_exceeded": "context_window", "output_limit_exceeded": "max_output_tokens"}
 CHAT = "/chat/completions"  # below the API root
 # a responses stream's last event: the response completed, was cut short (max_output_tokens) or failed
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -65,24 +66,24 @@ class UpstreamFailure(Exception):
 
     @property
     def retry(self) -> bool:
-        """Another model may take the call (the provider failed, or the prompt is too long for this model)."""
+        """Another model may take the call (the provider failed, or the request is beyond this model's limits)."""
         return self.outcome != "rejected"
 
     @property
     def provider_fault(self) -> bool:
         """The provider failed, not the request: its health hears of it, and another provider of the same
         model may take the call."""
-        return self.outcome != "rejected" and self.outcome not in TOO_LARGE
+        return self.outcome != "rejected" and self.outcome not in MODEL_LIMITS
 
     def __str__(self) -> str:
         return self.message
 
 
-def too_large(status: int, body: bytes) -> tuple[str | None, int | None]:
+def beyond_model_limit(status: int, body: bytes) -> tuple[str | None, int | None]:
     """Whether an error answer refuses the request as too large for the model: ``context_exceeded`` (the
     prompt and answer exceed its context window) or ``output_limit_exceeded`` (``max_tokens`` exceeds what
     it writes in one answer), with the limit in tokens when the answer states it; ``(None, None)`` else."""
-    if status not in TOO_LARGE_STATUSES:
+    if status not in LIMIT_STATUSES:
         return None, None
     text = body[:4096].decode(errors="replace")
     for outcome, kind, limit in (("output_limit_exceeded", _OUTPUT, _OUTPUT_LIMIT), ("context_exceeded", _CONTEXT, _LIMIT)):
@@ -168,7 +169,7 @@ class Upstreams:
         finally:
             resp.release()
         retry_after = _retry_after(resp.headers.get("Retry-After"))
-        refusal, limit = too_large(resp.status, data)
+        refusal, limit = beyond_model_limit(resp.status, data)
         outcome = ("rate_limited" if resp.status == 429 else "upstream_error" if resp.status >= 500 or
                    resp.status in PROVIDER_STATUSES else refusal or "rejected")
         raise UpstreamFailure(outcome, f"{spec.name}: upstream answered {resp.status}: {data[:300].decode(errors='replace')}",
