@@ -589,6 +589,10 @@ def test_max_tokens_above_a_models_output_limit_leaves_it_out_or_falls_back_to_a
         decisions = s.query("SELECT eligible FROM decisions")
         assert all("cheap" not in d["eligible"] for d in decisions)
         assert s.gateway.providers.view("strong")["health"]["consecutive_failures"] == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/models", timeout=10) as resp:
+            shown = {m["model"]: m for m in json.load(resp)["models"]}
+        assert (shown["cheap"]["max_output_tokens"], shown["cheap"]["context_window"]) == (64, 1000)
+        assert shown["strong"]["max_output_tokens"] is None and "vision" in shown["strong"]["capabilities"]
         s.fault("mid", max_output_tokens=50)
         with pytest.raises(openai.BadRequestError, match="supports at most 50 completion tokens"):
             c.chat.completions.create(model="banditroute", messages=ASK, max_tokens=100,

@@ -688,8 +688,11 @@ class Gateway:
 
     # -- views ---------------------------------------------------------------------------------------
     def model_view(self, model: str) -> dict:
-        """What ``GET /models`` adds for a model: callable, its providers' health and rate limits, latency."""
+        """What ``GET /models`` adds for a model: callable, its configured capabilities and limits, its providers'
+        health and rate limits, latency."""
         expected = self.service.config.policy.expected_output_tokens
-        return {"callable": self.specs[model].callable, **self.providers.view(model),
+        spec = self.specs[model]
+        return {"callable": spec.callable, "capabilities": list(spec.capabilities), "context_window": spec.context_window,
+                "max_output_tokens": spec.max_output_tokens, **self.providers.view(model),
                 "latency": self.latency.view(model, expected)}
 

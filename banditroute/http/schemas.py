@@ -91,6 +91,11 @@ class ModelView(_Answer):
                                      "each could have gone to; 1 - predicted / priciest over the pool is what routing "
                                      "saves")
     callable: bool = Field(description="the gateway can call it (it has a base_url or deployments)")
+    capabilities: list[str] = Field(description="as configured: what requests that need them may be routed to it")
+    context_window: int | None = Field(description="tokens of prompt and answer together, as configured (null: not "
+                                       "checked)")
+    max_output_tokens: int | None = Field(description="the most tokens it writes in one answer, as configured (null: "
+                                          "not checked)")
     health: ProviderHealth = Field(description="its provider's circuit; with several deployments, the model's as a "
                                    "whole: the best state, the fewest consecutive failures, the soonest retry")
     latency: LatencyView
