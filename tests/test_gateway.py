@@ -153,6 +153,11 @@ class Stack:
     def client(self, **kw) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", **{"api_key": "unused", "max_retries": 0, **kw})
 
+    def models_view(self) -> dict[str, dict]:
+        """``GET /models``, per model (validated against its response schema by the service)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/models", timeout=10) as resp:
+            return {m["model"]: m for m in json.load(resp)["models"]}
+
     def fault(self, model: str, **fault) -> None:
         """Inject ``fault`` into the fake's answers for pool model ``model`` (none: clear it)."""
         model = self.config.spec(model).upstream_name or model
@@ -589,8 +594,7 @@ def test_max_tokens_above_a_models_output_limit_leaves_it_out_or_falls_back_to_a
         decisions = s.query("SELECT eligible FROM decisions")
         assert all("cheap" not in d["eligible"] for d in decisions)
         assert s.gateway.providers.view("strong")["health"]["consecutive_failures"] == 0
-        with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/models", timeout=10) as resp:
-            shown = {m["model"]: m for m in json.load(resp)["models"]}
+        shown = s.models_view()
         assert (shown["cheap"]["max_output_tokens"], shown["cheap"]["context_window"]) == (64, 1000)
         assert shown["strong"]["max_output_tokens"] is None and "vision" in shown["strong"]["capabilities"]
         s.fault("mid", max_output_tokens=50)

@@ -5,7 +5,6 @@ deployment is told apart by the model name it sends upstream (and its key)."""
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.request
 from collections import Counter
@@ -26,12 +25,6 @@ def sent(s, n: int | None = None) -> list[str]:
     """The upstream model names of the chat calls the fake received (the last ``n``)."""
     names = [r["model"] for r in s.fake.received if r["path"] == "/v1/chat/completions"]
     return names if n is None else names[-n:]
-
-
-def models_view(s) -> dict[str, dict]:
-    """``GET /models``, per model (validated against its response schema by the service)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{s.port}/models", timeout=10) as resp:
-        return {m["model"]: m for m in json.load(resp)["models"]}
 
 
 def calls(s, n: int) -> list[dict]:
@@ -68,7 +61,7 @@ def test_calls_spread_over_the_deployments_in_proportion_to_their_weight(tmp_pat
         assert keys == {"mid-east": "Bearer sk-east", "mid-west": "Bearer sk-mid-secret"}  # west: the model's key
         rows = calls(s, 6)
         assert Counter(r["deployment"] for r in rows) == {"east": 2, "west": 4}
-        models = models_view(s)
+        models = s.models_view()
         view = models["mid"]
         assert [(d["name"], d["calls_started"], d["weight"]) for d in view["deployments"]] == [("east", 2, 1.0),
                                                                                               ("west", 4, 2.0)]

@@ -57,6 +57,27 @@ def invalid_responses(body: dict) -> str | None:
     return None
 
 
+def refusal(message: str, **fields) -> web.Response:
+    """A provider's 400 in OpenAI's error shape: the request's own fault."""
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error", **fields}}, status=400)
+
+
+def _beyond_limits(body: dict, size: int, fault: dict) -> web.Response | None:
+    """The refusal of a request (``size`` bytes) beyond the fault's ``max_output_tokens`` or
+    ``context_window``, in OpenAI's words; None when it is within them."""
+    limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
+    limit = limit if isinstance(limit, int) else 0
+    if fault.get("max_output_tokens") is not None and limit > fault["max_output_tokens"]:
+        return refusal(f"max_tokens is too large: {limit}. This model supports at most {fault['max_output_tokens']} "
+                       f"completion tokens, whereas you provided {limit}.", param="max_tokens", code="invalid_value")
+    window, tokens = fault.get("context_window"), size // 4 + limit
+    if window is not None and tokens > window:
+        return refusal(f"This model's maximum context length is {window} tokens. However, you requested {tokens} "
+                       "tokens. Please reduce the length of the messages.", param="messages",
+                       code="context_length_exceeded")
+    return None
+
+
 class FakeUpstream:
     """The fake's state: faults per model, the requests it received, its base latency."""
 
@@ -198,22 +219,10 @@ class FakeUpstream:
             return body, model, fault, web.Response()
         if fault.get("garbage"):
             return body, model, fault, web.Response(text="<html>upstream proxy error</html>", content_type="text/html")
-        limit = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens")
-        limit = limit if isinstance(limit, int) else 0
-        if fault.get("max_output_tokens") is not None and limit > fault["max_output_tokens"]:
-            return body, model, fault, web.json_response({"error": {
-                "message": f"max_tokens is too large: {limit}. This model supports at most {fault['max_output_tokens']} "
-                           f"completion tokens, whereas you provided {limit}.",
-                "type": "invalid_request_error", "param": "max_tokens", "code": "invalid_value"}}, status=400)
-        window = fault.get("context_window")
-        if window is not None:
-            tokens = len(raw) // 4 + limit
-            if tokens > window:
-                return body, model, fault, web.json_response({"error": {
-                    "message": f"This model's maximum context length is {window} tokens. However, you requested "
-                               f"{tokens} tokens. Please reduce the length of the messages.",
-                    "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}},
-                    status=400)
+        if "max_output_tokens" in fault or "context_window" in fault:
+            refused = _beyond_limits(body, len(raw), fault)
+            if refused is not None:
+                return body, model, fault, refused
         if "status" in fault:
             headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
             return body, model, fault, web.json_response(
@@ -231,7 +240,7 @@ class FakeUpstream:
             return early
         problem = invalid_chat(body)
         if problem is not None:  # as a real provider does: a 400, the request's own fault
-            return web.json_response({"error": {"message": problem, "type": "invalid_request_error"}}, status=400)
+            return refusal(problem)
         prompt_chars = sum(len(m.get("content") or "") if isinstance(m.get("content"), str) else 0
                            for m in body.get("messages", []))
         usage = {"prompt_tokens": max(1, prompt_chars // 4), "completion_tokens": self.output_tokens,
@@ -288,7 +297,7 @@ class FakeUpstream:
             return early
         problem = invalid_responses(body)
         if problem is not None:
-            return web.json_response({"error": {"message": problem, "type": "invalid_request_error"}}, status=400)
+            return refusal(problem)
         items = [{"content": body["input"]}] if isinstance(body.get("input"), str) else body.get("input") or []
         chars = sum(len(i["content"]) for i in items if isinstance(i, dict) and isinstance(i.get("content"), str))
         usage = {"input_tokens": max(1, chars // 4), "output_tokens": self.output_tokens,
