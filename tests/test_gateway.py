@@ -479,17 +479,17 @@ def test_a_request_the_provider_refuses_as_malformed_never_opens_its_circuit(tmp
         assert c.chat.completions.create(model="banditroute", messages=ASK, extra_body=only("mid")).model == "mid"
 
 
-LONG = [{"role": "user", "content": "字" * 600}]  # about 154 tokens by the gateway's estimate, 500 by the fake's count
+LONG = [{"role": "user", "content": "字" * 600}]  # about 620 tokens by the gateway's estimate, 950 by the fake's count
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
 def test_a_prompt_too_long_for_a_model_falls_back_to_a_larger_one_without_harming_its_health(tmp_path, stream):
-    """mid's provider refuses the prompt as longer than its window of 550 tokens, which the gateway's
-    estimate could not see: a fallback decision among the models not known to be smaller (cheap's
-    configured window of 500 is left out), and mid's provider stays healthy."""
+    """mid's provider refuses the prompt as longer than its window of 800 tokens, which the gateway's
+    estimate (within it) could not see: a fallback decision among the models not known to be smaller
+    (cheap's configured window of 500 is left out), and mid's provider stays healthy."""
     with Stack(tmp_path, models={"cheap": {"context_window": 500}}) as s:
-        s.fault("mid", context_window=550)
-        s.fault("cheap", context_window=550)
+        s.fault("mid", context_window=800)
+        s.fault("cheap", context_window=800)
         c = s.client()
         for _ in range(60):
             r = c.chat.completions.with_raw_response.create(

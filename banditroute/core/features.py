@@ -52,6 +52,7 @@ import zlib
 import numpy as np
 
 from banditroute.core.embedding import StaticEmbedding
+from banditroute.core.tokens import estimate_tokens
 from banditroute.core.types import Context
 
 FEATURE_VERSION = "v3"
@@ -372,5 +373,6 @@ class Featurizer:
         return Context(self.transform(prompt), self.input_tokens(prompt))
 
     def input_tokens(self, prompt: str) -> float:
-        """Estimated input tokens: characters / 4 (OpenAI's rule of thumb for English)."""
-        return len(prompt) / 4.0
+        """Estimated input tokens (:func:`banditroute.core.tokens.estimate_tokens`: characters / 4 for
+        ASCII text, a rate per character by Unicode block otherwise)."""
+        return estimate_tokens(prompt)

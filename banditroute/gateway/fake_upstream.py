@@ -9,8 +9,8 @@ model name, at start (``--fault MODEL=500``) or at run time with ``POST /control
 "delay_ms": d, "event_delay_ms": e, "hang": true, "die_after_events": k, "drop": true, "garbage": true,
 "reply": text, "failed": true, "when": text, "cached_tokens": n, "no_usage": true, "context_window": n,
 "max_output_tokens": n}`` (``context_window``: a 400 ``context_length_exceeded`` in OpenAI's words when the body's
-UTF-8 bytes / 4 plus its ``max_tokens`` exceed n, a count that, like a real tokenizer's, is higher than the
-gateway's characters / 4 for text outside ASCII; ``max_output_tokens``: OpenAI's 400 for a ``max_tokens`` above n; ``cached_tokens``: the
+UTF-8 bytes / 2 plus its ``max_tokens`` exceed n, a count that, as a real tokenizer's can be, is higher than
+the gateway's estimate for English or Chinese text; ``max_output_tokens``: OpenAI's 400 for a ``max_tokens`` above n; ``cached_tokens``: the
 usage says that many prompt tokens came from a prompt cache; ``no_usage``: a chat answer without usage; ``event_delay_ms``: a pause between a stream's events; ``failed``: a
 responses answer whose status is ``failed``, streamed as ``response.failed`` after ``response.created``)
 (``garbage``: a 200 whose body is not JSON; ``when``: only requests whose body contains the text; the
@@ -70,7 +70,7 @@ def _beyond_limits(body: dict, size: int, fault: dict) -> web.Response | None:
     if fault.get("max_output_tokens") is not None and limit > fault["max_output_tokens"]:
         return refusal(f"max_tokens is too large: {limit}. This model supports at most {fault['max_output_tokens']} "
                        f"completion tokens, whereas you provided {limit}.", param="max_tokens", code="invalid_value")
-    window, tokens = fault.get("context_window"), size // 4 + limit
+    window, tokens = fault.get("context_window"), size // 2 + limit
     if window is not None and tokens > window:
         return refusal(f"This model's maximum context length is {window} tokens. However, you requested {tokens} "
                        "tokens. Please reduce the length of the messages.", param="messages",
