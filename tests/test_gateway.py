@@ -23,13 +23,14 @@ import openai
 import pytest
 from aiohttp import ClientSession, web
 
-from banditroute.config import GatewayConfig, Passthrough, parse_settings
+from banditroute.config import GatewayConfig, ModelSpec, Passthrough, parse_settings
 from banditroute.core.reward import Feedback
 from banditroute.gateway.fake_upstream import FakeUpstream
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import parse_rating
+from banditroute.gateway.model_limits import ModelLimits
 from banditroute.gateway.requests import ChatRequest
-from banditroute.gateway.upstream import beyond_model_limit
+from banditroute.gateway.upstream import UpstreamFailure, beyond_model_limit
 from banditroute.http.app import _Runner, create_app
 from banditroute.http.handlers import GATEWAY, SERVICE
 
@@ -520,6 +521,8 @@ def test_a_prompt_too_long_for_a_model_falls_back_to_a_larger_one_without_harmin
 
 
 def test_a_prompt_too_long_for_every_model_is_the_providers_400_not_a_502(tmp_path):
+    """Every model is called once (the first request); after that, the window each refusal stated is known,
+    so a request of that size is still called (no model is known to fit it) but falls back no more."""
     with Stack(tmp_path) as s:
         s.fake.faults["*"] = {"context_window": 50}
         c = s.client()
@@ -529,8 +532,9 @@ def test_a_prompt_too_long_for_every_model_is_the_providers_400_not_a_502(tmp_pa
                                           extra_body=only("cheap", "mid", "strong") if model == "banditroute" else None)
             assert err.value.body["code"] == "context_length_exceeded"
             assert "maximum context length is 50 tokens" in err.value.body["message"]
-        calls = s.wait_for("SELECT * FROM calls", 7)
-        assert {c["outcome"] for c in calls} == {"context_exceeded"} and len(calls) == 7
+        calls = s.wait_for("SELECT * FROM calls", 5)
+        assert {c["outcome"] for c in calls} == {"context_exceeded"} and len(calls) == 5
+        assert sorted(c["attempt"] for c in calls) == [1, 1, 1, 2, 3]  # the first request's three, then one each
         assert all(s.gateway.providers.view(m)["health"]["consecutive_failures"] == 0 for m in ("cheap", "mid", "strong"))
 
 
@@ -601,6 +605,53 @@ def test_max_tokens_above_a_models_output_limit_leaves_it_out_or_falls_back_to_a
         with pytest.raises(openai.BadRequestError, match="supports at most 50 completion tokens"):
             c.chat.completions.create(model="banditroute", messages=ASK, max_tokens=100,
                                       extra_body=only("cheap", "mid", "strong"))
+
+
+def test_a_limit_a_refusal_states_keeps_requests_of_that_size_away_from_the_model_until_it_lapses(tmp_path):
+    """strong's provider refuses max_tokens above 50 (nothing configured): once it has said so, requests for
+    100 go to mid while mid can take them (no second refusal), GET /models shows the learned limit, a
+    request only strong may serve is still sent (its refusal is the answer), smaller requests still go to
+    strong, and after the hour the limit lapses."""
+    now = [1000.0]
+    with Stack(tmp_path) as s:
+        s.gateway.limits.clock = lambda: now[0]
+        s.fault("strong", max_output_tokens=50)
+        c = s.client()
+        with pytest.raises(openai.BadRequestError, match="supports at most 50 completion tokens"):
+            c.chat.completions.create(model="banditroute", messages=ASK, max_tokens=100, extra_body=only("strong"))
+        learned = s.models_view()["strong"]["learned_limits"]
+        assert learned == {"max_output_tokens": {"tokens": 50, "expires_in_s": 3600.0}}
+        assert s.models_view()["strong"]["max_output_tokens"] is None  # the configured one, as before
+        for _ in range(20):
+            r = c.chat.completions.with_raw_response.create(
+                model="banditroute", messages=ASK, max_tokens=100,
+                extra_body={"banditroute": {"models": ["mid", "strong"], "cost_weight": 0}})
+            assert (r.headers["x-banditroute-model"], r.headers["x-banditroute-attempt"]) == ("mid", "1")
+        assert len(s.wait_for("SELECT * FROM calls WHERE outcome = 'output_limit_exceeded'", 1)) == 1
+        assert s.query("SELECT eligible FROM decisions WHERE policy <> 'direct'")[-1]["eligible"] == ["mid"]
+        r = c.chat.completions.with_raw_response.create(model="banditroute", messages=ASK, max_tokens=40,
+                                                        extra_body=only("strong"))
+        assert r.headers["x-banditroute-model"] == "strong"
+        now[0] += 3601
+        assert s.models_view()["strong"]["learned_limits"] == {}
+        with pytest.raises(openai.BadRequestError):  # called again, and refused again: learned again
+            c.chat.completions.create(model="banditroute", messages=ASK, max_tokens=100, extra_body=only("strong"))
+        assert s.models_view()["strong"]["learned_limits"]["max_output_tokens"]["tokens"] == 50
+        assert len(s.wait_for("SELECT * FROM calls WHERE outcome = 'output_limit_exceeded'", 2)) == 2
+        assert s.gateway.providers.view("strong")["health"]["consecutive_failures"] == 0
+
+
+def test_learned_limits_keep_the_lowest_stated_and_never_raise_a_configured_one():
+    specs = {"m": ModelSpec(name="m", context_window=8000)}
+    limits = ModelLimits(specs, clock=lambda: 0.0)
+    refusal = UpstreamFailure("context_exceeded", "too long", 400, limit=9000)
+    limits.learn("m", refusal)  # above the configured window: nothing learned
+    assert limits.get("m", "context_window") == 8000 and limits.view("m") == {}
+    limits.learn("m", UpstreamFailure("context_exceeded", "too long", 400, limit=4096))
+    limits.learn("m", UpstreamFailure("context_exceeded", "too long", 400, limit=6000))  # not above the lower
+    limits.learn("m", UpstreamFailure("context_exceeded", "too long", 400))  # no limit stated
+    limits.learn("m", UpstreamFailure("upstream_error", "failed", 500, limit=10))  # not a refusal of the size
+    assert limits.get("m", "context_window") == 4096 and limits.get("m", "max_output_tokens") is None
 
 
 def test_a_request_that_breaks_providers_at_two_api_roots_opens_no_circuit(tmp_path):

@@ -7,7 +7,8 @@ One request, step by step:
 1. Eligibility: the pool's callable models (those with a ``base_url`` or ``deployments``), narrowed by the request's
    ``banditroute.models``, the capabilities it needs (:meth:`ChatRequest.needs` plus
    ``banditroute.require``), its context (estimated prompt tokens plus ``max_tokens`` within
-   ``context_window``, ``max_tokens`` within ``max_output_tokens``), ``max_latency_ms`` (:mod:`.latency`), provider health (:mod:`.health`;
+   ``context_window``, ``max_tokens`` within ``max_output_tokens``; the limits stated by a provider's earlier
+   refusal, :mod:`.model_limits`, ignored when they would leave nothing), ``max_latency_ms`` (:mod:`.latency`), provider health (:mod:`.health`;
    ignored when it would leave nothing) and rate limits (:mod:`.limits`). Nothing eligible: 422
    naming why; every model that could serve it at its rate limit: 429 with ``Retry-After``.
 2. The router decides among them exactly as ``/route`` does (same micro-batch, policy, log).
@@ -59,6 +60,7 @@ from banditroute.gateway import messages
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.messages import MessagesRequest
+from banditroute.gateway.model_limits import ModelLimits
 from banditroute.gateway.passthrough import Passthroughs
 from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
@@ -96,6 +98,7 @@ class Gateway:
         self.upstreams = Upstreams(cfg.gateway, os.environ if environ is None else environ)
         self.passthroughs = Passthroughs(cfg.gateway, self.upstreams)
         self.providers = Providers(self.specs, cfg.gateway, clock)
+        self.limits = ModelLimits(self.specs, clock)
         self.stored = StoredResponses(service, self.providers, self.upstreams, self.specs, self.callable_models)
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
@@ -136,7 +139,7 @@ class Gateway:
         out_tokens = req.max_output_tokens or 0
         expected_out = req.max_output_tokens or self.service.config.policy.expected_output_tokens
         reasons: dict[str, list[str]] = {}
-        healthy, unhealthy, limited = [], [], []
+        healthy, unhealthy, limited, refused_before = [], [], [], []
         size = prompt_tokens + expected_out
         for m in candidates:
             spec = self.specs[m]
@@ -161,6 +164,8 @@ class Gateway:
             full = None if why is not None else self.providers.full(m, size, pinned)
             if why is not None:
                 reasons.setdefault(why, []).append(m)
+            elif self.beyond_learned(m, prompt_tokens, out_tokens):
+                refused_before.append(m)
             elif full is not None:
                 self.providers.refused(m)
                 limited.append((m, full))
@@ -172,6 +177,8 @@ class Gateway:
             return healthy
         if unhealthy:  # every provider left is cooling down: better to try one than to refuse
             return unhealthy
+        if refused_before:  # a learned limit is a hint: the provider's refusal itself is the answer to give
+            return refused_before
         if limited:
             raise RateLimited("every model that could serve this request is at its rate limit: " + "; ".join(
                 f"{m} {full}" for m, full in limited), retry_after=self.providers.retry_after([m for m, _ in limited]))
@@ -189,19 +196,26 @@ class Gateway:
         a rate limit); None when one of its providers can take it."""
         return self.providers.unavailable(model, size, base_url)
 
+    def beyond_learned(self, model: str, prompt_tokens: float, out_tokens: int) -> bool:
+        """Whether a request is beyond a limit of ``model`` that its provider stated in an earlier refusal
+        (:mod:`.model_limits`; the configured limits are checked apart, as hard ones)."""
+        window, most = (self.limits.learned(model, f) for f in ("context_window", "max_output_tokens"))
+        return (window is not None and prompt_tokens + out_tokens > window) or (most is not None and out_tokens > most)
+
     def no_larger(self, models: list[str], refusals: list[tuple[str, UpstreamFailure]]) -> set[str]:
         """Of ``models``, those no larger than a model that refused the request as too large for it: by
         ``context_window`` after a prompt too long, by ``max_output_tokens`` after a ``max_tokens`` too
-        large, compared with the limit a refusal states, else with the refusing model's configured one.
+        large, compared with the limit a refusal states, else with the refusing model's limit in force
+        (configured or learned, :mod:`.model_limits`).
         A request that reached a provider and was too large for it passed the gateway's own checks, so
         its prompt was undercounted (text far from English, say) or the limit is not configured, and a
         model no larger would refuse it too."""
         out = set()
         for outcome, field in MODEL_LIMITS.items():
-            limits = [f.limit or getattr(self.specs[m], field) for m, f in refusals if f.outcome == outcome]
+            limits = [f.limit or self.limits.get(m, field) for m, f in refusals if f.outcome == outcome]
             limits = [n for n in limits if n is not None]
             if limits:
-                out |= {m for m in models if (n := getattr(self.specs[m], field)) is not None and n <= max(limits)}
+                out |= {m for m in models if (n := self.limits.get(m, field)) is not None and n <= max(limits)}
         return out
 
     def pinned(self, req: GatewayRequest) -> Provider | None:
@@ -635,6 +649,7 @@ class Gateway:
         provider = self.provider_of(call)
         if not failure.provider_fault:
             self.providers.health.release(provider.key)
+            self.limits.learn(provider.model, failure)
         elif deferred is not None and failure.status is not None and failure.status >= 500:
             deferred.append((provider, failure.retry_after))
         else:
@@ -688,11 +703,12 @@ class Gateway:
 
     # -- views ---------------------------------------------------------------------------------------
     def model_view(self, model: str) -> dict:
-        """What ``GET /models`` adds for a model: callable, its configured capabilities and limits, its providers'
-        health and rate limits, latency."""
+        """What ``GET /models`` adds for a model: callable, its configured capabilities and limits, the limits
+        learned from its providers' refusals, its providers' health and rate limits, latency."""
         expected = self.service.config.policy.expected_output_tokens
         spec = self.specs[model]
         return {"callable": spec.callable, "capabilities": list(spec.capabilities), "context_window": spec.context_window,
-                "max_output_tokens": spec.max_output_tokens, **self.providers.view(model),
+                "max_output_tokens": spec.max_output_tokens, "learned_limits": self.limits.view(model),
+                **self.providers.view(model),
                 "latency": self.latency.view(model, expected)}
 

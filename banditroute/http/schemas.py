@@ -96,12 +96,21 @@ class ModelView(_Answer):
                                        "checked)")
     max_output_tokens: int | None = Field(description="the most tokens it writes in one answer, as configured (null: "
                                           "not checked)")
+    learned_limits: dict[str, LearnedLimit] = Field(
+        default_factory=dict, description="context_window or max_output_tokens as its provider's refusal of a request too "
+        "large stated them, where below the configured limit (or none is configured): such requests go to other models "
+        "while one can take them, for an hour after the last such refusal")
     health: ProviderHealth = Field(description="its provider's circuit; with several deployments, the model's as a "
                                    "whole: the best state, the fewest consecutive failures, the soonest retry")
     latency: LatencyView
     rate_limits: RateLimitView | None = Field(description="the provider's limits the gateway keeps to (null: none "
                                               "configured, or several deployments: see each)")
     deployments: list[DeploymentView] = Field(description="the providers the gateway calls it at (empty: not callable)")
+
+
+class LearnedLimit(_Answer):
+    tokens: int
+    expires_in_s: float = Field(description="seconds until the limit lapses, unless another refusal states it again")
 
 
 class DeploymentView(_Answer):

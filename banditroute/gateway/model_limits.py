@@ -1,0 +1,80 @@
+"""Each model's size limits: as configured, and as its providers' refusals state them.
+
+A provider that refuses a request as too large for the model (:data:`~.upstream.MODEL_LIMITS`) often
+says what the limit is: "maximum context length is 8192 tokens", "supports at most 4096 completion
+tokens". Without a configured ``context_window`` or ``max_output_tokens``, or with one set too high,
+every later request of that size would go to the model and be refused again, a wasted round trip
+before its fallback. So a stated limit below the configured one (or where none is) is kept and the
+gateway's eligibility reads the lower of the two (:meth:`ModelLimits.get`).
+
+A learned limit is softer than a configured one, since it comes from one answer of one provider:
+it lapses after :data:`LEARNED_TTL_S` (a provider may raise a model's limits, or a deployment with
+a larger one may be added), and a model left out by a learned limit alone is still called when no
+other model can take the request (its refusal then goes back to the client as a direct call's
+would).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from banditroute.gateway.upstream import MODEL_LIMITS, UpstreamFailure
+
+log = logging.getLogger("banditroute")
+
+LEARNED_TTL_S = 3600.0
+"""Seconds a limit stated by a refusal is kept."""
+
+FIELDS = tuple(MODEL_LIMITS.values())  # context_window, max_output_tokens
+
+
+class ModelLimits:
+    """Configured limits of each model (its spec's ``context_window`` and ``max_output_tokens``) and
+    those learned from refusals, each with the monotonic time it lapses."""
+
+    def __init__(self, specs: dict, clock=time.monotonic):
+        self.specs = specs
+        self.clock = clock
+        self._learned: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def configured(self, model: str, field: str) -> int | None:
+        return getattr(self.specs[model], field)
+
+    def learned(self, model: str, field: str) -> int | None:
+        """The limit a refusal stated for ``model`` (None when none, or it lapsed)."""
+        entry = self._learned.get((model, field))
+        if entry is None:
+            return None
+        if self.clock() >= entry[1]:
+            del self._learned[(model, field)]
+            return None
+        return entry[0]
+
+    def get(self, model: str, field: str) -> int | None:
+        """The limit in force: the lower of the configured and the learned one (None: not known)."""
+        known = [n for n in (self.configured(model, field), self.learned(model, field)) if n is not None]
+        return min(known) if known else None
+
+    def learn(self, model: str, failure: UpstreamFailure) -> None:
+        """Keep the limit ``failure`` states, when it refuses the request as too large for ``model`` and
+        the limit is below the one in force; a later refusal stating the same limit renews it."""
+        field = MODEL_LIMITS.get(failure.outcome)
+        if field is None or failure.limit is None or failure.limit <= 0:
+            return
+        current = self.get(model, field)
+        if current is not None and failure.limit > current:
+            return
+        if current != failure.limit:
+            log.info("%s: %s %d, as its provider's refusal states (configured: %s)", model, field, failure.limit,
+                     self.configured(model, field))
+        self._learned[(model, field)] = (failure.limit, self.clock() + LEARNED_TTL_S)
+
+    def view(self, model: str) -> dict:
+        """The limits learned for ``model`` that are in force, with their seconds left (``GET /models``)."""
+        now, out = self.clock(), {}
+        for field in FIELDS:
+            n = self.learned(model, field)
+            if n is not None:
+                out[field] = {"tokens": n, "expires_in_s": round(self._learned[(model, field)][1] - now, 1)}
+        return out
