@@ -644,8 +644,8 @@ def test_a_limit_a_refusal_states_keeps_requests_of_that_size_away_from_the_mode
 def test_learned_limits_keep_the_lowest_stated_and_never_raise_a_configured_one():
     specs = {"m": ModelSpec(name="m", context_window=8000)}
     limits = ModelLimits(specs, clock=lambda: 0.0)
-    refusal = UpstreamFailure("context_exceeded", "too long", 400, limit=9000)
-    limits.learn("m", refusal)  # above the configured window: nothing learned
+    for stated in (9000, 8000):  # not below the configured window: nothing learned
+        limits.learn("m", UpstreamFailure("context_exceeded", "too long", 400, limit=stated))
     assert limits.get("m", "context_window") == 8000 and limits.view("m") == {}
     limits.learn("m", UpstreamFailure("context_exceeded", "too long", 400, limit=4096))
     limits.learn("m", UpstreamFailure("context_exceeded", "too long", 400, limit=6000))  # not above the lower

@@ -58,16 +58,17 @@ class ModelLimits:
 
     def learn(self, model: str, failure: UpstreamFailure) -> None:
         """Keep the limit ``failure`` states, when it refuses the request as too large for ``model`` and
-        the limit is below the one in force; a later refusal stating the same limit renews it."""
+        the limit is below the configured one (or none is) and not above one learned before; a later
+        refusal stating the same limit renews it."""
         field = MODEL_LIMITS.get(failure.outcome)
         if field is None or failure.limit is None or failure.limit <= 0:
             return
-        current = self.get(model, field)
-        if current is not None and failure.limit > current:
+        configured, learned = self.configured(model, field), self.learned(model, field)
+        if (configured is not None and failure.limit >= configured) or (learned is not None and failure.limit > learned):
             return
-        if current != failure.limit:
+        if learned != failure.limit:
             log.info("%s: %s %d, as its provider's refusal states (configured: %s)", model, field, failure.limit,
-                     self.configured(model, field))
+                     configured)
         self._learned[(model, field)] = (failure.limit, self.clock() + LEARNED_TTL_S)
 
     def view(self, model: str) -> dict:
