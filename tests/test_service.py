@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
-from conftest import cold_settings
+import pytest
+from conftest import SHARED_DATA, cold_settings
 
 from banditroute.config import StorageConfig, load_settings
 from banditroute.core.reward import Feedback, Signal
 from banditroute.core.router import RouteRequest
 from banditroute.log.store import Store
 from banditroute.service.service import Service
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make(db: str) -> Service:
@@ -154,6 +158,22 @@ def test_the_bundled_pool_routes_its_first_request_from_the_shipped_warm_start(t
         assert np.isclose(sum(d.probabilities), 1.0)
     finally:
         service.store.close()
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data not present")
+def test_the_shipped_warm_start_is_what_its_build_script_writes_today(tmp_path):
+    """A change to the features or the default policy must rebuild the bundled state (the service refuses
+    one of other features, but a state of the same features fitted under older defaults would load)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_warm_start", ROOT / "scripts" / "build_warm_start.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert build.main(["--table", str(SHARED_DATA / "zeroeval_gsm_math_crux.parquet"),
+                       "--out", str(tmp_path / "state")]) == 0
+    shipped = ROOT / "banditroute" / "data" / "pool.example.state"
+    assert (tmp_path / "state").read_bytes() == shipped.read_bytes(), \
+        "rebuild it: python scripts/build_warm_start.py"
 
 
 def test_warm_start_values_bundled_none_and_paths_relative_to_the_file(tmp_path):
