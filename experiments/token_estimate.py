@@ -1,6 +1,6 @@
 """Calibrate and check banditroute's token estimate against OpenAI's tokenizers, in many scripts.
 
-Usage (about a minute on one core; needs the ``experiments`` extra)::
+Usage (a few seconds; needs the ``experiments`` extra)::
 
     python experiments/token_estimate.py [--name token_estimate]
 
