@@ -28,7 +28,7 @@ from banditroute.core.reward import Feedback
 from banditroute.gateway.fake_upstream import FakeUpstream
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import parse_rating
-from banditroute.gateway.model_limits import ModelLimits
+from banditroute.gateway.model_limits import ModelLimits, TokenRatios
 from banditroute.gateway.requests import ChatRequest
 from banditroute.gateway.upstream import UpstreamFailure, beyond_model_limit
 from banditroute.http.app import _Runner, create_app
@@ -639,6 +639,49 @@ def test_a_limit_a_refusal_states_keeps_requests_of_that_size_away_from_the_mode
         assert s.models_view()["strong"]["learned_limits"]["max_output_tokens"]["tokens"] == 50
         assert len(s.wait_for("SELECT * FROM calls WHERE outcome = 'output_limit_exceeded'", 2)) == 2
         assert s.gateway.providers.view("strong")["health"]["consecutive_failures"] == 0
+
+
+def test_the_context_check_counts_a_prompt_as_the_models_own_answers_report_its_tokens(tmp_path):
+    """mid's provider counts twice the prompt tokens the gateway estimates (configured window 400): a
+    prompt estimated at 254 tokens plus max_tokens 50 fits by the estimate, and mid serves it until its
+    answers have shown the ratio; after 25 calls it is about 1.9 (GET /models), the same request leaves
+    mid out (a 422 naming its count), and the other models, whose answers match the estimate, still
+    take it."""
+    with Stack(tmp_path, models={"mid": {"context_window": 400}}) as s:
+        s.fault("mid", prompt_token_scale=2.0)
+        c = s.client()
+        big = [{"role": "user", "content": "word " * 200}]  # 1,000 characters: 254 tokens by the estimate
+        r = c.chat.completions.with_raw_response.create(model="banditroute", messages=big, max_tokens=50,
+                                                        extra_body=only("mid"))
+        assert r.headers["x-banditroute-model"] == "mid"
+        for _ in range(24):
+            c.chat.completions.create(model="mid", messages=[{"role": "user", "content": "word " * 80}], max_tokens=8)
+        shown = s.models_view()["mid"]["prompt_tokens"]
+        assert shown["calls"] == 25 and 1.8 < shown["ratio"] < 2.0
+        assert s.models_view()["strong"]["prompt_tokens"] == {"ratio": 1.0, "calls": 0}
+        with pytest.raises(openai.UnprocessableEntityError, match=r"context_window 400 < about 4\d\d prompt tokens"):
+            c.chat.completions.create(model="banditroute", messages=big, max_tokens=50, extra_body=only("mid"))
+        r = c.chat.completions.with_raw_response.create(model="banditroute", messages=big, max_tokens=50,
+                                                        extra_body=only("mid", "strong"))
+        assert r.headers["x-banditroute-model"] == "strong"
+
+
+def test_token_ratios_wait_for_evidence_follow_recent_calls_and_stay_in_range():
+    ratios = TokenRatios(["m"])
+    for _ in range(19):
+        ratios.observe("m", 100.0, 150)
+    assert ratios.ratio("m") == 1.0  # not yet 20 calls
+    ratios.observe("m", 100.0, None)  # no usage reported: nothing learned
+    ratios.observe("m", 0.5, 10)  # an empty prompt says nothing of the ratio
+    assert ratios.view("m") == {"ratio": 1.0, "calls": 19}
+    ratios.observe("m", 100.0, 150)
+    assert ratios.ratio("m") == pytest.approx(1.5)
+    for _ in range(5000):  # the provider's tokenizer changed: the old calls fade
+        ratios.observe("m", 100.0, 90)
+    assert ratios.ratio("m") == pytest.approx(0.9, abs=0.01)
+    for _ in range(20000):
+        ratios.observe("m", 100.0, 1000)
+    assert ratios.ratio("m") == 4.0  # clipped
 
 
 def test_learned_limits_keep_the_lowest_stated_and_never_raise_a_configured_one():

@@ -8,10 +8,11 @@ model name, at start (``--fault MODEL=500``) or at run time with ``POST /control
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
 "delay_ms": d, "event_delay_ms": e, "hang": true, "die_after_events": k, "drop": true, "garbage": true,
 "reply": text, "failed": true, "when": text, "cached_tokens": n, "no_usage": true, "context_window": n,
-"max_output_tokens": n}`` (``context_window``: a 400 ``context_length_exceeded`` in OpenAI's words when the body's
+"max_output_tokens": n, "prompt_token_scale": k}`` (``context_window``: a 400 ``context_length_exceeded`` in OpenAI's words when the body's
 UTF-8 bytes / 2 plus its ``max_tokens`` exceed n, a count that, as a real tokenizer's can be, is higher than
 the gateway's estimate for English or Chinese text; ``max_output_tokens``: OpenAI's 400 for a ``max_tokens`` above n; ``cached_tokens``: the
-usage says that many prompt tokens came from a prompt cache; ``no_usage``: a chat answer without usage; ``event_delay_ms``: a pause between a stream's events; ``failed``: a
+usage says that many prompt tokens came from a prompt cache; ``prompt_token_scale``: a chat answer's usage counts k
+times the prompt tokens, as a tokenizer less frugal than characters / 4 would; ``no_usage``: a chat answer without usage; ``event_delay_ms``: a pause between a stream's events; ``failed``: a
 responses answer whose status is ``failed``, streamed as ``response.failed`` after ``response.created``)
 (``garbage``: a 200 whose body is not JSON; ``when``: only requests whose body contains the text; the
 model ``*``: every model) (``{"model": M}`` alone
@@ -243,8 +244,9 @@ class FakeUpstream:
             return refusal(problem)
         prompt_chars = sum(len(m.get("content") or "") if isinstance(m.get("content"), str) else 0
                            for m in body.get("messages", []))
-        usage = {"prompt_tokens": max(1, prompt_chars // 4), "completion_tokens": self.output_tokens,
-                 "total_tokens": max(1, prompt_chars // 4) + self.output_tokens}
+        prompt_tokens = max(1, int(prompt_chars * fault.get("prompt_token_scale", 1)) // 4)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": self.output_tokens,
+                 "total_tokens": prompt_tokens + self.output_tokens}
         if fault.get("cached_tokens"):
             usage["prompt_tokens_details"] = {"cached_tokens": min(fault["cached_tokens"], usage["prompt_tokens"])}
         if fault.get("no_usage"):

@@ -7,7 +7,8 @@ One request, step by step:
 1. Eligibility: the pool's callable models (those with a ``base_url`` or ``deployments``), narrowed by the request's
    ``banditroute.models``, the capabilities it needs (:meth:`ChatRequest.needs` plus
    ``banditroute.require``), its context (estimated prompt tokens plus ``max_tokens`` within
-   ``context_window``, ``max_tokens`` within ``max_output_tokens``; the limits stated by a provider's earlier
+   ``context_window``, the estimate scaled to the model's own count by what its answers reported,
+   ``max_tokens`` within ``max_output_tokens``; the limits stated by a provider's earlier
    refusal, :mod:`.model_limits`, ignored when they would leave nothing), ``max_latency_ms`` (:mod:`.latency`), provider health (:mod:`.health`;
    ignored when it would leave nothing) and rate limits (:mod:`.limits`). Nothing eligible: 422
    naming why; every model that could serve it at its rate limit: 429 with ``Retry-After``.
@@ -60,7 +61,7 @@ from banditroute.gateway import messages
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.messages import MessagesRequest
-from banditroute.gateway.model_limits import ModelLimits
+from banditroute.gateway.model_limits import ModelLimits, TokenRatios
 from banditroute.gateway.passthrough import Passthroughs
 from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
@@ -99,6 +100,7 @@ class Gateway:
         self.passthroughs = Passthroughs(cfg.gateway, self.upstreams)
         self.providers = Providers(self.specs, cfg.gateway, clock)
         self.limits = ModelLimits(self.specs, clock)
+        self.token_ratios = TokenRatios(self.specs)
         self.stored = StoredResponses(service, self.providers, self.upstreams, self.specs, self.callable_models)
         self.latency = LatencyModel(cfg.names)
         self.judge = Judge(self, cfg.gateway.judge)
@@ -152,8 +154,9 @@ class Gateway:
                     why += f" (the request {req.native_only()})"
             elif pinned is not None and not self.providers.of(m, pinned):
                 why = f"previous_response_id is stored by the provider of {stored_by.model} ({pinned})"
-            elif spec.context_window is not None and prompt_tokens + out_tokens > spec.context_window:
-                why = (f"context_window {spec.context_window} < about {prompt_tokens:.0f} prompt tokens"
+            elif spec.context_window is not None and (own := self.own_tokens(m, prompt_tokens)) + out_tokens > \
+                    spec.context_window:
+                why = (f"context_window {spec.context_window} < about {own:.0f} prompt tokens"
                        + (f" + max_tokens {out_tokens}" if out_tokens else ""))
             elif spec.max_output_tokens is not None and out_tokens > spec.max_output_tokens:
                 why = f"max_output_tokens {spec.max_output_tokens} < max_tokens {out_tokens}"
@@ -164,7 +167,7 @@ class Gateway:
             full = None if why is not None else self.providers.full(m, size, pinned)
             if why is not None:
                 reasons.setdefault(why, []).append(m)
-            elif self.beyond_learned(m, prompt_tokens, out_tokens):
+            elif self.beyond_learned(m, self.own_tokens(m, prompt_tokens), out_tokens):
                 refused_before.append(m)
             elif full is not None:
                 self.providers.refused(m)
@@ -195,6 +198,11 @@ class Gateway:
         """Why a call of ``size`` tokens cannot go to ``model`` now (every provider's circuit is open, or at
         a rate limit); None when one of its providers can take it."""
         return self.providers.unavailable(model, size, base_url)
+
+    def own_tokens(self, model: str, prompt_tokens: float) -> float:
+        """A prompt's estimated tokens as ``model`` counts them: the estimate times the ratio of the prompt
+        tokens its provider reported to the gateway's estimates on its recent calls (:class:`TokenRatios`)."""
+        return prompt_tokens * self.token_ratios.ratio(model)
 
     def beyond_learned(self, model: str, prompt_tokens: float, out_tokens: int) -> bool:
         """Whether a request is beyond a limit of ``model`` that its provider stated in an earlier refusal
@@ -676,6 +684,8 @@ class Gateway:
         (``end``: when the upstream's answer was complete, if before now)."""
         self.providers.health.success(self.provider_of(call).key)
         tokens_in, tokens_out, cached = req.usage_tokens(usage)
+        if getattr(req, "previous_response_id", None) is None:  # else the provider counted turns it keeps
+            self.token_ratios.observe(d.model, prompt_tokens, tokens_in)
         if tokens_in is None:  # an upstream that reports no usage: the gateway's own estimates
             tokens_in = round(prompt_tokens)
         if tokens_out is None:
@@ -704,11 +714,13 @@ class Gateway:
     # -- views ---------------------------------------------------------------------------------------
     def model_view(self, model: str) -> dict:
         """What ``GET /models`` adds for a model: callable, its configured capabilities and limits, the limits
-        learned from its providers' refusals, its providers' health and rate limits, latency."""
+        learned from its providers' refusals, how its prompt tokens compare with the gateway's estimates, its
+        providers' health and rate limits, latency."""
         expected = self.service.config.policy.expected_output_tokens
         spec = self.specs[model]
         return {"callable": spec.callable, "capabilities": list(spec.capabilities), "context_window": spec.context_window,
                 "max_output_tokens": spec.max_output_tokens, "learned_limits": self.limits.view(model),
+                "prompt_tokens": self.token_ratios.view(model),
                 **self.providers.view(model),
                 "latency": self.latency.view(model, expected)}
 

@@ -1,4 +1,5 @@
-"""Each model's size limits: as configured, and as its providers' refusals state them.
+"""Each model's size limits (as configured, and as its providers' refusals state them) and how many
+tokens it counts in a prompt.
 
 A provider that refuses a request as too large for the model (:data:`~.upstream.MODEL_LIMITS`) often
 says what the limit is: "maximum context length is 8192 tokens", "supports at most 4096 completion
@@ -12,6 +13,12 @@ it lapses after :data:`LEARNED_TTL_S` (a provider may raise a model's limits, or
 a larger one may be added), and a model left out by a learned limit alone is still called when no
 other model can take the request (its refusal then goes back to the client as a direct call's
 would).
+
+Whether a prompt fits a window is counted in the model's own tokens, which the gateway can only
+estimate (:mod:`banditroute.core.tokens`), and tokenizers differ, most outside Latin scripts. Every
+answer reports the prompt tokens its provider counted, so
+:class:`TokenRatios` keeps, per model, the ratio of reported to estimated prompt tokens over its
+recent calls, and the window check scales the estimate by it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ LEARNED_TTL_S = 3600.0
 """Seconds a limit stated by a refusal is kept."""
 
 FIELDS = tuple(MODEL_LIMITS.values())  # context_window, max_output_tokens
+RATIO_MIN_CALLS = 20
+"""Calls of a model with reported usage before its ratio is used (1 until then)."""
+RATIO_MEMORY = 1000
+"""The sums decay by ``1 - 1 / RATIO_MEMORY`` a call, so the ratio follows the last thousand calls or so."""
+RATIO_RANGE = (0.5, 4.0)
+"""The ratio in force is clipped to this range."""
 
 
 class ModelLimits:
@@ -79,3 +92,34 @@ class ModelLimits:
             if n is not None:
                 out[field] = {"tokens": n, "expires_in_s": round(self._learned[(model, field)][1] - now, 1)}
         return out
+
+
+class TokenRatios:
+    """Per model, the prompt tokens its providers report per token the gateway estimated: the ratio of
+    the two sums over its calls, each decayed by ``1 - 1 / RATIO_MEMORY`` a call. A ratio of sums weighs
+    long prompts most, which are those a context window concerns."""
+
+    def __init__(self, models):
+        self._sums = {m: [0.0, 0.0, 0] for m in models}  # estimated, reported (decayed), calls
+
+    def observe(self, model: str, estimated: float, reported: int | None) -> None:
+        """A call of ``model`` whose prompt the gateway estimated at ``estimated`` tokens and its provider
+        counted ``reported`` (None: no usage reported)."""
+        if reported is None or reported <= 0 or estimated < 1:
+            return
+        sums = self._sums[model]
+        keep = 1.0 - 1.0 / RATIO_MEMORY
+        sums[0] = sums[0] * keep + estimated
+        sums[1] = sums[1] * keep + reported
+        sums[2] += 1
+
+    def ratio(self, model: str) -> float:
+        """Reported over estimated prompt tokens, within :data:`RATIO_RANGE`; 1 before
+        :data:`RATIO_MIN_CALLS` calls."""
+        estimated, reported, calls = self._sums[model]
+        if calls < RATIO_MIN_CALLS:
+            return 1.0
+        return min(max(reported / estimated, RATIO_RANGE[0]), RATIO_RANGE[1])
+
+    def view(self, model: str) -> dict:
+        return {"ratio": round(self.ratio(model), 3), "calls": self._sums[model][2]}

@@ -96,6 +96,8 @@ class ModelView(_Answer):
                                        "checked)")
     max_output_tokens: int | None = Field(description="the most tokens it writes in one answer, as configured (null: "
                                           "not checked)")
+    prompt_tokens: PromptTokensView | None = Field(default=None, description="how its tokenizer counts prompts "
+                                                   "against the gateway's estimate")
     learned_limits: dict[str, LearnedLimit] = Field(
         default_factory=dict, description="context_window or max_output_tokens as its provider's refusal of a request too "
         "large stated them, where below the configured limit (or none is configured): such requests go to other models "
@@ -106,6 +108,12 @@ class ModelView(_Answer):
     rate_limits: RateLimitView | None = Field(description="the provider's limits the gateway keeps to (null: none "
                                               "configured, or several deployments: see each)")
     deployments: list[DeploymentView] = Field(description="the providers the gateway calls it at (empty: not callable)")
+
+
+class PromptTokensView(_Answer):
+    ratio: float = Field(description="the prompt tokens its providers reported per token the gateway estimated, over "
+                         "its recent calls: what the context-window check multiplies the estimate by (1 until 20 calls)")
+    calls: int = Field(description="calls with reported usage it was learned from")
 
 
 class LearnedLimit(_Answer):
