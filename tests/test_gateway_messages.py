@@ -151,12 +151,20 @@ def test_a_routed_model_can_stand_for_the_model_an_agent_asks_for(tmp_path):
         assert msg.model in ("cheap", "mid")
 
 
-def test_count_tokens_gives_the_gateways_estimate(tmp_path):
+def test_count_tokens_gives_the_gateways_estimate_in_the_named_models_own_count(tmp_path):
     with Stack(tmp_path) as s:
         c = client(s)
         short = c.messages.count_tokens(model="banditroute", messages=ASK).input_tokens
         longer = c.messages.count_tokens(model="banditroute", messages=ASK, system="You are a careful geographer. " * 20)
         assert 0 < short < longer.input_tokens
+        assert c.messages.count_tokens(model="mid", messages=ASK).input_tokens == short  # no calls of mid yet
+        s.fault("mid", prompt_token_scale=3.0)  # mid's tokenizer counts three times the estimate's tokens
+        for _ in range(20):
+            c.messages.create(model="mid", max_tokens=8, messages=[{"role": "user", "content": "word " * 100}])
+        counted = c.messages.count_tokens(model="mid", messages=ASK, system="You are a careful geographer. " * 20)
+        assert counted.input_tokens == pytest.approx(longer.input_tokens * s.gateway.token_ratios.ratio("mid"), abs=2)
+        assert s.gateway.token_ratios.ratio("mid") > 2.5
+        assert c.messages.count_tokens(model="banditroute", messages=ASK).input_tokens == short
 
 
 def test_a_stream_without_upstream_usage_is_counted_by_the_gateways_estimates(tmp_path):

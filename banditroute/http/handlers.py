@@ -109,10 +109,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """Anthropic's token count of a Messages body: the gateway's own estimate of its input tokens (the one
-    its context-window and rate-limit checks use; no tokenizer is fetched)."""
+    """Anthropic's token count of a Messages body: the gateway's own estimate of its input tokens (no
+    tokenizer is fetched); for a body naming a pool model, scaled to that model's count as its answers
+    have reported it (the figure its context-window check uses)."""
     req = await parse(request, CountTokensRequest)
-    return json_response({"input_tokens": round(req.prompt_tokens(request.app[SERVICE].router.featurizer.input_tokens))})
+    gateway = request.app[GATEWAY]
+    tokens = req.prompt_tokens(request.app[SERVICE].router.featurizer.input_tokens)
+    if req.model in gateway.specs:
+        tokens = gateway.own_tokens(req.model, tokens)
+    return json_response({"input_tokens": round(tokens)})
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
