@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Self
 
+import duckdb
 import numpy as np
 import openai
 import pytest
@@ -682,6 +683,24 @@ def test_token_ratios_wait_for_evidence_follow_recent_calls_and_stay_in_range():
     for _ in range(20000):
         ratios.observe("m", 100.0, 1000)
     assert ratios.ratio("m") == 4.0  # clipped
+
+
+def test_learned_limits_survive_a_restart_from_the_calls_log_for_the_rest_of_their_hour(tmp_path):
+    with Stack(tmp_path) as s:
+        s.fault("strong", max_output_tokens=50)
+        with pytest.raises(openai.BadRequestError):
+            s.client().chat.completions.create(model="banditroute", messages=ASK, max_tokens=100,
+                                               extra_body=only("strong"))
+        s.wait_for("SELECT * FROM calls WHERE outcome = 'output_limit_exceeded'", 1)
+    with Stack(tmp_path) as s:
+        learned = s.models_view()["strong"]["learned_limits"]["max_output_tokens"]
+        assert learned["tokens"] == 50 and 3500 < learned["expires_in_s"] <= 3600
+        assert s.models_view()["mid"]["learned_limits"] == {}
+    con = duckdb.connect(str(tmp_path / "router.duckdb"))
+    con.execute("UPDATE calls SET ts = ts - INTERVAL 2 HOUR")  # the refusal is now older than the hour
+    con.close()
+    with Stack(tmp_path) as s:
+        assert s.models_view()["strong"]["learned_limits"] == {}
 
 
 def test_learned_limits_keep_the_lowest_stated_and_never_raise_a_configured_one():

@@ -61,7 +61,7 @@ from banditroute.gateway import messages
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.messages import MessagesRequest
-from banditroute.gateway.model_limits import ModelLimits, TokenRatios
+from banditroute.gateway.model_limits import REFUSALS_SQL, ModelLimits, TokenRatios
 from banditroute.gateway.passthrough import Passthroughs
 from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
@@ -109,8 +109,10 @@ class Gateway:
         self._tasks: set[asyncio.Task] = set()
 
     def load(self) -> None:
-        """Learn the latency of each model from the calls already in the log (at start)."""
+        """Learn the latency of each model, and the limits its refusals stated in the last hour, from the
+        calls already in the log (at start)."""
         self.latency.load(self.service.store.query(SUMS_SQL).to_pylist())
+        self.limits.load(self.service.store.query(REFUSALS_SQL).to_pylist())
 
     async def close(self) -> None:
         """Let the background work (feedback, judge calls) finish, then close the upstream sessions."""

@@ -9,7 +9,8 @@ before its fallback. So a stated limit below the configured one (or where none i
 gateway's eligibility reads the lower of the two (:meth:`ModelLimits.get`).
 
 A learned limit is softer than a configured one, since it comes from one answer of one provider:
-it lapses after :data:`LEARNED_TTL_S` (a provider may raise a model's limits, or a deployment with
+it lapses after :data:`LEARNED_TTL_S` (a restart learns again those of the last hour from the calls
+log) (a provider may raise a model's limits, or a deployment with
 a larger one may be added), and a model left out by a learned limit alone is still called when no
 other model can take the request (its refusal then goes back to the client as a direct call's
 would).
@@ -26,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 
-from banditroute.gateway.upstream import MODEL_LIMITS, UpstreamFailure
+from banditroute.gateway.upstream import MODEL_LIMITS, UpstreamFailure, beyond_model_limit
 
 log = logging.getLogger("banditroute")
 
@@ -34,6 +35,12 @@ LEARNED_TTL_S = 3600.0
 """Seconds a limit stated by a refusal is kept."""
 
 FIELDS = tuple(MODEL_LIMITS.values())  # context_window, max_output_tokens
+REFUSALS_SQL = f"""
+SELECT model, outcome, status, error, epoch(now()) - epoch(ts) AS age_s FROM calls
+WHERE outcome IN ({', '.join(repr(o) for o in MODEL_LIMITS)}) AND ts > now() - INTERVAL {int(LEARNED_TTL_S)} SECOND
+ORDER BY ts
+"""
+"""The refusals of a request too large for the model in the last :data:`LEARNED_TTL_S`, oldest first."""
 RATIO_MIN_CALLS = 20
 """Calls of a model with reported usage before its ratio is used (1 until then)."""
 RATIO_MEMORY = 1000
@@ -69,12 +76,13 @@ class ModelLimits:
         known = [n for n in (self.configured(model, field), self.learned(model, field)) if n is not None]
         return min(known) if known else None
 
-    def learn(self, model: str, failure: UpstreamFailure) -> None:
+    def learn(self, model: str, failure: UpstreamFailure, age_s: float = 0.0) -> None:
         """Keep the limit ``failure`` states, when it refuses the request as too large for ``model`` and
         the limit is below the configured one (or none is) and not above one learned before; a later
-        refusal stating the same limit renews it."""
+        refusal stating the same limit renews it. ``age_s``: how long ago the refusal came (read back
+        from the log)."""
         field = MODEL_LIMITS.get(failure.outcome)
-        if field is None or failure.limit is None or failure.limit <= 0:
+        if field is None or failure.limit is None or failure.limit <= 0 or age_s >= LEARNED_TTL_S:
             return
         configured, learned = self.configured(model, field), self.learned(model, field)
         if (configured is not None and failure.limit >= configured) or (learned is not None and failure.limit > learned):
@@ -82,7 +90,17 @@ class ModelLimits:
         if learned != failure.limit:
             log.info("%s: %s %d, as its provider's refusal states (configured: %s)", model, field, failure.limit,
                      configured)
-        self._learned[(model, field)] = (failure.limit, self.clock() + LEARNED_TTL_S)
+        self._learned[(model, field)] = (failure.limit, self.clock() + LEARNED_TTL_S - age_s)
+
+    def load(self, rows: list[dict]) -> None:
+        """Learn again the limits stated by the refusals of :data:`REFUSALS_SQL` (at start): a refusal's
+        ``calls.error`` keeps the start of the provider's answer, where the limit is stated."""
+        for r in rows:
+            if r["model"] not in self.specs:
+                continue
+            outcome, limit = beyond_model_limit(r["status"], (r["error"] or "").encode())
+            if outcome == r["outcome"]:
+                self.learn(r["model"], UpstreamFailure(outcome, r["error"], r["status"], limit=limit), r["age_s"])
 
     def view(self, model: str) -> dict:
         """The limits learned for ``model`` that are in force, with their seconds left (``GET /models``)."""
