@@ -31,6 +31,7 @@ answered call is in ``calls`` with tokens, cost and latency. Results go to
     python benchmarks/bench_gateway.py                # about 35 minutes with LiteLLM
     python benchmarks/bench_gateway.py --runs 1 --seconds 5 --no-litellm
     python benchmarks/bench_gateway.py --no-litellm --baseline PATH --runs 9 --no-max-rate   # A/B of a change
+    python benchmarks/bench_gateway.py --no-litellm --baseline PATH --runs 31 --seconds 3 --no-max-rate  # finer
 
 With ``--api responses`` the same measurements run on OpenAI's responses API (``POST /v1/responses``,
 LiteLLM left out): ``direct`` is the fake upstream's own ``/v1/responses``, ``banditroute`` a gateway
@@ -45,7 +46,9 @@ With ``--baseline PATH`` (another checkout with its C cores built, e.g. a ``git 
 before a change), that checkout's gateway is a fourth target, configured alike on the same upstream,
 measured in the same runs (which of the two goes first alternates from run to run); the results gain
 ``this_vs_baseline``: per mode, the medians over runs of this gateway's server CPU per request over the
-baseline's and of the difference of their p50 and p99. ``--no-max-rate`` skips the rate search.
+baseline's (and their quartiles) and of the difference of their p50 and p99; many short runs (``--runs 31
+--seconds 3``) see nearly the same machine in each pair and resolve a few percent of CPU that nine runs of
+ten seconds do not. ``--no-max-rate`` skips the rate search.
 """
 
 from __future__ import annotations
@@ -381,6 +384,9 @@ def main() -> None:
                         a["server_cpu_ms_per_request"] / b["server_cpu_ms_per_request"] for a, b in pairs), 3),
                     "cpu_per_request_ratios": [round(a["server_cpu_ms_per_request"] / b["server_cpu_ms_per_request"], 3)
                                                for a, b in pairs],
+                    "cpu_per_request_quartiles": [round(q, 3) for q in statistics.quantiles(
+                        [a["server_cpu_ms_per_request"] / b["server_cpu_ms_per_request"] for a, b in pairs], n=4)]
+                    if len(pairs) > 1 else None,
                     "p50_difference_ms": round(statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in pairs), 3),
                     "p99_difference_ms": round(statistics.median(a["p99_ms"] - b["p99_ms"] for a, b in pairs), 3)}
                 log(f"  this vs baseline: {results['this_vs_baseline'][mode]}")
