@@ -686,7 +686,7 @@ class Gateway:
         (``end``: when the upstream's answer was complete, if before now)."""
         self.providers.health.success(self.provider_of(call).key)
         tokens_in, tokens_out, cached = req.usage_tokens(usage)
-        if getattr(req, "previous_response_id", None) is None:  # else the provider counted turns it keeps
+        if not isinstance(req, ResponsesRequest) or req.previous_response_id is None:  # else it counted kept turns
             self.token_ratios.observe(d.model, prompt_tokens, tokens_in)
         if tokens_in is None:  # an upstream that reports no usage: the gateway's own estimates
             tokens_in = round(prompt_tokens)
