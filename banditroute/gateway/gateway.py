@@ -147,6 +147,7 @@ class Gateway:
         size = prompt_tokens + expected_out
         for m in candidates:
             spec = self.specs[m]
+            own = self.own_tokens(m, prompt_tokens)
             why = None
             if not spec.callable:
                 why = "no base_url (routable by /route only)"
@@ -156,8 +157,7 @@ class Gateway:
                     why += f" (the request {req.native_only()})"
             elif pinned is not None and not self.providers.of(m, pinned):
                 why = f"previous_response_id is stored by the provider of {stored_by.model} ({pinned})"
-            elif spec.context_window is not None and (own := self.own_tokens(m, prompt_tokens)) + out_tokens > \
-                    spec.context_window:
+            elif spec.context_window is not None and own + out_tokens > spec.context_window:
                 why = (f"context_window {spec.context_window} < about {own:.0f} prompt tokens"
                        + (f" + max_tokens {out_tokens}" if out_tokens else ""))
             elif spec.max_output_tokens is not None and out_tokens > spec.max_output_tokens:
@@ -169,7 +169,7 @@ class Gateway:
             full = None if why is not None else self.providers.full(m, size, pinned)
             if why is not None:
                 reasons.setdefault(why, []).append(m)
-            elif self.beyond_learned(m, self.own_tokens(m, prompt_tokens), out_tokens):
+            elif self.limits.beyond_learned(m, own, out_tokens):
                 refused_before.append(m)
             elif full is not None:
                 self.providers.refused(m)
@@ -205,12 +205,6 @@ class Gateway:
         """A prompt's estimated tokens as ``model`` counts them: the estimate times the ratio of the prompt
         tokens its provider reported to the gateway's estimates on its recent calls (:class:`TokenRatios`)."""
         return prompt_tokens * self.token_ratios.ratio(model)
-
-    def beyond_learned(self, model: str, prompt_tokens: float, out_tokens: int) -> bool:
-        """Whether a request is beyond a limit of ``model`` that its provider stated in an earlier refusal
-        (:mod:`.model_limits`; the configured limits are checked apart, as hard ones)."""
-        window, most = (self.limits.learned(model, f) for f in ("context_window", "max_output_tokens"))
-        return (window is not None and prompt_tokens + out_tokens > window) or (most is not None and out_tokens > most)
 
     def no_larger(self, models: list[str], refusals: list[tuple[str, UpstreamFailure]]) -> set[str]:
         """Of ``models``, those no larger than a model that refused the request as too large for it: by

@@ -71,6 +71,14 @@ class ModelLimits:
             return None
         return entry[0]
 
+    def beyond_learned(self, model: str, prompt_tokens: float, out_tokens: int) -> bool:
+        """Whether a request of ``prompt_tokens`` (in the model's count) and ``max_tokens`` ``out_tokens`` is
+        beyond a limit of ``model`` that a refusal stated (the configured ones are checked apart, as hard)."""
+        if not self._learned:
+            return False
+        window, most = self.learned(model, "context_window"), self.learned(model, "max_output_tokens")
+        return (window is not None and prompt_tokens + out_tokens > window) or (most is not None and out_tokens > most)
+
     def get(self, model: str, field: str) -> int | None:
         """The limit in force: the lower of the configured and the learned one (None: not known)."""
         known = [n for n in (self.configured(model, field), self.learned(model, field)) if n is not None]
