@@ -78,6 +78,30 @@ def test_the_gateway_routes_around_a_model_at_its_limit_and_refuses_when_all_are
         assert len(s.query("SELECT * FROM calls")) == 3  # nothing refused went upstream
 
 
+def test_a_tpm_limit_counts_a_prompt_in_the_models_own_tokens(tmp_path):
+    """mid's provider counts three times the prompt tokens the gateway estimates (tpm 4,000). Once its
+    answers have shown that, a prompt of about 1,000 estimated tokens (3,000 in mid's count) no longer fits
+    what is left of mid's minute, though it would by the estimate alone: mid is left out before the
+    call instead of being sent a request its provider would refuse."""
+    with Stack(tmp_path, models={"mid": {"tpm": 4000}}) as s:
+        s.fault("mid", prompt_token_scale=3.0)
+        c = s.client()
+        small = [{"role": "user", "content": "word " * 16}]
+        for _ in range(21):
+            c.chat.completions.create(model="mid", messages=small, max_tokens=8)
+        assert s.models_view()["mid"]["prompt_tokens"]["ratio"] == pytest.approx(3.0, rel=0.2)
+        left = 4000 - s.models_view()["mid"]["rate_limits"]["tokens_last_minute"]
+        big = [{"role": "user", "content": "word " * 800}]  # 4,000 characters: about 1,000 tokens by the estimate
+        assert 1100 < left < 2900
+        with pytest.raises(openai.RateLimitError, match="mid at its tpm limit"):
+            c.chat.completions.create(model="banditroute", messages=big, max_tokens=8, extra_body=only("mid"))
+        raw = c.chat.completions.with_raw_response.create(model="banditroute", messages=big, max_tokens=8,
+                                                          extra_body=only("mid", "strong"))
+        assert raw.headers["x-banditroute-model"] == "strong"
+        with pytest.raises(openai.RateLimitError, match="mid at its tpm limit"):  # a direct call too
+            c.chat.completions.create(model="mid", messages=big, max_tokens=8)
+
+
 async def _models(s) -> list[dict]:
     import aiohttp
 

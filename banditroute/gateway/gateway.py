@@ -144,7 +144,6 @@ class Gateway:
         expected_out = req.max_output_tokens or self.service.config.policy.expected_output_tokens
         reasons: dict[str, list[str]] = {}
         healthy, unhealthy, limited, refused_before = [], [], [], []
-        size = prompt_tokens + expected_out
         for m in candidates:
             spec = self.specs[m]
             own = self.own_tokens(m, prompt_tokens)
@@ -166,7 +165,7 @@ class Gateway:
                 predicted = self.latency.predict(m, prompt_tokens, expected_out)
                 if predicted is not None and predicted > opts.max_latency_ms:
                     why = f"predicted latency {predicted:.0f} ms > max_latency_ms {opts.max_latency_ms:g}"
-            full = None if why is not None else self.providers.full(m, size, pinned)
+            full = None if why is not None else self.providers.full(m, own + expected_out, pinned)
             if why is not None:
                 reasons.setdefault(why, []).append(m)
             elif self.limits.beyond_learned(m, own, out_tokens):
@@ -190,10 +189,13 @@ class Gateway:
         raise RoutingError("no model can serve this request: " + "; ".join(
             f"{', '.join(ms)}: {why}" for why, ms in reasons.items()))
 
-    def size(self, req: GatewayRequest, prompt_tokens: float | None = None) -> float:
-        """A call's estimated tokens for the rate limits: the prompt plus ``max_tokens`` or the expected output."""
+    def size(self, req: GatewayRequest, prompt_tokens: float | None = None, model: str | None = None) -> float:
+        """A call's estimated tokens for the rate limits: the prompt (as ``model`` counts it, when given:
+        :meth:`own_tokens`) plus ``max_tokens`` or the expected output."""
         if prompt_tokens is None:
             prompt_tokens = req.prompt_tokens(self.service.router.featurizer.input_tokens)
+        if model is not None:
+            prompt_tokens = self.own_tokens(model, prompt_tokens)
         return prompt_tokens + (req.max_output_tokens or self.service.config.policy.expected_output_tokens)
 
     def unavailable(self, model: str, size: float, base_url: str | None = None) -> str | None:
@@ -288,7 +290,6 @@ class Gateway:
         if isinstance(req, ResponsesRequest):
             req = await self.stored.continue_conversation(req, api_key)
         tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
-        size = self.size(req, tokens)
         direct = req.model != ROUTED
         if direct:
             spec = self.specs.get(req.model)
@@ -302,7 +303,7 @@ class Gateway:
                 why = f" (it {req.native_only()})" if "responses" in missing else ""
                 raise RoutingError(f"model {req.model!r} lacks {', '.join(sorted(missing))}, which this request "
                                    f"needs{why}")
-            full = self.providers.full(req.model, size)
+            full = self.providers.full(req.model, self.size(req, tokens, req.model))
             if full is not None:
                 self.providers.refused(req.model)
                 raise RateLimited(f"{req.model} {full}", retry_after=self.providers.retry_after([req.model]))
@@ -316,7 +317,7 @@ class Gateway:
                               cost_preference=opts.cost_preference, max_cost_usd=opts.max_cost_usd,
                               require=opts.require, user=opts.user, metadata=opts.metadata, direct=direct)
         routed.set_api_key(api_key)
-        admission = svc.admit(routed, size)
+        admission = svc.admit(routed, self.size(req, tokens))  # a tenant's quota: in the gateway's own count
         cascade, ensemble = (None, None) if direct else self.strategy(routed, req)
         if ensemble is not None:
             return await self.strategies.ensemble(request, req, routed, models, ensemble)
@@ -326,12 +327,12 @@ class Gateway:
             return await self.strategies.cascade(request, req, d, cascade)
         deferred: list[tuple[Provider, float | None]] = []  # 5xx answers and their Retry-After, blamed once the request ends
         try:
-            return await self._attempts(request, req, d, opts, size, tokens, deferred, admission)
+            return await self._attempts(request, req, d, opts, tokens, deferred, admission)
         finally:
             for p, retry_after in deferred:
                 self.providers.health.failure(p.key, retry_after)
 
-    async def _attempts(self, request: web.Request, req: GatewayRequest, d: Decision, opts: RouteOptions, size: float,
+    async def _attempts(self, request: web.Request, req: GatewayRequest, d: Decision, opts: RouteOptions,
                         tokens: float, deferred: list, admission: Admission | None = None) -> web.StreamResponse:
         """The calls of one request, the first for decision ``d``, each failure before the first byte moving
         to the model's next provider (the same decision) or, when it has none left, to another model (the
@@ -346,6 +347,7 @@ class Gateway:
         stored_by = self.pinned(req)
         pinned = None if stored_by is None else stored_by.base_url
         for attempt in range(1, self.config.max_attempts + 1):
+            size = self.size(req, tokens, d.model)  # for the rate limits of d's model, in its own count
             # a direct call goes to its model whatever its providers' circuits say; a model whose providers
             # filled their rate limits (or whose circuits opened) while the request was being routed, by the
             # requests routed with it: no call, a fallback, as after a failure
@@ -389,7 +391,7 @@ class Gateway:
             tried.add(d.model)
             if direct:
                 break
-            unavailable = {m for m in d.eligible if self.unavailable(m, size, pinned) is not None}
+            unavailable = {m for m in d.eligible if self.unavailable(m, self.size(req, tokens, m), pinned) is not None}
             nxt = svc.fallback(d, tried | unavailable | self.no_larger(d.eligible, refusals), opts.user, opts.metadata)
             if nxt is None:
                 break

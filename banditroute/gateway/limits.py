@@ -4,7 +4,8 @@ so that a call goes to a provider with room rather than into its 429.
 
 Each provider (named by its key, :attr:`~banditroute.gateway.providers.Provider.key`) keeps the calls
 it started in the last :data:`WINDOW` seconds (a sliding window, as providers count) with their
-tokens: at the start of a call, its estimated prompt tokens plus the output it may produce
+tokens: at the start of a call, its estimated prompt tokens (in the model's own count,
+:class:`~banditroute.gateway.model_limits.TokenRatios`) plus the output it may produce
 (``max_tokens``, else the policy's expected output tokens); once the call has answered, its reported
 usage instead. A call is counted whether it succeeds or not (a provider counts the requests it
 receives). A model whose every provider this request would take past a limit is left out of the

@@ -166,8 +166,9 @@ class Strategies:
         else:
             chain = [d.model, *cfg.escalate_to]
         t0, total, steps, final = time.perf_counter(), 0.0, [], None
-        question, size = req.routing_text(), self.gw.size(req)
+        question, tokens = req.routing_text(), req.prompt_tokens(self.gw.service.router.featurizer.input_tokens)
         for attempt, model in enumerate(chain, start=1):
+            size = self.gw.size(req, tokens, model)
             skip = None if attempt == 1 else self.gw.unavailable(model, size)  # the start was eligible
             if skip is not None:
                 self.gw.skip_call(model, d.decision_id, "cascade", attempt, None, False, skip)
@@ -213,9 +214,9 @@ class Strategies:
                                            for m in members))
         for d in decisions:
             self.gw.metrics.decision(d.model, d.rule)
-        size = self.gw.size(req)
-        results = await asyncio.gather(*(self._call(d.model, d.decision_id, "ensemble", 1, req, size=size)
-                                         for d in decisions))
+        tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
+        results = await asyncio.gather(*(self._call(d.model, d.decision_id, "ensemble", 1, req,
+                                                    size=self.gw.size(req, tokens, d.model)) for d in decisions))
         answered = [(d, body, text, row) for d, (body, text, row) in zip(decisions, results) if body is not None]
         for d, (body, _, _) in zip(decisions, results):
             if body is None:
