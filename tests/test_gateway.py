@@ -665,6 +665,13 @@ def test_the_context_check_counts_a_prompt_as_the_models_own_answers_report_its_
         r = c.chat.completions.with_raw_response.create(model="banditroute", messages=big, max_tokens=50,
                                                         extra_body=only("mid", "strong"))
         assert r.headers["x-banditroute-model"] == "strong"
+        rows = s.wait_for("SELECT * FROM calls WHERE outcome = 'ok' AND model = 'mid' ORDER BY ts", 25)
+        assert rows[0]["estimated_input_tokens"] == pytest.approx(254, abs=1)
+        assert rows[0]["input_tokens"] == pytest.approx(2 * 254, abs=20)
+    with Stack(tmp_path, models={"mid": {"context_window": 400}}) as s:  # a restart learns it again from the log
+        assert s.models_view()["mid"]["prompt_tokens"] == shown
+        with pytest.raises(openai.UnprocessableEntityError, match=r"context_window 400 < about 4\d\d prompt tokens"):
+            s.client().chat.completions.create(model="banditroute", messages=big, max_tokens=50, extra_body=only("mid"))
 
 
 def test_token_ratios_wait_for_evidence_follow_recent_calls_and_stay_in_range():

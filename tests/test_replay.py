@@ -407,7 +407,7 @@ def _gateway_log_with_fallbacks(tmp_path, n=3000, fail=0.4, seed=6):
                                 "outcome": outcome, "status": 500 if outcome != "ok" else 200, "error": None,
                                 "ttft_ms": 1.0, "latency_ms": 1.0, "input_tokens": 10, "output_tokens": 10,
                                 "cost_usd": None, "judge_rate": 0.0, "deployment": None,
-                                "cached_input_tokens": None})
+                                "cached_input_tokens": None, "estimated_input_tokens": None})
 
     for i in range(n):
         kind = int(rng.random() < 0.5)

@@ -61,7 +61,7 @@ from banditroute.gateway import messages
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.messages import MessagesRequest
-from banditroute.gateway.model_limits import REFUSALS_SQL, ModelLimits, TokenRatios
+from banditroute.gateway.model_limits import RATIOS_SQL, REFUSALS_SQL, ModelLimits, TokenRatios
 from banditroute.gateway.passthrough import Passthroughs
 from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
@@ -83,7 +83,8 @@ def _call_row(model: str, decision_id: str, kind: str, attempt: int, replaces: s
     return {"decision_id": decision_id, "ts": time.time_ns() // 1000, "kind": kind, "model": model,
             "attempt": attempt, "replaces": replaces, "stream": stream, "outcome": None, "status": None,
             "error": None, "ttft_ms": None, "latency_ms": None, "input_tokens": None, "output_tokens": None,
-            "cost_usd": None, "judge_rate": None, "deployment": deployment, "cached_input_tokens": None}
+            "cost_usd": None, "judge_rate": None, "deployment": deployment, "cached_input_tokens": None,
+            "estimated_input_tokens": None}
 
 
 class Gateway:
@@ -109,10 +110,11 @@ class Gateway:
         self._tasks: set[asyncio.Task] = set()
 
     def load(self) -> None:
-        """Learn the latency of each model, and the limits its refusals stated in the last hour, from the
-        calls already in the log (at start)."""
+        """Learn the latency of each model, the limits its refusals stated in the last hour and how it counts
+        prompt tokens, from the calls already in the log (at start)."""
         self.latency.load(self.service.store.query(SUMS_SQL).to_pylist())
         self.limits.load(self.service.store.query(REFUSALS_SQL).to_pylist())
+        self.token_ratios.load(self.service.store.query(RATIOS_SQL).to_pylist())
 
     async def close(self) -> None:
         """Let the background work (feedback, judge calls) finish, then close the upstream sessions."""
@@ -682,8 +684,9 @@ class Gateway:
         (``end``: when the upstream's answer was complete, if before now)."""
         self.providers.health.success(self.provider_of(call).key)
         tokens_in, tokens_out, cached = req.usage_tokens(usage)
-        if not isinstance(req, ResponsesRequest) or req.previous_response_id is None:  # else it counted kept turns
-            self.token_ratios.observe(d.model, prompt_tokens, tokens_in)
+        kept_turns = isinstance(req, ResponsesRequest) and req.previous_response_id is not None  # not in our estimate
+        if not kept_turns and self.token_ratios.observe(d.model, prompt_tokens, tokens_in):
+            call["estimated_input_tokens"] = prompt_tokens
         if tokens_in is None:  # an upstream that reports no usage: the gateway's own estimates
             tokens_in = round(prompt_tokens)
         if tokens_out is None:

@@ -19,7 +19,9 @@ Whether a prompt fits a window is counted in the model's own tokens, which the g
 estimate (:mod:`banditroute.core.tokens`), and tokenizers differ, most outside Latin scripts. Every
 answer reports the prompt tokens its provider counted, so
 :class:`TokenRatios` keeps, per model, the ratio of reported to estimated prompt tokens over its
-recent calls, and the window check scales the estimate by it.
+recent calls, and the window check and the rate limits scale the estimate by it. The calls log
+keeps each such pair (``calls.estimated_input_tokens`` beside ``input_tokens``), from which a restart
+learns the ratios again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ RATIO_MEMORY = 1000
 """The sums decay by ``1 - 1 / RATIO_MEMORY`` a call, so the ratio follows the last thousand calls or so."""
 RATIO_RANGE = (0.5, 4.0)
 """The ratio in force is clipped to this range."""
+RATIO_RELOAD = 5 * RATIO_MEMORY
+RATIOS_SQL = f"""
+SELECT model, estimated_input_tokens AS estimated, input_tokens AS reported FROM (
+    SELECT *, row_number() OVER (PARTITION BY model ORDER BY ts DESC) AS newest FROM calls
+    WHERE estimated_input_tokens IS NOT NULL)
+WHERE newest <= {RATIO_RELOAD}
+ORDER BY ts
+"""
+"""Each model's last :data:`RATIO_RELOAD` calls a ratio learned from, oldest first: at start, older ones
+would weigh less than ``exp(-5)``."""
 
 
 class ModelLimits:
@@ -128,16 +140,23 @@ class TokenRatios:
     def __init__(self, models):
         self._sums = {m: [0.0, 0.0, 0] for m in models}  # estimated, reported (decayed), calls
 
-    def observe(self, model: str, estimated: float, reported: int | None) -> None:
+    def observe(self, model: str, estimated: float, reported: int | None) -> bool:
         """A call of ``model`` whose prompt the gateway estimated at ``estimated`` tokens and its provider
-        counted ``reported`` (None: no usage reported)."""
+        counted ``reported`` (None: no usage reported); whether it was learned from."""
         if reported is None or reported <= 0 or estimated < 1:
-            return
+            return False
         sums = self._sums[model]
         keep = 1.0 - 1.0 / RATIO_MEMORY
         sums[0] = sums[0] * keep + estimated
         sums[1] = sums[1] * keep + reported
         sums[2] += 1
+        return True
+
+    def load(self, rows: list[dict]) -> None:
+        """Learn again from the calls of :data:`RATIOS_SQL` (at start), as when they were answered."""
+        for r in rows:
+            if r["model"] in self._sums:
+                self.observe(r["model"], r["estimated"], r["reported"])
 
     def ratio(self, model: str) -> float:
         """Reported over estimated prompt tokens, within :data:`RATIO_RANGE`; 1 before

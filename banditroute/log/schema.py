@@ -124,6 +124,9 @@ CALL_SCHEMA = pa.schema(
         ("judge_rate", pa.float64()),  # an answered call: the probability it was sent to the judge
         ("deployment", pa.string()),  # which of the model's providers took the call (none: given up before it)
         ("cached_input_tokens", pa.int64()),  # of input_tokens, those served from the provider's prompt cache
+        # an answer that reported its prompt tokens: the gateway's estimate of them (what the model's token
+        # ratio learns from, gateway.model_limits.TokenRatios)
+        ("estimated_input_tokens", pa.float64()),
     ]
 )
 RESPONSE_SCHEMA = pa.schema(
