@@ -31,7 +31,7 @@ from banditroute.gateway.health import Health
 from banditroute.gateway.judge import parse_rating
 from banditroute.gateway.model_limits import ModelLimits, TokenRatios
 from banditroute.gateway.requests import ChatRequest
-from banditroute.gateway.upstream import UpstreamFailure, beyond_model_limit
+from banditroute.gateway.upstream import ERROR_BYTES, UpstreamFailure, beyond_model_limit, error_message
 from banditroute.http.app import _Runner, create_app
 from banditroute.http.handlers import GATEWAY, SERVICE
 
@@ -708,6 +708,23 @@ def test_learned_limits_survive_a_restart_from_the_calls_log_for_the_rest_of_the
     con.close()
     with Stack(tmp_path) as s:
         assert s.models_view()["strong"]["learned_limits"] == {}
+
+
+def test_a_limit_stated_deep_in_a_long_refusal_is_learned_again_from_the_logged_message():
+    """A provider whose error body states the window after more than the quoted bytes (metadata first):
+    the live check reads it, the logged message keeps it, and a restart's load learns it again; a log
+    written before messages kept it still gives the limits stated in what it quoted."""
+    body = json.dumps({"error": {"details": "x" * 400, "message": "This model's maximum context length is "
+                                 "8192 tokens. However, you requested 9000 tokens."}}).encode()
+    outcome, limit = beyond_model_limit(400, body)
+    assert (outcome, limit) == ("context_exceeded", 8192)
+    message = error_message("m", 400, body, limit)
+    assert "8192" not in message[:ERROR_BYTES + 30] and message.endswith("(stated limit: 8192 tokens)")
+    limits = ModelLimits({"m": ModelSpec(name="m"), "n": ModelSpec(name="n")}, clock=lambda: 0.0)
+    old = error_message("n", 400, b'{"error": {"message": "maximum context length is 4096 tokens"}}', None)
+    limits.load([{"model": "m", "outcome": outcome, "status": 400, "error": message, "age_s": 60.0},
+                 {"model": "n", "outcome": outcome, "status": 400, "error": old, "age_s": 60.0}])
+    assert limits.get("m", "context_window") == 8192 and limits.get("n", "context_window") == 4096
 
 
 def test_learned_limits_keep_the_lowest_stated_and_never_raise_a_configured_one():

@@ -67,7 +67,7 @@ from banditroute.gateway.providers import Provider, Providers
 from banditroute.gateway.requests import ROUTED, ChatRequest, GatewayOptions, ResponsesRequest, route_options
 from banditroute.gateway.stored import StoredResponses
 from banditroute.gateway.strategies import Strategies
-from banditroute.gateway.upstream import CHAT, MODEL_LIMITS, Answer, UpstreamFailure, Upstreams
+from banditroute.gateway.upstream import CHAT, ERROR_BYTES, MODEL_LIMITS, Answer, UpstreamFailure, Upstreams
 from banditroute.service.quotas import Admission, Quotas
 
 log = logging.getLogger("banditroute")
@@ -563,7 +563,7 @@ class Gateway:
                 if last.get("type") == "response.failed":  # relayed as it came; the provider failed it
                     error = (last.get("response") or {}).get("error") if isinstance(last.get("response"), dict) else None
                     self.fail_call(call, UpstreamFailure("upstream_error", f"{spec.name}: the response failed: "
-                                                         f"{str(error)[:300]}"), ttft)
+                                                         f"{str(error)[:ERROR_BYTES]}"), ttft)
                     return response
             elif isinstance(req, MessagesRequest):
                 await response.write_eof()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 
-from banditroute.gateway.upstream import MODEL_LIMITS, UpstreamFailure, beyond_model_limit
+from banditroute.gateway.upstream import MODEL_LIMITS, UpstreamFailure, beyond_model_limit, stated_limit
 
 log = logging.getLogger("banditroute")
 
@@ -114,13 +114,14 @@ class ModelLimits:
 
     def load(self, rows: list[dict]) -> None:
         """Learn again the limits stated by the refusals of :data:`REFUSALS_SQL` (at start): a refusal's
-        ``calls.error`` keeps the start of the provider's answer, where the limit is stated."""
+        ``calls.error`` ends with the limit it stated (:func:`~.upstream.error_message`; in a log written
+        before it did, the limit is looked for in the start of the provider's answer it keeps)."""
         for r in rows:
             if r["model"] not in self.specs:
                 continue
-            outcome, limit = beyond_model_limit(r["status"], (r["error"] or "").encode())
-            if outcome == r["outcome"]:
-                self.learn(r["model"], UpstreamFailure(outcome, r["error"], r["status"], limit=limit), r["age_s"])
+            error = r["error"] or ""
+            limit = stated_limit(error) or beyond_model_limit(r["status"], error.encode())[1]
+            self.learn(r["model"], UpstreamFailure(r["outcome"], error, r["status"], limit=limit), r["age_s"])
 
     def view(self, model: str) -> dict:
         """The limits learned for ``model`` that are in force, with their seconds left (``GET /models``)."""

@@ -45,6 +45,9 @@ _OUTPUT = re.compile(r"max_(?:completion_)?tokens is too large|maximum allowed n
 _OUTPUT_LIMIT = re.compile(r"supports at most (\d+) completion tokens|> (\d+), which is the maximum", re.IGNORECASE)
 # the outcome of each refusal, and the model setting that limit is configured by
 MODEL_LIMITS = {"context_exceeded": "context_window", "output_limit_exceeded": "max_output_tokens"}
+# how an error message ends when the refusal stated a limit (read back from calls.error, see stated_limit)
+_STATED = re.compile(r"\(stated limit: (\d+) tokens\)$")
+ERROR_BYTES = 300  # of an upstream's error body quoted in a failure's message (and the calls log)
 CHAT = "/chat/completions"  # below the API root
 # a responses stream's last event: the response completed, was cut short (max_output_tokens) or failed
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -91,6 +94,19 @@ def beyond_model_limit(status: int, body: bytes) -> tuple[str | None, int | None
             m = limit.search(text)
             return outcome, None if m is None else int(next(g for g in m.groups() if g is not None))
     return None, None
+
+
+def error_message(name: str, status: int, body: bytes, limit: int | None) -> str:
+    """A failure's message: the start of the upstream's error body, and the limit a refusal stated (found
+    in up to 4,096 bytes of it, :func:`beyond_model_limit`), so that the logged message keeps it."""
+    text = f"{name}: upstream answered {status}: {body[:ERROR_BYTES].decode(errors='replace')}"
+    return text if limit is None else f"{text} (stated limit: {limit} tokens)"
+
+
+def stated_limit(message: str) -> int | None:
+    """The limit an :func:`error_message` carries (None: none stated)."""
+    m = _STATED.search(message)
+    return None if m is None else int(m[1])
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -172,7 +188,7 @@ class Upstreams:
         refusal, limit = beyond_model_limit(resp.status, data)
         outcome = ("rate_limited" if resp.status == 429 else "upstream_error" if resp.status >= 500 or
                    resp.status in PROVIDER_STATUSES else refusal or "rejected")
-        raise UpstreamFailure(outcome, f"{spec.name}: upstream answered {resp.status}: {data[:300].decode(errors='replace')}",
+        raise UpstreamFailure(outcome, error_message(spec.name, resp.status, data, limit),
                               resp.status, data, retry_after, limit)
 
     async def complete(self, spec: Provider, body: dict | None, path: str = CHAT, method: str = "POST") -> Answer:
@@ -200,7 +216,7 @@ class Upstreams:
         except orjson.JSONDecodeError:
             raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is not JSON", resp.status) from None
         if not isinstance(answer, dict) or answer.get("error") and "choices" not in answer:
-            raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is an error: {str(answer)[:300]}",
+            raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is an error: {str(answer)[:ERROR_BYTES]}",
                                   resp.status)
         return Answer(answer, ttft)
 
@@ -251,7 +267,7 @@ class Upstreams:
                         break
                     if "error" in event and "choices" not in event or event.get("type") == "error":
                         failure = UpstreamFailure("stream_error", f"{spec.name}: error event: "
-                                                  f"{str(event.get('error') or event.get('message'))[:300]}")
+                                                  f"{str(event.get('error') or event.get('message'))[:ERROR_BYTES]}")
                         break
                     batch.append(event)
                     if event.get("type") in TERMINAL:
