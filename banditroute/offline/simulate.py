@@ -80,12 +80,13 @@ class StepClock:
 
 
 def run_online(service: Service, train: Outcomes, seed: int, progress: bool = False,
-               every: int = 0, on_step=None, clock: StepClock | None = None) -> dict:
+               every: int = 0, on_step=None, clock: StepClock | None = None, on_decision=None) -> dict:
     """Stream ``train`` through the service with bandit feedback; returns online totals and regret.
 
     Each prompt is a request routed as a batch of one, then its feedback (the chosen model's quality
     as a judge's score and its cost) is learned and logged, as the server does.
-    With ``every > 0``, ``on_step(n_seen)`` is called after every ``every`` prompts (learning curves).
+    With ``every > 0``, ``on_step(n_seen)`` is called after every ``every`` prompts (learning curves);
+    ``on_decision(i, d)``, if given, sees each decision ``d`` (of train row ``i``) before its feedback.
     The regret figures are :func:`online_regret` of the choices. Under a budget (``clock`` set, the
     requests of tenant ``simulate``) a refused request counts as quality 0 at no cost; ``refused``
     says how many.
@@ -104,6 +105,8 @@ def run_online(service: Service, train: Outcomes, seed: int, progress: bool = Fa
             continue
         if isinstance(d, Exception):
             raise d
+        if on_decision is not None:
+            on_decision(i, d)
         k = chosen[step - 1] = col[d.model]
         q, c = float(train.quality[i, k]), float(train.cost[i, k])
         service.record_feedback(service.pending.get(d.decision_id),
