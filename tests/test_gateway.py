@@ -29,7 +29,7 @@ from banditroute.core.reward import Feedback
 from banditroute.gateway.fake_upstream import FakeUpstream
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import parse_rating
-from banditroute.gateway.model_limits import ModelLimits, TokenRatios
+from banditroute.gateway.model_limits import RATIOS_SQL, ModelLimits, TokenRatios
 from banditroute.gateway.requests import ChatRequest
 from banditroute.gateway.upstream import ERROR_BYTES, UpstreamFailure, beyond_model_limit, error_message
 from banditroute.http.app import _Runner, create_app
@@ -672,6 +672,27 @@ def test_the_context_check_counts_a_prompt_as_the_models_own_answers_report_its_
         assert s.models_view()["mid"]["prompt_tokens"] == shown
         with pytest.raises(openai.UnprocessableEntityError, match=r"context_window 400 < about 4\d\d prompt tokens"):
             s.client().chat.completions.create(model="banditroute", messages=big, max_tokens=50, extra_body=only("mid"))
+
+
+def test_a_calls_log_written_before_estimated_input_tokens_opens_and_teaches_no_ratio(tmp_path):
+    """A log whose calls table predates the column: it is added at open (null for the old rows), and the
+    old rows, which cannot tell an estimate, give no ratio at start."""
+    from banditroute.log.schema import CALL_SCHEMA, DUCK_TYPES
+    from banditroute.log.store import Store
+
+    path = str(tmp_path / "old.duckdb")
+    con = duckdb.connect(path)
+    old = [f for f in CALL_SCHEMA if f.name != "estimated_input_tokens"]
+    con.execute(f"CREATE TABLE calls ({', '.join(f'{chr(34)}{f.name}{chr(34)} {DUCK_TYPES[f.type]}' for f in old)})")
+    con.execute("INSERT INTO calls (decision_id, ts, kind, model, outcome, input_tokens) "
+                "VALUES ('d1', now(), 'routed', 'mid', 'ok', 500)")
+    con.close()
+    store = Store(path, flush_interval=3600.0, group_commit=False)
+    try:
+        assert store.query("SELECT estimated_input_tokens FROM calls").column(0).to_pylist() == [None]
+        assert store.query(RATIOS_SQL).num_rows == 0
+    finally:
+        store.close()
 
 
 def test_token_ratios_wait_for_evidence_follow_recent_calls_and_stay_in_range():
