@@ -957,6 +957,27 @@ def test_a_burst_of_judgements_stays_within_the_judges_rate_limit(tmp_path):
         assert s.gateway.metrics.judge_dropped.value() == 3
 
 
+def test_a_judgement_counts_against_the_judges_tpm_in_its_own_tokens(tmp_path):
+    """The judge model's answers have shown it counts three times the estimate (tpm 2,000): after one
+    judgement, one of about 700 estimated tokens (2,100 in its count) no longer fits what is left of
+    the minute, though it would by the estimate alone, and is dropped."""
+    with Stack(tmp_path, judge={"model": "judge", "sample_rate": 1.0}, models={"judge": {"tpm": 2000}}) as s:
+        s.fault("judge", reply="Fine. [[8]]")
+        for _ in range(20):
+            s.gateway.token_ratios.observe("judge", 100.0, 300)
+
+        async def submit(text: str):
+            s.gateway.judge.submit("decision-1", "What is 2 + 2?", text)
+
+        s.run(submit("4"))
+        s.wait_for("SELECT * FROM calls WHERE kind = 'judge'", 1)
+        left = 2000 - s.gateway.providers.view("judge")["rate_limits"]["tokens_last_minute"]
+        assert 750 < left < 2100
+        s.run(submit("4 " * 1400))  # 2,800 characters: about 700 tokens by the estimate
+        assert s.gateway.metrics.judge_dropped.value() == 1
+        assert len(s.query("SELECT * FROM calls WHERE kind = 'judge'")) == 1
+
+
 def test_a_burst_routed_together_falls_back_once_a_model_fills_its_rate_limit(tmp_path):
     """Requests routed in one micro-batch all saw room under cheap's limit when they were routed; each
     call checks again as it starts, so cheap gets its two calls a minute and the rest fall back to mid

@@ -67,7 +67,8 @@ class Judge:
     def submit(self, decision_id: str, question: str, answer: str) -> None:
         """Judge this answer in the background, unless the judge's queue is full, its provider's circuit is
         open or it is at its rate limit (then the judgement is dropped and counted)."""
-        size = self.gateway.service.router.featurizer.input_tokens(question + answer)
+        size = self.gateway.own_tokens(self.config.model, self.gateway.service.router.featurizer.input_tokens(
+            question + answer))  # as the judge model counts it
         if self.queued >= self.config.max_queued or self.gateway.unavailable(self.config.model, size) is not None:
             self.gateway.metrics.judge_dropped.inc()
             return
