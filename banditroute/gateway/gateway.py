@@ -322,11 +322,11 @@ class Gateway:
         admission = svc.admit(routed, self.size(req, tokens))  # a tenant's quota: in the gateway's own count
         cascade, ensemble = (None, None) if direct else self.strategy(routed, req)
         if ensemble is not None:
-            return await self.strategies.ensemble(request, req, routed, models, ensemble)
+            return await self.strategies.ensemble(request, req, routed, models, ensemble, tokens)
         d = await svc.route(routed)
         self.metrics.decision(d.model, d.rule)
         if cascade is not None:
-            return await self.strategies.cascade(request, req, d, cascade)
+            return await self.strategies.cascade(request, req, d, cascade, tokens)
         deferred: list[tuple[Provider, float | None]] = []  # 5xx answers and their Retry-After, blamed once the request ends
         try:
             return await self._attempts(request, req, d, opts, tokens, deferred, admission)

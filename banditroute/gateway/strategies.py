@@ -159,14 +159,16 @@ class Strategies:
         return response
 
     # -- cascades ------------------------------------------------------------------------------------
-    async def cascade(self, request: web.Request, req: ChatRequest, d: Decision, cfg: CascadeConfig) -> web.StreamResponse:
-        """Serve ``req`` through cascade ``cfg`` from the decision ``d`` (its start)."""
+    async def cascade(self, request: web.Request, req: ChatRequest, d: Decision, cfg: CascadeConfig,
+                      tokens: float) -> web.StreamResponse:
+        """Serve ``req`` (``tokens``: its estimated prompt tokens) through cascade ``cfg`` from the decision
+        ``d`` (its start)."""
         if d.model in cfg.escalate_to:
             chain = cfg.escalate_to[cfg.escalate_to.index(d.model):]
         else:
             chain = [d.model, *cfg.escalate_to]
         t0, total, steps, final = time.perf_counter(), 0.0, [], None
-        question, tokens = req.routing_text(), req.prompt_tokens(self.gw.service.router.featurizer.input_tokens)
+        question = req.routing_text()
         for attempt, model in enumerate(chain, start=1):
             size = self.gw.size(req, tokens, model)
             skip = None if attempt == 1 else self.gw.unavailable(model, size)  # the start was eligible
@@ -204,8 +206,9 @@ class Strategies:
 
     # -- ensembles -----------------------------------------------------------------------------------
     async def ensemble(self, request: web.Request, req: ChatRequest, route: GatewayRoute, eligible: list[str],
-                       cfg: EnsembleConfig) -> web.StreamResponse:
-        """Serve ``req`` through ensemble ``cfg``: its members among ``eligible``, each a decision of its own."""
+                       cfg: EnsembleConfig, tokens: float) -> web.StreamResponse:
+        """Serve ``req`` (``tokens``: its estimated prompt tokens) through ensemble ``cfg``: its members among
+        ``eligible``, each a decision of its own."""
         members = [m for m in cfg.models if m in eligible]
         if not members:
             raise RoutingError(f"no member of ensemble {cfg.name!r} can serve this request")
@@ -214,7 +217,6 @@ class Strategies:
                                            for m in members))
         for d in decisions:
             self.gw.metrics.decision(d.model, d.rule)
-        tokens = req.prompt_tokens(svc.router.featurizer.input_tokens)
         results = await asyncio.gather(*(self._call(d.model, d.decision_id, "ensemble", 1, req,
                                                     size=self.gw.size(req, tokens, d.model)) for d in decisions))
         answered = [(d, body, text, row) for d, (body, text, row) in zip(decisions, results) if body is not None]
