@@ -70,8 +70,8 @@ CONFIGS = {
     "prior_5": {"policy": "lints", "prior_strength": 5.0},
     "prior_20": {"policy": "lints", "prior_strength": 20.0},
     # other features (Featurizer arguments under "features")
-    "hashed_half": {"policy": "lints", "features": {"hash_scale": 0.5}},  # the default (v3), named for its own run
-    "v2_features": {"policy": "lints", "features": {"hash_scale": 1.0}},  # the default before v3
+    "hashed_half": {"policy": "lints", "features": {"hash_scale": 0.5, "cjk_words": False}},  # v3, the default before v4
+    "v2_features": {"policy": "lints", "features": {"hash_scale": 1.0, "cjk_words": False}},  # the default before v3
     "hashed_128": {"policy": "lints", "features": {"hash_dim": 128}},
     "former_default": {"policy": "lints", **FORMER},
     "linucb": {"policy": "linucb", **FORMER},
@@ -217,7 +217,7 @@ def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: 
         lines += [(f"## {t['table']} ({t['prompts']} prompts x {t['models']} models; best model {ref['best_model']}, "
                   f"quality {ref['best_quality']:.3f}; oracle {ref['oracle_quality']:.3f})"), "",
                   "| router | qauc | cost_at_95 | quality_at_25 | AIQ |", "| --- | --- | --- | --- | --- |"]
-        for name in configs:
+        for name in (n for n in configs if n in t["configs"]):
             c = t["configs"][name]
             cells = []
             for m in METRICS:
@@ -233,15 +233,21 @@ def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: 
     lines += regret_section(tables, configs, seeds)
     if len(configs) > 1:
         lines += ["## Median rank over tables (by qauc; 1 is best)", "",
-                  "Ties in the median are broken by the mean rank.", "",
+                  ("Ties in the median are broken by the mean rank; a configuration run on some tables only is ranked "
+                  "on those (`-` elsewhere)."), "",
                   "| configuration | ranks | median | mean |", "| --- | --- | --- | --- |"]
         ranks = {c: [] for c in configs}
         for t in tables:
-            for c, r in mean_ranks({c: t["configs"][c]["median"]["qauc"] or 0.0 for c in configs}).items():
-                ranks[c].append(r)
-        for c in sorted(configs, key=lambda c: (statistics.median(ranks[c]), statistics.mean(ranks[c]))):
-            lines.append(f"| {c} | {', '.join(map(str, ranks[c]))} | {statistics.median(ranks[c])} "
-                         f"| {statistics.mean(ranks[c]):.1f} |")
+            table_ranks = mean_ranks({c: t["configs"][c]["median"]["qauc"] or 0.0 for c in configs if c in t["configs"]})
+            for c in configs:
+                ranks[c].append(table_ranks.get(c))
+
+        def measured(c):
+            return [r for r in ranks[c] if r is not None]
+
+        for c in sorted(configs, key=lambda c: (statistics.median(measured(c)), statistics.mean(measured(c)))):
+            lines.append(f"| {c} | {', '.join('-' if r is None else str(r) for r in ranks[c])} | "
+                         f"{statistics.median(measured(c))} | {statistics.mean(measured(c)):.1f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -252,7 +258,7 @@ def regret_section(tables: list[dict], configs: list[str], seeds: list[int]) -> 
     figures were recorded are left out)."""
     rows = []
     for t in tables:
-        for name in configs:
+        for name in (n for n in configs if n in t["configs"]):
             per = t["configs"][name]["per_seed"]
             if "passes_best_fixed_at" not in per[seeds[0]]:
                 continue
@@ -300,7 +306,7 @@ def main() -> None:
         for t in tables.values():
             for c in t["configs"].values():
                 c["per_seed"] = {int(seed): run for seed, run in c["per_seed"].items()}  # JSON keys are text
-        configs = list(next(iter(tables.values()))["configs"])
+        configs = list(dict.fromkeys(c for t in tables.values() for c in t["configs"]))  # some may cover some tables
         command = " + ".join(s["command"].strip() for s in saved)
         if args.relabel:
             command += f" (rendered with --relabel {' '.join(args.relabel)})"

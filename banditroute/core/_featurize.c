@@ -13,7 +13,9 @@
  *   text  = prompt with each two-character "\n" escape replaced by a newline (left to right,
  *           non-overlapping, as str.replace);
  *   low   = text.lower() (done here for ASCII; Python's own lower() for other text);
- *   words = low with ASCII punctuation turned into spaces, split on whitespace (str.isspace);
+ *   words = low with ASCII punctuation turned into spaces, split on whitespace (str.isspace); with
+ *           cjk_words (v4) CJK punctuation too, and each run of CJK characters inside a word
+ *           replaced by its overlapping character bigrams (a lone character stays; features._cjk_bigrams);
  *   word hashes = zlib's CRC-32 of each word; bigram hash ((h_i * 0x9E3779B1) ^ h_{i+1}) mod 2^32;
  *           bucket = hash & (D - 1), sign = -1 when bit 24 of the hash is set; at most the first
  *           and last MAX_TOKENS / 2 words are hashed;
@@ -263,13 +265,36 @@ static void add_bucket(double *buckets, uint64_t h, uint64_t mask) {
 }
 
 #define IS_SPACE(ch) Py_UNICODE_ISSPACE(ch)
-#define IS_WORD(ch) (!IS_SPACE(ch) && !((ch) < 128 && is_punct((unsigned char)(ch))))
 #define IN(ch, a, b) ((ch) >= (a) && (ch) <= (b))
+/* features._CJK: kana, Han (and extension A), Hangul */
+#define IS_CJK(ch) (IN(ch, 0x3040, 0x30ff) || IN(ch, 0x3400, 0x4dbf) || IN(ch, 0x4e00, 0x9fff) || IN(ch, 0xac00, 0xd7af))
+
+/* features._CJK_PUNCT: CJK punctuation and the full-width forms of ASCII punctuation */
+static int is_cjk_punct(Py_UCS4 c) {
+    return IN(c, 0x3001, 0x3003) || IN(c, 0x3008, 0x3011) || IN(c, 0x3014, 0x301f) || c == 0x3030 || c == 0x303d ||
+           c == 0x30fb || IN(c, 0xff01, 0xff0f) || IN(c, 0xff1a, 0xff20) || IN(c, 0xff3b, 0xff40) || IN(c, 0xff5b, 0xff65);
+}
+
+static int is_word(Py_UCS4 ch, int cjk_words) {
+    if (ch < 128) return !is_punct((unsigned char)ch) && !IS_SPACE(ch);
+    return !IS_SPACE(ch) && !(cjk_words && is_cjk_punct(ch));
+}
+
+/* The hash of the ASCII word low[0..len) (marking its vocabulary groups), or of any other word. */
+static uint32_t word_crc(const Py_UCS4 *low, Py_ssize_t len, int ascii, char *scratch, int first, unsigned char *seen,
+                         double *row) {
+    if (!ascii) return crc32_utf8(low, len); /* never a vocabulary word: those are ASCII */
+    for (Py_ssize_t k = 0; k < len; k++) scratch[k] = (char)low[k];
+    uint32_t crc = crc32_of(scratch, len);
+    mark(crc, scratch, len, first, seen, row);
+    return crc;
+}
 
 /* Counts and buckets of one prompt, given text (escapes replaced) and low = text.lower() as code
- * points; word and crcs are scratch space for len(low) code points and len(low) / 2 + 1 hashes. */
-static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_ssize_t nl,
-                      Py_UCS4 *word, uint32_t *crcs, unsigned char *seen, double *row, double *buckets, Py_ssize_t dim) {
+ * points; word and crcs are scratch space for len(low) code points and len(low) hashes (each word
+ * takes at least one code point and one separator, each CJK bigram one code point of its run). */
+static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_ssize_t nl, Py_UCS4 *word,
+                      uint32_t *crcs, unsigned char *seen, double *row, double *buckets, Py_ssize_t dim, int cjk_words) {
     memset(row, 0, sizeof(double) * (C_FIXED + n_groups + n_phrases));
     memset(seen, 0, n_vocab);
     Py_ssize_t newlines = 0, non_ascii = 0, cjk = 0, other = 0, digits = 0;
@@ -278,30 +303,39 @@ static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_
         newlines += c == '\n';
         if (c >= 128) {
             non_ascii++;
-            cjk += IN(c, 0x3040, 0x30ff) || IN(c, 0x3400, 0x4dbf) || IN(c, 0x4e00, 0x9fff) || IN(c, 0xac00, 0xd7af);
+            cjk += IS_CJK(c);
             other += IN(c, 0x0370, 0x04ff) || IN(c, 0x0590, 0x06ff) || IN(c, 0x0900, 0x0dff) || IN(c, 0x0e00, 0x0e7f);
         }
     }
     for (Py_ssize_t i = 0; i < nl; i++) digits += IN(low[i], '0', '9');
 
     Py_ssize_t n_words = 0, i = 0;
+    char *w = (char *)word;
     while (i < nl) {
-        while (i < nl && !IS_WORD(low[i])) i++;
+        while (i < nl && !is_word(low[i], cjk_words)) i++;
         if (i >= nl) break;
         Py_ssize_t start = i;
-        int ascii = 1;
-        while (i < nl && IS_WORD(low[i])) ascii &= low[i] < 128, i++;
-        Py_ssize_t len = i - start;
-        uint32_t crc;
-        if (ascii) {
-            char *w = (char *)word;
-            for (Py_ssize_t k = 0; k < len; k++) w[k] = (char)low[start + k];
-            crc = crc32_of(w, len);
-            mark(crc, w, len, n_words == 0, seen, row);
-        } else {
-            crc = crc32_utf8(low + start, len); /* never a vocabulary word: those are ASCII */
+        int ascii = 1, has_cjk = 0;
+        while (i < nl && is_word(low[i], cjk_words)) ascii &= low[i] < 128, i++;
+        if (cjk_words && !ascii)
+            for (Py_ssize_t j = start; j < i && !has_cjk; j++) has_cjk = IS_CJK(low[j]);
+        if (!cjk_words || !has_cjk) {
+            crcs[n_words] = word_crc(low + start, i - start, ascii, w, n_words == 0, seen, row);
+            n_words++;
+            continue;
         }
-        crcs[n_words++] = crc;
+        /* runs of CJK and of other characters; a CJK run's bigrams, any other run a word */
+        for (Py_ssize_t j = start; j < i;) {
+            Py_ssize_t s = j;
+            int cjk_run = IS_CJK(low[j]), run_ascii = 1;
+            while (j < i && IS_CJK(low[j]) == cjk_run) run_ascii &= low[j] < 128, j++;
+            if (!cjk_run || j - s == 1) {
+                crcs[n_words] = word_crc(low + s, j - s, run_ascii, w, n_words == 0, seen, row);
+                n_words++;
+            } else {
+                for (Py_ssize_t k = s; k + 1 < j; k++) crcs[n_words++] = crc32_utf8(low + k, 2);
+            }
+        }
     }
 
     /* options: findall of ([\s(])([A-J])[).:]\s over "\n" + text[-500:] */
@@ -361,7 +395,7 @@ static int reserve(Scratch *s, Py_ssize_t n) {
     s->text = PyMem_Malloc(sizeof(Py_UCS4) * s->cap);
     s->low = PyMem_Malloc(sizeof(Py_UCS4) * s->cap);
     s->word = PyMem_Malloc(sizeof(Py_UCS4) * s->cap);
-    s->crcs = PyMem_Malloc(sizeof(uint32_t) * (s->cap / 2 + 1));
+    s->crcs = PyMem_Malloc(sizeof(uint32_t) * s->cap);
     if (!s->text || !s->low || !s->word || !s->crcs) {
         PyErr_NoMemory();
         return -1;
@@ -384,7 +418,8 @@ static int has_surrogate(const Py_UCS4 *s, Py_ssize_t n) {
 }
 
 /* Count one prompt into row/buckets: 1 done, 0 left to the Python path, -1 error. */
-static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *row, double *buckets, Py_ssize_t dim) {
+static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *row, double *buckets, Py_ssize_t dim,
+                        int cjk_words) {
     if (!PyUnicode_Check(s)) return 0;
     Py_ssize_t len = PyUnicode_GET_LENGTH(s);
     if (PyUnicode_IS_ASCII(s)) {
@@ -398,7 +433,7 @@ static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *r
             sc->low[n] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
             n++;
         }
-        count_one(sc->text, n, sc->low, n, sc->word, sc->crcs, seen, row, buckets, dim);
+        count_one(sc->text, n, sc->low, n, sc->word, sc->crcs, seen, row, buckets, dim, cjk_words);
         return 1;
     }
     /* non-ASCII: Python's own replace and lower (full Unicode case mapping), then the same counting */
@@ -417,7 +452,7 @@ static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *r
     if (reserve(sc, n > m ? n : m) == 0 && PyUnicode_AsUCS4(text, sc->text, sc->cap, 0) && PyUnicode_AsUCS4(low, sc->low, sc->cap, 0)) {
         done = 0;
         if (!has_surrogate(sc->low, m)) {
-            count_one(sc->text, n, sc->low, m, sc->word, sc->crcs, seen, row, buckets, dim);
+            count_one(sc->text, n, sc->low, m, sc->word, sc->crcs, seen, row, buckets, dim, cjk_words);
             done = 1;
         }
     }
@@ -426,11 +461,12 @@ static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *r
     return done;
 }
 
-/* count_many(prompts: list, counts: float64 (n, n_counts) buffer, buckets: float64 (n, D) buffer)
+/* count_many(prompts: list, counts: float64 (n, n_counts) buffer, buckets: float64 (n, D) buffer, cjk_words: bool)
  * -> list of the indices it left to the Python path (non-strings, lone surrogates). */
 static PyObject *count_many(PyObject *self, PyObject *args) {
     PyObject *prompts, *counts_obj, *buckets_obj;
-    if (!PyArg_ParseTuple(args, "O!OO", &PyList_Type, &prompts, &counts_obj, &buckets_obj)) return NULL;
+    int cjk_words = 0;
+    if (!PyArg_ParseTuple(args, "O!OO|p", &PyList_Type, &prompts, &counts_obj, &buckets_obj, &cjk_words)) return NULL;
     if (!configured) {
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
         return NULL;
@@ -455,7 +491,7 @@ static PyObject *count_many(PyObject *self, PyObject *args) {
     if (left == NULL) goto done;
     for (Py_ssize_t r = 0; r < n; r++) {
         int status = count_prompt(PyList_GET_ITEM(prompts, r), &sc, seen, (double *)cb.buf + r * width,
-                                  (double *)bb.buf + r * bb.shape[1], bb.shape[1]);
+                                  (double *)bb.buf + r * bb.shape[1], bb.shape[1], cjk_words);
         if (status < 0) {
             Py_CLEAR(left);
             goto done;
@@ -988,7 +1024,8 @@ static PyMethodDef methods[] = {
      "configure_signals(chars_col, [(kind, added columns, positive columns, a, b), ...]): the signals' formulas."},
     {"signals", signals, METH_VARARGS, "signals(counts, out, first): the signals of each row into out[:, first:]."},
     {"count_many", count_many, METH_VARARGS,
-     "count_many(prompts, counts, buckets) -> indices left to the Python path (non-ASCII, non-str)."},
+     "count_many(prompts, counts, buckets, cjk_words=False) -> indices left to the Python path (non-str, lone "
+     "surrogates)."},
     {NULL, NULL, 0, NULL},
 };
 
