@@ -30,7 +30,7 @@ from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.pretrain import pretrain
 
 # name -> Featurizer keyword arguments; "embedding": an int names a table from --embedding-dir
-V2 = {"hash_scale": 1.0}  # the v2 features' hashed block; the variants below were measured on v2
+V2 = {"hash_scale": 1.0, "cjk_words": False}  # the v2 features; the variants below were measured on v2
 VARIANTS = {
     "v1 (signals + 64 hashed)": {"embedding": False},
     "v1, 256 hashed": {"embedding": False, "hash_dim": 256},
@@ -39,8 +39,8 @@ VARIANTS = {
     "v2, embedding x0.5": {**V2, "embed_scale": 0.5},
     "v2, 32 hashed": {**V2, "hash_dim": 32},
     "v2, 256 hashed": {**V2, "hash_dim": 256},
-    "v2, hashed x0.5": {"hash_scale": 0.5},  # the v3 features
-    "v2, hashed x2": {"hash_scale": 2.0},
+    "v2, hashed x0.5": {**V2, "hash_scale": 0.5},  # the v3 features
+    "v2, hashed x2": {**V2, "hash_scale": 2.0},
     "v2, 128 hashed": {**V2, "hash_dim": 128},
     "v2, embedding 128": {**V2, "embedding": 128},
     "v2, embedding 256": {**V2, "embedding": 256},
