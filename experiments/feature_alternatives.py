@@ -30,7 +30,7 @@ from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.pretrain import pretrain
 
 # name -> Featurizer keyword arguments; "embedding": an int names a table from --embedding-dir
-V2 = {"hash_scale": 1.0, "cjk_words": False}  # the v2 features; the variants below were measured on v2
+V2 = {"hash_scale": 1.0, "unspaced_bigrams": False}  # the v2 features; the variants below were measured on v2
 VARIANTS = {
     "v1 (signals + 64 hashed)": {"embedding": False},
     "v1, 256 hashed": {"embedding": False, "hash_dim": 256},

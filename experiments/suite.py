@@ -70,8 +70,8 @@ CONFIGS = {
     "prior_5": {"policy": "lints", "prior_strength": 5.0},
     "prior_20": {"policy": "lints", "prior_strength": 20.0},
     # other features (Featurizer arguments under "features")
-    "hashed_half": {"policy": "lints", "features": {"hash_scale": 0.5, "cjk_words": False}},  # v3, the default before v4
-    "v2_features": {"policy": "lints", "features": {"hash_scale": 1.0, "cjk_words": False}},  # the default before v3
+    "hashed_half": {"policy": "lints", "features": {"hash_scale": 0.5, "unspaced_bigrams": False}},  # v3, the default before v4
+    "v2_features": {"policy": "lints", "features": {"hash_scale": 1.0, "unspaced_bigrams": False}},  # the default before v3
     "hashed_128": {"policy": "lints", "features": {"hash_dim": 128}},
     "former_default": {"policy": "lints", **FORMER},
     "linucb": {"policy": "linucb", **FORMER},

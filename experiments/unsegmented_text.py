@@ -54,7 +54,7 @@ from banditroute.offline.pretrain import pretrain
 
 HAN_FIRST, HAN_COUNT = 0x4E00, 0x9FFF - 0x4E00 + 1
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
-FEATURES = {"v3": {"cjk_words": False}, "v4": {"cjk_words": True}}
+FEATURES = {"v3": {"unspaced_bigrams": False}, "v4": {"unspaced_bigrams": True}}
 
 
 def pseudo_word(word: str) -> str:

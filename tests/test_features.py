@@ -36,7 +36,7 @@ def test_vector_shape_bias_and_version():
 
 def test_a_version_string_rebuilds_its_featurizer():
     for f in (Featurizer(), Featurizer(hash_dim=32), Featurizer(embedding=False), Featurizer(128, embedding=False),
-              Featurizer(cjk_words=False)):
+              Featurizer(unspaced_bigrams=False)):
         g = Featurizer.from_version(f.version)
         assert (g.version, g.dim) == (f.version, f.dim)
         np.testing.assert_array_equal(g.transform_many(PROMPTS), f.transform_many(PROMPTS))
@@ -120,14 +120,14 @@ def test_scales_no_version_has_are_named_and_not_rebuilt():
         Featurizer.from_version(f.version)
 
 
-def _python_path(prompts, cjk_words: bool = True):
+def _python_path(prompts, unspaced_bigrams: bool = True):
     """Features with the C counting core switched off (the reference implementation)."""
     from banditroute.core import embedding, features
 
     native, features._native = features._native, None
     cache, embedding._NativeCache = embedding._NativeCache, None
     try:
-        return Featurizer(embedding=embedding.StaticEmbedding(), cjk_words=cjk_words).transform_many(prompts)
+        return Featurizer(embedding=embedding.StaticEmbedding(), unspaced_bigrams=unspaced_bigrams).transform_many(prompts)
     finally:
         features._native = native
         embedding._NativeCache = cache
@@ -152,39 +152,43 @@ def test_c_core_equals_python_path_on_the_shared_data():
     assert len(prompts) > 10_000
     v4 = Featurizer().transform_many(prompts)
     np.testing.assert_array_equal(v4, _python_path(prompts))
-    # v4 differs from v3 exactly on the prompts with CJK text (three: two MT Bench prompts quote a Chinese
-    # poem, a CRUXEval function holds a Hangul syllable)
-    from banditroute.core.features import _CJK
+    # v4 differs from v3 exactly on the prompts with text of a script written without spaces (three: two MT
+    # Bench prompts quote a Chinese poem, a CRUXEval function holds a Hangul syllable)
+    from banditroute.core.features import _UNSPACED
 
-    changed = (v4 != Featurizer(cjk_words=False).transform_many(prompts)).any(axis=1)
-    assert changed.tolist() == [_CJK.search(p) is not None for p in prompts] and changed.sum() == 3
+    changed = (v4 != Featurizer(unspaced_bigrams=False).transform_many(prompts)).any(axis=1)
+    assert changed.tolist() == [_UNSPACED.search(p) is not None for p in prompts] and changed.sum() == 3
 
 
 _TRICKY = ("A", "B", "J", "K", "a", ")", ".", ":", "(", " ", "\t", "\n", "\x1c", "\x0b", "\\", "n", "\\n", "?", "_",
            " _ ", "```", ";\n", "{\n", "()", "how many", "step by step", "Answer:", "Why", "why", "what", "JSON",
            "python", "code", "vs", "Compare", "one word", "7", "é", "İ", "ß", "\u3000", "\xa0", "中", "Ж", "ا", "ก",
            "\u212a", "\U0001f600", "ﬁ", "Σ", "语言", "是", "テスト", "・", "ー", "、", "。", "「", "」", "，", "？", "！",
-           "Ａ", "ａ", "한국어", "〇", "々", "\u3400", "\u4dbf", "\u9fff", "\uac00", "\ud7af", "\u3040", "\u30ff")
+           "Ａ", "ａ", "한국어", "〇", "々", "\u3400", "\u4dbf", "\u9fff", "\uac00", "\ud7af", "\u3040", "\u30ff",
+           "ภาษาไทย", "ๆ", "\u0e4f", "\u0e5a", "ພາສາລາວ", "မြန်မာ", "\u104a", "ភាសាខ្មែរ", "\u17d4", "\u0dff", "\u1100")
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(st.sampled_from(_TRICKY) | st.text(max_size=6), max_size=40).map("".join), min_size=1,
                 max_size=6), st.booleans())
-def test_c_core_equals_python_path_on_generated_text(prompts, cjk_words):
-    np.testing.assert_array_equal(Featurizer(cjk_words=cjk_words).transform_many(prompts),
-                                  _python_path(prompts, cjk_words))
+def test_c_core_equals_python_path_on_generated_text(prompts, unspaced_bigrams):
+    np.testing.assert_array_equal(Featurizer(unspaced_bigrams=unspaced_bigrams).transform_many(prompts),
+                                  _python_path(prompts, unspaced_bigrams))
 
 
-def test_cjk_text_is_split_into_character_bigrams():
-    """v4: a run of CJK characters gives its overlapping bigrams, other runs of the word stay words, and CJK
-    and full-width punctuation separate words; v3 kept a whole unspaced sentence as one word."""
-    words = Featurizer._count("Python是一种语言，Pythonで書く「テスト」・カタカナ！ 中", cjk_words=True)[1]
+def test_unspaced_scripts_are_split_into_character_bigrams():
+    """v4: a run of a script written without spaces gives its overlapping bigrams, other runs of the word
+    stay words, and those scripts' and full-width punctuation separate words; v3 kept a whole unspaced
+    sentence as one word."""
+    words = Featurizer._count("Python是一种语言，Pythonで書く「テスト」・カタカナ！ 中", unspaced_bigrams=True)[1]
     assert words == ["python", "是一", "一种", "种语", "语言", "python", "で書", "書く", "テス", "スト", "カタ", "タカ",
                      "カナ", "中"]
-    assert Featurizer._count("Python是一种语言，Pythonで書く", cjk_words=False)[1] == ["python是一种语言，pythonで書く"]
-    counts = Featurizer._count("Python是一种语言", cjk_words=True)[0]
+    assert Featurizer._count("Python是一种语言，Pythonで書く", unspaced_bigrams=False)[1] == ["python是一种语言，pythonで書く"]
+    # Thai, written without spaces between words too; its own punctuation (U+0E5A) separates
+    assert Featurizer._count("ภาษาไทย\u0e5aดี", unspaced_bigrams=True)[1] == ["ภา", "าษ", "ษา", "าไ", "ไท", "ทย", "ดี"]
+    counts = Featurizer._count("Python是一种语言", unspaced_bigrams=True)[0]
     assert counts[1] == 5  # words: python and four bigrams
-    assert Featurizer._count("Write a Python function", cjk_words=True)[0][1] == 4
+    assert Featurizer._count("Write a Python function", unspaced_bigrams=True)[0][1] == 4
 
 
 def test_cjk_prompts_on_one_topic_share_lexical_features():
@@ -200,7 +204,7 @@ def test_cjk_prompts_on_one_topic_share_lexical_features():
         x, y = f.transform(p)[hashed], f.transform(q)[hashed]
         return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
 
-    v3, v4 = Featurizer(cjk_words=False), Featurizer()
+    v3, v4 = Featurizer(unspaced_bigrams=False), Featurizer()
     assert cosine(v4, a, b) > cosine(v3, a, b) + 0.2
     assert cosine(v4, a, b) > cosine(v4, a, c) + 0.4
     # the keyword groups see an ASCII word glued to CJK text: "python" counts as a code word

@@ -14,8 +14,9 @@
  *           non-overlapping, as str.replace);
  *   low   = text.lower() (done here for ASCII; Python's own lower() for other text);
  *   words = low with ASCII punctuation turned into spaces, split on whitespace (str.isspace); with
- *           cjk_words (v4) CJK punctuation too, and each run of CJK characters inside a word
- *           replaced by its overlapping character bigrams (a lone character stays; features._cjk_bigrams);
+ *           unspaced_bigrams (v4) the punctuation of scripts written without spaces too, and each run
+ *           of such a script inside a word replaced by its overlapping character bigrams (a lone
+ *           character stays; features._unspaced_bigrams);
  *   word hashes = zlib's CRC-32 of each word; bigram hash ((h_i * 0x9E3779B1) ^ h_{i+1}) mod 2^32;
  *           bucket = hash & (D - 1), sign = -1 when bit 24 of the hash is set; at most the first
  *           and last MAX_TOKENS / 2 words are hashed;
@@ -268,16 +269,20 @@ static void add_bucket(double *buckets, uint64_t h, uint64_t mask) {
 #define IN(ch, a, b) ((ch) >= (a) && (ch) <= (b))
 /* features._CJK: kana, Han (and extension A), Hangul */
 #define IS_CJK(ch) (IN(ch, 0x3040, 0x30ff) || IN(ch, 0x3400, 0x4dbf) || IN(ch, 0x4e00, 0x9fff) || IN(ch, 0xac00, 0xd7af))
+/* features._UNSPACED: CJK, Thai and Lao, Myanmar, Khmer */
+#define IS_UNSPACED(ch) (IS_CJK(ch) || IN(ch, 0x0e00, 0x0eff) || IN(ch, 0x1000, 0x109f) || IN(ch, 0x1780, 0x17ff))
 
-/* features._CJK_PUNCT: CJK punctuation and the full-width forms of ASCII punctuation */
-static int is_cjk_punct(Py_UCS4 c) {
-    return IN(c, 0x3001, 0x3003) || IN(c, 0x3008, 0x3011) || IN(c, 0x3014, 0x301f) || c == 0x3030 || c == 0x303d ||
-           c == 0x30fb || IN(c, 0xff01, 0xff0f) || IN(c, 0xff1a, 0xff20) || IN(c, 0xff3b, 0xff40) || IN(c, 0xff5b, 0xff65);
+/* features._UNSPACED_PUNCT: those scripts' punctuation and the full-width forms of ASCII punctuation */
+static int is_unspaced_punct(Py_UCS4 c) {
+    return c == 0x0e4f || IN(c, 0x0e5a, 0x0e5b) || IN(c, 0x104a, 0x104b) || IN(c, 0x17d4, 0x17d6) ||
+           IN(c, 0x17d8, 0x17da) || IN(c, 0x3001, 0x3003) || IN(c, 0x3008, 0x3011) || IN(c, 0x3014, 0x301f) ||
+           c == 0x3030 || c == 0x303d || c == 0x30fb || IN(c, 0xff01, 0xff0f) || IN(c, 0xff1a, 0xff20) ||
+           IN(c, 0xff3b, 0xff40) || IN(c, 0xff5b, 0xff65);
 }
 
-static int is_word(Py_UCS4 ch, int cjk_words) {
+static int is_word(Py_UCS4 ch, int unspaced_bigrams) {
     if (ch < 128) return !is_punct((unsigned char)ch) && !IS_SPACE(ch);
-    return !IS_SPACE(ch) && !(cjk_words && is_cjk_punct(ch));
+    return !IS_SPACE(ch) && !(unspaced_bigrams && is_unspaced_punct(ch));
 }
 
 /* The hash of the ASCII word low[0..len) (marking its vocabulary groups), or of any other word. */
@@ -292,9 +297,9 @@ static uint32_t word_crc(const Py_UCS4 *low, Py_ssize_t len, int ascii, char *sc
 
 /* Counts and buckets of one prompt, given text (escapes replaced) and low = text.lower() as code
  * points; word and crcs are scratch space for len(low) code points and len(low) hashes (each word
- * takes at least one code point and one separator, each CJK bigram one code point of its run). */
+ * takes at least one code point and one separator, each bigram one code point of its run). */
 static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_ssize_t nl, Py_UCS4 *word,
-                      uint32_t *crcs, unsigned char *seen, double *row, double *buckets, Py_ssize_t dim, int cjk_words) {
+                      uint32_t *crcs, unsigned char *seen, double *row, double *buckets, Py_ssize_t dim, int unspaced_bigrams) {
     memset(row, 0, sizeof(double) * (C_FIXED + n_groups + n_phrases));
     memset(seen, 0, n_vocab);
     Py_ssize_t newlines = 0, non_ascii = 0, cjk = 0, other = 0, digits = 0;
@@ -312,24 +317,24 @@ static void count_one(const Py_UCS4 *text, Py_ssize_t n, const Py_UCS4 *low, Py_
     Py_ssize_t n_words = 0, i = 0;
     char *w = (char *)word;
     while (i < nl) {
-        while (i < nl && !is_word(low[i], cjk_words)) i++;
+        while (i < nl && !is_word(low[i], unspaced_bigrams)) i++;
         if (i >= nl) break;
         Py_ssize_t start = i;
-        int ascii = 1, has_cjk = 0;
-        while (i < nl && is_word(low[i], cjk_words)) ascii &= low[i] < 128, i++;
-        if (cjk_words && !ascii)
-            for (Py_ssize_t j = start; j < i && !has_cjk; j++) has_cjk = IS_CJK(low[j]);
-        if (!cjk_words || !has_cjk) {
+        int ascii = 1, unspaced = 0;
+        while (i < nl && is_word(low[i], unspaced_bigrams)) ascii &= low[i] < 128, i++;
+        if (unspaced_bigrams && !ascii)
+            for (Py_ssize_t j = start; j < i && !unspaced; j++) unspaced = IS_UNSPACED(low[j]);
+        if (!unspaced) {
             crcs[n_words] = word_crc(low + start, i - start, ascii, w, n_words == 0, seen, row);
             n_words++;
             continue;
         }
-        /* runs of CJK and of other characters; a CJK run's bigrams, any other run a word */
+        /* runs of unspaced scripts and of other characters; an unspaced run's bigrams, any other run a word */
         for (Py_ssize_t j = start; j < i;) {
             Py_ssize_t s = j;
-            int cjk_run = IS_CJK(low[j]), run_ascii = 1;
-            while (j < i && IS_CJK(low[j]) == cjk_run) run_ascii &= low[j] < 128, j++;
-            if (!cjk_run || j - s == 1) {
+            int bigrams = IS_UNSPACED(low[j]), run_ascii = 1;
+            while (j < i && IS_UNSPACED(low[j]) == bigrams) run_ascii &= low[j] < 128, j++;
+            if (!bigrams || j - s == 1) {
                 crcs[n_words] = word_crc(low + s, j - s, run_ascii, w, n_words == 0, seen, row);
                 n_words++;
             } else {
@@ -419,7 +424,7 @@ static int has_surrogate(const Py_UCS4 *s, Py_ssize_t n) {
 
 /* Count one prompt into row/buckets: 1 done, 0 left to the Python path, -1 error. */
 static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *row, double *buckets, Py_ssize_t dim,
-                        int cjk_words) {
+                        int unspaced_bigrams) {
     if (!PyUnicode_Check(s)) return 0;
     Py_ssize_t len = PyUnicode_GET_LENGTH(s);
     if (PyUnicode_IS_ASCII(s)) {
@@ -433,7 +438,7 @@ static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *r
             sc->low[n] = (unsigned char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
             n++;
         }
-        count_one(sc->text, n, sc->low, n, sc->word, sc->crcs, seen, row, buckets, dim, cjk_words);
+        count_one(sc->text, n, sc->low, n, sc->word, sc->crcs, seen, row, buckets, dim, unspaced_bigrams);
         return 1;
     }
     /* non-ASCII: Python's own replace and lower (full Unicode case mapping), then the same counting */
@@ -452,7 +457,7 @@ static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *r
     if (reserve(sc, n > m ? n : m) == 0 && PyUnicode_AsUCS4(text, sc->text, sc->cap, 0) && PyUnicode_AsUCS4(low, sc->low, sc->cap, 0)) {
         done = 0;
         if (!has_surrogate(sc->low, m)) {
-            count_one(sc->text, n, sc->low, m, sc->word, sc->crcs, seen, row, buckets, dim, cjk_words);
+            count_one(sc->text, n, sc->low, m, sc->word, sc->crcs, seen, row, buckets, dim, unspaced_bigrams);
             done = 1;
         }
     }
@@ -461,12 +466,12 @@ static int count_prompt(PyObject *s, Scratch *sc, unsigned char *seen, double *r
     return done;
 }
 
-/* count_many(prompts: list, counts: float64 (n, n_counts) buffer, buckets: float64 (n, D) buffer, cjk_words: bool)
+/* count_many(prompts: list, counts: float64 (n, n_counts) buffer, buckets: float64 (n, D) buffer, unspaced_bigrams: bool)
  * -> list of the indices it left to the Python path (non-strings, lone surrogates). */
 static PyObject *count_many(PyObject *self, PyObject *args) {
     PyObject *prompts, *counts_obj, *buckets_obj;
-    int cjk_words = 0;
-    if (!PyArg_ParseTuple(args, "O!OO|p", &PyList_Type, &prompts, &counts_obj, &buckets_obj, &cjk_words)) return NULL;
+    int unspaced_bigrams = 0;
+    if (!PyArg_ParseTuple(args, "O!OO|p", &PyList_Type, &prompts, &counts_obj, &buckets_obj, &unspaced_bigrams)) return NULL;
     if (!configured) {
         PyErr_SetString(PyExc_RuntimeError, "configure() first");
         return NULL;
@@ -491,7 +496,7 @@ static PyObject *count_many(PyObject *self, PyObject *args) {
     if (left == NULL) goto done;
     for (Py_ssize_t r = 0; r < n; r++) {
         int status = count_prompt(PyList_GET_ITEM(prompts, r), &sc, seen, (double *)cb.buf + r * width,
-                                  (double *)bb.buf + r * bb.shape[1], bb.shape[1], cjk_words);
+                                  (double *)bb.buf + r * bb.shape[1], bb.shape[1], unspaced_bigrams);
         if (status < 0) {
             Py_CLEAR(left);
             goto done;
@@ -1024,7 +1029,7 @@ static PyMethodDef methods[] = {
      "configure_signals(chars_col, [(kind, added columns, positive columns, a, b), ...]): the signals' formulas."},
     {"signals", signals, METH_VARARGS, "signals(counts, out, first): the signals of each row into out[:, first:]."},
     {"count_many", count_many, METH_VARARGS,
-     "count_many(prompts, counts, buckets, cjk_words=False) -> indices left to the Python path (non-str, lone "
+     "count_many(prompts, counts, buckets, unspaced_bigrams=False) -> indices left to the Python path (non-str, lone "
      "surrogates)."},
     {NULL, NULL, 0, NULL},
 };

@@ -11,13 +11,15 @@ A prompt becomes ``x = [1, s_1..s_S, h_1..h_D, e_1..e_E]``:
   multiplied by ``hash_scale``: lexical evidence. With the policies' isotropic ridge prior, the block's
   norm is its prior weight: at 0.5 (v3) the words count for less, against the embedding and the
   signals, until the evidence says otherwise. Words are maximal runs of characters that are neither
-  whitespace nor punctuation, lower-cased. Chinese and Japanese put no spaces between words, so a
-  sentence would be one "word" seen once; since v4 a run of CJK characters (kana, Han, Hangul) inside
-  a word becomes its overlapping character bigrams (a lone character stays a unigram) and CJK and
-  full-width punctuation separates words as ASCII punctuation does: the segmentation of Lucene's
+  whitespace nor punctuation, lower-cased. Chinese, Japanese, Thai, Lao, Myanmar and Khmer put no
+  spaces between words, so a sentence would be one "word" seen once; since v4 a run of such
+  characters (kana, Han, Hangul, Thai, Lao, Myanmar, Khmer) inside a word becomes its overlapping
+  character bigrams (a lone character stays a unigram) and those scripts' punctuation and full-width
+  punctuation separate words as ASCII punctuation does: the segmentation of Lucene's
   ``CJKBigramFilter`` and of the bigram indexing that matches dictionary word segmentation in
   Chinese retrieval (Kwok, 1997, "Comparing representations in Chinese information retrieval").
-  A prompt without CJK characters or punctuation gets the same words, and the same vector, as in v3;
+  A prompt without characters or punctuation of those scripts gets the same words, and the same
+  vector, as in v3;
 * ``e`` is the static sentence embedding of :mod:`banditroute.core.embedding` (unit length, times
   ``embed_scale``): what the prompt is about, which words alone cannot tell (a trivia question from a
   code task). Without it (``embedding=False``) the vector is the v1 feature set.
@@ -27,8 +29,8 @@ odd multiplier, so the same prompt yields the same vector in any process, on any
 year. Python's salted ``hash()`` is never used. Any change to the signals, the hashing or the
 embedding must bump :data:`FEATURE_VERSION`; logs and policy states record :attr:`Featurizer.version`
 (``v1-d64``: no embedding, hashed block at norm 1; ``v2-d64-<embedding name>``: with the embedding;
-``v3-d64-<embedding name>``: the hashed block at norm 0.5; ``v4-d64-<embedding name>``: v3 with CJK
-text split into character bigrams, the default) and refuse to mix versions, and
+``v3-d64-<embedding name>``: the hashed block at norm 0.5; ``v4-d64-<embedding name>``: v3 with text
+in scripts written without spaces split into character bigrams, the default) and refuse to mix versions, and
 :meth:`Featurizer.from_version` rebuilds the featurizer a log was written with (a test pins the
 vectors of a few prompts to a digest).
 
@@ -96,14 +98,19 @@ _PUNCT_TO_SPACE_ASCII = bytes.maketrans(string.punctuation.encode(), b" " * len(
 _OPTION = re.compile(r"([\s(])([A-J])[).:]\s")  # "A) ", "(B) ", "C. " after whitespace or "("
 # Any "A) "-like option implies this shorter pattern, which fails fast on most prompts.
 _OPTION_HINT = re.compile(r"[A-J][).:]\s")
-_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"  # kana, Han (and extension A), Hangul
-_CJK = re.compile(f"[{_CJK_RANGES}]")
-# v4: CJK punctuation and the full-width forms of ASCII punctuation separate words (U+30FB, the
-# katakana middle dot, is punctuation inside the kana block)
-_CJK_PUNCT = ((0x3001, 0x3003), (0x3008, 0x3011), (0x3014, 0x301F), (0x3030, 0x3030), (0x303D, 0x303D),
-              (0x30FB, 0x30FB), (0xFF01, 0xFF0F), (0xFF1A, 0xFF20), (0xFF3B, 0xFF40), (0xFF5B, 0xFF65))
-_PUNCT_TO_SPACE_CJK = _PUNCT_TO_SPACE | {c: " " for a, b in _CJK_PUNCT for c in range(a, b + 1)}
-_CJK_RUNS = re.compile(f"[{_CJK_RANGES}]+|[^{_CJK_RANGES}]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")  # kana, Han (and extension A), Hangul
+# v4: scripts written without spaces between words, whose runs become character bigrams: CJK as above,
+# Thai and Lao, Myanmar, Khmer
+_UNSPACED_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
+_UNSPACED = re.compile(f"[{_UNSPACED_RANGES}]")
+_UNSPACED_RUNS = re.compile(f"[{_UNSPACED_RANGES}]+|[^{_UNSPACED_RANGES}]+")
+# v4: the punctuation of those scripts and the full-width forms of ASCII punctuation separate words
+# (U+30FB, the katakana middle dot, is punctuation inside the kana block; Thai's fongman and angkhankhu,
+# Myanmar's section marks, Khmer's khan and its kin likewise)
+_UNSPACED_PUNCT = ((0x0E4F, 0x0E4F), (0x0E5A, 0x0E5B), (0x104A, 0x104B), (0x17D4, 0x17D6), (0x17D8, 0x17DA),
+                   (0x3001, 0x3003), (0x3008, 0x3011), (0x3014, 0x301F), (0x3030, 0x3030), (0x303D, 0x303D),
+                   (0x30FB, 0x30FB), (0xFF01, 0xFF0F), (0xFF1A, 0xFF20), (0xFF3B, 0xFF40), (0xFF5B, 0xFF65))
+_PUNCT_TO_SPACE_V4 = _PUNCT_TO_SPACE | {c: " " for a, b in _UNSPACED_PUNCT for c in range(a, b + 1)}
 _OTHER_SCRIPT = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u05ff\u0600-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
 
 # Keyword signals count the distinct words of a group present in the prompt's lower-cased words;
@@ -198,17 +205,18 @@ except ImportError:  # pragma: no cover - a build without a C compiler
     _native = None
 
 
-def _cjk_bigrams(words: list[str]) -> list[str]:
-    """``words`` with each run of CJK characters inside a word replaced by its overlapping character
-    bigrams (a run of one character stays as it is); the other runs of a word stay words:
-    ``["python是一种语言"]`` -> ``["python", "是一", "一种", "种语", "语言"]``."""
+def _unspaced_bigrams(words: list[str]) -> list[str]:
+    """``words`` with each run of characters of a script written without spaces (:data:`_UNSPACED`)
+    inside a word replaced by its overlapping character bigrams (a run of one character stays as it
+    is); the other runs of a word stay words: ``["python是一种语言"]`` -> ``["python", "是一", "一种",
+    "种语", "语言"]``."""
     out = []
     for w in words:
-        if _CJK.search(w) is None:
+        if _UNSPACED.search(w) is None:
             out.append(w)
             continue
-        for run in _CJK_RUNS.findall(w):
-            if len(run) > 1 and _CJK.match(run):
+        for run in _UNSPACED_RUNS.findall(w):
+            if len(run) > 1 and _UNSPACED.match(run):
                 out += [run[i : i + 2] for i in range(len(run) - 1)]
             else:
                 out.append(run)
@@ -236,9 +244,9 @@ class Featurizer:
         :class:`StaticEmbedding`, or False for none (the v1 feature set).
     embed_scale
         L2 norm of the embedding block.
-    cjk_words
-        Split runs of CJK characters into character bigrams (v4; the module docstring): by default
-        with the embedding, not without (v1).
+    unspaced_bigrams
+        Split runs of characters of scripts written without spaces (CJK, Thai, Lao, Myanmar, Khmer)
+        into character bigrams (v4; the module docstring): by default with the embedding, not without (v1).
 
     The output dimension is ``1 + len(SIGNALS) + hash_dim + E``; :attr:`version` names the feature
     set, ``D`` and the embedding. Scales that no version has (experiments) are appended to the
@@ -246,27 +254,27 @@ class Featurizer:
     """
 
     def __init__(self, hash_dim: int = 64, hash_scale: float | None = None,
-                 embedding: bool | StaticEmbedding = True, embed_scale: float = 1.0, cjk_words: bool | None = None):
+                 embedding: bool | StaticEmbedding = True, embed_scale: float = 1.0, unspaced_bigrams: bool | None = None):
         if hash_dim <= 0 or hash_dim & (hash_dim - 1):
             raise ValueError(f"hash_dim must be a positive power of two, got {hash_dim}")
         self.hash_dim = hash_dim
         self.embedding = StaticEmbedding.default() if embedding is True else (embedding or None)
-        self.cjk_words = bool(self.embedding) if cjk_words is None else bool(cjk_words)
+        self.unspaced_bigrams = bool(self.embedding) if unspaced_bigrams is None else bool(unspaced_bigrams)
         self.hash_scale = _HASH_SCALE["4" if self.embedding else "1"] if hash_scale is None else float(hash_scale)
         self.embed_scale = float(embed_scale)
         embed_dim = self.embedding.dims if self.embedding else 0
         self.dim = 1 + len(SIGNALS) + hash_dim + embed_dim
         if not self.embedding:
             v = "1"
-        elif self.cjk_words:
+        elif self.unspaced_bigrams:
             v = "4"
         else:
             v = "2" if (self.hash_scale, self.embed_scale) == (_HASH_SCALE["2"], 1.0) else "3"
         self.version = f"v{v}-d{hash_dim}" + (f"-{self.embedding.name}" if self.embedding else "")
         if self.hash_scale != _HASH_SCALE[v] or self.embed_scale != 1.0:
             self.version += f"+hash_scale={self.hash_scale:g},embed_scale={self.embed_scale:g}"
-        if self.cjk_words and not self.embedding:
-            self.version += "+cjk_words"
+        if self.unspaced_bigrams and not self.embedding:
+            self.version += "+unspaced_bigrams"
         self._crc: dict[str, int] = {}
 
     @classmethod
@@ -275,7 +283,7 @@ class Featurizer:
         m = _VERSION.fullmatch(version or "")
         if m is None or (m["v"] == "1") != (m["emb"] is None) or "+" in version:
             raise ValueError(f"unknown feature version {version!r}")
-        f = cls(int(m["d"]), hash_scale=_HASH_SCALE[m["v"]], embedding=m["v"] != "1", cjk_words=m["v"] == "4")
+        f = cls(int(m["d"]), hash_scale=_HASH_SCALE[m["v"]], embedding=m["v"] != "1", unspaced_bigrams=m["v"] == "4")
         if f.version != version:
             raise ValueError(f"features {version!r} need an embedding this installation does not ship "
                              f"(it has {f.embedding.name})")
@@ -293,17 +301,18 @@ class Featurizer:
         return np.array(out, dtype=np.uint64)
 
     @staticmethod
-    def _count(prompt: str, cjk_words: bool = False) -> tuple[list[float], list[str]]:
+    def _count(prompt: str, unspaced_bigrams: bool = False) -> tuple[list[float], list[str]]:
         """The Python path: one prompt's :data:`COUNTS` and its words (the reference for the C core);
-        ``cjk_words``: CJK runs as character bigrams (v4, see the module docstring)."""
+        ``unspaced_bigrams``: runs of scripts written without spaces as character bigrams (v4, see the
+        module docstring)."""
         text = prompt.replace("\\n", "\n")
         low = text.lower()
         if low.isascii():  # the same words; bytes.translate is several times faster
             words = low.encode().translate(_PUNCT_TO_SPACE_ASCII).decode().split()
-        elif cjk_words:
-            words = low.translate(_PUNCT_TO_SPACE_CJK).split()
-            if _CJK.search(low):
-                words = _cjk_bigrams(words)
+        elif unspaced_bigrams:
+            words = low.translate(_PUNCT_TO_SPACE_V4).split()
+            if _UNSPACED.search(low):
+                words = _unspaced_bigrams(words)
         else:
             words = low.translate(_PUNCT_TO_SPACE).split()
         wordset = set(words)
@@ -376,7 +385,7 @@ class Featurizer:
 
         Literal two-character ``\\n`` sequences (prompts stored as escaped strings) count as line
         breaks; words are maximal runs of non-punctuation, non-space characters, lower-cased (since
-        v4 with CJK runs as character bigrams).
+        v4 with runs of scripts written without spaces as character bigrams).
         """
         return self.transform_many([prompt])[0]
 
@@ -392,12 +401,12 @@ class Featurizer:
         n = len(prompts)
         counts = np.zeros((n, len(COUNTS)))
         buckets = np.zeros((n, self.hash_dim))
-        rest = range(n) if _native is None else _native.count_many(prompts, counts, buckets, self.cjk_words)
+        rest = range(n) if _native is None else _native.count_many(prompts, counts, buckets, self.unspaced_bigrams)
         words, lengths = [], []
         for i in rest:
             if not isinstance(prompts[i], str):
                 raise TypeError(f"prompt must be a string, got {type(prompts[i]).__name__}")
-            counts[i], ws = self._count(prompts[i], self.cjk_words)
+            counts[i], ws = self._count(prompts[i], self.unspaced_bigrams)
             if len(ws) > _MAX_TOKENS:
                 ws = ws[: _MAX_TOKENS // 2] + ws[-_MAX_TOKENS // 2 :]
             words += ws
