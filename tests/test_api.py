@@ -207,6 +207,26 @@ async def test_metrics_openapi_and_export(client):
     assert len(rows) == 1 and rows[0]["quality"] == 1.0 and rows[0]["chosen"] == r["model"]
 
 
+async def test_metrics_show_the_event_loop_blocked(client):
+    """A handler that holds the loop (injected: 120 ms of blocking work on it) shows in the loop-lag
+    histogram as a sample over 100 ms; an idle loop's samples stay under it."""
+    import asyncio
+    import time
+
+    async def lag() -> tuple[float, float]:
+        """The loop-lag samples so far, and how many were over 100 ms."""
+        m = samples(await (await client.get("/metrics")).text())
+        count = m["banditroute_event_loop_lag_seconds_count", frozenset()]
+        return count, count - m["banditroute_event_loop_lag_seconds_bucket", frozenset({"le": "0.1"}.items())]
+
+    await asyncio.sleep(0.2)
+    count, over = await lag()
+    assert count >= 3 and over == 0
+    time.sleep(0.12)  # noqa: ASYNC251 - the fault: on the server's loop (the test's own), as a blocking handler
+    await asyncio.sleep(0.05)
+    assert (await lag())[1] == 1
+
+
 async def test_cost_metrics_report_the_bill_and_what_routing_saves_and_survive_a_restart(aiohttp_client, tmp_path):
     """banditroute_cost_usd_total: the costs reported per model; banditroute_predicted_cost_usd_total and
     _priciest_cost_usd_total: each decision's predicted cost and that of its priciest eligible model."""

@@ -60,7 +60,9 @@ def create_app(config: Settings, seed: int | None = None) -> web.Application:
         # for tens of milliseconds. Decisions hold no reference cycles, so collect rarely.
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
+        app[METRICS].start_loop_lag()
         yield
+        await app[METRICS].stop_loop_lag()
         gc.unfreeze()
         await gateway.close()
         await service.retention.stop()

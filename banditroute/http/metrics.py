@@ -8,7 +8,10 @@ Per request (from the middleware): ``banditroute_requests_total{path,method,stat
 client went away before its answer, which may still have been logged),
 ``banditroute_request_seconds{path}`` (histogram); per answer: ``banditroute_decisions_total{model}``, ``banditroute_rule_matches_total{rule}``,
 ``banditroute_feedback_total{duplicate,late}``; per gateway call: ``banditroute_upstream_calls_total{model,deployment,outcome}``,
-``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. Read from the service at each scrape
+``banditroute_upstream_seconds{model}``, ``banditroute_fallbacks_total``, ``banditroute_judge_cost_usd_total``. The event loop's
+lag, ``banditroute_event_loop_lag_seconds`` (histogram): every :data:`LAG_INTERVAL` a timer asks to be run
+then, and records how much later the loop ran it; a saturated or blocked loop delays every request by
+that much (the measure of Node.js's ``monitorEventLoopDelay``). Read from the service at each scrape
 (:class:`ServiceCollector`): log positions, the writer's queue and last commit, idle checkpoints,
 pending and recalled decisions, micro-batches, each model's share of decisions, per budget and
 tenant its amount, spend, remaining, pace, cost weight and preference (``banditroute_budget_*``), per
@@ -19,6 +22,8 @@ platform metrics (CPU, memory, open files, GC) come with the registry.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from bisect import bisect_left
 from itertools import accumulate
 
@@ -33,6 +38,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_INTERVAL = 0.02  # seconds between the loop-lag timer's samples
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -64,9 +71,9 @@ class LoopCounter:
 
 
 class LoopHistogram:
-    """A histogram family with one label, updated from one thread: per series the count of
-    observations in each bucket (``bounds[i-1] < v <= bounds[i]``, Prometheus' ``le``; the last one
-    above every bound) and their sum, made cumulative at scrape time.
+    """A histogram family with one label (or none: ``label=None``, every observation under ``""``), updated
+    from one thread: per series the count of observations in each bucket (``bounds[i-1] < v <= bounds[i]``,
+    Prometheus' ``le``; the last one above every bound) and their sum, made cumulative at scrape time.
 
     >>> h = LoopHistogram("demo_seconds", "durations", "path", (0.1, 1.0))
     >>> for v in (0.05, 0.1, 0.5, 3.0): h.observe("/x", v)
@@ -75,7 +82,7 @@ class LoopHistogram:
      ('demo_seconds_bucket', '+Inf', 4.0), ('demo_seconds_count', None, 4.0), ('demo_seconds_sum', None, 3.65)]
     """
 
-    def __init__(self, name: str, doc: str, label: str, bounds: tuple[float, ...]):
+    def __init__(self, name: str, doc: str, label: str | None, bounds: tuple[float, ...]):
         self.name, self.doc, self.label, self.bounds = name, doc, label, tuple(float(b) for b in bounds)
         self.series: dict[str, list[float]] = {}  # label value -> bucket counts, then the sum
 
@@ -87,10 +94,11 @@ class LoopHistogram:
         counts[-1] += value
 
     def collect(self):
-        family = HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+        family = HistogramMetricFamily(self.name, self.doc, labels=[] if self.label is None else [self.label])
         bounds = [*(str(b) for b in self.bounds), "+Inf"]
         for label, counts in list(self.series.items()):
-            family.add_metric([label], list(zip(bounds, accumulate(counts[:-1]))), counts[-1])
+            family.add_metric([] if self.label is None else [label], list(zip(bounds, accumulate(counts[:-1]))),
+                              counts[-1])
         yield family
 
 
@@ -249,9 +257,31 @@ class Metrics:
         self.judge_cost = LoopCounter("banditroute_judge_cost_usd", "USD spent on judge calls (apart from routed calls)")
         self.judge_dropped = LoopCounter("banditroute_judge_dropped", "sampled answers not judged because the judge "
                                          "queue was full or its provider's circuit was open")
+        self.loop_lag = LoopHistogram("banditroute_event_loop_lag_seconds", "how much later than asked the event "
+                                      f"loop ran a timer, sampled every {LAG_INTERVAL:g} s", None, LAG_BUCKETS)
         for family in (self.requests, self.latency, self.decisions, self.feedback, self.rule_matches, self.calls,
-                       self.upstream_latency, self.fallbacks, self.judge_cost, self.judge_dropped):
+                       self.upstream_latency, self.fallbacks, self.judge_cost, self.judge_dropped, self.loop_lag):
             self.registry.register(family)
+        self._lag_task: asyncio.Task | None = None
+
+    async def _sample_loop_lag(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            self.loop_lag.observe("", max(0.0, loop.time() - due))
+
+    def start_loop_lag(self, interval: float = LAG_INTERVAL) -> None:
+        """Sample the running event loop's lag into ``banditroute_event_loop_lag_seconds`` until
+        :meth:`stop_loop_lag`."""
+        self._lag_task = asyncio.get_running_loop().create_task(self._sample_loop_lag(interval))
+
+    async def stop_loop_lag(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+            self._lag_task = None
 
     def request(self, path: str, method: str, status: int, seconds: float) -> None:
         self.requests.inc(path, method, str(status))
