@@ -17,8 +17,10 @@ until the servers are idle (an overloaded server goes on working off its queue a
 streamed (latency = time to the first event):
 
 1. **added latency at 500 requests/s**: p50 and p99 through the target minus the direct call's, over
-   ``--seconds`` of load, median of ``--runs`` runs; and the CPU time the serving process (all its
-   threads and workers) spent per answered request;
+   ``--seconds`` of load, median of ``--runs`` runs; the CPU time the serving process (all its
+   threads and workers) spent per answered request; and for banditroute's gateways the share of the
+   event loop's lag samples (``banditroute_event_loop_lag_seconds``, one every 20 ms) over 5 and 10 ms
+   during the load: how often a request arriving then waited that long for the loop;
 2. **highest sustained rate with p99 under 50 ms** (and no error): rates tried in increasing steps until
    one fails, then three bisection steps between the last rate that passed and the first that failed;
    a step passes when most of its ``--trials`` runs (3) do.
@@ -247,6 +249,30 @@ def max_rate(url: str, model: str, stream: bool, seconds: float, procs: list[sub
     return {"max_rate": best, "first_failed": failed, "steps": tried}
 
 
+async def loop_lag_counts(base: str) -> dict[str, float] | None:
+    """The gateway's ``banditroute_event_loop_lag_seconds`` buckets (``le`` -> cumulative count) now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as r:
+        if r.status != 200:
+            return None
+        text = await r.text()
+    return {s.labels["le"]: s.value for f in text_string_to_metric_families(text)
+            if f.name == "banditroute_event_loop_lag_seconds" for s in f.samples if s.name.endswith("_bucket")}
+
+
+def loop_lag_summary(before: dict | None, after: dict | None) -> dict | None:
+    """The loop-lag samples taken between two :func:`loop_lag_counts`: how many, and the share of them
+    over 5 and 10 ms (how often a request arriving then would have waited that long for the loop)."""
+    if not before or not after:
+        return None
+    n = after["+Inf"] - before["+Inf"]
+    if n <= 0:
+        return None
+    over = {ms: (n - (after[le] - before[le])) / n for ms, le in ((5, "0.005"), (10, "0.01"))}
+    return {"samples": int(n), "share_over_5ms": round(over[5], 4), "share_over_10ms": round(over[10], 4)}
+
+
 def check_log(db: Path) -> dict:
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -356,21 +382,31 @@ def main() -> None:
                 for name in order:
                     url, model = targets[name]
                     settle(procs)
+                    ours = name in ("banditroute", "baseline", "banditroute_bridged")
+                    base = url.split("/v1/")[0]
+                    lag0 = asyncio.run(loop_lag_counts(base)) if ours else None
                     cpu0 = group_cpu_seconds(server_of[name].pid)
                     r = asyncio.run(load(url, model, 500, args.seconds, stream))
+                    if ours:  # read before settling: the samples of the load, not of the idle wait after it
+                        r["event_loop_lag"] = loop_lag_summary(lag0, asyncio.run(loop_lag_counts(base)))
                     settle(procs)
                     r["server_cpu_ms_per_request"] = round(
                         (group_cpu_seconds(server_of[name].pid) - cpu0) * 1000.0 / max(r["answered"], 1), 3)
                     per_target[name].append(r)
                     log(f"  run {run + 1} {name}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}, "
-                        f"server CPU {r['server_cpu_ms_per_request']} ms a request")
+                        f"server CPU {r['server_cpu_ms_per_request']} ms a request"
+                        + (f", loop lag {r['event_loop_lag']}" if r.get("event_loop_lag") else ""))
             summary = {}
             for name, runs in per_target.items():
+                lags = [r["event_loop_lag"] for r in runs if r.get("event_loop_lag")]
                 summary[name] = {"p50_ms": statistics.median(r["p50_ms"] for r in runs),
                                  "p99_ms": statistics.median(r["p99_ms"] for r in runs),
                                  "server_cpu_ms_per_request": statistics.median(
                                      r["server_cpu_ms_per_request"] for r in runs),
                                  "errors": sum(r["errors"] for r in runs), "runs": runs}
+                if lags:
+                    summary[name]["event_loop_lag_share_over_5ms"] = statistics.median(x["share_over_5ms"] for x in lags)
+                    summary[name]["event_loop_lag_share_over_10ms"] = statistics.median(x["share_over_10ms"] for x in lags)
             for name in targets:
                 if name != "direct":
                     summary[name]["added_p50_ms"] = round(summary[name]["p50_ms"] - summary["direct"]["p50_ms"], 3)
