@@ -34,23 +34,32 @@ def frontier_from_predictions(test: Outcomes, q_pred: np.ndarray, c_pred: np.nda
     return points
 
 
-def full_information(outcomes: Outcomes, grid, policy: str = "lints") -> tuple[list[dict], np.ndarray]:
-    """Frontier of the full-information fit of ``policy``, and its predicted quality on test."""
-    pol = pretrain(outcomes, policy)
+def full_information(outcomes: Outcomes, grid, policy: str = "lints",
+                     featurizer: Featurizer | None = None) -> tuple[list[dict], np.ndarray]:
+    """Frontier of the full-information fit of ``policy`` (on ``featurizer``'s features, by default
+    this version's), and its predicted quality on test."""
+    f = featurizer or Featurizer()
+    pol = pretrain(outcomes, policy, featurizer=f)
     test = outcomes.subset("test")
-    f = Featurizer()
     q, c = pol.predict(f.transform_many(test.prompts), [f.input_tokens(p) for p in test.prompts])
     return frontier_from_predictions(test, q, c, grid), q
 
 
-def tfidf_ridge(outcomes: Outcomes, grid, alpha: float = 1.0) -> tuple[list[dict], np.ndarray]:
-    """Frontier of a TF-IDF ridge router, and its predicted quality on test."""
+def tfidf_ridge(outcomes: Outcomes, grid, alpha: float = 1.0, analyzer: str = "word") -> tuple[list[dict], np.ndarray]:
+    """Frontier of a TF-IDF ridge router on word (``analyzer="word"``) or character 1-2 grams, and its
+    predicted quality on test. Where no term occurs in two train prompts (a text without word
+    boundaries is one token a prompt) it has no evidence and predicts each model's train means."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import Ridge
 
     train, test = outcomes.subset("train"), outcomes.subset("test")
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    Xtr = vec.fit_transform(train.prompts)
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, analyzer=analyzer)
+    try:
+        Xtr = vec.fit_transform(train.prompts)
+    except ValueError:  # no term left after min_df
+        q_pred = np.broadcast_to(train.quality.mean(axis=0), test.quality.shape)
+        c_pred = np.broadcast_to(train.cost.mean(axis=0), test.cost.shape)
+        return frontier_from_predictions(test, q_pred, c_pred, grid), q_pred
     Xte = vec.transform(test.prompts)
     q_pred = Ridge(alpha=alpha).fit(Xtr, train.quality).predict(Xte)
     c_pred = Ridge(alpha=alpha).fit(Xtr, train.cost).predict(Xte)

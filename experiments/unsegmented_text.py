@@ -24,7 +24,7 @@ over a fine grid of cost weights on the test split (the suite's full-information
   on the original and on the ciphered text;
 * a TF-IDF ridge router on word 1-2 grams (scikit-learn's default token pattern: a run of word
   characters is one token; where no token occurs in two train prompts it has no evidence and
-  predicts each model's mean train quality and cost) and on character 1-2 grams (what a TF-IDF
+  predicts each model's mean train quality and cost; ``baselines.tfidf_ridge``) and on character 1-2 grams (what a TF-IDF
   router over Chinese would use).
 
 qauc (higher is better) and cost_at_95 (lower is better), in % of the best single model. Writes
@@ -43,14 +43,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np
-from baselines import frontier_from_predictions
+from baselines import full_information, tfidf_ridge
 from suite import full_information_setup, per_table, save_results
 
 from banditroute.core.features import Featurizer
 from banditroute.offline.frontier import frontier_summary
 from banditroute.offline.outcomes import Outcomes
-from banditroute.offline.pretrain import pretrain
 
 HAN_FIRST, HAN_COUNT = 0x4E00, 0x9FFF - 0x4E00 + 1
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
@@ -74,33 +72,6 @@ def ciphered(outcomes: Outcomes) -> Outcomes:
     return dataclasses.replace(outcomes, prompts=[unsegmented(p) for p in outcomes.prompts])
 
 
-def banditroute_fit(outcomes: Outcomes, grid, features: dict) -> list[dict]:
-    """Frontier of the default policy fitted with full information on ``features``."""
-    f = Featurizer(**features)
-    pol = pretrain(outcomes, "lints", featurizer=f)
-    test = outcomes.subset("test")
-    q, c = pol.predict(f.transform_many(test.prompts), [f.input_tokens(p) for p in test.prompts])
-    return frontier_from_predictions(test, q, c, grid)
-
-
-def tfidf_fit(outcomes: Outcomes, grid, analyzer: str) -> list[dict]:
-    """Frontier of a TF-IDF ridge router on word (``analyzer="word"``) or character 1-2 grams."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import Ridge
-
-    train, test = outcomes.subset("train"), outcomes.subset("test")
-    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, analyzer=analyzer)
-    try:
-        Xtr, Xte = vec.fit_transform(train.prompts), vec.transform(test.prompts)
-    except ValueError:  # no term in two train prompts (a whole unspaced prompt is one token): no evidence
-        q = np.broadcast_to(train.quality.mean(axis=0), test.quality.shape)
-        c = np.broadcast_to(train.cost.mean(axis=0), test.cost.shape)
-        return frontier_from_predictions(test, q, c, grid)
-    q = Ridge(alpha=1.0).fit(Xtr, train.quality).predict(Xte)
-    c = Ridge(alpha=1.0).fit(Xtr, train.cost).predict(Xte)
-    return frontier_from_predictions(test, q, c, grid)
-
-
 def one_table(job) -> dict:
     (path,) = job
     t0 = time.time()
@@ -109,11 +80,13 @@ def one_table(job) -> dict:
     out = {"table": path.stem, "prompts": len(outcomes), "models": len(outcomes.models),
            "example": texts["unsegmented"].prompts[0][:60], "routers": {}}
     for text, data in texts.items():
-        runs = {f"banditroute {v}": (banditroute_fit, spec) for v, spec in FEATURES.items()}
-        runs |= {"TF-IDF words": (tfidf_fit, "word"), "TF-IDF characters": (tfidf_fit, "char")}
-        for name, (fit, arg) in runs.items():
+        runs = {f"banditroute {v}": lambda o, spec=spec: full_information(o, grid, featurizer=Featurizer(**spec))
+                for v, spec in FEATURES.items()}
+        runs |= {f"TF-IDF {kind}": lambda o, analyzer=analyzer: tfidf_ridge(o, grid, analyzer=analyzer)
+                 for kind, analyzer in (("words", "word"), ("characters", "char"))}
+        for name, fit in runs.items():
             print(f"{path.stem}: {text}, {name} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-            s = frontier_summary(fit(data, grid, arg), ref["best_quality"], ref["best_cost_usd"])
+            s = frontier_summary(fit(data)[0], ref["best_quality"], ref["best_cost_usd"])
             out["routers"][f"{name}, {text}"] = {"qauc": s["qauc"], "cost_at_95": s["cost_at_95"]}
     print(f"{path.stem}: done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     return out

@@ -98,10 +98,11 @@ _PUNCT_TO_SPACE_ASCII = bytes.maketrans(string.punctuation.encode(), b" " * len(
 _OPTION = re.compile(r"([\s(])([A-J])[).:]\s")  # "A) ", "(B) ", "C. " after whitespace or "("
 # Any "A) "-like option implies this shorter pattern, which fails fast on most prompts.
 _OPTION_HINT = re.compile(r"[A-J][).:]\s")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")  # kana, Han (and extension A), Hangul
-# v4: scripts written without spaces between words, whose runs become character bigrams: CJK as above,
-# Thai and Lao, Myanmar, Khmer
-_UNSPACED_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
+_CJK_RANGES = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"  # kana, Han (and extension A), Hangul
+_CJK = re.compile(f"[{_CJK_RANGES}]")
+# v4: scripts written without spaces between words, whose runs become character bigrams: CJK, Thai and
+# Lao, Myanmar, Khmer
+_UNSPACED_RANGES = _CJK_RANGES + "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
 _UNSPACED = re.compile(f"[{_UNSPACED_RANGES}]")
 _UNSPACED_RUNS = re.compile(f"[{_UNSPACED_RANGES}]+|[^{_UNSPACED_RANGES}]+")
 # v4: the punctuation of those scripts and the full-width forms of ASCII punctuation separate words
