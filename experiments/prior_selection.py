@@ -22,12 +22,18 @@ and three criteria a deployment could compute from its own data are set beside t
 - ``loo_qauc``: the qauc on the train split of routing on those leave-one-out predictions: the
   criterion aligned with what the router does with them.
 
+Then a strength per block of the feature vector (the bias and signals, the hashed words, the
+embedding), every combination of :data:`BLOCK_GRID`: ``Lambda = diag(lambda_block)`` in place of
+``lambda I``, the test split's qauc of each, to see whether any is at or above the single default on
+every table (the v3 features' half-norm hashed block is one such choice, made through the features).
+
 Writes ``experiments/results/prior_selection.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -38,12 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import frontier_from_predictions
 from suite import full_information_setup, per_table, save_results
 
-from banditroute.core.features import Featurizer
+from banditroute.core.features import SIGNALS, Featurizer
 from banditroute.offline.frontier import frontier_summary
 
 DEFAULT = 10.0
 POOL_PRIOR = 10.0
 NOISE_GRID = np.linspace(0.02, 0.3, 57)  # noise variances the evidence is maximised over
+BLOCK_GRID = (3.0, 10.0, 30.0)
 
 
 def log_evidence(X: np.ndarray, R: np.ndarray, strength: float, eig: np.ndarray) -> float:
@@ -93,12 +100,24 @@ def one_table(job) -> dict:
             "loo_qauc": frontier_summary(frontier_from_predictions(train, q_loo, train.cost, grid),
                                          ref_train["best_quality"], ref_train["best_cost_usd"])["qauc"],
         })
+    blocks = [slice(0, 1 + len(SIGNALS)), slice(1 + len(SIGNALS), 1 + len(SIGNALS) + f.hash_dim),
+              slice(1 + len(SIGNALS) + f.hash_dim, d)]
+    per_block = {}
+    for combo in itertools.product(BLOCK_GRID, repeat=len(blocks)):
+        lam = np.empty(d)
+        for block, strength in zip(blocks, combo):
+            lam[block] = strength
+        theta = np.linalg.solve(np.diag(lam) + S, X.T @ Y + (lam * beta)[:, None])
+        per_block[",".join(f"{c:g}" for c in combo)] = frontier_summary(
+            frontier_from_predictions(test, 0.5 + X_test @ theta, test.cost, grid),
+            ref["best_quality"], ref["best_cost_usd"])["qauc"]
     picks = {"evidence": max(rows, key=lambda r: r["evidence"]), "loo_mse": min(rows, key=lambda r: r["loo_mse"]),
              "loo_qauc": max(rows, key=lambda r: r["loo_qauc"]),
              "best on test": max(rows, key=lambda r: r["test_qauc"])}
     return {"table": path.stem, "rows": rows, "picks": {k: r["strength"] for k, r in picks.items()},
             "pick_test_qauc": {k: r["test_qauc"] for k, r in picks.items()},
-            "default_test_qauc": next((r["test_qauc"] for r in rows if r["strength"] == DEFAULT), None)}
+            "default_test_qauc": next((r["test_qauc"] for r in rows if r["strength"] == DEFAULT), None),
+            "per_block": per_block}
 
 
 def main() -> None:
@@ -126,6 +145,15 @@ def main() -> None:
         default = "" if t["default_test_qauc"] is None else f"{t['default_test_qauc']:.1f}"
         lines.append(f"| {t['table']} | {default} | " + " | ".join(
             f"{t['picks'][k]:g}: {t['pick_test_qauc'][k]:.1f}" for k in t["picks"]) + " |")
+    default = ",".join(f"{DEFAULT:g}" for _ in range(3))
+    gap = {c: min(t["per_block"][c] - t["per_block"][default] for t in tables) for c in tables[0]["per_block"]}
+    lines += ["", "## A strength per block: bias and signals, hashed words, embedding", "",
+              ("Test qauc of each combination, ordered by its worst difference from the single default over the "
+               "tables (positive: at or above it everywhere)."), "",
+              "| signals, words, embedding | " + " | ".join(t["table"] for t in tables) + " | worst difference |",
+              "| --- | " + " | ".join("---" for _ in tables) + " | --- |"]
+    lines += [f"| {c} | " + " | ".join(f"{t['per_block'][c]:.1f}" for t in tables) + f" | {gap[c]:+.2f} |"
+              for c in sorted(gap, key=gap.get, reverse=True)]
     save_results("prior_selection", {"command": command, "tables": tables}, "\n".join(lines) + "\n")
 
 
