@@ -53,27 +53,33 @@ NOISE_GRID = np.linspace(0.02, 0.3, 57)  # noise variances the evidence is maxim
 BLOCK_GRID = (3.0, 10.0, 30.0)
 
 
-def log_evidence(X: np.ndarray, R: np.ndarray, strength: float, eig: np.ndarray) -> float:
+def log_evidence(X: np.ndarray, R: np.ndarray, strength: float, S: np.ndarray, eig: np.ndarray) -> float:
     """``sum_k ln p(r_k | alpha, b)`` with prior precision ``alpha = strength / s2`` and noise precision
     ``b = 1 / s2``, at the noise variance ``s2`` of :data:`NOISE_GRID` that maximises it (Bishop eq. 3.86);
-    ``eig``: the eigenvalues of ``X^T X``."""
+    ``S = X^T X`` and ``eig`` its eigenvalues."""
     n, d = X.shape
     xtr = X.T @ R
     best = -np.inf
     for s2 in NOISE_GRID:
         a, b = strength / s2, 1.0 / s2
-        m = b * np.linalg.solve(a * np.eye(d) + b * (X.T @ X), xtr)
+        m = b * np.linalg.solve(a * np.eye(d) + b * S, xtr)
         fit = b / 2 * ((R - X @ m) ** 2).sum() + a / 2 * (m * m).sum()
         per_model = d / 2 * np.log(a) + n / 2 * np.log(b) - 0.5 * np.log(a + b * eig).sum() - n / 2 * np.log(2 * np.pi)
         best = max(best, R.shape[1] * per_model - fit)
     return float(best)
 
 
+def qauc(split, q_pred: np.ndarray, grid) -> float:
+    """qauc of routing ``split`` on the predicted quality ``q_pred`` and its true costs, against its own best model."""
+    ref = split.reference()
+    return frontier_summary(frontier_from_predictions(split, q_pred, split.cost, grid), ref["best_quality"],
+                            ref["best_cost_usd"])["qauc"]
+
+
 def one_table(job) -> dict:
     path, strengths = job
-    outcomes, test, ref, grid = full_information_setup(path)
+    outcomes, test, _, grid = full_information_setup(path)
     train = outcomes.subset("train")
-    ref_train = train.reference()
     f = Featurizer()
     X, X_test = f.transform_many(train.prompts), f.transform_many(test.prompts)
     Y = train.quality - 0.5  # the quality model's prior mean
@@ -93,12 +99,10 @@ def one_table(job) -> dict:
         q_test = 0.5 + (X_test @ beta)[:, None] + X_test @ M
         rows.append({
             "strength": strength,
-            "test_qauc": frontier_summary(frontier_from_predictions(test, q_test, test.cost, grid),
-                                          ref["best_quality"], ref["best_cost_usd"])["qauc"],
-            "evidence": log_evidence(X, R, strength, eig),
+            "test_qauc": qauc(test, q_test, grid),
+            "evidence": log_evidence(X, R, strength, S, eig),
             "loo_mse": float((loo_residual ** 2).mean()),
-            "loo_qauc": frontier_summary(frontier_from_predictions(train, q_loo, train.cost, grid),
-                                         ref_train["best_quality"], ref_train["best_cost_usd"])["qauc"],
+            "loo_qauc": qauc(train, q_loo, grid),
         })
     blocks = [slice(0, 1 + len(SIGNALS)), slice(1 + len(SIGNALS), 1 + len(SIGNALS) + f.hash_dim),
               slice(1 + len(SIGNALS) + f.hash_dim, d)]
@@ -108,9 +112,7 @@ def one_table(job) -> dict:
         for block, strength in zip(blocks, combo):
             lam[block] = strength
         theta = np.linalg.solve(np.diag(lam) + S, X.T @ Y + (lam * beta)[:, None])
-        per_block[",".join(f"{c:g}" for c in combo)] = frontier_summary(
-            frontier_from_predictions(test, 0.5 + X_test @ theta, test.cost, grid),
-            ref["best_quality"], ref["best_cost_usd"])["qauc"]
+        per_block[",".join(f"{c:g}" for c in combo)] = qauc(test, 0.5 + X_test @ theta, grid)
     picks = {"evidence": max(rows, key=lambda r: r["evidence"]), "loo_mse": min(rows, key=lambda r: r["loo_mse"]),
              "loo_qauc": max(rows, key=lambda r: r["loo_qauc"]),
              "best on test": max(rows, key=lambda r: r["test_qauc"])}
