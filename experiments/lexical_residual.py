@@ -217,22 +217,42 @@ def run_weight_mixed(outcomes: Outcomes, feats: dict, order: np.ndarray, weight:
             "cost_usd": float(test.cost[rows, picks].sum()), "alpha": float(alpha)}
 
 
-def frontier(outcomes: Outcomes, feats: dict, seed: int, variant: dict) -> dict:
-    """The default grid, extended upward as ``tune`` extends it (no midpoint refinement)."""
+def frontier_points(outcomes: Outcomes, feats: dict, seed: int, variant: dict, learner=None) -> dict[float, dict]:
+    """``learner`` (default :func:`run_weight`) at each cost weight of the default grid, extended upward
+    as ``tune`` extends it (no midpoint refinement): its test points by weight."""
+    learner = learner or run_weight
     order = np.random.default_rng(seed).permutation(len(outcomes.subset("train")))
     points: dict[float, dict] = {}
 
     def run(w: float) -> dict:
         if w not in points:
-            points[w] = run_weight(outcomes, feats, order, w, seed, variant)
+            points[w] = learner(outcomes, feats, order, w, seed, variant)
         return points[w]
 
     for w in default_grid(outcomes):
         run(w)
-    test = outcomes.subset("test")
-    extend_upward(run, max(points), float(test.cost.sum(axis=0).min()))
-    ref = test.reference()
+    extend_upward(run, max(points), float(outcomes.subset("test").cost.sum(axis=0).min()))
+    return points
+
+
+def summary(outcomes: Outcomes, points: dict[float, dict]) -> dict:
+    ref = outcomes.subset("test").reference()
     return frontier_summary([points[w] for w in sorted(points)], ref["best_quality"], ref["best_cost_usd"])
+
+
+def frontier(outcomes: Outcomes, feats: dict, seed: int, variant: dict) -> dict:
+    return summary(outcomes, frontier_points(outcomes, feats, seed, variant))
+
+
+def table_features(outcomes: Outcomes) -> dict:
+    """Each split's default feature vectors, input tokens and hashed words (:func:`hashed`)."""
+    f = Featurizer()
+    feats = {"dim": f.dim}
+    for split in ("train", "test"):
+        prompts = outcomes.subset(split).prompts
+        feats[split] = (f.transform_many(prompts), np.array([f.input_tokens(p) for p in prompts]),
+                        [hashed(p) for p in prompts])
+    return feats
 
 
 def variant_name(v: dict) -> str:
@@ -246,26 +266,34 @@ def variant_name(v: dict) -> str:
     return name
 
 
-def one_table(job) -> dict:
-    path, seeds, variants = job
+def run_table(path: Path, seeds: list[int], variants: list[dict], frontier_of=None, name_of=None,
+              metrics: tuple[str, ...] = METRICS) -> dict:
+    """Every variant's frontier (``frontier_of``, default :func:`frontier`; named by ``name_of``, default
+    :func:`variant_name`) on one table for each seed, with the medians over seeds of ``metrics``."""
+    frontier_of, name_of = frontier_of or frontier, name_of or variant_name
     t0 = time.time()
     outcomes = load_outcomes(path)
-    f = Featurizer()
-    feats = {"dim": f.dim}
-    for split in ("train", "test"):
-        prompts = outcomes.subset(split).prompts
-        feats[split] = (f.transform_many(prompts), np.array([f.input_tokens(p) for p in prompts]),
-                        [hashed(p) for p in prompts])
+    feats = table_features(outcomes)
     out = {"table": path.stem, "routers": {}}
     for variant in variants:
-        name = variant_name(variant)
+        name = name_of(variant)
         runs = {}
         for seed in seeds:
             print(f"{path.stem}: {name} seed {seed} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-            runs[seed] = frontier(outcomes, feats, seed, variant)
+            runs[seed] = frontier_of(outcomes, feats, seed, variant)
         out["routers"][name] = {"per_seed": runs, "median": {
-            m: statistics.median([float("inf") if r[m] is None else r[m] for r in runs.values()]) for m in METRICS}}
+            m: statistics.median([float("inf") if r[m] is None else r[m] for r in runs.values()]) for m in metrics}}
     return out
+
+
+def one_table(job) -> dict:
+    return run_table(*job)
+
+
+def cell(r: dict, m: str) -> str:
+    """A router's median of ``m`` with its per-seed values in brackets (``never``: not reached)."""
+    med = "never" if r["median"][m] == float("inf") else f"{r['median'][m]:.1f}"
+    return med + " [" + ", ".join("never" if s[m] is None else f"{s[m]:.1f}" for s in r["per_seed"].values()) + "]"
 
 
 def markdown(tables: list[dict], command: str, extended: bool = True) -> str:
@@ -283,10 +311,7 @@ def markdown(tables: list[dict], command: str, extended: bool = True) -> str:
     for t in tables:
         lines += [f"## {t['table']}", "", "| router | qauc | cost_at_95 | quality_at_25 |", "| --- | --- | --- | --- |"]
         for name, r in t["routers"].items():
-            cells = [("never" if r["median"][m] == float("inf") else f"{r['median'][m]:.1f}") + " [" + ", ".join("never" if s[m] is None else f"{s[m]:.1f}"
-                                                         for s in r["per_seed"].values()) + "]"
-                     for m in ("qauc", "cost_at_95", "quality_at_25")]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | " + " | ".join(cell(r, m) for m in ("qauc", "cost_at_95", "quality_at_25")) + " |")
         lines.append("")
     return "\n".join(lines)
 
