@@ -136,6 +136,13 @@ class SharedSparse(Sparse):
         adf_step(self.u, self.u_prec, idx, cov_u, residual, denom)
 
 
+def word_model(k: int, variant: dict) -> Sparse:
+    """The posterior word model of ``variant``: shared block plus deviations when it has a ``ratio``."""
+    if variant.get("ratio"):
+        return SharedSparse(k, variant["prior"], variant["ratio"])
+    return Sparse(k, 0.0, variant["prior"], adf=variant.get("adf", False))
+
+
 def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int, variant: dict) -> dict:
     """One learner at one cost weight: online over the train split, then greedy on test."""
     if variant.get("mix"):
@@ -187,8 +194,7 @@ def run_weight_mixed(outcomes: Outcomes, feats: dict, order: np.ndarray, weight:
     k = len(outcomes.models)
     alone: LinTS = make_policy("lints", outcomes.models, feats["dim"], None, PolicyConfig())
     resid: LinTS = make_policy("lints", outcomes.models, feats["dim"], None, PolicyConfig())
-    sparse = (SharedSparse(k, variant["prior"], variant["ratio"]) if variant.get("ratio")
-              else Sparse(k, 0.0, variant["prior"], adf=True))
+    sparse = word_model(k, variant)
     rng = np.random.default_rng(seed)
     base = alone._predict_quality
     log_odds, two_var = 0.0, 2 * alone.noise_sd ** 2

@@ -44,16 +44,10 @@ from banditroute.core.types import Context
 from banditroute.offline.outcomes import Outcomes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lexical_residual import METRICS, SharedSparse, Sparse, cell, frontier_points, run_table, summary
+from lexical_residual import METRICS, cell, frontier_points, run_table, summary, word_model
 from suite import table_paths
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def word_model(k: int, variant: dict) -> Sparse:
-    if variant.get("ratio"):
-        return SharedSparse(k, variant["prior"], variant["ratio"])
-    return Sparse(k, 0.0, variant["prior"], adf=variant.get("adf", False))
 
 
 def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float, seed: int, variant: dict) -> dict:
@@ -69,7 +63,7 @@ def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float
     rng = np.random.default_rng(seed)
     base = alone._predict_quality
     gain = var = 0.0
-    switches, use_b = 0, False
+    use_b = False
     for i in order:
         x, tokens, (idx, val) = feats["train"][0][i], feats["train"][1][i], feats["train"][2][i]
         sw = words.predict(idx, val) if z is not None else np.zeros(k)
@@ -88,9 +82,7 @@ def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float
         d = (float(np.argmax(qb - weight * c_pred) == a) - float(np.argmax(qa - weight * c_pred) == a)) \
             * (q - weight * c) / p[a]
         gain, var = keep * gain + d, keep * var + d * d
-        now_b = z == -np.inf or gain > z * np.sqrt(var)
-        switches += int(now_b != use_b)
-        use_b = now_b
+        use_b = z == -np.inf or gain > z * np.sqrt(var)
         resid.update(ctx, a, quality=q - sw[a], propensity=float(p[a]))
         words.update(a, idx, val, q - float(resid._predict_quality(x[None])[0, a]) - sw[a])
     Xt, tt = feats["test"][0], feats["test"][1]
@@ -100,7 +92,7 @@ def run_weight(outcomes: Outcomes, feats: dict, order: np.ndarray, weight: float
     picks = np.argmax(q_pred - weight * alone.cost_model.predict(Xt, tt), axis=1)
     rows = np.arange(len(test))
     return {"cost_weight": weight, "quality": float(test.quality[rows, picks].mean()),
-            "cost_usd": float(test.cost[rows, picks].sum()), "word_model": bool(use_b), "switches": switches,
+            "cost_usd": float(test.cost[rows, picks].sum()), "word_model": bool(use_b),
             "gain_z": float(gain / np.sqrt(var)) if var > 0 else 0.0}
 
 
