@@ -314,12 +314,21 @@ def markdown(tables: list[dict], command: str, extended: bool = True) -> str:
              "The grid is the default grid only, not extended to the cheap end as `tune` extends it, so on "
              "RouterBench and ZeroEval the frontier stops short and the figures are below the suite's: "
              "compare the rows with each other, not with suite.md."), ""]
+    return "\n".join(lines + table_sections(tables, ("qauc", "cost_at_95", "quality_at_25")))
+
+
+def table_sections(tables: list[dict], metrics, extra_columns=(), extra=None) -> list[str]:
+    """One markdown section per table: each router's :func:`cell` of ``metrics``, then the columns
+    ``extra_columns`` filled by ``extra(name, router)``."""
+    lines = []
     for t in tables:
-        lines += [f"## {t['table']}", "", "| router | qauc | cost_at_95 | quality_at_25 |", "| --- | --- | --- | --- |"]
+        columns = (*metrics, *extra_columns)
+        lines += [f"## {t['table']}", "", "| router | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
         for name, r in t["routers"].items():
-            lines.append(f"| {name} | " + " | ".join(cell(r, m) for m in ("qauc", "cost_at_95", "quality_at_25")) + " |")
+            cells = [cell(r, m) for m in metrics] + (list(extra(name, r)) if extra else [])
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:

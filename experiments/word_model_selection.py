@@ -44,7 +44,7 @@ from banditroute.core.types import Context
 from banditroute.offline.outcomes import Outcomes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lexical_residual import METRICS, cell, frontier_points, run_table, summary, word_model
+from lexical_residual import METRICS, frontier_points, run_table, summary, table_sections, word_model
 from suite import table_paths
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -127,18 +127,16 @@ def markdown(tables: list[dict], command: str) -> str:
              "z standard errors; the share column is the fraction of cost weights at which it was in use at the "
              "end of the pass; z at the end: the median over cost weights and seeds of the word model's estimated "
              "gain over the default in standard errors, after the whole train pass."), ""]
-    for t in tables:
-        lines += [f"## {t['table']}", "", "| router | qauc | cost_at_95 | quality_at_25 | word model share | z at the end |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for name, r in t["routers"].items():
-            share = z_end = ""
-            if name != "default alone":
-                share = f"{r['median']['word_model_share']:.2f}"
-                z_end = f"{statistics.median(p['gain_z'] for s in r['per_seed'].values() for p in s['points']):.2f}"
-            lines.append(f"| {name} | {cell(r, 'qauc')} | {cell(r, 'cost_at_95')} | {cell(r, 'quality_at_25')} "
-                         f"| {share} | {z_end} |")
-        lines.append("")
-    return "\n".join(lines)
+
+    def selection(name: str, r: dict) -> tuple[str, str]:
+        if name == "default alone":
+            return "", ""
+        z_end = statistics.median(p["gain_z"] for s in r["per_seed"].values() for p in s["points"])
+        return f"{r['median']['word_model_share']:.2f}", f"{z_end:.2f}"
+
+    sections = table_sections(tables, ("qauc", "cost_at_95", "quality_at_25"), ("word model share", "z at the end"),
+                              selection)
+    return "\n".join(lines + sections)
 
 
 def main() -> None:
