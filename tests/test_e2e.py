@@ -157,7 +157,9 @@ def test_kill_9_loses_no_acknowledged_feedback_and_recovers_the_logged_state(tmp
     threads = [threading.Thread(target=_hammer, args=(srv, w, acked, stop)) for w in range(4)]
     for t in threads:
         t.start()
-    time.sleep(4.0)
+    deadline = time.monotonic() + 120.0  # past two snapshots (every 50 feedbacks), however slow the machine
+    while len(acked) <= 120 and time.monotonic() < deadline:
+        time.sleep(0.05)
     srv.stop(signal.SIGKILL)  # in the middle of requests
     stop.set()
     for t in threads:

@@ -29,6 +29,7 @@ from banditroute.core.reward import Feedback
 from banditroute.gateway.fake_upstream import FakeUpstream
 from banditroute.gateway.health import Health
 from banditroute.gateway.judge import parse_rating
+from banditroute.gateway.latency import RIDGE, SUMS_SQL, LatencyModel
 from banditroute.gateway.model_limits import RATIOS_SQL, ModelLimits, TokenRatios
 from banditroute.gateway.requests import ChatRequest
 from banditroute.gateway.upstream import ERROR_BYTES, UpstreamFailure, beyond_model_limit, error_message
@@ -1090,6 +1091,28 @@ def test_what_a_request_needs_and_its_size_are_read_from_the_openai_body():
     body = req.upstream_body("up", include_usage=True)
     assert body["model"] == "up" and body["temperature"] == 0.2 and "banditroute" not in body
     assert body["messages"][2] == {"role": "assistant", "content": None, "tool_calls": []}
+
+
+def test_latency_line_is_the_ridge_fit_of_the_calls_and_the_log_sums_rebuild_it():
+    rng = np.random.default_rng(3)
+    tokens_in, tokens_out = rng.integers(1, 4000, 40), rng.integers(1, 800, 40)
+    latency = 50.0 + 0.02 * tokens_in + 1.5 * tokens_out + rng.normal(0, 5, 40)
+    model = LatencyModel(["a", "b"])
+    for i, o, y in zip(tokens_in, tokens_out, latency, strict=True):
+        model.observe("a", int(i), int(o), float(y))
+    X = np.column_stack([np.ones(40), tokens_in / 1000.0, tokens_out / 1000.0])
+    coef = np.linalg.solve(X.T @ X + np.diag([0.0, RIDGE, RIDGE]), X.T @ latency)
+    assert model.predict("a", 1200, 300) == pytest.approx(coef @ [1.0, 1.2, 0.3])
+    assert model.predict("b", 1200, 300) is None and model.calls("a") == 40
+    con = duckdb.connect()  # the sums the gateway reads back from its calls log at start
+    con.execute("CREATE TABLE calls (model TEXT, kind TEXT, outcome TEXT, input_tokens INT, output_tokens INT, "
+                "latency_ms DOUBLE, ttft_ms DOUBLE)")
+    con.executemany("INSERT INTO calls VALUES ('a', 'routed', 'ok', ?, ?, ?, NULL)",
+                    [[int(i), int(o), float(y)] for i, o, y in zip(tokens_in, tokens_out, latency, strict=True)])
+    rebuilt = LatencyModel(["a", "b"])
+    rebuilt.load([dict(zip(["model", "n", "si", "so", "sii", "sio", "soo", "sy", "siy", "soy", "st", "nt"], r,
+                           strict=True)) for r in con.execute(SUMS_SQL).fetchall()])
+    assert rebuilt.predict("a", 1200, 300) == pytest.approx(model.predict("a", 1200, 300))
 
 
 def test_latency_is_learned_per_model_and_max_latency_ms_excludes_the_slow_ones(tmp_path):

@@ -29,19 +29,30 @@ GROUP BY model
 
 
 class LatencyModel:
-    """Per-model latency lines; :meth:`observe` one answered call, :meth:`predict` a request."""
+    """Per-model latency lines; :meth:`observe` one answered call, :meth:`predict` a request.
+
+    A model's running sums are kept as the nine floats of :data:`SUMS_SQL` (``n, si, so, sii, sio, soo,
+    sy, siy, soy``), plain Python numbers: one call adds to them on the hot path, and the normal equations
+    are built from them only when a prediction needs a new fit."""
 
     def __init__(self, models):
-        self._xx = {m: np.zeros((3, 3)) for m in models}
-        self._xy = {m: np.zeros(3) for m in models}
+        self._sums = {m: [0.0] * 9 for m in models}
         self._ttft = {m: [0.0, 0] for m in models}
         self._coef: dict[str, np.ndarray | None] = dict.fromkeys(models)
 
     def observe(self, model: str, input_tokens: int, output_tokens: int, latency_ms: float,
                 ttft_ms: float | None = None) -> None:
-        x = np.array([1.0, input_tokens / 1000.0, output_tokens / 1000.0])
-        self._xx[model] += np.outer(x, x)
-        self._xy[model] += latency_ms * x
+        i, o, y = input_tokens / 1000.0, output_tokens / 1000.0, latency_ms
+        s = self._sums[model]
+        s[0] += 1.0
+        s[1] += i
+        s[2] += o
+        s[3] += i * i
+        s[4] += i * o
+        s[5] += o * o
+        s[6] += y
+        s[7] += i * y
+        s[8] += o * y
         if ttft_ms is not None:
             self._ttft[model][0] += ttft_ms
             self._ttft[model][1] += 1
@@ -51,24 +62,23 @@ class LatencyModel:
         """Start from the sums of :data:`SUMS_SQL` (one row per model)."""
         for r in rows:
             m = r["model"]
-            if m not in self._xx:
+            if m not in self._sums:
                 continue
-            n, si, so = float(r["n"]), float(r["si"]), float(r["so"])
-            self._xx[m] = np.array([[n, si, so], [si, float(r["sii"]), float(r["sio"])],
-                                    [so, float(r["sio"]), float(r["soo"])]])
-            self._xy[m] = np.array([float(r["sy"]), float(r["siy"]), float(r["soy"])])
+            self._sums[m] = [float(r[k]) for k in ("n", "si", "so", "sii", "sio", "soo", "sy", "siy", "soy")]
             self._ttft[m] = [float(r["st"] or 0.0), int(r["nt"] or 0)]
             self._coef[m] = None
 
     def calls(self, model: str) -> int:
-        return int(self._xx[model][0, 0] + 0.5)
+        return int(self._sums[model][0] + 0.5)
 
     def _fit(self, model: str) -> np.ndarray | None:
         if self.calls(model) < MIN_CALLS:
             return None
         coef = self._coef[model]
         if coef is None:
-            coef = np.linalg.solve(self._xx[model] + np.diag([0.0, RIDGE, RIDGE]), self._xy[model])
+            n, si, so, sii, sio, soo, sy, siy, soy = self._sums[model]
+            xx = np.array([[n, si, so], [si, sii + RIDGE, sio], [so, sio, soo + RIDGE]])
+            coef = np.linalg.solve(xx, np.array([sy, siy, soy]))
             self._coef[model] = coef
         return coef
 
