@@ -20,7 +20,9 @@ The rows ``one outcome a prompt`` fit the word models on what a bandit sees: for
 model's residual, the model drawn uniformly (the dense fit keeps every outcome, so only the word models
 are starved); ``bilinear rank r`` fits the module's bilinear model to those outcomes by alternating
 least squares (:func:`bilinear_fit`), its word matrix from every model's outcomes (``shared first``: the
-first component's loadings fixed at 1, a word vector shared by every model, beside a second fitted).
+first component's loadings fixed at 1, a word vector shared by every model, beside a second fitted). The rows
+``one outcome on x% of the prompts`` give the per-model word models (alpha 3) a share of those outcomes only:
+as many outcomes per model as a pool with more models would leave each.
 
 **Online** (``--online``): learned from scratch over the train split with bandit feedback, one learner
 per cost weight of the default grid extended upward as ``tune`` extends it (no midpoint refinement;
@@ -71,6 +73,7 @@ from suite import full_information_setup, per_table, save_results, table_paths
 RESULTS = Path(__file__).resolve().parent / "results"
 RANKS = (1, 2, 4)
 ALPHAS = (1.0, 3.0, 10.0)
+SHARES = (0.1, 0.25, 0.5)  # of the train prompts, for the per-model word models' data-size rows
 REFRESH = 25  # decisions between recomputations of the projection
 
 
@@ -130,6 +133,16 @@ def full_information_table(job) -> dict:
             b, w = bilinear_fit(h_train, shown, raw[np.arange(len(train)), shown], k, r, alpha, shared)
             add(f"+ words bilinear rank {r}{', shared first' if shared else ''}, alpha {alpha:g}, one outcome a prompt",
                 frontier_from_predictions(test, q_test + (h_test @ w) @ b.T, c_test, grid))
+    # as much data per model as a larger pool leaves it: one outcome on a share of the train prompts only
+    order = np.random.default_rng(1).permutation(len(train))
+    for share in SHARES:
+        kept = np.zeros(len(train), bool)
+        kept[order[: int(share * len(train))]] = True
+        fits = [Ridge(alpha=3.0).fit(h_train[kept & (shown == m)], raw[kept & (shown == m), m]) for m in range(k)]
+        u_test = np.column_stack([f.predict(h_test) for f in fits])
+        add(f"+ words per model, alpha 3, one outcome on {share:.0%} of the prompts",
+            frontier_from_predictions(test, q_test + u_test, c_test, grid))
+    out["train_prompts"] = len(train)
     print(f"  {path.stem} done", file=sys.stderr, flush=True)
     return out
 
@@ -160,7 +173,7 @@ def bilinear_fit(h, arms: np.ndarray, y: np.ndarray, k: int, rank: int, alpha: f
 
 
 def full_information_markdown(results: list[dict], command: str, seconds: float) -> str:
-    tables = [f"{r['table']} ({r['models']} models)" for r in results]
+    tables = [f"{r['table']} ({r['models']} models, {r['train_prompts']} train prompts)" for r in results]
     lines = ["# A word model of low rank across models, with full information", "",
              (f"Command: `{command}` ({seconds:.0f} s on 2 cores). banditroute's full-information fit (`pretrain`), "
               "plus a ridge per model over 2^18 hashed word unigrams and bigrams on its train residuals centred across "
@@ -169,7 +182,9 @@ def full_information_markdown(results: list[dict], command: str, seconds: float)
               "per-model row is shown. `one outcome a prompt`: the word models fitted on what a bandit sees, one "
               "model's residual per train prompt, the model drawn uniformly (the dense fit keeps every outcome); "
               "`bilinear`: one word matrix shared by every model with r loadings per model, fitted to those outcomes "
-              "by alternating least squares (`shared first`: the first component's loadings fixed at 1). qauc (higher is better) / cost_at_95 (lower is better), in % of the best "
+              "by alternating least squares (`shared first`: the first component's loadings fixed at 1); `one outcome "
+              "on x% of the prompts`: the per-model word models on that share of them only (outcomes per model: "
+              "train prompts x share / models). qauc (higher is better) / cost_at_95 (lower is better), in % of the best "
               "single model, swept over the fine grid of cost weights on the test split."), "",
              "| router | " + " | ".join(tables) + " |", "| --- |" + " --- |" * len(tables)]
     names = max(results, key=lambda r: len(r["rows"]))["rows"]  # a 2-model table has no rank rows
