@@ -37,9 +37,12 @@ added to its mean quality. The word part is
   model and ``r`` loadings per model (a factorisation machine's low-rank interaction of words and models;
   Rendle, 2010): each feedback updates ``W`` by the assumed-density-filtering step of ``Sparse`` with
   the chosen model's loadings fixed, then that model's loadings by exact Bayesian linear regression on
-  ``z = W^T h(x)`` (prior ``N(m_0, I)``, ``m_0`` 1 on the first component and a fixed draw on the others).
+  ``z = W^T h(x)`` (prior ``N(m_0, I)``, ``m_0`` 1 on the first component and a fixed draw on the others);
+- ``grown``: the per-model word models, model k's prediction weighted by ``n_k / (n_k + m)`` with ``n_k``
+  its outcomes so far (:class:`Grown`; ``--grow m``): capacity that comes with each model's own evidence.
 
     python experiments/word_rank.py                            # full information, every table
+    python experiments/word_rank.py --online --kinds grown --grow 300 --name word_rank_grown
     python experiments/word_rank.py --online --tables routellm_gsm8k routellm_mt_bench --seeds 1 2 3 4 5
 
 Results: ``experiments/results/word_rank.md`` (``word_rank_online.md`` with ``--online``) and ``.json``;
@@ -272,6 +275,26 @@ class Bilinear:
         self.b[arm] = np.linalg.solve(self.b_prec[arm], self.b_lin[arm])
 
 
+class Grown:
+    """:class:`Sparse` per model, model k's prediction weighted by ``n_k / (n_k + m)``, ``n_k`` the outcomes
+    it has learned from: a word model that counts only as its model's evidence grows past ``m``."""
+
+    def __init__(self, k: int, m: float, prior: float = 1.0):
+        self.sparse = Sparse(k, 0.0, prior)
+        self.m = m
+        self.n = np.zeros(k)
+
+    def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
+        return self.sparse.predict(idx, val) * self.n / (self.n + self.m)
+
+    def observe(self, idx: np.ndarray, val: np.ndarray) -> None:
+        pass
+
+    def update(self, arm: int, idx: np.ndarray, val: np.ndarray, target: float) -> None:
+        self.sparse.update(arm, idx, val, target - float(self.sparse.predict(idx, val)[arm]))
+        self.n[arm] += 1
+
+
 def word_part(k: int, variant: dict, seed: int):
     kind = variant.get("kind")
     if kind == "per model":
@@ -280,6 +303,8 @@ def word_part(k: int, variant: dict, seed: int):
         return Projected(k, variant["rank"])
     if kind == "bilinear":
         return Bilinear(k, variant["rank"], seed=seed)
+    if kind == "grown":
+        return Grown(k, variant["m"])
     return None
 
 
@@ -322,6 +347,8 @@ def variant_name(v: dict) -> str:
     kind = v.get("kind")
     if kind is None:
         return "default alone"
+    if kind == "grown":
+        return f"words per model, weighted n / (n + {v['m']:g})"
     return "words per model" if kind == "per model" else f"words {kind} rank {v['rank']}"
 
 
@@ -346,6 +373,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--kinds", nargs="+", default=["per model", "projected", "bilinear"])
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--grow", type=float, nargs="+", default=[300.0], help="m of the kind 'grown'")
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
     command = "python experiments/word_rank.py" + "".join(f" {a!r}" if " " in a else f" {a}" for a in sys.argv[1:])
@@ -357,7 +385,10 @@ def main() -> None:
         return
     variants = [{}]
     for kind in args.kinds:
-        variants += [{"kind": kind}] if kind == "per model" else [{"kind": kind, "rank": r} for r in args.ranks]
+        if kind == "grown":
+            variants += [{"kind": kind, "m": m} for m in args.grow]
+        else:
+            variants += [{"kind": kind}] if kind == "per model" else [{"kind": kind, "rank": r} for r in args.ranks]
     with Pool(2) as pool:
         tables = sorted(pool.map(online_table, [(p, args.seeds, variants) for p in table_paths(args.tables)],
                                  chunksize=1), key=lambda t: t["table"])
