@@ -7,7 +7,7 @@ lose on the large pools. Routing needs only the differences between models on a 
 which the models' word residuals move together (reduced-rank regression; Izenman, 1975; Velu & Reinsel,
 1998). Two parts:
 
-**Full information** (every train outcome revealed, about 30 seconds): banditroute's own full-information
+**Full information** (every train outcome revealed, about 2 minutes): banditroute's own full-information
 fit (``pretrain``), then a ridge per model over 2^18 hashed word unigrams and bigrams (scikit-learn,
 L2-normalised) on its train residuals, centred across models per prompt (a shift common to every model
 changes no decision). ``per model``: those ridges' predictions added to the quality; ``rank r``: their
@@ -52,10 +52,8 @@ progress on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +69,8 @@ from banditroute.offline.pretrain import pretrain
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import frontier_from_predictions, tfidf_ridge
 from lexical_residual import BITS, METRICS, Sparse, adf_step, frontier_points, run_table, summary, table_sections
-from suite import full_information_setup, per_table, save_results, table_paths
+from suite import full_information_setup, per_table, save_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RANKS = (1, 2, 4)
 ALPHAS = (1.0, 3.0, 10.0)
 SHARES = (0.1, 0.25, 0.5)  # of the train prompts, for the per-model word models' data-size rows
@@ -108,13 +105,8 @@ def full_information_table(job) -> dict:
         ridge = Ridge(alpha=alpha).fit(h_train, residual)
         u_test = ridge.predict(h_test)
         add(f"+ words per model, alpha {alpha:g}", frontier_from_predictions(test, q_test + u_test, c_test, grid))
-        fitted = ridge.predict(h_train)
-        v = np.linalg.svd(fitted - fitted.mean(axis=0), full_matrices=False)[2]
-        for r in RANKS:
-            if r < k - 1:  # centred residuals of K models have rank K - 1: higher ranks are the per-model row
-                proj = v[:r].T @ v[:r]
-                add(f"+ words rank {r}, alpha {alpha:g}", frontier_from_predictions(test, q_test + u_test @ proj, c_test,
-                                                                                    grid))
+        for r, proj in rank_projections(ridge.predict(h_train)):
+            add(f"+ words rank {r}, alpha {alpha:g}", frontier_from_predictions(test, q_test + u_test @ proj, c_test, grid))
     # the word models fitted on a bandit's share of the outcomes: one model's, chosen uniformly, per prompt
     shown = np.random.default_rng(0).integers(k, size=len(train))
     raw = train.quality - q_train
@@ -125,13 +117,9 @@ def full_information_table(job) -> dict:
         add(f"+ words per model, alpha {alpha:g}, one outcome a prompt",
             frontier_from_predictions(test, q_test + u_test, c_test, grid))
         fitted = np.column_stack([f.predict(h_train) for f in fits])
-        fitted -= fitted.mean(axis=1, keepdims=True)
-        v = np.linalg.svd(fitted - fitted.mean(axis=0), full_matrices=False)[2]
-        for r in RANKS:
-            if r < k - 1:
-                proj = v[:r].T @ v[:r]
-                add(f"+ words rank {r}, alpha {alpha:g}, one outcome a prompt",
-                    frontier_from_predictions(test, q_test + u_test @ proj, c_test, grid))
+        for r, proj in rank_projections(fitted - fitted.mean(axis=1, keepdims=True)):
+            add(f"+ words rank {r}, alpha {alpha:g}, one outcome a prompt",
+                frontier_from_predictions(test, q_test + u_test @ proj, c_test, grid))
         for r, shared in ((1, False), (2, False), (2, True)):
             b, w = bilinear_fit(h_train, shown, raw[np.arange(len(train)), shown], k, r, alpha, shared)
             add(f"+ words bilinear rank {r}{', shared first' if shared else ''}, alpha {alpha:g}, one outcome a prompt",
@@ -148,6 +136,14 @@ def full_information_table(job) -> dict:
     out["train_prompts"] = len(train)
     print(f"  {path.stem} done", file=sys.stderr, flush=True)
     return out
+
+
+def rank_projections(fitted: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``(r, V_r V_r^T)`` for each rank r of :data:`RANKS` below ``K - 1``, ``V_r`` the top r right singular
+    vectors of the fitted train values ``fitted`` (n, K), each row centred across models (so of rank
+    ``K - 1`` at most: higher ranks would be the per-model predictions themselves)."""
+    v = np.linalg.svd(fitted - fitted.mean(axis=0), full_matrices=False)[2]
+    return [(r, v[:r].T @ v[:r]) for r in RANKS if r < fitted.shape[1] - 1]
 
 
 def bilinear_fit(h, arms: np.ndarray, y: np.ndarray, k: int, rank: int, alpha: float, shared: bool = False,
@@ -218,17 +214,14 @@ class Projected:
         self.proj = np.zeros((k, k))
         self.seen = 0
 
-    def full(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        return self.sparse.predict(idx, val)
-
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        u = self.full(idx, val)
+        u = self.sparse.predict(idx, val)
         return u if self.rank is None else self.proj @ (u - u.mean())
 
     def observe(self, idx: np.ndarray, val: np.ndarray) -> None:
         if self.rank is None:
             return
-        u = self.full(idx, val)
+        u = self.sparse.predict(idx, val)
         u -= u.mean()
         self.moment += np.outer(u, u)
         self.seen += 1
@@ -275,23 +268,21 @@ class Bilinear:
         self.b[arm] = np.linalg.solve(self.b_prec[arm], self.b_lin[arm])
 
 
-class Grown:
-    """:class:`Sparse` per model, model k's prediction weighted by ``n_k / (n_k + m)``, ``n_k`` the outcomes
-    it has learned from: a word model that counts only as its model's evidence grows past ``m``."""
+class Grown(Projected):
+    """The per-model word models (:class:`Projected` without a projection), model k's prediction weighted by
+    ``n_k / (n_k + m)``, ``n_k`` the outcomes it has learned from: a word model that counts only as its
+    model's evidence grows past ``m``."""
 
     def __init__(self, k: int, m: float, prior: float = 1.0):
-        self.sparse = Sparse(k, 0.0, prior)
+        super().__init__(k, None, prior)
         self.m = m
         self.n = np.zeros(k)
 
     def predict(self, idx: np.ndarray, val: np.ndarray) -> np.ndarray:
-        return self.sparse.predict(idx, val) * self.n / (self.n + self.m)
-
-    def observe(self, idx: np.ndarray, val: np.ndarray) -> None:
-        pass
+        return super().predict(idx, val) * self.n / (self.n + self.m)
 
     def update(self, arm: int, idx: np.ndarray, val: np.ndarray, target: float) -> None:
-        self.sparse.update(arm, idx, val, target - float(self.sparse.predict(idx, val)[arm]))
+        super().update(arm, idx, val, target)
         self.n[arm] += 1
 
 
@@ -389,14 +380,9 @@ def main() -> None:
             variants += [{"kind": kind, "m": m} for m in args.grow]
         else:
             variants += [{"kind": kind}] if kind == "per model" else [{"kind": kind, "rank": r} for r in args.ranks]
-    with Pool(2) as pool:
-        tables = sorted(pool.map(online_table, [(p, args.seeds, variants) for p in table_paths(args.tables)],
-                                 chunksize=1), key=lambda t: t["table"])
-    md = online_markdown(tables, command)
-    name = args.name or "word_rank_online"
-    (RESULTS / f"{name}.json").write_text(json.dumps({"command": command, "tables": tables}, indent=1) + "\n")
-    (RESULTS / f"{name}.md").write_text(md + "\n")
-    print(md)
+    tables = per_table(online_table, (args.seeds, variants), names=args.tables)
+    save_results(args.name or "word_rank_online", {"command": command, "tables": tables},
+                 online_markdown(tables, command) + "\n")
 
 
 if __name__ == "__main__":
