@@ -297,9 +297,14 @@ def one_table(job) -> dict:
 
 
 def cell(r: dict, m: str) -> str:
-    """A router's median of ``m`` with its per-seed values in brackets (``never``: not reached)."""
-    med = "never" if r["median"][m] == float("inf") else f"{r['median'][m]:.1f}"
-    return med + " [" + ", ".join("never" if s[m] is None else f"{s[m]:.1f}" for s in r["per_seed"].values()) + "]"
+    """A router's median of ``m`` with its per-seed values in brackets (``never``: not reached; AIQ to three
+    decimals, the percentages to one); a router without per-seed values (a full-information fit) shows its
+    one value."""
+    d = 3 if m == "aiq" else 1  # AIQ is a fraction, the others percentages
+    med = "never" if r["median"][m] in (None, float("inf")) else f"{r['median'][m]:.{d}f}"
+    if "per_seed" not in r:
+        return med
+    return med + " [" + ", ".join("never" if s[m] is None else f"{s[m]:.{d}f}" for s in r["per_seed"].values()) + "]"
 
 
 def markdown(tables: list[dict], command: str, extended: bool = True) -> str:
