@@ -28,6 +28,8 @@ directed features, swept over the fine grid of cost weights, beside the TF-IDF r
     python experiments/transferred_directions.py --scales 1 --ranks 0 1 --name transferred_directions_ranks
     python experiments/transferred_directions.py --online --scales 1             # 30 minutes
     python experiments/transferred_directions.py --online --scales 1 --ranks 0 --name transferred_directions_online_difficulty
+    python experiments/transferred_directions.py --online --scales 0.5 --ranks 0 --tables zeroeval_gsm_math_crux \
+        routellm_gsm8k routellm_mt_bench --name transferred_directions_online_difficulty_half
 
 Results: ``experiments/results/transferred_directions.md`` (``_online`` with ``--online``) and ``.json``;
 progress on stderr. The tokens are scikit-learn's, not banditroute's: a probe of the idea, not of a
