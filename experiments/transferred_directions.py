@@ -24,7 +24,7 @@ Full information (default): banditroute's full-information fit (``pretrain``) on
 directed features, swept over the fine grid of cost weights, beside the TF-IDF ridge. ``--online``:
 ``tune`` as the suite runs it (online from scratch, bandit feedback, the default sweep), seeds 1-5.
 
-    python experiments/transferred_directions.py                                 # 90 s
+    python experiments/transferred_directions.py                                 # about a minute
     python experiments/transferred_directions.py --scales 1 --ranks 0 1 --name transferred_directions_ranks
     python experiments/transferred_directions.py --online --scales 1             # 30 minutes
     python experiments/transferred_directions.py --online --scales 1 --ranks 0 --name transferred_directions_online_difficulty
@@ -71,10 +71,9 @@ def vectorizer():
     return HashingVectorizer(n_features=1 << BITS, ngram_range=(1, 2), norm="l2")
 
 
-def directions(prompts: list[str], quality: np.ndarray, scale: float, rank: int = SPREAD_RANK,
-               alpha: float = ALPHA) -> np.ndarray:
+def directions(prompts: list[str], quality: np.ndarray, rank: int = SPREAD_RANK, alpha: float = ALPHA) -> np.ndarray:
     """The word directions of one source (module docstring), as columns of a (2^18, 1 + r) matrix whose
-    projections have standard deviation ``scale`` over ``prompts``: difficulty, then ``r`` spread directions
+    projections have standard deviation 1 over ``prompts``: difficulty, then ``r`` spread directions
     (``r = min(rank, K - 1)``; ``rank`` 0: difficulty alone)."""
     from sklearn.linear_model import Ridge
 
@@ -91,10 +90,10 @@ def directions(prompts: list[str], quality: np.ndarray, scale: float, rank: int 
         cols.append(b @ v[: min(rank, k - 1)].T)
     w = np.hstack(cols)
     z = h @ w
-    return w * (scale / np.maximum(z.std(axis=0), 1e-12))
+    return w / np.maximum(z.std(axis=0), 1e-12)
 
 
-def transferred(target: Path, scale: float, rank: int = SPREAD_RANK) -> np.ndarray:
+def transferred(target: Path, rank: int = SPREAD_RANK) -> np.ndarray:
     """The directions of every shared table but ``target``, learned without ``target``'s prompts."""
     held = {_key(p) for p in load_outcomes(target).prompts}
     ws = []
@@ -105,7 +104,7 @@ def transferred(target: Path, scale: float, rank: int = SPREAD_RANK) -> np.ndarr
         keep = np.array([_key(p) not in held for p in src.prompts])
         if not keep.any():  # every prompt of the RouteLLM GSM8K table is in ZeroEval
             continue
-        ws.append(directions([p for p, k in zip(src.prompts, keep) if k], src.quality[keep], scale, rank))
+        ws.append(directions([p for p, k in zip(src.prompts, keep) if k], src.quality[keep], rank))
     return np.hstack(ws)
 
 
@@ -134,12 +133,19 @@ def variant(scale: float, rank: int) -> str:
     return f"scale {scale:g}" + ("" if rank == SPREAD_RANK else f", spread rank {rank}")
 
 
-def featurizers(path: Path, scales, ranks) -> dict[str, Featurizer]:
-    out = {"banditroute features": Featurizer()}
-    for s in scales:
-        for r in ranks:
-            out[f"+ transferred directions, {variant(s, r)}"] = Directed(transferred(path, s, r), f"transferred-{s:g}-{r}")
+def directed(kind: str, w_of_rank, scales, ranks) -> dict[str, Directed]:
+    """A :class:`Directed` featurizer per scale and rank, the directions of each rank (``w_of_rank(r)``, unit
+    standard deviation) learned once and scaled."""
+    out = {}
+    for r in ranks:
+        w = w_of_rank(r)
+        for s in scales:
+            out[f"+ {kind} directions, {variant(s, r)}"] = Directed(w * s, f"{kind}-{s:g}-{r}")
     return out
+
+
+def featurizers(path: Path, scales, ranks) -> dict[str, Featurizer]:
+    return {"banditroute features": Featurizer(), **directed("transferred", lambda r: transferred(path, r), scales, ranks)}
 
 
 def full_information_table(job) -> dict:
@@ -148,11 +154,8 @@ def full_information_table(job) -> dict:
     outcomes, _, ref, grid = full_information_setup(path)
     train = outcomes.subset("train")
     routers = {"TF-IDF ridge": tfidf_ridge(outcomes, grid)[0]}
-    fs = featurizers(path, scales, ranks)
-    for s in scales:
-        for r in ranks:
-            fs[f"+ in-table directions, {variant(s, r)}"] = Directed(directions(train.prompts, train.quality, s, r),
-                                                                     f"in-table-{s:g}-{r}")
+    fs = featurizers(path, scales, ranks) | directed("in-table", lambda r: directions(train.prompts, train.quality, r),
+                                                     scales, ranks)
     for name, f in fs.items():
         print(f"{path.stem}: {name} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
         routers[name] = full_information(outcomes, grid, featurizer=f)[0]
@@ -207,11 +210,11 @@ def markdown(result: dict) -> str:
     return "\n".join([
         "# Word directions learned on other pools, appended to banditroute's features", "",
         (f"Command: `{result['command'].strip()}` ({result['seconds']} s on 2 cores). {how}. `transferred`: the "
-        "difficulty and the top 2 spread directions (unless the row says otherwise) of every other shared table (prompts this table holds removed), "
-        "each scaled to the given standard deviation; `in-table`: the same learned on this table's own train "
-        "split with every outcome revealed (a ceiling, not available to a bandit). qauc and quality_at_25 higher "
-        "is better, cost_at_95 lower, in % of the best single model; AIQ: RouterBench's area under the frontier's "
-        "hull."), "",
+         "difficulty and the top 2 spread directions (unless the row says otherwise) of every other shared table "
+         "(prompts this table holds removed), each scaled to the given standard deviation; `in-table`: the same "
+         "learned on this table's own train split with every outcome revealed (a ceiling, not available to a "
+         "bandit). qauc and quality_at_25 higher is better, cost_at_95 lower, in % of the best single model; AIQ: "
+         "RouterBench's area under the frontier's hull."), "",
         *table_sections(result["tables"], METRICS)])
 
 
