@@ -185,6 +185,10 @@ class PolicyConfig(_Strict):
     prior_quality: Fraction = 0.5
     pooled: bool = Field(default=True, description="linear policies: every model's quality weights shrink towards "
                          "a fit of all models together, so each feedback informs every model")
+    deviation_strength: PositiveFloat = Field(default=1.0, description="linear policies with pooled: the prior "
+                                              "precision of a model's deviation from the pooled fit, on every "
+                                              "feature but the constant, in multiples of prior_strength (above 1: "
+                                              "models differ from the pool mostly by their intercept)")
     drift_threshold: PositiveFloat | None = Field(default=None, description="linear policies: the alarm level of "
                                                   "the Page-Hinkley test on each model's quality residuals; none: "
                                                   "no change detection")

@@ -69,6 +69,9 @@ CONFIGS = {
     "decay_500_pool_scaling": {"policy": "lints", "exploration_decay": 500.0, "exploration_pool_scaling": True},
     "prior_5": {"policy": "lints", "prior_strength": 5.0},
     "prior_20": {"policy": "lints", "prior_strength": 20.0},
+    # models' deviations from the pooled fit held tighter than its intercept (deviation_strength)
+    "deviation_4": {"policy": "lints", "deviation_strength": 4.0},
+    "deviation_16": {"policy": "lints", "deviation_strength": 16.0},
     # other features (Featurizer arguments under "features")
     "hashed_half": {"policy": "lints", "features": {"hash_scale": 0.5, "unspaced_bigrams": False}},  # v3, the default before v4
     "v2_features": {"policy": "lints", "features": {"hash_scale": 1.0, "unspaced_bigrams": False}},  # the default before v3

@@ -197,6 +197,36 @@ def test_sherman_morrison_equals_direct_solve():
     assert bl.variance(x[None])[0, 1] == pytest.approx(x @ np.linalg.solve(A, x), rel=1e-5)
 
 
+@pytest.mark.parametrize("rho", [1.0, 8.0])
+def test_pooled_posterior_with_a_tighter_deviation_prior_equals_its_closed_form(rho):
+    """``theta_k = (Lambda + X_k^T W X_k)^{-1} (X_k^T W (y_k - mu0) + Lambda beta)`` with ``Lambda =
+    diag(lambda, rho lambda, ...)`` and ``beta`` the ridge fit of every arm's data at ``lambda I``."""
+    rng = np.random.default_rng(5)
+    d, lam, mu0, n = 6, 2.0, 0.5, 160  # n a multiple of POOL_EVERY: beta is the fit of every update
+    bl = BayesLinear(3, d, prior_strength=lam, prior_mean=mu0, refresh_every=10_000, pooled=True,
+                     deviation_strength=rho)
+    X = np.c_[np.ones(n), rng.normal(size=(n, d - 1))]
+    arm = rng.integers(0, 2, size=n)  # arm 2 never observed
+    y = rng.random(n)
+    for xi, ai, yi in zip(X, arm, y):
+        bl.update(xi, int(ai), yi)
+    beta = np.linalg.solve(lam * np.eye(d) + X.T @ X, X.T @ (y - mu0))
+    prior = np.diag([lam] + [rho * lam] * (d - 1))
+    for k in range(2):
+        Xk, yk = X[arm == k], y[arm == k]
+        A = prior + Xk.T @ Xk
+        np.testing.assert_allclose(bl.theta[k], np.linalg.solve(A, Xk.T @ (yk - mu0) + prior @ beta), atol=1e-9)
+        x = rng.normal(size=d)
+        assert bl.variance(x[None])[0, k] == pytest.approx(x @ np.linalg.solve(A, x), rel=1e-5)
+    np.testing.assert_allclose(bl.theta[2], beta, atol=1e-9)  # an unobserved arm predicts the pool's fit
+    assert bl.variance(np.eye(d)[1:2])[0, 2] == pytest.approx(1.0 / (rho * lam), rel=1e-6)
+
+
+def test_a_deviation_prior_needs_pooling():
+    with pytest.raises(ValueError, match="pooled"):
+        BayesLinear(2, 3, deviation_strength=4.0)
+
+
 def reloaded(bl: BayesLinear) -> BayesLinear:
     """A new posterior given ``bl``'s arrays, as a snapshot reload does."""
     k, d = bl.b.shape

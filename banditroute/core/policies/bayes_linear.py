@@ -101,17 +101,23 @@ class BayesLinear:
     """
 
     def __init__(self, n_arms: int, dim: int, prior_strength: float = 1.0, prior_mean: float = 0.5,
-                 refresh_every: int = 2000, pooled: bool = False, arm_covariate=None):
+                 refresh_every: int = 2000, pooled: bool = False, arm_covariate=None, deviation_strength: float = 1.0):
         self.prior_strength = float(prior_strength)
         self.prior_mean = float(prior_mean)
         self.refresh_every = int(refresh_every)
         self.pooled = bool(pooled)
+        self.deviation_strength = float(deviation_strength)
+        if self.deviation_strength != 1.0 and not self.pooled:
+            raise ValueError("deviation_strength only applies with pooled=True")
         eye = np.eye(dim)
-        self._A = np.repeat(eye[None] * self.prior_strength, n_arms, axis=0)
+        # the arms' prior precisions Lambda = diag(lambda, rho lambda, ..., rho lambda)
+        self.prior = np.full(dim, self.prior_strength * self.deviation_strength)
+        self.prior[0] = self.prior_strength
+        self._A = np.repeat(np.diag(self.prior)[None], n_arms, axis=0)
         # A is only read to re-invert it exactly: observations are folded into it a few dozen at a
         # time, in order, while one arm's matrix stays in cache (the same sums, far less memory traffic)
         self._unfolded: list[list[tuple[np.ndarray, float]]] = [[] for _ in range(n_arms)]
-        self.A_inv = np.repeat(eye[None] / self.prior_strength, n_arms, axis=0)
+        self.A_inv = np.repeat(np.diag(1.0 / self.prior)[None], n_arms, axis=0)
         self.b = np.zeros((n_arms, dim))
         self.updates = np.zeros(n_arms, dtype=np.int64)
         # What decisions read, derived from A_inv and b: refreshed for the arms updated since the last
@@ -132,7 +138,7 @@ class BayesLinear:
             self._gamma = 0.0  # the covariate's slope, recomputed with beta
             # per arm: the first column of A_k, lambda e_1 + sum w x (the first feature is the constant 1),
             # kept with the same operations in the same order as A itself, for the arms' residuals
-            self._col = eye[0] * self.prior_strength + np.zeros((n_arms, 1))
+            self._col = eye[0] * self.prior[0] + np.zeros((n_arms, 1))
 
     # -- state ----------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -166,8 +172,7 @@ class BayesLinear:
                 self._gamma = (float(arrays["pool_gamma"][0]) if "pool_gamma" in arrays
                                else self._covariate_slope())
             else:  # a state learned without pooling: pool what the arms learned
-                lam = self.prior_strength * np.eye(len(self.pool_b))
-                self.pool_A = lam + (self._A - lam).sum(axis=0)
+                self.pool_A = self.prior_strength * np.eye(len(self.pool_b)) + (self._A - np.diag(self.prior)).sum(axis=0)
                 self.pool_A_inv = np.linalg.inv(self.pool_A)
                 self.pool_b = self.b.sum(axis=0)
                 self.pool_updates = int(self.updates.sum())
@@ -185,7 +190,7 @@ class BayesLinear:
         z = self.covariate
         if not z.any():
             return 0.0
-        lam = self.prior_strength
+        lam = self.prior[0]
         n = self._col[:, 0] - lam  # the first feature is the constant 1: the summed weights
         residual = self.b[:, 0] - (self._col @ self._beta - lam * self._beta[0])
         r = np.divide(residual, n, out=np.zeros_like(n), where=n > 0)
@@ -200,8 +205,8 @@ class BayesLinear:
         for arm in np.flatnonzero(self._stale):
             self._A_inv32[arm] = self.A_inv[arm]
             if self.pooled:
-                b = self.b[arm] + self.prior_strength * self._beta
-                b[0] += self.prior_strength * self._gamma * self.covariate[arm]
+                b = self.b[arm] + self.prior * self._beta
+                b[0] += self.prior[0] * self._gamma * self.covariate[arm]
             else:
                 b = self.b[arm]
             self._theta[arm] = self.A_inv[arm] @ b
@@ -253,7 +258,7 @@ class BayesLinear:
         """Keep only the share ``keep`` of what arm ``arm`` learned (a detected change):
         ``A_k = lambda I + keep (A_k - lambda I)``, ``b_k = keep b_k``, re-inverted exactly."""
         self._fold(arm)
-        prior = self.prior_strength * np.eye(self.b.shape[1])
+        prior = np.diag(self.prior)
         self._A[arm] = prior + keep * (self._A[arm] - prior)
         self.A_inv[arm] = np.linalg.inv(self._A[arm])
         self.b[arm] *= keep

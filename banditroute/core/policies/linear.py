@@ -44,7 +44,8 @@ class _LinearPolicy(Policy):
                  expected_output_tokens: float = 256.0, floor_decay: float | None = None, floor_min: float = 0.001,
                  pooled: bool = False, drift_threshold: float | None = None, drift_delta: float = 0.1,
                  drift_keep: float = 0.0, importance_cap: float | None = None, price_prior: bool = False,
-                 exploration_decay: float | None = None, cost_prior_strength: float = 1.0):
+                 exploration_decay: float | None = None, cost_prior_strength: float = 1.0,
+                 deviation_strength: float = 1.0):
         super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min, importance_cap,
                          cost_prior_strength)
         self.exploration = float(exploration)
@@ -53,7 +54,7 @@ class _LinearPolicy(Policy):
         self.price_prior = bool(price_prior)
         covariate = price_covariate(self.cost_model) if self.price_prior else None
         self.quality = BayesLinear(len(self.models), dim, prior_strength, prior_mean, pooled=pooled,
-                                   arm_covariate=covariate)
+                                   arm_covariate=covariate, deviation_strength=deviation_strength)
         self.drift_keep = float(drift_keep)
         self.drift = None if drift_threshold is None else PageHinkley(len(self.models), drift_threshold, drift_delta)
 
@@ -81,7 +82,8 @@ class _LinearPolicy(Policy):
         return {**super().params(), "exploration": self.exploration, "exploration_decay": self.exploration_decay,
                 "noise_sd": self.noise_sd,
                 "prior_strength": self.quality.prior_strength, "prior_mean": self.quality.prior_mean,
-                "pooled": self.quality.pooled, "drift_keep": self.drift_keep, "price_prior": self.price_prior,
+                "pooled": self.quality.pooled, "deviation_strength": self.quality.deviation_strength,
+                "drift_keep": self.drift_keep, "price_prior": self.price_prior,
                 "drift_threshold": None if self.drift is None else self.drift.threshold,
                 "drift_delta": 0.1 if self.drift is None else self.drift.delta}
 
