@@ -189,6 +189,9 @@ class PolicyConfig(_Strict):
                                               "precision of a model's deviation from the pooled fit, on every "
                                               "feature but the constant, in multiples of prior_strength (above 1: "
                                               "models differ from the pool mostly by their intercept)")
+    noise_prior: PositiveFloat | None = Field(default=None, description="linear policies: the quality noise is "
+                                              "learned per model from its residuals, the fixed 0.5 counting as "
+                                              "this many observations; none: 0.5 for every model")
     drift_threshold: PositiveFloat | None = Field(default=None, description="linear policies: the alarm level of "
                                                   "the Page-Hinkley test on each model's quality residuals; none: "
                                                   "no change detection")

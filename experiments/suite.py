@@ -72,6 +72,9 @@ CONFIGS = {
     # models' deviations from the pooled fit held tighter than its intercept (deviation_strength)
     "deviation_4": {"policy": "lints", "deviation_strength": 4.0},
     "deviation_16": {"policy": "lints", "deviation_strength": 16.0},
+    # the quality noise learned per model (noise_prior observations' worth of the fixed 0.5)
+    "noise_prior_10": {"policy": "lints", "noise_prior": 10.0},
+    "noise_prior_100": {"policy": "lints", "noise_prior": 100.0},
     # other features (Featurizer arguments under "features")
     "hashed_half": {"policy": "lints", "features": {"hash_scale": 0.5, "unspaced_bigrams": False}},  # v3, the default before v4
     "v2_features": {"policy": "lints", "features": {"hash_scale": 1.0, "unspaced_bigrams": False}},  # the default before v3

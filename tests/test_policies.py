@@ -499,6 +499,34 @@ def test_annealed_exploration_narrows_the_scale_by_its_schedule_and_survives_a_s
     assert again.params() == pol.params() and again.current_exploration() == pol.current_exploration()
 
 
+@pytest.mark.parametrize("name", ["lints", "linucb", "squarecb"])
+def test_learned_noise_is_the_inverse_gamma_posterior_of_the_residuals_and_survives_a_state_round_trip(name):
+    """sigma_k^2 = (nu0 0.5^2 + sum w r^2) / (nu0 + sum w), r the residual against the prediction before
+    each observation; a model whose outcomes are predictable explores less than one whose are not."""
+    pol = make_policy(name, MODELS, F.dim, PRICES, PolicyConfig(noise_prior=10.0, importance_cap=None))
+    fixed = make_policy(name, MODELS, F.dim, PRICES, PolicyConfig(importance_cap=None))
+    X = F.transform_many(["Write a Python function", "What is the capital of France?"])
+    np.testing.assert_array_equal(pol.exploration_scale(X), fixed.exploration_scale(X))  # no evidence yet
+    rng = np.random.default_rng(2)
+    prompts = [f"Question {i}: what is {i} times {i + 3}?" for i in range(60)]
+    residuals = {0: [], 3: []}
+    for i, prompt in enumerate(prompts):
+        c = ctx(prompt)
+        for arm, q in ((0, 1.0), (3, float(rng.random() < 0.5))):  # "big" always right, "tiny" a coin
+            residuals[arm].append(q - pol.predict(c.x[None], [c.input_tokens])[0][0, arm])
+            pol.update(c, arm, quality=q)
+            fixed.update(c, arm, quality=q)
+    sigma = pol.noise()
+    for arm, r in residuals.items():
+        assert sigma[arm] == pytest.approx(np.sqrt((10 * 0.25 + np.sum(np.square(r))) / (10 + len(r))))
+    assert sigma[1] == sigma[2] == 0.5  # no observations: the prior
+    assert sigma[0] < 0.3 and sigma[3] > 0.4
+    np.testing.assert_allclose(pol.exploration_scale(X), fixed.exploration_scale(X) * sigma / 0.5, rtol=1e-12)
+    again = loads_state(dumps_state(pol))[1]
+    assert again.params() == pol.params()
+    np.testing.assert_array_equal(again.noise(), sigma)
+
+
 @pytest.mark.parametrize("n_models", [2, 4, 11, 28])
 def test_the_floor_takes_at_most_its_share_of_traffic_however_large_the_pool(n_models):
     models = [f"m{i}" for i in range(n_models)]
@@ -580,6 +608,29 @@ def test_a_model_added_to_a_pooled_pool_starts_from_what_the_pool_learned():
     unpooled.feature_version = F.version
     transfer(source, unpooled)
     assert unpooled.predict(hard.x[None], [10.0])[0][0, 2] == pytest.approx(0.5)  # the prior, as before
+
+
+def test_a_learned_noise_moves_model_by_model_and_starts_afresh_from_a_state_without_one():
+    from banditroute.core.state import transfer
+
+    learning = PolicyConfig(noise_prior=10.0)
+    source = make_policy("lints", MODELS, F.dim, PRICES, learning)
+    for i in range(20):
+        source.update(ctx(f"Say hello {i}"), 0, quality=1.0)
+        source.update(ctx(f"Flip a coin {i}"), 3, quality=float(i % 2))
+    models = ["tiny", "newcomer", "big"]
+    target = make_policy("lints", models, F.dim, None, learning)
+    plain = make_policy("lints", models, F.dim, None, PolicyConfig())
+    for p in (source, target, plain):
+        p.feature_version = F.version
+    assert transfer(source, target) == ["tiny", "big"]
+    np.testing.assert_array_equal(target.noise(), [source.noise()[3], 0.5, source.noise()[0]])
+    transfer(source, plain)  # a policy with a fixed noise takes the rest and keeps its own
+    assert plain.noise() == 0.5
+    fresh = make_policy("lints", models, F.dim, None, learning)
+    fresh.feature_version = F.version
+    transfer(plain, fresh)
+    np.testing.assert_array_equal(fresh.noise(), 0.5)
 
 
 def test_importance_weights_are_inverse_propensities_over_their_running_mean_capped():

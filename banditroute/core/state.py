@@ -74,9 +74,10 @@ def loads_state(data: bytes, source: str = "<bytes>") -> tuple[dict, Policy]:
 
 
 def _per_model(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays with one row per model: all but the pooled fit (``.pool_``) and the change detector
-    (``drift.``), which a policy may or may not keep, whatever its model class."""
-    return {k: v for k, v in arrays.items() if ".pool_" not in k and not k.startswith("drift.")}
+    """The arrays with one row per model that every policy of a model class keeps: all but the pooled
+    fit (``.pool_``), the change detector (``drift.``) and the learned noise (``noise.``), which a policy
+    may or may not keep, whatever its model class."""
+    return {k: v for k, v in arrays.items() if ".pool_" not in k and not k.startswith(("drift.", "noise."))}
 
 
 def transfer(source: Policy, target: Policy) -> list[str]:
@@ -85,7 +86,8 @@ def transfer(source: Policy, target: Policy) -> list[str]:
     Every per-model array (:meth:`Policy.arrays`) has one row per model, so a model's rows move to its
     place in ``target``; ``target``'s other models keep their priors. The pooled fit of a pooled state
     is copied whole (it describes prompts, not one model); a pooled target loading an unpooled state
-    pools what the copied models learned. The change detectors start afresh. Returns the models copied.
+    pools what the copied models learned. The change detectors start afresh, and so does a learned noise
+    that the source did not learn. Returns the models copied.
     Raises :class:`StateError` when the two cannot share state: other features, other learned
     arrays (a different model class; ``lints`` and ``linucb`` share theirs), or no model in common.
     """
@@ -102,7 +104,8 @@ def transfer(source: Policy, target: Policy) -> list[str]:
     src = [source.models.index(m) for m in common]
     dst = [target.models.index(m) for m in common]
     merged = {}
-    for name, value in _per_model(ours).items():
+    noise = {k: v for k, v in ours.items() if k.startswith("noise.") and k in theirs}
+    for name, value in (_per_model(ours) | noise).items():
         value = np.array(value)
         value[dst] = theirs[name][src]
         merged[name] = value

@@ -69,7 +69,8 @@ def make_policy(name: str, models, dim: int, prices=None, settings: PolicyConfig
               "prior_mean": settings.prior_quality, "pooled": settings.pooled,
               "drift_threshold": settings.drift_threshold, "drift_delta": settings.drift_delta,
               "drift_keep": settings.drift_keep, "price_prior": settings.price_prior,
-              "exploration_decay": settings.exploration_decay, "deviation_strength": settings.deviation_strength}
+              "exploration_decay": settings.exploration_decay, "deviation_strength": settings.deviation_strength,
+              "noise_prior": settings.noise_prior}
     if name in ("lints", "linucb", "squarecb"):
         return POLICY_CLASSES[name](models, dim, **common, **linear)
     if name == "egreedy":

@@ -45,12 +45,15 @@ class _LinearPolicy(Policy):
                  pooled: bool = False, drift_threshold: float | None = None, drift_delta: float = 0.1,
                  drift_keep: float = 0.0, importance_cap: float | None = None, price_prior: bool = False,
                  exploration_decay: float | None = None, cost_prior_strength: float = 1.0,
-                 deviation_strength: float = 1.0):
+                 deviation_strength: float = 1.0, noise_prior: float | None = None):
         super().__init__(models, dim, prices, floor, expected_output_tokens, floor_decay, floor_min, importance_cap,
                          cost_prior_strength)
         self.exploration = float(exploration)
         self.exploration_decay = None if exploration_decay is None else float(exploration_decay)
         self.noise_sd = float(noise_sd)
+        self.noise_prior = None if noise_prior is None else float(noise_prior)
+        # per model: the weighted sum of squared one-step-ahead residuals and of their weights
+        self.noise_ss, self.noise_n = np.zeros(len(self.models)), np.zeros(len(self.models))
         self.price_prior = bool(price_prior)
         covariate = price_covariate(self.cost_model) if self.price_prior else None
         self.quality = BayesLinear(len(self.models), dim, prior_strength, prior_mean, pooled=pooled,
@@ -62,8 +65,11 @@ class _LinearPolicy(Policy):
         return self.quality.predict(X)
 
     def _update_quality(self, ctx: Context, arm: int, quality: float, weight: float) -> None:
-        if self.drift is not None:
+        if self.drift is not None or self.noise_prior is not None:
             residual = quality - self.quality.prior_mean - float(ctx.x @ self.quality.theta[arm])
+        if self.noise_prior is not None:
+            self.noise_ss[arm] += weight * residual * residual
+            self.noise_n[arm] += weight
         self.quality.update(ctx.x, arm, quality, weight)
         if self.drift is not None and self.drift.update(arm, residual):
             self.quality.forget(arm, self.drift_keep)
@@ -74,15 +80,30 @@ class _LinearPolicy(Policy):
         inflation, as the floor's (SquareCB keeps its own schedule, ``gamma_n``)."""
         return float(self.annealed(self.exploration, self.exploration_decay))
 
+    def noise(self) -> float | np.ndarray:
+        """The quality noise's standard deviation: ``noise_sd``, or with ``noise_prior = nu0`` one per model,
+
+            sigma_k = sqrt((nu0 noise_sd^2 + sum_i w_i r_i^2) / (nu0 + sum_i w_i)),
+
+        ``r_i`` the model's one-step-ahead residuals (each observation against the prediction before it
+        was learned) and ``w_i`` their weights: the posterior mean of an inverse-gamma prior on the
+        variance worth ``nu0`` observations at ``noise_sd^2`` (Gelman et al., 2013, "Bayesian Data
+        Analysis", sec. 2.6), so a model whose outcomes are predictable explores less."""
+        if self.noise_prior is None:
+            return self.noise_sd
+        return np.sqrt((self.noise_prior * self.noise_sd ** 2 + self.noise_ss) / (self.noise_prior + self.noise_n))
+
     def exploration_scale(self, X: np.ndarray) -> np.ndarray:
-        """``s_k(x_b) = v * noise_sd * sqrt(x_b^T A_k^{-1} x_b)`` with ``v`` :meth:`current_exploration`: (B, K)."""
-        return self.current_exploration() * self.noise_sd * np.sqrt(np.maximum(self.quality.variance(X), 0.0))
+        """``s_k(x_b) = v * sigma_k * sqrt(x_b^T A_k^{-1} x_b)`` with ``v`` :meth:`current_exploration` and
+        ``sigma_k`` :meth:`noise`: (B, K)."""
+        return self.current_exploration() * self.noise() * np.sqrt(np.maximum(self.quality.variance(X), 0.0))
 
     def params(self) -> dict:
         return {**super().params(), "exploration": self.exploration, "exploration_decay": self.exploration_decay,
                 "noise_sd": self.noise_sd,
                 "prior_strength": self.quality.prior_strength, "prior_mean": self.quality.prior_mean,
                 "pooled": self.quality.pooled, "deviation_strength": self.quality.deviation_strength,
+                "noise_prior": self.noise_prior,
                 "drift_keep": self.drift_keep, "price_prior": self.price_prior,
                 "drift_threshold": None if self.drift is None else self.drift.threshold,
                 "drift_delta": 0.1 if self.drift is None else self.drift.delta}
@@ -91,6 +112,8 @@ class _LinearPolicy(Policy):
         out = {**super().arrays(), **{f"quality.{k}": v for k, v in self.quality.arrays().items()}}
         if self.drift is not None:
             out |= {f"drift.{k}": v for k, v in self.drift.arrays().items()}
+        if self.noise_prior is not None:
+            out |= {"noise.ss": self.noise_ss, "noise.n": self.noise_n}
         return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -98,6 +121,9 @@ class _LinearPolicy(Policy):
         self.quality.load_arrays({k[8:]: v for k, v in arrays.items() if k.startswith("quality.")})
         if self.drift is not None and "drift.state" in arrays:
             self.drift.load_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("drift.")})
+        if self.noise_prior is not None and "noise.ss" in arrays:
+            self.noise_ss = np.array(arrays["noise.ss"], dtype=float)
+            self.noise_n = np.array(arrays["noise.n"], dtype=float)
 
 
 def thompson_wins(scale: np.ndarray, net: np.ndarray, z: np.ndarray, native: bool = True) -> np.ndarray:
