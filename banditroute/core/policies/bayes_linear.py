@@ -23,6 +23,11 @@ and each arm's posterior mean shrinks towards it instead of towards zero:
 
     theta_k = A_k^{-1} (b_k + lambda beta).
 
+With ``deviation_strength = rho`` the arms' prior precision is ``Lambda = diag(lambda, rho lambda, ...,
+rho lambda)``: the constant feature's weight keeps ``lambda``, every other weight is held ``rho`` times
+tighter to the pooled fit (models that differ mostly by their overall quality), and
+``theta_k = A_k^{-1} (b_k + Lambda beta)`` with ``A_k = Lambda + sum_{i in k} w_i x_i x_i^T``.
+
 So a feedback on one model moves every model's prediction (a prompt that is hard for one is usually hard
 for all), an arm with few observations predicts what the pool predicts, and a model added to the pool
 starts from the pool's fit rather than from nothing. ``beta`` is plugged in (empirical Bayes): its own
@@ -98,6 +103,9 @@ class BayesLinear:
     arm_covariate
         With ``pooled``: one number per arm that moves its prior intercept (module docstring); None or
         all zeros: no such effect.
+    deviation_strength
+        With ``pooled``: ``rho``, the prior precision of an arm's deviation from the pooled fit on every
+        feature but the first, in multiples of ``prior_strength`` (module docstring); 1: the same for all.
     """
 
     def __init__(self, n_arms: int, dim: int, prior_strength: float = 1.0, prior_mean: float = 0.5,
@@ -256,7 +264,7 @@ class BayesLinear:
     # -- learning -------------------------------------------------------------------------------
     def forget(self, arm: int, keep: float) -> None:
         """Keep only the share ``keep`` of what arm ``arm`` learned (a detected change):
-        ``A_k = lambda I + keep (A_k - lambda I)``, ``b_k = keep b_k``, re-inverted exactly."""
+        ``A_k = Lambda + keep (A_k - Lambda)``, ``b_k = keep b_k``, re-inverted exactly."""
         self._fold(arm)
         prior = np.diag(self.prior)
         self._A[arm] = prior + keep * (self._A[arm] - prior)

@@ -1,7 +1,8 @@
 """Linear contextual bandits on per-model Bayesian ridge quality models (:mod:`.bayes_linear`).
 
 Model k's quality is ``q_k(x) = mu0 + theta_k . x`` with posterior precision ``A_k``; its exploration
-scale at ``x`` is ``s_k(x) = v sqrt(x^T A_k^{-1} x)`` with ``v = exploration * noise_sd``. With
+scale at ``x`` is ``s_k(x) = v sqrt(x^T A_k^{-1} x)`` with ``v = exploration * noise_sd`` (with
+``noise_prior``, a noise learned per model: :meth:`_LinearPolicy.noise`). With
 ``pooled=True`` the models' weights shrink towards a fit of all of them together, so each feedback
 informs every model (:mod:`.bayes_linear`). With ``drift_threshold`` set, a Page-Hinkley test on each
 model's residuals (:mod:`banditroute.core.drift`) detects a model whose quality changed (a provider
