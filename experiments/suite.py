@@ -154,9 +154,7 @@ def one_table(job) -> dict:
                                                          "passes_best_fixed_at": regret["passes_best_fixed_at"],
                                                          "regret_vs_best_fixed": regret["vs_best_fixed"],
                                                          "best_fixed": regret["best_fixed"]}
-        out["configs"][name] = {"per_seed": runs, "median": {m: _median([r[m] for r in runs.values()]) for m in METRICS}}
-        out["configs"][name]["median"]["passes_best_fixed_at"] = _median(
-            [r["passes_best_fixed_at"] for r in runs.values()])
+        out["configs"][name] = {"per_seed": runs, "median": medians(runs)}
         out["train"] = len(outcomes.subset("train"))
     out["seconds"] = round(time.time() - t0)
     print(f"{path.stem}: done in {out['seconds']} s", file=sys.stderr, flush=True)
@@ -194,6 +192,12 @@ def _median(values: list) -> float | None:
     return statistics.median([float("inf") if v is None else v for v in values])
 
 
+def medians(runs: dict[int, dict]) -> dict[str, float | None]:
+    """A configuration's medians over its seeds' runs: every metric and where it passes the best fixed model."""
+    keys = METRICS + (("passes_best_fixed_at",) if all("passes_best_fixed_at" in r for r in runs.values()) else ())
+    return {m: _median([r[m] for r in runs.values()]) for m in keys}
+
+
 def mean_ranks(score: dict[str, float]) -> dict[str, float]:
     """Rank of each name by its score (1 is the highest); ties share the mean of their ranks."""
     return {c: sum(o > v for o in score.values()) + (sum(o == v for o in score.values()) + 1) / 2
@@ -227,7 +231,7 @@ def markdown(tables: list[dict], configs: list[str], seeds: list[int], command: 
             c = t["configs"][name]
             cells = []
             for m in METRICS:
-                per = ", ".join(fmt(c["per_seed"][s][m], 3 if m == "aiq" else 1) for s in seeds)
+                per = ", ".join(fmt(c["per_seed"][s][m], 3 if m == "aiq" else 1) for s in seeds if s in c["per_seed"])
                 cells.append(f"{fmt(c['median'][m], 3 if m == 'aiq' else 1)} [{per}]")
             lines.append(f"| {name} (online) | " + " | ".join(cells) + " |")
         for name, s in t["full_information"].items():
@@ -266,12 +270,13 @@ def regret_section(tables: list[dict], configs: list[str], seeds: list[int]) -> 
     for t in tables:
         for name in (n for n in configs if n in t["configs"]):
             per = t["configs"][name]["per_seed"]
-            if "passes_best_fixed_at" not in per[seeds[0]]:
+            ran = [s for s in seeds if s in per]
+            if "passes_best_fixed_at" not in per[ran[0]]:
                 continue
             cells = ", ".join(fmt(per[s]["passes_best_fixed_at"], 0) if per[s]["passes_best_fixed_at"] is not None
-                              else "never" for s in seeds)
-            regret = [per[s]["regret_vs_best_fixed"] for s in seeds]
-            rows.append(f"| {t['table']} | {name} | {t['train']} | {per[seeds[0]]['best_fixed']} | "
+                              else "never" for s in ran)
+            regret = [per[s]["regret_vs_best_fixed"] for s in ran]
+            rows.append(f"| {t['table']} | {name} | {t['train']} | {per[ran[0]]['best_fixed']} | "
                         f"{fmt(t['configs'][name]['median']['passes_best_fixed_at'] or float('inf'), 0)} [{cells}] | "
                         f"{fmt(statistics.median(regret))} [{', '.join(fmt(r) for r in regret)}] |")
     if not rows:
@@ -295,7 +300,8 @@ def main() -> None:
     ap.add_argument("--tables", nargs="+", help="table names (file stems) to run; default: every shared table")
     ap.add_argument("--render", nargs="+", metavar="JSON",
                     help="only write <name>.md and .json from saved results (several: their configurations side "
-                         "by side)")
+                         "by side, and a configuration's seeds in several files together)")
+    ap.add_argument("--keep", nargs="+", metavar="CONFIG", help="with --render: only these configurations")
     ap.add_argument("--relabel", nargs="+", default=[], metavar="OLD=NEW",
                     help="with --render: rename configurations (results saved before a default changed)")
     args = ap.parse_args()
@@ -305,21 +311,34 @@ def main() -> None:
         for s in saved:  # each file's names are renamed once, before the files are merged
             for t in s["tables"]:
                 t["configs"] = {relabel.get(k, k): v for k, v in t["configs"].items()}
+        for s in saved:
+            for t in s["tables"]:
+                for c in t["configs"].values():
+                    c["per_seed"] = {int(seed): run for seed, run in c["per_seed"].items()}  # JSON keys are text
         tables = {t["table"]: t for t in saved[0]["tables"]}
         for other in saved[1:]:
             for t in other["tables"]:
-                tables[t["table"]]["configs"].update(t["configs"])
-        for t in tables.values():
-            for c in t["configs"].values():
-                c["per_seed"] = {int(seed): run for seed, run in c["per_seed"].items()}  # JSON keys are text
+                mine = tables[t["table"]]["configs"]
+                for name, c in t["configs"].items():
+                    if name in mine:  # other seeds of a configuration already read: their union
+                        mine[name]["per_seed"].update(c["per_seed"])
+                        mine[name]["median"] = medians(mine[name]["per_seed"])
+                    else:
+                        mine[name] = c
+        if args.keep:
+            for t in tables.values():
+                t["configs"] = {k: v for k, v in t["configs"].items() if k in args.keep}
         configs = list(dict.fromkeys(c for t in tables.values() for c in t["configs"]))  # some may cover some tables
         command = " + ".join(s["command"].strip() for s in saved)
         if args.relabel:
             command += f" (rendered with --relabel {' '.join(args.relabel)})"
+        if args.keep:
+            command += f" (rendered with --keep {' '.join(args.keep)})"
         ordered = sorted(tables.values(), key=lambda t: t["table"])
-        (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "seeds": saved[0]["seeds"],
+        seeds = sorted({seed for s in saved for seed in s["seeds"]})
+        (RESULTS / f"{args.name}.json").write_text(json.dumps({"command": command, "seeds": seeds,
                                                                "tables": ordered}, indent=1) + "\n")
-        md = markdown(ordered, configs, saved[0]["seeds"], command)
+        md = markdown(ordered, configs, seeds, command)
         (RESULTS / f"{args.name}.md").write_text(md)
         print(md)
         return
