@@ -114,3 +114,27 @@ async def test_a_snapshot_with_a_flipped_byte_is_rejected_and_the_state_rebuilt_
     assert set(after) == set(before)
     for name, value in before.items():
         np.testing.assert_allclose(after[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+async def test_a_learned_noise_is_rebuilt_from_the_log_as_it_was_learned(tmp_path):
+    """With ``noise_prior`` each model's noise is learned from its residuals, in log order: a restart
+    without a snapshot rebuilds it from the log to what the live service had, and routes alike."""
+    db = str(tmp_path / "r.duckdb")
+    cfg = cold_settings()
+    config = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"noise_prior": 20.0}),
+                                    "storage": StorageConfig(db=db, flush_interval_ms=5)})
+    service = Service(config, Store(db, 0.005), seed=1)
+    service.recover()
+    await thumbs_traffic(service, 200)
+    before = {k: v.copy() for k, v in service.router.policy.arrays().items()}
+    service.store.close()
+    assert before["noise.n"].sum() > 0 and np.ptp(service.router.policy.noise()) > 0
+
+    again = Service(config.model_copy(update={"storage": StorageConfig(db=db)}), Store(db), seed=1)
+    info = again.recover()
+    again.store.close()
+    assert info["snapshot_seq"] == 0 and info["replayed"] == 200
+    after = again.router.policy.arrays()
+    assert set(after) == set(before)
+    for name, value in before.items():
+        np.testing.assert_allclose(after[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
