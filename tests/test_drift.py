@@ -11,13 +11,13 @@ from banditroute.core.types import Context
 DIM = 21  # the cost model reads a few of the signal columns
 
 
-def stream(threshold, seed, before=2000, after=1000):
+def stream(threshold, seed, before=2000, after=1000, **kwargs):
     """Two models; model a (first) answers well 80% of the time, b 60%, until a drops to 30%.
 
     Returns the policy and the number of decisions after the change until a's share over the last 100
     decisions falls below 20% (None if it never does)."""
     rng = np.random.default_rng(seed)
-    pol = LinTS(["a", "b"], dim=DIM, floor=0.01, drift_threshold=threshold)
+    pol = LinTS(["a", "b"], dim=DIM, floor=0.01, drift_threshold=threshold, **kwargs)
     good = [0.8, 0.6]
     chosen = []
     for t in range(before + after):
@@ -60,3 +60,12 @@ def test_the_detector_state_survives_a_snapshot():
     _, back = loads_state(dumps_state(pol))
     np.testing.assert_array_equal(back.drift.state, pol.drift.state)
     assert back.drift.threshold == 15.0 and back.drift_keep == pol.drift_keep
+
+
+def test_an_alarm_forgets_the_models_learned_noise_with_what_it_learned():
+    """With a learned noise, the residuals a model had before an alarm were the old model's: they are kept
+    in the same share ``drift_keep`` as the rest of what it learned."""
+    pol, _ = stream(15.0, 1, noise_prior=20.0, drift_keep=0.0)
+    assert pol.drift.alarms[0] >= 1
+    n_a, n_b = pol.noise_n
+    assert n_a < pol.quality_observations[0] and n_b == pol.quality_observations[1]

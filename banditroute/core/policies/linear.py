@@ -74,6 +74,8 @@ class _LinearPolicy(Policy):
         self.quality.update(ctx.x, arm, quality, weight)
         if self.drift is not None and self.drift.update(arm, residual):
             self.quality.forget(arm, self.drift_keep)
+            self.noise_ss[arm] *= self.drift_keep  # its residuals were the old model's too
+            self.noise_n[arm] *= self.drift_keep
 
     def current_exploration(self) -> float:
         """``exploration``, or with ``exploration_decay = n0`` ``exploration sqrt(n0 / (n0 + n))`` after
@@ -89,7 +91,8 @@ class _LinearPolicy(Policy):
         ``r_i`` the model's one-step-ahead residuals (each observation against the prediction before it
         was learned) and ``w_i`` their weights: the posterior mean of an inverse-gamma prior on the
         variance worth ``nu0`` observations at ``noise_sd^2`` (Gelman et al., 2013, "Bayesian Data
-        Analysis", sec. 2.6), so a model whose outcomes are predictable explores less."""
+        Analysis", sec. 2.6), so a model whose outcomes are predictable explores less. A change detector's
+        alarm keeps ``drift_keep`` of a model's sums, as of the rest of what it learned."""
         if self.noise_prior is None:
             return self.noise_sd
         return np.sqrt((self.noise_prior * self.noise_sd ** 2 + self.noise_ss) / (self.noise_prior + self.noise_n))
