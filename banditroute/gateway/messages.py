@@ -36,7 +36,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from banditroute.gateway.bridge import read_chunk
-from banditroute.gateway.requests import IMAGE_TOKENS, MESSAGE_OVERHEAD_TOKENS, GatewayOptions, _count
+from banditroute.gateway.requests import IMAGE_TOKENS, MESSAGE_OVERHEAD_TOKENS, NO_OPTIONS, GatewayOptions, _count
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
@@ -113,7 +113,7 @@ class MessagesRequest(BaseModel):
 
     @property
     def options(self) -> GatewayOptions:
-        return self.banditroute or GatewayOptions()
+        return self.banditroute or NO_OPTIONS
 
     @property
     def user(self) -> str | None:

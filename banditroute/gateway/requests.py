@@ -29,9 +29,10 @@ MESSAGE_OVERHEAD_TOKENS = 4  # role and delimiters per message (OpenAI's cookboo
 
 
 class GatewayOptions(BaseModel):
-    """The ``banditroute`` object of a chat-completions body."""
+    """The ``banditroute`` object of a chat-completions body (frozen: a request without one shares
+    :data:`NO_OPTIONS`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     cost_weight: NonNegFloat | None = None
     cost_preference: Fraction | None = None
@@ -43,6 +44,9 @@ class GatewayOptions(BaseModel):
     metadata: dict[str, Any] | None = None
     cascade: str | None = Field(default=None, description="serve through this configured cascade")
     ensemble: str | None = Field(default=None, description="serve through this configured ensemble")
+
+
+NO_OPTIONS = GatewayOptions()
 
 
 class Message(BaseModel):
@@ -73,7 +77,7 @@ class ChatRequest(BaseModel):
 
     @property
     def options(self) -> GatewayOptions:
-        return self.banditroute or GatewayOptions()
+        return self.banditroute or NO_OPTIONS
 
     @property
     def max_output_tokens(self) -> int | None:
@@ -186,7 +190,7 @@ class ResponsesRequest(BaseModel):
 
     @property
     def options(self) -> GatewayOptions:
-        return self.banditroute or GatewayOptions()
+        return self.banditroute or NO_OPTIONS
 
     @property
     def continues(self) -> str | None:

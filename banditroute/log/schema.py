@@ -198,15 +198,16 @@ def ddl(name: str, schema: pa.Schema) -> list[str]:
             *(f'ALTER TABLE {name} ADD COLUMN IF NOT EXISTS "{f.name}" {DUCK_TYPES[f.type]}' for f in schema)]
 
 
-def feedback_row(result: FeedbackResult, feedback: Feedback, ts_us: int) -> dict:
-    """The ``feedback`` row for what ``result`` applied from ``feedback`` (the writer adds ``seq``)."""
+def feedback_row(result: FeedbackResult, feedback: Feedback, ts_us: int, reported: str) -> dict:
+    """The ``feedback`` row for what ``result`` applied from ``feedback``, whose :meth:`Feedback.reported`
+    is ``reported`` (the writer adds ``seq``)."""
     return {
         "decision_id": result.decision_id,
         "ts": ts_us,
         "qualities": [q for q, _ in result.qualities],
         "weights": [w for _, w in result.qualities],
         "cost_usd": result.cost_usd,
-        "reported": feedback.reported(),
+        "reported": reported,
         "idempotency_key": feedback.idempotency_key,
     }
 

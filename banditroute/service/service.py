@@ -470,10 +470,10 @@ class Service:
         """Learn from ``feedback`` about ``d`` and queue its log row: ``(result, commit future)``, or
         ``(None, None)`` for an idempotency key seen before (nothing is applied again). ``commit_now``:
         wake the writer for it (group commit), else it waits for the next flush interval."""
-        key = feedback.idempotency_key
+        key, reported = feedback.idempotency_key, feedback.reported()
         if key is not None:
             pairs = feedback.weighted_qualities(self.config.signal_weights)
-            mark = fingerprint([q for q, _ in pairs], [w for _, w in pairs], feedback.reported())
+            mark = fingerprint([q for q, _ in pairs], [w for _, w in pairs], reported)
             seen = d.keys.get(key) if d.keys else None
             if seen is not None:
                 if seen != mark:
@@ -487,7 +487,8 @@ class Service:
         self.stats.feedback(d.model, result.qualities, result.cost_usd)
         if key is not None:
             d.keys = {**(d.keys or {}), key: mark}
-        _, committed = self.store.add_feedback(feedback_row(result, feedback, time.time_ns() // 1000), commit_now)
+        _, committed = self.store.add_feedback(feedback_row(result, feedback, time.time_ns() // 1000, reported),
+                                              commit_now)
         return result, committed
 
     async def _durable(self, commit: asyncio.Future) -> None:

@@ -80,8 +80,9 @@ def add_rank1(a: np.ndarray, alpha: float, v: np.ndarray) -> None:
     memory, which is the same update since ``a`` and ``v v^T`` are symmetric. One pass over ``a``,
     against three for ``np.outer``, a scale and a subtraction.
     """
-    out = dger(alpha, v, v, a=a.T, overwrite_a=1)
-    if out.ctypes.data != a.ctypes.data:  # not updated in place (an unexpected layout): copy back
+    at = a.T
+    out = dger(alpha, v, v, a=at, overwrite_a=1)
+    if out is not at:  # not updated in place (an unexpected layout): copy back
         a[...] = out.T
 
 

@@ -132,7 +132,9 @@ class CostModel:
 
     def update(self, ctx: Context, arm: int, cost_usd: float) -> None:
         """Learn from the observed cost of one call to model ``arm``."""
-        f = phi(ctx.x[None], np.array([ctx.input_tokens]))[0] / self.scale[arm]
-        residual = cost_usd - float(self.list_price(ctx.input_tokens)[0, arm])
+        # phi and list_price of one row, in the same floating-point operations as the batch forms
+        tokens, x = float(ctx.input_tokens), ctx.x
+        f = np.array((1.0, tokens / 1000.0, x[_CODE], x[_CHOICE])) / self.scale[arm]
+        residual = cost_usd - float(tokens * self.in_price[arm] + self.expected_output_tokens * self.out_price[arm]) / 1e6
         self.residual.update(f, arm, residual * _SCALE)
         self.observations[arm] += 1
