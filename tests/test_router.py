@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from banditroute.config import load_settings, parse_settings
 from banditroute.core.reward import Feedback, Signal
-from banditroute.core.router import RouteOptions, Router
+from banditroute.core.router import RouteOptions, Router, sample
 from banditroute.errors import RoutingError
 from banditroute.service.pending import PendingDecisions
 
@@ -162,3 +162,21 @@ def test_route_is_a_batch_of_one():
     b = Router(load_settings(), seed=9).route_many(["Explain step by step"], [RouteOptions(cost_weight=3.0)])[0]
     assert (a.decision_id[12:], a.model) == (b.decision_id[12:], b.model)  # the ids' times aside
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
+
+
+def test_sampling_one_row_draws_what_the_batch_form_draws():
+    """A batch of one row is sampled in Python: the same index, and the generator left in the same
+    state, as the same row inside a batch (numpy's inverse CDF), zero-probability models included."""
+    gen = np.random.default_rng(7)
+    for trial in range(3000):
+        k = int(gen.integers(1, 12))
+        p = gen.random(k) ** 3
+        p[gen.random(k) < (0.4 if trial % 2 else 0.0)] = 0.0
+        p[int(gen.integers(k))] += 1e-3
+        p /= p.sum()
+        seed = int(gen.integers(1 << 30))
+        one, two = np.random.default_rng(seed), np.random.default_rng(seed)
+        alone = sample(p[None], one)
+        in_batch = sample(np.vstack([p, np.full(k, 1.0 / k)]), two)
+        assert alone.tolist() == in_batch[:1].tolist() and p[alone[0]] > 0
+        assert one.random() == np.random.default_rng(seed).random(2)[1]  # one draw taken, as by a batch of one

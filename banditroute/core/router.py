@@ -15,6 +15,7 @@ import json
 import math
 import random
 import time
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -139,7 +140,15 @@ def _hmac_pads(key: bytes) -> tuple:
 
 def sample(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One column index per row, drawn from that row's probabilities (inverse CDF; zero-probability
-    columns are never drawn)."""
+    columns are never drawn).
+
+    A single row (the server's usual batch) takes the same draw and the same floating-point sums and
+    comparisons in Python, where numpy's fixed cost per call would be most of the time.
+    """
+    if len(probabilities) == 1:
+        cdf = list(accumulate(probabilities[0].tolist()))
+        u = rng.random() * cdf[-1]
+        return np.array([min(sum(c <= u for c in cdf), len(cdf) - 1)])
     cdf = np.cumsum(probabilities, axis=1)
     u = rng.random(len(probabilities)) * cdf[:, -1]
     return np.minimum((cdf <= u[:, None]).sum(axis=1), probabilities.shape[1] - 1)
@@ -335,9 +344,9 @@ class Router:
                 prefs[-1], weights[-1] = None, 0.0
         if not rows:
             return out
+        by_pref = [r for r, w in enumerate(weights) if math.isnan(w)]  # weighted by a cost preference
         weights = np.array(weights)
-        by_pref = np.flatnonzero(np.isnan(weights))
-        if by_pref.size:
+        if by_pref:
             if cost is None:
                 cost = self.policy.cost_model.predict(X, tokens)
             weights[by_pref] = preference_weights(
