@@ -698,10 +698,9 @@ class Gateway:
         self.latency.observe(d.model, tokens_in, tokens_out, (end - call["t0"]) * 1000.0, ttft_ms)
         row = self.end_call(call, "ok", 200, None, ttft_ms, tokens_in, tokens_out, end, cached)
         limit = self.service.config.feedback.max_tokens
-        # built from counts already checked (usage_tokens: non-negative ints, cached within input): not validated again
-        fb = Feedback.model_construct(input_tokens=min(tokens_in, limit), output_tokens=min(tokens_out, limit),
-                                      cached_input_tokens=None if cached is None else min(cached, limit),
-                                      latency_ms=row["latency_ms"], idempotency_key="banditroute-gateway")
+        fb = Feedback(input_tokens=min(tokens_in, limit), output_tokens=min(tokens_out, limit),
+                      cached_input_tokens=None if cached is None else min(cached, limit),
+                      latency_ms=row["latency_ms"], idempotency_key="banditroute-gateway")
         if not self.service.feedback_nowait(d.decision_id, fb):
             self.background(self._feedback(d.decision_id, fb))
         if judged:
