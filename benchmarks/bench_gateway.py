@@ -44,6 +44,10 @@ completions and the answer back, :mod:`banditroute.gateway.bridge`); results go 
 LiteLLM left out): ``banditroute`` serves it through the fake's chat completions, which ``direct`` calls
 with the same body (:mod:`banditroute.gateway.messages`); results go to ``gateway_messages.json``.
 
+With ``--relay``, ``benchmarks/relay_app.py`` is a further target: the same HTTP work without the
+gateway's (it relays the body to the upstream through a pooled session and renames ``model``, with no
+routing, no accounting and no log), so a gateway's CPU per request minus the relay's is what those cost.
+
 With ``--baseline PATH`` (another checkout with its C cores built, e.g. a ``git worktree`` of the commit
 before a change), that checkout's gateway is a fourth target, configured alike on the same upstream,
 measured in the same runs (which of the two goes first alternates from run to run); the results gain
@@ -308,6 +312,8 @@ def main() -> None:
     ap.add_argument("--out", help=f"default: {RESULTS.relative_to(ROOT)}; with --baseline, gateway_ab.json beside it")
     ap.add_argument("--baseline", help="another checkout (C cores built) whose gateway runs in the same runs")
     ap.add_argument("--no-max-rate", action="store_true", help="measure at 500 requests/s only")
+    ap.add_argument("--relay", action="store_true",
+                    help="also measure benchmarks/relay_app.py (the HTTP relay alone: no routing, no log)")
     ap.add_argument("--trials", type=int, default=3, help="runs per step of the rate search (the majority decides)")
     ap.add_argument("--api", choices=("chat", "responses", "messages"), default="chat",
                     help="responses: OpenAI's responses API, relayed and bridged; messages: Anthropic's Messages API "
@@ -339,6 +345,12 @@ def main() -> None:
                             "--port", str(bridged_port)], work / "bridged.log"))
         targets["banditroute_bridged"] = (f"http://127.0.0.1:{bridged_port}/v1/responses", "banditroute")
         server_of["banditroute_bridged"] = procs[-1]
+    if args.relay and args.api == "chat":
+        relay_port = free_port()
+        procs.append(start([sys.executable, str(ROOT / "benchmarks" / "relay_app.py"), str(relay_port), upstream,
+                            "small-upstream"], work / "relay.log"))
+        targets["relay"] = (f"http://127.0.0.1:{relay_port}/v1/chat/completions", "banditroute")
+        server_of["relay"] = procs[-1]
     if args.baseline:
         base_port, checkout = free_port(), str(Path(args.baseline).resolve())
         gateway_config(work / "baseline.toml", upstream, work / "baseline.duckdb")
@@ -366,7 +378,7 @@ def main() -> None:
         asyncio.run(wait_up(f"http://127.0.0.1:{gw_port}/healthz"))
         if "litellm" in targets:
             asyncio.run(wait_up(f"http://127.0.0.1:{lt_port}/health/liveliness"))
-        for name in ("baseline", "banditroute_bridged"):
+        for name in ("baseline", "banditroute_bridged", "relay"):
             if name in targets:
                 asyncio.run(wait_up(targets[name][0].replace(f"/v1{path}", "/healthz")))
         results: dict = {"added_latency_at_500": {}, "max_rate_p99_under_50ms": {}}
