@@ -313,7 +313,7 @@ def main() -> None:
     ap.add_argument("--baseline", help="another checkout (C cores built) whose gateway runs in the same runs")
     ap.add_argument("--no-max-rate", action="store_true", help="measure at 500 requests/s only")
     ap.add_argument("--relay", action="store_true",
-                    help="also measure benchmarks/relay_app.py (the HTTP relay alone: no routing, no log)")
+                    help="also measure benchmarks/relay_app.py (the HTTP relay alone: no routing, no log; chat completions only)")
     ap.add_argument("--trials", type=int, default=3, help="runs per step of the rate search (the majority decides)")
     ap.add_argument("--api", choices=("chat", "responses", "messages"), default="chat",
                     help="responses: OpenAI's responses API, relayed and bridged; messages: Anthropic's Messages API "
