@@ -152,6 +152,10 @@ class ModelSpec(_Strict):
                 + output_tokens * (self.output_price_per_mtok or 0.0)) / 1e6
 
 
+#: the policies by the names the configuration and the command line give them
+POLICY_NAMES = ("lints", "linucb", "squarecb", "egreedy", "random", "fixed:MODEL")
+
+
 class PolicyConfig(_Strict):
     """Which policy routes, and how it trades quality against cost and explores."""
 
@@ -215,6 +219,22 @@ class PolicyConfig(_Strict):
     warm_start: str | None = Field(default=None, description="a state written by `banditroute pretrain`: the "
                                    "policy starts from it (model by model where names match) instead of its prior; "
                                    "`bundled`: the state shipped for the bundled pool; `none`: a cold start")
+
+    @field_validator("name")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        if v not in POLICY_NAMES[:-1] and not (v.startswith("fixed:") and v[len("fixed:"):].strip()):
+            raise ValueError(f"unknown policy {v!r}; choose one of {', '.join(POLICY_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _pooled_settings_need_pooled(self) -> PolicyConfig:
+        # both change the pooled prior, which an unpooled policy does not have
+        needs = [name for name, on in (("deviation_strength", self.deviation_strength != 1.0),
+                                       ("price_prior", self.price_prior)) if on]
+        if needs and not self.pooled:
+            raise ValueError(f"{' and '.join(needs)} {'apply' if len(needs) > 1 else 'applies'} only with pooled = true")
+        return self
 
     @field_validator("features")
     @classmethod
@@ -604,6 +624,14 @@ class Settings(_Strict):
     def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
         _refuse_repeated((m.name for m in models), "duplicate model names: {}")
         return models
+
+    @model_validator(mode="after")
+    def _fixed_policy_names_a_model(self) -> Settings:
+        name = self.policy.name
+        if name.startswith("fixed:") and name[len("fixed:"):] not in self.names:
+            raise ValueError(f"policy.name: fixed policy of an unknown model {name[len('fixed:'):]!r}; the pool has "
+                             f"{', '.join(self.names)}")
+        return self
 
     @model_validator(mode="after")
     def _rules_name_pool_models(self) -> Settings:

@@ -22,6 +22,13 @@ def test_bundled_pool_loads():
         ({"models": [{"name": "a", "colour": "red"}]}, "models.0.colour"),
         ({"models": [{"name": "a"}], "policy": {"floor": 0.9}}, "policy.floor"),
         ({"models": [{"name": "a"}], "policy": {"cost_weight": "nan"}}, "policy.cost_weight"),
+        # mistakes that would otherwise surface only when the service builds its policy, after starting
+        ({"models": [{"name": "a"}], "policy": {"name": "thompson"}}, "policy.name: Value error, unknown policy 'thompson'"),
+        ({"models": [{"name": "a"}], "policy": {"name": "fixed:"}}, "unknown policy 'fixed:'"),
+        ({"models": [{"name": "a"}], "policy": {"name": "fixed:b"}}, "policy.name: fixed policy of an unknown model 'b'"),
+        ({"models": [{"name": "a"}], "policy": {"pooled": False, "deviation_strength": 2}},
+         "policy: Value error, deviation_strength applies only with pooled = true"),
+        ({"models": [{"name": "a"}], "policy": {"pooled": False, "price_prior": True}}, "price_prior applies only"),
     ],
 )
 def test_invalid_pool_names_the_field(tmp_path, doc, field):

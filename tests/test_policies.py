@@ -694,8 +694,8 @@ def test_a_price_prior_makes_a_model_with_no_evidence_expect_what_models_at_its_
     assert got[True][5] > got[True][0] + 0.3  # the unobserved model follows the trend upwards
     assert got[True][5] > got[False][5] + 0.2 and abs(got[True][5] - truth[5]) < abs(got[False][5] - truth[5])
     np.testing.assert_allclose(got[True][:5], got[False][:5], atol=0.1)  # the observed keep to their evidence
-    plain = make_policy("lints", models, F.dim, prices, PolicyConfig(price_prior=True, pooled=False))
-    assert not plain.quality.pooled  # the price prior sits on the pooled fit: nothing without it
+    with pytest.raises(ValueError, match="price_prior applies only with pooled"):  # it sits on the pooled fit
+        PolicyConfig(price_prior=True, pooled=False)
 
 
 def test_a_price_prior_needs_two_distinct_prices_and_survives_a_state_round_trip():

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.config import PolicyConfig
+from banditroute.config import POLICY_NAMES, PolicyConfig
 from banditroute.core.policies.base import Policy, apply_floor
 from banditroute.core.policies.baselines import EpsilonGreedy, FixedPolicy, RandomPolicy
 from banditroute.core.policies.bayes_linear import BayesLinear
 from banditroute.core.policies.cost import CostModel
 from banditroute.core.policies.linear import LinTS, LinUCB, SquareCB
 
-POLICY_NAMES = ("lints", "linucb", "squarecb", "egreedy", "random", "fixed:MODEL")
 #: policy classes by their ``name`` (``fixed:MODEL`` is ``fixed`` with its target)
 POLICY_CLASSES = {cls.name: cls for cls in (LinTS, LinUCB, SquareCB, EpsilonGreedy, RandomPolicy, FixedPolicy)}
 
