@@ -62,7 +62,7 @@ def mutate(v, rng: random.Random):
     return rng.choice(ODD) if rng.random() < 0.9 else v
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3, 12])  # 3 and 12 found the two 500s of a non-string block type and text
 def test_mutated_bodies_get_a_json_4xx_or_an_answer_never_a_5xx(tmp_path, seed):
     rng = random.Random(seed)
     caps = {"capabilities": ["json", "tools", "vision", "responses"]}

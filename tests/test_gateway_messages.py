@@ -93,6 +93,13 @@ def test_errors_come_in_anthropics_shape(tmp_path):
         with pytest.raises(anthropic.UnprocessableEntityError) as err:  # max_tokens is required, as at Anthropic
             c.post("/v1/messages", body={"model": "banditroute", "messages": ASK}, cast_to=object)
         assert err.value.body["error"]["type"] == "invalid_request_error" and "max_tokens" in str(err.value.body)
+        # malformed content blocks are the client's error, named, not a failure of the gateway
+        bad_text = [{"role": "user", "content": [{"type": "text", "text": ["not", "a", "string"]}]}]
+        with pytest.raises(anthropic.UnprocessableEntityError, match=r"messages\.0\.content\.0\.text must be a string"):
+            c.messages.create(model="banditroute", max_tokens=8, messages=bad_text)
+        odd_type = [{"role": "user", "content": [{"type": {"nested": 1}, "text": "hi"}]}]
+        with pytest.raises(anthropic.UnprocessableEntityError, match="content block of type"):
+            c.messages.create(model="banditroute", max_tokens=8, messages=odd_type)
         # a prompt too long for every model: the provider's refusal, in Anthropic's shape
         s.fake.faults["*"] = {"context_window": 10}
         with pytest.raises(anthropic.BadRequestError, match="maximum context length is 10 tokens") as err:

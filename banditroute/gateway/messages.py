@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from banditroute.gateway.bridge import read_chunk
 from banditroute.gateway.requests import IMAGE_TOKENS, MESSAGE_OVERHEAD_TOKENS, NO_OPTIONS, GatewayOptions, _count
@@ -78,8 +78,9 @@ def untranslatable(req: MessagesRequest) -> str | None:
             return f"uses the server tool {kind!r}, which only Anthropic's own API runs"
     for m in req.messages:
         for b in _blocks(m.get("content")):
-            if b.get("type") not in BLOCKS:
-                return f"has a content block of type {b.get('type')!r}"
+            kind = b.get("type")
+            if not isinstance(kind, str) or kind not in BLOCKS:  # a type that is no string is none we know
+                return f"has a content block of type {str(kind)[:64]!r}"
     return None
 
 
@@ -110,6 +111,17 @@ class MessagesRequest(BaseModel):
     stop_sequences: list[str] | None = None
     metadata: dict[str, Any] | None = None
     banditroute: GatewayOptions | None = None
+
+    @model_validator(mode="after")
+    def _text_blocks_hold_text(self) -> MessagesRequest:
+        """A text block's ``text`` is a string (the API's schema), so that translating it cannot fail."""
+        places = [("system", self.system)] + [(f"messages.{i}.content", m.get("content"))
+                                              for i, m in enumerate(self.messages)]
+        for where, content in places:
+            for j, b in enumerate(content if isinstance(content, list) else []):
+                if isinstance(b, dict) and b.get("type") == "text" and not isinstance(b.get("text"), str):
+                    raise ValueError(f"{where}.{j}.text must be a string")
+        return self
 
     @property
     def options(self) -> GatewayOptions:
