@@ -87,3 +87,85 @@ def test_mutated_bodies_get_a_json_4xx_or_an_answer_never_a_5xx(tmp_path, seed):
         conn.close()
         assert 200 in statuses and any(400 <= c < 500 for c in statuses)
         assert all(s.gateway.providers.view(m)["health"]["consecutive_failures"] == 0 for m in ("cheap", "mid", "strong"))
+
+
+ANSWER = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "m",
+          "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                       "message": {"role": "assistant", "content": "hello there", "refusal": None,
+                                   "tool_calls": [{"id": "c1", "type": "function",
+                                                   "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}}],
+          "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8,
+                    "prompt_tokens_details": {"cached_tokens": 1}}}
+EVENTS = [{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+           "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+          {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+           "choices": [{"index": 0, "delta": {"content": "hello"}, "finish_reason": None}]},
+          {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+           "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                                               "function": {"name": "f", "arguments": "{}"}}]},
+                        "finish_reason": None}]},
+          {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+           "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+          {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+           "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}]
+RESPONSE = {"id": "resp_x", "object": "response", "created_at": 1, "status": "completed", "model": "m",
+            "output": [{"type": "message", "id": "msg_x", "status": "completed", "role": "assistant",
+                        "content": [{"type": "output_text", "text": "hello", "annotations": []}]},
+                       {"type": "function_call", "id": "fc_x", "call_id": "c1", "status": "completed", "name": "f",
+                        "arguments": "{}"}],
+            "usage": {"input_tokens": 5, "output_tokens": 3, "total_tokens": 8,
+                      "input_tokens_details": {"cached_tokens": 1}}}
+RESPONSE_EVENTS = [{"type": "response.created", "response": {**RESPONSE, "status": "in_progress", "output": []}},
+                   {"type": "response.output_text.delta", "item_id": "msg_x", "output_index": 0, "content_index": 0,
+                    "delta": "hello"},
+                   {"type": "response.completed", "response": RESPONSE}]
+CLIENT_BODIES = [
+    ("/v1/chat/completions", {"model": "banditroute", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}),
+    ("/v1/responses", {"model": "banditroute", "input": "hello", "max_output_tokens": 30}),
+    ("/v1/messages", {"model": "banditroute", "max_tokens": 50, "messages": [{"role": "user", "content": "yo"}]}),
+]
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["bridged", "native_responses"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_provider_s_odd_answers_are_relayed_or_a_502_never_a_500(tmp_path, seed, native):
+    """The upstream's side: an answer or a stream mutated at random (what a provider's bug or a proxy in
+    between can send), served through chat completions and through the responses and messages bridges, or
+    with ``native`` the responses API relayed as it is, streamed and not. The gateway answers, or says the
+    upstream failed (a 502 with a JSON error body, or a stream that ends in an error event); it never fails
+    itself, and its log keeps working."""
+    rng = random.Random(seed)
+    models = {m: {"capabilities": ["responses"]} for m in ("cheap", "mid", "strong")} if native else None
+    # circuits stay closed: every answer reaches the gateway
+    with Stack(tmp_path, models=models, failures_to_open=10**9) as s:
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        statuses, served = [], {}  # decision id of each 200: streamed or not
+        for _ in range(400):
+            path, body = rng.choice(CLIENT_BODIES)
+            stream = rng.random() < 0.5
+            answer, events = (RESPONSE, RESPONSE_EVENTS) if native and path == "/v1/responses" else (ANSWER, EVENTS)
+            fault = {"events": mutate(events, rng)} if stream else {"answer": mutate(answer, rng)}
+            for _ in range(rng.randint(0, 3)):
+                fault = {k: mutate(v, rng) for k, v in fault.items()}
+            s.fake.faults["*"] = fault
+            conn.request("POST", path, body=json.dumps({**body, "stream": stream}).encode(),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = resp.read()
+            statuses.append(resp.status)
+            if resp.status == 200:
+                served[resp.headers["x-banditroute-decision-id"]] = stream
+            assert resp.status != 500 and resp.status in (200, 502, 503), (path, stream, fault, answer[:500])
+            if resp.status >= 400:
+                assert "error" in json.loads(answer), (path, fault, answer[:500])
+        conn.close()
+        assert 200 in statuses and 502 in statuses
+        assert s.service.unavailable is None
+        # every answer is in the log; one served whole, counted (the gateway's estimates where the usage said
+        # nothing); a stream may have ended in an error event after its 200
+        calls = {c["decision_id"]: c for c in s.wait_for("SELECT * FROM calls", len(served))}
+        for decision, streamed in served.items():
+            call = calls[decision]
+            assert call["outcome"] == "ok" or streamed, call
+            if call["outcome"] == "ok":
+                assert None not in (call["input_tokens"], call["output_tokens"], call["cost_usd"], call["latency_ms"])

@@ -38,6 +38,11 @@ KNOWN_ITEMS = {"message", "function_call", "function_call_output", "reasoning"}
 FUNCTION_KEYS = ("name", "description", "parameters", "strict")
 
 
+def token_count(value) -> int | None:
+    """``value`` if it is a token count (a non-negative integer), else None: what a provider's usage says."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 class Untranslatable(ValueError):
     """The request uses something chat completions cannot express."""
 
@@ -147,14 +152,16 @@ def chat_body(req: ResponsesRequest, upstream_name: str, include_usage: bool) ->
 def _usage(usage: dict | None) -> dict | None:
     if not isinstance(usage, dict):
         return None
-    tokens_in, tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    # counts only: what is not a count (a provider's bug) says nothing
+    tokens_in, tokens_out = token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens"))
     prompt = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
     completion = usage.get("completion_tokens_details") if isinstance(usage.get("completion_tokens_details"), dict) else {}
-    cached, written = prompt.get("cached_tokens") or 0, prompt.get("cache_write_tokens") or 0
-    reasoning = completion.get("reasoning_tokens") or 0
+    cached, written = token_count(prompt.get("cached_tokens")) or 0, token_count(prompt.get("cache_write_tokens")) or 0
+    reasoning = token_count(completion.get("reasoning_tokens")) or 0
+    total = token_count(usage.get("total_tokens"))
     return {"input_tokens": tokens_in, "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
             "output_tokens": tokens_out, "output_tokens_details": {"reasoning_tokens": reasoning},
-            "total_tokens": usage.get("total_tokens", (tokens_in or 0) + (tokens_out or 0))}
+            "total_tokens": (tokens_in or 0) + (tokens_out or 0) if total is None else total}
 
 
 def _new_id(prefix: str) -> str:

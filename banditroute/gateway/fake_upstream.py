@@ -8,7 +8,9 @@ model name, at start (``--fault MODEL=500``) or at run time with ``POST /control
 ``{"model": M, "status": 500 | 429 | ..., "times": n (default: until cleared), "retry_after": s,
 "delay_ms": d, "event_delay_ms": e, "hang": true, "die_after_events": k, "drop": true, "garbage": true,
 "reply": text, "failed": true, "when": text, "cached_tokens": n, "no_usage": true, "context_window": n,
-"max_output_tokens": n, "prompt_token_scale": k}`` (``context_window``: a 400 ``context_length_exceeded`` in OpenAI's words when the body's
+"max_output_tokens": n, "prompt_token_scale": k, "answer": object, "events": [object, ...]}`` (``answer``: a
+non-streamed answer's JSON as given, ``events``: a stream's events as given, each a ``data:`` line (then
+``[DONE]`` on chat completions): providers' odd answers, for robustness tests; ``context_window``: a 400 ``context_length_exceeded`` in OpenAI's words when the body's
 UTF-8 bytes / 2 plus its ``max_tokens`` exceed n, a count that, as a real tokenizer's can be, is higher than
 the gateway's estimate for English or Chinese text; ``max_output_tokens``: OpenAI's 400 for a ``max_tokens`` above n; ``cached_tokens``: the
 usage says that many prompt tokens came from a prompt cache; ``prompt_token_scale``: a chat answer's usage counts k
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import time
 
 import orjson
@@ -231,6 +234,24 @@ class FakeUpstream:
                 headers=headers)
         return body, model, fault, None
 
+    @staticmethod
+    async def _verbatim(request: web.Request, body: dict, fault: dict, done: bool) -> web.StreamResponse | None:
+        """The fault's ``answer`` or ``events`` as given, if it has the one the request asks for (``done``: a
+        chat stream's ``[DONE]`` after the events). Through json, which writes any integer (orjson stops at
+        64 bits)."""
+        if "answer" in fault and not body.get("stream"):
+            return web.Response(text=json.dumps(fault["answer"]), content_type="application/json")
+        if "events" not in fault or not body.get("stream"):
+            return None
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in fault["events"] if isinstance(fault["events"], list) else [fault["events"]]:
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        if done:
+            await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
     def _text(self, model: str, fault: dict) -> str:
         return fault.get("reply") or f"answer from {model}: " + " ".join(WORDS[i % len(WORDS)]
                                                                         for i in range(self.output_tokens))
@@ -253,6 +274,9 @@ class FakeUpstream:
             usage = None
         text = self._text(model, fault)
         created = int(time.time())
+        verbatim = await self._verbatim(request, body, fault, done=True)
+        if verbatim is not None:
+            return verbatim
         if not body.get("stream"):
             message = {"role": "assistant", "content": text}
             if body.get("tools"):
@@ -300,6 +324,9 @@ class FakeUpstream:
         problem = invalid_responses(body)
         if problem is not None:
             return refusal(problem)
+        verbatim = await self._verbatim(request, body, fault, done=False)
+        if verbatim is not None:
+            return verbatim
         items = [{"content": body["input"]}] if isinstance(body.get("input"), str) else body.get("input") or []
         chars = sum(len(i["content"]) for i in items if isinstance(i, dict) and isinstance(i.get("content"), str))
         usage = {"input_tokens": max(1, chars // 4), "output_tokens": self.output_tokens,

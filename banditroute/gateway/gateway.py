@@ -418,11 +418,12 @@ class Gateway:
         headers); its accounting runs on the loop's next turn, once this task has written it out."""
         body = answer.body
         body["model"] = d.model
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}  # a provider's odd usage: none
         if isinstance(req, MessagesRequest):
-            body["usage"] = req.estimated_usage(body.get("usage") or {}, tokens, req.answer_text(body),
-                                                self.service.router.featurizer.input_tokens)
+            usage = body["usage"] = req.estimated_usage(usage, tokens, req.answer_text(body),
+                                                        self.service.router.featurizer.input_tokens)
         await self.stored.keep(req, body, call)
-        asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, body.get("usage") or {},
+        asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, usage,
                                              req.answer_text(body), tokens, time.perf_counter())
         response = web.Response(body=orjson.dumps(body), content_type="application/json")
         response.headers.update(self.headers(d, attempt))
@@ -486,9 +487,10 @@ class Gateway:
                     and "\r" not in kind else b"")
             return name + b"data: " + orjson.dumps(event) + b"\n\n", usage
         event["model"] = model
-        choices = event.get("choices") or []
+        choices = event.get("choices") if isinstance(event.get("choices"), list) else []
         for c in choices[:1]:
-            content = (c.get("delta") or {}).get("content") if isinstance(c, dict) else None
+            delta = c.get("delta") if isinstance(c, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
             if isinstance(content, str):
                 parts.append(content)
         usage = event["usage"] if isinstance(event.get("usage"), dict) and event["usage"] else None

@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from banditroute.gateway.bridge import read_chunk
-from banditroute.gateway.requests import IMAGE_TOKENS, MESSAGE_OVERHEAD_TOKENS, NO_OPTIONS, GatewayOptions, _count
+from banditroute.gateway.bridge import read_chunk, token_count
+from banditroute.gateway.requests import IMAGE_TOKENS, MESSAGE_OVERHEAD_TOKENS, NO_OPTIONS, GatewayOptions
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
@@ -275,9 +275,11 @@ class MessagesRequest(BaseModel):
         """(input, output, cached input) tokens of a Messages ``usage``: its input is what was not cached,
         so the whole prompt is ``input_tokens`` plus the cache's reads and writes. A usage of no input
         tokens at all (what the translation says when the upstream reported none) is no usage: None."""
-        fresh, out = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
-        read = _count(usage.get("cache_read_input_tokens")) or 0
-        written = _count(usage.get("cache_creation_input_tokens")) or 0
+        if not isinstance(usage, dict):
+            return None, None, None
+        fresh, out = token_count(usage.get("input_tokens")), token_count(usage.get("output_tokens"))
+        read = token_count(usage.get("cache_read_input_tokens")) or 0
+        written = token_count(usage.get("cache_creation_input_tokens")) or 0
         if not fresh and not read and not written:  # no prompt has no tokens: an upstream that reported none
             return None, None, None
         return fresh + read + written, out, read
@@ -292,7 +294,7 @@ def stop_reason(finish_reason, called: bool) -> str:
     """The Messages API's ``stop_reason`` of a chat completion's ``finish_reason``; ``tool_use`` whenever
     the answer calls a tool and was not cut short (some providers say ``stop`` there, and an agent loop
     continues only on ``tool_use``)."""
-    reason = STOP_REASONS.get(finish_reason, "end_turn")
+    reason = STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
     return "tool_use" if called and reason != "max_tokens" else reason
 
 
@@ -317,10 +319,10 @@ def _arguments(arguments) -> dict:
 def usage_from_chat(usage) -> dict:
     """Chat completions' usage in the Messages API's terms (zeros where it says nothing)."""
     usage = usage if isinstance(usage, dict) else {}
-    prompt = _count(usage.get("prompt_tokens")) or 0
+    prompt = token_count(usage.get("prompt_tokens")) or 0
     details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
-    cached = min(_count(details.get("cached_tokens")) or 0, prompt)
-    return {"input_tokens": prompt - cached, "output_tokens": _count(usage.get("completion_tokens")) or 0,
+    cached = min(token_count(details.get("cached_tokens")) or 0, prompt)
+    return {"input_tokens": prompt - cached, "output_tokens": token_count(usage.get("completion_tokens")) or 0,
             "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
 
 

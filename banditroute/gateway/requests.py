@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from banditroute.config import Fraction, NonNegFloat, PositiveFloat
 from banditroute.core.router import RouteOptions
 from banditroute.gateway import bridge
-from banditroute.gateway.bridge import untranslatable
+from banditroute.gateway.bridge import token_count, untranslatable
 
 ROUTED = "banditroute"  # the model name that asks the gateway to choose
 # tokens counted for one image part: OpenAI's base charge per image at low detail (its vision guide);
@@ -91,7 +91,10 @@ class ChatRequest(BaseModel):
     @staticmethod
     def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) tokens of an answer's ``usage`` (None where it does not say; the
-        cached ones: ``prompt_tokens_details.cached_tokens``, OpenAI's prompt caching, at most the input)."""
+        cached ones: ``prompt_tokens_details.cached_tokens``, OpenAI's prompt caching, at most the input; a
+        ``usage`` that is no JSON object says nothing)."""
+        if not isinstance(usage, dict):
+            return None, None, None
         details = usage.get("prompt_tokens_details")
         return _tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"),
                        details.get("cached_tokens") if isinstance(details, dict) else None)
@@ -297,6 +300,8 @@ class ResponsesRequest(BaseModel):
     @staticmethod
     def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
         """As :meth:`ChatRequest.usage_tokens`, from the responses API's names (``input_tokens_details``)."""
+        if not isinstance(usage, dict):
+            return None, None, None
         details = usage.get("input_tokens_details")
         return _tokens(usage.get("input_tokens"), usage.get("output_tokens"),
                        details.get("cached_tokens") if isinstance(details, dict) else None)
@@ -312,15 +317,11 @@ class ResponsesRequest(BaseModel):
                        if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str))
 
 
-def _count(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
 def _tokens(input_tokens, output_tokens, cached_tokens) -> tuple[int | None, int | None, int | None]:
     """Usage counts as the gateway keeps them: valid counts or None, and the cached input at most the input
     (none without an input count), whatever a provider reports."""
-    tokens_in, cached = _count(input_tokens), _count(cached_tokens)
-    return tokens_in, _count(output_tokens), None if tokens_in is None or cached is None else min(cached, tokens_in)
+    tokens_in, cached = token_count(input_tokens), token_count(cached_tokens)
+    return tokens_in, token_count(output_tokens), None if tokens_in is None or cached is None else min(cached, tokens_in)
 
 
 def _text(content) -> str:

@@ -215,7 +215,9 @@ class Upstreams:
             answer = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is not JSON", resp.status) from None
-        if not isinstance(answer, dict) or answer.get("error") and "choices" not in answer:
+        if not isinstance(answer, dict):
+            raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is not a JSON object", resp.status)
+        if answer.get("error") and "choices" not in answer:
             raise UpstreamFailure("upstream_error", f"{spec.name}: the answer is an error: {str(answer)[:ERROR_BYTES]}",
                                   resp.status)
         return Answer(answer, ttft)
@@ -270,7 +272,7 @@ class Upstreams:
                                                   f"{str(event.get('error') or event.get('message'))[:ERROR_BYTES]}")
                         break
                     batch.append(event)
-                    if event.get("type") in TERMINAL:
+                    if isinstance(event.get("type"), str) and event["type"] in TERMINAL:
                         done = True
                         break
                 if batch:
