@@ -169,3 +169,24 @@ def test_a_provider_s_odd_answers_are_relayed_or_a_502_never_a_500(tmp_path, see
             assert call["outcome"] == "ok" or streamed, call
             if call["outcome"] == "ok":
                 assert None not in (call["input_tokens"], call["output_tokens"], call["cost_usd"], call["latency_ms"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_whose_accounting_fails_is_still_in_the_log(tmp_path, monkeypatch, stream, caplog):
+    """A fault injected into the accounting that runs once an answer is out (here: learning its latency):
+    the client has its answer, the call its row (without usage), the server's log the error."""
+    with Stack(tmp_path) as s:
+        def broken(*args, **kwargs):
+            raise RuntimeError("injected")
+
+        monkeypatch.setattr(s.gateway.latency, "observe", broken)
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        conn.request("POST", "/v1/chat/completions", headers={"Content-Type": "application/json"}, body=json.dumps(
+            {"model": "banditroute", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).encode())
+        resp = conn.getresponse()
+        answer = resp.read()
+        assert resp.status == 200 and (b"[DONE]" in answer if stream else json.loads(answer)["choices"])
+        decision = resp.headers["x-banditroute-decision-id"]
+        (call,) = s.wait_for(f"SELECT * FROM calls WHERE decision_id = '{decision}'", 1)
+        assert call["outcome"] == "ok" and call["latency_ms"] is not None
+        assert any("accounting" in r.getMessage() and decision in r.getMessage() for r in caplog.records)

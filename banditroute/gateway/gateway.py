@@ -423,7 +423,7 @@ class Gateway:
             usage = body["usage"] = req.estimated_usage(usage, tokens, req.answer_text(body),
                                                         self.service.router.featurizer.input_tokens)
         await self.stored.keep(req, body, call)
-        asyncio.get_running_loop().call_soon(self._served, call, d, req, answer.ttft_ms, usage,
+        asyncio.get_running_loop().call_soon(self._account, call, d, req, answer.ttft_ms, usage,
                                              req.answer_text(body), tokens, time.perf_counter())
         response = web.Response(body=orjson.dumps(body), content_type="application/json")
         response.headers.update(self.headers(d, attempt))
@@ -571,7 +571,7 @@ class Gateway:
                 await response.write_eof()
             else:
                 await response.write_eof(b"data: [DONE]\n\n")
-            self._served(call, d, req, ttft, usage, "".join(parts), tokens)
+            self._account(call, d, req, ttft, usage, "".join(parts), tokens)
             return response
         except (ConnectionResetError, asyncio.CancelledError) as err:
             self.cancel_call(call, None if response is None else ttft)
@@ -679,6 +679,17 @@ class Gateway:
         """Log a call given up on our side: nothing learned about its provider."""
         self.providers.health.release(self.provider_of(call).key)
         self.end_call(call, "cancelled", None, why, ttft_ms)
+
+    def _account(self, call: dict, d: Decision, req: GatewayRequest, ttft_ms: float, usage: dict, text: str,
+                 prompt_tokens: float, end: float | None = None) -> None:
+        """:meth:`_served`, and whatever goes wrong there, the call's row all the same: an answer that went
+        out is in the log (without its usage and cost, then), and the failure in the server's log."""
+        try:
+            self._served(call, d, req, ttft_ms, usage, text, prompt_tokens, end)
+        except Exception:
+            log.exception("the accounting of %s's answer failed; its call is logged without its usage",
+                          d.decision_id)
+            self.end_call(call, "ok", 200, None, ttft_ms, end=end)  # nothing if its row went already
 
     def _served(self, call: dict, d: Decision, req: GatewayRequest, ttft_ms: float, usage: dict, text: str,
                 prompt_tokens: float, end: float | None = None) -> None:
