@@ -139,7 +139,7 @@ def test_a_provider_s_odd_answers_are_relayed_or_a_502_never_a_500(tmp_path, see
     # circuits stay closed: every answer reaches the gateway
     with Stack(tmp_path, models=models, failures_to_open=10**9) as s:
         conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
-        statuses, served = [], {}  # decision id of each 200: streamed or not
+        statuses, served, followups = [], {}, []  # decision id of each 200: streamed or not
         for _ in range(400):
             path, body = rng.choice(CLIENT_BODIES)
             stream = rng.random() < 0.5
@@ -155,9 +155,20 @@ def test_a_provider_s_odd_answers_are_relayed_or_a_502_never_a_500(tmp_path, see
             statuses.append(resp.status)
             if resp.status == 200:
                 served[resp.headers["x-banditroute-decision-id"]] = stream
+                if path == "/v1/responses" and not stream:  # the next turn continues whatever was kept of it
+                    rid = json.loads(answer).get("id")
+                    if isinstance(rid, str) and rid:
+                        followups.append(rid)
             assert resp.status != 500 and resp.status in (200, 502, 503), (path, stream, fault, answer[:500])
             if resp.status >= 400:
                 assert "error" in json.loads(answer), (path, fault, answer[:500])
+        s.fake.faults.clear()
+        for rid in followups:
+            conn.request("POST", "/v1/responses", headers={"Content-Type": "application/json"}, body=json.dumps(
+                {"model": "banditroute", "input": "and then?", "previous_response_id": rid}).encode())
+            resp = conn.getresponse()
+            answer = resp.read()
+            assert resp.status < 500 and (resp.status == 200 or "error" in json.loads(answer)), (rid, answer[:500])
         conn.close()
         assert 200 in statuses and 502 in statuses
         assert s.service.unavailable is None
