@@ -129,6 +129,18 @@ def test_learning_candidate_is_scored_before_it_learns(log_path):
         (lambda t: t.slice(0, 0), "no decisions"),
         (lambda t: t.set_column(t.schema.get_field_index("feature_version"), "feature_version",
                                 pa.array(["v0-d64"] * t.num_rows)), "logged with features"),
+        (lambda t: t.set_column(t.schema.get_field_index("feature_version"), "feature_version",
+                                pa.array([None] * t.num_rows, pa.string())), "row 0: feature_version is missing"),
+        # every decision was taken at a cost weight, on a prompt of some length: a row without is damaged
+        (lambda t: t.set_column(t.schema.get_field_index("cost_weight"), "cost_weight",
+                                pa.array([1.0] * 7 + [None] + [1.0] * (t.num_rows - 8), pa.float64())),
+         "row 7: cost_weight must be a finite number >= 0, got nan"),
+        (lambda t: t.set_column(t.schema.get_field_index("cost_weight"), "cost_weight",
+                                pa.array([-1.0] * t.num_rows)), "row 0: cost_weight must be"),
+        (lambda t: t.set_column(t.schema.get_field_index("input_tokens"), "input_tokens",
+                                pa.array([float("inf")] * t.num_rows)), "row 0: input_tokens must be"),
+        (lambda t: t.set_column(t.schema.get_field_index("quality"), "quality",
+                                pa.array([0.5] * 3 + [1.5] + [0.5] * (t.num_rows - 4))), r"row 3: quality must be in \[0, 1\], got 1.5"),
     ],
 )
 def test_malformed_logs_are_rejected(tmp_path, mutate, message):

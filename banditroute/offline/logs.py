@@ -120,7 +120,10 @@ def load_log(path: str | Path, featurizer: Featurizer | None = None, rows: int =
     policy = None
     n = 0
     for batch in _batches(path, columns, rows):
-        versions.update(v for v in pc.unique(batch.column("feature_version")).to_pylist())
+        logged_with = batch.column("feature_version")
+        if logged_with.null_count:
+            raise LogError(f"{path}: row {n + _first_null(logged_with)}: feature_version is missing")
+        versions.update(v for v in pc.unique(logged_with).to_pylist())
         if policy is None and "policy" in columns and batch.num_rows:
             policy = batch.column("policy")[0].as_py()
         _validate_batch(batch, n, path, models, index, parts)
@@ -252,17 +255,21 @@ def _validate_batch(batch: pa.RecordBatch, offset: int, path: Path, models: list
         raise LogError(f"{path}: propensity differs from the logged probability of the chosen model")
     if not np.allclose(np.bincount(row, weights=p, minlength=m), 1.0, atol=1e-6):
         raise LogError(f"{path}: logged probabilities must sum to 1 per decision")
-    q, c = _floats(batch.column("quality")), _floats(batch.column("cost_usd"))
-    if np.any((q < 0) | (q > 1)):
-        raise LogError(f"{path}: quality must be in [0, 1]")
-    if np.any(c < 0):
-        raise LogError(f"{path}: cost_usd must be >= 0")
+    q, c = _floats(batch.column("quality")), _floats(batch.column("cost_usd"))  # NaN: no feedback (yet)
+    tokens, cw = _floats(batch.column("input_tokens")), _floats(batch.column("cost_weight"))
+    for name, values, bad in (("quality", q, (q < 0) | (q > 1)), ("cost_usd", c, (c < 0) | np.isinf(c)),
+                              ("input_tokens", tokens, ~np.isfinite(tokens) | (tokens < 0)),
+                              ("cost_weight", cw, ~np.isfinite(cw) | (cw < 0))):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            need = "in [0, 1]" if name == "quality" else "a finite number >= 0"
+            raise LogError(f"{path}: row {offset + i}: {name} must be {need}, got {values[i]}")
     eligible = np.zeros((m, len(models)), dtype=bool)
     eligible[row, arm] = True
     rare = np.zeros((m, len(models)), dtype=bool)
     rare[row, arm] = p < LOW_SUPPORT
-    for key, value in (("tokens", _floats(batch.column("input_tokens"))), ("chosen", chosen), ("prop", prop),
-                       ("cw", _floats(batch.column("cost_weight"))), ("q", q), ("c", c), ("eligible", eligible),
+    for key, value in (("tokens", tokens), ("chosen", chosen), ("prop", prop),
+                       ("cw", cw), ("q", q), ("c", c), ("eligible", eligible),
                        ("rare", rare)):
         parts[key].append(value)
 
