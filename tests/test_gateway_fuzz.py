@@ -12,12 +12,12 @@ Longer runs than the defaults (``range(1, 41)`` as the seeds) found the bugs the
 
 from __future__ import annotations
 
-import copy
 import http.client
 import json
 import random
 
 import pytest
+from mutations import mutate
 from test_gateway import Stack
 
 CHAT = {"model": "banditroute", "messages": [{"role": "system", "content": "be brief"},
@@ -33,41 +33,6 @@ MESSAGES = {"model": "banditroute", "max_tokens": 50, "system": [{"type": "text"
             "messages": [{"role": "user", "content": [{"type": "text", "text": "yo"}]}], "stream": False,
             "tools": [{"name": "t", "input_schema": {"type": "object"}}], "tool_choice": {"type": "auto"}}
 TEMPLATES = [("/v1/chat/completions", CHAT), ("/v1/responses", RESPONSES), ("/v1/messages", MESSAGES)]
-ODD = [None, True, False, 0, -1, 1e308, -1e308, 2**70, "", "x" * 3000, "\u0000", [], {}, [None], {"": None}, 3.5,
-       "banditroute", [[[]]], {"type": None}, [5], "strong"]
-EXTRA = ["n", "stop", "seed", "user", "metadata", "logprobs", "top_logprobs", "previous_response_id", "tool_choice",
-         "parallel_tool_calls", "functions", "stream", "banditroute", "max_completion_tokens", "reasoning_effort"]
-
-
-def mutate(v, rng: random.Random):
-    """``v`` with one random change somewhere inside it."""
-    if isinstance(v, dict) and v and rng.random() < 0.7:
-        v, k = dict(v), rng.choice(list(v))
-        op = rng.random()
-        if op < 0.2:
-            del v[k]
-        elif op < 0.6:
-            v[k] = mutate(v[k], rng)
-        elif op < 0.8:
-            v[k] = rng.choice(ODD)
-        else:
-            v[rng.choice(EXTRA)] = rng.choice([*ODD, 1, 2, "auto"])
-        return v
-    if isinstance(v, list) and v and rng.random() < 0.7:
-        v, i = list(v), rng.randrange(len(v))
-        op = rng.random()
-        if op < 0.2:
-            del v[i]
-        elif op < 0.7:
-            v[i] = mutate(v[i], rng)
-        elif op < 0.85:
-            v.append(copy.deepcopy(v[i]))
-        else:
-            v[i] = rng.choice(ODD)
-        return v
-    return rng.choice(ODD) if rng.random() < 0.9 else v
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_mutated_bodies_get_a_json_4xx_or_an_answer_never_a_5xx(tmp_path, seed):
     rng = random.Random(seed)

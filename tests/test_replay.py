@@ -488,3 +488,27 @@ def test_chain_weights_multiply_along_a_fallback_chain_and_renormalise_the_candi
     assert pi2[2] == pytest.approx([0.0, 0.0, 1.0])
     assert w == pytest.approx([0.2 / 0.5, 0.4 * 0.75 / 0.4, 0.4 * 0.75 / 0.4 * 1.0])
     assert prefix == pytest.approx([1.0, 0.4, 0.75])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_damaged_log_is_read_or_refused_with_a_log_error(tmp_path, seed):
+    """A JSON Lines log whose rows were changed at random (a field dropped or given an odd value, a row
+    replaced or repeated): read as it is, or refused with one :class:`LogError` naming the problem (which
+    the command line prints), never another exception."""
+    import random
+
+    from mutations import mutate
+
+    rng = random.Random(seed)
+    rows = synthetic_log(n=40).to_pylist()
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(rows))
+        rows[i] = mutate(rows[i], rng)
+    path = tmp_path / "damaged.jsonl"
+    path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    try:
+        log = load_log(path)
+    except LogError as err:
+        assert str(err)
+    else:
+        assert len(log) >= 1 and np.isfinite(log.cost_weight).all() and (log.propensity > 0).all()
