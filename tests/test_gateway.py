@@ -886,6 +886,30 @@ def test_a_client_that_leaves_a_stream_midway_closes_the_upstream_stream_and_the
         assert s.gateway.providers.view("mid")["health"]["consecutive_failures"] == 0
 
 
+def test_a_streaming_client_that_stops_reading_is_given_up_after_the_models_timeout(tmp_path):
+    """A client that asks for a stream and reads nothing would hold its call, and a connection to the
+    provider, for as long as it stays connected: each write to it must be taken within the model's timeout,
+    after which the gateway closes the connection and the call is logged as cancelled."""
+    with Stack(tmp_path, timeout_s=1.0) as s:
+        s.fault("mid", reply="word " * 2_000_000)  # 10 MB: more than the sockets' buffers hold
+        body = json.dumps({"model": "mid", "messages": ASK, "stream": True}).encode()
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", s.port))
+        stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        try:
+            (row,) = s.wait_for("SELECT * FROM calls", 1, timeout=10)
+            assert row["outcome"] == "cancelled" and row["error"] == "the client read nothing for 1 s"
+            assert s.gateway.providers.view("mid")["deployments"][0]["in_flight"] == 0
+            assert s.gateway.providers.view("mid")["health"]["consecutive_failures"] == 0  # not the provider's doing
+            stalled.settimeout(10)
+            while stalled.recv(1 << 20):  # what was sent before, then the end: the gateway closed the connection
+                pass
+        finally:
+            stalled.close()
+
+
 def judges_done(s, timeout: float = 30.0) -> None:
     """Wait until no judgement is queued or under way (each ends once its feedback is recorded)."""
     deadline = time.time() + timeout
@@ -1056,6 +1080,30 @@ def test_a_passthrough_answer_cut_by_its_provider_is_cut_for_the_client_too(tmp_
         assert resp.status == 200
         with pytest.raises(http.client.IncompleteRead):
             resp.read()
+
+
+def test_a_passthrough_client_that_stops_reading_is_cut_after_the_timeout(tmp_path):
+    """As for the gateway's own streams: a client that reads nothing may not hold the provider's answer
+    open beyond the passthrough's timeout."""
+    passthrough = [{"path": "/v1/completions", "base_url": "http://127.0.0.1:{fake_port}/v1/chat", "timeout_s": 1.0}]
+    with Stack(tmp_path, passthrough=passthrough) as s:
+        s.fake.faults["m"] = {"reply": "word " * 2_000_000}  # 10 MB: more than the sockets' buffers hold
+        body = json.dumps({"model": "m", "stream": True, "messages": ASK}).encode()
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", s.port))
+        stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        try:
+            deadline = time.time() + 10
+            while s.fake.cancelled < 1 and time.time() < deadline:
+                time.sleep(0.05)
+            assert s.fake.cancelled == 1  # the provider's answer was given up
+            stalled.settimeout(10)
+            while stalled.recv(1 << 20):  # then the connection ends
+                pass
+        finally:
+            stalled.close()
 
 
 def test_a_passthrough_may_not_take_a_path_the_gateway_serves():

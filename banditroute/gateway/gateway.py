@@ -73,6 +73,10 @@ from banditroute.service.quotas import Admission, Quotas
 log = logging.getLogger("banditroute")
 
 
+class ClientStalled(Exception):
+    """A streaming client took none of an event within the model's timeout."""
+
+
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
 GatewayRequest = ChatRequest | ResponsesRequest | MessagesRequest
 
@@ -522,6 +526,17 @@ class Gateway:
                 yield translate.end()
 
         response = None
+        patience = self.upstreams.timeout(spec)
+
+        async def send(data: bytes, eof: bool = False) -> None:
+            """Write to the client, who must take it within the model's timeout: a client that stops reading
+            would otherwise hold the call, and a connection to the provider, for as long as it likes."""
+            try:
+                async with asyncio.timeout(patience):
+                    await (response.write_eof(data) if eof else response.write(data))
+            except TimeoutError:
+                raise ClientStalled(f"the client read nothing for {patience:g} s") from None
+
         try:
             try:
                 first = await batches.__anext__()
@@ -544,34 +559,39 @@ class Gateway:
                             if data is not None:
                                 out.append(data)
                         if out:
-                            await response.write(b"".join(out))
+                            await send(b"".join(out))
             except UpstreamFailure as failure:  # after the first event: end the stream with an error event
                 self.fail_call(call, failure, ttft)
                 message = f"the upstream stream failed: {failure}"
                 if isinstance(req, ResponsesRequest):  # the responses API's own error event
                     error = {"type": "error", "code": failure.outcome, "message": message, "param": None}
-                    await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+                    await send(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
                 elif isinstance(req, MessagesRequest):  # the Messages API's
                     error = messages.error_body(502, message, code=failure.outcome)
-                    await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+                    await send(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
                 else:
                     error = {"error": {"message": message, "type": "upstream_error", "code": failure.outcome,
                                        "param": None}}
-                    await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
-                await response.write_eof()
+                    await send(b"data: " + orjson.dumps(error) + b"\n\n")
+                await send(b"", eof=True)
                 return response
             if isinstance(req, ResponsesRequest):
-                await response.write_eof()
+                await send(b"", eof=True)
                 if last.get("type") == "response.failed":  # relayed as it came; the provider failed it
                     error = (last.get("response") or {}).get("error") if isinstance(last.get("response"), dict) else None
                     self.fail_call(call, UpstreamFailure("upstream_error", f"{spec.name}: the response failed: "
                                                          f"{str(error)[:ERROR_BYTES]}"), ttft)
                     return response
             elif isinstance(req, MessagesRequest):
-                await response.write_eof()
+                await send(b"", eof=True)
             else:
-                await response.write_eof(b"data: [DONE]\n\n")
+                await send(b"data: [DONE]\n\n", eof=True)
             self._account(call, d, req, ttft, usage, "".join(parts), tokens)
+            return response
+        except ClientStalled as stalled:  # given up on our side, the connection closed at once
+            self.cancel_call(call, ttft, str(stalled))
+            if request.transport is not None:
+                request.transport.abort()
             return response
         except (ConnectionResetError, asyncio.CancelledError) as err:
             self.cancel_call(call, None if response is None else ttft)

@@ -18,6 +18,8 @@ never looks complete.
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 
@@ -64,7 +66,8 @@ async def relay(upstreams: Upstreams, request: web.Request, base_url: str, key: 
                 h: upstream.headers[h] for h in TO_CLIENT if h in upstream.headers})
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+                async with asyncio.timeout(total):  # a client that stops reading may not hold the provider
+                    await response.write(chunk)
             await response.write_eof()
             return response
     except (TimeoutError, aiohttp.ClientError) as err:
