@@ -122,11 +122,23 @@ def test_pretrain_then_simulate_from_state(tmp_path, capsys, outcomes_path):
         (["simulate", "{data}", "--state", "missing.pkl"], "cannot read policy state"),
         (["simulate", "{data}", "--cost-weight", "-1"], "cost weight must be"),
         (["simulate", "{data}", "--cost-weight", "nan"], "cost weight must be"),
+        (["simulate", "{data}", "--cost-preference", "2"], "--cost-preference: must be a number in [0, 1], got 2"),
+        (["simulate", "{data}", "--cost-preference", "nan"], "must be a number in [0, 1], got nan"),
+        (["simulate", "{data}", "--cost-preference", "half"], "--cost-preference: not a number: 'half'"),
+        (["tune", "{data}", "--cost-weights", "0,1e400"], "cost weights must be finite numbers >= 0, got inf"),
+        (["replay", "{data}", "--clip", "0"], "--clip: must be a number > 0, got 0"),
+        # a file written at the end: its directory is checked before the work, not found missing after it
+        (["simulate", "{data}", "--log", "/nonexistent/dir/log.jsonl"], "--log: no directory /nonexistent/dir"),
+        (["pretrain", "{data}", "--out", "/nonexistent/dir/x.state"], "--out: no directory /nonexistent/dir"),
     ],
 )
 def test_cli_errors_are_clear(capsys, outcomes_path, argv, message):
     argv = [a.replace("{data}", str(outcomes_path)) for a in argv]
-    assert main(argv) == 2
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors (an argument's type) exit with 2 as well
+        code = exit_.code
+    assert code == 2
     assert message in capsys.readouterr().err
 
 

@@ -8,13 +8,52 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from pathlib import Path
 
 from banditroute.cli import report
 from banditroute.config import ConfigError, PolicyConfig, load_settings
 from banditroute.core.policies import POLICY_NAMES
 from banditroute.core.state import save_state
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _cost_weights(text: str) -> list[float]:
+    weights = [_number(w) for w in text.split(",")]
+    bad = [w for w in weights if not (math.isfinite(w) and w >= 0.0)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"cost weights must be finite numbers >= 0, got {bad[0]}")
+    return weights
+
+
+def _output(text: str) -> str:
+    """A file to write at the end of a command: its directory must exist now, not after the work is done."""
+    folder = Path(text).expanduser().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"no directory {folder} to write {text} in")
+    return text
 
 
 def _pool(args):
@@ -68,8 +107,7 @@ def cmd_tune(args) -> int:
     outcomes = load_outcomes(args.outcomes)
     pool = _pool(args)
     settings = _settings(args, pool)
-    weights = [float(w) for w in args.cost_weights.split(",")] if args.cost_weights else None
-    result = tune(outcomes, settings.name, args.seed, weights, pool=pool, settings=settings,
+    result = tune(outcomes, settings.name, args.seed, args.cost_weights, pool=pool, settings=settings,
                   progress=sys.stderr.isatty())
     if args.plot:
         plot_frontier(result, args.plot, title=f"{args.outcomes}")
@@ -90,8 +128,7 @@ def cmd_tune_log(args) -> int:
     from banditroute.offline.plots import plot_log_frontier
     from banditroute.offline.tune import tune_on_log
 
-    weights = [float(w) for w in args.cost_weights.split(",")] if args.cost_weights else None
-    result = tune_on_log(args.outcomes, args.policy or "lints", weights, state=args.state, estimator=args.estimator,
+    result = tune_on_log(args.outcomes, args.policy or "lints", args.cost_weights, state=args.state, estimator=args.estimator,
                          target_quality=args.target_quality, budget=args.budget_usd_per_request, seed=args.seed,
                          progress=sys.stderr.isatty())
     if args.plot:
@@ -165,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("outcomes", help="full-information outcome table (Parquet or JSONL)")
     s.add_argument("--policy", help=pol_help)
     s.add_argument("--cost-weight", type=float, help="quality points per USD (default from the pool file, else 100)")
-    s.add_argument("--cost-preference", type=float, help="route by a cost preference in [0, 1] instead of the weight "
+    s.add_argument("--cost-preference", type=_fraction, help="route by a cost preference in [0, 1] instead of the weight "
                    "(0: quality only, 1: the cheapest)")
-    s.add_argument("--budget-usd-per-request", type=float, metavar="B", help="run the online stream under a budget "
+    s.add_argument("--budget-usd-per-request", type=_positive, metavar="B", help="run the online stream under a budget "
                    "of B USD per request on average, paced over the stream")
     s.add_argument("--when-exhausted", choices=("cheapest", "refuse"), default="cheapest",
                    help="with a budget: what happens once it cannot pay for any model")
@@ -175,11 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "until it is spent)")
     s.add_argument("--cascade-to", metavar="MODEL", help="route the start of a cascade that escalates to MODEL when "
                    "a simulated check fails (the table's quality < 0.5)")
-    s.add_argument("--false-pass", type=float, default=0.0, help="with --cascade-to: probability that the check "
+    s.add_argument("--false-pass", type=_fraction, default=0.0, help="with --cascade-to: probability that the check "
                    "lets a bad answer through")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--state", help="start from a saved policy state (see pretrain)")
-    s.add_argument("--log", help="write the decision log here (.parquet or .jsonl)")
+    s.add_argument("--log", type=_output, help="write the decision log here (.parquet or .jsonl)")
     s.add_argument("--config", help="pool file (TOML/JSON) for prices and policy settings")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     s.set_defaults(func=cmd_simulate)
@@ -191,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--state", help="evaluate a saved policy state, frozen")
     r.add_argument("--greedy", action="store_true", help="evaluate the candidate without exploration")
     r.add_argument("--estimator", choices=["ips", "snips", "dm", "dr", "all"], default="all")
-    r.add_argument("--clip", type=float, default=float("inf"), help="IPS weight clipping (default: none)")
+    r.add_argument("--clip", type=_positive, default=float("inf"), help="IPS weight clipping (default: none)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     r.set_defaults(func=cmd_replay)
@@ -200,19 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("outcomes", help="full-information outcome table, or a decision log (Parquet or JSONL)")
     t.add_argument("--policy", help=pol_help)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--target-quality", type=float, help="(log) cheapest weight whose quality CI low end meets this")
-    t.add_argument("--budget-usd-per-request", type=float, help="(log) best weight whose cost CI high end fits")
+    t.add_argument("--target-quality", type=_fraction, help="(log) cheapest weight whose quality CI low end meets this")
+    t.add_argument("--budget-usd-per-request", type=_positive, help="(log) best weight whose cost CI high end fits")
     t.add_argument("--state", help="(log) evaluate a saved policy state, frozen")
     t.add_argument("--estimator", choices=["ips", "snips", "dm", "dr"], default="dr", help="(log) estimator")
-    t.add_argument("--cost-weights", help="comma-separated cost weights (default: a data-driven grid)")
+    t.add_argument("--cost-weights", type=_cost_weights, help="comma-separated cost weights (default: a data-driven grid)")
     t.add_argument("--config", help="pool file (TOML/JSON) for prices and policy settings")
-    t.add_argument("--plot", help="write the frontier plot to this PNG")
+    t.add_argument("--plot", type=_output, help="write the frontier plot to this PNG")
     t.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     t.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("pretrain", help="fit a policy state from an outcome table's train split")
     p.add_argument("outcomes")
-    p.add_argument("--out", required=True, help="where to write the policy state")
+    p.add_argument("--out", required=True, type=_output, help="where to write the policy state")
     p.add_argument("--policy", help=pol_help)
     p.add_argument("--config", help="pool file (TOML/JSON) for prices and policy settings")
     p.set_defaults(func=cmd_pretrain)
@@ -227,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="write a stopped server's decision log joined with feedback")
     e.add_argument("--db", required=True, help="the server's DuckDB file")
-    e.add_argument("--out", required=True, help="output file (.parquet or .jsonl)")
+    e.add_argument("--out", required=True, type=_output, help="output file (.parquet or .jsonl)")
     e.set_defaults(func=cmd_export)
 
     f = sub.add_parser("repair", help="open a stopped server's log whose write-ahead log is damaged, keeping every "
