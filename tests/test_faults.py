@@ -597,3 +597,36 @@ def test_a_retention_pass_put_off_midway_counts_what_it_had_erased(tmp_path, mon
         assert (retention.prompts, retention.failures) == (45, 1)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_log_written_to_a_full_disk_is_a_one_line_error_and_leaves_no_file(tiny_fs, outcomes_path, capsys, suffix):
+    """``simulate --log`` (as ``export``, through the same writer) onto a disk that fills up: the command says
+    so in one line, and neither the log nor a part of it is left where a replay would read it."""
+    from banditroute.cli.main import main
+
+    out = tiny_fs / f"log{suffix}"
+    filler = fill(tiny_fs, 4096)
+    assert main(["simulate", str(outcomes_path), "--log", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"cannot write {out}: no space left on device") and "Traceback" not in err
+    assert sorted(p.name for p in tiny_fs.iterdir()) == [filler.name]
+
+
+async def test_an_export_whose_temporary_file_finds_the_disk_full_is_a_503(aiohttp_client, tiny_fs, tmp_path,
+                                                                           monkeypatch):
+    """``GET /export`` writes to a temporary file first: when its disk is full, a 503 saying so (the log is
+    not at fault and stays as it is), and nothing left behind."""
+    client = await aiohttp_client(create_app(config_for(str(tmp_path / "r.duckdb")), seed=0))
+    assert (await exchange(client, "a"))[1] == 200
+    monkeypatch.setattr(tempfile, "tempdir", str(tiny_fs))
+    filler = fill(tiny_fs, 0)
+    for fmt in ("parquet", "jsonl"):
+        r = await client.get(f"/export?format={fmt}")
+        body = await r.json()
+        assert r.status == 503 and "no space left on device" in body["message"], body
+    assert sorted(p.name for p in tiny_fs.iterdir()) == [filler.name]
+    assert (await client.get("/readyz")).status == 200
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    assert (await client.get("/export?format=jsonl")).status == 200
+    await client.close()

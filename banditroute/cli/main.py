@@ -16,6 +16,7 @@ from banditroute.cli import report
 from banditroute.config import ConfigError, PolicyConfig, load_settings
 from banditroute.core.policies import POLICY_NAMES
 from banditroute.core.state import save_state
+from banditroute.log.export import ExportError
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
 
 
@@ -144,7 +145,10 @@ def cmd_pretrain(args) -> int:
     pool = _pool(args)
     settings = _settings(args, pool)
     policy = pretrain(outcomes, settings.name, pool, settings)
-    save_state(policy, args.out)
+    try:
+        save_state(policy, args.out)
+    except OSError as err:
+        raise ValueError(f"cannot write {args.out}: {(err.strerror or str(err)).lower()}") from None
     n = int((outcomes.splits == "train").sum())
     print(f"pretrained {policy.describe()} on {n} prompts x {len(outcomes.models)} models -> {args.out}")
     return 0
@@ -279,7 +283,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, OutcomeTableError, ValueError) as err:
+    except (ConfigError, OutcomeTableError, ExportError, ValueError) as err:
         print(f"banditroute {args.command}: error: {err}", file=sys.stderr)
         return 2
 

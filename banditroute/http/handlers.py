@@ -30,7 +30,7 @@ from banditroute.http.schemas import (
     RouteRequest,
     RouteResponse,
 )
-from banditroute.log.export import FORMATS
+from banditroute.log.export import FORMATS, ExportError
 from banditroute.service.service import Service
 
 SERVICE = web.AppKey("service", Service)
@@ -227,6 +227,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     try:
         try:
             await loop.run_in_executor(None, service.store.export, path, fmt)
+        except ExportError as err:  # the temporary file's disk, not the log: nothing of the log is at fault
+            raise Unavailable(f"the export could not be written ({err}); retry later", retry_after=60) from None
         except duckdb.Error as err:
             raise service.unreadable(err) from None
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
