@@ -630,3 +630,15 @@ async def test_an_export_whose_temporary_file_finds_the_disk_full_is_a_503(aioht
     monkeypatch.setattr(tempfile, "tempdir", None)
     assert (await client.get("/export?format=jsonl")).status == 200
     await client.close()
+
+
+def test_a_plot_or_a_state_written_to_a_full_disk_is_a_one_line_error(tiny_fs, outcomes_path, capsys):
+    """``tune --plot`` and ``pretrain --out`` onto a full disk: one line naming the file, nothing left."""
+    from banditroute.cli.main import main
+
+    filler = fill(tiny_fs, 0)
+    for argv, out in ((["tune", str(outcomes_path), "--cost-weights", "0,10", "--plot"], tiny_fs / "p.png"),
+                      (["pretrain", str(outcomes_path), "--out"], tiny_fs / "s.state")):
+        assert main([*argv, str(out)]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"cannot write {out}: no space left on device")
+    assert sorted(p.name for p in tiny_fs.iterdir()) == [filler.name]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def _output(text: str) -> str:
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"no directory {folder} to write {text} in")
     return text
+
+
+def _written(path: str, write, *args, **kwargs) -> None:
+    """``write(*args, **kwargs)``, which writes ``path``; a failure to write it (a full disk) is a one-line error."""
+    try:
+        write(*args, **kwargs)
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: {os.strerror(err.errno).lower() if err.errno else err}") from None
 
 
 def _pool(args):
@@ -111,7 +120,7 @@ def cmd_tune(args) -> int:
     result = tune(outcomes, settings.name, args.seed, args.cost_weights, pool=pool, settings=settings,
                   progress=sys.stderr.isatty())
     if args.plot:
-        plot_frontier(result, args.plot, title=f"{args.outcomes}")
+        _written(args.plot, plot_frontier, result, args.plot, title=f"{args.outcomes}")
     print(json.dumps(result, allow_nan=False) if args.json else report.tune_table(result))
     if args.plot and not args.json:
         print(f"plot: {args.plot}")
@@ -133,7 +142,7 @@ def cmd_tune_log(args) -> int:
                          target_quality=args.target_quality, budget=args.budget_usd_per_request, seed=args.seed,
                          progress=sys.stderr.isatty())
     if args.plot:
-        plot_log_frontier(result, args.plot)
+        _written(args.plot, plot_log_frontier, result, args.plot)
     print(json.dumps(result, allow_nan=False) if args.json else report.tune_log_table(result))
     return 0
 
@@ -145,18 +154,13 @@ def cmd_pretrain(args) -> int:
     pool = _pool(args)
     settings = _settings(args, pool)
     policy = pretrain(outcomes, settings.name, pool, settings)
-    try:
-        save_state(policy, args.out)
-    except OSError as err:
-        raise ValueError(f"cannot write {args.out}: {(err.strerror or str(err)).lower()}") from None
+    _written(args.out, save_state, policy, args.out)
     n = int((outcomes.splits == "train").sum())
     print(f"pretrained {policy.describe()} on {n} prompts x {len(outcomes.models)} models -> {args.out}")
     return 0
 
 
 def cmd_serve(args) -> int:
-    import os
-
     from banditroute.http.app import serve
 
     config = load_settings(args.config, environ=os.environ, overrides={

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
+
+from banditroute.core.state import write_atomic
 
 
 def _pyplot():
@@ -12,6 +17,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: str) -> None:
+    """The figure, in the format its path's suffix names (PNG by default), written whole or not at all."""
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=120)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
 
 
 def plot_frontier(result: dict, path: str, title: str = "") -> None:
@@ -34,8 +48,7 @@ def plot_frontier(result: dict, path: str, title: str = "") -> None:
     ax.set_title(title or "Quality-cost frontier")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_log_frontier(result: dict, path: str) -> None:
@@ -65,5 +78,4 @@ def plot_log_frontier(result: dict, path: str) -> None:
     ax.set_title("Cost weight sweep on logged traffic (labels: cost weight)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
