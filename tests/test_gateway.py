@@ -886,18 +886,25 @@ def test_a_client_that_leaves_a_stream_midway_closes_the_upstream_stream_and_the
         assert s.gateway.providers.view("mid")["health"]["consecutive_failures"] == 0
 
 
+def stalled_stream(port: int, path: str, body: dict) -> socket.socket:
+    """A client that sends ``body`` to ``path`` and then reads nothing (a small receive buffer, so that the
+    server's writes soon block)."""
+    data = json.dumps(body).encode()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    client.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return client
+
+
 def test_a_streaming_client_that_stops_reading_is_given_up_after_the_models_timeout(tmp_path):
     """A client that asks for a stream and reads nothing would hold its call, and a connection to the
     provider, for as long as it stays connected: each write to it must be taken within the model's timeout,
     after which the gateway closes the connection and the call is logged as cancelled."""
     with Stack(tmp_path, timeout_s=1.0) as s:
         s.fault("mid", reply="word " * 2_000_000)  # 10 MB: more than the sockets' buffers hold
-        body = json.dumps({"model": "mid", "messages": ASK, "stream": True}).encode()
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", s.port))
-        stalled.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        stalled = stalled_stream(s.port, "/v1/chat/completions", {"model": "mid", "messages": ASK, "stream": True})
         try:
             (row,) = s.wait_for("SELECT * FROM calls", 1, timeout=10)
             assert row["outcome"] == "cancelled" and row["error"] == "the client read nothing for 1 s"
@@ -1088,12 +1095,7 @@ def test_a_passthrough_client_that_stops_reading_is_cut_after_the_timeout(tmp_pa
     passthrough = [{"path": "/v1/completions", "base_url": "http://127.0.0.1:{fake_port}/v1/chat", "timeout_s": 1.0}]
     with Stack(tmp_path, passthrough=passthrough) as s:
         s.fake.faults["m"] = {"reply": "word " * 2_000_000}  # 10 MB: more than the sockets' buffers hold
-        body = json.dumps({"model": "m", "stream": True, "messages": ASK}).encode()
-        stalled = socket.socket()
-        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled.connect(("127.0.0.1", s.port))
-        stalled.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        stalled = stalled_stream(s.port, "/v1/completions", {"model": "m", "stream": True, "messages": ASK})
         try:
             deadline = time.time() + 10
             while s.fake.cancelled < 1 and time.time() < deadline:
