@@ -27,7 +27,11 @@ One request, step by step:
    no silent switch mid-answer.
 4. The answer goes back with ``model`` set to the pool name and the ``x-banditroute-*`` headers; then,
    in the background, a ``calls`` row and a feedback with the upstream's token usage and the latency
-   (so the cost model learns the call's cost), and possibly a judge's score (:mod:`.judge`).
+   (so the cost model learns the call's cost), and possibly a judge's score (:mod:`.judge`). A usage the
+   provider did not report, or not as its API says, is the gateway's own estimate; whatever fails in that
+   accounting, the call's row is written. A client that disconnects, or that takes none of a stream's
+   events within the model's timeout, has its call cancelled (logged ``cancelled``, not the provider's
+   failure).
 
 A routed chat-completions request can instead go through a cascade or an ensemble
 (:mod:`.strategies`), named in its ``banditroute`` options or by the first rule that matches it.
