@@ -36,6 +36,8 @@ MESSAGES = {"model": "banditroute", "max_tokens": 50, "system": [{"type": "text"
             "messages": [{"role": "user", "content": [{"type": "text", "text": "yo"}]}], "stream": False,
             "tools": [{"name": "t", "input_schema": {"type": "object"}}], "tool_choice": {"type": "auto"}}
 TEMPLATES = [("/v1/chat/completions", CHAT), ("/v1/responses", RESPONSES), ("/v1/messages", MESSAGES)]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_mutated_bodies_get_a_json_4xx_or_an_answer_never_a_5xx(tmp_path, seed):
     rng = random.Random(seed)
