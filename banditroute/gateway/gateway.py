@@ -81,6 +81,9 @@ class ClientStalled(Exception):
     """A streaming client took none of an event within the model's timeout."""
 
 
+CHUNK_FRAMING = 32  # bytes HTTP's chunked encoding adds around a chunk (its length line, CRLFs, the last chunk)
+
+
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
 GatewayRequest = ChatRequest | ResponsesRequest | MessagesRequest
 
@@ -534,10 +537,18 @@ class Gateway:
 
         async def send(data: bytes, eof: bool = False) -> None:
             """Write to the client, who must take it within the model's timeout: a client that stops reading
-            would otherwise hold the call, and a connection to the provider, for as long as it likes."""
+            would otherwise hold the call, and a connection to the provider, for as long as it likes. A write
+            can only wait when it takes the transport's buffer past its high-water mark: only then is it
+            timed (a timer per write costs more than the write)."""
+            write = response.write_eof(data) if eof else response.write(data)
+            transport = request.transport
+            if transport is not None and (transport.get_write_buffer_size() + len(data) + CHUNK_FRAMING
+                                          <= transport.get_write_buffer_limits()[1]):
+                await write
+                return
             try:
                 async with asyncio.timeout(patience):
-                    await (response.write_eof(data) if eof else response.write(data))
+                    await write
             except TimeoutError:
                 raise ClientStalled(f"the client read nothing for {patience:g} s") from None
 
