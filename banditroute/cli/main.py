@@ -17,7 +17,7 @@ from banditroute.cli import report
 from banditroute.config import ConfigError, PolicyConfig, load_settings
 from banditroute.core.policies import POLICY_NAMES
 from banditroute.core.state import save_state
-from banditroute.log.export import ExportError
+from banditroute.log.export import ExportError, failure_reason
 from banditroute.offline.outcomes import OutcomeTableError, load_outcomes
 
 
@@ -63,7 +63,7 @@ def _written(path: str, write, *args, **kwargs) -> None:
     try:
         write(*args, **kwargs)
     except OSError as err:
-        raise ValueError(f"cannot write {path}: {os.strerror(err.errno).lower() if err.errno else err}") from None
+        raise ValueError(f"cannot write {path}: {failure_reason(err)}") from None
 
 
 def _pool(args):

@@ -62,6 +62,7 @@ from banditroute.core.router import GatewayRoute, RouteOptions
 from banditroute.core.types import Decision
 from banditroute.errors import NotFound, RateLimited, RoutingError, UpstreamFailed
 from banditroute.gateway import messages
+from banditroute.gateway.client_writes import write_within
 from banditroute.gateway.judge import Judge
 from banditroute.gateway.latency import SUMS_SQL, LatencyModel
 from banditroute.gateway.messages import MessagesRequest
@@ -79,9 +80,6 @@ log = logging.getLogger("banditroute")
 
 class ClientStalled(Exception):
     """A streaming client took none of an event within the model's timeout."""
-
-
-CHUNK_FRAMING = 32  # bytes HTTP's chunked encoding adds around a chunk (its length line, CRLFs, the last chunk)
 
 
 NO_TEXT = "[no text]"  # what the router's features see of a request without any text (images only)
@@ -429,7 +427,7 @@ class Gateway:
         headers); its accounting runs on the loop's next turn, once this task has written it out."""
         body = answer.body
         body["model"] = d.model
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}  # a provider's odd usage: none
+        usage = body.get("usage")  # whatever it is: usage_tokens reads what it can of it
         if isinstance(req, MessagesRequest):
             usage = body["usage"] = req.estimated_usage(usage, tokens, req.answer_text(body),
                                                         self.service.router.featurizer.input_tokens)
@@ -536,19 +534,9 @@ class Gateway:
         patience = self.upstreams.timeout(spec)
 
         async def send(data: bytes, eof: bool = False) -> None:
-            """Write to the client, who must take it within the model's timeout: a client that stops reading
-            would otherwise hold the call, and a connection to the provider, for as long as it likes. A write
-            can only wait when it takes the transport's buffer past its high-water mark: only then is it
-            timed (a timer per write costs more than the write)."""
-            write = response.write_eof(data) if eof else response.write(data)
-            transport = request.transport
-            if transport is not None and (transport.get_write_buffer_size() + len(data) + CHUNK_FRAMING
-                                          <= transport.get_write_buffer_limits()[1]):
-                await write
-                return
+            """Write to the client, who must take it within the model's timeout (:mod:`.client_writes`)."""
             try:
-                async with asyncio.timeout(patience):
-                    await write
+                await write_within(request, response, data, patience, eof)
             except TimeoutError:
                 raise ClientStalled(f"the client read nothing for {patience:g} s") from None
 
@@ -715,7 +703,7 @@ class Gateway:
         self.providers.health.release(self.provider_of(call).key)
         self.end_call(call, "cancelled", None, why, ttft_ms)
 
-    def _account(self, call: dict, d: Decision, req: GatewayRequest, ttft_ms: float, usage: dict, text: str,
+    def _account(self, call: dict, d: Decision, req: GatewayRequest, ttft_ms: float, usage, text: str,
                  prompt_tokens: float, end: float | None = None) -> None:
         """:meth:`_served`, and whatever goes wrong there, the call's row all the same: an answer that went
         out is in the log (without its usage and cost, then), and the failure in the server's log."""
@@ -726,7 +714,7 @@ class Gateway:
                           d.decision_id)
             self.end_call(call, "ok", 200, None, ttft_ms, end=end)  # nothing if its row went already
 
-    def _served(self, call: dict, d: Decision, req: GatewayRequest, ttft_ms: float, usage: dict, text: str,
+    def _served(self, call: dict, d: Decision, req: GatewayRequest, ttft_ms: float, usage, text: str,
                 prompt_tokens: float, end: float | None = None) -> None:
         """An answer went back: health, latency, the call's row, its cost feedback and perhaps the judge
         (``end``: when the upstream's answer was complete, if before now)."""

@@ -125,7 +125,7 @@ async def ask_judge(gw, model: str, decision_id: str, messages: list[dict]) -> t
         log.info("judge call for %s failed: %s", decision_id, "; ".join(errors))
         return None, 0.0
     usage = reply.body.get("usage")
-    tokens_in, tokens_out, cached = ChatRequest.usage_tokens(usage if isinstance(usage, dict) else {})
+    tokens_in, tokens_out, cached = ChatRequest.usage_tokens(usage)
     text = ChatRequest.answer_text(reply.body)
     row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, tokens_in, tokens_out,
                       cached_input_tokens=cached)

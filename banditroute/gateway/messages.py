@@ -261,7 +261,7 @@ class MessagesRequest(BaseModel):
         return StreamBridge()
 
     @classmethod
-    def estimated_usage(cls, usage: dict, prompt_tokens: float, text: str, count: Callable[[str], float]) -> dict:
+    def estimated_usage(cls, usage, prompt_tokens: float, text: str, count: Callable[[str], float]) -> dict:
         """``usage``, or when it is no usage (:meth:`usage_tokens`: the upstream reported none) the
         gateway's estimates, the counts its log and cost feedback use (the prompt's ``prompt_tokens``, the
         answer ``text`` counted by ``count``, only then): the client sees what it is billed."""
@@ -271,7 +271,7 @@ class MessagesRequest(BaseModel):
                 "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
 
     @staticmethod
-    def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
+    def usage_tokens(usage) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) tokens of a Messages ``usage``: its input is what was not cached,
         so the whole prompt is ``input_tokens`` plus the cache's reads and writes. A usage of no input
         tokens at all (what the translation says when the upstream reported none) is no usage: None."""

@@ -18,13 +18,12 @@ never looks complete.
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 from aiohttp import web
 
 from banditroute.config import GatewayConfig, Passthrough
 from banditroute.errors import UpstreamFailed
+from banditroute.gateway.client_writes import write_within
 from banditroute.gateway.upstream import Upstreams
 
 TO_PROVIDER = ("Content-Type", "Accept", "OpenAI-Beta")
@@ -66,8 +65,7 @@ async def relay(upstreams: Upstreams, request: web.Request, base_url: str, key: 
                 h: upstream.headers[h] for h in TO_CLIENT if h in upstream.headers})
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
-                async with asyncio.timeout(total):  # a client that stops reading may not hold the provider
-                    await response.write(chunk)
+                await write_within(request, response, chunk, total)  # a client that stops reading: TimeoutError
             await response.write_eof()
             return response
     except (TimeoutError, aiohttp.ClientError) as err:

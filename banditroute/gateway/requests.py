@@ -89,7 +89,7 @@ class ChatRequest(BaseModel):
         return False
 
     @staticmethod
-    def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
+    def usage_tokens(usage) -> tuple[int | None, int | None, int | None]:
         """(input, output, cached input) tokens of an answer's ``usage`` (None where it does not say; the
         cached ones: ``prompt_tokens_details.cached_tokens``, OpenAI's prompt caching, at most the input; a
         ``usage`` that is no JSON object says nothing)."""
@@ -298,7 +298,7 @@ class ResponsesRequest(BaseModel):
         return body
 
     @staticmethod
-    def usage_tokens(usage: dict) -> tuple[int | None, int | None, int | None]:
+    def usage_tokens(usage) -> tuple[int | None, int | None, int | None]:
         """As :meth:`ChatRequest.usage_tokens`, from the responses API's names (``input_tokens_details``)."""
         if not isinstance(usage, dict):
             return None, None, None

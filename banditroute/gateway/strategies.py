@@ -138,7 +138,7 @@ class Strategies:
         if reply is None:
             return None, "; ".join(errors), call
         usage = reply.body.get("usage")
-        tokens_in, tokens_out, cached = ChatRequest.usage_tokens(usage if isinstance(usage, dict) else {})
+        tokens_in, tokens_out, cached = ChatRequest.usage_tokens(usage)
         text = ChatRequest.answer_text(reply.body)
         row = gw.end_call(call, "ok", 200, None, reply.ttft_ms, tokens_in, tokens_out,
                           cached_input_tokens=cached)

@@ -44,7 +44,7 @@ def export_log(con, path: str | Path, fmt: str | None = None) -> int:
     except (OSError, duckdb.IOException) as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
-        raise ExportError(f"cannot write {path}: {_reason(err)}") from None
+        raise ExportError(f"cannot write {path}: {failure_reason(err)}") from None
     return n
 
 
@@ -62,8 +62,8 @@ def _write(con, path: str, fmt: str) -> int:
     return n
 
 
-def _reason(err: Exception) -> str:
-    """What went wrong, in a line (DuckDB's message of a failed write carries a JSON description)."""
+def failure_reason(err: Exception) -> str:
+    """What went wrong with a file's writing, in a line (DuckDB's message carries a JSON description)."""
     if isinstance(err, OSError) and err.errno:  # pyarrow's strerror adds its own words around the system's
         return os.strerror(err.errno).lower()
     text = str(err)
